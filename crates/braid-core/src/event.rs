@@ -1,0 +1,79 @@
+//! Events: the append-only log every mutation writes to. It feeds live
+//! streams (resume from `seq`), audit, telemetry and sync.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::id::TaskId;
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    Created,
+    Updated,
+    StateChanged,
+    Claimed,
+    DepAdded,
+    DepRemoved,
+    Imported,
+    Restored,
+    Commented,
+}
+
+impl EventKind {
+    pub const ALL: [EventKind; 9] = [
+        EventKind::Created,
+        EventKind::Updated,
+        EventKind::StateChanged,
+        EventKind::Claimed,
+        EventKind::DepAdded,
+        EventKind::DepRemoved,
+        EventKind::Imported,
+        EventKind::Restored,
+        EventKind::Commented,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Created => "created",
+            EventKind::Updated => "updated",
+            EventKind::StateChanged => "state_changed",
+            EventKind::Claimed => "claimed",
+            EventKind::DepAdded => "dep_added",
+            EventKind::DepRemoved => "dep_removed",
+            EventKind::Imported => "imported",
+            EventKind::Restored => "restored",
+            EventKind::Commented => "commented",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<EventKind> {
+        EventKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+impl fmt::Display for EventKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One entry of the log. `seq` strictly increases; `at` is ms since epoch.
+#[derive(Clone, PartialEq, Debug)]
+pub struct Event {
+    pub seq: i64,
+    pub at: i64,
+    pub actor: String,
+    pub kind: EventKind,
+    pub task: Option<TaskId>,
+    pub payload: serde_json::Value,
+}
+
+/// An event not yet appended (the store assigns `seq`).
+#[derive(Clone, PartialEq, Debug)]
+pub struct NewEvent {
+    pub kind: EventKind,
+    pub task: Option<TaskId>,
+    pub payload: serde_json::Value,
+}
