@@ -1,1 +1,52 @@
-//! x
+//! braid-store: the [`Store`] trait — the work graph's single write path and
+//! its queries — with a contract test suite every backend runs, and the
+//! SQLite backend. Only this crate knows SQL.
+
+pub mod contract;
+pub mod sqlite;
+mod types;
+
+pub use sqlite::SqliteStore;
+pub use types::*;
+
+use std::path::Path;
+
+use braid_core::{Event, Health, Task, TaskId};
+
+/// A place tasks live. Every mutation goes through [`Store::apply`], which
+/// validates it against the core state machine, updates rows, maintains
+/// readiness and health incrementally and appends events — in one
+/// transaction. Implementations hold no backend types in this interface.
+pub trait Store: Send + Sync {
+    /// The single write path.
+    fn apply(&self, actor: &str, cmd: Command) -> Result<Applied>;
+
+    /// Imports a batch all-or-nothing (or, with `skip_invalid`, everything
+    /// but the entries reported as skipped).
+    fn import(&self, actor: &str, batch: ImportBatch, opts: ImportOptions) -> Result<ImportReport>;
+
+    fn task(&self, id: &TaskId) -> Result<Task>;
+    fn list(&self, filter: &ListFilter) -> Result<Vec<Task>>;
+    /// Ready tasks, highest priority (lowest number) first, oldest first.
+    fn ready(&self, limit: usize) -> Result<Vec<Task>>;
+    /// What keeps a task from being ready, in words.
+    fn why_blocked(&self, id: &TaskId) -> Result<Vec<String>>;
+    /// Light rows of the subtree under `root` (the whole forest for `None`),
+    /// parents before children.
+    fn subtree(&self, root: Option<&TaskId>) -> Result<Vec<TreeRow>>;
+    fn health(&self) -> Result<Health>;
+    /// Every `blocks` edge `(from, to)`: from depends on to.
+    fn blocks_edges(&self) -> Result<Vec<(TaskId, TaskId)>>;
+    fn events(&self, after: i64, limit: usize) -> Result<Vec<Event>>;
+    fn last_seq(&self) -> Result<i64>;
+    /// Streams every task (with deps) in creation order, then, when asked,
+    /// every event.
+    fn export(&self, with_events: bool, sink: &mut dyn FnMut(ExportItem) -> Result<()>) -> Result<()>;
+    /// Writes a consistent copy of the whole database to `dest`, safe while
+    /// others write. `dest` must not exist.
+    fn backup_to(&self, dest: &Path) -> Result<()>;
+    /// Replaces the database's content with the copy at `src`, first saving
+    /// the current content to `keep_current_at`, while no other process uses
+    /// the database.
+    fn restore_from(&self, src: &Path, keep_current_at: &Path) -> Result<()>;
+}

@@ -1,0 +1,321 @@
+//! The contract every [`Store`] backend must honour, written against the
+//! trait alone. Each backend's tests call [`run_all`] with a factory that
+//! returns a fresh, empty store.
+
+use braid_core::{Dep, DepKind, NewTask, State, TaskId, TaskPatch, TaskType};
+
+use crate::{Command, Error, ImportBatch, ImportOptions, ListFilter, Store};
+
+/// Every contract check, by name, so a failure says which.
+pub const CHECKS: &[(&str, fn(&dyn Store))] = &[
+    ("add_and_show", add_and_show),
+    ("ready_order_and_blocking", ready_order_and_blocking),
+    ("epic_blocks_subtree", epic_blocks_subtree),
+    ("invalid_transition_changes_nothing", invalid_transition_changes_nothing),
+    ("cycle_rejected_and_nothing_changes", cycle_rejected_and_nothing_changes),
+    ("claim_next_and_given", claim_next_and_given),
+    ("events_have_increasing_seq", events_have_increasing_seq),
+    ("health_matches_recount", health_matches_recount),
+    ("update_fields_and_reparent", update_fields_and_reparent),
+    ("list_filters", list_filters),
+    ("import_all_or_nothing", import_all_or_nothing),
+    ("export_import_round_trip", export_import_round_trip),
+];
+
+/// Runs every check, each on a fresh store from `fresh`.
+pub fn run_all(fresh: &mut dyn FnMut() -> Box<dyn Store>) {
+    for (name, check) in CHECKS {
+        let store = fresh();
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(store.as_ref())));
+        if let Err(e) = result {
+            eprintln!("contract check `{name}` failed");
+            std::panic::resume_unwind(e);
+        }
+    }
+}
+
+fn add(s: &dyn Store, title: &str) -> TaskId {
+    add_with(s, NewTask::titled(title))
+}
+
+fn add_with(s: &dyn Store, t: NewTask) -> TaskId {
+    s.apply("test", Command::Add(t)).unwrap().task.id
+}
+
+fn set(s: &dyn Store, id: &TaskId, to: State) -> Result<(), Error> {
+    s.apply("test", Command::SetState { id: id.clone(), to, reason: None }).map(|_| ())
+}
+
+fn dep(s: &dyn Store, from: &TaskId, to: &TaskId) -> Result<(), Error> {
+    s.apply(
+        "test",
+        Command::DepAdd { from: from.clone(), to: to.clone(), kind: DepKind::Blocks },
+    )
+    .map(|_| ())
+}
+
+fn ready_ids(s: &dyn Store) -> Vec<TaskId> {
+    s.ready(1000).unwrap().into_iter().map(|t| t.id).collect()
+}
+
+fn add_and_show(s: &dyn Store) {
+    let id = add_with(
+        s,
+        NewTask {
+            labels: vec!["b".into(), "a".into()],
+            priority: Some(1),
+            description: "why".into(),
+            ..NewTask::titled("first")
+        },
+    );
+    let t = s.task(&id).unwrap();
+    assert_eq!(t.title, "first");
+    assert_eq!(t.priority, 1);
+    assert_eq!(t.labels, vec!["a", "b"]);
+    assert_eq!(t.state, State::Open);
+    assert!(t.ready);
+    assert!(id.as_str().starts_with("br-"));
+    let missing = TaskId::parse("br-nope").unwrap();
+    assert_eq!(s.task(&missing).unwrap_err().kind(), braid_core::ErrorKind::NotFound);
+    let err = s.apply("test", Command::Add(NewTask::titled("  "))).unwrap_err();
+    assert!(err.to_string().contains("title"), "{err}");
+}
+
+fn ready_order_and_blocking(s: &dyn Store) {
+    let low = add_with(s, NewTask { priority: Some(3), ..NewTask::titled("low") });
+    let high = add_with(s, NewTask { priority: Some(0), ..NewTask::titled("high") });
+    let blocked = add_with(
+        s,
+        NewTask {
+            priority: Some(0),
+            deps: vec![Dep { id: low.clone(), kind: DepKind::Blocks }],
+            ..NewTask::titled("blocked")
+        },
+    );
+    assert_eq!(ready_ids(s), vec![high.clone(), low.clone()]);
+    assert!(!s.task(&blocked).unwrap().ready);
+    let why = s.why_blocked(&blocked).unwrap();
+    assert!(why[0].contains(low.as_str()), "{why:?}");
+    set(s, &low, State::Done).unwrap();
+    assert_eq!(ready_ids(s), vec![high.clone(), blocked.clone()]);
+    set(s, &low, State::Open).unwrap();
+    assert_eq!(ready_ids(s), vec![high, low]);
+}
+
+fn epic_blocks_subtree(s: &dyn Store) {
+    let gate = add(s, "gate");
+    let epic = add_with(s, NewTask { kind: Some(TaskType::Epic), ..NewTask::titled("epic") });
+    let child = add_with(s, NewTask { parent: Some(epic.clone()), ..NewTask::titled("child") });
+    let grandchild = add_with(s, NewTask { parent: Some(child.clone()), ..NewTask::titled("gc") });
+    assert_eq!(ready_ids(s).len(), 3, "epics are never ready");
+    dep(s, &epic, &gate).unwrap();
+    assert_eq!(ready_ids(s), vec![gate.clone()]);
+    let why = s.why_blocked(&grandchild).unwrap();
+    assert!(why.iter().any(|w| w.contains(epic.as_str())), "{why:?}");
+    set(s, &gate, State::Done).unwrap();
+    assert_eq!(ready_ids(s), vec![child, grandchild]);
+}
+
+fn invalid_transition_changes_nothing(s: &dyn Store) {
+    let id = add(s, "t");
+    let seq = s.last_seq().unwrap();
+    set(s, &id, State::Done).unwrap();
+    let err = set(s, &id, State::InProgress).unwrap_err();
+    assert_eq!(err.kind(), braid_core::ErrorKind::Conflict);
+    assert!(err.to_string().contains("from done to in_progress"), "{err}");
+    assert_eq!(s.last_seq().unwrap(), seq + 1);
+    assert_eq!(s.task(&id).unwrap().state, State::Done);
+}
+
+fn cycle_rejected_and_nothing_changes(s: &dyn Store) {
+    let a = add(s, "a");
+    let b = add(s, "b");
+    let c = add(s, "c");
+    dep(s, &a, &b).unwrap();
+    dep(s, &b, &c).unwrap();
+    let seq = s.last_seq().unwrap();
+    let err = dep(s, &c, &a).unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains(&format!("{c} -> {a} -> {b} -> {c}")), "{msg}");
+    assert_eq!(s.last_seq().unwrap(), seq);
+    assert!(s.task(&c).unwrap().ready);
+    assert_eq!(s.blocks_edges().unwrap().len(), 2);
+    let err = dep(s, &a, &a).unwrap_err();
+    assert!(err.to_string().contains("itself"), "{err}");
+}
+
+fn claim_next_and_given(s: &dyn Store) {
+    let a = add_with(s, NewTask { priority: Some(1), ..NewTask::titled("a") });
+    let b = add_with(s, NewTask { priority: Some(2), ..NewTask::titled("b") });
+    let c = add_with(s, NewTask { deps: vec![Dep { id: b.clone(), kind: DepKind::Blocks }], ..NewTask::titled("c") });
+    let claim = |id: Option<&TaskId>| {
+        s.apply("test", Command::Claim { id: id.cloned(), assignee: "ag".into(), lease_ms: 60_000 })
+    };
+    let got = claim(None).unwrap();
+    assert_eq!(got.task.id, a);
+    assert_eq!(got.task.state, State::InProgress);
+    assert_eq!(got.task.assignee.as_deref(), Some("ag"));
+    let lease = got.task.lease.unwrap();
+    assert_eq!(Some(lease.token), got.lease_token);
+    assert_eq!(lease.attempt, 1);
+    let err = claim(Some(&c)).unwrap_err();
+    assert_eq!(err.kind(), braid_core::ErrorKind::Conflict);
+    assert!(err.to_string().contains(b.as_str()), "{err}");
+    assert_eq!(claim(Some(&b)).unwrap().task.id, b);
+    assert!(matches!(claim(None).unwrap_err(), Error::NothingReady));
+    assert!(claim(Some(&a)).is_err(), "a claimed task cannot be claimed again");
+}
+
+fn events_have_increasing_seq(s: &dyn Store) {
+    let a = add(s, "a");
+    let b = add(s, "b");
+    dep(s, &a, &b).unwrap();
+    set(s, &b, State::Done).unwrap();
+    let events = s.events(0, 100).unwrap();
+    assert_eq!(events.len(), 4);
+    assert!(events.windows(2).all(|w| w[0].seq < w[1].seq));
+    let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(kinds, ["created", "created", "dep_added", "state_changed"]);
+    assert_eq!(events[3].payload["to"], "done");
+    assert_eq!(s.events(events[1].seq, 100).unwrap().len(), 2);
+    assert_eq!(s.last_seq().unwrap(), events[3].seq);
+}
+
+fn health_matches_recount(s: &dyn Store) {
+    let epic = add_with(s, NewTask { kind: Some(TaskType::Epic), ..NewTask::titled("e") });
+    let mut ids = Vec::new();
+    for i in 0..12 {
+        let mut t = NewTask::titled(format!("t{i}"));
+        if i % 3 == 0 {
+            t.parent = Some(epic.clone());
+        }
+        if let Some(prev) = ids.last().filter(|_| i % 2 == 1) {
+            t.deps.push(Dep { id: TaskId::clone(prev), kind: DepKind::Blocks });
+        }
+        ids.push(add_with(s, t));
+    }
+    set(s, &ids[0], State::Done).unwrap();
+    set(s, &ids[4], State::Deferred).unwrap();
+    dep(s, &epic, &ids[2]).unwrap();
+    let h = s.health().unwrap();
+    let all = s.list(&ListFilter::default()).unwrap();
+    assert_eq!(h.total as usize, all.len());
+    assert_eq!(h.epics, 1);
+    assert_eq!(h.ready as usize, all.iter().filter(|t| t.ready).count());
+    assert_eq!(h.ready as usize, s.ready(1000).unwrap().len());
+    let blocked = all
+        .iter()
+        .filter(|t| t.kind != TaskType::Epic && t.state == State::Open && !t.ready)
+        .count();
+    assert_eq!(h.blocked as usize, blocked);
+    assert_eq!(h.by_state[&State::Done], 1);
+    assert_eq!(h.by_state[&State::Deferred], 1);
+}
+
+fn update_fields_and_reparent(s: &dyn Store) {
+    let gate = add(s, "gate");
+    let epic = add_with(s, NewTask { kind: Some(TaskType::Epic), deps: vec![Dep { id: gate.clone(), kind: DepKind::Blocks }], ..NewTask::titled("e") });
+    let t = add(s, "t");
+    assert!(s.task(&t).unwrap().ready);
+    let patch = TaskPatch {
+        title: Some("renamed".into()),
+        parent: Some(Some(epic.clone())),
+        add_labels: vec!["x".into()],
+        priority: Some(0),
+        ..TaskPatch::default()
+    };
+    let applied = s.apply("test", Command::Update { id: t.clone(), patch }).unwrap();
+    assert_eq!(applied.task.title, "renamed");
+    assert_eq!(applied.task.parent.as_ref(), Some(&epic));
+    assert!(!applied.task.ready, "moved under a blocked epic");
+    assert_eq!(applied.events[0].payload["title"]["to"], "renamed");
+    let err = s
+        .apply("test", Command::Update { id: epic.clone(), patch: TaskPatch { parent: Some(Some(t.clone())), ..TaskPatch::default() } })
+        .unwrap_err();
+    assert!(err.to_string().contains("inside it"), "{err}");
+    s.apply("test", Command::Update { id: t.clone(), patch: TaskPatch { parent: Some(None), ..TaskPatch::default() } })
+        .unwrap();
+    assert!(s.task(&t).unwrap().ready);
+    let err = s.apply("test", Command::Update { id: t.clone(), patch: TaskPatch::default() }).unwrap_err();
+    assert!(err.to_string().contains("nothing to update"), "{err}");
+}
+
+fn list_filters(s: &dyn Store) {
+    let epic = add_with(s, NewTask { kind: Some(TaskType::Epic), ..NewTask::titled("e") });
+    let a = add_with(s, NewTask { labels: vec!["ui".into()], parent: Some(epic.clone()), ..NewTask::titled("a") });
+    let b = add_with(s, NewTask { kind: Some(TaskType::Bug), assignee: Some("kim".into()), ..NewTask::titled("b") });
+    set(s, &b, State::InProgress).unwrap();
+    let ids = |f: ListFilter| s.list(&f).unwrap().into_iter().map(|t| t.id).collect::<Vec<_>>();
+    assert_eq!(ids(ListFilter { label: Some("ui".into()), ..Default::default() }), vec![a.clone()]);
+    assert_eq!(ids(ListFilter { parent: Some(epic.clone()), ..Default::default() }), vec![a.clone()]);
+    assert_eq!(ids(ListFilter { kinds: vec![TaskType::Bug], ..Default::default() }), vec![b.clone()]);
+    assert_eq!(ids(ListFilter { states: vec![State::InProgress], ..Default::default() }), vec![b.clone()]);
+    assert_eq!(ids(ListFilter { assignee: Some("kim".into()), ..Default::default() }), vec![b]);
+    assert_eq!(ids(ListFilter { ready: Some(true), ..Default::default() }), vec![a]);
+}
+
+fn sample_batch(s: &dyn Store) -> Vec<braid_core::Task> {
+    let a = add(s, "a");
+    let b = add_with(s, NewTask { deps: vec![Dep { id: a.clone(), kind: DepKind::Blocks }], ..NewTask::titled("b") });
+    let mut tasks = vec![s.task(&a).unwrap(), s.task(&b).unwrap()];
+    for t in &mut tasks {
+        t.id = TaskId::parse(&format!("imp-{}", t.id)).unwrap();
+        for d in &mut t.deps {
+            d.id = TaskId::parse(&format!("imp-{}", d.id)).unwrap();
+        }
+    }
+    tasks
+}
+
+fn import_all_or_nothing(s: &dyn Store) {
+    let mut tasks = sample_batch(s);
+    let before = s.health().unwrap();
+    let seq = s.last_seq().unwrap();
+    let mut bad = tasks[1].clone();
+    bad.id = TaskId::parse("imp-bad").unwrap();
+    bad.deps = vec![Dep { id: TaskId::parse("imp-ghost").unwrap(), kind: DepKind::Blocks }];
+    tasks.push(bad);
+    let batch = ImportBatch { tasks: tasks.clone(), events: vec![], source: "t".into() };
+    let err = s.import("test", batch.clone(), ImportOptions::default()).unwrap_err();
+    let Error::Import(problems) = &err else { panic!("{err}") };
+    assert_eq!(problems.len(), 1);
+    assert_eq!(problems[0].index, 2);
+    assert!(problems[0].message.contains("imp-ghost"), "{err}");
+    assert_eq!(s.health().unwrap(), before);
+    assert_eq!(s.last_seq().unwrap(), seq);
+    let report = s.import("test", batch, ImportOptions { skip_invalid: true }).unwrap();
+    assert_eq!(report.tasks, 2);
+    assert_eq!(report.skipped.len(), 1);
+    let imported = s.task(&tasks[1].id).unwrap();
+    assert!(!imported.ready, "imported blocker is open");
+    // A cycle inside a batch is refused, naming it.
+    let mut x = tasks[0].clone();
+    x.id = TaskId::parse("cyc-x").unwrap();
+    x.deps = vec![Dep { id: TaskId::parse("cyc-y").unwrap(), kind: DepKind::Blocks }];
+    let mut y = x.clone();
+    y.id = TaskId::parse("cyc-y").unwrap();
+    y.deps = vec![Dep { id: x.id.clone(), kind: DepKind::Blocks }];
+    let err = s.import("test", ImportBatch { tasks: vec![x, y], ..Default::default() }, ImportOptions::default()).unwrap_err();
+    assert!(err.to_string().contains("cycle"), "{err}");
+}
+
+fn export_import_round_trip(s: &dyn Store) {
+    let tasks = sample_batch(s);
+    s.import("test", ImportBatch { tasks: tasks.clone(), events: vec![], source: "t".into() }, ImportOptions::default())
+        .unwrap();
+    let mut exported = Vec::new();
+    s.export(false, &mut |item| {
+        if let crate::ExportItem::Task(t) = item {
+            exported.push(t);
+        }
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(exported.len(), 4);
+    let got: Vec<_> = exported.iter().filter(|t| t.id.as_str().starts_with("imp-")).cloned().collect();
+    let strip = |mut t: braid_core::Task| {
+        t.lease = None;
+        t
+    };
+    assert_eq!(got.into_iter().map(strip).collect::<Vec<_>>(), tasks.into_iter().map(strip).collect::<Vec<_>>());
+}

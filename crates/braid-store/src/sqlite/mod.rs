@@ -1,0 +1,566 @@
+//! The SQLite backend: one database file in WAL mode, a busy timeout and
+//! `BEGIN IMMEDIATE` for every write, embedded versioned migrations, and a
+//! shared file lock held while open so that a snapshot restore (which takes
+//! it exclusively) never races a writer.
+
+mod import;
+mod write;
+
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use braid_core::{Dep, DepKind, Event, EventKind, Health, State, Task, TaskId, TaskType};
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use crate::{Error, ExportItem, ImportBatch, ImportOptions, ImportReport, ListFilter, Result, Store, TreeRow};
+
+/// Each entry moves the schema one version forward; never edit one that has
+/// shipped, append a new one.
+const MIGRATIONS: &[&str] = &[include_str!("schema.sql")];
+
+/// How long a write waits for another process's transaction.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long opening waits for a snapshot restore to finish.
+const LOCK_WAIT: Duration = Duration::from_secs(10);
+
+pub(crate) const TASK_COLS: &str = "id, title, description, type, priority, state, parent, labels, \
+    assignee, acceptance, gates, agent, branch, created_at, updated_at, closed_at, close_reason, \
+    blockers, held_by, ready, lease_token, lease_expires, attempt";
+
+pub struct SqliteStore {
+    path: PathBuf,
+    conn: Mutex<Connection>,
+    /// Holds a shared lock on `<db>.lock` for as long as the store is open.
+    lock: Mutex<File>,
+}
+
+pub(crate) fn db_err(e: rusqlite::Error) -> Error {
+    if let rusqlite::Error::SqliteFailure(f, _) = &e {
+        if matches!(f.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) {
+            return Error::Locked(format!(
+                "another braid process kept the database busy for over {}s",
+                BUSY_TIMEOUT.as_secs()
+            ));
+        }
+    }
+    Error::Backend(e.to_string())
+}
+
+impl From<rusqlite::Error> for Error {
+    fn from(e: rusqlite::Error) -> Self {
+        db_err(e)
+    }
+}
+
+pub(crate) fn io_err(path: &Path, e: std::io::Error) -> Error {
+    Error::Io {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    }
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn lock_path(db: &Path) -> PathBuf {
+    let mut p = db.as_os_str().to_owned();
+    p.push(".lock");
+    PathBuf::from(p)
+}
+
+/// Takes a file lock, retrying with bounded exponential backoff.
+fn lock_with_backoff(file: &File, exclusive: bool, wait: Duration) -> std::io::Result<bool> {
+    let start = Instant::now();
+    let mut pause = Duration::from_millis(5);
+    loop {
+        let r = if exclusive { file.try_lock() } else { file.try_lock_shared() };
+        match r {
+            Ok(()) => return Ok(true),
+            Err(std::fs::TryLockError::WouldBlock) => {}
+            Err(std::fs::TryLockError::Error(e)) => return Err(e),
+        }
+        if start.elapsed() >= wait {
+            return Ok(false);
+        }
+        std::thread::sleep(pause.min(wait.saturating_sub(start.elapsed())));
+        pause = (pause * 2).min(Duration::from_millis(250));
+    }
+}
+
+fn configure(conn: &Connection) -> Result<()> {
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "foreign_keys", "OFF")?;
+    conn.pragma_update(None, "cache_size", -16_000)?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(())
+}
+
+fn migrate(conn: &mut Connection) -> Result<()> {
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if version as usize >= MIGRATIONS.len() {
+        if version as usize > MIGRATIONS.len() {
+            return Err(Error::Invalid(format!(
+                "this database has schema version {version}, newer than this braid understands ({}); upgrade braid",
+                MIGRATIONS.len()
+            )));
+        }
+        return Ok(());
+    }
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    // Another process may have migrated while we waited for the write lock.
+    let version: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+impl SqliteStore {
+    /// Creates the database (and its parent directory) if missing, then opens it.
+    pub fn create(path: &Path) -> Result<Self> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
+        }
+        Self::open_inner(path, true)
+    }
+
+    /// Opens an existing database.
+    pub fn open(path: &Path) -> Result<Self> {
+        if !path.exists() {
+            return Err(Error::Io {
+                path: path.display().to_string(),
+                message: "no such database (run `braid init` first)".into(),
+            });
+        }
+        Self::open_inner(path, false)
+    }
+
+    fn open_inner(path: &Path, create: bool) -> Result<Self> {
+        let lp = lock_path(path);
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&lp)
+            .map_err(|e| io_err(&lp, e))?;
+        if !lock_with_backoff(&lock, false, LOCK_WAIT).map_err(|e| io_err(&lp, e))? {
+            return Err(Error::Locked(format!(
+                "{} is held by a snapshot restore; try again when it finishes",
+                lp.display()
+            )));
+        }
+        let mut conn = Connection::open(path)?;
+        configure(&conn)?;
+        if create {
+            let mode: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
+            if !mode.eq_ignore_ascii_case("wal") {
+                return Err(Error::Backend(format!("could not switch {} to WAL mode", path.display())));
+            }
+        }
+        migrate(&mut conn)?;
+        Ok(SqliteStore {
+            path: path.to_owned(),
+            conn: Mutex::new(conn),
+            lock: Mutex::new(lock),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub(crate) fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+pub(crate) fn json_list(s: &str) -> Vec<String> {
+    serde_json::from_str(s).unwrap_or_default()
+}
+
+pub(crate) fn row_to_task(r: &Row<'_>) -> rusqlite::Result<Task> {
+    let parse_err = |i: usize, e: braid_core::Error| {
+        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e))
+    };
+    let id: String = r.get(0)?;
+    let kind: String = r.get(3)?;
+    let state: String = r.get(5)?;
+    let parent: Option<String> = r.get(6)?;
+    let labels: String = r.get(7)?;
+    let gates: String = r.get(10)?;
+    let lease_token: Option<String> = r.get(20)?;
+    Ok(Task {
+        id: TaskId::parse(&id).map_err(|e| parse_err(0, e))?,
+        title: r.get(1)?,
+        description: r.get(2)?,
+        kind: TaskType::parse(&kind).map_err(|e| parse_err(3, e))?,
+        priority: r.get::<_, i64>(4)? as u8,
+        state: State::parse(&state).map_err(|e| parse_err(5, e))?,
+        parent: parent.map(|p| TaskId::parse(&p)).transpose().map_err(|e| parse_err(6, e))?,
+        labels: json_list(&labels),
+        assignee: r.get(8)?,
+        acceptance: r.get(9)?,
+        gates: json_list(&gates),
+        agent: r.get(11)?,
+        branch: r.get(12)?,
+        created_at: r.get(13)?,
+        updated_at: r.get(14)?,
+        closed_at: r.get(15)?,
+        close_reason: r.get(16)?,
+        deps: Vec::new(),
+        blockers: r.get::<_, i64>(17)? as u32,
+        held_by: r.get::<_, i64>(18)? as u32,
+        ready: r.get::<_, i64>(19)? != 0,
+        lease: match lease_token {
+            Some(token) => Some(braid_core::model::Lease {
+                token,
+                expires_at: r.get::<_, Option<i64>>(21)?.unwrap_or(0),
+                attempt: r.get::<_, i64>(22)? as u32,
+            }),
+            None => None,
+        },
+    })
+}
+
+/// Runs a task query and fills in every task's dependencies with one query
+/// per 500 tasks (never one per task).
+pub(crate) fn load_tasks(
+    conn: &Connection,
+    sql: &str,
+    params: &[&dyn rusqlite::ToSql],
+) -> Result<Vec<Task>> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let mut tasks = stmt
+        .query_map(params, row_to_task)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    fill_deps(conn, &mut tasks)?;
+    Ok(tasks)
+}
+
+pub(crate) fn fill_deps(conn: &Connection, tasks: &mut [Task]) -> Result<()> {
+    const CHUNK: usize = 500;
+    for chunk in tasks.chunks_mut(CHUNK) {
+        let placeholders = vec!["?"; chunk.len()].join(",");
+        let sql = format!(
+            "SELECT from_id, to_id, kind FROM deps WHERE from_id IN ({placeholders}) ORDER BY from_id, to_id"
+        );
+        let mut stmt = conn.prepare_cached(&sql)?;
+        let ids: Vec<&str> = chunk.iter().map(|t| t.id.as_str()).collect();
+        let mut by_id: std::collections::HashMap<String, Vec<Dep>> = std::collections::HashMap::new();
+        let rows = stmt.query_map(rusqlite::params_from_iter(ids.iter()), |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?))
+        })?;
+        for row in rows {
+            let (from, to, kind) = row?;
+            let dep = Dep {
+                id: TaskId::parse(&to)?,
+                kind: DepKind::parse(&kind)?,
+            };
+            by_id.entry(from).or_default().push(dep);
+        }
+        for t in chunk.iter_mut() {
+            t.deps = by_id.remove(t.id.as_str()).unwrap_or_default();
+        }
+    }
+    Ok(())
+}
+
+fn row_to_event(r: &Row<'_>) -> rusqlite::Result<Event> {
+    let kind: String = r.get(3)?;
+    let task: Option<String> = r.get(4)?;
+    let payload: String = r.get(5)?;
+    Ok(Event {
+        seq: r.get(0)?,
+        at: r.get(1)?,
+        actor: r.get(2)?,
+        kind: EventKind::parse(&kind).unwrap_or(EventKind::Updated),
+        task: task.and_then(|t| TaskId::parse(&t).ok()),
+        payload: serde_json::from_str(&payload).unwrap_or(serde_json::Value::Null),
+    })
+}
+
+/// fsyncs a directory so a rename inside it is durable.
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io_err(dir, e))
+}
+
+impl Store for SqliteStore {
+    fn apply(&self, actor: &str, cmd: crate::Command) -> Result<crate::Applied> {
+        let mut conn = self.conn();
+        write::apply(&mut conn, actor, cmd)
+    }
+
+    fn import(&self, actor: &str, batch: ImportBatch, opts: ImportOptions) -> Result<ImportReport> {
+        let mut conn = self.conn();
+        import::import(&mut conn, actor, batch, opts)
+    }
+
+    fn task(&self, id: &TaskId) -> Result<Task> {
+        let conn = self.conn();
+        let sql = format!("SELECT {TASK_COLS} FROM tasks WHERE id = ?1");
+        load_tasks(&conn, &sql, &[&id.as_str()])?
+            .pop()
+            .ok_or_else(|| braid_core::Error::NotFound(id.clone()).into())
+    }
+
+    fn list(&self, f: &ListFilter) -> Result<Vec<Task>> {
+        let conn = self.conn();
+        let mut clauses: Vec<String> = Vec::new();
+        let mut args: Vec<Box<dyn rusqlite::ToSql>> = Vec::new();
+        if !f.states.is_empty() {
+            let ph = vec!["?"; f.states.len()].join(",");
+            clauses.push(format!("state IN ({ph})"));
+            args.extend(f.states.iter().map(|s| Box::new(s.as_str()) as Box<dyn rusqlite::ToSql>));
+        }
+        if !f.kinds.is_empty() {
+            let ph = vec!["?"; f.kinds.len()].join(",");
+            clauses.push(format!("type IN ({ph})"));
+            args.extend(f.kinds.iter().map(|k| Box::new(k.as_str()) as Box<dyn rusqlite::ToSql>));
+        }
+        if let Some(l) = &f.label {
+            clauses.push("id IN (SELECT task FROM labels WHERE label = ?)".into());
+            args.push(Box::new(l.clone()));
+        }
+        if let Some(p) = &f.parent {
+            clauses.push("parent = ?".into());
+            args.push(Box::new(p.as_str().to_owned()));
+        }
+        if let Some(a) = &f.assignee {
+            clauses.push("assignee = ?".into());
+            args.push(Box::new(a.clone()));
+        }
+        if let Some(r) = f.ready {
+            clauses.push("ready = ?".into());
+            args.push(Box::new(r as i64));
+        }
+        let mut sql = format!("SELECT {TASK_COLS} FROM tasks");
+        if !clauses.is_empty() {
+            sql.push_str(" WHERE ");
+            sql.push_str(&clauses.join(" AND "));
+        }
+        sql.push_str(" ORDER BY priority, created_at, rowid");
+        if let Some(limit) = f.limit {
+            sql.push_str(&format!(" LIMIT {limit}"));
+        }
+        let refs: Vec<&dyn rusqlite::ToSql> = args.iter().map(|b| b.as_ref()).collect();
+        load_tasks(&conn, &sql, &refs)
+    }
+
+    fn ready(&self, limit: usize) -> Result<Vec<Task>> {
+        let conn = self.conn();
+        let sql = format!(
+            "SELECT {TASK_COLS} FROM tasks INDEXED BY tasks_ready WHERE ready = 1 \
+             ORDER BY priority, created_at, rowid LIMIT ?1"
+        );
+        load_tasks(&conn, &sql, &[&(limit as i64)])
+    }
+
+    fn why_blocked(&self, id: &TaskId) -> Result<Vec<String>> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let mut g = write::SqlGraph { tx: &tx };
+        let why = braid_core::graph::why_blocked(&mut g, id)?;
+        drop(g);
+        tx.finish()?;
+        Ok(why)
+    }
+
+    fn subtree(&self, root: Option<&TaskId>) -> Result<Vec<TreeRow>> {
+        let conn = self.conn();
+        let map = |r: &Row<'_>| -> rusqlite::Result<(String, Option<String>, String, String, String, i64, i64)> {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
+        };
+        let raw = match root {
+            None => {
+                let mut stmt = conn.prepare_cached(
+                    "SELECT id, parent, title, type, state, priority, ready FROM tasks ORDER BY created_at, rowid",
+                )?;
+                stmt.query_map([], map)?.collect::<rusqlite::Result<Vec<_>>>()?
+            }
+            Some(root) => {
+                // SQLite evaluates recursive CTEs with a queue, not a stack.
+                let mut stmt = conn.prepare_cached(
+                    "WITH RECURSIVE sub(id) AS (SELECT id FROM tasks WHERE id = ?1 \
+                     UNION ALL SELECT t.id FROM tasks t JOIN sub ON t.parent = sub.id) \
+                     SELECT t.id, t.parent, t.title, t.type, t.state, t.priority, t.ready \
+                     FROM sub JOIN tasks t ON t.id = sub.id",
+                )?;
+                let rows = stmt.query_map([root.as_str()], map)?.collect::<rusqlite::Result<Vec<_>>>()?;
+                if rows.is_empty() {
+                    return Err(braid_core::Error::NotFound(root.clone()).into());
+                }
+                rows
+            }
+        };
+        raw.into_iter()
+            .map(|(id, parent, title, kind, state, priority, ready)| {
+                Ok(TreeRow {
+                    id: TaskId::parse(&id)?,
+                    parent: parent.map(|p| TaskId::parse(&p)).transpose()?,
+                    title,
+                    kind: TaskType::parse(&kind)?,
+                    state: State::parse(&state)?,
+                    priority: priority as u8,
+                    ready: ready != 0,
+                })
+            })
+            .collect()
+    }
+
+    fn health(&self) -> Result<Health> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached("SELECT name, value FROM counters")?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(Health::from_counters(rows.iter().map(|(k, v)| (k.as_str(), *v))))
+    }
+
+    fn blocks_edges(&self) -> Result<Vec<(TaskId, TaskId)>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached("SELECT from_id, to_id FROM deps WHERE kind = 'blocks'")?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        rows.into_iter()
+            .map(|(a, b)| Ok((TaskId::parse(&a)?, TaskId::parse(&b)?)))
+            .collect()
+    }
+
+    fn events(&self, after: i64, limit: usize) -> Result<Vec<Event>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT seq, at, actor, kind, task, payload FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+        )?;
+        let rows = stmt
+            .query_map(params![after, limit as i64], row_to_event)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    }
+
+    fn last_seq(&self) -> Result<i64> {
+        let conn = self.conn();
+        let seq: Option<i64> = conn
+            .query_row("SELECT max(seq) FROM events", [], |r| r.get(0))
+            .optional()?
+            .flatten();
+        Ok(seq.unwrap_or(0))
+    }
+
+    fn export(&self, with_events: bool, sink: &mut dyn FnMut(ExportItem) -> Result<()>) -> Result<()> {
+        let conn = self.conn();
+        // One read transaction: a consistent view while others write.
+        conn.execute_batch("BEGIN")?;
+        let result = (|| {
+            let sql = format!("SELECT {TASK_COLS} FROM tasks ORDER BY rowid");
+            let mut stmt = conn.prepare(&sql)?;
+            let mut rows = stmt.query([])?;
+            let mut batch = Vec::with_capacity(1000);
+            loop {
+                let row = rows.next()?;
+                if let Some(r) = row {
+                    batch.push(row_to_task(r)?);
+                }
+                if batch.len() == 1000 || (row.is_none() && !batch.is_empty()) {
+                    fill_deps(&conn, &mut batch)?;
+                    for t in batch.drain(..) {
+                        sink(ExportItem::Task(t))?;
+                    }
+                }
+                if row.is_none() {
+                    break;
+                }
+            }
+            if with_events {
+                let mut stmt =
+                    conn.prepare("SELECT seq, at, actor, kind, task, payload FROM events ORDER BY seq")?;
+                let mut rows = stmt.query([])?;
+                while let Some(r) = rows.next()? {
+                    sink(ExportItem::Event(row_to_event(r)?))?;
+                }
+            }
+            Ok(())
+        })();
+        conn.execute_batch("COMMIT")?;
+        result
+    }
+
+    fn backup_to(&self, dest: &Path) -> Result<()> {
+        if dest.exists() {
+            return Err(Error::Invalid(format!("{} already exists", dest.display())));
+        }
+        let conn = self.conn();
+        let dest_str = dest
+            .to_str()
+            .ok_or_else(|| Error::Invalid(format!("{} is not valid UTF-8", dest.display())))?;
+        // VACUUM INTO reads one consistent snapshot while others keep writing.
+        conn.execute("VACUUM INTO ?1", [dest_str])?;
+        File::open(dest)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| io_err(dest, e))?;
+        Ok(())
+    }
+
+    fn restore_from(&self, src: &Path, keep_current_at: &Path) -> Result<()> {
+        check_braid_db(src)?;
+        let lock = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let lp = lock_path(&self.path);
+        // Upgrade our shared lock to exclusive: wait (bounded) for every
+        // other braid process on this database to finish.
+        lock.unlock().map_err(|e| io_err(&lp, e))?;
+        let got = lock_with_backoff(&lock, true, LOCK_WAIT).map_err(|e| io_err(&lp, e))?;
+        let result = if got {
+            (|| -> Result<()> {
+                let mut conn = self.conn();
+                let keep = keep_current_at.to_str().ok_or_else(|| {
+                    Error::Invalid(format!("{} is not valid UTF-8", keep_current_at.display()))
+                })?;
+                conn.execute("VACUUM INTO ?1", [keep])?;
+                File::open(keep_current_at)
+                    .and_then(|f| f.sync_all())
+                    .map_err(|e| io_err(keep_current_at, e))?;
+                conn.restore(rusqlite::MAIN_DB, src, None::<fn(rusqlite::backup::Progress)>)?;
+                migrate(&mut conn)
+            })()
+        } else {
+            Err(Error::Locked(format!(
+                "other braid processes are using {}; stop them (or wait) and retry",
+                self.path.display()
+            )))
+        };
+        lock.unlock().map_err(|e| io_err(&lp, e))?;
+        lock_with_backoff(&lock, false, LOCK_WAIT).map_err(|e| io_err(&lp, e))?;
+        result
+    }
+}
+
+/// Refuses a file that is not a braid database, before anything changes.
+fn check_braid_db(src: &Path) -> Result<()> {
+    let bad = |why: String| Error::Invalid(format!("{}: not a braid database ({why})", src.display()));
+    if !src.is_file() {
+        return Err(bad("no such file".into()));
+    }
+    let conn = Connection::open_with_flags(src, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .map_err(|e| bad(e.to_string()))?;
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(|e| bad(e.to_string()))?;
+    if version < 1 || version as usize > MIGRATIONS.len() {
+        return Err(bad(format!("schema version {version}")));
+    }
+    conn.query_row("SELECT count(*) FROM tasks", [], |r| r.get::<_, i64>(0))
+        .map_err(|e| bad(e.to_string()))?;
+    Ok(())
+}

@@ -1,0 +1,468 @@
+//! The single write path on SQLite: each command runs in one `BEGIN
+//! IMMEDIATE` transaction that validates it with braid-core, updates rows,
+//! maintains readiness and health counters, and appends events.
+
+use braid_core::graph::{self, GraphTx, Node};
+use braid_core::{DepKind, Event, EventKind, HealthDelta, State, Task, TaskId, TaskType};
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
+use serde_json::{Value, json};
+
+use super::{TASK_COLS, load_tasks, now_ms};
+use crate::{Applied, Command, Error, Result};
+
+/// [`GraphTx`] over an open SQLite transaction.
+pub(crate) struct SqlGraph<'a> {
+    pub tx: &'a Transaction<'a>,
+}
+
+fn parse_id(s: String) -> Result<TaskId> {
+    Ok(TaskId::parse(&s)?)
+}
+
+fn ids(tx: &Transaction<'_>, sql: &str, id: &TaskId) -> Result<Vec<TaskId>> {
+    let mut stmt = tx.prepare_cached(sql)?;
+    let rows = stmt
+        .query_map([id.as_str()], |r| r.get::<_, String>(0))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    rows.into_iter().map(parse_id).collect()
+}
+
+impl GraphTx for SqlGraph<'_> {
+    type Error = Error;
+
+    fn node(&mut self, id: &TaskId) -> Result<Option<Node>> {
+        let mut stmt = self
+            .tx
+            .prepare_cached("SELECT type, state, blockers, held_by FROM tasks WHERE id = ?1")?;
+        let row = stmt
+            .query_row([id.as_str()], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, i64>(3)?,
+                ))
+            })
+            .optional()?;
+        row.map(|(k, s, b, h)| {
+            Ok(Node {
+                kind: TaskType::parse(&k)?,
+                state: State::parse(&s)?,
+                blockers: b as u32,
+                held_by: h as u32,
+            })
+        })
+        .transpose()
+    }
+
+    fn put_node(&mut self, id: &TaskId, n: &Node) -> Result<()> {
+        let mut stmt = self.tx.prepare_cached(
+            "UPDATE tasks SET type = ?2, state = ?3, blockers = ?4, held_by = ?5, ready = ?6 WHERE id = ?1",
+        )?;
+        stmt.execute(params![
+            id.as_str(),
+            n.kind.as_str(),
+            n.state.as_str(),
+            n.blockers,
+            n.held_by,
+            n.ready() as i64
+        ])?;
+        Ok(())
+    }
+
+    fn parent(&mut self, id: &TaskId) -> Result<Option<TaskId>> {
+        let mut stmt = self.tx.prepare_cached("SELECT parent FROM tasks WHERE id = ?1")?;
+        let p: Option<Option<String>> = stmt.query_row([id.as_str()], |r| r.get(0)).optional()?;
+        p.flatten().map(parse_id).transpose()
+    }
+
+    fn set_parent(&mut self, id: &TaskId, parent: Option<&TaskId>) -> Result<()> {
+        let mut stmt = self.tx.prepare_cached("UPDATE tasks SET parent = ?2 WHERE id = ?1")?;
+        stmt.execute(params![id.as_str(), parent.map(|p| p.as_str())])?;
+        Ok(())
+    }
+
+    fn children(&mut self, id: &TaskId) -> Result<Vec<TaskId>> {
+        ids(self.tx, "SELECT id FROM tasks WHERE parent = ?1", id)
+    }
+
+    fn dependents(&mut self, id: &TaskId) -> Result<Vec<TaskId>> {
+        ids(self.tx, "SELECT from_id FROM deps WHERE to_id = ?1 AND kind = 'blocks'", id)
+    }
+
+    fn blockers(&mut self, id: &TaskId) -> Result<Vec<TaskId>> {
+        ids(self.tx, "SELECT to_id FROM deps WHERE from_id = ?1 AND kind = 'blocks'", id)
+    }
+
+    fn edge(&mut self, from: &TaskId, to: &TaskId) -> Result<Option<DepKind>> {
+        let mut stmt = self
+            .tx
+            .prepare_cached("SELECT kind FROM deps WHERE from_id = ?1 AND to_id = ?2")?;
+        let k: Option<String> = stmt
+            .query_row([from.as_str(), to.as_str()], |r| r.get(0))
+            .optional()?;
+        Ok(k.map(|k| DepKind::parse(&k)).transpose()?)
+    }
+
+    fn insert_edge(&mut self, from: &TaskId, to: &TaskId, kind: DepKind) -> Result<()> {
+        let mut stmt = self
+            .tx
+            .prepare_cached("INSERT INTO deps (from_id, to_id, kind) VALUES (?1, ?2, ?3)")?;
+        stmt.execute([from.as_str(), to.as_str(), kind.as_str()])?;
+        Ok(())
+    }
+
+    fn remove_edge(&mut self, from: &TaskId, to: &TaskId) -> Result<()> {
+        let mut stmt = self
+            .tx
+            .prepare_cached("DELETE FROM deps WHERE from_id = ?1 AND to_id = ?2")?;
+        stmt.execute([from.as_str(), to.as_str()])?;
+        Ok(())
+    }
+}
+
+/// Adds the transaction's counter changes.
+pub(crate) fn write_counters(tx: &Transaction<'_>, delta: &HealthDelta) -> Result<()> {
+    let mut stmt = tx.prepare_cached(
+        "INSERT INTO counters (name, value) VALUES (?1, ?2) \
+         ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
+    )?;
+    for (k, v) in delta.changes() {
+        stmt.execute(params![k, v])?;
+    }
+    Ok(())
+}
+
+/// Appends one event and returns it with its sequence number.
+pub(crate) fn append_event(
+    tx: &Transaction<'_>,
+    at: i64,
+    actor: &str,
+    kind: EventKind,
+    task: Option<&TaskId>,
+    payload: Value,
+) -> Result<Event> {
+    let mut stmt = tx.prepare_cached(
+        "INSERT INTO events (at, actor, kind, task, payload) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?;
+    stmt.execute(params![at, actor, kind.as_str(), task.map(|t| t.as_str()), payload.to_string()])?;
+    Ok(Event {
+        seq: tx.last_insert_rowid(),
+        at,
+        actor: actor.to_owned(),
+        kind,
+        task: task.cloned(),
+        payload,
+    })
+}
+
+fn load_one(tx: &Transaction<'_>, id: &TaskId) -> Result<Task> {
+    let sql = format!("SELECT {TASK_COLS} FROM tasks WHERE id = ?1");
+    load_tasks(tx, &sql, &[&id.as_str()])?
+        .pop()
+        .ok_or_else(|| braid_core::Error::NotFound(id.clone()).into())
+}
+
+fn exists(tx: &Transaction<'_>, id: &str) -> Result<bool> {
+    let mut stmt = tx.prepare_cached("SELECT 1 FROM tasks WHERE id = ?1")?;
+    Ok(stmt.exists([id])?)
+}
+
+/// A fresh id not yet in use, lengthened while candidates collide.
+fn fresh_id(tx: &Transaction<'_>) -> Result<TaskId> {
+    let mut len = braid_core::id::MIN_RANDOM_LEN;
+    loop {
+        for _ in 0..3 {
+            let id = TaskId::random(len);
+            if !exists(tx, id.as_str())? {
+                return Ok(id);
+            }
+        }
+        len += 1;
+    }
+}
+
+fn json_strings(v: &[String]) -> String {
+    serde_json::to_string(v).expect("strings serialize")
+}
+
+pub(crate) fn apply(conn: &mut Connection, actor: &str, cmd: Command) -> Result<Applied> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let now = now_ms();
+    let mut delta = HealthDelta::default();
+    let mut events = Vec::new();
+    let mut lease_token = None;
+    let id = match cmd {
+        Command::Add(new) => {
+            new.validate()?;
+            let id = match &new.id {
+                Some(id) => {
+                    if exists(&tx, id.as_str())? {
+                        return Err(Error::Invalid(format!("id {id} is already taken")));
+                    }
+                    id.clone()
+                }
+                None => fresh_id(&tx)?,
+            };
+            let kind = new.kind.unwrap_or(TaskType::Task);
+            let priority = new.priority.unwrap_or(braid_core::model::DEFAULT_PRIORITY);
+            let mut labels = new.labels.clone();
+            labels.sort();
+            labels.dedup();
+            tx.prepare_cached(
+                "INSERT INTO tasks (id, title, description, type, priority, state, parent, labels, \
+                 assignee, acceptance, gates, agent, created_at, updated_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'open', ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12)",
+            )?
+            .execute(params![
+                id.as_str(),
+                new.title,
+                new.description,
+                kind.as_str(),
+                priority,
+                new.parent.as_ref().map(|p| p.as_str()),
+                json_strings(&labels),
+                new.assignee,
+                new.acceptance,
+                json_strings(&new.gates),
+                new.agent,
+                now
+            ])?;
+            insert_labels(&tx, &id, &labels)?;
+            let deps: Vec<(TaskId, DepKind)> = new.deps.iter().map(|d| (d.id.clone(), d.kind)).collect();
+            let mut g = SqlGraph { tx: &tx };
+            graph::attach_new(&mut g, &id, new.parent.as_ref(), &deps, &mut delta)?;
+            events.push(append_event(
+                &tx,
+                now,
+                actor,
+                EventKind::Created,
+                Some(&id),
+                json!({
+                    "title": new.title,
+                    "type": kind.as_str(),
+                    "priority": priority,
+                    "parent": new.parent,
+                    "labels": labels,
+                    "deps": new.deps.iter().map(|d| json!({"id": d.id, "kind": d.kind.as_str()})).collect::<Vec<_>>(),
+                }),
+            )?);
+            id
+        }
+        Command::Update { id, patch } => {
+            patch.validate()?;
+            if patch.is_empty() {
+                return Err(Error::Invalid(format!("{id}: nothing to update (name a field to change)")));
+            }
+            let before = load_one(&tx, &id)?;
+            let mut changes = serde_json::Map::new();
+            let mut g = SqlGraph { tx: &tx };
+            if let Some(parent) = &patch.parent {
+                if *parent != before.parent {
+                    graph::set_parent(&mut g, &id, parent.as_ref(), &mut delta)?;
+                    changes.insert("parent".into(), json!({"from": before.parent, "to": parent}));
+                }
+            }
+            if let Some(kind) = patch.kind {
+                if kind != before.kind {
+                    let old = g.node(&id)?.expect("task loaded above");
+                    let new = Node { kind, ..old };
+                    g.put_node(&id, &new)?;
+                    delta.sub(&old);
+                    delta.add(&new);
+                    changes.insert("type".into(), json!({"from": before.kind.as_str(), "to": kind.as_str()}));
+                }
+            }
+            let mut set = |col: &str, from: Value, to: Value, sql_val: &dyn rusqlite::ToSql| -> Result<()> {
+                if from != to {
+                    tx.prepare_cached(&format!("UPDATE tasks SET {col} = ?2 WHERE id = ?1"))?
+                        .execute(params![id.as_str(), sql_val])?;
+                    changes.insert(col.into(), json!({"from": from, "to": to}));
+                }
+                Ok(())
+            };
+            if let Some(t) = &patch.title {
+                set("title", json!(before.title), json!(t), t)?;
+            }
+            if let Some(d) = &patch.description {
+                set("description", json!(before.description), json!(d), d)?;
+            }
+            if let Some(p) = patch.priority {
+                set("priority", json!(before.priority), json!(p), &p)?;
+            }
+            if let Some(a) = &patch.assignee {
+                set("assignee", json!(before.assignee), json!(a), a)?;
+            }
+            if let Some(a) = &patch.acceptance {
+                set("acceptance", json!(before.acceptance), json!(a), a)?;
+            }
+            if let Some(gates) = &patch.gates {
+                set("gates", json!(before.gates), json!(gates), &json_strings(gates))?;
+            }
+            if let Some(a) = &patch.agent {
+                set("agent", json!(before.agent), json!(a), a)?;
+            }
+            if let Some(b) = &patch.branch {
+                set("branch", json!(before.branch), json!(b), b)?;
+            }
+            if !patch.add_labels.is_empty() || !patch.remove_labels.is_empty() {
+                let mut labels = before.labels.clone();
+                labels.retain(|l| !patch.remove_labels.contains(l));
+                labels.extend(patch.add_labels.iter().cloned());
+                labels.sort();
+                labels.dedup();
+                if labels != before.labels {
+                    set("labels", json!(before.labels), json!(labels), &json_strings(&labels))?;
+                    tx.prepare_cached("DELETE FROM labels WHERE task = ?1")?
+                        .execute([id.as_str()])?;
+                    insert_labels(&tx, &id, &labels)?;
+                }
+            }
+            if changes.is_empty() {
+                return Err(Error::Invalid(format!("{id}: nothing changed (the values given are the current ones)")));
+            }
+            touch(&tx, &id, now)?;
+            events.push(append_event(&tx, now, actor, EventKind::Updated, Some(&id), Value::Object(changes))?);
+            id
+        }
+        Command::SetState { id, to, reason } => {
+            let mut g = SqlGraph { tx: &tx };
+            let from = graph::set_state(&mut g, &id, to, &mut delta)?;
+            record_state(&tx, &id, from, to, reason.as_deref(), now)?;
+            events.push(append_event(
+                &tx,
+                now,
+                actor,
+                EventKind::StateChanged,
+                Some(&id),
+                json!({"from": from.as_str(), "to": to.as_str(), "reason": reason}),
+            )?);
+            id
+        }
+        Command::Claim { id, assignee, lease_ms } => {
+            let id = match id {
+                Some(id) => {
+                    let mut g = SqlGraph { tx: &tx };
+                    let node = g.node(&id)?.ok_or_else(|| braid_core::Error::NotFound(id.clone()))?;
+                    if !node.ready() {
+                        let why = if node.kind == TaskType::Epic {
+                            "it is an epic (epics are containers; claim a task under it)".to_owned()
+                        } else if node.state != State::Open {
+                            format!("it is {}", node.state)
+                        } else {
+                            graph::why_blocked(&mut g, &id)?.join("; ")
+                        };
+                        return Err(braid_core::Error::NotReady { id, why }.into());
+                    }
+                    id
+                }
+                None => {
+                    let next: Option<String> = tx
+                        .prepare_cached(
+                            "SELECT id FROM tasks INDEXED BY tasks_ready WHERE ready = 1 \
+                             ORDER BY priority, created_at, rowid LIMIT 1",
+                        )?
+                        .query_row([], |r| r.get(0))
+                        .optional()?;
+                    match next {
+                        Some(id) => parse_id(id)?,
+                        None => return Err(Error::NothingReady),
+                    }
+                }
+            };
+            let mut g = SqlGraph { tx: &tx };
+            let from = graph::set_state(&mut g, &id, State::InProgress, &mut delta)?;
+            record_state(&tx, &id, from, State::InProgress, None, now)?;
+            let token = TaskId::random(24).as_str()[3..].to_owned();
+            let expires = now + lease_ms;
+            tx.prepare_cached(
+                "UPDATE tasks SET assignee = ?2, lease_token = ?3, lease_expires = ?4, attempt = attempt + 1 \
+                 WHERE id = ?1",
+            )?
+            .execute(params![id.as_str(), assignee, token, expires])?;
+            let attempt: i64 = tx.query_row("SELECT attempt FROM tasks WHERE id = ?1", [id.as_str()], |r| r.get(0))?;
+            events.push(append_event(
+                &tx,
+                now,
+                actor,
+                EventKind::Claimed,
+                Some(&id),
+                json!({"assignee": assignee, "attempt": attempt, "lease_expires": expires}),
+            )?);
+            lease_token = Some(token);
+            id
+        }
+        Command::DepAdd { from, to, kind } => {
+            let mut g = SqlGraph { tx: &tx };
+            graph::add_dep(&mut g, &from, &to, kind, &mut delta)?;
+            touch(&tx, &from, now)?;
+            events.push(append_event(
+                &tx,
+                now,
+                actor,
+                EventKind::DepAdded,
+                Some(&from),
+                json!({"to": to, "kind": kind.as_str()}),
+            )?);
+            from
+        }
+        Command::DepRm { from, to } => {
+            let mut g = SqlGraph { tx: &tx };
+            let kind = graph::remove_dep(&mut g, &from, &to, &mut delta)?;
+            touch(&tx, &from, now)?;
+            events.push(append_event(
+                &tx,
+                now,
+                actor,
+                EventKind::DepRemoved,
+                Some(&from),
+                json!({"to": to, "kind": kind.as_str()}),
+            )?);
+            from
+        }
+    };
+    write_counters(&tx, &delta)?;
+    let task = load_one(&tx, &id)?;
+    tx.commit()?;
+    Ok(Applied {
+        task,
+        events,
+        lease_token,
+    })
+}
+
+fn insert_labels(tx: &Transaction<'_>, id: &TaskId, labels: &[String]) -> Result<()> {
+    let mut stmt = tx.prepare_cached("INSERT OR IGNORE INTO labels (label, task) VALUES (?1, ?2)")?;
+    for l in labels {
+        stmt.execute([l.as_str(), id.as_str()])?;
+    }
+    Ok(())
+}
+
+fn touch(tx: &Transaction<'_>, id: &TaskId, now: i64) -> Result<()> {
+    tx.prepare_cached("UPDATE tasks SET updated_at = ?2 WHERE id = ?1")?
+        .execute(params![id.as_str(), now])?;
+    Ok(())
+}
+
+/// The row changes that go with a state change: timestamps, close reason,
+/// and dropping the lease when work stops.
+fn record_state(
+    tx: &Transaction<'_>,
+    id: &TaskId,
+    from: State,
+    to: State,
+    reason: Option<&str>,
+    now: i64,
+) -> Result<()> {
+    let closed_at = to.is_closed().then_some(now);
+    let close_reason = if to.is_closed() { reason } else { None };
+    let drop_lease = from == State::InProgress && to != State::InProgress;
+    tx.prepare_cached(
+        "UPDATE tasks SET updated_at = ?2, closed_at = ?3, close_reason = ?4, \
+         lease_token = CASE WHEN ?5 THEN NULL ELSE lease_token END, \
+         lease_expires = CASE WHEN ?5 THEN NULL ELSE lease_expires END WHERE id = ?1",
+    )?
+    .execute(params![id.as_str(), now, closed_at, close_reason, drop_lease])?;
+    Ok(())
+}

@@ -1,0 +1,147 @@
+//! The store's commands, results and errors: backend-neutral.
+
+use braid_core::{DepKind, Event, ErrorKind, NewTask, State, Task, TaskId, TaskPatch, TaskType};
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error(transparent)]
+    Domain(#[from] braid_core::Error),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("locked: {0}")]
+    Locked(String),
+    #[error("nothing is ready to claim")]
+    NothingReady,
+    #[error("{path}: {message}")]
+    Io { path: String, message: String },
+    #[error("database error: {0}")]
+    Backend(String),
+    #[error("import rejected: {} problem(s); first: {}", .0.len(), .0.first().map(|p| p.to_string()).unwrap_or_default())]
+    Import(Vec<ImportProblem>),
+}
+
+impl Error {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Domain(e) => e.kind(),
+            Error::Invalid(_) | Error::Import(_) => ErrorKind::Invalid,
+            Error::Locked(_) => ErrorKind::Conflict,
+            Error::NothingReady => ErrorKind::NotFound,
+            Error::Io { .. } | Error::Backend(_) => ErrorKind::Invalid,
+        }
+    }
+
+    /// True for failures of the machinery rather than of the input.
+    pub fn is_internal(&self) -> bool {
+        matches!(self, Error::Io { .. } | Error::Backend(_))
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A mutation of the work graph.
+#[derive(Clone, Debug)]
+pub enum Command {
+    Add(NewTask),
+    Update {
+        id: TaskId,
+        patch: TaskPatch,
+    },
+    SetState {
+        id: TaskId,
+        to: State,
+        reason: Option<String>,
+    },
+    /// Claims `id`, or the next ready task, for `assignee` under a lease.
+    Claim {
+        id: Option<TaskId>,
+        assignee: String,
+        lease_ms: i64,
+    },
+    DepAdd {
+        from: TaskId,
+        to: TaskId,
+        kind: DepKind,
+    },
+    DepRm {
+        from: TaskId,
+        to: TaskId,
+    },
+}
+
+/// What a command did: the task it touched (as it is now) and its events.
+#[derive(Clone, Debug)]
+pub struct Applied {
+    pub task: Task,
+    pub events: Vec<Event>,
+    /// The claim's secret token (only for `Claim`).
+    pub lease_token: Option<String>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct ListFilter {
+    pub states: Vec<State>,
+    pub kinds: Vec<TaskType>,
+    pub label: Option<String>,
+    pub parent: Option<TaskId>,
+    pub assignee: Option<String>,
+    pub ready: Option<bool>,
+    pub limit: Option<usize>,
+}
+
+/// A light row for tree views.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TreeRow {
+    pub id: TaskId,
+    pub parent: Option<TaskId>,
+    pub title: String,
+    pub kind: TaskType,
+    pub state: State,
+    pub priority: u8,
+    pub ready: bool,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct ImportBatch {
+    pub tasks: Vec<Task>,
+    pub events: Vec<Event>,
+    /// Says where the batch came from, for the `imported` event.
+    pub source: String,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ImportOptions {
+    pub skip_invalid: bool,
+}
+
+/// A task of the batch the store refused, by its position in the batch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImportProblem {
+    pub index: usize,
+    pub id: Option<TaskId>,
+    pub message: String,
+}
+
+impl std::fmt::Display for ImportProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.id {
+            Some(id) => write!(f, "entry {} ({id}): {}", self.index + 1, self.message),
+            None => write!(f, "entry {}: {}", self.index + 1, self.message),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct ImportReport {
+    pub tasks: usize,
+    pub deps: usize,
+    pub events: usize,
+    pub skipped: Vec<ImportProblem>,
+}
+
+#[derive(Clone, Debug)]
+pub enum ExportItem {
+    Task(Task),
+    Event(Event),
+}

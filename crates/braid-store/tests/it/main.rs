@@ -1,0 +1,4 @@
+//! braid-store integration tests: the contract suite on real SQLite files,
+//! plus SQLite-specific behaviour (migrations, concurrency, snapshots).
+
+mod sqlite;
