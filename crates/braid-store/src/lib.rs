@@ -18,8 +18,17 @@ use braid_core::{Event, Health, Task, TaskId};
 /// readiness and health incrementally and appends events — in one
 /// transaction. Implementations hold no backend types in this interface.
 pub trait Store: Send + Sync {
-    /// The single write path.
-    fn apply(&self, actor: &str, cmd: Command) -> Result<Applied>;
+    /// The single write path: applies commands in order in one
+    /// transaction, all or nothing.
+    fn apply_all(&self, actor: &str, cmds: Vec<Command>) -> Result<Vec<Applied>>;
+
+    /// Applies one command.
+    fn apply(&self, actor: &str, cmd: Command) -> Result<Applied> {
+        Ok(self.apply_all(actor, vec![cmd])?.pop().expect("one command, one result"))
+    }
+
+    /// The latest `limit` events of one task, oldest first.
+    fn task_events(&self, id: &TaskId, limit: usize) -> Result<Vec<Event>>;
 
     /// Imports a batch all-or-nothing (or, with `skip_invalid`, everything
     /// but the entries reported as skipped).

@@ -1,1 +1,114 @@
-fn main(){}
+//! braid: the command line. Parses arguments (clap), finds the project,
+//! runs a command against the store and prints human or `--json` output.
+//! Exit codes are in [`exit`].
+
+mod cmd;
+mod demo;
+mod events;
+mod exit;
+mod formats;
+mod fsx;
+mod project;
+mod snapshot;
+mod style;
+mod transfer;
+mod view;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// braid orchestrates parallel software work: a graph of tasks with typed
+/// dependencies, a ready queue, claims, and an event log.
+///
+/// Start with `braid init` in a repository (or `braid demo` to see a sample
+/// project), add work with `braid add`, see what can start with `braid
+/// ready`, take it with `braid claim`, finish it with `braid done`.
+#[derive(Parser, Debug)]
+#[command(name = "braid", version, max_term_width = 100)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct Global {
+    /// Print JSON (one document; JSON lines for streams). Shapes: docs/json.md.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// The database: a file path or a directory holding braid.db. Default:
+    /// $BRAID_DB, else the nearest .braid/ upward.
+    #[arg(long, global = true, env = "BRAID_DB", value_name = "PATH")]
+    pub db: Option<PathBuf>,
+    /// Who is acting, as recorded in events. Default: $BRAID_ACTOR, else $USER.
+    #[arg(long, global = true, env = "BRAID_ACTOR", value_name = "NAME")]
+    pub actor: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Create a project: .braid/ with the database and a config template.
+    Init(cmd::InitArgs),
+    /// Add a task (or epic, bug, chore).
+    Add(cmd::AddArgs),
+    /// Show tasks in full: fields, dependencies, why blocked, recent events.
+    Show(cmd::ShowArgs),
+    /// List tasks, filtered by state, type, label, parent, assignee.
+    List(cmd::ListArgs),
+    /// List work that can start now, highest priority first.
+    Ready(cmd::ReadyArgs),
+    /// Show the hierarchy of epics and tasks.
+    Tree(cmd::TreeArgs),
+    /// Add, remove or check dependencies.
+    #[command(subcommand)]
+    Dep(cmd::DepCmd),
+    /// Claim a task: the next ready one, or the one named. Atomic.
+    Claim(cmd::ClaimArgs),
+    /// Change a task's fields.
+    Update(cmd::UpdateArgs),
+    /// Mark tasks done.
+    Done(cmd::DoneArgs),
+    /// Mark a task failed, with the reason.
+    Fail(cmd::FailArgs),
+    /// Reopen a task (from done, failed, cancelled, deferred, review or in progress).
+    Reopen(cmd::IdsArgs),
+    /// Defer tasks: they and everything under them leave the ready queue.
+    Defer(cmd::IdsArgs),
+    /// Cancel tasks: a cancelled blocker no longer blocks.
+    Cancel(cmd::ReasonArgs),
+    /// Counts by state, ready and blocked work (maintained counters, instant).
+    Health,
+    /// Print the event log; --follow keeps printing new events.
+    Events(events::EventsArgs),
+    /// Import tasks from braid's JSONL export, beads' issues.jsonl or task-master's tasks.json.
+    Import(transfer::ImportArgs),
+    /// Export every task (and with --events, the event log) as JSONL.
+    Export(transfer::ExportArgs),
+    /// Save, list, restore and prune database snapshots in .braid/backups/.
+    #[command(subcommand)]
+    Snapshot(snapshot::SnapshotCmd),
+    /// Create a sample project (an epic tree of ~30 tasks) and show it.
+    Demo(demo::DemoArgs),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let json = cli.global.json;
+    let code = match cmd::run(cli) {
+        Ok(code) => code,
+        Err(err) => {
+            let (code, name) = exit::classify(&err);
+            if json {
+                let doc = serde_json::json!({"error": {"code": name, "message": format!("{err:#}")}});
+                eprintln!("{doc}");
+            } else {
+                let style = style::Style::detect();
+                eprintln!("{} {err:#}", style.paint("31", "error:"));
+            }
+            code
+        }
+    };
+    std::process::exit(code);
+}

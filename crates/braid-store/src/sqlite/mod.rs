@@ -297,9 +297,21 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
 }
 
 impl Store for SqliteStore {
-    fn apply(&self, actor: &str, cmd: crate::Command) -> Result<crate::Applied> {
+    fn apply_all(&self, actor: &str, cmds: Vec<crate::Command>) -> Result<Vec<crate::Applied>> {
         let mut conn = self.conn();
-        write::apply(&mut conn, actor, cmd)
+        write::apply_all(&mut conn, actor, cmds)
+    }
+
+    fn task_events(&self, id: &TaskId, limit: usize) -> Result<Vec<Event>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT seq, at, actor, kind, task, payload FROM events WHERE task = ?1 ORDER BY seq DESC LIMIT ?2",
+        )?;
+        let mut rows = stmt
+            .query_map(params![id.as_str(), limit as i64], row_to_event)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        rows.reverse();
+        Ok(rows)
     }
 
     fn import(&self, actor: &str, batch: ImportBatch, opts: ImportOptions) -> Result<ImportReport> {

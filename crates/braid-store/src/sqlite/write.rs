@@ -186,8 +186,18 @@ fn json_strings(v: &[String]) -> String {
     serde_json::to_string(v).expect("strings serialize")
 }
 
-pub(crate) fn apply(conn: &mut Connection, actor: &str, cmd: Command) -> Result<Applied> {
+/// Applies commands in order in one transaction: all or nothing.
+pub(crate) fn apply_all(conn: &mut Connection, actor: &str, cmds: Vec<Command>) -> Result<Vec<Applied>> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut out = Vec::with_capacity(cmds.len());
+    for cmd in cmds {
+        out.push(apply_one(&tx, actor, cmd)?);
+    }
+    tx.commit()?;
+    Ok(out)
+}
+
+fn apply_one(tx: &Transaction<'_>, actor: &str, cmd: Command) -> Result<Applied> {
     let now = now_ms();
     let mut delta = HealthDelta::default();
     let mut events = Vec::new();
@@ -197,12 +207,12 @@ pub(crate) fn apply(conn: &mut Connection, actor: &str, cmd: Command) -> Result<
             new.validate()?;
             let id = match &new.id {
                 Some(id) => {
-                    if exists(&tx, id.as_str())? {
+                    if exists(tx, id.as_str())? {
                         return Err(Error::Invalid(format!("id {id} is already taken")));
                     }
                     id.clone()
                 }
-                None => fresh_id(&tx)?,
+                None => fresh_id(tx)?,
             };
             let kind = new.kind.unwrap_or(TaskType::Task);
             let priority = new.priority.unwrap_or(braid_core::model::DEFAULT_PRIORITY);
@@ -228,9 +238,9 @@ pub(crate) fn apply(conn: &mut Connection, actor: &str, cmd: Command) -> Result<
                 new.agent,
                 now
             ])?;
-            insert_labels(&tx, &id, &labels)?;
+            insert_labels(tx, &id, &labels)?;
             let deps: Vec<(TaskId, DepKind)> = new.deps.iter().map(|d| (d.id.clone(), d.kind)).collect();
-            let mut g = SqlGraph { tx: &tx };
+            let mut g = SqlGraph { tx };
             graph::attach_new(&mut g, &id, new.parent.as_ref(), &deps, &mut delta)?;
             events.push(append_event(
                 &tx,
@@ -254,9 +264,9 @@ pub(crate) fn apply(conn: &mut Connection, actor: &str, cmd: Command) -> Result<
             if patch.is_empty() {
                 return Err(Error::Invalid(format!("{id}: nothing to update (name a field to change)")));
             }
-            let before = load_one(&tx, &id)?;
+            let before = load_one(tx, &id)?;
             let mut changes = serde_json::Map::new();
-            let mut g = SqlGraph { tx: &tx };
+            let mut g = SqlGraph { tx };
             if let Some(parent) = &patch.parent {
                 if *parent != before.parent {
                     graph::set_parent(&mut g, &id, parent.as_ref(), &mut delta)?;
@@ -315,20 +325,20 @@ pub(crate) fn apply(conn: &mut Connection, actor: &str, cmd: Command) -> Result<
                     set("labels", json!(before.labels), json!(labels), &json_strings(&labels))?;
                     tx.prepare_cached("DELETE FROM labels WHERE task = ?1")?
                         .execute([id.as_str()])?;
-                    insert_labels(&tx, &id, &labels)?;
+                    insert_labels(tx, &id, &labels)?;
                 }
             }
             if changes.is_empty() {
                 return Err(Error::Invalid(format!("{id}: nothing changed (the values given are the current ones)")));
             }
-            touch(&tx, &id, now)?;
-            events.push(append_event(&tx, now, actor, EventKind::Updated, Some(&id), Value::Object(changes))?);
+            touch(tx, &id, now)?;
+            events.push(append_event(tx, now, actor, EventKind::Updated, Some(&id), Value::Object(changes))?);
             id
         }
         Command::SetState { id, to, reason } => {
-            let mut g = SqlGraph { tx: &tx };
+            let mut g = SqlGraph { tx };
             let from = graph::set_state(&mut g, &id, to, &mut delta)?;
-            record_state(&tx, &id, from, to, reason.as_deref(), now)?;
+            record_state(tx, &id, from, to, reason.as_deref(), now)?;
             events.push(append_event(
                 &tx,
                 now,
@@ -342,7 +352,7 @@ pub(crate) fn apply(conn: &mut Connection, actor: &str, cmd: Command) -> Result<
         Command::Claim { id, assignee, lease_ms } => {
             let id = match id {
                 Some(id) => {
-                    let mut g = SqlGraph { tx: &tx };
+                    let mut g = SqlGraph { tx };
                     let node = g.node(&id)?.ok_or_else(|| braid_core::Error::NotFound(id.clone()))?;
                     if !node.ready() {
                         let why = if node.kind == TaskType::Epic {
@@ -370,9 +380,9 @@ pub(crate) fn apply(conn: &mut Connection, actor: &str, cmd: Command) -> Result<
                     }
                 }
             };
-            let mut g = SqlGraph { tx: &tx };
+            let mut g = SqlGraph { tx };
             let from = graph::set_state(&mut g, &id, State::InProgress, &mut delta)?;
-            record_state(&tx, &id, from, State::InProgress, None, now)?;
+            record_state(tx, &id, from, State::InProgress, None, now)?;
             let token = TaskId::random(24).as_str()[3..].to_owned();
             let expires = now + lease_ms;
             tx.prepare_cached(
@@ -393,9 +403,9 @@ pub(crate) fn apply(conn: &mut Connection, actor: &str, cmd: Command) -> Result<
             id
         }
         Command::DepAdd { from, to, kind } => {
-            let mut g = SqlGraph { tx: &tx };
+            let mut g = SqlGraph { tx };
             graph::add_dep(&mut g, &from, &to, kind, &mut delta)?;
-            touch(&tx, &from, now)?;
+            touch(tx, &from, now)?;
             events.push(append_event(
                 &tx,
                 now,
@@ -407,9 +417,9 @@ pub(crate) fn apply(conn: &mut Connection, actor: &str, cmd: Command) -> Result<
             from
         }
         Command::DepRm { from, to } => {
-            let mut g = SqlGraph { tx: &tx };
+            let mut g = SqlGraph { tx };
             let kind = graph::remove_dep(&mut g, &from, &to, &mut delta)?;
-            touch(&tx, &from, now)?;
+            touch(tx, &from, now)?;
             events.push(append_event(
                 &tx,
                 now,
@@ -421,9 +431,8 @@ pub(crate) fn apply(conn: &mut Connection, actor: &str, cmd: Command) -> Result<
             from
         }
     };
-    write_counters(&tx, &delta)?;
-    let task = load_one(&tx, &id)?;
-    tx.commit()?;
+    write_counters(tx, &delta)?;
+    let task = load_one(tx, &id)?;
     Ok(Applied {
         task,
         events,

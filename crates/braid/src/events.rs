@@ -1,0 +1,123 @@
+//! `braid events`: print the log after a seq; `--follow` keeps printing as
+//! other processes append, woken by OS file notifications on the database's
+//! write-ahead log (inotify), not by querying in a loop.
+
+use std::io::Write;
+use std::sync::mpsc;
+
+use anyhow::{Context, Result};
+use braid_core::Event;
+use braid_store::Store;
+use clap::Args;
+use notify::{EventKind as FsKind, RecursiveMode, Watcher};
+
+use crate::cmd::Ctx;
+use crate::exit;
+use crate::view::{EventView, ts};
+
+#[derive(Args, Debug)]
+pub struct EventsArgs {
+    /// Only events after this sequence number.
+    #[arg(long, default_value = "0")]
+    pub after: i64,
+    /// Keep waiting for new events (stop with Ctrl-C).
+    #[arg(long, short)]
+    pub follow: bool,
+    /// At most this many events (without --follow).
+    #[arg(long, short = 'n')]
+    pub limit: Option<usize>,
+}
+
+const PAGE: usize = 1000;
+
+fn print(ctx: &Ctx, out: &mut impl Write, e: &Event) -> Result<()> {
+    if ctx.global.json {
+        serde_json::to_writer(&mut *out, &EventView::from(e))?;
+        writeln!(out)?;
+    } else {
+        let task = e.task.as_ref().map(|t| t.to_string()).unwrap_or_default();
+        let mut payload = e.payload.to_string();
+        if payload.len() > 120 {
+            payload.truncate(117);
+            payload.push_str("...");
+        }
+        writeln!(
+            out,
+            "#{:<7} {}  {:<13} {:<10} {:<10} {}",
+            e.seq,
+            ts(e.at),
+            e.kind,
+            task,
+            e.actor,
+            ctx.style.dim(&payload)
+        )?;
+    }
+    Ok(())
+}
+
+/// Prints every event after `after`, page by page; returns the last seq.
+fn drain(ctx: &Ctx, store: &dyn Store, mut after: i64, mut budget: Option<usize>) -> Result<i64> {
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    loop {
+        let page = budget.map_or(PAGE, |b| b.min(PAGE));
+        if page == 0 {
+            break;
+        }
+        let events = store.events(after, page)?;
+        for e in &events {
+            print(ctx, &mut out, e)?;
+            after = e.seq;
+        }
+        if let Some(b) = budget.as_mut() {
+            *b -= events.len();
+        }
+        if events.len() < page {
+            break;
+        }
+    }
+    out.flush()?;
+    Ok(after)
+}
+
+pub fn run(ctx: &Ctx, a: EventsArgs) -> Result<i32> {
+    let (project, store) = ctx.open()?;
+    if !a.follow {
+        drain(ctx, &store, a.after, a.limit)?;
+        return Ok(exit::OK);
+    }
+    let (tx, rx) = mpsc::channel();
+    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        let _ = tx.send(res);
+    })
+    .context("starting the file watcher")?;
+    watcher
+        .watch(&project.dir, RecursiveMode::NonRecursive)
+        .with_context(|| format!("watching {}", project.dir.display()))?;
+    let db_name = project
+        .db
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let wal = format!("{db_name}-wal");
+    let relevant = |ev: &notify::Event| {
+        matches!(ev.kind, FsKind::Modify(_) | FsKind::Create(_))
+            && ev.paths.iter().any(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy() == db_name || n.to_string_lossy() == wal)
+            })
+    };
+    // Watch first, then read: nothing appended in between is missed.
+    let mut after = drain(ctx, &store, a.after, None)?;
+    loop {
+        let first = rx.recv().context("the file watcher stopped")?;
+        let mut wake = matches!(&first, Ok(ev) if relevant(ev));
+        // Coalesce a burst of notifications into one read.
+        while let Ok(more) = rx.try_recv() {
+            wake |= matches!(&more, Ok(ev) if relevant(ev));
+        }
+        if wake {
+            after = drain(ctx, &store, after, None)?;
+        }
+    }
+}

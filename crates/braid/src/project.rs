@@ -1,0 +1,103 @@
+//! Finding the project: `--db PATH`, else `BRAID_DB`, else the nearest
+//! `.braid/` directory upward from the current one.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+use crate::exit::Failure;
+
+pub const DIR: &str = ".braid";
+pub const DB_FILE: &str = "braid.db";
+
+const CONFIG_TEMPLATE: &str = r#"# braid project configuration. See docs/config.md.
+
+[run]
+jobs = 4
+max_attempts = 3
+
+# [[agent]]
+# name = "claude"
+# command = ["claude", "-p", "{prompt}"]
+# max_concurrent = 2
+
+# [[gate]]
+# name = "test"
+# command = ["cargo", "test"]
+"#;
+
+const GITIGNORE: &str = "# braid's local state: the database and its backups stay out of git.\n*.db\n*.db-*\n*.lock\nbackups/\nlogs/\ntelemetry/\n";
+
+/// Where a project's files live.
+#[derive(Clone, Debug)]
+pub struct Project {
+    /// The database file.
+    pub db: PathBuf,
+    /// The `.braid` directory (backups live under it).
+    pub dir: PathBuf,
+}
+
+impl Project {
+    pub fn backups(&self) -> PathBuf {
+        self.dir.join("backups")
+    }
+}
+
+fn from_db_path(db: PathBuf) -> Project {
+    let dir = db.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
+    Project { db, dir }
+}
+
+/// Resolves the project for a command that needs an existing one.
+pub fn locate(db: Option<&Path>) -> Result<Project> {
+    if let Some(db) = db {
+        let p = if db.is_dir() { db.join(DB_FILE) } else { db.to_owned() };
+        if !p.exists() {
+            return Err(Failure::usage(format!(
+                "no braid database at {} (create one with `braid init`)",
+                p.display()
+            ))
+            .into());
+        }
+        return Ok(from_db_path(p));
+    }
+    let cwd = std::env::current_dir().context("reading the current directory")?;
+    let mut cur: Option<&Path> = Some(&cwd);
+    while let Some(dir) = cur {
+        let candidate = dir.join(DIR).join(DB_FILE);
+        if candidate.exists() {
+            return Ok(from_db_path(candidate));
+        }
+        cur = dir.parent();
+    }
+    Err(Failure::usage(format!(
+        "no braid project in {} or above it: run `braid init` here, or pass --db PATH (or set BRAID_DB)",
+        cwd.display()
+    ))
+    .into())
+}
+
+/// Creates `.braid/` in `root` (or the database at `db`); returns the
+/// project and whether it was new.
+pub fn init(root: &Path, db: Option<&Path>) -> Result<(Project, bool)> {
+    let project = match db {
+        Some(db) => from_db_path(db.to_owned()),
+        None => from_db_path(root.join(DIR).join(DB_FILE)),
+    };
+    let existed = project.db.exists();
+    std::fs::create_dir_all(&project.dir)
+        .with_context(|| format!("creating {}", project.dir.display()))?;
+    braid_store::SqliteStore::create(&project.db)?;
+    if db.is_none() {
+        write_if_missing(&project.dir.join("config.toml"), CONFIG_TEMPLATE)?;
+        write_if_missing(&project.dir.join(".gitignore"), GITIGNORE)?;
+    }
+    Ok((project, !existed))
+}
+
+fn write_if_missing(path: &Path, content: &str) -> Result<()> {
+    if !path.exists() {
+        crate::fsx::write_atomic(path, content.as_bytes())?;
+    }
+    Ok(())
+}
