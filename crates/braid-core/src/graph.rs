@@ -252,18 +252,18 @@ pub fn add_dep<T: GraphTx>(
         }
         .into());
     }
-    if kind == DepKind::Blocks {
-        if let Some(path) = blocks_path(tx, to, from)? {
-            // path runs to -> ... -> from; the new edge closes it.
-            let mut cycle = vec![from.clone()];
-            cycle.extend(path.into_iter().take_while(|id| id != from));
-            return Err(Error::Cycle {
-                from: from.clone(),
-                to: to.clone(),
-                cycle,
-            }
-            .into());
+    if kind == DepKind::Blocks
+        && let Some(path) = blocks_path(tx, to, from)?
+    {
+        // path runs to -> ... -> from; the new edge closes it.
+        let mut cycle = vec![from.clone()];
+        cycle.extend(path.into_iter().take_while(|id| id != from));
+        return Err(Error::Cycle {
+            from: from.clone(),
+            to: to.clone(),
+            cycle,
         }
+        .into());
     }
     tx.insert_edge(from, to, kind)?;
     if kind == DepKind::Blocks && !target.state.is_finished() {
@@ -430,10 +430,7 @@ pub fn derive_all(
     blocks: &[(usize, usize)],
 ) -> Vec<Node> {
     let n = kinds_states.len();
-    let mut nodes: Vec<Node> = kinds_states
-        .iter()
-        .map(|&(k, s)| Node::new(k, s))
-        .collect();
+    let mut nodes: Vec<Node> = kinds_states.iter().map(|&(k, s)| Node::new(k, s)).collect();
     for &(a, b) in blocks {
         if !kinds_states[b].1.is_finished() {
             nodes[a].blockers += 1;

@@ -47,7 +47,10 @@ impl HealthDelta {
 
     /// The non-zero changes, ready to persist.
     pub fn changes(&self) -> impl Iterator<Item = (&'static str, i64)> + '_ {
-        self.0.iter().filter(|(_, v)| **v != 0).map(|(k, v)| (*k, *v))
+        self.0
+            .iter()
+            .filter(|(_, v)| **v != 0)
+            .map(|(k, v)| (*k, *v))
     }
 
     pub fn is_empty(&self) -> bool {

@@ -27,10 +27,10 @@ impl MemGraph {
         parent: Option<&TaskId>,
         deps: &[(TaskId, DepKind)],
     ) -> Result<(), Error> {
-        if let Some(p) = parent {
-            if !self.nodes.contains_key(p) {
-                return Err(Error::NotFound(p.clone()));
-            }
+        if let Some(p) = parent
+            && !self.nodes.contains_key(p)
+        {
+            return Err(Error::NotFound(p.clone()));
         }
         let snapshot = self.clone();
         self.nodes
@@ -77,7 +77,8 @@ impl MemGraph {
     /// Recomputes every node's counts from scratch.
     pub fn brute_force(&self) -> BTreeMap<TaskId, Node> {
         let ids: Vec<&TaskId> = self.nodes.keys().collect();
-        let index: BTreeMap<&TaskId, usize> = ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
+        let index: BTreeMap<&TaskId, usize> =
+            ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
         let ks: Vec<_> = self.nodes.values().map(|n| (n.kind, n.state)).collect();
         let parent: Vec<Option<usize>> = ids
             .iter()
@@ -164,18 +165,43 @@ mod tests {
 
     #[derive(Clone, Debug)]
     enum Op {
-        Add { parent: Option<usize>, dep: Option<usize>, epic: bool },
-        Dep { from: usize, to: usize, kind: u8 },
-        Undep { from: usize, to: usize },
-        State { task: usize, to: usize },
-        Reparent { task: usize, parent: Option<usize> },
+        Add {
+            parent: Option<usize>,
+            dep: Option<usize>,
+            epic: bool,
+        },
+        Dep {
+            from: usize,
+            to: usize,
+            kind: u8,
+        },
+        Undep {
+            from: usize,
+            to: usize,
+        },
+        State {
+            task: usize,
+            to: usize,
+        },
+        Reparent {
+            task: usize,
+            parent: Option<usize>,
+        },
     }
 
     fn op() -> impl Strategy<Value = Op> {
         prop_oneof![
-            (proptest::option::of(0..40usize), proptest::option::of(0..40usize), any::<bool>())
+            (
+                proptest::option::of(0..40usize),
+                proptest::option::of(0..40usize),
+                any::<bool>()
+            )
                 .prop_map(|(parent, dep, epic)| Op::Add { parent, dep, epic }),
-            (0..40usize, 0..40usize, 0..3u8).prop_map(|(from, to, kind)| Op::Dep { from, to, kind }),
+            (0..40usize, 0..40usize, 0..3u8).prop_map(|(from, to, kind)| Op::Dep {
+                from,
+                to,
+                kind
+            }),
             (0..40usize, 0..40usize).prop_map(|(from, to)| Op::Undep { from, to }),
             (0..40usize, 0..7usize).prop_map(|(task, to)| Op::State { task, to }),
             (0..40usize, proptest::option::of(0..40usize))
@@ -185,10 +211,16 @@ mod tests {
 
     fn check(g: &MemGraph) {
         let brute = g.brute_force();
-        assert_eq!(&brute, &g.nodes, "maintained counts differ from recomputation");
+        assert_eq!(
+            &brute, &g.nodes,
+            "maintained counts differ from recomputation"
+        );
         assert_eq!(g.health(), Health::recompute(brute.values()));
-        let ready: BTreeSet<TaskId> =
-            brute.iter().filter(|(_, n)| n.ready()).map(|(i, _)| i.clone()).collect();
+        let ready: BTreeSet<TaskId> = brute
+            .iter()
+            .filter(|(_, n)| n.ready())
+            .map(|(i, _)| i.clone())
+            .collect();
         assert_eq!(ready, g.ready_set());
     }
 
@@ -231,14 +263,20 @@ mod tests {
         for i in 0..3 {
             g.add(&id(i), TaskType::Task, None, &[]).unwrap();
         }
-        g.apply(|g, d| graph::add_dep(g, &id(0), &id(1), DepKind::Blocks, d)).unwrap();
-        g.apply(|g, d| graph::add_dep(g, &id(1), &id(2), DepKind::Blocks, d)).unwrap();
+        g.apply(|g, d| graph::add_dep(g, &id(0), &id(1), DepKind::Blocks, d))
+            .unwrap();
+        g.apply(|g, d| graph::add_dep(g, &id(1), &id(2), DepKind::Blocks, d))
+            .unwrap();
         let err = g
             .apply(|g, d| graph::add_dep(g, &id(2), &id(0), DepKind::Blocks, d))
             .unwrap_err();
-        assert_eq!(err.to_string(), "dependency t2 -> t0 would create a cycle: t2 -> t0 -> t1 -> t2");
+        assert_eq!(
+            err.to_string(),
+            "dependency t2 -> t0 would create a cycle: t2 -> t0 -> t1 -> t2"
+        );
         // related edges may loop: they do not gate readiness.
-        g.apply(|g, d| graph::add_dep(g, &id(2), &id(0), DepKind::Related, d)).unwrap();
+        g.apply(|g, d| graph::add_dep(g, &id(2), &id(0), DepKind::Related, d))
+            .unwrap();
     }
 
     #[test]
@@ -249,11 +287,14 @@ mod tests {
         g.add(&id(2), TaskType::Task, Some(&id(1)), &[]).unwrap();
         g.add(&id(3), TaskType::Task, None, &[]).unwrap();
         assert_eq!(g.ready_set(), [id(1), id(2), id(3)].into());
-        g.apply(|g, d| graph::add_dep(g, &id(0), &id(3), DepKind::Blocks, d)).unwrap();
+        g.apply(|g, d| graph::add_dep(g, &id(0), &id(3), DepKind::Blocks, d))
+            .unwrap();
         assert_eq!(g.ready_set(), [id(3)].into());
-        g.apply(|g, d| graph::set_state(g, &id(3), State::Done, d)).unwrap();
+        g.apply(|g, d| graph::set_state(g, &id(3), State::Done, d))
+            .unwrap();
         assert_eq!(g.ready_set(), [id(1), id(2)].into());
-        g.apply(|g, d| graph::set_state(g, &id(1), State::Deferred, d)).unwrap();
+        g.apply(|g, d| graph::set_state(g, &id(1), State::Deferred, d))
+            .unwrap();
         assert_eq!(g.ready_set(), BTreeSet::new());
         assert_eq!(g.health().blocked, 1);
     }
@@ -279,7 +320,9 @@ mod tests {
         let mut g = MemGraph::default();
         g.add(&id(0), TaskType::Epic, None, &[]).unwrap();
         g.add(&id(1), TaskType::Task, Some(&id(0)), &[]).unwrap();
-        let err = g.apply(|g, d| graph::set_parent(g, &id(0), Some(&id(1)), d)).unwrap_err();
+        let err = g
+            .apply(|g, d| graph::set_parent(g, &id(0), Some(&id(1)), d))
+            .unwrap_err();
         assert!(matches!(err, Error::ParentCycle { .. }), "{err}");
     }
 }

@@ -20,7 +20,12 @@ pub enum TaskType {
 }
 
 impl TaskType {
-    pub const ALL: [TaskType; 4] = [TaskType::Task, TaskType::Epic, TaskType::Bug, TaskType::Chore];
+    pub const ALL: [TaskType; 4] = [
+        TaskType::Task,
+        TaskType::Epic,
+        TaskType::Bug,
+        TaskType::Chore,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -79,7 +84,9 @@ impl DepKind {
             .ok_or_else(|| {
                 Error::invalid(
                     "kind",
-                    format!("{s:?} is not a dependency kind; kinds are blocks, related, discovered-from"),
+                    format!(
+                        "{s:?} is not a dependency kind; kinds are blocks, related, discovered-from"
+                    ),
                 )
             })
     }
@@ -120,7 +127,10 @@ pub fn check_title(t: &str) -> Result<()> {
     if t.len() > 500 {
         return Err(Error::invalid(
             "title",
-            format!("is {} bytes; the limit is 500 (put detail in the description)", t.len()),
+            format!(
+                "is {} bytes; the limit is 500 (put detail in the description)",
+                t.len()
+            ),
         ));
     }
     Ok(())

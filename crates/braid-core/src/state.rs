@@ -140,6 +140,11 @@ mod tests {
     #[test]
     fn parse_accepts_dashes_and_case() {
         assert_eq!(State::parse("In-Progress").unwrap(), State::InProgress);
-        assert!(State::parse("blocked").unwrap_err().to_string().contains("states are"));
+        assert!(
+            State::parse("blocked")
+                .unwrap_err()
+                .to_string()
+                .contains("states are")
+        );
     }
 }

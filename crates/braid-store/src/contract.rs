@@ -11,8 +11,14 @@ pub const CHECKS: &[(&str, fn(&dyn Store))] = &[
     ("add_and_show", add_and_show),
     ("ready_order_and_blocking", ready_order_and_blocking),
     ("epic_blocks_subtree", epic_blocks_subtree),
-    ("invalid_transition_changes_nothing", invalid_transition_changes_nothing),
-    ("cycle_rejected_and_nothing_changes", cycle_rejected_and_nothing_changes),
+    (
+        "invalid_transition_changes_nothing",
+        invalid_transition_changes_nothing,
+    ),
+    (
+        "cycle_rejected_and_nothing_changes",
+        cycle_rejected_and_nothing_changes,
+    ),
     ("claim_next_and_given", claim_next_and_given),
     ("events_have_increasing_seq", events_have_increasing_seq),
     ("health_matches_recount", health_matches_recount),
@@ -26,7 +32,8 @@ pub const CHECKS: &[(&str, fn(&dyn Store))] = &[
 pub fn run_all(fresh: &mut dyn FnMut() -> Box<dyn Store>) {
     for (name, check) in CHECKS {
         let store = fresh();
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(store.as_ref())));
+        let result =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(store.as_ref())));
         if let Err(e) = result {
             eprintln!("contract check `{name}` failed");
             std::panic::resume_unwind(e);
@@ -43,13 +50,25 @@ fn add_with(s: &dyn Store, t: NewTask) -> TaskId {
 }
 
 fn set(s: &dyn Store, id: &TaskId, to: State) -> Result<(), Error> {
-    s.apply("test", Command::SetState { id: id.clone(), to, reason: None }).map(|_| ())
+    s.apply(
+        "test",
+        Command::SetState {
+            id: id.clone(),
+            to,
+            reason: None,
+        },
+    )
+    .map(|_| ())
 }
 
 fn dep(s: &dyn Store, from: &TaskId, to: &TaskId) -> Result<(), Error> {
     s.apply(
         "test",
-        Command::DepAdd { from: from.clone(), to: to.clone(), kind: DepKind::Blocks },
+        Command::DepAdd {
+            from: from.clone(),
+            to: to.clone(),
+            kind: DepKind::Blocks,
+        },
     )
     .map(|_| ())
 }
@@ -76,19 +95,39 @@ fn add_and_show(s: &dyn Store) {
     assert!(t.ready);
     assert!(id.as_str().starts_with("br-"));
     let missing = TaskId::parse("br-nope").unwrap();
-    assert_eq!(s.task(&missing).unwrap_err().kind(), braid_core::ErrorKind::NotFound);
-    let err = s.apply("test", Command::Add(NewTask::titled("  "))).unwrap_err();
+    assert_eq!(
+        s.task(&missing).unwrap_err().kind(),
+        braid_core::ErrorKind::NotFound
+    );
+    let err = s
+        .apply("test", Command::Add(NewTask::titled("  ")))
+        .unwrap_err();
     assert!(err.to_string().contains("title"), "{err}");
 }
 
 fn ready_order_and_blocking(s: &dyn Store) {
-    let low = add_with(s, NewTask { priority: Some(3), ..NewTask::titled("low") });
-    let high = add_with(s, NewTask { priority: Some(0), ..NewTask::titled("high") });
+    let low = add_with(
+        s,
+        NewTask {
+            priority: Some(3),
+            ..NewTask::titled("low")
+        },
+    );
+    let high = add_with(
+        s,
+        NewTask {
+            priority: Some(0),
+            ..NewTask::titled("high")
+        },
+    );
     let blocked = add_with(
         s,
         NewTask {
             priority: Some(0),
-            deps: vec![Dep { id: low.clone(), kind: DepKind::Blocks }],
+            deps: vec![Dep {
+                id: low.clone(),
+                kind: DepKind::Blocks,
+            }],
             ..NewTask::titled("blocked")
         },
     );
@@ -104,9 +143,27 @@ fn ready_order_and_blocking(s: &dyn Store) {
 
 fn epic_blocks_subtree(s: &dyn Store) {
     let gate = add(s, "gate");
-    let epic = add_with(s, NewTask { kind: Some(TaskType::Epic), ..NewTask::titled("epic") });
-    let child = add_with(s, NewTask { parent: Some(epic.clone()), ..NewTask::titled("child") });
-    let grandchild = add_with(s, NewTask { parent: Some(child.clone()), ..NewTask::titled("gc") });
+    let epic = add_with(
+        s,
+        NewTask {
+            kind: Some(TaskType::Epic),
+            ..NewTask::titled("epic")
+        },
+    );
+    let child = add_with(
+        s,
+        NewTask {
+            parent: Some(epic.clone()),
+            ..NewTask::titled("child")
+        },
+    );
+    let grandchild = add_with(
+        s,
+        NewTask {
+            parent: Some(child.clone()),
+            ..NewTask::titled("gc")
+        },
+    );
     assert_eq!(ready_ids(s).len(), 3, "epics are never ready");
     dep(s, &epic, &gate).unwrap();
     assert_eq!(ready_ids(s), vec![gate.clone()]);
@@ -122,7 +179,10 @@ fn invalid_transition_changes_nothing(s: &dyn Store) {
     set(s, &id, State::Done).unwrap();
     let err = set(s, &id, State::InProgress).unwrap_err();
     assert_eq!(err.kind(), braid_core::ErrorKind::Conflict);
-    assert!(err.to_string().contains("from done to in_progress"), "{err}");
+    assert!(
+        err.to_string().contains("from done to in_progress"),
+        "{err}"
+    );
     assert_eq!(s.last_seq().unwrap(), seq + 1);
     assert_eq!(s.task(&id).unwrap().state, State::Done);
 }
@@ -145,11 +205,39 @@ fn cycle_rejected_and_nothing_changes(s: &dyn Store) {
 }
 
 fn claim_next_and_given(s: &dyn Store) {
-    let a = add_with(s, NewTask { priority: Some(1), ..NewTask::titled("a") });
-    let b = add_with(s, NewTask { priority: Some(2), ..NewTask::titled("b") });
-    let c = add_with(s, NewTask { deps: vec![Dep { id: b.clone(), kind: DepKind::Blocks }], ..NewTask::titled("c") });
+    let a = add_with(
+        s,
+        NewTask {
+            priority: Some(1),
+            ..NewTask::titled("a")
+        },
+    );
+    let b = add_with(
+        s,
+        NewTask {
+            priority: Some(2),
+            ..NewTask::titled("b")
+        },
+    );
+    let c = add_with(
+        s,
+        NewTask {
+            deps: vec![Dep {
+                id: b.clone(),
+                kind: DepKind::Blocks,
+            }],
+            ..NewTask::titled("c")
+        },
+    );
     let claim = |id: Option<&TaskId>| {
-        s.apply("test", Command::Claim { id: id.cloned(), assignee: "ag".into(), lease_ms: 60_000 })
+        s.apply(
+            "test",
+            Command::Claim {
+                id: id.cloned(),
+                assignee: "ag".into(),
+                lease_ms: 60_000,
+            },
+        )
     };
     let got = claim(None).unwrap();
     assert_eq!(got.task.id, a);
@@ -163,7 +251,10 @@ fn claim_next_and_given(s: &dyn Store) {
     assert!(err.to_string().contains(b.as_str()), "{err}");
     assert_eq!(claim(Some(&b)).unwrap().task.id, b);
     assert!(matches!(claim(None).unwrap_err(), Error::NothingReady));
-    assert!(claim(Some(&a)).is_err(), "a claimed task cannot be claimed again");
+    assert!(
+        claim(Some(&a)).is_err(),
+        "a claimed task cannot be claimed again"
+    );
 }
 
 fn events_have_increasing_seq(s: &dyn Store) {
@@ -182,7 +273,13 @@ fn events_have_increasing_seq(s: &dyn Store) {
 }
 
 fn health_matches_recount(s: &dyn Store) {
-    let epic = add_with(s, NewTask { kind: Some(TaskType::Epic), ..NewTask::titled("e") });
+    let epic = add_with(
+        s,
+        NewTask {
+            kind: Some(TaskType::Epic),
+            ..NewTask::titled("e")
+        },
+    );
     let mut ids = Vec::new();
     for i in 0..12 {
         let mut t = NewTask::titled(format!("t{i}"));
@@ -190,7 +287,10 @@ fn health_matches_recount(s: &dyn Store) {
             t.parent = Some(epic.clone());
         }
         if let Some(prev) = ids.last().filter(|_| i % 2 == 1) {
-            t.deps.push(Dep { id: TaskId::clone(prev), kind: DepKind::Blocks });
+            t.deps.push(Dep {
+                id: TaskId::clone(prev),
+                kind: DepKind::Blocks,
+            });
         }
         ids.push(add_with(s, t));
     }
@@ -214,7 +314,17 @@ fn health_matches_recount(s: &dyn Store) {
 
 fn update_fields_and_reparent(s: &dyn Store) {
     let gate = add(s, "gate");
-    let epic = add_with(s, NewTask { kind: Some(TaskType::Epic), deps: vec![Dep { id: gate.clone(), kind: DepKind::Blocks }], ..NewTask::titled("e") });
+    let epic = add_with(
+        s,
+        NewTask {
+            kind: Some(TaskType::Epic),
+            deps: vec![Dep {
+                id: gate.clone(),
+                kind: DepKind::Blocks,
+            }],
+            ..NewTask::titled("e")
+        },
+    );
     let t = add(s, "t");
     assert!(s.task(&t).unwrap().ready);
     let patch = TaskPatch {
@@ -224,39 +334,144 @@ fn update_fields_and_reparent(s: &dyn Store) {
         priority: Some(0),
         ..TaskPatch::default()
     };
-    let applied = s.apply("test", Command::Update { id: t.clone(), patch }).unwrap();
+    let applied = s
+        .apply(
+            "test",
+            Command::Update {
+                id: t.clone(),
+                patch,
+            },
+        )
+        .unwrap();
     assert_eq!(applied.task.title, "renamed");
     assert_eq!(applied.task.parent.as_ref(), Some(&epic));
     assert!(!applied.task.ready, "moved under a blocked epic");
     assert_eq!(applied.events[0].payload["title"]["to"], "renamed");
     let err = s
-        .apply("test", Command::Update { id: epic.clone(), patch: TaskPatch { parent: Some(Some(t.clone())), ..TaskPatch::default() } })
+        .apply(
+            "test",
+            Command::Update {
+                id: epic.clone(),
+                patch: TaskPatch {
+                    parent: Some(Some(t.clone())),
+                    ..TaskPatch::default()
+                },
+            },
+        )
         .unwrap_err();
     assert!(err.to_string().contains("inside it"), "{err}");
-    s.apply("test", Command::Update { id: t.clone(), patch: TaskPatch { parent: Some(None), ..TaskPatch::default() } })
-        .unwrap();
+    s.apply(
+        "test",
+        Command::Update {
+            id: t.clone(),
+            patch: TaskPatch {
+                parent: Some(None),
+                ..TaskPatch::default()
+            },
+        },
+    )
+    .unwrap();
     assert!(s.task(&t).unwrap().ready);
-    let err = s.apply("test", Command::Update { id: t.clone(), patch: TaskPatch::default() }).unwrap_err();
+    let err = s
+        .apply(
+            "test",
+            Command::Update {
+                id: t.clone(),
+                patch: TaskPatch::default(),
+            },
+        )
+        .unwrap_err();
     assert!(err.to_string().contains("nothing to update"), "{err}");
 }
 
 fn list_filters(s: &dyn Store) {
-    let epic = add_with(s, NewTask { kind: Some(TaskType::Epic), ..NewTask::titled("e") });
-    let a = add_with(s, NewTask { labels: vec!["ui".into()], parent: Some(epic.clone()), ..NewTask::titled("a") });
-    let b = add_with(s, NewTask { kind: Some(TaskType::Bug), assignee: Some("kim".into()), ..NewTask::titled("b") });
+    let epic = add_with(
+        s,
+        NewTask {
+            kind: Some(TaskType::Epic),
+            ..NewTask::titled("e")
+        },
+    );
+    let a = add_with(
+        s,
+        NewTask {
+            labels: vec!["ui".into()],
+            parent: Some(epic.clone()),
+            ..NewTask::titled("a")
+        },
+    );
+    let b = add_with(
+        s,
+        NewTask {
+            kind: Some(TaskType::Bug),
+            assignee: Some("kim".into()),
+            ..NewTask::titled("b")
+        },
+    );
     set(s, &b, State::InProgress).unwrap();
-    let ids = |f: ListFilter| s.list(&f).unwrap().into_iter().map(|t| t.id).collect::<Vec<_>>();
-    assert_eq!(ids(ListFilter { label: Some("ui".into()), ..Default::default() }), vec![a.clone()]);
-    assert_eq!(ids(ListFilter { parent: Some(epic.clone()), ..Default::default() }), vec![a.clone()]);
-    assert_eq!(ids(ListFilter { kinds: vec![TaskType::Bug], ..Default::default() }), vec![b.clone()]);
-    assert_eq!(ids(ListFilter { states: vec![State::InProgress], ..Default::default() }), vec![b.clone()]);
-    assert_eq!(ids(ListFilter { assignee: Some("kim".into()), ..Default::default() }), vec![b]);
-    assert_eq!(ids(ListFilter { ready: Some(true), ..Default::default() }), vec![a]);
+    let ids = |f: ListFilter| {
+        s.list(&f)
+            .unwrap()
+            .into_iter()
+            .map(|t| t.id)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        ids(ListFilter {
+            label: Some("ui".into()),
+            ..Default::default()
+        }),
+        vec![a.clone()]
+    );
+    assert_eq!(
+        ids(ListFilter {
+            parent: Some(epic.clone()),
+            ..Default::default()
+        }),
+        vec![a.clone()]
+    );
+    assert_eq!(
+        ids(ListFilter {
+            kinds: vec![TaskType::Bug],
+            ..Default::default()
+        }),
+        vec![b.clone()]
+    );
+    assert_eq!(
+        ids(ListFilter {
+            states: vec![State::InProgress],
+            ..Default::default()
+        }),
+        vec![b.clone()]
+    );
+    assert_eq!(
+        ids(ListFilter {
+            assignee: Some("kim".into()),
+            ..Default::default()
+        }),
+        vec![b]
+    );
+    assert_eq!(
+        ids(ListFilter {
+            ready: Some(true),
+            ..Default::default()
+        }),
+        vec![a]
+    );
 }
 
 fn sample_batch(s: &dyn Store) -> Vec<braid_core::Task> {
     let a = add(s, "a");
-    let b = add_with(s, NewTask { deps: vec![Dep { id: a.clone(), kind: DepKind::Blocks }], ..NewTask::titled("b") });
+    let b = add_with(
+        s,
+        NewTask {
+            deps: vec![Dep {
+                id: a.clone(),
+                kind: DepKind::Blocks,
+            }],
+            ..NewTask::titled("b")
+        },
+    );
     let mut tasks = vec![s.task(&a).unwrap(), s.task(&b).unwrap()];
     for t in &mut tasks {
         t.id = TaskId::parse(&format!("imp-{}", t.id)).unwrap();
@@ -273,17 +488,30 @@ fn import_all_or_nothing(s: &dyn Store) {
     let seq = s.last_seq().unwrap();
     let mut bad = tasks[1].clone();
     bad.id = TaskId::parse("imp-bad").unwrap();
-    bad.deps = vec![Dep { id: TaskId::parse("imp-ghost").unwrap(), kind: DepKind::Blocks }];
+    bad.deps = vec![Dep {
+        id: TaskId::parse("imp-ghost").unwrap(),
+        kind: DepKind::Blocks,
+    }];
     tasks.push(bad);
-    let batch = ImportBatch { tasks: tasks.clone(), events: vec![], source: "t".into() };
-    let err = s.import("test", batch.clone(), ImportOptions::default()).unwrap_err();
-    let Error::Import(problems) = &err else { panic!("{err}") };
+    let batch = ImportBatch {
+        tasks: tasks.clone(),
+        events: vec![],
+        source: "t".into(),
+    };
+    let err = s
+        .import("test", batch.clone(), ImportOptions::default())
+        .unwrap_err();
+    let Error::Import(problems) = &err else {
+        panic!("{err}")
+    };
     assert_eq!(problems.len(), 1);
     assert_eq!(problems[0].index, 2);
     assert!(problems[0].message.contains("imp-ghost"), "{err}");
     assert_eq!(s.health().unwrap(), before);
     assert_eq!(s.last_seq().unwrap(), seq);
-    let report = s.import("test", batch, ImportOptions { skip_invalid: true }).unwrap();
+    let report = s
+        .import("test", batch, ImportOptions { skip_invalid: true })
+        .unwrap();
     assert_eq!(report.tasks, 2);
     assert_eq!(report.skipped.len(), 1);
     let imported = s.task(&tasks[1].id).unwrap();
@@ -291,18 +519,41 @@ fn import_all_or_nothing(s: &dyn Store) {
     // A cycle inside a batch is refused, naming it.
     let mut x = tasks[0].clone();
     x.id = TaskId::parse("cyc-x").unwrap();
-    x.deps = vec![Dep { id: TaskId::parse("cyc-y").unwrap(), kind: DepKind::Blocks }];
+    x.deps = vec![Dep {
+        id: TaskId::parse("cyc-y").unwrap(),
+        kind: DepKind::Blocks,
+    }];
     let mut y = x.clone();
     y.id = TaskId::parse("cyc-y").unwrap();
-    y.deps = vec![Dep { id: x.id.clone(), kind: DepKind::Blocks }];
-    let err = s.import("test", ImportBatch { tasks: vec![x, y], ..Default::default() }, ImportOptions::default()).unwrap_err();
+    y.deps = vec![Dep {
+        id: x.id.clone(),
+        kind: DepKind::Blocks,
+    }];
+    let err = s
+        .import(
+            "test",
+            ImportBatch {
+                tasks: vec![x, y],
+                ..Default::default()
+            },
+            ImportOptions::default(),
+        )
+        .unwrap_err();
     assert!(err.to_string().contains("cycle"), "{err}");
 }
 
 fn export_import_round_trip(s: &dyn Store) {
     let tasks = sample_batch(s);
-    s.import("test", ImportBatch { tasks: tasks.clone(), events: vec![], source: "t".into() }, ImportOptions::default())
-        .unwrap();
+    s.import(
+        "test",
+        ImportBatch {
+            tasks: tasks.clone(),
+            events: vec![],
+            source: "t".into(),
+        },
+        ImportOptions::default(),
+    )
+    .unwrap();
     let mut exported = Vec::new();
     s.export(false, &mut |item| {
         if let crate::ExportItem::Task(t) = item {
@@ -312,10 +563,17 @@ fn export_import_round_trip(s: &dyn Store) {
     })
     .unwrap();
     assert_eq!(exported.len(), 4);
-    let got: Vec<_> = exported.iter().filter(|t| t.id.as_str().starts_with("imp-")).cloned().collect();
+    let got: Vec<_> = exported
+        .iter()
+        .filter(|t| t.id.as_str().starts_with("imp-"))
+        .cloned()
+        .collect();
     let strip = |mut t: braid_core::Task| {
         t.lease = None;
         t
     };
-    assert_eq!(got.into_iter().map(strip).collect::<Vec<_>>(), tasks.into_iter().map(strip).collect::<Vec<_>>());
+    assert_eq!(
+        got.into_iter().map(strip).collect::<Vec<_>>(),
+        tasks.into_iter().map(strip).collect::<Vec<_>>()
+    );
 }

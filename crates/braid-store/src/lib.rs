@@ -24,7 +24,10 @@ pub trait Store: Send + Sync {
 
     /// Applies one command.
     fn apply(&self, actor: &str, cmd: Command) -> Result<Applied> {
-        Ok(self.apply_all(actor, vec![cmd])?.pop().expect("one command, one result"))
+        Ok(self
+            .apply_all(actor, vec![cmd])?
+            .pop()
+            .expect("one command, one result"))
     }
 
     /// The latest `limit` events of one task, oldest first.
@@ -50,7 +53,11 @@ pub trait Store: Send + Sync {
     fn last_seq(&self) -> Result<i64>;
     /// Streams every task (with deps) in creation order, then, when asked,
     /// every event.
-    fn export(&self, with_events: bool, sink: &mut dyn FnMut(ExportItem) -> Result<()>) -> Result<()>;
+    fn export(
+        &self,
+        with_events: bool,
+        sink: &mut dyn FnMut(ExportItem) -> Result<()>,
+    ) -> Result<()>;
     /// Writes a consistent copy of the whole database to `dest`, safe while
     /// others write. `dest` must not exist.
     fn backup_to(&self, dest: &Path) -> Result<()>;

@@ -1,6 +1,6 @@
 //! The store's commands, results and errors: backend-neutral.
 
-use braid_core::{DepKind, Event, ErrorKind, NewTask, State, Task, TaskId, TaskPatch, TaskType};
+use braid_core::{DepKind, ErrorKind, Event, NewTask, State, Task, TaskId, TaskPatch, TaskType};
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

@@ -69,7 +69,12 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Claim(a) => claim(&ctx, a),
         Command::Update(a) => update(&ctx, a),
         Command::Done(a) => transition(&ctx, &a.ids, State::Done, a.reason),
-        Command::Fail(a) => transition(&ctx, std::slice::from_ref(&a.id), State::Failed, Some(a.reason)),
+        Command::Fail(a) => transition(
+            &ctx,
+            std::slice::from_ref(&a.id),
+            State::Failed,
+            Some(a.reason),
+        ),
         Command::Reopen(a) => transition(&ctx, &a.ids, State::Open, None),
         Command::Defer(a) => transition(&ctx, &a.ids, State::Deferred, None),
         Command::Cancel(a) => transition(&ctx, &a.ids, State::Cancelled, a.reason),
@@ -100,7 +105,9 @@ fn parse_kind(s: &str) -> Result<DepKind, String> {
 
 fn parse_priority(s: &str) -> Result<u8, String> {
     let s = s.trim().trim_start_matches(['p', 'P']);
-    let n: i64 = s.parse().map_err(|_| format!("{s:?} is not a number 0-4"))?;
+    let n: i64 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number 0-4"))?;
     braid_core::model::check_priority(n).map_err(|e| e.to_string())
 }
 
@@ -140,10 +147,17 @@ fn init(ctx: &Ctx, a: InitArgs) -> Result<i32> {
     if ctx.global.json {
         ctx.print_json(&json!({"db": p.db, "dir": p.dir, "created": created}))?;
     } else if created {
-        println!("Initialized braid in {} (database {}).", p.dir.display(), p.db.display());
+        println!(
+            "Initialized braid in {} (database {}).",
+            p.dir.display(),
+            p.db.display()
+        );
         println!("Next: braid add \"First task\"   then   braid ready");
     } else {
-        println!("braid is already set up here ({}); nothing changed.", p.db.display());
+        println!(
+            "braid is already set up here ({}); nothing changed.",
+            p.db.display()
+        );
     }
     Ok(exit::OK)
 }
@@ -232,7 +246,12 @@ fn show(ctx: &Ctx, a: ShowArgs) -> Result<i32> {
         if ctx.global.json {
             let mut v = serde_json::to_value(TaskView::from(&t))?;
             v["blocked_by"] = json!(why);
-            v["children"] = json!(children.iter().map(|c| c.id.to_string()).collect::<Vec<_>>());
+            v["children"] = json!(
+                children
+                    .iter()
+                    .map(|c| c.id.to_string())
+                    .collect::<Vec<_>>()
+            );
             v["events"] = json!(events.iter().map(EventView::from).collect::<Vec<_>>());
             docs.push(v);
         } else {
@@ -249,7 +268,13 @@ fn show(ctx: &Ctx, a: ShowArgs) -> Result<i32> {
     Ok(exit::OK)
 }
 
-fn print_task(ctx: &Ctx, t: &Task, why: &[String], children: &[Task], events: &[braid_core::Event]) {
+fn print_task(
+    ctx: &Ctx,
+    t: &Task,
+    why: &[String],
+    children: &[Task],
+    events: &[braid_core::Event],
+) {
     let s = &ctx.style;
     println!("{}  {}", s.bold(t.id.as_str()), s.bold(&t.title));
     let field = |name: &str, value: String| {
@@ -260,7 +285,10 @@ fn print_task(ctx: &Ctx, t: &Task, why: &[String], children: &[Task], events: &[
     field("state", s.state(t.state, t.ready, t.kind));
     field("type", t.kind.to_string());
     field("priority", format!("P{}", t.priority));
-    field("parent", t.parent.as_ref().map(|p| p.to_string()).unwrap_or_default());
+    field(
+        "parent",
+        t.parent.as_ref().map(|p| p.to_string()).unwrap_or_default(),
+    );
     field("labels", t.labels.join(", "));
     field("assignee", t.assignee.clone().unwrap_or_default());
     field("agent", t.agent.clone().unwrap_or_default());
@@ -269,20 +297,33 @@ fn print_task(ctx: &Ctx, t: &Task, why: &[String], children: &[Task], events: &[
     field("created", ts(t.created_at));
     field("updated", ts(t.updated_at));
     if let Some(c) = t.closed_at {
-        field("closed", format!("{} {}", ts(c), t.close_reason.clone().unwrap_or_default()));
+        field(
+            "closed",
+            format!("{} {}", ts(c), t.close_reason.clone().unwrap_or_default()),
+        );
     }
     if let Some(l) = &t.lease {
-        field("lease", format!("attempt {}, expires {}", l.attempt, ts(l.expires_at)));
+        field(
+            "lease",
+            format!("attempt {}, expires {}", l.attempt, ts(l.expires_at)),
+        );
     }
     if !t.deps.is_empty() {
-        let deps: Vec<String> = t.deps.iter().map(|d| format!("{} ({})", d.id, d.kind)).collect();
+        let deps: Vec<String> = t
+            .deps
+            .iter()
+            .map(|d| format!("{} ({})", d.id, d.kind))
+            .collect();
         field("depends on", deps.join(", "));
     }
     for w in why {
         field("blocked", w.clone());
     }
     if !children.is_empty() {
-        let c: Vec<String> = children.iter().map(|c| format!("{} [{}]", c.id, c.state)).collect();
+        let c: Vec<String> = children
+            .iter()
+            .map(|c| format!("{} [{}]", c.id, c.state))
+            .collect();
         field("children", c.join(", "));
     }
     if !t.description.is_empty() {
@@ -301,7 +342,10 @@ fn print_task(ctx: &Ctx, t: &Task, why: &[String], children: &[Task], events: &[
 }
 
 fn indent(s: &str) -> String {
-    s.lines().map(|l| format!("  {l}")).collect::<Vec<_>>().join("\n")
+    s.lines()
+        .map(|l| format!("  {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 fn task_rows(ctx: &Ctx, tasks: &[Task]) -> String {
@@ -318,7 +362,11 @@ fn task_rows(ctx: &Ctx, tasks: &[Task]) -> String {
             ]
         })
         .collect();
-    table(&ctx.style, &["ID", "PRI", "TYPE", "STATE", "ASSIGNEE", "TITLE"], &rows)
+    table(
+        &ctx.style,
+        &["ID", "PRI", "TYPE", "STATE", "ASSIGNEE", "TITLE"],
+        &rows,
+    )
 }
 
 fn print_tasks(ctx: &Ctx, tasks: &[Task], empty: &str) -> Result<()> {
@@ -381,7 +429,11 @@ pub struct ReadyArgs {
 fn ready(ctx: &Ctx, a: ReadyArgs) -> Result<i32> {
     let (_, store) = ctx.open()?;
     let tasks = store.ready(a.limit)?;
-    print_tasks(ctx, &tasks, "Nothing is ready. `braid list --state open` shows what waits, `braid show ID` says why.")?;
+    print_tasks(
+        ctx,
+        &tasks,
+        "Nothing is ready. `braid list --state open` shows what waits, `braid show ID` says why.",
+    )?;
     Ok(exit::OK)
 }
 
@@ -442,7 +494,11 @@ fn tree(ctx: &Ctx, a: TreeArgs) -> Result<i32> {
                     prefix.push_str(if last { "└─ " } else { "├─ " });
                 }
             }
-            let kind = if r.kind == TaskType::Epic { " epic" } else { "" };
+            let kind = if r.kind == TaskType::Epic {
+                " epic"
+            } else {
+                ""
+            };
             writeln!(
                 out,
                 "{prefix}{}  {}{}  {}",
@@ -494,20 +550,41 @@ fn dep(ctx: &Ctx, cmd: DepCmd) -> Result<i32> {
     let (_, store) = ctx.open()?;
     match cmd {
         DepCmd::Add { a, b, kind } => {
-            let applied = store.apply(&ctx.actor(), StoreCmd::DepAdd { from: a.clone(), to: b.clone(), kind })?;
+            let applied = store.apply(
+                &ctx.actor(),
+                StoreCmd::DepAdd {
+                    from: a.clone(),
+                    to: b.clone(),
+                    kind,
+                },
+            )?;
             if ctx.global.json {
                 ctx.print_json(&TaskView::from(&applied.task))?;
             } else {
-                let note = if applied.task.ready { "ready" } else { "blocked" };
+                let note = if applied.task.ready {
+                    "ready"
+                } else {
+                    "blocked"
+                };
                 println!("{a} now depends on {b} ({kind}); {a} is {note}.");
             }
         }
         DepCmd::Rm { a, b } => {
-            let applied = store.apply(&ctx.actor(), StoreCmd::DepRm { from: a.clone(), to: b.clone() })?;
+            let applied = store.apply(
+                &ctx.actor(),
+                StoreCmd::DepRm {
+                    from: a.clone(),
+                    to: b.clone(),
+                },
+            )?;
             if ctx.global.json {
                 ctx.print_json(&TaskView::from(&applied.task))?;
             } else {
-                let note = if applied.task.ready { "ready" } else { "still blocked" };
+                let note = if applied.task.ready {
+                    "ready"
+                } else {
+                    "still blocked"
+                };
                 println!("{a} no longer depends on {b}; {a} is {note}.");
             }
         }
@@ -540,7 +617,11 @@ fn dep(ctx: &Ctx, cmd: DepCmd) -> Result<i32> {
                     println!("cycle: {} -> {}", c.join(" -> "), c[0]);
                 }
             }
-            return Ok(if named.is_empty() { exit::OK } else { exit::FAILED });
+            return Ok(if named.is_empty() {
+                exit::OK
+            } else {
+                exit::FAILED
+            });
         }
     }
     Ok(exit::OK)
@@ -562,7 +643,14 @@ pub struct ClaimArgs {
 fn claim(ctx: &Ctx, a: ClaimArgs) -> Result<i32> {
     let (_, store) = ctx.open()?;
     let assignee = a.assignee.unwrap_or_else(|| ctx.actor());
-    let applied = store.apply(&ctx.actor(), StoreCmd::Claim { id: a.id, assignee: assignee.clone(), lease_ms: a.lease })?;
+    let applied = store.apply(
+        &ctx.actor(),
+        StoreCmd::Claim {
+            id: a.id,
+            assignee: assignee.clone(),
+            lease_ms: a.lease,
+        },
+    )?;
     let t = &applied.task;
     if ctx.global.json {
         let mut v = serde_json::to_value(TaskView::from(t))?;
@@ -572,7 +660,12 @@ fn claim(ctx: &Ctx, a: ClaimArgs) -> Result<i32> {
         ctx.print_json(&v)?;
     } else {
         let attempt = t.lease.as_ref().map(|l| l.attempt).unwrap_or(1);
-        println!("{} claimed {}  {}  (attempt {attempt})", assignee, ctx.style.bold(t.id.as_str()), t.title);
+        println!(
+            "{} claimed {}  {}  (attempt {attempt})",
+            assignee,
+            ctx.style.bold(t.id.as_str()),
+            t.title
+        );
     }
     Ok(exit::OK)
 }
@@ -621,7 +714,9 @@ fn update(ctx: &Ctx, a: UpdateArgs) -> Result<i32> {
     let parent = match a.parent.as_deref() {
         None => None,
         Some("none") | Some("") => Some(None),
-        Some(p) => Some(Some(TaskId::parse(p).map_err(|e| Failure::usage(format!("--parent: {e}")))?)),
+        Some(p) => Some(Some(
+            TaskId::parse(p).map_err(|e| Failure::usage(format!("--parent: {e}")))?,
+        )),
     };
     let patch = TaskPatch {
         title: a.title,
@@ -644,7 +739,12 @@ fn update(ctx: &Ctx, a: UpdateArgs) -> Result<i32> {
         let fields: Vec<String> = applied
             .events
             .iter()
-            .flat_map(|e| e.payload.as_object().map(|o| o.keys().cloned().collect::<Vec<_>>()).unwrap_or_default())
+            .flat_map(|e| {
+                e.payload
+                    .as_object()
+                    .map(|o| o.keys().cloned().collect::<Vec<_>>())
+                    .unwrap_or_default()
+            })
             .collect();
         println!("Updated {}: {}", applied.task.id, fields.join(", "));
     }
@@ -691,7 +791,11 @@ fn transition(ctx: &Ctx, ids: &[TaskId], to: State, reason: Option<String>) -> R
     let (_, store) = ctx.open()?;
     let cmds = ids
         .iter()
-        .map(|id| StoreCmd::SetState { id: id.clone(), to, reason: reason.clone() })
+        .map(|id| StoreCmd::SetState {
+            id: id.clone(),
+            to,
+            reason: reason.clone(),
+        })
         .collect();
     let applied = store.apply_all(&ctx.actor(), cmds)?;
     if ctx.global.json {
@@ -703,8 +807,16 @@ fn transition(ctx: &Ctx, ids: &[TaskId], to: State, reason: Option<String>) -> R
         }
     } else {
         for a in &applied {
-            let from = a.events[0].payload["from"].as_str().unwrap_or("?").to_owned();
-            println!("{}  {from} -> {}  {}", ctx.style.bold(a.task.id.as_str()), to, a.task.title);
+            let from = a.events[0].payload["from"]
+                .as_str()
+                .unwrap_or("?")
+                .to_owned();
+            println!(
+                "{}  {from} -> {}  {}",
+                ctx.style.bold(a.task.id.as_str()),
+                to,
+                a.task.title
+            );
         }
         if to.is_finished() {
             let h = store.health()?;
@@ -718,15 +830,24 @@ fn health(ctx: &Ctx) -> Result<i32> {
     let (_, store) = ctx.open()?;
     let h = store.health()?;
     if ctx.global.json {
-        let by_state: serde_json::Map<String, serde_json::Value> =
-            h.by_state.iter().map(|(s, n)| (s.as_str().to_owned(), json!(n))).collect();
+        let by_state: serde_json::Map<String, serde_json::Value> = h
+            .by_state
+            .iter()
+            .map(|(s, n)| (s.as_str().to_owned(), json!(n)))
+            .collect();
         ctx.print_json(&json!({
             "total": h.total, "epics": h.epics, "ready": h.ready, "blocked": h.blocked,
             "by_state": by_state, "last_seq": store.last_seq()?,
         }))?;
     } else {
         let s = &ctx.style;
-        println!("{} tasks ({} epics): {} ready, {} blocked", h.total, h.epics, s.paint("32", &h.ready.to_string()), s.paint("33", &h.blocked.to_string()));
+        println!(
+            "{} tasks ({} epics): {} ready, {} blocked",
+            h.total,
+            h.epics,
+            s.paint("32", &h.ready.to_string()),
+            s.paint("33", &h.blocked.to_string())
+        );
         let rows: Vec<Vec<String>> = h
             .by_state
             .iter()

@@ -101,7 +101,8 @@ fn main() {
         Err(err) => {
             let (code, name) = exit::classify(&err);
             if json {
-                let doc = serde_json::json!({"error": {"code": name, "message": format!("{err:#}")}});
+                let doc =
+                    serde_json::json!({"error": {"code": name, "message": format!("{err:#}")}});
                 eprintln!("{doc}");
             } else {
                 let style = style::Style::detect();

@@ -44,14 +44,21 @@ impl Project {
 }
 
 fn from_db_path(db: PathBuf) -> Project {
-    let dir = db.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
+    let dir = db
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
     Project { db, dir }
 }
 
 /// Resolves the project for a command that needs an existing one.
 pub fn locate(db: Option<&Path>) -> Result<Project> {
     if let Some(db) = db {
-        let p = if db.is_dir() { db.join(DB_FILE) } else { db.to_owned() };
+        let p = if db.is_dir() {
+            db.join(DB_FILE)
+        } else {
+            db.to_owned()
+        };
         if !p.exists() {
             return Err(Failure::usage(format!(
                 "no braid database at {} (create one with `braid init`)",

@@ -51,7 +51,10 @@ struct Snap {
 
 fn stamp() -> String {
     // Sortable, filesystem-safe, unique to the millisecond.
-    jiff::Timestamp::now().strftime("%Y%m%dT%H%M%S%.3fZ").to_string().replace('.', "")
+    jiff::Timestamp::now()
+        .strftime("%Y%m%dT%H%M%S%.3fZ")
+        .to_string()
+        .replace('.', "")
 }
 
 fn list_snaps(dir: &Path) -> Result<Vec<Snap>> {
@@ -67,7 +70,9 @@ fn list_snaps(dir: &Path) -> Result<Vec<Snap>> {
         if !(name.starts_with(PREFIX) && name.ends_with(SUFFIX)) {
             continue;
         }
-        let meta = entry.metadata().with_context(|| format!("reading {}", entry.path().display()))?;
+        let meta = entry
+            .metadata()
+            .with_context(|| format!("reading {}", entry.path().display()))?;
         out.push(Snap {
             path: entry.path(),
             modified: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
@@ -93,7 +98,8 @@ pub fn run(ctx: &Ctx, cmd: SnapshotCmd) -> Result<i32> {
             let tmp = dir.join(format!(".{name}.tmp"));
             let _ = std::fs::remove_file(&tmp);
             store.backup_to(&tmp)?;
-            std::fs::rename(&tmp, &dest).with_context(|| format!("renaming into {}", dest.display()))?;
+            std::fs::rename(&tmp, &dest)
+                .with_context(|| format!("renaming into {}", dest.display()))?;
             braid_store::sqlite::sync_dir(&dir)?;
             let size = std::fs::metadata(&dest).map(|m| m.len()).unwrap_or(0);
             if ctx.global.json {
@@ -111,7 +117,10 @@ pub fn run(ctx: &Ctx, cmd: SnapshotCmd) -> Result<i32> {
                     .collect();
                 ctx.print_json(&v)?;
             } else if snaps.is_empty() {
-                println!("No snapshots in {} (make one with `braid snapshot save`).", dir.display());
+                println!(
+                    "No snapshots in {} (make one with `braid snapshot save`).",
+                    dir.display()
+                );
             } else {
                 for s in &snaps {
                     println!("{}  {:>10} bytes", s.path.display(), s.size);
@@ -119,9 +128,17 @@ pub fn run(ctx: &Ctx, cmd: SnapshotCmd) -> Result<i32> {
             }
         }
         SnapshotCmd::Restore { file } => {
-            let src = if file.exists() { file.clone() } else { dir.join(&file) };
+            let src = if file.exists() {
+                file.clone()
+            } else {
+                dir.join(&file)
+            };
             if !src.is_file() {
-                return Err(Failure::usage(format!("{}: no such snapshot (see `braid snapshot list`)", file.display())).into());
+                return Err(Failure::usage(format!(
+                    "{}: no such snapshot (see `braid snapshot list`)",
+                    file.display()
+                ))
+                .into());
             }
             let store = braid_store::SqliteStore::open(&project.db)?;
             std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -131,7 +148,11 @@ pub fn run(ctx: &Ctx, cmd: SnapshotCmd) -> Result<i32> {
             if ctx.global.json {
                 ctx.print_json(&json!({"restored": src, "previous_kept_at": keep}))?;
             } else {
-                println!("Restored {}; the replaced database is kept at {}.", src.display(), keep.display());
+                println!(
+                    "Restored {}; the replaced database is kept at {}.",
+                    src.display(),
+                    keep.display()
+                );
             }
         }
         SnapshotCmd::Prune { keep, older_than } => {
@@ -140,7 +161,10 @@ pub fn run(ctx: &Ctx, cmd: SnapshotCmd) -> Result<i32> {
             let doomed: Vec<&Snap> = snaps
                 .iter()
                 .skip(keep)
-                .filter(|s| older_than.is_none_or(|d| now.duration_since(s.modified).unwrap_or_default() >= d))
+                .filter(|s| {
+                    older_than
+                        .is_none_or(|d| now.duration_since(s.modified).unwrap_or_default() >= d)
+                })
                 .collect();
             let (deleted, failures) = delete_bounded(&doomed);
             if ctx.global.json {
@@ -149,7 +173,10 @@ pub fn run(ctx: &Ctx, cmd: SnapshotCmd) -> Result<i32> {
                     "failed": failures.iter().map(|(p, e)| json!({"path": p, "error": e})).collect::<Vec<_>>(),
                 }))?;
             } else {
-                println!("Deleted {deleted} snapshots; {} remain.", snaps.len() - deleted);
+                println!(
+                    "Deleted {deleted} snapshots; {} remain.",
+                    snaps.len() - deleted
+                );
                 for (p, e) in &failures {
                     eprintln!("could not delete {}: {e}", p.display());
                 }
@@ -171,17 +198,19 @@ fn delete_bounded(doomed: &[&Snap]) -> (usize, Vec<(PathBuf, String)>) {
     let workers = PRUNE_PARALLELISM.min(doomed.len());
     std::thread::scope(|s| {
         for _ in 0..workers {
-            s.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(snap) = doomed.get(i) else { break };
-                match std::fs::remove_file(&snap.path) {
-                    Ok(()) => {
-                        deleted.fetch_add(1, Ordering::Relaxed);
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(snap) = doomed.get(i) else { break };
+                    match std::fs::remove_file(&snap.path) {
+                        Ok(()) => {
+                            deleted.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(e) => failures
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .push((snap.path.clone(), e.to_string())),
                     }
-                    Err(e) => failures
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .push((snap.path.clone(), e.to_string())),
                 }
             });
         }

@@ -42,12 +42,19 @@ pub fn import(ctx: &Ctx, a: ImportArgs) -> Result<i32> {
     let format = a.format.unwrap_or_else(|| formats::detect(&name, &text));
     let parsed = formats::parse(format, &name, &text);
     if !parsed.errors.is_empty() && !a.skip_invalid {
-        let mut msg = format!("nothing imported: {} bad entr{} in {name}", parsed.errors.len(), if parsed.errors.len() == 1 { "y" } else { "ies" });
+        let mut msg = format!(
+            "nothing imported: {} bad entr{} in {name}",
+            parsed.errors.len(),
+            if parsed.errors.len() == 1 { "y" } else { "ies" }
+        );
         for e in parsed.errors.iter().take(SHOW_PROBLEMS) {
             msg.push_str(&format!("\n  {e}"));
         }
         if parsed.errors.len() > SHOW_PROBLEMS {
-            msg.push_str(&format!("\n  ... and {} more", parsed.errors.len() - SHOW_PROBLEMS));
+            msg.push_str(&format!(
+                "\n  ... and {} more",
+                parsed.errors.len() - SHOW_PROBLEMS
+            ));
         }
         msg.push_str("\n(use --skip-invalid to import the rest)");
         return Err(Failure::usage(msg).into());
@@ -63,22 +70,38 @@ pub fn import(ctx: &Ctx, a: ImportArgs) -> Result<i32> {
         if ctx.global.json {
             ctx.print_json(&json!({"dry_run": true, "tasks": batch.tasks.len(), "events": batch.events.len(), "errors": parsed.errors, "not_mapped": parsed.notes}))?;
         } else {
-            println!("Would import {} tasks and {} events from {name} ({format:?}); nothing changed.", batch.tasks.len(), batch.events.len());
+            println!(
+                "Would import {} tasks and {} events from {name} ({format:?}); nothing changed.",
+                batch.tasks.len(),
+                batch.events.len()
+            );
         }
         return Ok(exit::OK);
     }
-    let report = store.import(&ctx.actor(), batch, ImportOptions { skip_invalid: a.skip_invalid });
+    let report = store.import(
+        &ctx.actor(),
+        batch,
+        ImportOptions {
+            skip_invalid: a.skip_invalid,
+        },
+    );
     let report = match report {
         Ok(r) => r,
         Err(braid_store::Error::Import(problems)) => {
             let mut msg = format!("nothing imported: {} problem(s) in {name}", problems.len());
             for p in problems.iter().take(SHOW_PROBLEMS) {
-                let at = origins.get(p.index).cloned().unwrap_or_else(|| format!("entry {}", p.index + 1));
+                let at = origins
+                    .get(p.index)
+                    .cloned()
+                    .unwrap_or_else(|| format!("entry {}", p.index + 1));
                 let id = p.id.as_ref().map(|i| format!(" ({i})")).unwrap_or_default();
                 msg.push_str(&format!("\n  {at}{id}: {}", p.message));
             }
             if problems.len() > SHOW_PROBLEMS {
-                msg.push_str(&format!("\n  ... and {} more", problems.len() - SHOW_PROBLEMS));
+                msg.push_str(&format!(
+                    "\n  ... and {} more",
+                    problems.len() - SHOW_PROBLEMS
+                ));
             }
             return Err(Failure::usage(msg).into());
         }
@@ -86,7 +109,10 @@ pub fn import(ctx: &Ctx, a: ImportArgs) -> Result<i32> {
     };
     let mut skipped: Vec<String> = parsed.errors.clone();
     skipped.extend(report.skipped.iter().map(|p| {
-        let at = origins.get(p.index).cloned().unwrap_or_else(|| format!("entry {}", p.index + 1));
+        let at = origins
+            .get(p.index)
+            .cloned()
+            .unwrap_or_else(|| format!("entry {}", p.index + 1));
         format!("{at}: {}", p.message)
     }));
     if ctx.global.json {
@@ -96,7 +122,10 @@ pub fn import(ctx: &Ctx, a: ImportArgs) -> Result<i32> {
             "skipped": skipped, "not_mapped": parsed.notes,
         }))?;
     } else {
-        println!("Imported {} tasks, {} dependencies, {} events from {name}.", report.tasks, report.deps, report.events);
+        println!(
+            "Imported {} tasks, {} dependencies, {} events from {name}.",
+            report.tasks, report.deps, report.events
+        );
         for s in &skipped {
             println!("  skipped {s}");
         }
@@ -122,16 +151,28 @@ pub struct ExportArgs {
 
 pub fn export(ctx: &Ctx, a: ExportArgs) -> Result<i32> {
     let (_, store) = ctx.open()?;
-    let file = a.output.as_deref().map(crate::fsx::AtomicFile::create).transpose()?;
+    let file = a
+        .output
+        .as_deref()
+        .map(crate::fsx::AtomicFile::create)
+        .transpose()?;
     let stdout = std::io::stdout();
     let mut out: Box<dyn Write + '_> = match &file {
         Some(f) => Box::new(BufWriter::with_capacity(1 << 16, f.file())),
         None => Box::new(BufWriter::with_capacity(1 << 16, stdout.lock())),
     };
-    serde_json::to_writer(&mut out, &Line::BraidExport { version: formats::braid::VERSION })?;
+    serde_json::to_writer(
+        &mut out,
+        &Line::BraidExport {
+            version: formats::braid::VERSION,
+        },
+    )?;
     out.write_all(b"\n")?;
     let mut n = 0usize;
-    let io = |e: std::io::Error| braid_store::Error::Io { path: "export".into(), message: e.to_string() };
+    let io = |e: std::io::Error| braid_store::Error::Io {
+        path: "export".into(),
+        message: e.to_string(),
+    };
     store.export(a.events, &mut |item| {
         let line = match item {
             ExportItem::Task(t) => {

@@ -21,14 +21,23 @@ struct Existing {
     node: Node,
 }
 
-fn lookup(tx: &Transaction<'_>, cache: &mut HashMap<TaskId, Option<Existing>>, id: &TaskId) -> Result<Option<Existing>> {
+fn lookup(
+    tx: &Transaction<'_>,
+    cache: &mut HashMap<TaskId, Option<Existing>>,
+    id: &TaskId,
+) -> Result<Option<Existing>> {
     if let Some(e) = cache.get(id) {
         return Ok(*e);
     }
     let row = tx
         .prepare_cached("SELECT type, state, blockers, held_by FROM tasks WHERE id = ?1")?
         .query_row([id.as_str()], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?, r.get::<_, i64>(3)?))
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, i64>(3)?,
+            ))
         })
         .optional()?;
     let e = match row {
@@ -66,7 +75,11 @@ fn validate(
             continue;
         }
         if let Some(prev) = index.insert(&t.id, i) {
-            problems.push(problem(i, t, format!("duplicate id (first at entry {})", prev + 1)));
+            problems.push(problem(
+                i,
+                t,
+                format!("duplicate id (first at entry {})", prev + 1),
+            ));
             continue;
         }
         if let Err(e) = braid_core::model::check_title(&t.title) {
@@ -84,7 +97,10 @@ fn validate(
             problems.push(problem(i, t, "id already exists in this project".into()));
         }
     }
-    let known = |tx: &Transaction<'_>, cache: &mut HashMap<TaskId, Option<Existing>>, id: &TaskId| -> Result<bool> {
+    let known = |tx: &Transaction<'_>,
+                 cache: &mut HashMap<TaskId, Option<Existing>>,
+                 id: &TaskId|
+     -> Result<bool> {
         Ok(index.contains_key(id) || (!db_empty && lookup(tx, cache, id)?.is_some()))
     };
     for (i, t) in tasks.iter().enumerate() {
@@ -95,7 +111,11 @@ fn validate(
             if p == &t.id {
                 problems.push(problem(i, t, "is its own parent".into()));
             } else if !known(tx, cache, p)? {
-                problems.push(problem(i, t, format!("parent {p} is neither in the file nor in the project")));
+                problems.push(problem(
+                    i,
+                    t,
+                    format!("parent {p} is neither in the file nor in the project"),
+                ));
             }
         }
         let mut seen = HashSet::new();
@@ -105,7 +125,14 @@ fn validate(
             } else if !seen.insert(&d.id) {
                 problems.push(problem(i, t, format!("lists dependency {} twice", d.id)));
             } else if !known(tx, cache, &d.id)? {
-                problems.push(problem(i, t, format!("depends on {}, which is neither in the file nor in the project", d.id)));
+                problems.push(problem(
+                    i,
+                    t,
+                    format!(
+                        "depends on {}, which is neither in the file nor in the project",
+                        d.id
+                    ),
+                ));
             }
         }
     }
@@ -126,9 +153,16 @@ fn validate(
                 2 => break,
                 1 => {
                     let pos = walk.iter().position(|&w| w == c).unwrap_or(0);
-                    let ids: Vec<String> = walk[pos..].iter().map(|&w: &usize| tasks[w].id.to_string()).collect();
+                    let ids: Vec<String> = walk[pos..]
+                        .iter()
+                        .map(|&w: &usize| tasks[w].id.to_string())
+                        .collect();
                     for &w in &walk[pos..] {
-                        problems.push(problem(w, &tasks[w], format!("parent links form a loop: {}", ids.join(" -> "))));
+                        problems.push(problem(
+                            w,
+                            &tasks[w],
+                            format!("parent links form a loop: {}", ids.join(" -> ")),
+                        ));
                     }
                     break;
                 }
@@ -159,15 +193,26 @@ fn validate(
         let ids: Vec<TaskId> = cycle.iter().map(|&c| tasks[c].id.clone()).collect();
         let text = braid_core::error::format_cycle(&ids);
         for &c in &cycle {
-            problems.push(problem(c, &tasks[c], format!("blocks dependencies form a cycle: {text}")));
+            problems.push(problem(
+                c,
+                &tasks[c],
+                format!("blocks dependencies form a cycle: {text}"),
+            ));
         }
     }
     Ok(problems)
 }
 
-pub(crate) fn import(conn: &mut Connection, actor: &str, batch: ImportBatch, opts: ImportOptions) -> Result<ImportReport> {
+pub(crate) fn import(
+    conn: &mut Connection,
+    actor: &str,
+    batch: ImportBatch,
+    opts: ImportOptions,
+) -> Result<ImportReport> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let db_empty: bool = !tx.prepare_cached("SELECT 1 FROM tasks LIMIT 1")?.exists([])?;
+    let db_empty: bool = !tx
+        .prepare_cached("SELECT 1 FROM tasks LIMIT 1")?
+        .exists([])?;
     let tasks = batch.tasks;
     let mut live = vec![true; tasks.len()];
     let mut cache = HashMap::new();
@@ -205,7 +250,9 @@ pub(crate) fn import(conn: &mut Connection, actor: &str, batch: ImportBatch, opt
         for d in t.deps.iter().filter(|d| d.kind == DepKind::Blocks) {
             let finished = match index.get(&d.id) {
                 Some(&j) => tasks[j].state.is_finished(),
-                None => lookup(&tx, &mut cache, &d.id)?.map(|e| e.node.state.is_finished()).unwrap_or(true),
+                None => lookup(&tx, &mut cache, &d.id)?
+                    .map(|e| e.node.state.is_finished())
+                    .unwrap_or(true),
             };
             if !finished {
                 nodes[i].blockers += 1;
@@ -247,8 +294,10 @@ pub(crate) fn import(conn: &mut Connection, actor: &str, batch: ImportBatch, opt
              blockers, held_by, ready, attempt) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, 0)",
         )?;
-        let mut ins_dep = tx.prepare_cached("INSERT INTO deps (from_id, to_id, kind) VALUES (?1, ?2, ?3)")?;
-        let mut ins_label = tx.prepare_cached("INSERT OR IGNORE INTO labels (label, task) VALUES (?1, ?2)")?;
+        let mut ins_dep =
+            tx.prepare_cached("INSERT INTO deps (from_id, to_id, kind) VALUES (?1, ?2, ?3)")?;
+        let mut ins_label =
+            tx.prepare_cached("INSERT OR IGNORE INTO labels (label, task) VALUES (?1, ?2)")?;
         for (i, t) in tasks.iter().enumerate() {
             if !live[i] {
                 continue;
@@ -295,7 +344,9 @@ pub(crate) fn import(conn: &mut Connection, actor: &str, batch: ImportBatch, opt
     if !batch.events.is_empty() {
         // Keep the original numbering when the log is empty, so an export
         // round-trips exactly; otherwise append after what is there.
-        let log_empty = !tx.prepare_cached("SELECT 1 FROM events LIMIT 1")?.exists([])?;
+        let log_empty = !tx
+            .prepare_cached("SELECT 1 FROM events LIMIT 1")?
+            .exists([])?;
         let mut ins = tx.prepare_cached(
             "INSERT INTO events (seq, at, actor, kind, task, payload) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         )?;

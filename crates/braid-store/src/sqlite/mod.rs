@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 use braid_core::{Dep, DepKind, Event, EventKind, Health, State, Task, TaskId, TaskType};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
-use crate::{Error, ExportItem, ImportBatch, ImportOptions, ImportReport, ListFilter, Result, Store, TreeRow};
+use crate::{
+    Error, ExportItem, ImportBatch, ImportOptions, ImportReport, ListFilter, Result, Store, TreeRow,
+};
 
 /// Each entry moves the schema one version forward; never edit one that has
 /// shipped, append a new one.
@@ -37,13 +39,16 @@ pub struct SqliteStore {
 }
 
 pub(crate) fn db_err(e: rusqlite::Error) -> Error {
-    if let rusqlite::Error::SqliteFailure(f, _) = &e {
-        if matches!(f.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) {
-            return Error::Locked(format!(
-                "another braid process kept the database busy for over {}s",
-                BUSY_TIMEOUT.as_secs()
-            ));
-        }
+    if let rusqlite::Error::SqliteFailure(f, _) = &e
+        && matches!(
+            f.code,
+            rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+        )
+    {
+        return Error::Locked(format!(
+            "another braid process kept the database busy for over {}s",
+            BUSY_TIMEOUT.as_secs()
+        ));
     }
     Error::Backend(e.to_string())
 }
@@ -79,7 +84,11 @@ fn lock_with_backoff(file: &File, exclusive: bool, wait: Duration) -> std::io::R
     let start = Instant::now();
     let mut pause = Duration::from_millis(5);
     loop {
-        let r = if exclusive { file.try_lock() } else { file.try_lock_shared() };
+        let r = if exclusive {
+            file.try_lock()
+        } else {
+            file.try_lock_shared()
+        };
         match r {
             Ok(()) => return Ok(true),
             Err(std::fs::TryLockError::WouldBlock) => {}
@@ -162,9 +171,13 @@ impl SqliteStore {
         let mut conn = Connection::open(path)?;
         configure(&conn)?;
         if create {
-            let mode: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
+            let mode: String =
+                conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
             if !mode.eq_ignore_ascii_case("wal") {
-                return Err(Error::Backend(format!("could not switch {} to WAL mode", path.display())));
+                return Err(Error::Backend(format!(
+                    "could not switch {} to WAL mode",
+                    path.display()
+                )));
             }
         }
         migrate(&mut conn)?;
@@ -206,7 +219,10 @@ pub(crate) fn row_to_task(r: &Row<'_>) -> rusqlite::Result<Task> {
         kind: TaskType::parse(&kind).map_err(|e| parse_err(3, e))?,
         priority: r.get::<_, i64>(4)? as u8,
         state: State::parse(&state).map_err(|e| parse_err(5, e))?,
-        parent: parent.map(|p| TaskId::parse(&p)).transpose().map_err(|e| parse_err(6, e))?,
+        parent: parent
+            .map(|p| TaskId::parse(&p))
+            .transpose()
+            .map_err(|e| parse_err(6, e))?,
         labels: json_list(&labels),
         assignee: r.get(8)?,
         acceptance: r.get(9)?,
@@ -256,9 +272,14 @@ pub(crate) fn fill_deps(conn: &Connection, tasks: &mut [Task]) -> Result<()> {
         );
         let mut stmt = conn.prepare_cached(&sql)?;
         let ids: Vec<&str> = chunk.iter().map(|t| t.id.as_str()).collect();
-        let mut by_id: std::collections::HashMap<String, Vec<Dep>> = std::collections::HashMap::new();
+        let mut by_id: std::collections::HashMap<String, Vec<Dep>> =
+            std::collections::HashMap::new();
         let rows = stmt.query_map(rusqlite::params_from_iter(ids.iter()), |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?))
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+            ))
         })?;
         for row in rows {
             let (from, to, kind) = row?;
@@ -334,12 +355,20 @@ impl Store for SqliteStore {
         if !f.states.is_empty() {
             let ph = vec!["?"; f.states.len()].join(",");
             clauses.push(format!("state IN ({ph})"));
-            args.extend(f.states.iter().map(|s| Box::new(s.as_str()) as Box<dyn rusqlite::ToSql>));
+            args.extend(
+                f.states
+                    .iter()
+                    .map(|s| Box::new(s.as_str()) as Box<dyn rusqlite::ToSql>),
+            );
         }
         if !f.kinds.is_empty() {
             let ph = vec!["?"; f.kinds.len()].join(",");
             clauses.push(format!("type IN ({ph})"));
-            args.extend(f.kinds.iter().map(|k| Box::new(k.as_str()) as Box<dyn rusqlite::ToSql>));
+            args.extend(
+                f.kinds
+                    .iter()
+                    .map(|k| Box::new(k.as_str()) as Box<dyn rusqlite::ToSql>),
+            );
         }
         if let Some(l) = &f.label {
             clauses.push("id IN (SELECT task FROM labels WHERE label = ?)".into());
@@ -384,22 +413,38 @@ impl Store for SqliteStore {
         let tx = conn.transaction()?;
         let mut g = write::SqlGraph { tx: &tx };
         let why = braid_core::graph::why_blocked(&mut g, id)?;
-        drop(g);
         tx.finish()?;
         Ok(why)
     }
 
     fn subtree(&self, root: Option<&TaskId>) -> Result<Vec<TreeRow>> {
         let conn = self.conn();
-        let map = |r: &Row<'_>| -> rusqlite::Result<(String, Option<String>, String, String, String, i64, i64)> {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
+        let map = |r: &Row<'_>| -> rusqlite::Result<(
+            String,
+            Option<String>,
+            String,
+            String,
+            String,
+            i64,
+            i64,
+        )> {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+                r.get(6)?,
+            ))
         };
         let raw = match root {
             None => {
                 let mut stmt = conn.prepare_cached(
                     "SELECT id, parent, title, type, state, priority, ready FROM tasks ORDER BY created_at, rowid",
                 )?;
-                stmt.query_map([], map)?.collect::<rusqlite::Result<Vec<_>>>()?
+                stmt.query_map([], map)?
+                    .collect::<rusqlite::Result<Vec<_>>>()?
             }
             Some(root) => {
                 // SQLite evaluates recursive CTEs with a queue, not a stack.
@@ -409,7 +454,9 @@ impl Store for SqliteStore {
                      SELECT t.id, t.parent, t.title, t.type, t.state, t.priority, t.ready \
                      FROM sub JOIN tasks t ON t.id = sub.id",
                 )?;
-                let rows = stmt.query_map([root.as_str()], map)?.collect::<rusqlite::Result<Vec<_>>>()?;
+                let rows = stmt
+                    .query_map([root.as_str()], map)?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
                 if rows.is_empty() {
                     return Err(braid_core::Error::NotFound(root.clone()).into());
                 }
@@ -437,12 +484,15 @@ impl Store for SqliteStore {
         let rows = stmt
             .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?
             .collect::<rusqlite::Result<Vec<_>>>()?;
-        Ok(Health::from_counters(rows.iter().map(|(k, v)| (k.as_str(), *v))))
+        Ok(Health::from_counters(
+            rows.iter().map(|(k, v)| (k.as_str(), *v)),
+        ))
     }
 
     fn blocks_edges(&self) -> Result<Vec<(TaskId, TaskId)>> {
         let conn = self.conn();
-        let mut stmt = conn.prepare_cached("SELECT from_id, to_id FROM deps WHERE kind = 'blocks'")?;
+        let mut stmt =
+            conn.prepare_cached("SELECT from_id, to_id FROM deps WHERE kind = 'blocks'")?;
         let rows = stmt
             .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?
             .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -471,7 +521,11 @@ impl Store for SqliteStore {
         Ok(seq.unwrap_or(0))
     }
 
-    fn export(&self, with_events: bool, sink: &mut dyn FnMut(ExportItem) -> Result<()>) -> Result<()> {
+    fn export(
+        &self,
+        with_events: bool,
+        sink: &mut dyn FnMut(ExportItem) -> Result<()>,
+    ) -> Result<()> {
         let conn = self.conn();
         // One read transaction: a consistent view while others write.
         conn.execute_batch("BEGIN")?;
@@ -496,8 +550,9 @@ impl Store for SqliteStore {
                 }
             }
             if with_events {
-                let mut stmt =
-                    conn.prepare("SELECT seq, at, actor, kind, task, payload FROM events ORDER BY seq")?;
+                let mut stmt = conn.prepare(
+                    "SELECT seq, at, actor, kind, task, payload FROM events ORDER BY seq",
+                )?;
                 let mut rows = stmt.query([])?;
                 while let Some(r) = rows.next()? {
                     sink(ExportItem::Event(row_to_event(r)?))?;
@@ -543,7 +598,11 @@ impl Store for SqliteStore {
                 File::open(keep_current_at)
                     .and_then(|f| f.sync_all())
                     .map_err(|e| io_err(keep_current_at, e))?;
-                conn.restore(rusqlite::MAIN_DB, src, None::<fn(rusqlite::backup::Progress)>)?;
+                conn.restore(
+                    rusqlite::MAIN_DB,
+                    src,
+                    None::<fn(rusqlite::backup::Progress)>,
+                )?;
                 migrate(&mut conn)
             })()
         } else {
@@ -560,7 +619,8 @@ impl Store for SqliteStore {
 
 /// Refuses a file that is not a braid database, before anything changes.
 fn check_braid_db(src: &Path) -> Result<()> {
-    let bad = |why: String| Error::Invalid(format!("{}: not a braid database ({why})", src.display()));
+    let bad =
+        |why: String| Error::Invalid(format!("{}: not a braid database ({why})", src.display()));
     if !src.is_file() {
         return Err(bad("no such file".into()));
     }

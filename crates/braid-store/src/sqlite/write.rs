@@ -71,13 +71,17 @@ impl GraphTx for SqlGraph<'_> {
     }
 
     fn parent(&mut self, id: &TaskId) -> Result<Option<TaskId>> {
-        let mut stmt = self.tx.prepare_cached("SELECT parent FROM tasks WHERE id = ?1")?;
+        let mut stmt = self
+            .tx
+            .prepare_cached("SELECT parent FROM tasks WHERE id = ?1")?;
         let p: Option<Option<String>> = stmt.query_row([id.as_str()], |r| r.get(0)).optional()?;
         p.flatten().map(parse_id).transpose()
     }
 
     fn set_parent(&mut self, id: &TaskId, parent: Option<&TaskId>) -> Result<()> {
-        let mut stmt = self.tx.prepare_cached("UPDATE tasks SET parent = ?2 WHERE id = ?1")?;
+        let mut stmt = self
+            .tx
+            .prepare_cached("UPDATE tasks SET parent = ?2 WHERE id = ?1")?;
         stmt.execute(params![id.as_str(), parent.map(|p| p.as_str())])?;
         Ok(())
     }
@@ -87,11 +91,19 @@ impl GraphTx for SqlGraph<'_> {
     }
 
     fn dependents(&mut self, id: &TaskId) -> Result<Vec<TaskId>> {
-        ids(self.tx, "SELECT from_id FROM deps WHERE to_id = ?1 AND kind = 'blocks'", id)
+        ids(
+            self.tx,
+            "SELECT from_id FROM deps WHERE to_id = ?1 AND kind = 'blocks'",
+            id,
+        )
     }
 
     fn blockers(&mut self, id: &TaskId) -> Result<Vec<TaskId>> {
-        ids(self.tx, "SELECT to_id FROM deps WHERE from_id = ?1 AND kind = 'blocks'", id)
+        ids(
+            self.tx,
+            "SELECT to_id FROM deps WHERE from_id = ?1 AND kind = 'blocks'",
+            id,
+        )
     }
 
     fn edge(&mut self, from: &TaskId, to: &TaskId) -> Result<Option<DepKind>> {
@@ -145,7 +157,13 @@ pub(crate) fn append_event(
     let mut stmt = tx.prepare_cached(
         "INSERT INTO events (at, actor, kind, task, payload) VALUES (?1, ?2, ?3, ?4, ?5)",
     )?;
-    stmt.execute(params![at, actor, kind.as_str(), task.map(|t| t.as_str()), payload.to_string()])?;
+    stmt.execute(params![
+        at,
+        actor,
+        kind.as_str(),
+        task.map(|t| t.as_str()),
+        payload.to_string()
+    ])?;
     Ok(Event {
         seq: tx.last_insert_rowid(),
         at,
@@ -187,7 +205,11 @@ fn json_strings(v: &[String]) -> String {
 }
 
 /// Applies commands in order in one transaction: all or nothing.
-pub(crate) fn apply_all(conn: &mut Connection, actor: &str, cmds: Vec<Command>) -> Result<Vec<Applied>> {
+pub(crate) fn apply_all(
+    conn: &mut Connection,
+    actor: &str,
+    cmds: Vec<Command>,
+) -> Result<Vec<Applied>> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut out = Vec::with_capacity(cmds.len());
     for cmd in cmds {
@@ -239,11 +261,12 @@ fn apply_one(tx: &Transaction<'_>, actor: &str, cmd: Command) -> Result<Applied>
                 now
             ])?;
             insert_labels(tx, &id, &labels)?;
-            let deps: Vec<(TaskId, DepKind)> = new.deps.iter().map(|d| (d.id.clone(), d.kind)).collect();
+            let deps: Vec<(TaskId, DepKind)> =
+                new.deps.iter().map(|d| (d.id.clone(), d.kind)).collect();
             let mut g = SqlGraph { tx };
             graph::attach_new(&mut g, &id, new.parent.as_ref(), &deps, &mut delta)?;
             events.push(append_event(
-                &tx,
+                tx,
                 now,
                 actor,
                 EventKind::Created,
@@ -262,35 +285,44 @@ fn apply_one(tx: &Transaction<'_>, actor: &str, cmd: Command) -> Result<Applied>
         Command::Update { id, patch } => {
             patch.validate()?;
             if patch.is_empty() {
-                return Err(Error::Invalid(format!("{id}: nothing to update (name a field to change)")));
+                return Err(Error::Invalid(format!(
+                    "{id}: nothing to update (name a field to change)"
+                )));
             }
             let before = load_one(tx, &id)?;
             let mut changes = serde_json::Map::new();
             let mut g = SqlGraph { tx };
-            if let Some(parent) = &patch.parent {
-                if *parent != before.parent {
-                    graph::set_parent(&mut g, &id, parent.as_ref(), &mut delta)?;
-                    changes.insert("parent".into(), json!({"from": before.parent, "to": parent}));
-                }
+            if let Some(parent) = &patch.parent
+                && *parent != before.parent
+            {
+                graph::set_parent(&mut g, &id, parent.as_ref(), &mut delta)?;
+                changes.insert(
+                    "parent".into(),
+                    json!({"from": before.parent, "to": parent}),
+                );
             }
-            if let Some(kind) = patch.kind {
-                if kind != before.kind {
-                    let old = g.node(&id)?.expect("task loaded above");
-                    let new = Node { kind, ..old };
-                    g.put_node(&id, &new)?;
-                    delta.sub(&old);
-                    delta.add(&new);
-                    changes.insert("type".into(), json!({"from": before.kind.as_str(), "to": kind.as_str()}));
-                }
+            if let Some(kind) = patch.kind
+                && kind != before.kind
+            {
+                let old = g.node(&id)?.expect("task loaded above");
+                let new = Node { kind, ..old };
+                g.put_node(&id, &new)?;
+                delta.sub(&old);
+                delta.add(&new);
+                changes.insert(
+                    "type".into(),
+                    json!({"from": before.kind.as_str(), "to": kind.as_str()}),
+                );
             }
-            let mut set = |col: &str, from: Value, to: Value, sql_val: &dyn rusqlite::ToSql| -> Result<()> {
-                if from != to {
-                    tx.prepare_cached(&format!("UPDATE tasks SET {col} = ?2 WHERE id = ?1"))?
-                        .execute(params![id.as_str(), sql_val])?;
-                    changes.insert(col.into(), json!({"from": from, "to": to}));
-                }
-                Ok(())
-            };
+            let mut set =
+                |col: &str, from: Value, to: Value, sql_val: &dyn rusqlite::ToSql| -> Result<()> {
+                    if from != to {
+                        tx.prepare_cached(&format!("UPDATE tasks SET {col} = ?2 WHERE id = ?1"))?
+                            .execute(params![id.as_str(), sql_val])?;
+                        changes.insert(col.into(), json!({"from": from, "to": to}));
+                    }
+                    Ok(())
+                };
             if let Some(t) = &patch.title {
                 set("title", json!(before.title), json!(t), t)?;
             }
@@ -307,7 +339,12 @@ fn apply_one(tx: &Transaction<'_>, actor: &str, cmd: Command) -> Result<Applied>
                 set("acceptance", json!(before.acceptance), json!(a), a)?;
             }
             if let Some(gates) = &patch.gates {
-                set("gates", json!(before.gates), json!(gates), &json_strings(gates))?;
+                set(
+                    "gates",
+                    json!(before.gates),
+                    json!(gates),
+                    &json_strings(gates),
+                )?;
             }
             if let Some(a) = &patch.agent {
                 set("agent", json!(before.agent), json!(a), a)?;
@@ -322,17 +359,31 @@ fn apply_one(tx: &Transaction<'_>, actor: &str, cmd: Command) -> Result<Applied>
                 labels.sort();
                 labels.dedup();
                 if labels != before.labels {
-                    set("labels", json!(before.labels), json!(labels), &json_strings(&labels))?;
+                    set(
+                        "labels",
+                        json!(before.labels),
+                        json!(labels),
+                        &json_strings(&labels),
+                    )?;
                     tx.prepare_cached("DELETE FROM labels WHERE task = ?1")?
                         .execute([id.as_str()])?;
                     insert_labels(tx, &id, &labels)?;
                 }
             }
             if changes.is_empty() {
-                return Err(Error::Invalid(format!("{id}: nothing changed (the values given are the current ones)")));
+                return Err(Error::Invalid(format!(
+                    "{id}: nothing changed (the values given are the current ones)"
+                )));
             }
             touch(tx, &id, now)?;
-            events.push(append_event(tx, now, actor, EventKind::Updated, Some(&id), Value::Object(changes))?);
+            events.push(append_event(
+                tx,
+                now,
+                actor,
+                EventKind::Updated,
+                Some(&id),
+                Value::Object(changes),
+            )?);
             id
         }
         Command::SetState { id, to, reason } => {
@@ -340,7 +391,7 @@ fn apply_one(tx: &Transaction<'_>, actor: &str, cmd: Command) -> Result<Applied>
             let from = graph::set_state(&mut g, &id, to, &mut delta)?;
             record_state(tx, &id, from, to, reason.as_deref(), now)?;
             events.push(append_event(
-                &tx,
+                tx,
                 now,
                 actor,
                 EventKind::StateChanged,
@@ -349,11 +400,17 @@ fn apply_one(tx: &Transaction<'_>, actor: &str, cmd: Command) -> Result<Applied>
             )?);
             id
         }
-        Command::Claim { id, assignee, lease_ms } => {
+        Command::Claim {
+            id,
+            assignee,
+            lease_ms,
+        } => {
             let id = match id {
                 Some(id) => {
                     let mut g = SqlGraph { tx };
-                    let node = g.node(&id)?.ok_or_else(|| braid_core::Error::NotFound(id.clone()))?;
+                    let node = g
+                        .node(&id)?
+                        .ok_or_else(|| braid_core::Error::NotFound(id.clone()))?;
                     if !node.ready() {
                         let why = if node.kind == TaskType::Epic {
                             "it is an epic (epics are containers; claim a task under it)".to_owned()
@@ -390,9 +447,13 @@ fn apply_one(tx: &Transaction<'_>, actor: &str, cmd: Command) -> Result<Applied>
                  WHERE id = ?1",
             )?
             .execute(params![id.as_str(), assignee, token, expires])?;
-            let attempt: i64 = tx.query_row("SELECT attempt FROM tasks WHERE id = ?1", [id.as_str()], |r| r.get(0))?;
+            let attempt: i64 = tx.query_row(
+                "SELECT attempt FROM tasks WHERE id = ?1",
+                [id.as_str()],
+                |r| r.get(0),
+            )?;
             events.push(append_event(
-                &tx,
+                tx,
                 now,
                 actor,
                 EventKind::Claimed,
@@ -407,7 +468,7 @@ fn apply_one(tx: &Transaction<'_>, actor: &str, cmd: Command) -> Result<Applied>
             graph::add_dep(&mut g, &from, &to, kind, &mut delta)?;
             touch(tx, &from, now)?;
             events.push(append_event(
-                &tx,
+                tx,
                 now,
                 actor,
                 EventKind::DepAdded,
@@ -421,7 +482,7 @@ fn apply_one(tx: &Transaction<'_>, actor: &str, cmd: Command) -> Result<Applied>
             let kind = graph::remove_dep(&mut g, &from, &to, &mut delta)?;
             touch(tx, &from, now)?;
             events.push(append_event(
-                &tx,
+                tx,
                 now,
                 actor,
                 EventKind::DepRemoved,
@@ -441,7 +502,8 @@ fn apply_one(tx: &Transaction<'_>, actor: &str, cmd: Command) -> Result<Applied>
 }
 
 fn insert_labels(tx: &Transaction<'_>, id: &TaskId, labels: &[String]) -> Result<()> {
-    let mut stmt = tx.prepare_cached("INSERT OR IGNORE INTO labels (label, task) VALUES (?1, ?2)")?;
+    let mut stmt =
+        tx.prepare_cached("INSERT OR IGNORE INTO labels (label, task) VALUES (?1, ?2)")?;
     for l in labels {
         stmt.execute([l.as_str(), id.as_str()])?;
     }
@@ -472,6 +534,12 @@ fn record_state(
          lease_token = CASE WHEN ?5 THEN NULL ELSE lease_token END, \
          lease_expires = CASE WHEN ?5 THEN NULL ELSE lease_expires END WHERE id = ?1",
     )?
-    .execute(params![id.as_str(), now, closed_at, close_reason, drop_lease])?;
+    .execute(params![
+        id.as_str(),
+        now,
+        closed_at,
+        close_reason,
+        drop_lease
+    ])?;
     Ok(())
 }

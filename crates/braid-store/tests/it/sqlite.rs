@@ -1,7 +1,7 @@
 //! The contract suite and SQLite-only checks, on real database files.
 
-use braid_store::{Command, SqliteStore, Store, contract};
 use braid_core::{NewTask, State};
+use braid_store::{Command, SqliteStore, Store, contract};
 
 fn fresh(dir: &tempfile::TempDir, n: &mut usize) -> Box<dyn Store> {
     *n += 1;
@@ -21,23 +21,33 @@ fn reopen_keeps_data_and_wal_mode() {
     let path = dir.path().join("braid.db");
     let id = {
         let s = SqliteStore::create(&path).unwrap();
-        s.apply("t", Command::Add(NewTask::titled("kept"))).unwrap().task.id
+        s.apply("t", Command::Add(NewTask::titled("kept")))
+            .unwrap()
+            .task
+            .id
     };
     let s = SqliteStore::open(&path).unwrap();
     assert_eq!(s.task(&id).unwrap().title, "kept");
     let conn = rusqlite::Connection::open(&path).unwrap();
-    let mode: String = conn.pragma_query_value(None, "journal_mode", |r| r.get(0)).unwrap();
+    let mode: String = conn
+        .pragma_query_value(None, "journal_mode", |r| r.get(0))
+        .unwrap();
     assert_eq!(mode, "wal");
     let plan: String = conn
         .query_row("EXPLAIN QUERY PLAN SELECT id FROM tasks WHERE ready = 1 ORDER BY priority, created_at, id LIMIT 5", [], |r| r.get(3))
         .unwrap();
-    assert!(plan.contains("tasks_ready"), "ready query must use its index: {plan}");
+    assert!(
+        plan.contains("tasks_ready"),
+        "ready query must use its index: {plan}"
+    );
 }
 
 #[test]
 fn open_missing_database_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
-    let err = SqliteStore::open(&dir.path().join("nope.db")).err().unwrap();
+    let err = SqliteStore::open(&dir.path().join("nope.db"))
+        .err()
+        .unwrap();
     assert!(err.to_string().contains("braid init"), "{err}");
 }
 
@@ -54,11 +64,20 @@ fn concurrent_writers_from_threads_never_fail_or_double_claim() {
             s.spawn(move || {
                 let store = SqliteStore::open(path).unwrap();
                 for i in 0..50 {
-                    store.apply("t", Command::Add(NewTask::titled(format!("w{w}-{i}")))).unwrap();
+                    store
+                        .apply("t", Command::Add(NewTask::titled(format!("w{w}-{i}"))))
+                        .unwrap();
                 }
                 for _ in 0..20 {
                     let got = store
-                        .apply("t", Command::Claim { id: None, assignee: format!("w{w}"), lease_ms: 1000 })
+                        .apply(
+                            "t",
+                            Command::Claim {
+                                id: None,
+                                assignee: format!("w{w}"),
+                                lease_ms: 1000,
+                            },
+                        )
                         .unwrap();
                     claimed.lock().unwrap().push(got.task.id);
                 }
@@ -81,20 +100,33 @@ fn backup_and_restore_keep_the_replaced_database() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("braid.db");
     let s = SqliteStore::create(&path).unwrap();
-    let a = s.apply("t", Command::Add(NewTask::titled("before"))).unwrap().task.id;
+    let a = s
+        .apply("t", Command::Add(NewTask::titled("before")))
+        .unwrap()
+        .task
+        .id;
     let snap = dir.path().join("snap.db");
     s.backup_to(&snap).unwrap();
     assert!(s.backup_to(&snap).is_err(), "never overwrites");
-    let b = s.apply("t", Command::Add(NewTask::titled("after"))).unwrap().task.id;
+    let b = s
+        .apply("t", Command::Add(NewTask::titled("after")))
+        .unwrap()
+        .task
+        .id;
     let kept = dir.path().join("kept.db");
     s.restore_from(&snap, &kept).unwrap();
     assert!(s.task(&a).is_ok());
-    assert!(s.task(&b).is_err(), "restored content replaces the live one");
+    assert!(
+        s.task(&b).is_err(),
+        "restored content replaces the live one"
+    );
     let old = SqliteStore::open(&kept).unwrap();
     assert!(old.task(&b).is_ok(), "the replaced database was kept");
     let junk = dir.path().join("junk.db");
     std::fs::write(&junk, b"not a database").unwrap();
-    let err = s.restore_from(&junk, &dir.path().join("k2.db")).unwrap_err();
+    let err = s
+        .restore_from(&junk, &dir.path().join("k2.db"))
+        .unwrap_err();
     assert!(err.to_string().contains("not a braid database"), "{err}");
     assert!(s.task(&a).is_ok(), "a bad restore changes nothing");
 }

@@ -132,7 +132,10 @@ fn convert(issue: Issue, now: i64, out: &mut Parsed) -> Result<Option<Task>, Str
     let mut description = issue.description;
     for (head, body) in [("Design", issue.design), ("Notes", issue.notes)] {
         if !body.trim().is_empty() {
-            out.note(format!("`{}` was appended to the description", head.to_lowercase()));
+            out.note(format!(
+                "`{}` was appended to the description",
+                head.to_lowercase()
+            ));
             if !description.is_empty() {
                 description.push_str("\n\n");
             }

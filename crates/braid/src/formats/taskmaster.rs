@@ -53,19 +53,28 @@ pub fn parse(name: &str, text: &str) -> Parsed {
         for (tag, v) in tags {
             match v.get("tasks") {
                 Some(t) => lists.push((tag.clone(), t.clone())),
-                None => out.note(format!("top-level key `{tag}` has no tasks and was ignored")),
+                None => out.note(format!(
+                    "top-level key `{tag}` has no tasks and was ignored"
+                )),
             }
         }
     }
     if lists.is_empty() {
-        out.errors.push(format!("{name}:1: no `tasks` list found (expected task-master's tasks.json)"));
+        out.errors.push(format!(
+            "{name}:1: no `tasks` list found (expected task-master's tasks.json)"
+        ));
         return out;
     }
     let now = braid_store::sqlite::now_ms();
     for (tag, list) in lists {
-        let prefix = if tag == "master" { "tm-".to_owned() } else { format!("tm-{tag}-") };
+        let prefix = if tag == "master" {
+            "tm-".to_owned()
+        } else {
+            format!("tm-{tag}-")
+        };
         let Value::Array(items) = list else {
-            out.errors.push(format!("{name}: tag `{tag}`: `tasks` is not a list"));
+            out.errors
+                .push(format!("{name}: tag `{tag}`: `tasks` is not a list"));
             continue;
         };
         for (i, item) in items.into_iter().enumerate() {
@@ -125,7 +134,15 @@ fn body(description: String, details: String) -> String {
     }
 }
 
-fn task(id: TaskId, title: String, description: String, kind: TaskType, st: State, prio: u8, now: i64) -> Task {
+fn task(
+    id: TaskId,
+    title: String,
+    description: String,
+    kind: TaskType,
+    st: State,
+    prio: u8,
+    now: i64,
+) -> Task {
     Task {
         id,
         title,
@@ -163,7 +180,15 @@ fn convert(prefix: &str, t: TmTask, now: i64, at: &str, out: &mut Parsed) -> Res
     };
     let st = state(t.status.as_deref(), out);
     let prio = priority(t.priority.as_deref(), out);
-    let mut parent_task = task(id.clone(), t.title, body(t.description, t.details), kind, st, prio, now);
+    let mut parent_task = task(
+        id.clone(),
+        t.title,
+        body(t.description, t.details),
+        kind,
+        st,
+        prio,
+        now,
+    );
     parent_task.acceptance = t.test_strategy;
     for d in &t.dependencies {
         let Some(d) = id_text(d) else {
@@ -172,7 +197,10 @@ fn convert(prefix: &str, t: TmTask, now: i64, at: &str, out: &mut Parsed) -> Res
         };
         let dep = TaskId::parse(&format!("{prefix}{d}")).map_err(|e| format!("dependency: {e}"))?;
         if !parent_task.deps.iter().any(|x| x.id == dep) {
-            parent_task.deps.push(Dep { id: dep, kind: DepKind::Blocks });
+            parent_task.deps.push(Dep {
+                id: dep,
+                kind: DepKind::Blocks,
+            });
         }
     }
     out.tasks.push(parent_task);
@@ -180,7 +208,8 @@ fn convert(prefix: &str, t: TmTask, now: i64, at: &str, out: &mut Parsed) -> Res
     for (j, s) in t.subtasks.into_iter().enumerate() {
         let sat = format!("{at} subtask #{}", j + 1);
         let Some(snum) = id_text(&s.id) else {
-            out.errors.push(format!("{sat}: subtask has no usable `id`"));
+            out.errors
+                .push(format!("{sat}: subtask has no usable `id`"));
             continue;
         };
         let sid = TaskId::parse(&format!("{prefix}{num}.{snum}")).map_err(|e| e.to_string())?;
@@ -189,7 +218,15 @@ fn convert(prefix: &str, t: TmTask, now: i64, at: &str, out: &mut Parsed) -> Res
             Some(p) => priority(Some(p), out),
             None => prio,
         };
-        let mut sub = task(sid, s.title, body(s.description, s.details), TaskType::Task, sst, sprio, now);
+        let mut sub = task(
+            sid,
+            s.title,
+            body(s.description, s.details),
+            TaskType::Task,
+            sst,
+            sprio,
+            now,
+        );
         sub.acceptance = s.test_strategy;
         sub.parent = Some(id.clone());
         for d in &s.dependencies {
@@ -205,7 +242,10 @@ fn convert(prefix: &str, t: TmTask, now: i64, at: &str, out: &mut Parsed) -> Res
             };
             let dep = TaskId::parse(&target).map_err(|e| format!("subtask dependency: {e}"))?;
             if !sub.deps.iter().any(|x| x.id == dep) {
-                sub.deps.push(Dep { id: dep, kind: DepKind::Blocks });
+                sub.deps.push(Dep {
+                    id: dep,
+                    kind: DepKind::Blocks,
+                });
             }
         }
         if !s.subtasks.is_empty() {
