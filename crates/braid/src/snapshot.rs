@@ -140,7 +140,12 @@ pub fn run(ctx: &Ctx, cmd: SnapshotCmd) -> Result<i32> {
                 ))
                 .into());
             }
-            let store = braid_store::SqliteStore::open(&project.db)?;
+            let wait = match std::env::var("BRAID_LOCK_WAIT") {
+                Ok(v) => humantime::parse_duration(&v)
+                    .map_err(|e| Failure::usage(format!("BRAID_LOCK_WAIT={v:?}: {e}")))?,
+                Err(_) => Duration::from_secs(10),
+            };
+            let store = braid_store::SqliteStore::open(&project.db)?.with_lock_wait(wait);
             std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
             let keep = dir.join(format!("{PREFIX}{}-before-restore{SUFFIX}", stamp()));
             store.restore_from(&src, &keep)?;

@@ -36,6 +36,8 @@ pub struct SqliteStore {
     conn: Mutex<Connection>,
     /// Holds a shared lock on `<db>.lock` for as long as the store is open.
     lock: Mutex<File>,
+    /// How long a restore waits for other processes to close the database.
+    lock_wait: Duration,
 }
 
 pub(crate) fn db_err(e: rusqlite::Error) -> Error {
@@ -185,7 +187,14 @@ impl SqliteStore {
             path: path.to_owned(),
             conn: Mutex::new(conn),
             lock: Mutex::new(lock),
+            lock_wait: LOCK_WAIT,
         })
+    }
+
+    /// Sets how long `restore_from` waits for other processes (default 10 s).
+    pub fn with_lock_wait(mut self, wait: Duration) -> Self {
+        self.lock_wait = wait;
+        self
     }
 
     pub fn path(&self) -> &Path {
@@ -587,7 +596,7 @@ impl Store for SqliteStore {
         // Upgrade our shared lock to exclusive: wait (bounded) for every
         // other braid process on this database to finish.
         lock.unlock().map_err(|e| io_err(&lp, e))?;
-        let got = lock_with_backoff(&lock, true, LOCK_WAIT).map_err(|e| io_err(&lp, e))?;
+        let got = lock_with_backoff(&lock, true, self.lock_wait).map_err(|e| io_err(&lp, e))?;
         let result = if got {
             (|| -> Result<()> {
                 let mut conn = self.conn();

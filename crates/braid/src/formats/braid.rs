@@ -10,7 +10,7 @@ use crate::view::{EventView, TaskView};
 pub const VERSION: u32 = 1;
 
 #[derive(Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "kebab-case")]
+#[serde(tag = "record", rename_all = "kebab-case")]
 pub enum Line {
     BraidExport { version: u32 },
     Task(TaskView),

@@ -1,0 +1,92 @@
+//! The `braid` command line, run as a real process against real SQLite
+//! files in temp directories.
+
+mod cli;
+mod concurrency;
+mod snapshot;
+mod transfer;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// A project in a temp directory, and a way to run braid in it.
+pub struct Proj {
+    pub dir: tempfile::TempDir,
+}
+
+impl Proj {
+    pub fn new() -> Proj {
+        let p = Proj {
+            dir: tempfile::tempdir().unwrap(),
+        };
+        p.ok(&["init"]);
+        p
+    }
+
+    pub fn empty() -> Proj {
+        Proj {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn db(&self) -> PathBuf {
+        self.path().join(".braid/braid.db")
+    }
+
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_braid"));
+        c.current_dir(self.path())
+            .env_remove("BRAID_DB")
+            .env("BRAID_ACTOR", "tester")
+            .env("NO_COLOR", "1");
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd().args(args).output().unwrap()
+    }
+
+    /// Runs and expects success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "braid {args:?} failed ({:?}):\n{}{}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Runs with --json and parses stdout.
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut a = args.to_vec();
+        a.push("--json");
+        let s = self.ok(&a);
+        serde_json::from_str(&s).unwrap_or_else(|e| panic!("{e}: {s}"))
+    }
+
+    /// Runs expecting failure with `code`; returns stderr.
+    pub fn fails(&self, args: &[&str], code: i32) -> String {
+        let out = self.run(args);
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "braid {args:?}: stdout {} stderr {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stderr).unwrap()
+    }
+
+    pub fn add(&self, args: &[&str]) -> String {
+        let mut a = vec!["add"];
+        a.extend_from_slice(args);
+        self.json(&a)["id"].as_str().unwrap().to_owned()
+    }
+}
