@@ -4,7 +4,7 @@ use crate::Proj;
 
 #[test]
 fn add_show_ready_done_flow_with_json_shapes() {
-    let p = Proj::new();
+    let p = Proj::init();
     let epic = p.add(&["Epic", "--type", "epic"]);
     let a = p.add(&[
         "First",
@@ -54,7 +54,7 @@ fn add_show_ready_done_flow_with_json_shapes() {
 
 #[test]
 fn exit_codes_and_errors_name_the_thing() {
-    let p = Proj::new();
+    let p = Proj::init();
     let a = p.add(&["A"]);
     let err = p.fails(&["show", "br-zzzz"], 3);
     assert!(err.contains("br-zzzz"), "{err}");
@@ -79,7 +79,7 @@ fn exit_codes_and_errors_name_the_thing() {
 
 #[test]
 fn cycles_are_refused_naming_the_cycle_and_nothing_changes() {
-    let p = Proj::new();
+    let p = Proj::init();
     let a = p.add(&["A"]);
     let b = p.add(&["B", "--dep", &a]);
     let c = p.add(&["C", "--dep", &b]);
@@ -97,7 +97,7 @@ fn cycles_are_refused_naming_the_cycle_and_nothing_changes() {
 
 #[test]
 fn batch_state_change_is_all_or_nothing() {
-    let p = Proj::new();
+    let p = Proj::init();
     let a = p.add(&["A"]);
     let b = p.add(&["B"]);
     p.ok(&["done", &b]);
@@ -115,7 +115,7 @@ fn batch_state_change_is_all_or_nothing() {
 
 #[test]
 fn claim_takes_the_highest_priority_and_returns_a_lease() {
-    let p = Proj::new();
+    let p = Proj::init();
     let _low = p.add(&["low", "-p", "3"]);
     let high = p.add(&["high", "-p", "1"]);
     let c = p.json(&["claim", "--as", "agent-7"]);
@@ -131,7 +131,7 @@ fn claim_takes_the_highest_priority_and_returns_a_lease() {
 
 #[test]
 fn update_changes_fields_and_reparents() {
-    let p = Proj::new();
+    let p = Proj::init();
     let e = p.add(&["E", "--type", "epic"]);
     let a = p.add(&["A"]);
     let v = p.json(&[
@@ -160,7 +160,7 @@ fn update_changes_fields_and_reparents() {
 #[test]
 fn tree_of_a_deep_chain_does_not_overflow() {
     // 200,000 levels: far past what recursion on an 8 MiB stack survives.
-    let p = Proj::new();
+    let p = Proj::init();
     let n = 200_000;
     let mut jsonl = String::from("{\"record\":\"braid-export\",\"version\":1}\n");
     for i in 0..n {
@@ -193,7 +193,7 @@ fn tree_of_a_deep_chain_does_not_overflow() {
 
 #[test]
 fn human_output_is_aligned_and_plain_off_a_terminal() {
-    let p = Proj::new();
+    let p = Proj::init();
     p.add(&["A short one"]);
     p.add(&["A much longer title", "--type", "bug", "-p", "0"]);
     let out = p
@@ -218,7 +218,7 @@ fn human_output_is_aligned_and_plain_off_a_terminal() {
 #[test]
 fn events_follow_prints_events_appended_by_other_processes() {
     use std::io::BufRead;
-    let p = Proj::new();
+    let p = Proj::init();
     p.add(&["before"]);
     let mut child = p
         .cmd()

@@ -7,7 +7,7 @@ use crate::Proj;
 
 #[test]
 fn eight_processes_add_and_claim_without_losses_or_double_claims() {
-    let p = Proj::new();
+    let p = Proj::init();
     let bin = env!("CARGO_BIN_EXE_braid");
     let db = p.db();
     // Each worker is a shell loop of separate braid processes.

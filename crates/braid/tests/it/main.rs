@@ -15,7 +15,7 @@ pub struct Proj {
 }
 
 impl Proj {
-    pub fn new() -> Proj {
+    pub fn init() -> Proj {
         let p = Proj {
             dir: tempfile::tempdir().unwrap(),
         };

@@ -5,7 +5,7 @@ use crate::Proj;
 
 #[test]
 fn save_list_restore_and_keep_the_replaced_database() {
-    let p = Proj::new();
+    let p = Proj::init();
     let a = p.add(&["kept"]);
     let saved = p.json(&["snapshot", "save"]);
     let path = saved["path"].as_str().unwrap().to_owned();
@@ -28,7 +28,7 @@ fn save_list_restore_and_keep_the_replaced_database() {
 
 #[test]
 fn save_is_consistent_while_another_process_writes() {
-    let p = Proj::new();
+    let p = Proj::init();
     let db = p.db();
     let bin = env!("CARGO_BIN_EXE_braid");
     let writer = std::process::Command::new("sh")
@@ -61,7 +61,7 @@ fn save_is_consistent_while_another_process_writes() {
 
 #[test]
 fn restore_refuses_while_another_process_holds_the_database() {
-    let p = Proj::new();
+    let p = Proj::init();
     p.add(&["x"]);
     let snap = p.json(&["snapshot", "save"])["path"]
         .as_str()
@@ -93,7 +93,7 @@ fn restore_refuses_while_another_process_holds_the_database() {
 
 #[test]
 fn prune_ten_thousand_backups_with_64_open_files() {
-    let p = Proj::new();
+    let p = Proj::init();
     let dir = p.path().join(".braid/backups");
     std::fs::create_dir_all(&dir).unwrap();
     for i in 0..10_000 {
@@ -131,7 +131,7 @@ fn prune_ten_thousand_backups_with_64_open_files() {
 
 #[test]
 fn prune_reports_every_failure_and_exits_non_zero() {
-    let p = Proj::new();
+    let p = Proj::init();
     let dir = p.path().join(".braid/backups");
     std::fs::create_dir_all(&dir).unwrap();
     for i in 0..4 {

@@ -9,7 +9,7 @@ fn fixture(name: &str) -> String {
 
 #[test]
 fn export_import_round_trips_exactly() {
-    let p = Proj::new();
+    let p = Proj::init();
     let e = p.add(&["Epic", "--type", "epic", "-l", "big"]);
     let a = p.add(&[
         "A",
@@ -27,7 +27,7 @@ fn export_import_round_trips_exactly() {
     let out1 = p.path().join("one.jsonl");
     p.ok(&["export", "--events", "-o", out1.to_str().unwrap()]);
 
-    let q = Proj::new();
+    let q = Proj::init();
     let report = q.json(&["import", out1.to_str().unwrap()]);
     assert_eq!(report["tasks"], 3);
     assert_eq!(report["deps"], 2);
@@ -53,8 +53,8 @@ fn export_import_round_trips_exactly() {
 
 #[test]
 fn a_bad_line_imports_nothing_and_names_file_and_line() {
-    let p = Proj::new();
-    let src = Proj::new();
+    let p = Proj::init();
+    let src = Proj::init();
     src.add(&["one"]);
     src.add(&["two"]);
     let file = p.path().join("in.jsonl");
@@ -87,7 +87,7 @@ fn a_bad_line_imports_nothing_and_names_file_and_line() {
 
 #[test]
 fn imports_beads_issues_mapping_states_kinds_and_parents() {
-    let p = Proj::new();
+    let p = Proj::init();
     let r = p.json(&["import", &fixture("beads-issues.jsonl")]);
     assert_eq!(r["format"], "beads");
     assert_eq!(r["tasks"], 5);
@@ -133,7 +133,7 @@ fn imports_beads_issues_mapping_states_kinds_and_parents() {
 
 #[test]
 fn imports_taskmaster_tasks_with_subtasks_and_dependencies() {
-    let p = Proj::new();
+    let p = Proj::init();
     let r = p.json(&["import", &fixture("taskmaster-tasks.json")]);
     assert_eq!(r["format"], "taskmaster");
     assert_eq!(r["tasks"], 6);
@@ -171,7 +171,7 @@ fn imports_taskmaster_tasks_with_subtasks_and_dependencies() {
 
 #[test]
 fn taskmaster_syntax_error_names_the_line() {
-    let p = Proj::new();
+    let p = Proj::init();
     let file = p.path().join("tasks.json");
     std::fs::write(&file, "{\n  \"tasks\": [\n    {\"id\": 1,, }\n  ]\n}\n").unwrap();
     let err = p.fails(&["import", file.to_str().unwrap()], 2);
