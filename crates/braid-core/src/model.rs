@@ -37,6 +37,9 @@ impl TaskType {
     }
 
     pub fn parse(s: &str) -> Result<TaskType> {
+        if let Some(t) = TaskType::ALL.into_iter().find(|t| t.as_str() == s) {
+            return Ok(t);
+        }
         let norm = s.trim().to_ascii_lowercase();
         TaskType::ALL
             .into_iter()

@@ -45,6 +45,9 @@ impl State {
     }
 
     pub fn parse(s: &str) -> Result<State> {
+        if let Some(st) = State::ALL.into_iter().find(|st| st.as_str() == s) {
+            return Ok(st);
+        }
         let norm = s.trim().to_ascii_lowercase().replace('-', "_");
         State::ALL
             .into_iter()

@@ -26,6 +26,7 @@ pub const CHECKS: &[(&str, fn(&dyn Store))] = &[
     ("list_filters", list_filters),
     ("import_all_or_nothing", import_all_or_nothing),
     ("export_import_round_trip", export_import_round_trip),
+    ("subtree_lists_descendants", subtree_lists_descendants),
 ];
 
 /// Runs every check, each on a fresh store from `fresh`.
@@ -576,4 +577,42 @@ fn export_import_round_trip(s: &dyn Store) {
         got.into_iter().map(strip).collect::<Vec<_>>(),
         tasks.into_iter().map(strip).collect::<Vec<_>>()
     );
+}
+
+fn subtree_lists_descendants(s: &dyn Store) {
+    let top = add_with(
+        s,
+        NewTask {
+            kind: Some(TaskType::Epic),
+            ..NewTask::titled("top")
+        },
+    );
+    let mid = add_with(
+        s,
+        NewTask {
+            parent: Some(top.clone()),
+            ..NewTask::titled("mid")
+        },
+    );
+    let leaf = add_with(
+        s,
+        NewTask {
+            parent: Some(mid.clone()),
+            ..NewTask::titled("leaf")
+        },
+    );
+    let other = add(s, "other");
+    let ids = |root: Option<&TaskId>| {
+        let mut v: Vec<TaskId> = s.subtree(root).unwrap().into_iter().map(|r| r.id).collect();
+        v.sort();
+        v
+    };
+    let mut want = vec![mid.clone(), leaf.clone()];
+    want.sort();
+    assert_eq!(ids(Some(&mid)), want);
+    assert_eq!(ids(None).len(), 4);
+    assert!(ids(Some(&other)) == vec![other.clone()]);
+    let rows = s.subtree(Some(&top)).unwrap();
+    assert_eq!(rows[0].id, top, "the root comes first");
+    assert!(s.subtree(Some(&TaskId::parse("br-none").unwrap())).is_err());
 }

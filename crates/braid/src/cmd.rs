@@ -450,7 +450,9 @@ const MAX_INDENT: usize = 24;
 fn tree(ctx: &Ctx, a: TreeArgs) -> Result<i32> {
     let (_, store) = ctx.open()?;
     let rows = store.subtree(a.id.as_ref())?;
-    let index: HashMap<&TaskId, usize> = rows.iter().enumerate().map(|(i, r)| (&r.id, i)).collect();
+    let mut index: foldhash::HashMap<&TaskId, usize> = foldhash::HashMap::default();
+    index.reserve(rows.len());
+    index.extend(rows.iter().enumerate().map(|(i, r)| (&r.id, i)));
     let mut children: Vec<Vec<usize>> = vec![Vec::new(); rows.len()];
     let mut roots = Vec::new();
     for (i, r) in rows.iter().enumerate() {
@@ -483,30 +485,35 @@ fn tree(ctx: &Ctx, a: TreeArgs) -> Result<i32> {
         } else {
             last_at.truncate(depth);
             last_at.push(last);
-            let mut prefix = String::new();
             if depth > MAX_INDENT {
-                prefix.push_str(&format!("[depth {depth}] "));
+                write!(out, "[depth {depth}] ")?;
             } else {
                 for &l in last_at.iter().take(depth).skip(1) {
-                    prefix.push_str(if l { "   " } else { "│  " });
+                    out.write_all(if l {
+                        "   ".as_bytes()
+                    } else {
+                        "│  ".as_bytes()
+                    })?;
                 }
                 if depth > 0 {
-                    prefix.push_str(if last { "└─ " } else { "├─ " });
+                    out.write_all(if last {
+                        "└─ ".as_bytes()
+                    } else {
+                        "├─ ".as_bytes()
+                    })?;
                 }
             }
-            let kind = if r.kind == TaskType::Epic {
-                " epic"
-            } else {
-                ""
-            };
-            writeln!(
-                out,
-                "{prefix}{}  {}{}  {}",
-                r.id,
-                ctx.style.state(r.state, r.ready, r.kind),
-                ctx.style.dim(kind),
-                r.title
-            )?;
+            out.write_all(r.id.as_str().as_bytes())?;
+            out.write_all(b"  ")?;
+            let (code, label) = crate::style::state_label(r.state, r.ready, r.kind);
+            ctx.style.write_painted(&mut out, code, label)?;
+            if r.kind == TaskType::Epic {
+                out.write_all(b" ")?;
+                ctx.style.write_painted(&mut out, "2", "epic")?;
+            }
+            out.write_all(b"  ")?;
+            out.write_all(r.title.as_bytes())?;
+            out.write_all(b"\n")?;
         }
         first = false;
         let kids = &children[i];

@@ -50,6 +50,7 @@ impl AtomicFile {
 
     pub fn commit(self) -> Result<()> {
         let path = self.path;
+        set_readable(self.tmp.as_file(), &path)?;
         self.tmp
             .as_file()
             .sync_all()
@@ -64,4 +65,11 @@ impl AtomicFile {
         braid_store::sqlite::sync_dir(dir)?;
         Ok(())
     }
+}
+
+/// Temp files start private (0600); what braid writes is an ordinary file.
+fn set_readable(file: &std::fs::File, path: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    file.set_permissions(std::fs::Permissions::from_mode(0o644))
+        .with_context(|| format!("setting permissions of {}", path.display()))
 }

@@ -93,12 +93,37 @@ pub enum Command {
     Demo(demo::DemoArgs),
 }
 
+/// `braid list | head` closes our stdout early: end quietly, as a process
+/// killed by SIGPIPE would (status 141), instead of printing a panic.
+fn quiet_on_broken_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if msg.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default(info);
+    }));
+}
+
 fn main() {
+    quiet_on_broken_pipe();
     let cli = Cli::parse();
     let json = cli.global.json;
     let code = match cmd::run(cli) {
         Ok(code) => code,
         Err(err) => {
+            if err.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+            }) {
+                std::process::exit(141);
+            }
             let (code, name) = exit::classify(&err);
             if json {
                 let doc =

@@ -41,21 +41,40 @@ impl Style {
         self.paint("2", text)
     }
 
+    /// Writes text in a colour (or plain) without allocating.
+    pub fn write_painted(
+        &self,
+        out: &mut impl std::io::Write,
+        code: &str,
+        text: &str,
+    ) -> std::io::Result<()> {
+        if self.color {
+            write!(out, "\x1b[{code}m{text}\x1b[0m")
+        } else {
+            out.write_all(text.as_bytes())
+        }
+    }
+
     /// A task's state as people think of it: open work shows as ready or
     /// blocked; an epic (never ready itself) shows its stored state.
     pub fn state(&self, s: State, ready: bool, kind: TaskType) -> String {
-        let (code, label) = match s {
-            State::Open if kind == TaskType::Epic => ("0", "open"),
-            State::Open if ready => ("32", "ready"),
-            State::Open => ("33", "blocked"),
-            State::InProgress => ("36", "in_progress"),
-            State::Review => ("35", "review"),
-            State::Done => ("2", "done"),
-            State::Failed => ("31", "failed"),
-            State::Cancelled => ("2", "cancelled"),
-            State::Deferred => ("2", "deferred"),
-        };
+        let (code, label) = state_label(s, ready, kind);
         self.paint(code, label)
+    }
+}
+
+/// The colour code and word for a task's state (see [`Style::state`]).
+pub fn state_label(s: State, ready: bool, kind: TaskType) -> (&'static str, &'static str) {
+    match s {
+        State::Open if kind == TaskType::Epic => ("0", "open"),
+        State::Open if ready => ("32", "ready"),
+        State::Open => ("33", "blocked"),
+        State::InProgress => ("36", "in_progress"),
+        State::Review => ("35", "review"),
+        State::Done => ("2", "done"),
+        State::Failed => ("31", "failed"),
+        State::Cancelled => ("2", "cancelled"),
+        State::Deferred => ("2", "deferred"),
     }
 }
 

@@ -4,7 +4,9 @@
 //! one transaction with prepared statements. Nothing is written when a
 //! problem is found, unless the caller asked to skip invalid entries.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
+
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 
 use braid_core::graph::{self, Node};
 use braid_core::{DepKind, EventKind, HealthDelta, State, Task, TaskId, TaskType};
@@ -118,7 +120,7 @@ fn validate(
                 ));
             }
         }
-        let mut seen = HashSet::new();
+        let mut seen = HashSet::with_capacity(t.deps.len());
         for d in &t.deps {
             if d.id == t.id {
                 problems.push(problem(i, t, "depends on itself".into()));
@@ -189,7 +191,8 @@ fn validate(
                 .filter_map(move |d| index.get(&d.id).map(|&j| (i, j)))
         })
         .collect();
-    for cycle in graph::find_cycles(tasks.len(), &edges, 100) {
+    let cycles = graph::find_cycles(tasks.len(), &edges, 100);
+    for cycle in cycles {
         let ids: Vec<TaskId> = cycle.iter().map(|&c| tasks[c].id.clone()).collect();
         let text = braid_core::error::format_cycle(&ids);
         for &c in &cycle {
@@ -287,6 +290,23 @@ pub(crate) fn import(
     let mut delta = HealthDelta::default();
     let mut n_tasks = 0;
     let mut n_deps = 0;
+    // Into an empty project, building secondary indexes once at the end
+    // (a sort) is far cheaper than updating them row by row.
+    let deferred_indexes: Vec<(String, String)> = if db_empty {
+        let mut stmt = tx.prepare(
+            "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL \
+             AND tbl_name IN ('tasks', 'deps', 'labels')",
+        )?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        for (name, _) in &rows {
+            tx.execute_batch(&format!("DROP INDEX \"{name}\""))?;
+        }
+        rows
+    } else {
+        Vec::new()
+    };
     {
         let mut ins_task = tx.prepare_cached(
             "INSERT INTO tasks (id, title, description, type, priority, state, parent, labels, assignee, \
@@ -338,6 +358,9 @@ pub(crate) fn import(
             delta.add(n);
             n_tasks += 1;
         }
+    }
+    for (_, sql) in &deferred_indexes {
+        tx.execute_batch(sql)?;
     }
     write_counters(&tx, &delta)?;
     let mut n_events = 0;

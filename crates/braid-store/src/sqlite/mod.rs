@@ -428,63 +428,109 @@ impl Store for SqliteStore {
 
     fn subtree(&self, root: Option<&TaskId>) -> Result<Vec<TreeRow>> {
         let conn = self.conn();
-        let map = |r: &Row<'_>| -> rusqlite::Result<(
-            String,
-            Option<String>,
-            String,
-            String,
-            String,
-            i64,
-            i64,
-        )> {
-            Ok((
-                r.get(0)?,
-                r.get(1)?,
-                r.get(2)?,
-                r.get(3)?,
-                r.get(4)?,
-                r.get(5)?,
-                r.get(6)?,
-            ))
-        };
-        let raw = match root {
-            None => {
-                let mut stmt = conn.prepare_cached(
-                    "SELECT id, parent, title, type, state, priority, ready FROM tasks ORDER BY created_at, rowid",
-                )?;
-                stmt.query_map([], map)?
-                    .collect::<rusqlite::Result<Vec<_>>>()?
-            }
-            Some(root) => {
-                // SQLite evaluates recursive CTEs with a queue, not a stack.
-                let mut stmt = conn.prepare_cached(
-                    "WITH RECURSIVE sub(id) AS (SELECT id FROM tasks WHERE id = ?1 \
-                     UNION ALL SELECT t.id FROM tasks t JOIN sub ON t.parent = sub.id) \
-                     SELECT t.id, t.parent, t.title, t.type, t.state, t.priority, t.ready \
-                     FROM sub JOIN tasks t ON t.id = sub.id",
-                )?;
-                let rows = stmt
-                    .query_map([root.as_str()], map)?
-                    .collect::<rusqlite::Result<Vec<_>>>()?;
-                if rows.is_empty() {
-                    return Err(braid_core::Error::NotFound(root.clone()).into());
-                }
-                rows
-            }
-        };
-        raw.into_iter()
-            .map(|(id, parent, title, kind, state, priority, ready)| {
-                Ok(TreeRow {
-                    id: TaskId::parse(&id)?,
-                    parent: parent.map(|p| TaskId::parse(&p)).transpose()?,
-                    title,
-                    kind: TaskType::parse(&kind)?,
-                    state: State::parse(&state)?,
-                    priority: priority as u8,
-                    ready: ready != 0,
-                })
+        let map = |r: &Row<'_>| -> rusqlite::Result<TreeRow> {
+            let text = |i: usize| -> rusqlite::Result<&str> { Ok(r.get_ref(i)?.as_str()?) };
+            let bad = |i: usize, e: braid_core::Error| {
+                rusqlite::Error::FromSqlConversionFailure(
+                    i,
+                    rusqlite::types::Type::Text,
+                    Box::new(e),
+                )
+            };
+            Ok(TreeRow {
+                id: TaskId::trusted(r.get(0)?),
+                parent: r.get::<_, Option<String>>(1)?.map(TaskId::trusted),
+                title: r.get(2)?,
+                kind: TaskType::parse(text(3)?).map_err(|e| bad(3, e))?,
+                state: State::parse(text(4)?).map_err(|e| bad(4, e))?,
+                priority: r.get::<_, i64>(5)? as u8,
+                ready: r.get::<_, i64>(6)? != 0,
             })
-            .collect()
+        };
+        let all = |conn: &Connection| -> Result<Vec<TreeRow>> {
+            let mut stmt = conn.prepare_cached(
+                "SELECT id, parent, title, type, state, priority, ready FROM tasks ORDER BY rowid",
+            )?;
+            Ok(stmt
+                .query_map([], map)?
+                .collect::<rusqlite::Result<Vec<_>>>()?)
+        };
+        let Some(root) = root else {
+            return all(&conn);
+        };
+        // Walking the parent index costs a few lookups per row; once the
+        // subtree is a good part of the project, one scan is cheaper. So
+        // walk up to a tenth of the tasks, and past that, scan.
+        let total: i64 = conn
+            .query_row("SELECT value FROM counters WHERE name = 'total'", [], |r| {
+                r.get(0)
+            })
+            .optional()?
+            .unwrap_or(0);
+        let limit = (total / 10).max(10_000);
+        // SQLite evaluates recursive CTEs with a queue, not a stack.
+        let mut stmt = conn.prepare_cached(
+            "WITH RECURSIVE sub(id, parent, title, type, state, priority, ready) AS ( \
+             SELECT id, parent, title, type, state, priority, ready FROM tasks WHERE id = ?1 \
+             UNION ALL SELECT t.id, t.parent, t.title, t.type, t.state, t.priority, t.ready \
+             FROM sub JOIN tasks t ON t.parent = sub.id) SELECT * FROM sub LIMIT ?2",
+        )?;
+        let rows = stmt
+            .query_map(params![root.as_str(), limit], map)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        if rows.is_empty() {
+            return Err(braid_core::Error::NotFound(root.clone()).into());
+        }
+        if (rows.len() as i64) < limit {
+            return Ok(rows);
+        }
+        drop(rows);
+        let everything = all(&conn)?;
+        // Children as one flat array (CSR), not a Vec per task.
+        let mut index: foldhash::HashMap<&TaskId, u32> = foldhash::HashMap::default();
+        index.reserve(everything.len());
+        index.extend(
+            everything
+                .iter()
+                .enumerate()
+                .map(|(i, r)| (&r.id, i as u32)),
+        );
+        let parent_of: Vec<Option<u32>> = everything
+            .iter()
+            .map(|r| r.parent.as_ref().and_then(|p| index.get(p).copied()))
+            .collect();
+        let start = index.get(root).copied();
+        drop(index);
+        let mut offsets = vec![0u32; everything.len() + 1];
+        for p in parent_of.iter().flatten() {
+            offsets[*p as usize + 1] += 1;
+        }
+        for i in 0..everything.len() {
+            offsets[i + 1] += offsets[i];
+        }
+        let mut fill = offsets.clone();
+        let mut kids = vec![0u32; offsets[everything.len()] as usize];
+        for (c, p) in parent_of.iter().enumerate() {
+            if let Some(p) = p {
+                kids[fill[*p as usize] as usize] = c as u32;
+                fill[*p as usize] += 1;
+            }
+        }
+        let mut keep = vec![false; everything.len()];
+        let mut queue: std::collections::VecDeque<u32> = start.into_iter().collect();
+        while let Some(i) = queue.pop_front() {
+            keep[i as usize] = true;
+            let (from, to) = (
+                offsets[i as usize] as usize,
+                offsets[i as usize + 1] as usize,
+            );
+            queue.extend(kids[from..to].iter().copied());
+        }
+        Ok(everything
+            .into_iter()
+            .zip(keep)
+            .filter_map(|(r, k)| k.then_some(r))
+            .collect())
     }
 
     fn health(&self) -> Result<Health> {

@@ -17,9 +17,39 @@ pub enum Line {
     Event(EventView),
 }
 
+/// Parses in two halves on two threads (JSON decoding dominates a large
+/// import), then joins them in file order.
 pub fn parse(name: &str, text: &str) -> Parsed {
+    const SPLIT_ABOVE: usize = 1 << 20;
+    if text.len() < SPLIT_ABOVE {
+        return parse_from(name, text, 0);
+    }
+    let mut mid = text.len() / 2;
+    while !text.is_char_boundary(mid) {
+        mid += 1;
+    }
+    let mid = text[mid..].find('\n').map_or(text.len(), |p| mid + p + 1);
+    let (head, tail) = text.split_at(mid);
+    let head_lines = head.lines().count();
+    let (mut a, b) = std::thread::scope(|s| {
+        let h = s.spawn(|| parse_from(name, head, 0));
+        let b = parse_from(name, tail, head_lines);
+        (h.join().expect("parser thread"), b)
+    });
+    a.tasks.extend(b.tasks);
+    a.origins.extend(b.origins);
+    a.events.extend(b.events);
+    a.errors.extend(b.errors);
+    for (k, v) in b.notes {
+        *a.notes.entry(k).or_insert(0) += v;
+    }
+    a
+}
+
+fn parse_from(name: &str, text: &str, first_line: usize) -> Parsed {
     let mut out = Parsed::default();
     for (i, line) in text.lines().enumerate() {
+        let i = i + first_line;
         let at = format!("{name}:{}", i + 1);
         if line.trim().is_empty() {
             continue;
