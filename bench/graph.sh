@@ -13,6 +13,7 @@ ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 N="${N:-1000000}"
 TM_N="${TM_N:-10000}"
 WORK="${WORK:-$(mktemp -d /tmp/braid-bench.XXXXXX)}"
+mkdir -p "$WORK"
 B="$ROOT/target/release/braid"
 export NO_COLOR=1
 

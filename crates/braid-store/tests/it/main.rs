@@ -1,4 +1,5 @@
 //! braid-store integration tests: the contract suite on real SQLite files,
 //! plus SQLite-specific behaviour (migrations, concurrency, snapshots).
 
+mod props;
 mod sqlite;
