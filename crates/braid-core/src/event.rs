@@ -19,10 +19,24 @@ pub enum EventKind {
     Imported,
     Restored,
     Commented,
+    /// A claim was given back (released) without finishing.
+    Released,
+    /// An expired claim was taken back by another process.
+    Rescued,
+    /// The engine started an attempt: agent, worktree, attempt number.
+    Dispatched,
+    /// An agent process ended: exit status, duration.
+    AgentFinished,
+    /// A gate finished: name, passed, duration, cached.
+    GateFinished,
+    /// An agent hit a rate limit and cools down until a time.
+    Cooldown,
+    /// A failed attempt will be retried after a backoff.
+    Retrying,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 9] = [
+    pub const ALL: [EventKind; 16] = [
         EventKind::Created,
         EventKind::Updated,
         EventKind::StateChanged,
@@ -32,6 +46,13 @@ impl EventKind {
         EventKind::Imported,
         EventKind::Restored,
         EventKind::Commented,
+        EventKind::Released,
+        EventKind::Rescued,
+        EventKind::Dispatched,
+        EventKind::AgentFinished,
+        EventKind::GateFinished,
+        EventKind::Cooldown,
+        EventKind::Retrying,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -45,6 +66,13 @@ impl EventKind {
             EventKind::Imported => "imported",
             EventKind::Restored => "restored",
             EventKind::Commented => "commented",
+            EventKind::Released => "released",
+            EventKind::Rescued => "rescued",
+            EventKind::Dispatched => "dispatched",
+            EventKind::AgentFinished => "agent_finished",
+            EventKind::GateFinished => "gate_finished",
+            EventKind::Cooldown => "cooldown",
+            EventKind::Retrying => "retrying",
         }
     }
 

@@ -27,6 +27,10 @@ pub const CHECKS: &[(&str, fn(&dyn Store))] = &[
     ("import_all_or_nothing", import_all_or_nothing),
     ("export_import_round_trip", export_import_round_trip),
     ("subtree_lists_descendants", subtree_lists_descendants),
+    (
+        "leases_guard_finish_and_rescue",
+        leases_guard_finish_and_rescue,
+    ),
 ];
 
 /// Runs every check, each on a fresh store from `fresh`.
@@ -615,4 +619,142 @@ fn subtree_lists_descendants(s: &dyn Store) {
     let rows = s.subtree(Some(&top)).unwrap();
     assert_eq!(rows[0].id, top, "the root comes first");
     assert!(s.subtree(Some(&TaskId::parse("br-none").unwrap())).is_err());
+}
+
+fn leases_guard_finish_and_rescue(s: &dyn Store) {
+    let a = add(s, "a");
+    let got = s
+        .apply(
+            "t",
+            Command::Claim {
+                id: Some(a.clone()),
+                assignee: "one".into(),
+                lease_ms: -1,
+            },
+        )
+        .unwrap();
+    let token = got.lease_token.unwrap();
+    let finish = |token: &str, to: State| {
+        s.apply(
+            "t",
+            Command::Finish {
+                id: a.clone(),
+                token: token.into(),
+                to,
+                reason: None,
+                refund_attempt: false,
+            },
+        )
+    };
+    assert!(matches!(
+        finish("wrong", State::Done),
+        Err(Error::Locked(_))
+    ));
+    assert_eq!(
+        s.expired_leases(crate::sqlite::now_ms(), 10).unwrap(),
+        vec![(a.clone(), token.clone())]
+    );
+    // Rescue with a wrong token is refused; with the right one it reopens.
+    assert!(
+        s.apply(
+            "t",
+            Command::Rescue {
+                id: a.clone(),
+                token: "wrong".into()
+            }
+        )
+        .is_err()
+    );
+    let r = s
+        .apply(
+            "t",
+            Command::Rescue {
+                id: a.clone(),
+                token: token.clone(),
+            },
+        )
+        .unwrap();
+    assert_eq!(r.task.state, State::Open);
+    assert_eq!(r.events[0].kind.as_str(), "rescued");
+    // The stale holder can no longer finish: nothing is completed twice.
+    assert!(matches!(finish(&token, State::Done), Err(Error::Locked(_))));
+    let again = s
+        .apply(
+            "t",
+            Command::Claim {
+                id: None,
+                assignee: "two".into(),
+                lease_ms: 60_000,
+            },
+        )
+        .unwrap();
+    assert_eq!(
+        again.task.lease.as_ref().unwrap().attempt,
+        2,
+        "a rescue counts as an attempt"
+    );
+    let t2 = again.lease_token.unwrap();
+    assert!(
+        s.apply(
+            "t",
+            Command::Rescue {
+                id: a.clone(),
+                token: t2.clone()
+            }
+        )
+        .is_err(),
+        "lease still valid"
+    );
+    s.apply(
+        "t",
+        Command::Renew {
+            id: a.clone(),
+            token: t2.clone(),
+            lease_ms: 60_000,
+        },
+    )
+    .unwrap();
+    let released = s
+        .apply(
+            "t",
+            Command::Finish {
+                id: a.clone(),
+                token: t2,
+                to: State::Open,
+                reason: Some("rate limit".into()),
+                refund_attempt: true,
+            },
+        )
+        .unwrap();
+    assert_eq!(released.task.state, State::Open);
+    assert!(released.task.ready);
+    let third = s
+        .apply(
+            "t",
+            Command::Claim {
+                id: None,
+                assignee: "x".into(),
+                lease_ms: 60_000,
+            },
+        )
+        .unwrap();
+    assert_eq!(
+        third.task.lease.unwrap().attempt,
+        2,
+        "a refunded attempt is not counted"
+    );
+    let done = s
+        .apply(
+            "t",
+            Command::Finish {
+                id: a.clone(),
+                token: third.lease_token.unwrap(),
+                to: State::Review,
+                reason: None,
+                refund_attempt: false,
+            },
+        )
+        .unwrap();
+    assert_eq!(done.task.state, State::Review);
+    assert!(done.task.lease.is_none());
 }

@@ -51,6 +51,11 @@ pub trait Store: Send + Sync {
     fn blocks_edges(&self) -> Result<Vec<(TaskId, TaskId)>>;
     fn events(&self, after: i64, limit: usize) -> Result<Vec<Event>>;
     fn last_seq(&self) -> Result<i64>;
+    /// Claims whose lease expired before `now` (ms), oldest first, with
+    /// their tokens, for rescue.
+    fn expired_leases(&self, now: i64, limit: usize) -> Result<Vec<(TaskId, String)>>;
+    /// When the next lease expires, if any (to set a timer, not to poll).
+    fn next_lease_expiry(&self) -> Result<Option<i64>>;
     /// Streams every task (with deps) in creation order, then, when asked,
     /// every event.
     fn export(

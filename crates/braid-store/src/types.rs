@@ -59,6 +59,43 @@ pub enum Command {
         assignee: String,
         lease_ms: i64,
     },
+    /// Extends a claim. Refused (conflict) unless `token` is the current one.
+    Renew {
+        id: TaskId,
+        token: String,
+        lease_ms: i64,
+    },
+    /// Starts the next attempt under the same claim (after a retry backoff).
+    NextAttempt {
+        id: TaskId,
+        token: String,
+        lease_ms: i64,
+    },
+    /// Ends a claim by moving the task to `to` (review, done, failed, open).
+    /// Refused unless `token` is the current one and the task is in progress,
+    /// so a rescued or cancelled task is never completed by a stale holder.
+    Finish {
+        id: TaskId,
+        token: String,
+        to: State,
+        reason: Option<String>,
+        /// For `to = open`: give the attempt back (a rate limit is not an attempt).
+        refund_attempt: bool,
+    },
+    /// Takes back a claim whose lease expired: the task returns to open and
+    /// the lost attempt counts. Refused unless the token still matches and
+    /// the lease has expired.
+    Rescue {
+        id: TaskId,
+        token: String,
+    },
+    /// Appends an engine event about a task (dispatch, gate result, ...)
+    /// without changing the task.
+    Record {
+        id: TaskId,
+        kind: braid_core::EventKind,
+        payload: serde_json::Value,
+    },
     DepAdd {
         from: TaskId,
         to: TaskId,

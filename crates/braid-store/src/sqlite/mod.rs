@@ -567,6 +567,34 @@ impl Store for SqliteStore {
         Ok(rows)
     }
 
+    fn expired_leases(&self, now: i64, limit: usize) -> Result<Vec<(TaskId, String)>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, lease_token FROM tasks WHERE lease_expires IS NOT NULL AND lease_expires < ?1 \
+             AND state = 'in_progress' ORDER BY lease_expires LIMIT ?2",
+        )?;
+        let rows = stmt
+            .query_map(params![now, limit as i64], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        rows.into_iter()
+            .map(|(id, t)| Ok((TaskId::parse(&id)?, t)))
+            .collect()
+    }
+
+    fn next_lease_expiry(&self) -> Result<Option<i64>> {
+        let conn = self.conn();
+        Ok(conn
+            .query_row(
+                "SELECT min(lease_expires) FROM tasks WHERE lease_expires IS NOT NULL AND state = 'in_progress'",
+                [],
+                |r| r.get::<_, Option<i64>>(0),
+            )
+            .optional()?
+            .flatten())
+    }
+
     fn last_seq(&self) -> Result<i64> {
         let conn = self.conn();
         let seq: Option<i64> = conn

@@ -463,6 +463,86 @@ fn apply_one(tx: &Transaction<'_>, actor: &str, cmd: Command) -> Result<Applied>
             lease_token = Some(token);
             id
         }
+        Command::Renew {
+            id,
+            token,
+            lease_ms,
+        } => {
+            check_lease(tx, &id, &token)?;
+            tx.prepare_cached("UPDATE tasks SET lease_expires = ?2 WHERE id = ?1")?
+                .execute(params![id.as_str(), now + lease_ms])?;
+            id
+        }
+        Command::NextAttempt {
+            id,
+            token,
+            lease_ms,
+        } => {
+            check_lease(tx, &id, &token)?;
+            tx.prepare_cached(
+                "UPDATE tasks SET lease_expires = ?2, attempt = attempt + 1, updated_at = ?3 WHERE id = ?1",
+            )?
+            .execute(params![id.as_str(), now + lease_ms, now])?;
+            id
+        }
+        Command::Finish {
+            id,
+            token,
+            to,
+            reason,
+            refund_attempt,
+        } => {
+            check_lease(tx, &id, &token)?;
+            let mut g = SqlGraph { tx };
+            let from = graph::set_state(&mut g, &id, to, &mut delta)?;
+            record_state(tx, &id, from, to, reason.as_deref(), now)?;
+            if refund_attempt {
+                tx.prepare_cached("UPDATE tasks SET attempt = max(attempt - 1, 0) WHERE id = ?1")?
+                    .execute([id.as_str()])?;
+            }
+            let kind = if to == State::Open {
+                EventKind::Released
+            } else {
+                EventKind::StateChanged
+            };
+            events.push(append_event(
+                tx,
+                now,
+                actor,
+                kind,
+                Some(&id),
+                json!({"from": from.as_str(), "to": to.as_str(), "reason": reason, "refund_attempt": refund_attempt}),
+            )?);
+            id
+        }
+        Command::Rescue { id, token } => {
+            let expires = check_lease(tx, &id, &token)?;
+            if expires >= now {
+                return Err(Error::Locked(format!(
+                    "{id}: its lease is still valid for {} ms; only an expired lease can be rescued",
+                    expires - now
+                )));
+            }
+            let mut g = SqlGraph { tx };
+            let from = graph::set_state(&mut g, &id, State::Open, &mut delta)?;
+            record_state(tx, &id, from, State::Open, None, now)?;
+            events.push(append_event(
+                tx,
+                now,
+                actor,
+                EventKind::Rescued,
+                Some(&id),
+                json!({"expired_ms_ago": now - expires}),
+            )?);
+            id
+        }
+        Command::Record { id, kind, payload } => {
+            if !exists(tx, id.as_str())? {
+                return Err(braid_core::Error::NotFound(id).into());
+            }
+            events.push(append_event(tx, now, actor, kind, Some(&id), payload)?);
+            id
+        }
         Command::DepAdd { from, to, kind } => {
             let mut g = SqlGraph { tx };
             graph::add_dep(&mut g, &from, &to, kind, &mut delta)?;
@@ -499,6 +579,24 @@ fn apply_one(tx: &Transaction<'_>, actor: &str, cmd: Command) -> Result<Applied>
         events,
         lease_token,
     })
+}
+
+/// Checks that `token` holds the current lease on an in-progress task;
+/// returns the lease's expiry.
+fn check_lease(tx: &Transaction<'_>, id: &TaskId, token: &str) -> Result<i64> {
+    let row: Option<(String, Option<String>, Option<i64>)> = tx
+        .prepare_cached("SELECT state, lease_token, lease_expires FROM tasks WHERE id = ?1")?
+        .query_row([id.as_str()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .optional()?;
+    let Some((state, current, expires)) = row else {
+        return Err(braid_core::Error::NotFound(id.clone()).into());
+    };
+    if state != State::InProgress.as_str() || current.as_deref() != Some(token) {
+        return Err(Error::Locked(format!(
+            "{id}: the lease presented is not the current one (the task is {state}; it was rescued, cancelled or finished elsewhere)"
+        )));
+    }
+    Ok(expires.unwrap_or(0))
 }
 
 fn insert_labels(tx: &Transaction<'_>, id: &TaskId, labels: &[String]) -> Result<()> {
