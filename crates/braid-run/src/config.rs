@@ -1,0 +1,398 @@
+//! `.braid/config.toml`: agents, gates and run settings. Parsed strictly
+//! (unknown keys are errors) and checked before anything runs; every error
+//! names the file, the line and the key at fault.
+
+use std::path::Path;
+use std::time::Duration;
+
+use regex::Regex;
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+#[error("{file}:{line}: {message}")]
+pub struct ConfigError {
+    pub file: String,
+    pub line: usize,
+    pub message: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub run: RunConfig,
+    pub agents: Vec<Agent>,
+    pub gates: Vec<Gate>,
+    /// The branch passing work merges into; `None`: passing work is done.
+    pub merge_into: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct RunConfig {
+    /// Agents and gates running at once.
+    pub jobs: usize,
+    pub max_attempts: u32,
+    pub backoff_base: Duration,
+    pub backoff_cap: Duration,
+    /// Start no agent while available memory is below this many bytes.
+    pub memory_floor: u64,
+    /// How long a claim lasts without a heartbeat.
+    pub lease: Duration,
+    /// SIGTERM, then SIGKILL after this long.
+    pub kill_grace: Duration,
+    /// Bytes of a failing gate's output fed back to the next attempt.
+    pub failure_tail: usize,
+}
+
+#[derive(Clone, Debug)]
+pub struct RateLimit {
+    pub pattern: Regex,
+}
+
+#[derive(Clone, Debug)]
+pub struct Agent {
+    pub name: String,
+    /// argv template: `{prompt}`, `{prompt_file}`, `{task}`, `{worktree}`.
+    pub command: Vec<String>,
+    pub max_concurrent: usize,
+    pub timeout: Duration,
+    pub cooldown: Duration,
+    pub rate_limit: Vec<RateLimit>,
+    pub failover: Vec<String>,
+    pub env: Option<Vec<String>>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Gate {
+    pub name: String,
+    pub command: Vec<String>,
+    pub timeout: Duration,
+    /// Only these variables reach the gate (and its cache key).
+    pub env: Vec<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    #[serde(default)]
+    run: RawRun,
+    #[serde(default)]
+    agent: Vec<RawAgent>,
+    #[serde(default)]
+    gate: Vec<RawGate>,
+    #[serde(default)]
+    merge: Option<RawMerge>,
+    #[serde(default)]
+    server: Option<toml::Table>,
+    #[serde(default)]
+    cache: Option<toml::Table>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawRun {
+    jobs: Option<usize>,
+    max_attempts: Option<u32>,
+    backoff: Option<RawBackoff>,
+    memory_floor: Option<String>,
+    lease: Option<String>,
+    kill_grace: Option<String>,
+    failure_tail: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBackoff {
+    base: Option<String>,
+    cap: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAgent {
+    name: String,
+    command: Vec<String>,
+    max_concurrent: Option<usize>,
+    timeout: Option<String>,
+    cooldown: Option<String>,
+    #[serde(default)]
+    rate_limit: Vec<String>,
+    #[serde(default)]
+    failover: Vec<String>,
+    env: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGate {
+    name: String,
+    command: Vec<String>,
+    timeout: Option<String>,
+    #[serde(default = "default_gate_env")]
+    env: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMerge {
+    into: String,
+}
+
+fn default_gate_env() -> Vec<String> {
+    vec!["PATH".into(), "HOME".into()]
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            run: RunConfig {
+                jobs: 4,
+                max_attempts: 3,
+                backoff_base: Duration::from_secs(2),
+                backoff_cap: Duration::from_secs(300),
+                memory_floor: 512 << 20,
+                lease: Duration::from_secs(60),
+                kill_grace: Duration::from_secs(5),
+                failure_tail: 4096,
+            },
+            agents: Vec::new(),
+            gates: Vec::new(),
+            merge_into: None,
+        }
+    }
+}
+
+/// Parses sizes like `512MiB`, `10GiB`, `4096`, `2KB`.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a size like 512MiB"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1_000,
+        "kib" => 1 << 10,
+        "m" | "mb" => 1_000_000,
+        "mib" => 1 << 20,
+        "g" | "gb" => 1_000_000_000,
+        "gib" => 1 << 30,
+        "t" | "tb" => 1_000_000_000_000,
+        "tib" => 1 << 40,
+        other => return Err(format!("{s:?}: unknown unit {other:?} (use B, KiB, MiB, GiB)")),
+    };
+    n.checked_mul(mult).ok_or_else(|| format!("{s:?} is too large"))
+}
+
+impl Config {
+    /// Reads a config file; a missing file gives the defaults.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Config::parse(&path.display().to_string(), &text),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Config::default()),
+            Err(e) => Err(ConfigError {
+                file: path.display().to_string(),
+                line: 0,
+                message: e.to_string(),
+            }),
+        }
+    }
+
+    pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
+        let line_of = |offset: usize| text[..offset.min(text.len())].matches('\n').count() + 1;
+        let err = |line: usize, message: String| ConfigError {
+            file: file.to_owned(),
+            line,
+            message,
+        };
+        // The line where `key = ...` appears (after `after`), for errors
+        // found after parsing.
+        let find = |key: &str, value: Option<&str>| -> usize {
+            let mut best = 0;
+            for (i, l) in text.lines().enumerate() {
+                let l = l.trim_start();
+                if l.starts_with(key) && value.is_none_or(|v| l.contains(v)) {
+                    best = i + 1;
+                    if value.is_some() {
+                        break;
+                    }
+                }
+            }
+            best
+        };
+        let raw: RawFile = toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|s| line_of(s.start)).unwrap_or(0);
+            let src = text.lines().nth(line.saturating_sub(1)).unwrap_or("").trim();
+            err(line, format!("{} (at `{src}`)", e.message().trim()))
+        })?;
+        let dur = |key: &str, v: &Option<String>, default: Duration| -> Result<Duration, ConfigError> {
+            match v {
+                None => Ok(default),
+                Some(s) => humantime::parse_duration(s)
+                    .map_err(|e| err(find(key, Some(s)), format!("{key} = {s:?}: {e} (use 30s, 5m, 2h)"))),
+            }
+        };
+        let d = Config::default().run;
+        let backoff = raw.run.backoff.as_ref();
+        let run = RunConfig {
+            jobs: raw.run.jobs.unwrap_or(d.jobs),
+            max_attempts: raw.run.max_attempts.unwrap_or(d.max_attempts),
+            backoff_base: dur("backoff", &backoff.and_then(|b| b.base.clone()), d.backoff_base)?,
+            backoff_cap: dur("backoff", &backoff.and_then(|b| b.cap.clone()), d.backoff_cap)?,
+            memory_floor: match &raw.run.memory_floor {
+                None => d.memory_floor,
+                Some(s) => parse_size(s).map_err(|e| err(find("memory_floor", None), format!("memory_floor: {e}")))?,
+            },
+            lease: dur("lease", &raw.run.lease, d.lease)?,
+            kill_grace: dur("kill_grace", &raw.run.kill_grace, d.kill_grace)?,
+            failure_tail: match &raw.run.failure_tail {
+                None => d.failure_tail,
+                Some(s) => parse_size(s).map_err(|e| err(find("failure_tail", None), format!("failure_tail: {e}")))?
+                    as usize,
+            },
+        };
+        if run.jobs == 0 {
+            return Err(err(find("jobs", None), "jobs must be at least 1".into()));
+        }
+        if run.max_attempts == 0 {
+            return Err(err(find("max_attempts", None), "max_attempts must be at least 1".into()));
+        }
+        let mut agents = Vec::new();
+        for a in raw.agent {
+            let line = find("name", Some(&format!("\"{}\"", a.name)));
+            if a.command.is_empty() {
+                return Err(err(line, format!("agent {:?}: command must not be empty", a.name)));
+            }
+            if agents.iter().any(|x: &Agent| x.name == a.name) {
+                return Err(err(line, format!("agent {:?} is defined twice", a.name)));
+            }
+            let mut rate_limit = Vec::new();
+            for p in &a.rate_limit {
+                let pattern = Regex::new(p).map_err(|e| {
+                    err(find("rate_limit", None), format!("agent {:?}: rate_limit pattern {p:?}: {e}", a.name))
+                })?;
+                rate_limit.push(RateLimit { pattern });
+            }
+            agents.push(Agent {
+                timeout: dur("timeout", &a.timeout, Duration::from_secs(30 * 60))?,
+                cooldown: dur("cooldown", &a.cooldown, Duration::from_secs(5 * 60))?,
+                max_concurrent: a.max_concurrent.unwrap_or(usize::MAX).max(1),
+                name: a.name,
+                command: a.command,
+                rate_limit,
+                failover: a.failover,
+                env: a.env,
+            });
+        }
+        for a in &agents {
+            for f in &a.failover {
+                if !agents.iter().any(|x| &x.name == f) {
+                    return Err(err(
+                        find("failover", Some(f)),
+                        format!("agent {:?}: failover names {f:?}, which is not an agent here", a.name),
+                    ));
+                }
+            }
+        }
+        let mut gates: Vec<Gate> = Vec::new();
+        for g in raw.gate {
+            let line = find("name", Some(&format!("\"{}\"", g.name)));
+            if g.command.is_empty() {
+                return Err(err(line, format!("gate {:?}: command must not be empty", g.name)));
+            }
+            if gates.iter().any(|x| x.name == g.name) {
+                return Err(err(line, format!("gate {:?} is defined twice", g.name)));
+            }
+            gates.push(Gate {
+                timeout: dur("timeout", &g.timeout, Duration::from_secs(10 * 60))?,
+                name: g.name,
+                command: g.command,
+                env: g.env,
+            });
+        }
+        let _ = (raw.server, raw.cache);
+        Ok(Config {
+            run,
+            agents,
+            gates,
+            merge_into: raw.merge.map(|m| m.into),
+        })
+    }
+
+    pub fn agent(&self, name: &str) -> Option<&Agent> {
+        self.agents.iter().find(|a| a.name == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[run]
+jobs = 2
+max_attempts = 2
+backoff = { base = "10ms", cap = "1s" }
+memory_floor = "64MiB"
+
+[[agent]]
+name = "claude"
+command = ["claude", "-p", "{prompt}"]
+max_concurrent = 2
+timeout = "30m"
+cooldown = "5m"
+rate_limit = ['(?i)usage limit.*reset at (?P<reset>[0-9:apm ]+)', '(?i)retry after (?P<retry_after>\d+)']
+failover = ["codex"]
+
+[[agent]]
+name = "codex"
+command = ["codex", "exec", "{prompt}"]
+
+[[gate]]
+name = "test"
+command = ["cargo", "test"]
+timeout = "10m"
+env = ["PATH", "HOME"]
+
+[merge]
+into = "main"
+"#;
+
+    #[test]
+    fn parses_the_documented_example() {
+        let c = Config::parse("c.toml", GOOD).unwrap();
+        assert_eq!(c.run.jobs, 2);
+        assert_eq!(c.run.backoff_base, Duration::from_millis(10));
+        assert_eq!(c.run.memory_floor, 64 << 20);
+        assert_eq!(c.agents.len(), 2);
+        assert_eq!(c.agents[0].rate_limit.len(), 2);
+        assert_eq!(c.agents[0].failover, vec!["codex"]);
+        assert_eq!(c.gates[0].env, vec!["PATH", "HOME"]);
+        assert_eq!(c.merge_into.as_deref(), Some("main"));
+    }
+
+    #[test]
+    fn errors_name_file_line_and_key() {
+        let bad = GOOD.replace("max_concurrent = 2", "max_concurent = 2");
+        let e = Config::parse("c.toml", &bad).unwrap_err().to_string();
+        assert!(e.starts_with("c.toml:11:"), "{e}");
+        assert!(e.contains("max_concurent"), "{e}");
+        let bad = GOOD.replace("timeout = \"30m\"", "timeout = \"thirty\"");
+        let e = Config::parse("c.toml", &bad).unwrap_err().to_string();
+        assert!(e.starts_with("c.toml:12:") && e.contains("timeout"), "{e}");
+        let bad = GOOD.replace("failover = [\"codex\"]", "failover = [\"gemini\"]");
+        let e = Config::parse("c.toml", &bad).unwrap_err().to_string();
+        assert!(e.starts_with("c.toml:15:") && e.contains("gemini"), "{e}");
+        let bad = GOOD.replace("(?P<retry_after>", "(?P<retry_after");
+        let e = Config::parse("c.toml", &bad).unwrap_err().to_string();
+        assert!(e.contains("c.toml:14:") && e.contains("rate_limit"), "{e}");
+        let bad = GOOD.replace("jobs = 2", "jobs = \"two\"");
+        let e = Config::parse("c.toml", &bad).unwrap_err().to_string();
+        assert!(e.starts_with("c.toml:3:") && e.contains("jobs"), "{e}");
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("512MiB").unwrap(), 512 << 20);
+        assert_eq!(parse_size("10GiB").unwrap(), 10 << 30);
+        assert_eq!(parse_size("7").unwrap(), 7);
+        assert!(parse_size("5 parsecs").is_err());
+    }
+}

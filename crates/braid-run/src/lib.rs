@@ -1,0 +1,5 @@
+//! braid-run: the engine. Reads the project's configuration, claims ready
+//! work under leases, runs agents and gates in supervised process groups,
+//! retries with the failure fed back, and records everything as events.
+
+pub mod config;
