@@ -1,1 +1,167 @@
-//! git
+//! braid-git: git through the git CLI — worktrees for tasks, branch names,
+//! and the content identity of a worktree (for cache keys). Knows refs and
+//! paths, not tasks.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error("git {args}: {message}")]
+    Git { args: String, message: String },
+    #[error("running git: {0}")]
+    Spawn(#[from] std::io::Error),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+fn git(dir: &Path, args: &[&str]) -> Result<Output> {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .output()?;
+    if !out.status.success() {
+        return Err(Error::Git {
+            args: args.join(" "),
+            message: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        });
+    }
+    Ok(out)
+}
+
+fn text(out: Output) -> String {
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// The top of the git work tree containing `dir`, or `None` outside git.
+pub fn repo_root(dir: &Path) -> Option<PathBuf> {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["rev-parse", "--show-toplevel"])
+        .output()
+        .ok()?;
+    out.status.success().then(|| PathBuf::from(text(out)))
+}
+
+/// True when `repo` has at least one commit (a worktree needs a HEAD).
+pub fn has_head(repo: &Path) -> bool {
+    git(repo, &["rev-parse", "--verify", "-q", "HEAD"]).is_ok()
+}
+
+/// Creates the worktree at `path` on `branch` (from HEAD when the branch is
+/// new), or reuses it when it is already there.
+pub fn ensure_worktree(repo: &Path, path: &Path, branch: &str) -> Result<()> {
+    if path.join(".git").exists() {
+        return Ok(());
+    }
+    let p = path.to_string_lossy();
+    let exists = git(repo, &["rev-parse", "--verify", "-q", &format!("refs/heads/{branch}")]).is_ok();
+    if exists {
+        git(repo, &["worktree", "add", &p, branch])?;
+    } else {
+        git(repo, &["worktree", "add", "-b", branch, &p, "HEAD"])?;
+    }
+    Ok(())
+}
+
+/// Removes a worktree (its branch stays, for review and merging).
+pub fn remove_worktree(repo: &Path, path: &Path) -> Result<()> {
+    if path.exists() {
+        git(repo, &["worktree", "remove", "--force", &path.to_string_lossy()])?;
+    }
+    git(repo, &["worktree", "prune"])?;
+    Ok(())
+}
+
+/// Worktrees of the repository: (path, branch if any).
+pub fn worktrees(repo: &Path) -> Result<Vec<(PathBuf, Option<String>)>> {
+    let out = text(git(repo, &["worktree", "list", "--porcelain"])?);
+    let mut list = Vec::new();
+    let mut cur: Option<(PathBuf, Option<String>)> = None;
+    for line in out.lines() {
+        if let Some(p) = line.strip_prefix("worktree ") {
+            if let Some(c) = cur.take() {
+                list.push(c);
+            }
+            cur = Some((PathBuf::from(p), None));
+        } else if let Some(b) = line.strip_prefix("branch refs/heads/") {
+            if let Some(c) = cur.as_mut() {
+                c.1 = Some(b.to_owned());
+            }
+        }
+    }
+    list.extend(cur);
+    Ok(list)
+}
+
+/// What a worktree's content is: the tree of HEAD plus, when there are
+/// uncommitted changes, the bytes that describe them (the diff against HEAD
+/// and every untracked file's path and content). Equal identities mean equal
+/// content; callers hash it.
+pub fn content_identity(worktree: &Path) -> Result<(String, Vec<u8>)> {
+    let tree = text(git(worktree, &["rev-parse", "HEAD^{tree}"])?);
+    let status = git(worktree, &["status", "--porcelain", "-z", "--untracked-files=all"])?;
+    if status.stdout.is_empty() {
+        return Ok((tree, Vec::new()));
+    }
+    let mut dirty = git(worktree, &["diff", "HEAD", "--binary"])?.stdout;
+    let untracked = git(worktree, &["ls-files", "--others", "--exclude-standard", "-z"])?.stdout;
+    for name in untracked.split(|b| *b == 0).filter(|n| !n.is_empty()) {
+        dirty.extend_from_slice(b"\0untracked\0");
+        dirty.extend_from_slice(name);
+        dirty.push(0);
+        let path = worktree.join(String::from_utf8_lossy(name).as_ref());
+        if let Ok(bytes) = std::fs::read(&path) {
+            dirty.extend_from_slice(&bytes);
+        }
+    }
+    Ok((tree, dirty))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn repo() -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        let run = |args: &[&str]| assert!(Command::new("git").arg("-C").arg(d.path()).args(args).status().unwrap().success());
+        run(&["init", "-q", "-b", "main"]);
+        run(&["config", "user.email", "t@example.com"]);
+        run(&["config", "user.name", "t"]);
+        std::fs::write(d.path().join("a.txt"), "a").unwrap();
+        run(&["add", "."]);
+        run(&["commit", "-q", "-m", "init"]);
+        d
+    }
+
+    #[test]
+    fn worktree_lifecycle_and_content_identity() {
+        let r = repo();
+        let root = repo_root(r.path()).unwrap();
+        assert!(has_head(&root));
+        let wt = r.path().join(".braid/worktrees/br-1");
+        ensure_worktree(&root, &wt, "braid/br-1").unwrap();
+        assert!(wt.join("a.txt").exists());
+        ensure_worktree(&root, &wt, "braid/br-1").unwrap(); // reused
+        let list = worktrees(&root).unwrap();
+        assert!(list.iter().any(|(_, b)| b.as_deref() == Some("braid/br-1")));
+        let (tree, dirty) = content_identity(&wt).unwrap();
+        assert_eq!(tree.len(), 40);
+        assert!(dirty.is_empty());
+        std::fs::write(wt.join("new.txt"), "x").unwrap();
+        let (_, d1) = content_identity(&wt).unwrap();
+        std::fs::write(wt.join("new.txt"), "y").unwrap();
+        let (_, d2) = content_identity(&wt).unwrap();
+        assert!(!d1.is_empty() && d1 != d2, "untracked content changes the identity");
+        remove_worktree(&root, &wt).unwrap();
+        assert!(!wt.exists());
+        // The branch survives; re-creating the worktree checks it out again.
+        ensure_worktree(&root, &wt, "braid/br-1").unwrap();
+        assert!(wt.join("a.txt").exists());
+        assert!(repo_root(tempfile::tempdir().unwrap().path()).is_none());
+    }
+}

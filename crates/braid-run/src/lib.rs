@@ -3,3 +3,10 @@
 //! retries with the failure fed back, and records everything as events.
 
 pub mod config;
+pub mod engine;
+pub mod prompt;
+pub mod supervise;
+pub mod telemetry;
+
+pub use config::Config;
+pub use engine::{Engine, Paths, Report, RunOptions};

@@ -84,6 +84,10 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Export(a) => crate::transfer::export(&ctx, a),
         Command::Snapshot(a) => crate::snapshot::run(&ctx, a),
         Command::Demo(a) => crate::demo::run(&ctx, a),
+        Command::Run(a) => crate::run::run(&ctx, a),
+        Command::Context(a) => crate::run::context(&ctx, a),
+        Command::Logs(a) => crate::run::logs(&ctx, a),
+        Command::Gc => crate::run::gc(&ctx),
     }
 }
 

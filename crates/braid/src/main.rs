@@ -9,6 +9,7 @@ mod exit;
 mod formats;
 mod fsx;
 mod project;
+mod run;
 mod snapshot;
 mod style;
 mod transfer;
@@ -89,6 +90,14 @@ pub enum Command {
     /// Save, list, restore and prune database snapshots in .braid/backups/.
     #[command(subcommand)]
     Snapshot(snapshot::SnapshotCmd),
+    /// Dispatch ready work to agents, run gates, retry failures (see docs/config.md).
+    Run(run::RunArgs),
+    /// Print exactly what an agent would be told about a task.
+    Context(run::ContextArgs),
+    /// Show a task's agent and gate logs; --follow keeps printing.
+    Logs(run::LogsArgs),
+    /// Remove workspaces of tasks that no longer need them.
+    Gc,
     /// Create a sample project (an epic tree of ~30 tasks) and show it.
     Demo(demo::DemoArgs),
 }

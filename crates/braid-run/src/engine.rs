@@ -1,0 +1,912 @@
+//! The scheduler: one loop owns all dispatch state and reacts to messages —
+//! a process exited, the database changed (OS file notification), a signal
+//! arrived — and to timers it computes itself (process timeouts, retry
+//! backoffs, cooldowns, lease heartbeats). Nothing polls: between events the
+//! loop blocks on its channel until the earliest timer.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::time::{Duration, Instant};
+
+use braid_core::{Event, EventKind, State, TaskId};
+use braid_store::{Command, Store};
+use serde_json::json;
+
+use crate::config::{Agent, Config, Gate};
+use crate::supervise::{self, Exit, Spec};
+use crate::telemetry::Telemetry;
+
+/// Bytes of an agent's log scanned for rate-limit messages.
+const RATE_LIMIT_SCAN: usize = 64 * 1024;
+/// After the first SIGINT/SIGTERM, running work gets this long to finish.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// Re-check available memory this often while below the floor (the OS does
+/// not notify when memory comes back).
+const MEMORY_RECHECK: Duration = Duration::from_secs(1);
+
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    pub follow: bool,
+    pub max_tasks: Option<usize>,
+    pub only: Vec<TaskId>,
+    pub actor: String,
+}
+
+/// Where the project lives.
+#[derive(Clone, Debug)]
+pub struct Paths {
+    /// The `.braid` directory.
+    pub braid_dir: PathBuf,
+    /// The database file (watched for changes).
+    pub db: PathBuf,
+    /// The git repository root, when the project is in one with a commit.
+    pub repo: Option<PathBuf>,
+}
+
+impl Paths {
+    pub fn logs(&self, id: &TaskId) -> PathBuf {
+        self.braid_dir.join("logs").join(id.as_str())
+    }
+
+    /// Where a task's agent works: a git worktree, or a scratch directory.
+    pub fn workspace(&self, id: &TaskId) -> PathBuf {
+        if self.repo.is_some() {
+            self.braid_dir.join("worktrees").join(id.as_str())
+        } else {
+            self.braid_dir.join("work").join(id.as_str())
+        }
+    }
+}
+
+/// How a run ended.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Report {
+    pub dispatched: usize,
+    pub review: usize,
+    pub done: usize,
+    pub failed: usize,
+    pub released: usize,
+    pub interrupted: bool,
+}
+
+impl Report {
+    pub fn exit_code(&self) -> i32 {
+        if self.failed > 0 || self.interrupted { 1 } else { 0 }
+    }
+}
+
+#[derive(Debug)]
+enum Msg {
+    Exited { key: u64, exit: Exit },
+    StoreChanged,
+    Signal,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum ProcKind {
+    Agent(String),
+    Gate(String),
+}
+
+struct Proc {
+    task: TaskId,
+    kind: ProcKind,
+    pgid: u32,
+    started: Instant,
+    deadline: Instant,
+    killed_at: Option<Instant>,
+    log: PathBuf,
+}
+
+struct Work {
+    token: String,
+    attempt: u32,
+    agent: String,
+    workspace: PathBuf,
+    gates_pending: usize,
+    failure: Option<(String, String)>,
+    retry_at: Option<Instant>,
+}
+
+pub struct Engine<'a> {
+    store: &'a dyn Store,
+    config: Config,
+    paths: Paths,
+    opts: RunOptions,
+    on_event: Box<dyn FnMut(&Event) + 'a>,
+    tx: Sender<Msg>,
+    rx: Receiver<Msg>,
+    works: HashMap<TaskId, Work>,
+    procs: HashMap<u64, Proc>,
+    gate_queue: VecDeque<(TaskId, Gate)>,
+    busy: HashMap<String, usize>,
+    cooldown: HashMap<String, Instant>,
+    next_key: u64,
+    stopping: Option<Instant>,
+    memory_wait: Option<Instant>,
+    next_heartbeat: Instant,
+    /// When the earliest lease held by someone else expires (ms since epoch).
+    lease_timer: Option<i64>,
+    telemetry: Telemetry,
+    report: Report,
+    /// Dispatch latency samples: ready seen -> process spawned.
+    pub latencies: Vec<Duration>,
+}
+
+impl<'a> Engine<'a> {
+    pub fn new(
+        store: &'a dyn Store,
+        config: Config,
+        paths: Paths,
+        opts: RunOptions,
+        on_event: Box<dyn FnMut(&Event) + 'a>,
+    ) -> Engine<'a> {
+        let (tx, rx) = mpsc::channel();
+        let telemetry = Telemetry::new(&paths.braid_dir.join("telemetry"), Duration::from_secs(30 * 86_400));
+        let beat = config.run.lease / 3;
+        Engine {
+            store,
+            config,
+            paths,
+            opts,
+            on_event,
+            tx,
+            rx,
+            works: HashMap::new(),
+            procs: HashMap::new(),
+            gate_queue: VecDeque::new(),
+            busy: HashMap::new(),
+            cooldown: HashMap::new(),
+            next_key: 0,
+            stopping: None,
+            memory_wait: None,
+            next_heartbeat: Instant::now() + beat,
+            lease_timer: None,
+            telemetry,
+            report: Report::default(),
+            latencies: Vec::new(),
+        }
+    }
+
+    fn lease_ms(&self) -> i64 {
+        self.config.run.lease.as_millis() as i64
+    }
+
+    fn emit(&mut self, events: &[Event]) {
+        for e in events {
+            (self.on_event)(e);
+            let line = json!({
+                "seq": e.seq, "at": e.at, "actor": e.actor, "kind": e.kind.as_str(),
+                "task": e.task, "payload": e.payload,
+            });
+            self.telemetry.record(line.to_string());
+        }
+    }
+
+    fn apply(&mut self, cmd: Command) -> Result<braid_store::Applied, braid_store::Error> {
+        let actor = self.opts.actor.clone();
+        let r = self.store.apply(&actor, cmd);
+        if let Ok(a) = &r {
+            let events = a.events.clone();
+            self.emit(&events);
+        }
+        r
+    }
+
+    fn record(&mut self, id: &TaskId, kind: EventKind, payload: serde_json::Value) {
+        let _ = self.apply(Command::Record { id: id.clone(), kind, payload });
+    }
+
+    /// Runs until nothing is running and nothing can start (or, with
+    /// `follow`, until a signal).
+    pub fn run(mut self) -> Result<Report, braid_store::Error> {
+        let _watcher = self.watch_store();
+        self.watch_signals();
+        self.rescue_expired()?;
+        loop {
+            self.dispatch()?;
+            if self.finished()? {
+                break;
+            }
+            let now = Instant::now();
+            let wait = self.next_deadline().map(|d| d.saturating_duration_since(now));
+            let msg = match wait {
+                Some(w) => match self.rx.recv_timeout(w) {
+                    Ok(m) => Some(m),
+                    Err(mpsc::RecvTimeoutError::Timeout) => None,
+                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                },
+                None => self.rx.recv().ok(),
+            };
+            if let Some(m) = msg {
+                self.handle(m)?;
+                // Coalesce whatever else arrived meanwhile.
+                while let Ok(m) = self.rx.try_recv() {
+                    self.handle(m)?;
+                }
+            }
+            self.on_timers()?;
+        }
+        self.telemetry.flush();
+        Ok(self.report.clone())
+    }
+
+    fn watch_store(&self) -> Option<notify::RecommendedWatcher> {
+        use notify::Watcher;
+        let tx = self.tx.clone();
+        let db_name = self.paths.db.file_name()?.to_string_lossy().into_owned();
+        let wal = format!("{db_name}-wal");
+        let mut w = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+            if let Ok(ev) = res {
+                let hit = matches!(ev.kind, notify::EventKind::Modify(_) | notify::EventKind::Create(_))
+                    && ev.paths.iter().any(|p| {
+                        p.file_name().is_some_and(|n| {
+                            let n = n.to_string_lossy();
+                            n == db_name || n == wal
+                        })
+                    });
+                if hit {
+                    let _ = tx.send(Msg::StoreChanged);
+                }
+            }
+        })
+        .ok()?;
+        w.watch(self.paths.db.parent()?, notify::RecursiveMode::NonRecursive).ok()?;
+        Some(w)
+    }
+
+    fn watch_signals(&self) {
+        let tx = self.tx.clone();
+        if let Ok(mut signals) = signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM]) {
+            std::thread::spawn(move || {
+                for _ in signals.forever() {
+                    if tx.send(Msg::Signal).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    }
+
+    /// Takes back claims whose lease expired (their holder died). Only a
+    /// matching token is rescued, so a claim renewed meanwhile is left alone.
+    fn rescue_expired(&mut self) -> Result<(), braid_store::Error> {
+        loop {
+            let expired = self.store.expired_leases(braid_store::sqlite::now_ms(), 100)?;
+            if expired.is_empty() {
+                return Ok(());
+            }
+            for (id, token) in expired {
+                let _ = self.apply(Command::Rescue { id, token });
+            }
+        }
+    }
+
+    fn slots_free(&self) -> usize {
+        self.config.run.jobs.saturating_sub(self.procs.len())
+    }
+
+    fn agent_available(&self, name: &str, now: Instant) -> bool {
+        let Some(a) = self.config.agent(name) else { return false };
+        self.cooldown.get(name).is_none_or(|t| *t <= now) && self.busy.get(name).copied().unwrap_or(0) < a.max_concurrent
+    }
+
+    /// The agent for a task: its own (or the first), else the first free one
+    /// of its failover list.
+    fn pick_agent(&self, preferred: Option<&str>, now: Instant) -> Option<String> {
+        let first = preferred
+            .and_then(|p| self.config.agent(p))
+            .or_else(|| self.config.agents.first())?;
+        std::iter::once(&first.name)
+            .chain(first.failover.iter())
+            .find(|n| self.agent_available(n, now))
+            .cloned()
+    }
+
+    fn memory_ok(&mut self) -> bool {
+        match available_memory() {
+            Some(avail) if avail < self.config.run.memory_floor => {
+                self.memory_wait = Some(Instant::now() + MEMORY_RECHECK);
+                false
+            }
+            _ => {
+                self.memory_wait = None;
+                true
+            }
+        }
+    }
+
+    fn dispatch(&mut self) -> Result<(), braid_store::Error> {
+        // Gates of finished agents first: they complete work in flight.
+        while self.slots_free() > 0 {
+            let Some((id, gate)) = self.gate_queue.pop_front() else { break };
+            self.start_gate(&id, &gate);
+        }
+        let now = Instant::now();
+        // Retries whose backoff is over.
+        let due: Vec<TaskId> = self
+            .works
+            .iter()
+            .filter(|(_, w)| w.retry_at.is_some_and(|t| t <= now))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in due {
+            if self.slots_free() == 0 || self.stopping.is_some() {
+                break;
+            }
+            let token = self.works[&id].token.clone();
+            let Some(agent) = self.pick_agent(Some(&self.works[&id].agent.clone()), now) else { continue };
+            if !self.memory_ok() {
+                break;
+            }
+            let lease_ms = self.lease_ms();
+            match self.apply(Command::NextAttempt { id: id.clone(), token, lease_ms }) {
+                Ok(a) => {
+                    let w = self.works.get_mut(&id).expect("work present");
+                    w.retry_at = None;
+                    w.attempt = a.task.lease.map(|l| l.attempt).unwrap_or(w.attempt + 1);
+                    w.agent = agent;
+                    w.failure = None;
+                    self.start_agent(&id, now);
+                }
+                Err(_) => self.drop_work(&id),
+            }
+        }
+        // New work.
+        if self.stopping.is_some() || self.config.agents.is_empty() {
+            return Ok(());
+        }
+        while self.slots_free() > 0 {
+            if self.opts.max_tasks.is_some_and(|m| self.report.dispatched >= m) {
+                break;
+            }
+            let want = self.slots_free() * 4 + 8;
+            let ready = if self.opts.only.is_empty() {
+                self.store.ready(want)?
+            } else {
+                let mut v = Vec::new();
+                for id in &self.opts.only {
+                    if let Ok(t) = self.store.task(id) {
+                        if t.ready {
+                            v.push(t);
+                        }
+                    }
+                }
+                v
+            };
+            let seen = Instant::now();
+            let mut started = false;
+            for t in ready {
+                if self.works.contains_key(&t.id) {
+                    continue;
+                }
+                let Some(agent) = self.pick_agent(t.agent.as_deref(), seen) else { continue };
+                if !self.memory_ok() {
+                    return Ok(());
+                }
+                let claim = Command::Claim { id: Some(t.id.clone()), assignee: agent.clone(), lease_ms: self.lease_ms() };
+                let Ok(a) = self.apply(claim) else { continue }; // another runner took it
+                let workspace = self.paths.workspace(&t.id);
+                self.works.insert(
+                    t.id.clone(),
+                    Work {
+                        token: a.lease_token.clone().unwrap_or_default(),
+                        attempt: a.task.lease.as_ref().map(|l| l.attempt).unwrap_or(1),
+                        agent,
+                        workspace,
+                        gates_pending: 0,
+                        failure: None,
+                        retry_at: None,
+                    },
+                );
+                self.report.dispatched += 1;
+                self.start_agent(&t.id, seen);
+                started = true;
+                break;
+            }
+            if !started {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn prepare_workspace(&self, id: &TaskId, path: &Path) -> Result<(), String> {
+        match &self.paths.repo {
+            Some(repo) => braid_git::ensure_worktree(repo, path, &format!("braid/{id}")).map_err(|e| e.to_string()),
+            None => std::fs::create_dir_all(path).map_err(|e| format!("{}: {e}", path.display())),
+        }
+    }
+
+    fn start_agent(&mut self, id: &TaskId, ready_seen: Instant) {
+        let w = &self.works[id];
+        let (agent_name, attempt, workspace) = (w.agent.clone(), w.attempt, w.workspace.clone());
+        let agent: Agent = self.config.agent(&agent_name).expect("picked from config").clone();
+        if let Err(e) = self.prepare_workspace(id, &workspace) {
+            self.attempt_failed(id, "preparing the workspace".into(), e);
+            return;
+        }
+        let logs = self.paths.logs(id);
+        let prompt = match crate::prompt::build(self.store, id) {
+            Ok(p) => p,
+            Err(e) => format!("Task {id}. (The task could not be read: {e}.)"),
+        };
+        let prompt_file = logs.join(format!("{attempt}-prompt.md"));
+        let _ = std::fs::create_dir_all(&logs).and_then(|()| std::fs::write(&prompt_file, &prompt));
+        let subst = |s: &str| {
+            s.replace("{prompt_file}", &prompt_file.to_string_lossy())
+                .replace("{prompt}", &prompt)
+                .replace("{task}", id.as_str())
+                .replace("{worktree}", &workspace.to_string_lossy())
+        };
+        let spec = Spec {
+            argv: agent.command.iter().map(|a| subst(a)).collect(),
+            cwd: workspace.clone(),
+            env_allow: agent.env.clone(),
+            extra_env: vec![
+                ("BRAID_TASK".into(), id.to_string()),
+                ("BRAID_ATTEMPT".into(), attempt.to_string()),
+                ("BRAID_DB".into(), self.paths.db.to_string_lossy().into_owned()),
+            ],
+            log: logs.join(format!("{attempt}-{agent_name}.log")),
+        };
+        *self.busy.entry(agent_name.clone()).or_insert(0) += 1;
+        let spawned = self.spawn(id, ProcKind::Agent(agent_name.clone()), &spec, agent.timeout);
+        if spawned {
+            self.latencies.push(ready_seen.elapsed());
+        }
+        self.record(
+            id,
+            EventKind::Dispatched,
+            json!({"agent": agent_name, "attempt": attempt, "workspace": workspace, "log": spec.log}),
+        );
+    }
+
+    fn start_gate(&mut self, id: &TaskId, gate: &Gate) {
+        let Some(w) = self.works.get(id) else { return };
+        let spec = Spec {
+            argv: gate.command.clone(),
+            cwd: w.workspace.clone(),
+            env_allow: Some(gate.env.clone()),
+            extra_env: Vec::new(),
+            log: self.paths.logs(id).join(format!("{}-gate-{}.log", w.attempt, gate.name)),
+        };
+        self.spawn(id, ProcKind::Gate(gate.name.clone()), &spec, gate.timeout);
+    }
+
+    /// Starts a process and a thread that waits for it and reports back.
+    fn spawn(&mut self, id: &TaskId, kind: ProcKind, spec: &Spec, timeout: Duration) -> bool {
+        let key = self.next_key;
+        self.next_key += 1;
+        let now = Instant::now();
+        match supervise::spawn(spec) {
+            Ok(mut child) => {
+                let pgid = child.id();
+                self.procs.insert(
+                    key,
+                    Proc { task: id.clone(), kind, pgid, started: now, deadline: now + timeout, killed_at: None, log: spec.log.clone() },
+                );
+                let tx = self.tx.clone();
+                std::thread::spawn(move || {
+                    let exit = match child.wait() {
+                        Ok(s) => supervise::exit_of(s),
+                        Err(e) => Exit::SpawnFailed(e.to_string()),
+                    };
+                    let _ = tx.send(Msg::Exited { key, exit });
+                });
+                true
+            }
+            Err(e) => {
+                // Report as an exit so the same path handles it.
+                self.procs.insert(
+                    key,
+                    Proc { task: id.clone(), kind, pgid: 0, started: now, deadline: now + timeout, killed_at: None, log: spec.log.clone() },
+                );
+                let _ = self.tx.send(Msg::Exited { key, exit: Exit::SpawnFailed(format!("{}: {e}", spec.argv[0])) });
+                false
+            }
+        }
+    }
+
+    fn handle(&mut self, msg: Msg) -> Result<(), braid_store::Error> {
+        match msg {
+            Msg::Exited { key, exit } => {
+                if let Some(p) = self.procs.remove(&key) {
+                    self.on_exit(p, exit);
+                }
+            }
+            Msg::StoreChanged => self.check_cancelled()?,
+            Msg::Signal => {
+                if self.stopping.is_some() {
+                    // Second signal: stop now.
+                    self.report.interrupted = true;
+                    self.kill_all();
+                } else {
+                    self.report.interrupted = true;
+                    self.stopping = Some(Instant::now() + SHUTDOWN_GRACE);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A task we run was cancelled (or taken) elsewhere: stop its processes.
+    fn check_cancelled(&mut self) -> Result<(), braid_store::Error> {
+        let ids: Vec<TaskId> = self.works.keys().cloned().collect();
+        for id in ids {
+            let t = self.store.task(&id)?;
+            let ours = t.state == State::InProgress && t.lease.as_ref().is_some_and(|l| l.token == self.works[&id].token);
+            if !ours {
+                self.kill_task(&id);
+                self.drop_work(&id);
+            }
+        }
+        Ok(())
+    }
+
+    fn kill_task(&mut self, id: &TaskId) {
+        let now = Instant::now();
+        for p in self.procs.values_mut().filter(|p| &p.task == id) {
+            if p.pgid != 0 {
+                supervise::terminate(p.pgid);
+            }
+            p.killed_at.get_or_insert(now);
+            p.deadline = now;
+        }
+        self.gate_queue.retain(|(t, _)| t != id);
+    }
+
+    fn kill_all(&mut self) {
+        for p in self.procs.values() {
+            if p.pgid != 0 {
+                supervise::kill(p.pgid);
+            }
+        }
+    }
+
+    fn drop_work(&mut self, id: &TaskId) {
+        if let Some(w) = self.works.remove(id) {
+            let _ = w;
+        }
+    }
+
+    fn on_exit(&mut self, p: Proc, exit: Exit) {
+        let duration_ms = p.started.elapsed().as_millis() as u64;
+        let timed_out = p.killed_at.is_some();
+        match &p.kind {
+            ProcKind::Agent(name) => {
+                if let Some(n) = self.busy.get_mut(name) {
+                    *n = n.saturating_sub(1);
+                }
+                if !self.works.contains_key(&p.task) {
+                    return; // cancelled meanwhile
+                }
+                let mut what = exit.describe();
+                if timed_out {
+                    what = format!("timed out ({what})");
+                }
+                self.record(&p.task, EventKind::AgentFinished, json!({"agent": name, "exit": what, "duration_ms": duration_ms}));
+                if let Some(until) = self.rate_limited(name, &p.log) {
+                    self.cooldown_agent(&p.task, name, until);
+                    return;
+                }
+                if exit.success() && !timed_out {
+                    self.queue_gates(&p.task);
+                } else {
+                    let tail = supervise::tail(&p.log, self.config.run.failure_tail);
+                    self.attempt_failed(&p.task, format!("agent {name} ({what})"), tail);
+                }
+            }
+            ProcKind::Gate(name) => {
+                let passed = exit.success() && !timed_out;
+                self.record(
+                    &p.task,
+                    EventKind::GateFinished,
+                    json!({"gate": name, "passed": passed, "exit": exit.describe(), "timed_out": timed_out, "duration_ms": duration_ms, "cached": false}),
+                );
+                let tail_len = self.config.run.failure_tail;
+                let Some(w) = self.works.get_mut(&p.task) else { return };
+                w.gates_pending = w.gates_pending.saturating_sub(1);
+                if !passed && w.failure.is_none() {
+                    w.failure = Some((format!("gate {name} ({})", exit.describe()), supervise::tail(&p.log, tail_len)));
+                }
+                if w.gates_pending == 0 {
+                    match w.failure.take() {
+                        Some((what, tail)) => self.attempt_failed(&p.task, what, tail),
+                        None => self.succeed(&p.task),
+                    }
+                }
+            }
+        }
+    }
+
+    fn queue_gates(&mut self, id: &TaskId) {
+        let wanted: Vec<String> = self.store.task(id).map(|t| t.gates).unwrap_or_default();
+        let gates: Vec<Gate> = self
+            .config
+            .gates
+            .iter()
+            .filter(|g| wanted.is_empty() || wanted.contains(&g.name))
+            .cloned()
+            .collect();
+        if gates.is_empty() {
+            self.succeed(id);
+            return;
+        }
+        if let Some(w) = self.works.get_mut(id) {
+            w.gates_pending = gates.len();
+        }
+        for g in gates {
+            self.gate_queue.push_back((id.clone(), g));
+        }
+    }
+
+    fn succeed(&mut self, id: &TaskId) {
+        let Some(w) = self.works.remove(id) else { return };
+        let to = if self.config.merge_into.is_some() { State::Review } else { State::Done };
+        let cmd = Command::Finish { id: id.clone(), token: w.token, to, reason: Some("gates passed".into()), refund_attempt: false };
+        if self.apply(cmd).is_ok() {
+            if to == State::Done {
+                self.report.done += 1;
+                if let Some(repo) = &self.paths.repo {
+                    let _ = braid_git::remove_worktree(repo, &w.workspace);
+                }
+            } else {
+                self.report.review += 1;
+            }
+        }
+    }
+
+    fn attempt_failed(&mut self, id: &TaskId, what: String, tail: String) {
+        let Some(w) = self.works.get(id) else { return };
+        let attempt = w.attempt;
+        if attempt < self.config.run.max_attempts && self.stopping.is_none() {
+            let backoff = backoff(self.config.run.backoff_base, self.config.run.backoff_cap, attempt);
+            self.record(
+                id,
+                EventKind::Retrying,
+                json!({"failed": what, "tail": tail, "attempt": attempt, "backoff_ms": backoff.as_millis() as u64}),
+            );
+            if let Some(w) = self.works.get_mut(id) {
+                w.retry_at = Some(Instant::now() + backoff);
+            }
+            return;
+        }
+        let w = self.works.remove(id).expect("checked above");
+        let reason = format!("{what}; attempt {attempt} of {}", self.config.run.max_attempts);
+        let cmd = Command::Finish { id: id.clone(), token: w.token, to: State::Failed, reason: Some(reason), refund_attempt: false };
+        if self.apply(cmd).is_ok() {
+            self.report.failed += 1;
+        }
+    }
+
+    /// When the agent's output matches one of its rate-limit patterns: until
+    /// when it should rest.
+    fn rate_limited(&self, agent: &str, log: &Path) -> Option<Instant> {
+        let a = self.config.agent(agent)?;
+        if a.rate_limit.is_empty() {
+            return None;
+        }
+        let text = supervise::tail(log, RATE_LIMIT_SCAN);
+        for rl in &a.rate_limit {
+            if let Some(c) = rl.pattern.captures(&text) {
+                let wait = c
+                    .name("retry_after")
+                    .and_then(|m| m.as_str().trim().parse::<u64>().ok())
+                    .map(Duration::from_secs)
+                    .or_else(|| c.name("reset").and_then(|m| until_clock(m.as_str())))
+                    .unwrap_or(a.cooldown);
+                return Some(Instant::now() + wait);
+            }
+        }
+        None
+    }
+
+    fn cooldown_agent(&mut self, id: &TaskId, agent: &str, until: Instant) {
+        self.cooldown.insert(agent.to_owned(), until);
+        let secs = until.saturating_duration_since(Instant::now()).as_secs_f64();
+        self.record(id, EventKind::Cooldown, json!({"agent": agent, "seconds": (secs * 1000.0).round() / 1000.0}));
+        if let Some(w) = self.works.remove(id) {
+            let cmd = Command::Finish {
+                id: id.clone(),
+                token: w.token,
+                to: State::Open,
+                reason: Some(format!("agent {agent} is rate limited")),
+                refund_attempt: true,
+            };
+            if self.apply(cmd).is_ok() {
+                self.report.released += 1;
+            }
+        }
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        let mut d: Option<Instant> = None;
+        let mut at = |t: Instant| d = Some(d.map_or(t, |x| x.min(t)));
+        for p in self.procs.values() {
+            at(p.deadline);
+        }
+        for w in self.works.values() {
+            if let Some(t) = w.retry_at {
+                at(t);
+            }
+        }
+        let now = Instant::now();
+        for t in self.cooldown.values().filter(|t| **t > now) {
+            at(*t);
+        }
+        if !self.works.is_empty() {
+            at(self.next_heartbeat);
+        }
+        if let Some(t) = self.memory_wait {
+            at(t);
+        }
+        if let Some(t) = self.telemetry.deadline() {
+            at(t);
+        }
+        if let Some(t) = self.stopping {
+            at(t);
+        }
+        if let Some(ms) = self.lease_timer {
+            let wait = (ms - braid_store::sqlite::now_ms()).max(0) as u64 + 5;
+            at(now + Duration::from_millis(wait));
+        }
+        d
+    }
+
+    fn on_timers(&mut self) -> Result<(), braid_store::Error> {
+        let now = Instant::now();
+        let grace = self.config.run.kill_grace;
+        for p in self.procs.values_mut() {
+            if p.deadline <= now && p.pgid != 0 {
+                if p.killed_at.is_none() {
+                    supervise::terminate(p.pgid);
+                    p.killed_at = Some(now);
+                    p.deadline = now + grace;
+                } else {
+                    supervise::kill(p.pgid);
+                    p.deadline = now + grace;
+                }
+            }
+        }
+        if self.stopping.is_some_and(|t| t <= now) {
+            for p in self.procs.values_mut() {
+                if p.killed_at.is_none() && p.pgid != 0 {
+                    supervise::terminate(p.pgid);
+                    p.killed_at = Some(now);
+                    p.deadline = now + grace;
+                }
+            }
+        }
+        if !self.works.is_empty() && self.next_heartbeat <= now {
+            self.next_heartbeat = now + self.config.run.lease / 3;
+            let lease_ms = self.lease_ms();
+            let ids: Vec<(TaskId, String)> = self.works.iter().map(|(i, w)| (i.clone(), w.token.clone())).collect();
+            for (id, token) in ids {
+                if self.store.apply(&self.opts.actor, Command::Renew { id: id.clone(), token, lease_ms }).is_err() {
+                    // Lost the claim (cancelled or rescued elsewhere).
+                    self.kill_task(&id);
+                    self.drop_work(&id);
+                }
+            }
+        }
+        if self.telemetry.deadline().is_some_and(|t| t <= now) {
+            self.telemetry.flush();
+        }
+        if self.lease_timer.is_some_and(|ms| ms < braid_store::sqlite::now_ms()) {
+            self.lease_timer = None;
+            self.rescue_expired()?;
+        }
+        Ok(())
+    }
+
+    /// True when the run should end.
+    fn finished(&mut self) -> Result<bool, braid_store::Error> {
+        if !self.procs.is_empty() || !self.works.is_empty() || !self.gate_queue.is_empty() {
+            return Ok(false);
+        }
+        if self.stopping.is_some() {
+            return Ok(true);
+        }
+        if self.opts.follow {
+            return Ok(false);
+        }
+        if self.config.agents.is_empty() || self.opts.max_tasks.is_some_and(|m| self.report.dispatched >= m) {
+            return Ok(true);
+        }
+        // Work claimed by another runner may still finish (making more work
+        // ready) or, if that runner died, be rescued when its lease expires.
+        self.lease_timer = self.store.next_lease_expiry()?;
+        if self.lease_timer.is_some() {
+            return Ok(false);
+        }
+        // Ready work that only waits for an agent's cooldown keeps us here.
+        let now = Instant::now();
+        let cooling = self.cooldown.values().any(|t| *t > now);
+        let waiting = if self.opts.only.is_empty() {
+            !self.store.ready(1)?.is_empty()
+        } else {
+            self.opts.only.iter().any(|id| self.store.task(id).is_ok_and(|t| t.ready))
+        };
+        Ok(!(waiting && (cooling || self.memory_wait.is_some())))
+    }
+}
+
+/// Exponential backoff with jitter: base · 2^(attempt-1), capped, times a
+/// random factor in [0.5, 1.5).
+pub fn backoff(base: Duration, cap: Duration, attempt: u32) -> Duration {
+    let exp = base.saturating_mul(1u32 << attempt.saturating_sub(1).min(20)).min(cap);
+    let mut b = [0u8; 2];
+    let _ = getrandom_fill(&mut b);
+    let jitter = 0.5 + (u16::from_le_bytes(b) as f64 / 65536.0);
+    exp.mul_f64(jitter).min(cap)
+}
+
+fn getrandom_fill(buf: &mut [u8]) -> Option<()> {
+    use std::io::Read;
+    std::fs::File::open("/dev/urandom").ok()?.read_exact(buf).ok()
+}
+
+/// Time until a wall-clock time like `3pm`, `3:30 pm` or `15:30` (local),
+/// today or tomorrow.
+pub fn until_clock(s: &str) -> Option<Duration> {
+    let t = s.trim().to_ascii_lowercase().replace(' ', "");
+    let (body, pm, am) = if let Some(b) = t.strip_suffix("pm") {
+        (b.to_owned(), true, false)
+    } else if let Some(b) = t.strip_suffix("am") {
+        (b.to_owned(), false, true)
+    } else {
+        (t.clone(), false, false)
+    };
+    let (h, m) = match body.split_once(':') {
+        Some((h, m)) => (h.parse::<i8>().ok()?, m.parse::<i8>().ok()?),
+        None => (body.parse::<i8>().ok()?, 0),
+    };
+    let h = match (pm, am, h) {
+        (true, _, 12) => 12,
+        (true, _, h) => h + 12,
+        (_, true, 12) => 0,
+        (_, _, h) => h,
+    };
+    let now = jiff::ZonedDateTime::now();
+    let today = now.date().at(h, m, 0, 0).to_zoned_datetime(now.time_zone().clone()).ok()?;
+    let target = if today > now { today } else { today.checked_add(jiff::Span::new().days(1)).ok()? };
+    let secs = (target.timestamp().as_second() - now.timestamp().as_second()).max(0) as u64;
+    Some(Duration::from_secs(secs))
+}
+
+/// MemAvailable from /proc/meminfo, in bytes.
+fn available_memory() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped_with_jitter() {
+        let base = Duration::from_secs(2);
+        let cap = Duration::from_secs(60);
+        for _ in 0..50 {
+            let b1 = backoff(base, cap, 1);
+            assert!(b1 >= Duration::from_secs(1) && b1 < Duration::from_secs(3), "{b1:?}");
+            let b3 = backoff(base, cap, 3);
+            assert!(b3 >= Duration::from_secs(4) && b3 < Duration::from_secs(12), "{b3:?}");
+            assert!(backoff(base, cap, 30) <= cap);
+        }
+    }
+
+    #[test]
+    fn clock_times_parse() {
+        for s in ["3pm", "3:30 pm", "15:30", "12am", "9"] {
+            let d = until_clock(s).unwrap_or_else(|| panic!("{s}"));
+            assert!(d <= Duration::from_secs(86_400), "{s}: {d:?}");
+        }
+        assert!(until_clock("soon").is_none());
+    }
+}

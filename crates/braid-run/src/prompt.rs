@@ -1,0 +1,85 @@
+//! What an agent is told: the task, its acceptance criteria, its parent
+//! chain, the state of its dependencies and, on a retry, the tail of the
+//! failure. A piece that cannot be read degrades the prompt (and says so); it
+//! never fails the dispatch. `braid context ID` prints exactly this.
+
+use std::fmt::Write;
+
+use braid_core::{EventKind, TaskId};
+use braid_store::Store;
+
+/// Builds the prompt for `id` from the store.
+pub fn build(store: &dyn Store, id: &TaskId) -> Result<String, braid_store::Error> {
+    let task = store.task(id)?;
+    let mut p = String::new();
+    let _ = writeln!(p, "# Task {}: {}\n", task.id, task.title);
+    let _ = writeln!(p, "Type: {} · Priority: P{}", task.kind, task.priority);
+    if !task.labels.is_empty() {
+        let _ = writeln!(p, "Labels: {}", task.labels.join(", "));
+    }
+    if !task.description.trim().is_empty() {
+        let _ = writeln!(p, "\n## Description\n\n{}", task.description.trim());
+    }
+    if !task.acceptance.trim().is_empty() {
+        let _ = writeln!(p, "\n## Acceptance criteria\n\n{}", task.acceptance.trim());
+    }
+    // Parent chain, nearest first; bounded so a deep chain stays short.
+    let mut chain = Vec::new();
+    let mut cur = task.parent.clone();
+    let mut degraded = Vec::new();
+    while let Some(pid) = cur {
+        if chain.len() == 20 {
+            chain.push("…".to_owned());
+            break;
+        }
+        match store.task(&pid) {
+            Ok(pt) => {
+                chain.push(format!("{} {} ({}): {}", pt.kind, pt.id, pt.state, pt.title));
+                cur = pt.parent;
+            }
+            Err(e) => {
+                degraded.push(format!("parent {pid}: {e}"));
+                break;
+            }
+        }
+    }
+    if !chain.is_empty() {
+        let _ = writeln!(p, "\n## Part of\n");
+        for c in &chain {
+            let _ = writeln!(p, "- {c}");
+        }
+    }
+    if !task.deps.is_empty() {
+        let _ = writeln!(p, "\n## Dependencies\n");
+        for d in &task.deps {
+            match store.task(&d.id) {
+                Ok(dt) => {
+                    let _ = writeln!(p, "- {} ({}): {} [{}]", dt.id, d.kind, dt.title, dt.state);
+                }
+                Err(e) => degraded.push(format!("dependency {}: {e}", d.id)),
+            }
+        }
+    }
+    match store.task_events(id, 50) {
+        Ok(events) => {
+            if let Some(e) = events.iter().rev().find(|e| e.kind == EventKind::Retrying) {
+                let what = e.payload["failed"].as_str().unwrap_or("a check");
+                let tail = e.payload["tail"].as_str().unwrap_or("");
+                let _ = writeln!(
+                    p,
+                    "\n## The previous attempt failed\n\n{what} failed. The end of its output:\n\n```\n{}\n```\n\nFix the cause, then finish the task.",
+                    tail.trim_end()
+                );
+            }
+        }
+        Err(e) => degraded.push(format!("history: {e}")),
+    }
+    if !degraded.is_empty() {
+        let _ = writeln!(p, "\n(Some context could not be read: {}.)", degraded.join("; "));
+    }
+    let _ = writeln!(
+        p,
+        "\n## How to finish\n\nWork in the current directory (a worktree for this task). Commit your changes. Exit 0 when the task is done; braid then runs the project's checks."
+    );
+    Ok(p)
+}

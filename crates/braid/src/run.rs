@@ -1,0 +1,221 @@
+//! `braid run`, `braid context`, `braid logs` and `braid gc`: the engine's
+//! commands.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use braid_core::{Event, State, TaskId};
+use braid_run::{Config, Engine, Paths, RunOptions};
+use braid_store::Store;
+use clap::Args;
+use serde_json::json;
+
+use crate::cmd::Ctx;
+use crate::exit::{self, Failure};
+use crate::project::Project;
+use crate::view::{EventView, ts};
+
+fn parse_id(s: &str) -> Result<TaskId, String> {
+    TaskId::parse(s).map_err(|e| e.to_string())
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Keep running and wait for new work instead of exiting when idle.
+    #[arg(long, short)]
+    pub follow: bool,
+    /// Dispatch at most this many tasks.
+    #[arg(long)]
+    pub max_tasks: Option<usize>,
+    /// Only run these tasks (when ready).
+    #[arg(long, value_parser = parse_id, num_args = 1..)]
+    pub only: Vec<TaskId>,
+}
+
+pub fn load_config(project: &Project) -> Result<Config> {
+    Config::load(&project.dir.join("config.toml")).map_err(|e| Failure::usage(e.to_string()).into())
+}
+
+pub fn paths(project: &Project) -> Paths {
+    let root = project.dir.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
+    let repo = braid_git::repo_root(&root).filter(|r| braid_git::has_head(r));
+    Paths { braid_dir: project.dir.clone(), db: project.db.clone(), repo }
+}
+
+fn describe(e: &Event) -> String {
+    let p = &e.payload;
+    let s = |k: &str| p[k].as_str().unwrap_or("").to_owned();
+    match e.kind.as_str() {
+        "claimed" => format!("claimed by {} (attempt {})", s("assignee"), p["attempt"]),
+        "dispatched" => format!("agent {} started (attempt {})", s("agent"), p["attempt"]),
+        "agent_finished" => format!("agent {} finished: {} in {} ms", s("agent"), s("exit"), p["duration_ms"]),
+        "gate_finished" => format!(
+            "gate {} {} in {} ms{}",
+            s("gate"),
+            if p["passed"] == true { "passed" } else { "FAILED" },
+            p["duration_ms"],
+            if p["cached"] == true { " (cached)" } else { "" }
+        ),
+        "retrying" => format!("attempt {} failed ({}); retrying in {} ms", p["attempt"], s("failed"), p["backoff_ms"]),
+        "cooldown" => format!("agent {} is rate limited; cooling down {} s", s("agent"), p["seconds"]),
+        "state_changed" => format!("{} -> {}{}", s("from"), s("to"), p["reason"].as_str().map(|r| format!(" ({r})")).unwrap_or_default()),
+        "released" => format!("released back to open ({})", s("reason")),
+        "rescued" => "rescued: its previous runner's lease expired".to_owned(),
+        other => other.to_owned(),
+    }
+}
+
+pub fn run(ctx: &Ctx, a: RunArgs) -> Result<i32> {
+    let (project, store) = ctx.open()?;
+    let config = load_config(&project)?;
+    if config.agents.is_empty() {
+        return Err(Failure::usage(format!(
+            "no [[agent]] in {}: add one, e.g.\n\n[[agent]]\nname = \"claude\"\ncommand = [\"claude\", \"-p\", \"{{prompt}}\"]\n\n(see docs/config.md)",
+            project.dir.join("config.toml").display()
+        ))
+        .into());
+    }
+    let json = ctx.global.json;
+    let style = ctx.style;
+    let on_event = Box::new(move |e: &Event| {
+        let mut out = std::io::stdout().lock();
+        if json {
+            let _ = serde_json::to_writer(&mut out, &EventView::from(e));
+            let _ = writeln!(out);
+        } else {
+            let task = e.task.as_ref().map(|t| t.to_string()).unwrap_or_default();
+            let time = ts(e.at);
+            let _ = writeln!(out, "{} {}  {}", style.dim(&time[11..19.min(time.len())]), style.bold(&task), describe(e));
+        }
+    });
+    let opts = RunOptions { follow: a.follow, max_tasks: a.max_tasks, only: a.only, actor: ctx.actor() };
+    let engine = Engine::new(&store, config, paths(&project), opts, on_event);
+    let report = engine.run()?;
+    if json {
+        // The summary goes to stderr so stdout stays pure JSON lines.
+        eprintln!("{}", json!({"dispatched": report.dispatched, "review": report.review, "done": report.done, "failed": report.failed, "released": report.released, "interrupted": report.interrupted}));
+    } else {
+        println!(
+            "Run finished: {} dispatched, {} done, {} in review, {} failed, {} released.",
+            report.dispatched, report.done, report.review, report.failed, report.released
+        );
+    }
+    Ok(report.exit_code())
+}
+
+#[derive(Args, Debug)]
+pub struct ContextArgs {
+    #[arg(value_parser = parse_id)]
+    pub id: TaskId,
+}
+
+pub fn context(ctx: &Ctx, a: ContextArgs) -> Result<i32> {
+    let (_, store) = ctx.open()?;
+    let prompt = braid_run::prompt::build(&store, &a.id)?;
+    if ctx.global.json {
+        ctx.print_json(&json!({"id": a.id, "prompt": prompt}))?;
+    } else {
+        print!("{prompt}");
+    }
+    Ok(exit::OK)
+}
+
+#[derive(Args, Debug)]
+pub struct LogsArgs {
+    #[arg(value_parser = parse_id)]
+    pub id: TaskId,
+    /// Keep printing as the logs grow.
+    #[arg(long, short)]
+    pub follow: bool,
+}
+
+fn log_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|rd| rd.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "log")).collect())
+        .unwrap_or_default();
+    files.sort_by_key(|p| {
+        let name = p.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        let attempt: u32 = name.split('-').next().and_then(|n| n.parse().ok()).unwrap_or(0);
+        (attempt, name)
+    });
+    files
+}
+
+pub fn logs(ctx: &Ctx, a: LogsArgs) -> Result<i32> {
+    let (project, store) = ctx.open()?;
+    store.task(&a.id)?;
+    let dir = paths(&project).logs(&a.id);
+    let mut offsets: std::collections::HashMap<PathBuf, u64> = std::collections::HashMap::new();
+    let print_new = |offsets: &mut std::collections::HashMap<PathBuf, u64>| -> Result<()> {
+        let mut out = std::io::stdout().lock();
+        for f in log_files(&dir) {
+            let start = offsets.get(&f).copied().unwrap_or(0);
+            let bytes = std::fs::read(&f).with_context(|| format!("reading {}", f.display()))?;
+            if (bytes.len() as u64) > start {
+                if start == 0 {
+                    writeln!(out, "{}", ctx.style.bold(&format!("==> {} <==", f.display())))?;
+                }
+                out.write_all(&bytes[start as usize..])?;
+                offsets.insert(f, bytes.len() as u64);
+            }
+        }
+        out.flush()?;
+        Ok(())
+    };
+    if !a.follow {
+        print_new(&mut offsets)?;
+        if offsets.is_empty() {
+            println!("No logs for {} yet.", a.id);
+        }
+        return Ok(exit::OK);
+    }
+    use notify::Watcher;
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut w = notify::recommended_watcher(move |_res| {
+        let _ = tx.send(());
+    })?;
+    w.watch(&dir, notify::RecursiveMode::NonRecursive)?;
+    print_new(&mut offsets)?;
+    while rx.recv().is_ok() {
+        while rx.try_recv().is_ok() {}
+        print_new(&mut offsets)?;
+    }
+    Ok(exit::OK)
+}
+
+pub fn gc(ctx: &Ctx) -> Result<i32> {
+    let (project, store) = ctx.open()?;
+    let paths = paths(&project);
+    let mut removed = Vec::new();
+    for sub in ["worktrees", "work"] {
+        let dir = project.dir.join(sub);
+        let Ok(rd) = std::fs::read_dir(&dir) else { continue };
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let keep = TaskId::parse(&name)
+                .ok()
+                .and_then(|id| store.task(&id).ok())
+                .is_some_and(|t| matches!(t.state, State::InProgress | State::Review | State::Open | State::Failed));
+            if keep {
+                continue;
+            }
+            let path = e.path();
+            let r = match (&paths.repo, sub) {
+                (Some(repo), "worktrees") => braid_git::remove_worktree(repo, &path).map_err(|e| e.to_string()),
+                _ => std::fs::remove_dir_all(&path).map_err(|e| e.to_string()),
+            };
+            match r {
+                Ok(()) => removed.push(path),
+                Err(err) => eprintln!("could not remove {}: {err}", path.display()),
+            }
+        }
+    }
+    if ctx.global.json {
+        ctx.print_json(&json!({"removed": removed}))?;
+    } else {
+        println!("Removed {} orphaned workspaces.", removed.len());
+    }
+    Ok(exit::OK)
+}
