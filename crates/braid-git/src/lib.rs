@@ -59,7 +59,16 @@ pub fn ensure_worktree(repo: &Path, path: &Path, branch: &str) -> Result<()> {
         return Ok(());
     }
     let p = path.to_string_lossy();
-    let exists = git(repo, &["rev-parse", "--verify", "-q", &format!("refs/heads/{branch}")]).is_ok();
+    let exists = git(
+        repo,
+        &[
+            "rev-parse",
+            "--verify",
+            "-q",
+            &format!("refs/heads/{branch}"),
+        ],
+    )
+    .is_ok();
     if exists {
         git(repo, &["worktree", "add", &p, branch])?;
     } else {
@@ -71,7 +80,10 @@ pub fn ensure_worktree(repo: &Path, path: &Path, branch: &str) -> Result<()> {
 /// Removes a worktree (its branch stays, for review and merging).
 pub fn remove_worktree(repo: &Path, path: &Path) -> Result<()> {
     if path.exists() {
-        git(repo, &["worktree", "remove", "--force", &path.to_string_lossy()])?;
+        git(
+            repo,
+            &["worktree", "remove", "--force", &path.to_string_lossy()],
+        )?;
     }
     git(repo, &["worktree", "prune"])?;
     Ok(())
@@ -88,10 +100,10 @@ pub fn worktrees(repo: &Path) -> Result<Vec<(PathBuf, Option<String>)>> {
                 list.push(c);
             }
             cur = Some((PathBuf::from(p), None));
-        } else if let Some(b) = line.strip_prefix("branch refs/heads/") {
-            if let Some(c) = cur.as_mut() {
-                c.1 = Some(b.to_owned());
-            }
+        } else if let Some(b) = line.strip_prefix("branch refs/heads/")
+            && let Some(c) = cur.as_mut()
+        {
+            c.1 = Some(b.to_owned());
         }
     }
     list.extend(cur);
@@ -104,12 +116,19 @@ pub fn worktrees(repo: &Path) -> Result<Vec<(PathBuf, Option<String>)>> {
 /// content; callers hash it.
 pub fn content_identity(worktree: &Path) -> Result<(String, Vec<u8>)> {
     let tree = text(git(worktree, &["rev-parse", "HEAD^{tree}"])?);
-    let status = git(worktree, &["status", "--porcelain", "-z", "--untracked-files=all"])?;
+    let status = git(
+        worktree,
+        &["status", "--porcelain", "-z", "--untracked-files=all"],
+    )?;
     if status.stdout.is_empty() {
         return Ok((tree, Vec::new()));
     }
     let mut dirty = git(worktree, &["diff", "HEAD", "--binary"])?.stdout;
-    let untracked = git(worktree, &["ls-files", "--others", "--exclude-standard", "-z"])?.stdout;
+    let untracked = git(
+        worktree,
+        &["ls-files", "--others", "--exclude-standard", "-z"],
+    )?
+    .stdout;
     for name in untracked.split(|b| *b == 0).filter(|n| !n.is_empty()) {
         dirty.extend_from_slice(b"\0untracked\0");
         dirty.extend_from_slice(name);
@@ -128,7 +147,17 @@ mod tests {
 
     fn repo() -> tempfile::TempDir {
         let d = tempfile::tempdir().unwrap();
-        let run = |args: &[&str]| assert!(Command::new("git").arg("-C").arg(d.path()).args(args).status().unwrap().success());
+        let run = |args: &[&str]| {
+            assert!(
+                Command::new("git")
+                    .arg("-C")
+                    .arg(d.path())
+                    .args(args)
+                    .status()
+                    .unwrap()
+                    .success()
+            )
+        };
         run(&["init", "-q", "-b", "main"]);
         run(&["config", "user.email", "t@example.com"]);
         run(&["config", "user.name", "t"]);
@@ -156,7 +185,10 @@ mod tests {
         let (_, d1) = content_identity(&wt).unwrap();
         std::fs::write(wt.join("new.txt"), "y").unwrap();
         let (_, d2) = content_identity(&wt).unwrap();
-        assert!(!d1.is_empty() && d1 != d2, "untracked content changes the identity");
+        assert!(
+            !d1.is_empty() && d1 != d2,
+            "untracked content changes the identity"
+        );
         remove_worktree(&root, &wt).unwrap();
         assert!(!wt.exists());
         // The branch survives; re-creating the worktree checks it out again.

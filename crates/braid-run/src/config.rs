@@ -165,7 +165,9 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a size like 512MiB"))?;
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size like 512MiB"))?;
     let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" | "kb" => 1_000,
@@ -176,9 +178,14 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         "gib" => 1 << 30,
         "t" | "tb" => 1_000_000_000_000,
         "tib" => 1 << 40,
-        other => return Err(format!("{s:?}: unknown unit {other:?} (use B, KiB, MiB, GiB)")),
+        other => {
+            return Err(format!(
+                "{s:?}: unknown unit {other:?} (use B, KiB, MiB, GiB)"
+            ));
+        }
     };
-    n.checked_mul(mult).ok_or_else(|| format!("{s:?} is too large"))
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("{s:?} is too large"))
 }
 
 impl Config {
@@ -219,32 +226,51 @@ impl Config {
         };
         let raw: RawFile = toml::from_str(text).map_err(|e| {
             let line = e.span().map(|s| line_of(s.start)).unwrap_or(0);
-            let src = text.lines().nth(line.saturating_sub(1)).unwrap_or("").trim();
+            let src = text
+                .lines()
+                .nth(line.saturating_sub(1))
+                .unwrap_or("")
+                .trim();
             err(line, format!("{} (at `{src}`)", e.message().trim()))
         })?;
-        let dur = |key: &str, v: &Option<String>, default: Duration| -> Result<Duration, ConfigError> {
-            match v {
-                None => Ok(default),
-                Some(s) => humantime::parse_duration(s)
-                    .map_err(|e| err(find(key, Some(s)), format!("{key} = {s:?}: {e} (use 30s, 5m, 2h)"))),
-            }
-        };
+        let dur =
+            |key: &str, v: &Option<String>, default: Duration| -> Result<Duration, ConfigError> {
+                match v {
+                    None => Ok(default),
+                    Some(s) => humantime::parse_duration(s).map_err(|e| {
+                        err(
+                            find(key, Some(s)),
+                            format!("{key} = {s:?}: {e} (use 30s, 5m, 2h)"),
+                        )
+                    }),
+                }
+            };
         let d = Config::default().run;
         let backoff = raw.run.backoff.as_ref();
         let run = RunConfig {
             jobs: raw.run.jobs.unwrap_or(d.jobs),
             max_attempts: raw.run.max_attempts.unwrap_or(d.max_attempts),
-            backoff_base: dur("backoff", &backoff.and_then(|b| b.base.clone()), d.backoff_base)?,
-            backoff_cap: dur("backoff", &backoff.and_then(|b| b.cap.clone()), d.backoff_cap)?,
+            backoff_base: dur(
+                "backoff",
+                &backoff.and_then(|b| b.base.clone()),
+                d.backoff_base,
+            )?,
+            backoff_cap: dur(
+                "backoff",
+                &backoff.and_then(|b| b.cap.clone()),
+                d.backoff_cap,
+            )?,
             memory_floor: match &raw.run.memory_floor {
                 None => d.memory_floor,
-                Some(s) => parse_size(s).map_err(|e| err(find("memory_floor", None), format!("memory_floor: {e}")))?,
+                Some(s) => parse_size(s)
+                    .map_err(|e| err(find("memory_floor", None), format!("memory_floor: {e}")))?,
             },
             lease: dur("lease", &raw.run.lease, d.lease)?,
             kill_grace: dur("kill_grace", &raw.run.kill_grace, d.kill_grace)?,
             failure_tail: match &raw.run.failure_tail {
                 None => d.failure_tail,
-                Some(s) => parse_size(s).map_err(|e| err(find("failure_tail", None), format!("failure_tail: {e}")))?
+                Some(s) => parse_size(s)
+                    .map_err(|e| err(find("failure_tail", None), format!("failure_tail: {e}")))?
                     as usize,
             },
         };
@@ -252,13 +278,19 @@ impl Config {
             return Err(err(find("jobs", None), "jobs must be at least 1".into()));
         }
         if run.max_attempts == 0 {
-            return Err(err(find("max_attempts", None), "max_attempts must be at least 1".into()));
+            return Err(err(
+                find("max_attempts", None),
+                "max_attempts must be at least 1".into(),
+            ));
         }
         let mut agents = Vec::new();
         for a in raw.agent {
             let line = find("name", Some(&format!("\"{}\"", a.name)));
             if a.command.is_empty() {
-                return Err(err(line, format!("agent {:?}: command must not be empty", a.name)));
+                return Err(err(
+                    line,
+                    format!("agent {:?}: command must not be empty", a.name),
+                ));
             }
             if agents.iter().any(|x: &Agent| x.name == a.name) {
                 return Err(err(line, format!("agent {:?} is defined twice", a.name)));
@@ -266,7 +298,10 @@ impl Config {
             let mut rate_limit = Vec::new();
             for p in &a.rate_limit {
                 let pattern = Regex::new(p).map_err(|e| {
-                    err(find("rate_limit", None), format!("agent {:?}: rate_limit pattern {p:?}: {e}", a.name))
+                    err(
+                        find("rate_limit", None),
+                        format!("agent {:?}: rate_limit pattern {p:?}: {e}", a.name),
+                    )
                 })?;
                 rate_limit.push(RateLimit { pattern });
             }
@@ -286,7 +321,10 @@ impl Config {
                 if !agents.iter().any(|x| &x.name == f) {
                     return Err(err(
                         find("failover", Some(f)),
-                        format!("agent {:?}: failover names {f:?}, which is not an agent here", a.name),
+                        format!(
+                            "agent {:?}: failover names {f:?}, which is not an agent here",
+                            a.name
+                        ),
                     ));
                 }
             }
@@ -295,7 +333,10 @@ impl Config {
         for g in raw.gate {
             let line = find("name", Some(&format!("\"{}\"", g.name)));
             if g.command.is_empty() {
-                return Err(err(line, format!("gate {:?}: command must not be empty", g.name)));
+                return Err(err(
+                    line,
+                    format!("gate {:?}: command must not be empty", g.name),
+                ));
             }
             if gates.iter().any(|x| x.name == g.name) {
                 return Err(err(line, format!("gate {:?} is defined twice", g.name)));

@@ -72,7 +72,11 @@ pub struct Report {
 
 impl Report {
     pub fn exit_code(&self) -> i32 {
-        if self.failed > 0 || self.interrupted { 1 } else { 0 }
+        if self.failed > 0 || self.interrupted {
+            1
+        } else {
+            0
+        }
     }
 }
 
@@ -143,7 +147,10 @@ impl<'a> Engine<'a> {
         on_event: Box<dyn FnMut(&Event) + 'a>,
     ) -> Engine<'a> {
         let (tx, rx) = mpsc::channel();
-        let telemetry = Telemetry::new(&paths.braid_dir.join("telemetry"), Duration::from_secs(30 * 86_400));
+        let telemetry = Telemetry::new(
+            &paths.braid_dir.join("telemetry"),
+            Duration::from_secs(30 * 86_400),
+        );
         let beat = config.run.lease / 3;
         Engine {
             store,
@@ -195,7 +202,11 @@ impl<'a> Engine<'a> {
     }
 
     fn record(&mut self, id: &TaskId, kind: EventKind, payload: serde_json::Value) {
-        let _ = self.apply(Command::Record { id: id.clone(), kind, payload });
+        let _ = self.apply(Command::Record {
+            id: id.clone(),
+            kind,
+            payload,
+        });
     }
 
     /// Runs until nothing is running and nothing can start (or, with
@@ -210,7 +221,9 @@ impl<'a> Engine<'a> {
                 break;
             }
             let now = Instant::now();
-            let wait = self.next_deadline().map(|d| d.saturating_duration_since(now));
+            let wait = self
+                .next_deadline()
+                .map(|d| d.saturating_duration_since(now));
             let msg = match wait {
                 Some(w) => match self.rx.recv_timeout(w) {
                     Ok(m) => Some(m),
@@ -239,26 +252,32 @@ impl<'a> Engine<'a> {
         let wal = format!("{db_name}-wal");
         let mut w = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
             if let Ok(ev) = res {
-                let hit = matches!(ev.kind, notify::EventKind::Modify(_) | notify::EventKind::Create(_))
-                    && ev.paths.iter().any(|p| {
-                        p.file_name().is_some_and(|n| {
-                            let n = n.to_string_lossy();
-                            n == db_name || n == wal
-                        })
-                    });
+                let hit = matches!(
+                    ev.kind,
+                    notify::EventKind::Modify(_) | notify::EventKind::Create(_)
+                ) && ev.paths.iter().any(|p| {
+                    p.file_name().is_some_and(|n| {
+                        let n = n.to_string_lossy();
+                        n == db_name || n == wal
+                    })
+                });
                 if hit {
                     let _ = tx.send(Msg::StoreChanged);
                 }
             }
         })
         .ok()?;
-        w.watch(self.paths.db.parent()?, notify::RecursiveMode::NonRecursive).ok()?;
+        w.watch(self.paths.db.parent()?, notify::RecursiveMode::NonRecursive)
+            .ok()?;
         Some(w)
     }
 
     fn watch_signals(&self) {
         let tx = self.tx.clone();
-        if let Ok(mut signals) = signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM]) {
+        if let Ok(mut signals) = signal_hook::iterator::Signals::new([
+            signal_hook::consts::SIGINT,
+            signal_hook::consts::SIGTERM,
+        ]) {
             std::thread::spawn(move || {
                 for _ in signals.forever() {
                     if tx.send(Msg::Signal).is_err() {
@@ -273,7 +292,9 @@ impl<'a> Engine<'a> {
     /// matching token is rescued, so a claim renewed meanwhile is left alone.
     fn rescue_expired(&mut self) -> Result<(), braid_store::Error> {
         loop {
-            let expired = self.store.expired_leases(braid_store::sqlite::now_ms(), 100)?;
+            let expired = self
+                .store
+                .expired_leases(braid_store::sqlite::now_ms(), 100)?;
             if expired.is_empty() {
                 return Ok(());
             }
@@ -288,8 +309,11 @@ impl<'a> Engine<'a> {
     }
 
     fn agent_available(&self, name: &str, now: Instant) -> bool {
-        let Some(a) = self.config.agent(name) else { return false };
-        self.cooldown.get(name).is_none_or(|t| *t <= now) && self.busy.get(name).copied().unwrap_or(0) < a.max_concurrent
+        let Some(a) = self.config.agent(name) else {
+            return false;
+        };
+        self.cooldown.get(name).is_none_or(|t| *t <= now)
+            && self.busy.get(name).copied().unwrap_or(0) < a.max_concurrent
     }
 
     /// The agent for a task: its own (or the first), else the first free one
@@ -320,7 +344,9 @@ impl<'a> Engine<'a> {
     fn dispatch(&mut self) -> Result<(), braid_store::Error> {
         // Gates of finished agents first: they complete work in flight.
         while self.slots_free() > 0 {
-            let Some((id, gate)) = self.gate_queue.pop_front() else { break };
+            let Some((id, gate)) = self.gate_queue.pop_front() else {
+                break;
+            };
             self.start_gate(&id, &gate);
         }
         let now = Instant::now();
@@ -336,12 +362,18 @@ impl<'a> Engine<'a> {
                 break;
             }
             let token = self.works[&id].token.clone();
-            let Some(agent) = self.pick_agent(Some(&self.works[&id].agent.clone()), now) else { continue };
+            let Some(agent) = self.pick_agent(Some(&self.works[&id].agent.clone()), now) else {
+                continue;
+            };
             if !self.memory_ok() {
                 break;
             }
             let lease_ms = self.lease_ms();
-            match self.apply(Command::NextAttempt { id: id.clone(), token, lease_ms }) {
+            match self.apply(Command::NextAttempt {
+                id: id.clone(),
+                token,
+                lease_ms,
+            }) {
                 Ok(a) => {
                     let w = self.works.get_mut(&id).expect("work present");
                     w.retry_at = None;
@@ -358,7 +390,11 @@ impl<'a> Engine<'a> {
             return Ok(());
         }
         while self.slots_free() > 0 {
-            if self.opts.max_tasks.is_some_and(|m| self.report.dispatched >= m) {
+            if self
+                .opts
+                .max_tasks
+                .is_some_and(|m| self.report.dispatched >= m)
+            {
                 break;
             }
             let want = self.slots_free() * 4 + 8;
@@ -367,10 +403,10 @@ impl<'a> Engine<'a> {
             } else {
                 let mut v = Vec::new();
                 for id in &self.opts.only {
-                    if let Ok(t) = self.store.task(id) {
-                        if t.ready {
-                            v.push(t);
-                        }
+                    if let Ok(t) = self.store.task(id)
+                        && t.ready
+                    {
+                        v.push(t);
                     }
                 }
                 v
@@ -381,11 +417,17 @@ impl<'a> Engine<'a> {
                 if self.works.contains_key(&t.id) {
                     continue;
                 }
-                let Some(agent) = self.pick_agent(t.agent.as_deref(), seen) else { continue };
+                let Some(agent) = self.pick_agent(t.agent.as_deref(), seen) else {
+                    continue;
+                };
                 if !self.memory_ok() {
                     return Ok(());
                 }
-                let claim = Command::Claim { id: Some(t.id.clone()), assignee: agent.clone(), lease_ms: self.lease_ms() };
+                let claim = Command::Claim {
+                    id: Some(t.id.clone()),
+                    assignee: agent.clone(),
+                    lease_ms: self.lease_ms(),
+                };
                 let Ok(a) = self.apply(claim) else { continue }; // another runner took it
                 let workspace = self.paths.workspace(&t.id);
                 self.works.insert(
@@ -414,7 +456,8 @@ impl<'a> Engine<'a> {
 
     fn prepare_workspace(&self, id: &TaskId, path: &Path) -> Result<(), String> {
         match &self.paths.repo {
-            Some(repo) => braid_git::ensure_worktree(repo, path, &format!("braid/{id}")).map_err(|e| e.to_string()),
+            Some(repo) => braid_git::ensure_worktree(repo, path, &format!("braid/{id}"))
+                .map_err(|e| e.to_string()),
             None => std::fs::create_dir_all(path).map_err(|e| format!("{}: {e}", path.display())),
         }
     }
@@ -422,7 +465,11 @@ impl<'a> Engine<'a> {
     fn start_agent(&mut self, id: &TaskId, ready_seen: Instant) {
         let w = &self.works[id];
         let (agent_name, attempt, workspace) = (w.agent.clone(), w.attempt, w.workspace.clone());
-        let agent: Agent = self.config.agent(&agent_name).expect("picked from config").clone();
+        let agent: Agent = self
+            .config
+            .agent(&agent_name)
+            .expect("picked from config")
+            .clone();
         if let Err(e) = self.prepare_workspace(id, &workspace) {
             self.attempt_failed(id, "preparing the workspace".into(), e);
             return;
@@ -447,12 +494,20 @@ impl<'a> Engine<'a> {
             extra_env: vec![
                 ("BRAID_TASK".into(), id.to_string()),
                 ("BRAID_ATTEMPT".into(), attempt.to_string()),
-                ("BRAID_DB".into(), self.paths.db.to_string_lossy().into_owned()),
+                (
+                    "BRAID_DB".into(),
+                    self.paths.db.to_string_lossy().into_owned(),
+                ),
             ],
             log: logs.join(format!("{attempt}-{agent_name}.log")),
         };
         *self.busy.entry(agent_name.clone()).or_insert(0) += 1;
-        let spawned = self.spawn(id, ProcKind::Agent(agent_name.clone()), &spec, agent.timeout);
+        let spawned = self.spawn(
+            id,
+            ProcKind::Agent(agent_name.clone()),
+            &spec,
+            agent.timeout,
+        );
         if spawned {
             self.latencies.push(ready_seen.elapsed());
         }
@@ -470,7 +525,10 @@ impl<'a> Engine<'a> {
             cwd: w.workspace.clone(),
             env_allow: Some(gate.env.clone()),
             extra_env: Vec::new(),
-            log: self.paths.logs(id).join(format!("{}-gate-{}.log", w.attempt, gate.name)),
+            log: self
+                .paths
+                .logs(id)
+                .join(format!("{}-gate-{}.log", w.attempt, gate.name)),
         };
         self.spawn(id, ProcKind::Gate(gate.name.clone()), &spec, gate.timeout);
     }
@@ -485,7 +543,15 @@ impl<'a> Engine<'a> {
                 let pgid = child.id();
                 self.procs.insert(
                     key,
-                    Proc { task: id.clone(), kind, pgid, started: now, deadline: now + timeout, killed_at: None, log: spec.log.clone() },
+                    Proc {
+                        task: id.clone(),
+                        kind,
+                        pgid,
+                        started: now,
+                        deadline: now + timeout,
+                        killed_at: None,
+                        log: spec.log.clone(),
+                    },
                 );
                 let tx = self.tx.clone();
                 std::thread::spawn(move || {
@@ -501,9 +567,20 @@ impl<'a> Engine<'a> {
                 // Report as an exit so the same path handles it.
                 self.procs.insert(
                     key,
-                    Proc { task: id.clone(), kind, pgid: 0, started: now, deadline: now + timeout, killed_at: None, log: spec.log.clone() },
+                    Proc {
+                        task: id.clone(),
+                        kind,
+                        pgid: 0,
+                        started: now,
+                        deadline: now + timeout,
+                        killed_at: None,
+                        log: spec.log.clone(),
+                    },
                 );
-                let _ = self.tx.send(Msg::Exited { key, exit: Exit::SpawnFailed(format!("{}: {e}", spec.argv[0])) });
+                let _ = self.tx.send(Msg::Exited {
+                    key,
+                    exit: Exit::SpawnFailed(format!("{}: {e}", spec.argv[0])),
+                });
                 false
             }
         }
@@ -536,7 +613,10 @@ impl<'a> Engine<'a> {
         let ids: Vec<TaskId> = self.works.keys().cloned().collect();
         for id in ids {
             let t = self.store.task(&id)?;
-            let ours = t.state == State::InProgress && t.lease.as_ref().is_some_and(|l| l.token == self.works[&id].token);
+            let ours = t.state == State::InProgress
+                && t.lease
+                    .as_ref()
+                    .is_some_and(|l| l.token == self.works[&id].token);
             if !ours {
                 self.kill_task(&id);
                 self.drop_work(&id);
@@ -586,7 +666,11 @@ impl<'a> Engine<'a> {
                 if timed_out {
                     what = format!("timed out ({what})");
                 }
-                self.record(&p.task, EventKind::AgentFinished, json!({"agent": name, "exit": what, "duration_ms": duration_ms}));
+                self.record(
+                    &p.task,
+                    EventKind::AgentFinished,
+                    json!({"agent": name, "exit": what, "duration_ms": duration_ms}),
+                );
                 if let Some(until) = self.rate_limited(name, &p.log) {
                     self.cooldown_agent(&p.task, name, until);
                     return;
@@ -606,10 +690,15 @@ impl<'a> Engine<'a> {
                     json!({"gate": name, "passed": passed, "exit": exit.describe(), "timed_out": timed_out, "duration_ms": duration_ms, "cached": false}),
                 );
                 let tail_len = self.config.run.failure_tail;
-                let Some(w) = self.works.get_mut(&p.task) else { return };
+                let Some(w) = self.works.get_mut(&p.task) else {
+                    return;
+                };
                 w.gates_pending = w.gates_pending.saturating_sub(1);
                 if !passed && w.failure.is_none() {
-                    w.failure = Some((format!("gate {name} ({})", exit.describe()), supervise::tail(&p.log, tail_len)));
+                    w.failure = Some((
+                        format!("gate {name} ({})", exit.describe()),
+                        supervise::tail(&p.log, tail_len),
+                    ));
                 }
                 if w.gates_pending == 0 {
                     match w.failure.take() {
@@ -643,9 +732,21 @@ impl<'a> Engine<'a> {
     }
 
     fn succeed(&mut self, id: &TaskId) {
-        let Some(w) = self.works.remove(id) else { return };
-        let to = if self.config.merge_into.is_some() { State::Review } else { State::Done };
-        let cmd = Command::Finish { id: id.clone(), token: w.token, to, reason: Some("gates passed".into()), refund_attempt: false };
+        let Some(w) = self.works.remove(id) else {
+            return;
+        };
+        let to = if self.config.merge_into.is_some() {
+            State::Review
+        } else {
+            State::Done
+        };
+        let cmd = Command::Finish {
+            id: id.clone(),
+            token: w.token,
+            to,
+            reason: Some("gates passed".into()),
+            refund_attempt: false,
+        };
         if self.apply(cmd).is_ok() {
             if to == State::Done {
                 self.report.done += 1;
@@ -662,7 +763,11 @@ impl<'a> Engine<'a> {
         let Some(w) = self.works.get(id) else { return };
         let attempt = w.attempt;
         if attempt < self.config.run.max_attempts && self.stopping.is_none() {
-            let backoff = backoff(self.config.run.backoff_base, self.config.run.backoff_cap, attempt);
+            let backoff = backoff(
+                self.config.run.backoff_base,
+                self.config.run.backoff_cap,
+                attempt,
+            );
             self.record(
                 id,
                 EventKind::Retrying,
@@ -674,8 +779,17 @@ impl<'a> Engine<'a> {
             return;
         }
         let w = self.works.remove(id).expect("checked above");
-        let reason = format!("{what}; attempt {attempt} of {}", self.config.run.max_attempts);
-        let cmd = Command::Finish { id: id.clone(), token: w.token, to: State::Failed, reason: Some(reason), refund_attempt: false };
+        let reason = format!(
+            "{what}; attempt {attempt} of {}",
+            self.config.run.max_attempts
+        );
+        let cmd = Command::Finish {
+            id: id.clone(),
+            token: w.token,
+            to: State::Failed,
+            reason: Some(reason),
+            refund_attempt: false,
+        };
         if self.apply(cmd).is_ok() {
             self.report.failed += 1;
         }
@@ -705,8 +819,14 @@ impl<'a> Engine<'a> {
 
     fn cooldown_agent(&mut self, id: &TaskId, agent: &str, until: Instant) {
         self.cooldown.insert(agent.to_owned(), until);
-        let secs = until.saturating_duration_since(Instant::now()).as_secs_f64();
-        self.record(id, EventKind::Cooldown, json!({"agent": agent, "seconds": (secs * 1000.0).round() / 1000.0}));
+        let secs = until
+            .saturating_duration_since(Instant::now())
+            .as_secs_f64();
+        self.record(
+            id,
+            EventKind::Cooldown,
+            json!({"agent": agent, "seconds": (secs * 1000.0).round() / 1000.0}),
+        );
         if let Some(w) = self.works.remove(id) {
             let cmd = Command::Finish {
                 id: id.clone(),
@@ -782,9 +902,24 @@ impl<'a> Engine<'a> {
         if !self.works.is_empty() && self.next_heartbeat <= now {
             self.next_heartbeat = now + self.config.run.lease / 3;
             let lease_ms = self.lease_ms();
-            let ids: Vec<(TaskId, String)> = self.works.iter().map(|(i, w)| (i.clone(), w.token.clone())).collect();
+            let ids: Vec<(TaskId, String)> = self
+                .works
+                .iter()
+                .map(|(i, w)| (i.clone(), w.token.clone()))
+                .collect();
             for (id, token) in ids {
-                if self.store.apply(&self.opts.actor, Command::Renew { id: id.clone(), token, lease_ms }).is_err() {
+                if self
+                    .store
+                    .apply(
+                        &self.opts.actor,
+                        Command::Renew {
+                            id: id.clone(),
+                            token,
+                            lease_ms,
+                        },
+                    )
+                    .is_err()
+                {
                     // Lost the claim (cancelled or rescued elsewhere).
                     self.kill_task(&id);
                     self.drop_work(&id);
@@ -794,7 +929,10 @@ impl<'a> Engine<'a> {
         if self.telemetry.deadline().is_some_and(|t| t <= now) {
             self.telemetry.flush();
         }
-        if self.lease_timer.is_some_and(|ms| ms < braid_store::sqlite::now_ms()) {
+        if self
+            .lease_timer
+            .is_some_and(|ms| ms < braid_store::sqlite::now_ms())
+        {
             self.lease_timer = None;
             self.rescue_expired()?;
         }
@@ -812,7 +950,12 @@ impl<'a> Engine<'a> {
         if self.opts.follow {
             return Ok(false);
         }
-        if self.config.agents.is_empty() || self.opts.max_tasks.is_some_and(|m| self.report.dispatched >= m) {
+        if self.config.agents.is_empty()
+            || self
+                .opts
+                .max_tasks
+                .is_some_and(|m| self.report.dispatched >= m)
+        {
             return Ok(true);
         }
         // Work claimed by another runner may still finish (making more work
@@ -827,7 +970,10 @@ impl<'a> Engine<'a> {
         let waiting = if self.opts.only.is_empty() {
             !self.store.ready(1)?.is_empty()
         } else {
-            self.opts.only.iter().any(|id| self.store.task(id).is_ok_and(|t| t.ready))
+            self.opts
+                .only
+                .iter()
+                .any(|id| self.store.task(id).is_ok_and(|t| t.ready))
         };
         Ok(!(waiting && (cooling || self.memory_wait.is_some())))
     }
@@ -836,7 +982,9 @@ impl<'a> Engine<'a> {
 /// Exponential backoff with jitter: base · 2^(attempt-1), capped, times a
 /// random factor in [0.5, 1.5).
 pub fn backoff(base: Duration, cap: Duration, attempt: u32) -> Duration {
-    let exp = base.saturating_mul(1u32 << attempt.saturating_sub(1).min(20)).min(cap);
+    let exp = base
+        .saturating_mul(1u32 << attempt.saturating_sub(1).min(20))
+        .min(cap);
     let mut b = [0u8; 2];
     let _ = getrandom_fill(&mut b);
     let jitter = 0.5 + (u16::from_le_bytes(b) as f64 / 65536.0);
@@ -845,7 +993,10 @@ pub fn backoff(base: Duration, cap: Duration, attempt: u32) -> Duration {
 
 fn getrandom_fill(buf: &mut [u8]) -> Option<()> {
     use std::io::Read;
-    std::fs::File::open("/dev/urandom").ok()?.read_exact(buf).ok()
+    std::fs::File::open("/dev/urandom")
+        .ok()?
+        .read_exact(buf)
+        .ok()
 }
 
 /// Time until a wall-clock time like `3pm`, `3:30 pm` or `15:30` (local),
@@ -870,8 +1021,16 @@ pub fn until_clock(s: &str) -> Option<Duration> {
         (_, _, h) => h,
     };
     let now = jiff::ZonedDateTime::now();
-    let today = now.date().at(h, m, 0, 0).to_zoned_datetime(now.time_zone().clone()).ok()?;
-    let target = if today > now { today } else { today.checked_add(jiff::Span::new().days(1)).ok()? };
+    let today = now
+        .date()
+        .at(h, m, 0, 0)
+        .to_zoned_datetime(now.time_zone().clone())
+        .ok()?;
+    let target = if today > now {
+        today
+    } else {
+        today.checked_add(jiff::Span::new().days(1)).ok()?
+    };
     let secs = (target.timestamp().as_second() - now.timestamp().as_second()).max(0) as u64;
     Some(Duration::from_secs(secs))
 }
@@ -894,9 +1053,15 @@ mod tests {
         let cap = Duration::from_secs(60);
         for _ in 0..50 {
             let b1 = backoff(base, cap, 1);
-            assert!(b1 >= Duration::from_secs(1) && b1 < Duration::from_secs(3), "{b1:?}");
+            assert!(
+                b1 >= Duration::from_secs(1) && b1 < Duration::from_secs(3),
+                "{b1:?}"
+            );
             let b3 = backoff(base, cap, 3);
-            assert!(b3 >= Duration::from_secs(4) && b3 < Duration::from_secs(12), "{b3:?}");
+            assert!(
+                b3 >= Duration::from_secs(4) && b3 < Duration::from_secs(12),
+                "{b3:?}"
+            );
             assert!(backoff(base, cap, 30) <= cap);
         }
     }

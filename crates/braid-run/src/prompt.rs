@@ -34,7 +34,10 @@ pub fn build(store: &dyn Store, id: &TaskId) -> Result<String, braid_store::Erro
         }
         match store.task(&pid) {
             Ok(pt) => {
-                chain.push(format!("{} {} ({}): {}", pt.kind, pt.id, pt.state, pt.title));
+                chain.push(format!(
+                    "{} {} ({}): {}",
+                    pt.kind, pt.id, pt.state, pt.title
+                ));
                 cur = pt.parent;
             }
             Err(e) => {
@@ -75,7 +78,11 @@ pub fn build(store: &dyn Store, id: &TaskId) -> Result<String, braid_store::Erro
         Err(e) => degraded.push(format!("history: {e}")),
     }
     if !degraded.is_empty() {
-        let _ = writeln!(p, "\n(Some context could not be read: {}.)", degraded.join("; "));
+        let _ = writeln!(
+            p,
+            "\n(Some context could not be read: {}.)",
+            degraded.join("; ")
+        );
     }
     let _ = writeln!(
         p,

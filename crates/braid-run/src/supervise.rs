@@ -51,7 +51,10 @@ pub fn spawn(spec: &Spec) -> std::io::Result<Child> {
     if let Some(dir) = spec.log.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let log = OpenOptions::new().create(true).append(true).open(&spec.log)?;
+    let log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&spec.log)?;
     let mut cmd = Command::new(&spec.argv[0]);
     cmd.args(&spec.argv[1..])
         .current_dir(&spec.cwd)

@@ -72,10 +72,15 @@ impl Drop for Telemetry {
 
 /// Deletes day files older than the retention.
 fn prune(dir: &Path, retention: Duration) {
-    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
     let cutoff = std::time::SystemTime::now() - retention;
     for e in rd.flatten() {
-        let old = e.metadata().and_then(|m| m.modified()).is_ok_and(|m| m < cutoff);
+        let old = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|m| m < cutoff);
         if old && e.file_name().to_string_lossy().ends_with(".jsonl") {
             let _ = std::fs::remove_file(e.path());
         }

@@ -38,9 +38,17 @@ pub fn load_config(project: &Project) -> Result<Config> {
 }
 
 pub fn paths(project: &Project) -> Paths {
-    let root = project.dir.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
+    let root = project
+        .dir
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
     let repo = braid_git::repo_root(&root).filter(|r| braid_git::has_head(r));
-    Paths { braid_dir: project.dir.clone(), db: project.db.clone(), repo }
+    Paths {
+        braid_dir: project.dir.clone(),
+        db: project.db.clone(),
+        repo,
+    }
 }
 
 fn describe(e: &Event) -> String {
@@ -49,17 +57,43 @@ fn describe(e: &Event) -> String {
     match e.kind.as_str() {
         "claimed" => format!("claimed by {} (attempt {})", s("assignee"), p["attempt"]),
         "dispatched" => format!("agent {} started (attempt {})", s("agent"), p["attempt"]),
-        "agent_finished" => format!("agent {} finished: {} in {} ms", s("agent"), s("exit"), p["duration_ms"]),
+        "agent_finished" => format!(
+            "agent {} finished: {} in {} ms",
+            s("agent"),
+            s("exit"),
+            p["duration_ms"]
+        ),
         "gate_finished" => format!(
             "gate {} {} in {} ms{}",
             s("gate"),
-            if p["passed"] == true { "passed" } else { "FAILED" },
+            if p["passed"] == true {
+                "passed"
+            } else {
+                "FAILED"
+            },
             p["duration_ms"],
             if p["cached"] == true { " (cached)" } else { "" }
         ),
-        "retrying" => format!("attempt {} failed ({}); retrying in {} ms", p["attempt"], s("failed"), p["backoff_ms"]),
-        "cooldown" => format!("agent {} is rate limited; cooling down {} s", s("agent"), p["seconds"]),
-        "state_changed" => format!("{} -> {}{}", s("from"), s("to"), p["reason"].as_str().map(|r| format!(" ({r})")).unwrap_or_default()),
+        "retrying" => format!(
+            "attempt {} failed ({}); retrying in {} ms",
+            p["attempt"],
+            s("failed"),
+            p["backoff_ms"]
+        ),
+        "cooldown" => format!(
+            "agent {} is rate limited; cooling down {} s",
+            s("agent"),
+            p["seconds"]
+        ),
+        "state_changed" => format!(
+            "{} -> {}{}",
+            s("from"),
+            s("to"),
+            p["reason"]
+                .as_str()
+                .map(|r| format!(" ({r})"))
+                .unwrap_or_default()
+        ),
         "released" => format!("released back to open ({})", s("reason")),
         "rescued" => "rescued: its previous runner's lease expired".to_owned(),
         other => other.to_owned(),
@@ -86,15 +120,29 @@ pub fn run(ctx: &Ctx, a: RunArgs) -> Result<i32> {
         } else {
             let task = e.task.as_ref().map(|t| t.to_string()).unwrap_or_default();
             let time = ts(e.at);
-            let _ = writeln!(out, "{} {}  {}", style.dim(&time[11..19.min(time.len())]), style.bold(&task), describe(e));
+            let _ = writeln!(
+                out,
+                "{} {}  {}",
+                style.dim(&time[11..19.min(time.len())]),
+                style.bold(&task),
+                describe(e)
+            );
         }
     });
-    let opts = RunOptions { follow: a.follow, max_tasks: a.max_tasks, only: a.only, actor: ctx.actor() };
+    let opts = RunOptions {
+        follow: a.follow,
+        max_tasks: a.max_tasks,
+        only: a.only,
+        actor: ctx.actor(),
+    };
     let engine = Engine::new(&store, config, paths(&project), opts, on_event);
     let report = engine.run()?;
     if json {
         // The summary goes to stderr so stdout stays pure JSON lines.
-        eprintln!("{}", json!({"dispatched": report.dispatched, "review": report.review, "done": report.done, "failed": report.failed, "released": report.released, "interrupted": report.interrupted}));
+        eprintln!(
+            "{}",
+            json!({"dispatched": report.dispatched, "review": report.review, "done": report.done, "failed": report.failed, "released": report.released, "interrupted": report.interrupted})
+        );
     } else {
         println!(
             "Run finished: {} dispatched, {} done, {} in review, {} failed, {} released.",
@@ -132,11 +180,24 @@ pub struct LogsArgs {
 
 fn log_files(dir: &Path) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map(|rd| rd.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "log")).collect())
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "log"))
+                .collect()
+        })
         .unwrap_or_default();
     files.sort_by_key(|p| {
-        let name = p.file_name().unwrap_or_default().to_string_lossy().into_owned();
-        let attempt: u32 = name.split('-').next().and_then(|n| n.parse().ok()).unwrap_or(0);
+        let name = p
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        let attempt: u32 = name
+            .split('-')
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
         (attempt, name)
     });
     files
@@ -154,7 +215,11 @@ pub fn logs(ctx: &Ctx, a: LogsArgs) -> Result<i32> {
             let bytes = std::fs::read(&f).with_context(|| format!("reading {}", f.display()))?;
             if (bytes.len() as u64) > start {
                 if start == 0 {
-                    writeln!(out, "{}", ctx.style.bold(&format!("==> {} <==", f.display())))?;
+                    writeln!(
+                        out,
+                        "{}",
+                        ctx.style.bold(&format!("==> {} <==", f.display()))
+                    )?;
                 }
                 out.write_all(&bytes[start as usize..])?;
                 offsets.insert(f, bytes.len() as u64);
@@ -191,19 +256,28 @@ pub fn gc(ctx: &Ctx) -> Result<i32> {
     let mut removed = Vec::new();
     for sub in ["worktrees", "work"] {
         let dir = project.dir.join(sub);
-        let Ok(rd) = std::fs::read_dir(&dir) else { continue };
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            continue;
+        };
         for e in rd.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             let keep = TaskId::parse(&name)
                 .ok()
                 .and_then(|id| store.task(&id).ok())
-                .is_some_and(|t| matches!(t.state, State::InProgress | State::Review | State::Open | State::Failed));
+                .is_some_and(|t| {
+                    matches!(
+                        t.state,
+                        State::InProgress | State::Review | State::Open | State::Failed
+                    )
+                });
             if keep {
                 continue;
             }
             let path = e.path();
             let r = match (&paths.repo, sub) {
-                (Some(repo), "worktrees") => braid_git::remove_worktree(repo, &path).map_err(|e| e.to_string()),
+                (Some(repo), "worktrees") => {
+                    braid_git::remove_worktree(repo, &path).map_err(|e| e.to_string())
+                }
                 _ => std::fs::remove_dir_all(&path).map_err(|e| e.to_string()),
             };
             match r {

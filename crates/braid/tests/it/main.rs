@@ -3,6 +3,7 @@
 
 mod cli;
 mod concurrency;
+mod run;
 mod snapshot;
 mod transfer;
 

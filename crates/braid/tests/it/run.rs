@@ -1,0 +1,416 @@
+//! The engine end to end: `braid run` in real git repositories, with fake
+//! agents (scripts in tests/fixtures/agents) and real gate processes.
+
+use std::io::BufRead;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::Proj;
+
+fn agent(name: &str) -> String {
+    format!(
+        "{}/tests/fixtures/agents/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    )
+}
+
+fn git(dir: &std::path::Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A braid project inside a git repository with one commit, with `config`
+/// as its config.toml.
+fn repo_project(config: &str) -> Proj {
+    let p = Proj::empty();
+    git(p.path(), &["init", "-q", "-b", "main"]);
+    git(p.path(), &["config", "user.email", "t@example.com"]);
+    git(p.path(), &["config", "user.name", "t"]);
+    std::fs::write(p.path().join("README"), "hi\n").unwrap();
+    git(p.path(), &["add", "."]);
+    git(p.path(), &["commit", "-q", "-m", "init"]);
+    p.ok(&["init"]);
+    std::fs::write(p.path().join(".braid/config.toml"), config).unwrap();
+    p
+}
+
+fn events(p: &Proj) -> Vec<serde_json::Value> {
+    p.ok(&["events", "--json"])
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn kinds_for(p: &Proj, id: &str) -> Vec<String> {
+    events(p)
+        .into_iter()
+        .filter(|e| e["task"] == id)
+        .map(|e| e["kind"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn quick_run() -> &'static str {
+    "\n[run]\n"
+}
+
+#[test]
+fn runs_ready_work_in_worktrees_in_dependency_order() {
+    let p = repo_project(&format!(
+        r#"
+[[agent]]
+name = "fake"
+command = ["{}", "{{task}}"]
+
+[[gate]]
+name = "file-exists"
+command = ["sh", "-c", "ls *.txt"]
+"#,
+        agent("commit.sh")
+    ));
+    let a = p.add(&["first"]);
+    let b = p.add(&["second", "--dep", &a]);
+    let out = p.ok(&["run"]);
+    assert!(out.contains("2 dispatched, 2 done"), "{out}");
+    for id in [&a, &b] {
+        assert_eq!(p.json(&["show", id])["state"], "done");
+        // The work is on the task's branch; the worktree is gone once done.
+        let files = git(
+            p.path(),
+            &["ls-tree", "--name-only", &format!("braid/{id}")],
+        );
+        assert!(files.contains(&format!("{id}.txt")), "{files}");
+        assert!(!p.path().join(".braid/worktrees").join(id).exists());
+    }
+    // The user's own worktree was never touched.
+    assert_eq!(
+        git(p.path(), &["status", "--porcelain", "--untracked-files=no"]).trim(),
+        ""
+    );
+    assert!(!p.path().join(format!("{a}.txt")).exists());
+    // b started only after a was done.
+    let evs = events(&p);
+    let a_done = evs
+        .iter()
+        .position(|e| e["task"] == a.as_str() && e["payload"]["to"] == "done")
+        .unwrap();
+    let b_start = evs
+        .iter()
+        .position(|e| e["task"] == b.as_str() && e["kind"] == "dispatched")
+        .unwrap();
+    assert!(a_done < b_start);
+    let gate = evs.iter().find(|e| e["kind"] == "gate_finished").unwrap();
+    assert_eq!(gate["payload"]["passed"], true);
+    // Telemetry was written in a batch at exit.
+    let tel = std::fs::read_dir(p.path().join(".braid/telemetry"))
+        .unwrap()
+        .count();
+    assert_eq!(tel, 1);
+    let log = p.ok(&["logs", &a]);
+    assert!(log.contains("agent for"), "{log}");
+}
+
+#[test]
+fn with_a_merge_target_passing_work_waits_in_review() {
+    let p = repo_project(&format!(
+        "\n[[agent]]\nname = \"fake\"\ncommand = [\"{}\"]\n\n[merge]\ninto = \"main\"\n",
+        agent("commit.sh")
+    ));
+    let a = p.add(&["a"]);
+    p.ok(&["run"]);
+    assert_eq!(p.json(&["show", &a])["state"], "review");
+    assert!(
+        p.path().join(".braid/worktrees").join(&a).exists(),
+        "kept for the merge"
+    );
+}
+
+#[test]
+fn a_failure_is_retried_with_its_output_fed_back() {
+    let p = repo_project(&format!(
+        "{}max_attempts = 3\nbackoff = {{ base = \"10ms\", cap = \"50ms\" }}\n\n[[agent]]\nname = \"flaky\"\ncommand = [\"{}\", \"{{prompt_file}}\"]\n",
+        quick_run(),
+        agent("flaky.sh")
+    ));
+    let a = p.add(&["fix the types", "--acceptance", "it compiles"]);
+    p.ok(&["run"]);
+    let t = p.json(&["show", &a]);
+    assert_eq!(t["state"], "done");
+    let kinds = kinds_for(&p, &a);
+    assert!(kinds.contains(&"retrying".to_owned()), "{kinds:?}");
+    let second =
+        std::fs::read_to_string(p.path().join(format!(".braid/logs/{a}/2-flaky.log"))).unwrap();
+    assert!(second.contains("The previous attempt failed"), "{second}");
+    assert!(
+        second.contains("error[E0308]: mismatched types"),
+        "{second}"
+    );
+    assert!(
+        second.contains("it compiles"),
+        "acceptance criteria are in the prompt: {second}"
+    );
+    // `braid context` prints what the agent got.
+    let ctx = p.ok(&["context", &a]);
+    assert!(
+        ctx.contains("fix the types") && ctx.contains("error[E0308]"),
+        "{ctx}"
+    );
+}
+
+#[test]
+fn attempts_exhausted_fail_the_task_and_the_run() {
+    let p = repo_project(&format!(
+        "{}max_attempts = 2\nbackoff = {{ base = \"10ms\", cap = \"20ms\" }}\n\n[[agent]]\nname = \"bad\"\ncommand = [\"{}\"]\n",
+        quick_run(),
+        agent("fail.sh")
+    ));
+    let a = p.add(&["doomed"]);
+    let out = p.run(&["run"]);
+    assert_eq!(out.status.code(), Some(1));
+    let t = p.json(&["show", &a]);
+    assert_eq!(t["state"], "failed");
+    assert!(
+        t["close_reason"].as_str().unwrap().contains("exit 3"),
+        "{t}"
+    );
+    assert!(
+        t["close_reason"]
+            .as_str()
+            .unwrap()
+            .contains("attempt 2 of 2"),
+        "{t}"
+    );
+}
+
+fn process_running(pattern: &str) -> bool {
+    std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
+        std::fs::read(e.path().join("cmdline"))
+            .map(|c| {
+                String::from_utf8_lossy(&c)
+                    .replace('\0', " ")
+                    .contains(pattern)
+            })
+            .unwrap_or(false)
+    })
+}
+
+#[test]
+fn a_hanging_agent_is_killed_with_its_process_group() {
+    let p = repo_project(&format!(
+        "{}max_attempts = 1\nkill_grace = \"200ms\"\n\n[[agent]]\nname = \"stuck\"\ncommand = [\"{}\"]\ntimeout = \"300ms\"\n",
+        quick_run(),
+        agent("hang.sh")
+    ));
+    let a = p.add(&["hangs"]);
+    let out = p.run(&["run"]);
+    assert_eq!(out.status.code(), Some(1));
+    let t = p.json(&["show", &a]);
+    assert_eq!(t["state"], "failed");
+    assert!(
+        t["close_reason"].as_str().unwrap().contains("timed out"),
+        "{t}"
+    );
+    assert!(
+        !process_running("sleep 987"),
+        "the agent's child must die with the group"
+    );
+}
+
+#[test]
+fn a_rate_limited_agent_cools_down_and_the_failover_takes_the_task() {
+    let p = repo_project(&format!(
+        "\n[[agent]]\nname = \"limited\"\ncommand = [\"{}\"]\nrate_limit = ['(?i)retry after (?P<retry_after>\\d+) seconds']\nfailover = [\"backup\"]\n\n[[agent]]\nname = \"backup\"\ncommand = [\"{}\"]\n",
+        agent("ratelimit.sh"),
+        agent("commit.sh")
+    ));
+    let a = p.add(&["x"]);
+    p.ok(&["run"]);
+    let t = p.json(&["show", &a]);
+    assert_eq!(t["state"], "done");
+    assert_eq!(t["assignee"], "backup");
+    let evs = events(&p);
+    let cd = evs
+        .iter()
+        .find(|e| e["kind"] == "cooldown")
+        .expect("a cooldown event");
+    assert_eq!(cd["payload"]["agent"], "limited");
+    let secs = cd["payload"]["seconds"].as_f64().unwrap();
+    assert!(
+        (29.0..=30.0).contains(&secs),
+        "cooldown follows the retry-after: {secs}"
+    );
+    // The rate-limited try was not an attempt.
+    let claims: Vec<_> = evs
+        .iter()
+        .filter(|e| e["kind"] == "claimed")
+        .map(|e| e["payload"]["attempt"].as_i64().unwrap())
+        .collect();
+    assert_eq!(claims, vec![1, 1]);
+}
+
+#[test]
+fn a_flaky_gate_is_retried_then_passes() {
+    let p = repo_project(&format!(
+        "{}backoff = {{ base = \"10ms\", cap = \"20ms\" }}\n\n[[agent]]\nname = \"fake\"\ncommand = [\"{}\"]\n\n[[gate]]\nname = \"flaky\"\ncommand = [\"sh\", \"-c\", \"test -f ../../gate-marker || {{ touch ../../gate-marker; echo flake; exit 1; }}\"]\n",
+        quick_run(),
+        agent("commit.sh")
+    ));
+    let a = p.add(&["x"]);
+    p.ok(&["run"]);
+    assert_eq!(p.json(&["show", &a])["state"], "done");
+    let gates: Vec<bool> = events(&p)
+        .into_iter()
+        .filter(|e| e["kind"] == "gate_finished")
+        .map(|e| e["payload"]["passed"].as_bool().unwrap())
+        .collect();
+    assert_eq!(gates, vec![false, true]);
+}
+
+#[test]
+fn cancel_stops_the_running_agent() {
+    let p = repo_project(&format!(
+        "\n[[agent]]\nname = \"stuck\"\ncommand = [\"{}\"]\n",
+        agent("hang.sh")
+    ));
+    let a = p.add(&["long"]);
+    let mut run = p
+        .cmd()
+        .args(["run", "--json"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(run.stdout.take().unwrap()).lines();
+    loop {
+        let l = lines.next().expect("run ended early").unwrap();
+        if l.contains("\"dispatched\"") {
+            break;
+        }
+    }
+    p.ok(&["cancel", &a]);
+    let status = run.wait().unwrap();
+    assert!(
+        status.code().is_some(),
+        "run exits by itself after the cancel"
+    );
+    assert_eq!(p.json(&["show", &a])["state"], "cancelled");
+    // The group gets SIGTERM; give it the moment it needs to go.
+    let gone = (0..50).any(|_| {
+        std::thread::sleep(Duration::from_millis(20));
+        !process_running("sleep 987")
+    });
+    assert!(gone, "the agent's process group was killed");
+}
+
+#[test]
+fn two_runs_on_one_project_never_share_a_task() {
+    let p = repo_project(&format!(
+        "{}jobs = 2\n\n[[agent]]\nname = \"fake\"\ncommand = [\"{}\"]\n",
+        quick_run(),
+        agent("commit.sh")
+    ));
+    for i in 0..16 {
+        p.add(&[&format!("t{i}")]);
+    }
+    let ledger = p.path().join("ledger.txt");
+    let spawn = || {
+        p.cmd()
+            .arg("run")
+            .env("BRAID_TEST_LEDGER", &ledger)
+            .env("BRAID_TEST_DELAY", "0.05")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let (mut r1, mut r2) = (spawn(), spawn());
+    assert!(r1.wait().unwrap().success());
+    assert!(r2.wait().unwrap().success());
+    let mut ran: Vec<String> = std::fs::read_to_string(&ledger)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(ran.len(), 16);
+    ran.sort();
+    ran.dedup();
+    assert_eq!(ran.len(), 16, "a task ran twice");
+    assert_eq!(p.json(&["health"])["by_state"]["done"], 16);
+}
+
+#[test]
+fn an_invalid_config_fails_fast_naming_file_line_and_key() {
+    let p = repo_project("\n[[agent]]\nname = \"x\"\ncommand = [\"true\"]\nmax_concurent = 2\n");
+    p.add(&["a"]);
+    let err = p.fails(&["run"], 2);
+    assert!(
+        err.contains("config.toml:") && err.contains("max_concurent"),
+        "{err}"
+    );
+    assert_eq!(
+        p.json(&["health"])["by_state"]["in_progress"],
+        0,
+        "nothing was claimed"
+    );
+}
+
+/// kill -9 of `braid run` at random moments, then `braid run` again: no task
+/// is lost, none is completed twice.
+#[test]
+fn crash_test_kill_9_at_random_points() {
+    let p = repo_project(&format!(
+        "{}jobs = 3\nlease = \"400ms\"\n\n[[agent]]\nname = \"fake\"\ncommand = [\"{}\"]\n\n[[gate]]\nname = \"ok\"\ncommand = [\"true\"]\n",
+        quick_run(),
+        agent("commit.sh")
+    ));
+    let ids: Vec<String> = (0..40).map(|i| p.add(&[&format!("t{i}")])).collect();
+    let mut seed: u64 = 0x9e3779b97f4a7c15;
+    for _ in 0..20 {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let mut child = p
+            .cmd()
+            .arg("run")
+            .env("BRAID_TEST_DELAY", "0.05")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(seed % 250));
+        let _ = child.kill(); // SIGKILL
+        let _ = child.wait();
+    }
+    let out = p.run(&["run"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let evs = events(&p);
+    for id in &ids {
+        assert_eq!(p.json(&["show", id])["state"], "done", "{id} lost");
+        let completions = evs
+            .iter()
+            .filter(|e| {
+                e["task"] == id.as_str()
+                    && e["kind"] == "state_changed"
+                    && e["payload"]["to"] == "done"
+            })
+            .count();
+        assert_eq!(completions, 1, "{id} completed {completions} times");
+    }
+    let rescued = evs.iter().filter(|e| e["kind"] == "rescued").count();
+    assert!(rescued > 0, "the kills must have hit work in flight");
+    // seq strictly increases through all the crashes.
+    assert!(
+        evs.windows(2)
+            .all(|w| w[0]["seq"].as_i64() < w[1]["seq"].as_i64())
+    );
+}
