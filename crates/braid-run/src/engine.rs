@@ -248,19 +248,18 @@ impl<'a> Engine<'a> {
     fn watch_store(&self) -> Option<notify::RecommendedWatcher> {
         use notify::Watcher;
         let tx = self.tx.clone();
-        let db_name = self.paths.db.file_name()?.to_string_lossy().into_owned();
-        let wal = format!("{db_name}-wal");
+        // Every braid write bumps this file's mtime after it commits.
+        let marker = braid_store::sqlite::change_marker(&self.paths.db);
+        let name = marker.file_name()?.to_owned();
         let mut w = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
             if let Ok(ev) = res {
                 let hit = matches!(
                     ev.kind,
                     notify::EventKind::Modify(_) | notify::EventKind::Create(_)
-                ) && ev.paths.iter().any(|p| {
-                    p.file_name().is_some_and(|n| {
-                        let n = n.to_string_lossy();
-                        n == db_name || n == wal
-                    })
-                });
+                ) && ev
+                    .paths
+                    .iter()
+                    .any(|p| p.file_name() == Some(name.as_os_str()));
                 if hit {
                     let _ = tx.send(Msg::StoreChanged);
                 }

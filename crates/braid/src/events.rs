@@ -1,6 +1,6 @@
 //! `braid events`: print the log after a seq; `--follow` keeps printing as
-//! other processes append, woken by OS file notifications on the database's
-//! write-ahead log (inotify), not by querying in a loop.
+//! other processes append, woken by an OS file notification (inotify) that
+//! every committed braid write triggers, not by querying in a loop.
 
 use std::io::Write;
 use std::sync::mpsc;
@@ -94,18 +94,15 @@ pub fn run(ctx: &Ctx, a: EventsArgs) -> Result<i32> {
     watcher
         .watch(&project.dir, RecursiveMode::NonRecursive)
         .with_context(|| format!("watching {}", project.dir.display()))?;
-    let db_name = project
-        .db
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let wal = format!("{db_name}-wal");
+    // Every braid write bumps this file's mtime after it commits.
+    let marker = braid_store::sqlite::change_marker(&project.db);
+    let marker_name = marker.file_name().map(|n| n.to_owned()).unwrap_or_default();
     let relevant = |ev: &notify::Event| {
         matches!(ev.kind, FsKind::Modify(_) | FsKind::Create(_))
-            && ev.paths.iter().any(|p| {
-                p.file_name()
-                    .is_some_and(|n| n.to_string_lossy() == db_name || n.to_string_lossy() == wal)
-            })
+            && ev
+                .paths
+                .iter()
+                .any(|p| p.file_name() == Some(marker_name.as_os_str()))
     };
     // Watch first, then read: nothing appended in between is missed.
     let mut after = drain(ctx, &store, a.after, None)?;

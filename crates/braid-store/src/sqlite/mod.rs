@@ -75,6 +75,14 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// The file whose modification time every committed write bumps, after the
+/// commit: watch it (inotify) to learn of changes without polling. Watching
+/// the WAL itself races: its last write lands just before the commit becomes
+/// visible to readers.
+pub fn change_marker(db: &Path) -> PathBuf {
+    lock_path(db)
+}
+
 fn lock_path(db: &Path) -> PathBuf {
     let mut p = db.as_os_str().to_owned();
     p.push(".lock");
@@ -199,6 +207,12 @@ impl SqliteStore {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Tells watchers a write has committed (see [`change_marker`]).
+    fn announce(&self) {
+        let lock = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = lock.set_modified(std::time::SystemTime::now());
     }
 
     pub(crate) fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -328,8 +342,14 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
 
 impl Store for SqliteStore {
     fn apply_all(&self, actor: &str, cmds: Vec<crate::Command>) -> Result<Vec<crate::Applied>> {
-        let mut conn = self.conn();
-        write::apply_all(&mut conn, actor, cmds)
+        let result = {
+            let mut conn = self.conn();
+            write::apply_all(&mut conn, actor, cmds)
+        };
+        if result.is_ok() {
+            self.announce();
+        }
+        result
     }
 
     fn task_events(&self, id: &TaskId, limit: usize) -> Result<Vec<Event>> {
@@ -345,8 +365,14 @@ impl Store for SqliteStore {
     }
 
     fn import(&self, actor: &str, batch: ImportBatch, opts: ImportOptions) -> Result<ImportReport> {
-        let mut conn = self.conn();
-        import::import(&mut conn, actor, batch, opts)
+        let result = {
+            let mut conn = self.conn();
+            import::import(&mut conn, actor, batch, opts)
+        };
+        if result.is_ok() {
+            self.announce();
+        }
+        result
     }
 
     fn task(&self, id: &TaskId) -> Result<Task> {

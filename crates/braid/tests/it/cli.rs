@@ -220,13 +220,14 @@ fn events_follow_prints_events_appended_by_other_processes() {
     use std::io::BufRead;
     let p = Proj::init();
     p.add(&["before"]);
-    let mut child = p
-        .cmd()
-        .args(["events", "--follow", "--json"])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
+    let mut child = crate::Reap(
+        p.cmd()
+            .args(["events", "--follow", "--json"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let stdout = child.0.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in std::io::BufReader::new(stdout).lines() {
@@ -245,8 +246,6 @@ fn events_follow_prints_events_appended_by_other_processes() {
     p.ok(&["done", &id]);
     let third: serde_json::Value = serde_json::from_str(&rx.recv_timeout(wait).unwrap()).unwrap();
     assert_eq!(third["kind"], "state_changed");
-    child.kill().unwrap();
-    child.wait().unwrap();
 }
 
 #[test]

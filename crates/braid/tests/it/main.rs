@@ -91,3 +91,14 @@ impl Proj {
         self.json(&a)["id"].as_str().unwrap().to_owned()
     }
 }
+
+/// Kills a child process when dropped, so a failing test leaves no orphan
+/// holding the test runner's pipes open.
+pub struct Reap(pub std::process::Child);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

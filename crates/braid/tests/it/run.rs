@@ -296,7 +296,7 @@ fn cancel_stops_the_running_agent() {
         }
     }
     p.ok(&["cancel", &a]);
-    let status = run.wait().unwrap();
+    let status = run.0.wait().unwrap();
     assert!(
         status.code().is_some(),
         "run exits by itself after the cancel"

@@ -67,15 +67,16 @@ fn restore_refuses_while_another_process_holds_the_database() {
         .as_str()
         .unwrap()
         .to_owned();
-    let mut holder = p
-        .cmd()
-        .args(["events", "--follow"])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut holder = crate::Reap(
+        p.cmd()
+            .args(["events", "--follow"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     // Wait until the follower has opened the store: it prints the log.
     let mut line = String::new();
-    let mut reader = std::io::BufReader::new(holder.stdout.take().unwrap());
+    let mut reader = std::io::BufReader::new(holder.0.stdout.take().unwrap());
     std::io::BufRead::read_line(&mut reader, &mut line).unwrap();
     let out = p
         .cmd()
@@ -86,8 +87,7 @@ fn restore_refuses_while_another_process_holds_the_database() {
     assert_eq!(out.status.code(), Some(4));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("locked"), "{err}");
-    holder.kill().unwrap();
-    holder.wait().unwrap();
+    drop(holder);
     p.ok(&["snapshot", "restore", &snap]);
 }
 
