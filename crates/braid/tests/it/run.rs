@@ -282,13 +282,15 @@ fn cancel_stops_the_running_agent() {
         agent("hang.sh")
     ));
     let a = p.add(&["long"]);
-    let mut run = p
-        .cmd()
-        .args(["run", "--json"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = std::io::BufReader::new(run.stdout.take().unwrap()).lines();
+    let mut run = crate::Reap(
+        p.cmd()
+            .args(["run", "--json"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut lines = std::io::BufReader::new(run.0.stdout.take().unwrap()).lines();
     loop {
         let l = lines.next().expect("run ended early").unwrap();
         if l.contains("\"dispatched\"") {
