@@ -2,7 +2,7 @@
 //! (unknown keys are errors) and checked before anything runs; every error
 //! names the file, the line and the key at fault.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use regex::Regex;
@@ -23,6 +23,40 @@ pub struct Config {
     pub gates: Vec<Gate>,
     /// The branch passing work merges into; `None`: passing work is done.
     pub merge_into: Option<String>,
+    pub cache: CacheConfig,
+}
+
+#[derive(Clone, Debug)]
+pub struct CacheConfig {
+    /// Where entries live (default `$BRAID_CACHE_DIR`, else
+    /// `$XDG_CACHE_HOME/braid`, else `~/.cache/braid`).
+    pub dir: PathBuf,
+    /// Entries of different namespaces never answer for each other
+    /// (default: the user's name).
+    pub namespace: String,
+    pub max_size: u64,
+    pub ttl: Duration,
+    pub enabled: bool,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        let dir = std::env::var_os("BRAID_CACHE_DIR")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("braid")))
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/braid")))
+            .unwrap_or_else(|| PathBuf::from(".braid/cache"));
+        CacheConfig {
+            dir,
+            namespace: std::env::var("USER")
+                .ok()
+                .filter(|u| !u.is_empty())
+                .unwrap_or_else(|| "default".into()),
+            max_size: 10 << 30,
+            ttl: Duration::from_secs(30 * 86_400),
+            enabled: true,
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -83,7 +117,17 @@ struct RawFile {
     #[serde(default)]
     server: Option<toml::Table>,
     #[serde(default)]
-    cache: Option<toml::Table>,
+    cache: Option<RawCache>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCache {
+    dir: Option<String>,
+    namespace: Option<String>,
+    max_size: Option<String>,
+    ttl: Option<String>,
+    enabled: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -156,6 +200,7 @@ impl Default for Config {
             agents: Vec::new(),
             gates: Vec::new(),
             merge_into: None,
+            cache: CacheConfig::default(),
         }
     }
 }
@@ -348,12 +393,34 @@ impl Config {
                 env: g.env,
             });
         }
-        let _ = (raw.server, raw.cache);
+        let _ = raw.server;
+        let mut cache = CacheConfig::default();
+        if let Some(c) = raw.cache {
+            if let Some(d) = c.dir {
+                cache.dir = PathBuf::from(d);
+            }
+            if let Some(n) = c.namespace {
+                if n.is_empty() || n.contains(['/', '\\', '.']) {
+                    return Err(err(
+                        find("namespace", None),
+                        format!("cache namespace {n:?} must be a plain name"),
+                    ));
+                }
+                cache.namespace = n;
+            }
+            if let Some(m) = c.max_size {
+                cache.max_size = parse_size(&m)
+                    .map_err(|e| err(find("max_size", None), format!("max_size: {e}")))?;
+            }
+            cache.ttl = dur("ttl", &c.ttl, cache.ttl)?;
+            cache.enabled = c.enabled.unwrap_or(true);
+        }
         Ok(Config {
             run,
             agents,
             gates,
             merge_into: raw.merge.map(|m| m.into),
+            cache,
         })
     }
 

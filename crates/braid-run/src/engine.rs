@@ -96,6 +96,8 @@ enum ProcKind {
 struct Proc {
     task: TaskId,
     kind: ProcKind,
+    /// For gates: the result cache key, stored when the gate passes.
+    cache_key: Option<String>,
     pgid: u32,
     started: Instant,
     deadline: Instant,
@@ -111,6 +113,8 @@ struct Work {
     gates_pending: usize,
     failure: Option<(String, String)>,
     retry_at: Option<Instant>,
+    /// The workspace's content identity, computed once per gate round.
+    content: Option<String>,
 }
 
 pub struct Engine<'a> {
@@ -133,6 +137,7 @@ pub struct Engine<'a> {
     /// When the earliest lease held by someone else expires (ms since epoch).
     lease_timer: Option<i64>,
     telemetry: Telemetry,
+    cache: Option<crate::cache::Cache>,
     report: Report,
     /// Dispatch latency samples: ready seen -> process spawned.
     pub latencies: Vec<Duration>,
@@ -152,6 +157,11 @@ impl<'a> Engine<'a> {
             Duration::from_secs(30 * 86_400),
         );
         let beat = config.run.lease / 3;
+        let cache = if config.cache.enabled {
+            crate::cache::Cache::open(&config.cache).ok()
+        } else {
+            None
+        };
         Engine {
             store,
             config,
@@ -170,6 +180,7 @@ impl<'a> Engine<'a> {
             memory_wait: None,
             next_heartbeat: Instant::now() + beat,
             lease_timer: None,
+            cache,
             telemetry,
             report: Report::default(),
             latencies: Vec::new(),
@@ -439,6 +450,7 @@ impl<'a> Engine<'a> {
                         gates_pending: 0,
                         failure: None,
                         retry_at: None,
+                        content: None,
                     },
                 );
                 self.report.dispatched += 1;
@@ -506,6 +518,7 @@ impl<'a> Engine<'a> {
             ProcKind::Agent(agent_name.clone()),
             &spec,
             agent.timeout,
+            None,
         );
         if spawned {
             self.latencies.push(ready_seen.elapsed());
@@ -519,6 +532,18 @@ impl<'a> Engine<'a> {
 
     fn start_gate(&mut self, id: &TaskId, gate: &Gate) {
         let Some(w) = self.works.get(id) else { return };
+        let key = w.content.as_ref().map(|c| crate::cache::gate_key(gate, c));
+        if let (Some(k), Some(cache)) = (&key, &self.cache)
+            && let Some(hit) = cache.lookup(k)
+        {
+            self.record(
+                    id,
+                    EventKind::GateFinished,
+                    json!({"gate": gate.name, "passed": true, "exit": "exit 0", "timed_out": false, "duration_ms": 0, "cached": true, "original_duration_ms": hit.duration_ms}),
+                );
+            self.gate_done(id, &gate.name, None);
+            return;
+        }
         let spec = Spec {
             argv: gate.command.clone(),
             cwd: w.workspace.clone(),
@@ -529,11 +554,43 @@ impl<'a> Engine<'a> {
                 .logs(id)
                 .join(format!("{}-gate-{}.log", w.attempt, gate.name)),
         };
-        self.spawn(id, ProcKind::Gate(gate.name.clone()), &spec, gate.timeout);
+        self.spawn(
+            id,
+            ProcKind::Gate(gate.name.clone()),
+            &spec,
+            gate.timeout,
+            key,
+        );
+    }
+
+    /// One gate of a task's round finished (`failure`: what failed and the
+    /// end of its output); when it was the last, the attempt is decided.
+    fn gate_done(&mut self, id: &TaskId, _gate: &str, failure: Option<(String, String)>) {
+        let Some(w) = self.works.get_mut(id) else {
+            return;
+        };
+        w.gates_pending = w.gates_pending.saturating_sub(1);
+        if failure.is_some() && w.failure.is_none() {
+            w.failure = failure;
+        }
+        if w.gates_pending == 0 {
+            w.content = None;
+            match w.failure.take() {
+                Some((what, tail)) => self.attempt_failed(id, what, tail),
+                None => self.succeed(id),
+            }
+        }
     }
 
     /// Starts a process and a thread that waits for it and reports back.
-    fn spawn(&mut self, id: &TaskId, kind: ProcKind, spec: &Spec, timeout: Duration) -> bool {
+    fn spawn(
+        &mut self,
+        id: &TaskId,
+        kind: ProcKind,
+        spec: &Spec,
+        timeout: Duration,
+        cache_key: Option<String>,
+    ) -> bool {
         let key = self.next_key;
         self.next_key += 1;
         let now = Instant::now();
@@ -545,6 +602,7 @@ impl<'a> Engine<'a> {
                     Proc {
                         task: id.clone(),
                         kind,
+                        cache_key,
                         pgid,
                         started: now,
                         deadline: now + timeout,
@@ -569,6 +627,7 @@ impl<'a> Engine<'a> {
                     Proc {
                         task: id.clone(),
                         kind,
+                        cache_key,
                         pgid: 0,
                         started: now,
                         deadline: now + timeout,
@@ -683,28 +742,34 @@ impl<'a> Engine<'a> {
             }
             ProcKind::Gate(name) => {
                 let passed = exit.success() && !timed_out;
+                // Cache before recording: a recorded pass is always cached,
+                // so after a crash it is never run again.
+                if passed && let (Some(k), Some(cache)) = (&p.cache_key, self.cache.as_mut()) {
+                    let result = crate::cache::CachedResult {
+                        gate: name.clone(),
+                        duration_ms,
+                        at: braid_store::sqlite::now_ms(),
+                        tail: supervise::tail(&p.log, 1024),
+                    };
+                    let _ = cache.store(k, &result);
+                }
                 self.record(
                     &p.task,
                     EventKind::GateFinished,
                     json!({"gate": name, "passed": passed, "exit": exit.describe(), "timed_out": timed_out, "duration_ms": duration_ms, "cached": false}),
                 );
-                let tail_len = self.config.run.failure_tail;
-                let Some(w) = self.works.get_mut(&p.task) else {
+                if !self.works.contains_key(&p.task) {
                     return;
-                };
-                w.gates_pending = w.gates_pending.saturating_sub(1);
-                if !passed && w.failure.is_none() {
-                    w.failure = Some((
+                }
+                let failure = if passed {
+                    None
+                } else {
+                    Some((
                         format!("gate {name} ({})", exit.describe()),
-                        supervise::tail(&p.log, tail_len),
-                    ));
-                }
-                if w.gates_pending == 0 {
-                    match w.failure.take() {
-                        Some((what, tail)) => self.attempt_failed(&p.task, what, tail),
-                        None => self.succeed(&p.task),
-                    }
-                }
+                        supervise::tail(&p.log, self.config.run.failure_tail),
+                    ))
+                };
+                self.gate_done(&p.task, name, failure);
             }
         }
     }
@@ -722,8 +787,13 @@ impl<'a> Engine<'a> {
             self.succeed(id);
             return;
         }
+        let content = match (&self.cache, self.works.get(id)) {
+            (Some(_), Some(w)) => crate::cache::workspace_identity(&w.workspace).ok(),
+            _ => None,
+        };
         if let Some(w) = self.works.get_mut(id) {
             w.gates_pending = gates.len();
+            w.content = content;
         }
         for g in gates {
             self.gate_queue.push_back((id.clone(), g));

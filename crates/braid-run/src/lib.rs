@@ -2,8 +2,10 @@
 //! work under leases, runs agents and gates in supervised process groups,
 //! retries with the failure fed back, and records everything as events.
 
+pub mod cache;
 pub mod config;
 pub mod engine;
+pub mod gates;
 pub mod prompt;
 pub mod supervise;
 pub mod telemetry;

@@ -98,6 +98,12 @@ pub enum Command {
     Logs(run::LogsArgs),
     /// Remove workspaces of tasks that no longer need them.
     Gc,
+    /// Run a task's gates by hand.
+    #[command(subcommand)]
+    Gate(run::GateCmd),
+    /// Inspect or prune the gate result cache.
+    #[command(subcommand)]
+    Cache(run::CacheCmd),
     /// Create a sample project (an epic tree of ~30 tasks) and show it.
     Demo(demo::DemoArgs),
 }

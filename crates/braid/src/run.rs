@@ -293,3 +293,132 @@ pub fn gc(ctx: &Ctx) -> Result<i32> {
     }
     Ok(exit::OK)
 }
+
+#[derive(clap::Subcommand, Debug)]
+pub enum GateCmd {
+    /// Run a task's gates now, in its workspace (or the project's root when
+    /// it has none), answering from the cache when possible.
+    Run {
+        #[arg(value_parser = parse_id)]
+        id: TaskId,
+        /// Ignore the cache (and do not record results in it).
+        #[arg(long)]
+        no_cache: bool,
+    },
+}
+
+pub fn gate(ctx: &Ctx, cmd: GateCmd) -> Result<i32> {
+    let GateCmd::Run { id, no_cache } = cmd;
+    let (project, store) = ctx.open()?;
+    let config = load_config(&project)?;
+    let task = store.task(&id)?;
+    let gates: Vec<_> = config
+        .gates
+        .iter()
+        .filter(|g| task.gates.is_empty() || task.gates.contains(&g.name))
+        .cloned()
+        .collect();
+    if gates.is_empty() {
+        return Err(Failure::usage(format!(
+            "{id} has no gates to run: add [[gate]] entries to config.toml"
+        ))
+        .into());
+    }
+    let p = paths(&project);
+    let ws = p.workspace(&id);
+    let dir = if ws.exists() {
+        ws
+    } else {
+        project
+            .dir
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default()
+    };
+    let mut cache = if no_cache || !config.cache.enabled {
+        None
+    } else {
+        Some(braid_run::cache::Cache::open(&config.cache)?)
+    };
+    let log_dir = p.logs(&id).join("manual");
+    let outcomes = braid_run::gates::run_gates(
+        &gates,
+        &dir,
+        &log_dir,
+        config.run.jobs,
+        config.run.kill_grace,
+        cache.as_mut(),
+    );
+    let failed = outcomes.iter().filter(|o| !o.passed).count();
+    if ctx.global.json {
+        let v: Vec<_> = outcomes
+            .iter()
+            .map(|o| json!({"gate": o.name, "passed": o.passed, "cached": o.cached, "duration_ms": o.duration_ms, "exit": o.exit, "log": o.log}))
+            .collect();
+        ctx.print_json(&v)?;
+    } else {
+        for o in &outcomes {
+            let status = if o.passed {
+                ctx.style.paint("32", "pass")
+            } else {
+                ctx.style.paint("31", "FAIL")
+            };
+            let cached = if o.cached { " (cached)" } else { "" };
+            println!(
+                "{status}  {}  {} ms{cached}  {}",
+                o.name, o.duration_ms, o.exit
+            );
+            if !o.passed
+                && let Some(log) = &o.log
+            {
+                println!("{}", braid_run::supervise::tail(log, 2048));
+            }
+        }
+    }
+    Ok(if failed > 0 { exit::FAILED } else { exit::OK })
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum CacheCmd {
+    /// Entries and bytes, by namespace (read from the index, instantly).
+    Stats,
+    /// Delete entries past the TTL, then the least recently used past the size limit.
+    Prune,
+}
+
+pub fn cache(ctx: &Ctx, cmd: CacheCmd) -> Result<i32> {
+    // The cache is per developer: a project is only needed for its config.
+    let config = match ctx.project() {
+        Ok(p) => load_config(&p)?,
+        Err(_) => Config::default(),
+    };
+    let mut cache = braid_run::cache::Cache::open(&config.cache)?;
+    let pruned = match cmd {
+        CacheCmd::Prune => Some(cache.prune()?),
+        CacheCmd::Stats => None,
+    };
+    let s = cache.stats()?;
+    if ctx.global.json {
+        ctx.print_json(&json!({
+            "dir": cache.dir(), "entries": s.entries, "bytes": s.size, "rebuilt": s.rebuilt, "pruned": pruned,
+            "namespaces": s.namespaces.iter().map(|(n, c, b)| json!({"namespace": n, "entries": c, "bytes": b})).collect::<Vec<_>>(),
+        }))?;
+    } else {
+        if let Some(n) = pruned {
+            println!("Pruned {n} entries.");
+        }
+        if s.rebuilt {
+            println!("(The index was corrupted and has been rebuilt from the entries.)");
+        }
+        println!(
+            "{}: {} entries, {} bytes",
+            cache.dir().display(),
+            s.entries,
+            s.size
+        );
+        for (n, c, b) in &s.namespaces {
+            println!("  {n}: {c} entries, {b} bytes");
+        }
+    }
+    Ok(exit::OK)
+}

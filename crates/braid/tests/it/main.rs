@@ -13,13 +13,14 @@ use std::process::{Command, Output};
 /// A project in a temp directory, and a way to run braid in it.
 pub struct Proj {
     pub dir: tempfile::TempDir,
+    /// The gate result cache, outside the project so it never counts as
+    /// project content.
+    pub cache: tempfile::TempDir,
 }
 
 impl Proj {
     pub fn init() -> Proj {
-        let p = Proj {
-            dir: tempfile::tempdir().unwrap(),
-        };
+        let p = Proj::empty();
         p.ok(&["init"]);
         p
     }
@@ -27,6 +28,7 @@ impl Proj {
     pub fn empty() -> Proj {
         Proj {
             dir: tempfile::tempdir().unwrap(),
+            cache: tempfile::tempdir().unwrap(),
         }
     }
 
@@ -43,7 +45,8 @@ impl Proj {
         c.current_dir(self.path())
             .env_remove("BRAID_DB")
             .env("BRAID_ACTOR", "tester")
-            .env("NO_COLOR", "1");
+            .env("NO_COLOR", "1")
+            .env("BRAID_CACHE_DIR", self.cache.path());
         c
     }
 

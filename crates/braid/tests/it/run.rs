@@ -408,6 +408,19 @@ fn crash_test_kill_9_at_random_points() {
             .count();
         assert_eq!(completions, 1, "{id} completed {completions} times");
     }
+    for id in &ids {
+        // A gate whose passing result was recorded never runs again.
+        let ran = evs
+            .iter()
+            .filter(|e| {
+                e["task"] == id.as_str()
+                    && e["kind"] == "gate_finished"
+                    && e["payload"]["cached"] == false
+                    && e["payload"]["passed"] == true
+            })
+            .count();
+        assert!(ran <= 1, "{id}: a recorded gate ran {ran} times");
+    }
     let rescued = evs.iter().filter(|e| e["kind"] == "rescued").count();
     assert!(rescued > 0, "the kills must have hit work in flight");
     // seq strictly increases through all the crashes.
@@ -415,4 +428,42 @@ fn crash_test_kill_9_at_random_points() {
         evs.windows(2)
             .all(|w| w[0]["seq"].as_i64() < w[1]["seq"].as_i64())
     );
+}
+
+#[test]
+fn a_gate_that_passed_on_the_same_content_is_not_run_again() {
+    let p = repo_project(&format!(
+        "\n[[agent]]\nname = \"fake\"\ncommand = [\"{}\"]\n\n[[gate]]\nname = \"count\"\ncommand = [\"sh\", \"-c\", \"echo ran >> ../../gate-runs\"]\n",
+        agent("commit.sh")
+    ));
+    let a = p.add(&["x"]);
+    p.ok(&["run"]);
+    p.ok(&["reopen", &a]);
+    p.ok(&["run"]);
+    let cached: Vec<bool> = events(&p)
+        .into_iter()
+        .filter(|e| e["kind"] == "gate_finished")
+        .map(|e| e["payload"]["cached"].as_bool().unwrap())
+        .collect();
+    assert_eq!(cached, vec![false, true]);
+    let runs = std::fs::read_to_string(p.path().join(".braid/gate-runs")).unwrap();
+    assert_eq!(runs.lines().count(), 1);
+    let stats = p.json(&["cache", "stats"]);
+    assert_eq!(stats["entries"], 1, "{stats}");
+}
+
+#[test]
+fn gate_run_by_hand_uses_the_same_cache() {
+    let p = repo_project(&format!(
+        "\n[[agent]]\nname = \"fake\"\ncommand = [\"{}\"]\n\n[[gate]]\nname = \"ok\"\ncommand = [\"true\"]\n\n[merge]\ninto = \"main\"\n",
+        agent("commit.sh")
+    ));
+    let a = p.add(&["x"]);
+    p.ok(&["run"]);
+    // In review, the worktree stays: the same content already passed.
+    let again = p.json(&["gate", "run", &a]);
+    assert_eq!(again[0]["cached"], true, "{again}");
+    let forced = p.json(&["gate", "run", &a, "--no-cache"]);
+    assert_eq!(forced[0]["cached"], false);
+    assert_eq!(forced[0]["passed"], true);
 }
