@@ -74,6 +74,9 @@ pub struct RunConfig {
     pub kill_grace: Duration,
     /// Bytes of a failing gate's output fed back to the next attempt.
     pub failure_tail: usize,
+    /// After SIGINT/SIGTERM, how long running work may go on before it is
+    /// stopped (a second signal stops it at once).
+    pub shutdown_grace: Duration,
 }
 
 #[derive(Clone, Debug)]
@@ -140,6 +143,7 @@ struct RawRun {
     lease: Option<String>,
     kill_grace: Option<String>,
     failure_tail: Option<String>,
+    shutdown_grace: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -196,6 +200,7 @@ impl Default for Config {
                 lease: Duration::from_secs(60),
                 kill_grace: Duration::from_secs(5),
                 failure_tail: 4096,
+                shutdown_grace: Duration::from_secs(30),
             },
             agents: Vec::new(),
             gates: Vec::new(),
@@ -312,6 +317,7 @@ impl Config {
             },
             lease: dur("lease", &raw.run.lease, d.lease)?,
             kill_grace: dur("kill_grace", &raw.run.kill_grace, d.kill_grace)?,
+            shutdown_grace: dur("shutdown_grace", &raw.run.shutdown_grace, d.shutdown_grace)?,
             failure_tail: match &raw.run.failure_tail {
                 None => d.failure_tail,
                 Some(s) => parse_size(s)

@@ -19,8 +19,6 @@ use crate::telemetry::Telemetry;
 
 /// Bytes of an agent's log scanned for rate-limit messages.
 const RATE_LIMIT_SCAN: usize = 64 * 1024;
-/// After the first SIGINT/SIGTERM, running work gets this long to finish.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// Re-check available memory this often while below the floor (the OS does
 /// not notify when memory comes back).
 const MEMORY_RECHECK: Duration = Duration::from_secs(1);
@@ -653,13 +651,23 @@ impl<'a> Engine<'a> {
             }
             Msg::StoreChanged => self.check_cancelled()?,
             Msg::Signal => {
+                self.report.interrupted = true;
                 if self.stopping.is_some() {
-                    // Second signal: stop now.
-                    self.report.interrupted = true;
+                    // Second signal: stop now, and give the claims back.
                     self.kill_all();
+                    self.release_all("stopped by a second signal");
                 } else {
-                    self.report.interrupted = true;
-                    self.stopping = Some(Instant::now() + SHUTDOWN_GRACE);
+                    self.stopping = Some(Instant::now() + self.config.run.shutdown_grace);
+                    // Work waiting for a retry will not get one now.
+                    let waiting: Vec<TaskId> = self
+                        .works
+                        .iter()
+                        .filter(|(_, w)| w.retry_at.is_some())
+                        .map(|(i, _)| i.clone())
+                        .collect();
+                    for id in waiting {
+                        self.release(&id, "the run was stopped before its retry");
+                    }
                 }
             }
         }
@@ -703,6 +711,31 @@ impl<'a> Engine<'a> {
         }
     }
 
+    /// Gives a claim back (the task returns to open, the attempt refunded).
+    fn release(&mut self, id: &TaskId, why: &str) {
+        if let Some(w) = self.works.remove(id) {
+            let cmd = Command::Finish {
+                id: id.clone(),
+                token: w.token,
+                to: State::Open,
+                reason: Some(why.into()),
+                refund_attempt: true,
+            };
+            if self.apply(cmd).is_ok() {
+                self.report.released += 1;
+            }
+        }
+        self.gate_queue.retain(|(t, _)| t != id);
+    }
+
+    fn release_all(&mut self, why: &str) {
+        let ids: Vec<TaskId> = self.works.keys().cloned().collect();
+        for id in ids {
+            self.release(&id, why);
+        }
+        self.procs.clear();
+    }
+
     fn drop_work(&mut self, id: &TaskId) {
         if let Some(w) = self.works.remove(id) {
             let _ = w;
@@ -712,6 +745,16 @@ impl<'a> Engine<'a> {
     fn on_exit(&mut self, p: Proc, exit: Exit) {
         let duration_ms = p.started.elapsed().as_millis() as u64;
         let timed_out = p.killed_at.is_some();
+        if timed_out && self.stopping.is_some_and(|t| t <= Instant::now()) {
+            // Stopped by the shutdown, not by its own timeout.
+            if let ProcKind::Agent(name) = &p.kind {
+                if let Some(n) = self.busy.get_mut(name) {
+                    *n = n.saturating_sub(1);
+                }
+            }
+            self.release(&p.task, "stopped by a signal before it finished");
+            return;
+        }
         match &p.kind {
             ProcKind::Agent(name) => {
                 if let Some(n) = self.busy.get_mut(name) {
@@ -831,7 +874,11 @@ impl<'a> Engine<'a> {
     fn attempt_failed(&mut self, id: &TaskId, what: String, tail: String) {
         let Some(w) = self.works.get(id) else { return };
         let attempt = w.attempt;
-        if attempt < self.config.run.max_attempts && self.stopping.is_none() {
+        if attempt < self.config.run.max_attempts && self.stopping.is_some() {
+            self.release(id, "the run was stopped before a retry");
+            return;
+        }
+        if attempt < self.config.run.max_attempts {
             let backoff = backoff(
                 self.config.run.backoff_base,
                 self.config.run.backoff_cap,
@@ -960,6 +1007,8 @@ impl<'a> Engine<'a> {
             }
         }
         if self.stopping.is_some_and(|t| t <= now) {
+            // Past the grace: whatever still runs is stopped; its claim is
+            // given back when its process exits (see on_exit).
             for p in self.procs.values_mut() {
                 if p.killed_at.is_none() && p.pgid != 0 {
                     supervise::terminate(p.pgid);

@@ -467,3 +467,143 @@ fn gate_run_by_hand_uses_the_same_cache() {
     assert_eq!(forced[0]["cached"], false);
     assert_eq!(forced[0]["passed"], true);
 }
+
+fn sigint(child: &std::process::Child) {
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+}
+
+/// Reads the run's JSON lines until one contains `needle`.
+fn wait_for(
+    lines: &mut std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+    needle: &str,
+) {
+    loop {
+        let l = lines.next().expect("run ended early").unwrap();
+        if l.contains(needle) {
+            return;
+        }
+    }
+}
+
+#[test]
+fn first_signal_lets_running_work_finish_and_dispatches_nothing_new() {
+    let p = repo_project(&format!(
+        "{}jobs = 1\n\n[[agent]]\nname = \"slow\"\ncommand = [\"{}\"]\n",
+        quick_run(),
+        agent("commit.sh")
+    ));
+    let a = p.add(&["first", "-p", "0"]);
+    let b = p.add(&["second", "-p", "1"]);
+    let mut run = crate::Reap(
+        p.cmd()
+            .args(["run", "--json"])
+            .env("BRAID_TEST_DELAY", "0.5")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut lines = std::io::BufReader::new(run.0.stdout.take().unwrap()).lines();
+    wait_for(&mut lines, "\"dispatched\"");
+    sigint(&run.0);
+    let status = run.0.wait().unwrap();
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "an interrupted run is not a clean success"
+    );
+    assert_eq!(
+        p.json(&["show", &a])["state"],
+        "done",
+        "running work finished"
+    );
+    assert_eq!(
+        p.json(&["show", &b])["state"],
+        "open",
+        "nothing new was started"
+    );
+    assert_eq!(p.json(&["show", &b])["ready"], true);
+}
+
+#[test]
+fn second_signal_stops_at_once_and_gives_claims_back() {
+    let p = repo_project(&format!(
+        "\n[[agent]]\nname = \"stuck\"\ncommand = [\"{}\"]\n",
+        agent("hang.sh")
+    ));
+    let a = p.add(&["long"]);
+    let mut run = crate::Reap(
+        p.cmd()
+            .args(["run", "--json"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut lines = std::io::BufReader::new(run.0.stdout.take().unwrap()).lines();
+    wait_for(&mut lines, "\"dispatched\"");
+    sigint(&run.0);
+    std::thread::sleep(Duration::from_millis(100));
+    sigint(&run.0);
+    run.0.wait().unwrap();
+    let t = p.json(&["show", &a]);
+    assert_eq!(t["state"], "open", "{t}");
+    assert!(t["lease"].is_null());
+    let gone = (0..50).any(|_| {
+        std::thread::sleep(Duration::from_millis(20));
+        !process_running("sleep 987")
+    });
+    assert!(gone, "the agent was killed");
+}
+
+#[test]
+fn follow_mode_picks_up_work_added_later() {
+    let p = repo_project(&format!(
+        "\n[[agent]]\nname = \"fake\"\ncommand = [\"{}\"]\n",
+        agent("commit.sh")
+    ));
+    let mut run = crate::Reap(
+        p.cmd()
+            .args(["run", "--follow", "--json"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut lines = std::io::BufReader::new(run.0.stdout.take().unwrap()).lines();
+    let a = p.add(&["added while running"]);
+    wait_for(&mut lines, "\"to\":\"done\"");
+    assert_eq!(p.json(&["show", &a])["state"], "done");
+    sigint(&run.0);
+    run.0.wait().unwrap();
+}
+
+#[test]
+fn below_the_memory_floor_no_agent_starts() {
+    let p = repo_project(&format!(
+        "{}memory_floor = \"1000TiB\"\n\n[[agent]]\nname = \"fake\"\ncommand = [\"{}\"]\n",
+        quick_run(),
+        agent("commit.sh")
+    ));
+    let a = p.add(&["x"]);
+    let mut run = crate::Reap(
+        p.cmd()
+            .args(["run", "--json"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    // The run waits for memory (re-checking each second) rather than exiting.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        run.0.try_wait().unwrap().is_none(),
+        "the run waits for memory"
+    );
+    assert_eq!(p.json(&["show", &a])["state"], "open", "no agent started");
+    sigint(&run.0);
+    run.0.wait().unwrap();
+}
