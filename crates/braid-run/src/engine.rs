@@ -747,10 +747,10 @@ impl<'a> Engine<'a> {
         let timed_out = p.killed_at.is_some();
         if timed_out && self.stopping.is_some_and(|t| t <= Instant::now()) {
             // Stopped by the shutdown, not by its own timeout.
-            if let ProcKind::Agent(name) = &p.kind {
-                if let Some(n) = self.busy.get_mut(name) {
-                    *n = n.saturating_sub(1);
-                }
+            if let ProcKind::Agent(name) = &p.kind
+                && let Some(n) = self.busy.get_mut(name)
+            {
+                *n = n.saturating_sub(1);
             }
             self.release(&p.task, "stopped by a signal before it finished");
             return;
