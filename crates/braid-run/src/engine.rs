@@ -58,8 +58,12 @@ impl Paths {
 }
 
 /// How a run ended.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Report {
+    /// Dispatch latency in ms (p50, p99): from the moment a start became
+    /// possible (a slot freed, work finished, the store changed) to the
+    /// agent's process being spawned.
+    pub latency_ms: Option<(f64, f64)>,
     pub dispatched: usize,
     pub review: usize,
     pub done: usize,
@@ -136,6 +140,13 @@ pub struct Engine<'a> {
     lease_timer: Option<i64>,
     telemetry: Telemetry,
     cache: Option<crate::cache::Cache>,
+    /// Observability events waiting to be written in one batch.
+    pending: Vec<Command>,
+    /// The last seq this run wrote: a change notification for it is ours.
+    last_own_seq: i64,
+    /// When something last made dispatch possible (a slot freed, work
+    /// finished, the store changed): the start of dispatch latency.
+    last_change: Instant,
     report: Report,
     /// Dispatch latency samples: ready seen -> process spawned.
     pub latencies: Vec<Duration>,
@@ -179,6 +190,9 @@ impl<'a> Engine<'a> {
             next_heartbeat: Instant::now() + beat,
             lease_timer: None,
             cache,
+            pending: Vec::new(),
+            last_own_seq: 0,
+            last_change: Instant::now(),
             telemetry,
             report: Report::default(),
             latencies: Vec::new(),
@@ -201,17 +215,47 @@ impl<'a> Engine<'a> {
     }
 
     fn apply(&mut self, cmd: Command) -> Result<braid_store::Applied, braid_store::Error> {
+        self.flush_records();
         let actor = self.opts.actor.clone();
         let r = self.store.apply(&actor, cmd);
         if let Ok(a) = &r {
             let events = a.events.clone();
+            self.last_own_seq = events.last().map_or(self.last_own_seq, |e| e.seq);
             self.emit(&events);
         }
         r
     }
 
+    /// Writes queued events in one transaction.
+    fn flush_records(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let cmds = std::mem::take(&mut self.pending);
+        let actor = self.opts.actor.clone();
+        match self.store.apply_all(&actor, cmds.clone()) {
+            Ok(applied) => {
+                let events: Vec<Event> = applied.into_iter().flat_map(|a| a.events).collect();
+                self.last_own_seq = events.last().map_or(self.last_own_seq, |e| e.seq);
+                self.emit(&events);
+            }
+            Err(_) => {
+                // One bad record (its task deleted, say) must not lose the rest.
+                for c in cmds {
+                    if let Ok(a) = self.store.apply(&actor, c) {
+                        self.last_own_seq = a.events.last().map_or(self.last_own_seq, |e| e.seq);
+                        self.emit(&a.events);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Queues an observability event; queued events are written together,
+    /// in one transaction, before the loop next waits (or before the next
+    /// state change, so the log keeps its order).
     fn record(&mut self, id: &TaskId, kind: EventKind, payload: serde_json::Value) {
-        let _ = self.apply(Command::Record {
+        self.pending.push(Command::Record {
             id: id.clone(),
             kind,
             payload,
@@ -221,6 +265,7 @@ impl<'a> Engine<'a> {
     /// Runs until nothing is running and nothing can start (or, with
     /// `follow`, until a signal).
     pub fn run(mut self) -> Result<Report, braid_store::Error> {
+        crate::metrics::describe();
         let _watcher = self.watch_store();
         self.watch_signals();
         self.rescue_expired()?;
@@ -250,7 +295,9 @@ impl<'a> Engine<'a> {
             }
             self.on_timers()?;
         }
+        self.flush_records();
         self.telemetry.flush();
+        self.report.latency_ms = percentiles(&self.latencies);
         Ok(self.report.clone())
     }
 
@@ -307,7 +354,9 @@ impl<'a> Engine<'a> {
                 return Ok(());
             }
             for (id, token) in expired {
-                let _ = self.apply(Command::Rescue { id, token });
+                if self.apply(Command::Rescue { id, token }).is_ok() {
+                    crate::metrics::rescue();
+                }
             }
         }
     }
@@ -397,6 +446,7 @@ impl<'a> Engine<'a> {
         if self.stopping.is_some() || self.config.agents.is_empty() {
             return Ok(());
         }
+        crate::metrics::queue_depth(self.store.health()?.ready);
         while self.slots_free() > 0 {
             if self
                 .opts
@@ -452,6 +502,7 @@ impl<'a> Engine<'a> {
                     },
                 );
                 self.report.dispatched += 1;
+                crate::metrics::dispatched();
                 self.start_agent(&t.id, seen);
                 started = true;
                 break;
@@ -489,7 +540,11 @@ impl<'a> Engine<'a> {
             Err(e) => format!("Task {id}. (The task could not be read: {e}.)"),
         };
         let prompt_file = logs.join(format!("{attempt}-prompt.md"));
-        let _ = std::fs::create_dir_all(&logs).and_then(|()| std::fs::write(&prompt_file, &prompt));
+        // Written only for agents that read it (one file fewer per task).
+        if agent.command.iter().any(|a| a.contains("{prompt_file}")) {
+            let _ =
+                std::fs::create_dir_all(&logs).and_then(|()| std::fs::write(&prompt_file, &prompt));
+        }
         let subst = |s: &str| {
             s.replace("{prompt_file}", &prompt_file.to_string_lossy())
                 .replace("{prompt}", &prompt)
@@ -511,6 +566,7 @@ impl<'a> Engine<'a> {
             log: logs.join(format!("{attempt}-{agent_name}.log")),
         };
         *self.busy.entry(agent_name.clone()).or_insert(0) += 1;
+        crate::metrics::active_agents(self.busy.values().sum());
         let spawned = self.spawn(
             id,
             ProcKind::Agent(agent_name.clone()),
@@ -519,7 +575,8 @@ impl<'a> Engine<'a> {
             None,
         );
         if spawned {
-            self.latencies.push(ready_seen.elapsed());
+            let _ = ready_seen;
+            self.latencies.push(self.last_change.elapsed());
         }
         self.record(
             id,
@@ -534,6 +591,7 @@ impl<'a> Engine<'a> {
         if let (Some(k), Some(cache)) = (&key, &self.cache)
             && let Some(hit) = cache.lookup(k)
         {
+            crate::metrics::gate(Duration::ZERO, true);
             self.record(
                     id,
                     EventKind::GateFinished,
@@ -645,11 +703,19 @@ impl<'a> Engine<'a> {
     fn handle(&mut self, msg: Msg) -> Result<(), braid_store::Error> {
         match msg {
             Msg::Exited { key, exit } => {
+                self.last_change = Instant::now();
                 if let Some(p) = self.procs.remove(&key) {
                     self.on_exit(p, exit);
                 }
             }
-            Msg::StoreChanged => self.check_cancelled()?,
+            Msg::StoreChanged => {
+                self.flush_records();
+                // Our own writes notify us too; only look when someone else wrote.
+                if self.store.last_seq()? != self.last_own_seq {
+                    self.last_change = Instant::now();
+                    self.check_cancelled()?;
+                }
+            }
             Msg::Signal => {
                 self.report.interrupted = true;
                 if self.stopping.is_some() {
@@ -760,6 +826,7 @@ impl<'a> Engine<'a> {
                 if let Some(n) = self.busy.get_mut(name) {
                     *n = n.saturating_sub(1);
                 }
+                crate::metrics::active_agents(self.busy.values().sum());
                 if !self.works.contains_key(&p.task) {
                     return; // cancelled meanwhile
                 }
@@ -785,6 +852,7 @@ impl<'a> Engine<'a> {
             }
             ProcKind::Gate(name) => {
                 let passed = exit.success() && !timed_out;
+                crate::metrics::gate(p.started.elapsed(), false);
                 // Cache before recording: a recorded pass is always cached,
                 // so after a crash it is never run again.
                 if passed && let (Some(k), Some(cache)) = (&p.cache_key, self.cache.as_mut()) {
@@ -935,6 +1003,7 @@ impl<'a> Engine<'a> {
 
     fn cooldown_agent(&mut self, id: &TaskId, agent: &str, until: Instant) {
         self.cooldown.insert(agent.to_owned(), until);
+        crate::metrics::cooldown(agent);
         let secs = until
             .saturating_duration_since(Instant::now())
             .as_secs_f64();
@@ -1095,6 +1164,16 @@ impl<'a> Engine<'a> {
         };
         Ok(!(waiting && (cooling || self.memory_wait.is_some())))
     }
+}
+
+fn percentiles(samples: &[Duration]) -> Option<(f64, f64)> {
+    if samples.is_empty() {
+        return None;
+    }
+    let mut v: Vec<f64> = samples.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
+    v.sort_by(|a, b| a.total_cmp(b));
+    let q = |p: f64| v[((v.len() - 1) as f64 * p).round() as usize];
+    Some((q(0.5), q(0.99)))
 }
 
 /// Exponential backoff with jitter: base · 2^(attempt-1), capped, times a

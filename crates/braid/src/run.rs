@@ -112,23 +112,30 @@ pub fn run(ctx: &Ctx, a: RunArgs) -> Result<i32> {
     }
     let json = ctx.global.json;
     let style = ctx.style;
-    let on_event = Box::new(move |e: &Event| {
-        let mut out = std::io::stdout().lock();
-        if json {
+    let line = move |e: &Event| {
+        let task = e.task.as_ref().map(|t| t.to_string()).unwrap_or_default();
+        let time = ts(e.at);
+        format!(
+            "{} {}  {}",
+            style.dim(&time[11..19.min(time.len())]),
+            style.bold(&task),
+            describe(e)
+        )
+    };
+    let on_event: Box<dyn FnMut(&Event)> = if json {
+        Box::new(|e: &Event| {
+            let mut out = std::io::stdout().lock();
             let _ = serde_json::to_writer(&mut out, &EventView::from(e));
             let _ = writeln!(out);
-        } else {
-            let task = e.task.as_ref().map(|t| t.to_string()).unwrap_or_default();
-            let time = ts(e.at);
-            let _ = writeln!(
-                out,
-                "{} {}  {}",
-                style.dim(&time[11..19.min(time.len())]),
-                style.bold(&task),
-                describe(e)
-            );
-        }
-    });
+        })
+    } else if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+        Box::new(live_progress(
+            braid_store::SqliteStore::open(&project.db)?,
+            line,
+        ))
+    } else {
+        Box::new(move |e: &Event| println!("{}", line(e)))
+    };
     let opts = RunOptions {
         follow: a.follow,
         max_tasks: a.max_tasks,
@@ -139,9 +146,12 @@ pub fn run(ctx: &Ctx, a: RunArgs) -> Result<i32> {
     let report = engine.run()?;
     if json {
         // The summary goes to stderr so stdout stays pure JSON lines.
+        let latency = report
+            .latency_ms
+            .map(|(p50, p99)| json!({"p50": p50, "p99": p99}));
         eprintln!(
             "{}",
-            json!({"dispatched": report.dispatched, "review": report.review, "done": report.done, "failed": report.failed, "released": report.released, "interrupted": report.interrupted})
+            json!({"dispatched": report.dispatched, "review": report.review, "done": report.done, "failed": report.failed, "released": report.released, "interrupted": report.interrupted, "dispatch_latency_ms": latency})
         );
     } else {
         println!(
@@ -150,6 +160,68 @@ pub fn run(ctx: &Ctx, a: RunArgs) -> Result<i32> {
         );
     }
     Ok(report.exit_code())
+}
+
+/// On a terminal: a status line (ready, running, review, done, failed) and
+/// one line per running agent, with event lines scrolling above them.
+fn live_progress(
+    status_store: braid_store::SqliteStore,
+    line: impl Fn(&Event) -> String,
+) -> impl FnMut(&Event) {
+    use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+    let mp = MultiProgress::new();
+    let status = mp.add(ProgressBar::new_spinner());
+    status.set_style(ProgressStyle::with_template("{spinner} {msg}").expect("valid template"));
+    status.enable_steady_tick(std::time::Duration::from_millis(120));
+    let agent_style =
+        ProgressStyle::with_template("  {spinner} {msg} ({elapsed})").expect("valid template");
+    let mut running: std::collections::HashMap<String, ProgressBar> =
+        std::collections::HashMap::new();
+    move |e: &Event| {
+        let _ = mp.println(line(e));
+        let task = e.task.as_ref().map(|t| t.to_string()).unwrap_or_default();
+        match e.kind.as_str() {
+            "dispatched" => {
+                let bar = mp.add(ProgressBar::new_spinner());
+                bar.set_style(agent_style.clone());
+                bar.enable_steady_tick(std::time::Duration::from_millis(120));
+                bar.set_message(format!(
+                    "{task}  {} (attempt {})",
+                    e.payload["agent"].as_str().unwrap_or("?"),
+                    e.payload["attempt"]
+                ));
+                if let Some(old) = running.insert(task, bar) {
+                    old.finish_and_clear();
+                }
+            }
+            "agent_finished" => {
+                if let Some(bar) = running.get(&task) {
+                    bar.set_message(format!("{task}  gates"));
+                }
+            }
+            "state_changed" | "released" | "rescued" | "retrying" | "cooldown" => {
+                if e.kind.as_str() != "retrying" {
+                    if let Some(bar) = running.remove(&task) {
+                        bar.finish_and_clear();
+                    }
+                } else if let Some(bar) = running.get(&task) {
+                    bar.set_message(format!("{task}  waiting to retry"));
+                }
+            }
+            _ => {}
+        }
+        if let Ok(h) = status_store.health() {
+            let n = |s: State| h.by_state.get(&s).copied().unwrap_or(0);
+            status.set_message(format!(
+                "ready {} · running {} · review {} · done {} · failed {}",
+                h.ready,
+                running.len(),
+                n(State::Review),
+                n(State::Done),
+                n(State::Failed)
+            ));
+        }
+    }
 }
 
 #[derive(Args, Debug)]
