@@ -100,6 +100,8 @@ struct Proc {
     kind: ProcKind,
     /// For gates: the result cache key, stored when the gate passes.
     cache_key: Option<String>,
+    /// Where this process's output starts in its (appended) log.
+    log_start: u64,
     pgid: u32,
     started: Instant,
     deadline: Instant,
@@ -650,6 +652,7 @@ impl<'a> Engine<'a> {
         let key = self.next_key;
         self.next_key += 1;
         let now = Instant::now();
+        let log_start = supervise::log_len(&spec.log);
         match supervise::spawn(spec) {
             Ok(mut child) => {
                 let pgid = child.id();
@@ -659,6 +662,7 @@ impl<'a> Engine<'a> {
                         task: id.clone(),
                         kind,
                         cache_key,
+                        log_start,
                         pgid,
                         started: now,
                         deadline: now + timeout,
@@ -684,6 +688,7 @@ impl<'a> Engine<'a> {
                         task: id.clone(),
                         kind,
                         cache_key,
+                        log_start,
                         pgid: 0,
                         started: now,
                         deadline: now + timeout,
@@ -751,7 +756,14 @@ impl<'a> Engine<'a> {
                     .is_some_and(|l| l.token == self.works[&id].token);
             if !ours {
                 self.kill_task(&id);
+                let workspace = self.works.get(&id).map(|w| w.workspace.clone());
                 self.drop_work(&id);
+                // A cancelled task's worktree goes (its branch stays).
+                if let (State::Cancelled, Some(repo), Some(ws)) =
+                    (t.state, &self.paths.repo, workspace)
+                {
+                    let _ = braid_git::remove_worktree(repo, &ws);
+                }
             }
         }
         Ok(())
@@ -839,14 +851,15 @@ impl<'a> Engine<'a> {
                     EventKind::AgentFinished,
                     json!({"agent": name, "exit": what, "duration_ms": duration_ms}),
                 );
-                if let Some(until) = self.rate_limited(name, &p.log) {
+                if let Some(until) = self.rate_limited(name, &p.log, p.log_start) {
                     self.cooldown_agent(&p.task, name, until);
                     return;
                 }
                 if exit.success() && !timed_out {
                     self.queue_gates(&p.task);
                 } else {
-                    let tail = supervise::tail(&p.log, self.config.run.failure_tail);
+                    let tail =
+                        supervise::tail_since(&p.log, p.log_start, self.config.run.failure_tail);
                     self.attempt_failed(&p.task, format!("agent {name} ({what})"), tail);
                 }
             }
@@ -860,7 +873,7 @@ impl<'a> Engine<'a> {
                         gate: name.clone(),
                         duration_ms,
                         at: braid_store::sqlite::now_ms(),
-                        tail: supervise::tail(&p.log, 1024),
+                        tail: supervise::tail_since(&p.log, p.log_start, 1024),
                     };
                     let _ = cache.store(k, &result);
                 }
@@ -877,7 +890,7 @@ impl<'a> Engine<'a> {
                 } else {
                     Some((
                         format!("gate {name} ({})", exit.describe()),
-                        supervise::tail(&p.log, self.config.run.failure_tail),
+                        supervise::tail_since(&p.log, p.log_start, self.config.run.failure_tail),
                     ))
                 };
                 self.gate_done(&p.task, name, failure);
@@ -981,12 +994,12 @@ impl<'a> Engine<'a> {
 
     /// When the agent's output matches one of its rate-limit patterns: until
     /// when it should rest.
-    fn rate_limited(&self, agent: &str, log: &Path) -> Option<Instant> {
+    fn rate_limited(&self, agent: &str, log: &Path, from: u64) -> Option<Instant> {
         let a = self.config.agent(agent)?;
         if a.rate_limit.is_empty() {
             return None;
         }
-        let text = supervise::tail(log, RATE_LIMIT_SCAN);
+        let text = supervise::tail_since(log, from, RATE_LIMIT_SCAN);
         for rl in &a.rate_limit {
             if let Some(c) = rl.pattern.captures(&text) {
                 let wait = c

@@ -99,15 +99,26 @@ pub fn kill(pgid: u32) {
 
 /// The last `max` bytes of a log (lossy UTF-8), without reading the rest.
 pub fn tail(path: &Path, max: usize) -> String {
+    tail_since(path, 0, max)
+}
+
+/// A log's current length (where the next process's output will start).
+pub fn log_len(path: &Path) -> u64 {
+    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+}
+
+/// The last `max` bytes written to a log after offset `from`: one process's
+/// own output, when several attempts append to the same log.
+pub fn tail_since(path: &Path, from: u64, max: usize) -> String {
     let Ok(mut f) = File::open(path) else {
         return String::new();
     };
     let len = f.metadata().map(|m| m.len()).unwrap_or(0);
-    let start = len.saturating_sub(max as u64);
+    let start = len.saturating_sub(max as u64).max(from);
     if f.seek(SeekFrom::Start(start)).is_err() {
         return String::new();
     }
-    let mut buf = Vec::with_capacity(max.min(len as usize));
+    let mut buf = Vec::with_capacity(max.min(len.saturating_sub(start) as usize));
     let _ = f.take(max as u64).read_to_end(&mut buf);
     String::from_utf8_lossy(&buf).into_owned()
 }

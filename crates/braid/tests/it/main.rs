@@ -50,8 +50,43 @@ impl Proj {
         c
     }
 
+    /// Runs braid to completion; a run that hangs fails the test after two
+    /// minutes instead of hanging the suite.
     pub fn run(&self, args: &[&str]) -> Output {
-        self.cmd().args(args).output().unwrap()
+        use std::io::Read;
+        use wait_timeout::ChildExt;
+        let mut child = self
+            .cmd()
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut out = child.stdout.take().unwrap();
+        let mut err = child.stderr.take().unwrap();
+        let o = std::thread::spawn(move || {
+            let mut v = Vec::new();
+            out.read_to_end(&mut v).unwrap();
+            v
+        });
+        let e = std::thread::spawn(move || {
+            let mut v = Vec::new();
+            err.read_to_end(&mut v).unwrap();
+            v
+        });
+        let Some(status) = child
+            .wait_timeout(std::time::Duration::from_secs(120))
+            .unwrap()
+        else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("braid {args:?} did not finish within 2 minutes");
+        };
+        Output {
+            status,
+            stdout: o.join().unwrap(),
+            stderr: e.join().unwrap(),
+        }
     }
 
     /// Runs and expects success; returns stdout.

@@ -607,3 +607,90 @@ fn below_the_memory_floor_no_agent_starts() {
     sigint(&run.0);
     run.0.wait().unwrap();
 }
+
+#[test]
+fn with_every_agent_cooling_down_the_run_waits_for_the_cooldown() {
+    let p = repo_project(&format!(
+        "\n[[agent]]\nname = \"busy\"\ncommand = [\"{}\"]\ncooldown = \"300ms\"\nrate_limit = ['(?i)usage limit reached']\n",
+        agent("ratelimit-once.sh")
+    ));
+    let a = p.add(&["x"]);
+    p.ok(&["run"]);
+    assert_eq!(p.json(&["show", &a])["state"], "done");
+    let kinds = kinds_for(&p, &a);
+    let cd = kinds
+        .iter()
+        .position(|k| k == "cooldown")
+        .expect("cooled down");
+    let reclaimed = kinds.iter().rposition(|k| k == "claimed").unwrap();
+    assert!(
+        cd < reclaimed,
+        "claimed again after the cooldown: {kinds:?}"
+    );
+    let cooldown = events(&p)
+        .into_iter()
+        .find(|e| e["kind"] == "cooldown")
+        .unwrap();
+    assert_eq!(
+        cooldown["payload"]["seconds"], 0.3,
+        "no time in the message: the default cooldown"
+    );
+}
+
+#[test]
+fn max_tasks_and_only_bound_a_run() {
+    let p = repo_project(&format!(
+        "\n[[agent]]\nname = \"fake\"\ncommand = [\"{}\"]\n",
+        agent("commit.sh")
+    ));
+    let ids: Vec<String> = (0..4)
+        .map(|i| p.add(&[&format!("t{i}"), "-p", &i.to_string()]))
+        .collect();
+    p.ok(&["run", "--max-tasks", "1"]);
+    assert_eq!(
+        p.json(&["show", &ids[0]])["state"],
+        "done",
+        "the highest priority went first"
+    );
+    assert_eq!(p.json(&["health"])["by_state"]["done"], 1);
+    p.ok(&["run", "--only", &ids[3]]);
+    assert_eq!(p.json(&["show", &ids[3]])["state"], "done");
+    assert_eq!(p.json(&["show", &ids[1]])["state"], "open");
+    // Telemetry: every event of both runs, one JSON line each.
+    let day = std::fs::read_dir(p.path().join(".braid/telemetry"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let lines = std::fs::read_to_string(day).unwrap().lines().count();
+    let engine_events = events(&p)
+        .into_iter()
+        .filter(|e| e["actor"] == "tester" && e["kind"] != "created")
+        .count();
+    assert_eq!(lines, engine_events);
+}
+
+#[test]
+fn a_cancelled_task_loses_its_worktree_but_keeps_its_branch() {
+    let p = repo_project(&format!(
+        "\n[[agent]]\nname = \"stuck\"\ncommand = [\"{}\"]\n",
+        agent("hang.sh")
+    ));
+    let a = p.add(&["long"]);
+    let mut run = crate::Reap(
+        p.cmd()
+            .args(["run", "--json"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut lines = std::io::BufReader::new(run.0.stdout.take().unwrap()).lines();
+    wait_for(&mut lines, "\"dispatched\"");
+    assert!(p.path().join(".braid/worktrees").join(&a).exists());
+    p.ok(&["cancel", &a]);
+    run.0.wait().unwrap();
+    assert!(!p.path().join(".braid/worktrees").join(&a).exists());
+    git(p.path(), &["rev-parse", "--verify", &format!("braid/{a}")]);
+}
