@@ -286,14 +286,24 @@ pub fn logs(ctx: &Ctx, a: LogsArgs) -> Result<i32> {
             let start = offsets.get(&f).copied().unwrap_or(0);
             let bytes = std::fs::read(&f).with_context(|| format!("reading {}", f.display()))?;
             if (bytes.len() as u64) > start {
-                if start == 0 {
-                    writeln!(
-                        out,
-                        "{}",
-                        ctx.style.bold(&format!("==> {} <==", f.display()))
+                let chunk = &bytes[start as usize..];
+                if ctx.global.json {
+                    // One JSON line per chunk: {"path", "text"}.
+                    serde_json::to_writer(
+                        &mut out,
+                        &json!({"path": f, "text": String::from_utf8_lossy(chunk)}),
                     )?;
+                    writeln!(out)?;
+                } else {
+                    if start == 0 {
+                        writeln!(
+                            out,
+                            "{}",
+                            ctx.style.bold(&format!("==> {} <==", f.display()))
+                        )?;
+                    }
+                    out.write_all(chunk)?;
                 }
-                out.write_all(&bytes[start as usize..])?;
                 offsets.insert(f, bytes.len() as u64);
             }
         }
@@ -302,7 +312,7 @@ pub fn logs(ctx: &Ctx, a: LogsArgs) -> Result<i32> {
     };
     if !a.follow {
         print_new(&mut offsets)?;
-        if offsets.is_empty() {
+        if offsets.is_empty() && !ctx.global.json {
             println!("No logs for {} yet.", a.id);
         }
         return Ok(exit::OK);
