@@ -216,9 +216,26 @@ impl<'a> Engine<'a> {
         }
     }
 
+    /// Applies a state-changing command, writing any queued observability
+    /// events in the same transaction (one commit instead of two).
     fn apply(&mut self, cmd: Command) -> Result<braid_store::Applied, braid_store::Error> {
-        self.flush_records();
         let actor = self.opts.actor.clone();
+        if !self.pending.is_empty() {
+            let mut cmds = self.pending.clone();
+            cmds.push(cmd.clone());
+            if let Ok(mut applied) = self.store.apply_all(&actor, cmds) {
+                self.pending.clear();
+                let last = applied.pop().expect("one result per command");
+                let mut events: Vec<Event> = applied.into_iter().flat_map(|a| a.events).collect();
+                events.extend(last.events.iter().cloned());
+                self.last_own_seq = events.last().map_or(self.last_own_seq, |e| e.seq);
+                self.emit(&events);
+                return Ok(last);
+            }
+            // The command was refused (or a record was): keep the records,
+            // and let the command report its own error.
+            self.flush_records();
+        }
         let r = self.store.apply(&actor, cmd);
         if let Ok(a) = &r {
             let events = a.events.clone();

@@ -102,6 +102,7 @@ fn describe(e: &Event) -> String {
 
 pub fn run(ctx: &Ctx, a: RunArgs) -> Result<i32> {
     let (project, store) = ctx.open()?;
+    store.checkpoint_in_background()?;
     let config = load_config(&project)?;
     if config.agents.is_empty() {
         return Err(Failure::usage(format!(

@@ -38,7 +38,13 @@ pub struct SqliteStore {
     lock: Mutex<File>,
     /// How long a restore waits for other processes to close the database.
     lock_wait: Duration,
+    /// When set, commits are counted and a background thread checkpoints the
+    /// WAL every [`CHECKPOINT_EVERY`] of them (see `checkpoint_in_background`).
+    checkpointer: Mutex<Option<(std::sync::mpsc::SyncSender<()>, u32)>>,
 }
+
+/// Commits between background checkpoints.
+const CHECKPOINT_EVERY: u32 = 256;
 
 pub(crate) fn db_err(e: rusqlite::Error) -> Error {
     if let rusqlite::Error::SqliteFailure(f, _) = &e
@@ -196,7 +202,43 @@ impl SqliteStore {
             conn: Mutex::new(conn),
             lock: Mutex::new(lock),
             lock_wait: LOCK_WAIT,
+            checkpointer: Mutex::new(None),
         })
+    }
+
+    /// Moves WAL checkpoints off this connection's commits: SQLite's
+    /// automatic checkpoint runs inside the commit that crosses the
+    /// threshold, stalling that writer for milliseconds. A long-lived writer
+    /// with latency targets (the engine) calls this; a thread with its own
+    /// connection then runs passive checkpoints (which never block writers)
+    /// after every few hundred commits. The thread ends with the store.
+    pub fn checkpoint_in_background(&self) -> Result<()> {
+        let conn = Connection::open(&self.path)?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        let (tx, rx) = std::sync::mpsc::sync_channel::<()>(1);
+        std::thread::Builder::new()
+            .name("braid-checkpoint".into())
+            .spawn(move || {
+                while rx.recv().is_ok() {
+                    let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+                }
+            })
+            .map_err(|e| io_err(&self.path, e))?;
+        self.conn().pragma_update(None, "wal_autocheckpoint", 0)?;
+        *self.checkpointer.lock().unwrap_or_else(|p| p.into_inner()) = Some((tx, 0));
+        Ok(())
+    }
+
+    fn count_commit(&self) {
+        let mut guard = self.checkpointer.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((tx, n)) = guard.as_mut() {
+            *n += 1;
+            if *n >= CHECKPOINT_EVERY {
+                *n = 0;
+                // A checkpoint already pending covers this one too.
+                let _ = tx.try_send(());
+            }
+        }
     }
 
     /// Sets how long `restore_from` waits for other processes (default 10 s).
@@ -211,6 +253,7 @@ impl SqliteStore {
 
     /// Tells watchers a write has committed (see [`change_marker`]).
     fn announce(&self) {
+        self.count_commit();
         let lock = self.lock.lock().unwrap_or_else(|p| p.into_inner());
         let _ = lock.set_modified(std::time::SystemTime::now());
     }

@@ -117,8 +117,11 @@ command = ["sh", "-c", "ls *.txt"]
     assert_eq!(tel, 1);
     let log = p.ok(&["logs", &a]);
     assert!(log.contains("agent for"), "{log}");
-    let chunks: Vec<serde_json::Value> =
-        p.ok(&["logs", &a, "--json"]).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let chunks: Vec<serde_json::Value> = p
+        .ok(&["logs", &a, "--json"])
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(chunks.len(), 2, "the agent's log and the gate's");
     assert!(chunks[0]["path"].as_str().unwrap().ends_with("1-fake.log"));
 }
