@@ -475,40 +475,40 @@ impl<'a> Engine<'a> {
                 break;
             }
             let want = self.slots_free() * 4 + 8;
-            let ready = if self.opts.only.is_empty() {
-                self.store.ready(want)?
+            let ready: Vec<(TaskId, Option<String>)> = if self.opts.only.is_empty() {
+                self.store.ready_heads(want)?
             } else {
                 let mut v = Vec::new();
                 for id in &self.opts.only {
                     if let Ok(t) = self.store.task(id)
                         && t.ready
                     {
-                        v.push(t);
+                        v.push((t.id, t.agent));
                     }
                 }
                 v
             };
             let seen = Instant::now();
             let mut started = false;
-            for t in ready {
-                if self.works.contains_key(&t.id) {
+            for (tid, preferred) in ready {
+                if self.works.contains_key(&tid) {
                     continue;
                 }
-                let Some(agent) = self.pick_agent(t.agent.as_deref(), seen) else {
+                let Some(agent) = self.pick_agent(preferred.as_deref(), seen) else {
                     continue;
                 };
                 if !self.memory_ok() {
                     return Ok(());
                 }
                 let claim = Command::Claim {
-                    id: Some(t.id.clone()),
+                    id: Some(tid.clone()),
                     assignee: agent.clone(),
                     lease_ms: self.lease_ms(),
                 };
                 let Ok(a) = self.apply(claim) else { continue }; // another runner took it
-                let workspace = self.paths.workspace(&t.id);
+                let workspace = self.paths.workspace(&tid);
                 self.works.insert(
-                    t.id.clone(),
+                    tid.clone(),
                     Work {
                         token: a.lease_token.clone().unwrap_or_default(),
                         attempt: a.task.lease.as_ref().map(|l| l.attempt).unwrap_or(1),
@@ -522,7 +522,7 @@ impl<'a> Engine<'a> {
                 );
                 self.report.dispatched += 1;
                 crate::metrics::dispatched();
-                self.start_agent(&t.id, seen);
+                self.start_agent(&tid, seen);
                 started = true;
                 break;
             }

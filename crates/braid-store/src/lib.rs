@@ -42,6 +42,15 @@ pub trait Store: Send + Sync {
     fn list(&self, filter: &ListFilter) -> Result<Vec<Task>>;
     /// Ready tasks, highest priority (lowest number) first, oldest first.
     fn ready(&self, limit: usize) -> Result<Vec<Task>>;
+    /// The ready queue's head as (id, preferred agent) only: what a
+    /// scheduler needs to pick work, without loading whole tasks.
+    fn ready_heads(&self, limit: usize) -> Result<Vec<(TaskId, Option<String>)>> {
+        Ok(self
+            .ready(limit)?
+            .into_iter()
+            .map(|t| (t.id, t.agent))
+            .collect())
+    }
     /// What keeps a task from being ready, in words.
     fn why_blocked(&self, id: &TaskId) -> Result<Vec<String>>;
     /// Light rows of the subtree under `root` (the whole forest for `None`),

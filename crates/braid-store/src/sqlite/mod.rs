@@ -486,6 +486,20 @@ impl Store for SqliteStore {
         load_tasks(&conn, &sql, &[&(limit as i64)])
     }
 
+    fn ready_heads(&self, limit: usize) -> Result<Vec<(TaskId, Option<String>)>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, agent FROM tasks INDEXED BY tasks_ready WHERE ready = 1 \
+             ORDER BY priority, created_at, rowid LIMIT ?1",
+        )?;
+        let rows = stmt
+            .query_map([limit as i64], |r| {
+                Ok((TaskId::trusted(r.get(0)?), r.get::<_, Option<String>>(1)?))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    }
+
     fn why_blocked(&self, id: &TaskId) -> Result<Vec<String>> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
