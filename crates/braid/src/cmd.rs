@@ -88,6 +88,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Context(a) => crate::run::context(&ctx, a),
         Command::Logs(a) => crate::run::logs(&ctx, a),
         Command::Gc => crate::run::gc(&ctx),
+        Command::Serve(a) => crate::serve::run(&ctx, a),
         Command::Gate(a) => crate::run::gate(&ctx, a),
         Command::Cache(a) => crate::run::cache(&ctx, a),
     }

@@ -10,6 +10,7 @@ mod formats;
 mod fsx;
 mod project;
 mod run;
+mod serve;
 mod snapshot;
 mod style;
 mod transfer;
@@ -104,6 +105,8 @@ pub enum Command {
     /// Inspect or prune the gate result cache.
     #[command(subcommand)]
     Cache(run::CacheCmd),
+    /// Serve the JSON API (OpenAPI at /openapi.json) on a local port.
+    Serve(serve::ServeArgs),
     /// Create a sample project (an epic tree of ~30 tasks) and show it.
     Demo(demo::DemoArgs),
 }

@@ -1,0 +1,292 @@
+//! Routes and handlers. The store is synchronous (SQLite); each call runs on
+//! the blocking pool so the async workers never wait on a disk.
+
+use std::sync::Arc;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use braid_core::{Dep, DepKind, NewTask, State as TaskState, TaskId, TaskPatch, TaskType};
+use braid_store::{Command, ListFilter, Store};
+use serde::Deserialize;
+use utoipa::OpenApi;
+
+use crate::api::*;
+use crate::error::ApiError;
+
+/// What handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    /// Recorded as the actor of writes made through the API.
+    pub actor: String,
+}
+
+type Result<T> = std::result::Result<T, ApiError>;
+
+/// Runs a store call on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    st: &AppState,
+    f: impl FnOnce(&dyn Store) -> std::result::Result<T, braid_store::Error> + Send + 'static,
+) -> Result<T> {
+    let store = st.store.clone();
+    tokio::task::spawn_blocking(move || f(store.as_ref()))
+        .await
+        .map_err(|_| ApiError::internal())?
+        .map_err(ApiError::from)
+}
+
+fn body<T>(b: std::result::Result<Json<T>, JsonRejection>) -> Result<T> {
+    b.map(|Json(v)| v).map_err(|e| ApiError::invalid(e.body_text()))
+}
+
+fn id(s: &str) -> Result<TaskId> {
+    TaskId::parse(s).map_err(ApiError::from)
+}
+
+fn kind(s: Option<&str>) -> Result<DepKind> {
+    s.map(DepKind::parse).transpose().map_err(ApiError::from).map(|k| k.unwrap_or(DepKind::Blocks))
+}
+
+fn priority(p: Option<i64>) -> Result<Option<u8>> {
+    p.map(braid_core::model::check_priority).transpose().map_err(ApiError::from)
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "braid", description = "The work graph of braid: tasks, dependencies, the ready queue, claims, events."),
+    paths(list_tasks, create_task, get_task, patch_task, transition, claim, add_dep, remove_dep, ready, health, events)
+)]
+pub struct ApiDoc;
+
+/// The application: every route, ready to serve or to test with `oneshot`.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/api/tasks", get(list_tasks).post(create_task))
+        .route("/api/tasks/{id}", get(get_task).patch(patch_task))
+        .route("/api/tasks/{id}/claim", post(claim))
+        .route("/api/tasks/{id}/deps", post(add_dep).delete(remove_dep))
+        .route("/api/tasks/{id}/{action}", post(transition))
+        .route("/api/ready", get(ready))
+        .route("/api/health", get(health))
+        .route("/api/events", get(events))
+        .route("/openapi.json", get(|| async { Json(ApiDoc::openapi()) }))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .with_state(state)
+}
+
+async fn readyz(State(st): State<AppState>) -> Result<&'static str> {
+    blocking(&st, |s| s.last_seq()).await?;
+    Ok("ready")
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// Comma-separated states.
+    state: Option<String>,
+    /// Comma-separated types.
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    label: Option<String>,
+    parent: Option<String>,
+    assignee: Option<String>,
+    ready: Option<bool>,
+    limit: Option<usize>,
+}
+
+/// List tasks, filtered.
+#[utoipa::path(get, path = "/api/tasks", params(ListQuery), responses((status = 200, body = [TaskOut]), (status = 400, body = ErrorOut)))]
+async fn list_tasks(State(st): State<AppState>, q: std::result::Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>) -> Result<Json<Vec<TaskOut>>> {
+    let Query(q) = q.map_err(|e| ApiError::invalid(e.body_text()))?;
+    let split = |s: &Option<String>| -> Vec<String> {
+        s.as_deref().map(|v| v.split(',').map(|x| x.trim().to_owned()).filter(|x| !x.is_empty()).collect()).unwrap_or_default()
+    };
+    let filter = ListFilter {
+        states: split(&q.state).iter().map(|s| TaskState::parse(s)).collect::<std::result::Result<_, _>>()?,
+        kinds: split(&q.kind).iter().map(|s| TaskType::parse(s)).collect::<std::result::Result<_, _>>()?,
+        label: q.label,
+        parent: q.parent.as_deref().map(id).transpose()?,
+        assignee: q.assignee,
+        ready: q.ready,
+        limit: Some(q.limit.unwrap_or(1000).min(10_000)),
+    };
+    let tasks = blocking(&st, move |s| s.list(&filter)).await?;
+    Ok(Json(tasks.iter().map(TaskOut::from).collect()))
+}
+
+/// Create a task.
+#[utoipa::path(post, path = "/api/tasks", request_body = NewTaskIn, responses((status = 201, body = TaskOut), (status = 400, body = ErrorOut), (status = 404, body = ErrorOut)))]
+async fn create_task(State(st): State<AppState>, b: std::result::Result<Json<NewTaskIn>, JsonRejection>) -> Result<(StatusCode, Json<TaskOut>)> {
+    let b = body(b)?;
+    let deps = b
+        .deps
+        .iter()
+        .map(|d| Ok(Dep { id: id(&d.id)?, kind: kind(d.kind.as_deref())? }))
+        .collect::<Result<Vec<_>>>()?;
+    let new = NewTask {
+        id: None,
+        title: b.title,
+        description: b.description,
+        kind: b.kind.as_deref().map(TaskType::parse).transpose()?,
+        priority: priority(b.priority)?,
+        parent: b.parent.as_deref().map(id).transpose()?,
+        labels: b.labels,
+        assignee: b.assignee,
+        acceptance: b.acceptance,
+        gates: b.gates,
+        agent: b.agent,
+        deps,
+    };
+    let actor = st.actor.clone();
+    let applied = blocking(&st, move |s| s.apply(&actor, Command::Add(new))).await?;
+    Ok((StatusCode::CREATED, Json(TaskOut::from(&applied.task))))
+}
+
+/// One task.
+#[utoipa::path(get, path = "/api/tasks/{id}", params(("id" = String, Path)), responses((status = 200, body = TaskOut), (status = 404, body = ErrorOut)))]
+async fn get_task(State(st): State<AppState>, Path(raw): Path<String>) -> Result<Json<TaskOut>> {
+    let tid = id(&raw)?;
+    let t = blocking(&st, move |s| s.task(&tid)).await?;
+    Ok(Json(TaskOut::from(&t)))
+}
+
+/// Change a task's fields.
+#[utoipa::path(patch, path = "/api/tasks/{id}", params(("id" = String, Path)), request_body = PatchIn, responses((status = 200, body = TaskOut), (status = 400, body = ErrorOut), (status = 404, body = ErrorOut)))]
+async fn patch_task(State(st): State<AppState>, Path(raw): Path<String>, b: std::result::Result<Json<PatchIn>, JsonRejection>) -> Result<Json<TaskOut>> {
+    let tid = id(&raw)?;
+    let b = body(b)?;
+    let patch = TaskPatch {
+        title: b.title,
+        description: b.description,
+        kind: b.kind.as_deref().map(TaskType::parse).transpose()?,
+        priority: priority(b.priority)?,
+        parent: b.parent.map(|p| p.as_deref().map(id).transpose()).transpose()?,
+        add_labels: b.add_labels,
+        remove_labels: b.remove_labels,
+        assignee: b.assignee,
+        acceptance: b.acceptance,
+        gates: b.gates,
+        agent: b.agent,
+        branch: b.branch,
+    };
+    let actor = st.actor.clone();
+    let applied = blocking(&st, move |s| s.apply(&actor, Command::Update { id: tid, patch })).await?;
+    Ok(Json(TaskOut::from(&applied.task)))
+}
+
+/// Move a task: `done`, `fail` (reason required), `reopen`, `defer`, `cancel`.
+#[utoipa::path(post, path = "/api/tasks/{id}/{action}", params(("id" = String, Path), ("action" = String, Path, description = "done | fail | reopen | defer | cancel")), request_body = ReasonIn, responses((status = 200, body = TaskOut), (status = 400, body = ErrorOut), (status = 404, body = ErrorOut), (status = 409, body = ErrorOut)))]
+async fn transition(State(st): State<AppState>, Path((raw, action)): Path<(String, String)>, b: Option<Json<ReasonIn>>) -> Result<Json<TaskOut>> {
+    let tid = id(&raw)?;
+    let reason = b.and_then(|Json(r)| r.reason);
+    let to = match action.as_str() {
+        "done" => TaskState::Done,
+        "fail" => TaskState::Failed,
+        "reopen" => TaskState::Open,
+        "defer" => TaskState::Deferred,
+        "cancel" => TaskState::Cancelled,
+        other => {
+            return Err(ApiError {
+                status: StatusCode::NOT_FOUND,
+                code: "not_found",
+                message: format!("no action {other:?}; actions are done, fail, reopen, defer, cancel, claim, deps"),
+            });
+        }
+    };
+    if to == TaskState::Failed && reason.as_deref().is_none_or(|r| r.trim().is_empty()) {
+        return Err(ApiError::invalid("fail needs a \"reason\" saying why"));
+    }
+    let actor = st.actor.clone();
+    let applied = blocking(&st, move |s| s.apply(&actor, Command::SetState { id: tid, to, reason })).await?;
+    Ok(Json(TaskOut::from(&applied.task)))
+}
+
+/// Claim a task (atomic). The answer's `lease.token` is the claim.
+#[utoipa::path(post, path = "/api/tasks/{id}/claim", params(("id" = String, Path)), request_body = ClaimIn, responses((status = 200, body = TaskOut), (status = 404, body = ErrorOut), (status = 409, body = ErrorOut)))]
+async fn claim(State(st): State<AppState>, Path(raw): Path<String>, b: Option<Json<ClaimIn>>) -> Result<Json<TaskOut>> {
+    let tid = id(&raw)?;
+    let b = b.map(|Json(b)| b).unwrap_or_default();
+    let assignee = b.assignee.unwrap_or_else(|| st.actor.clone());
+    let lease_ms = (b.lease_seconds.unwrap_or(1800).min(7 * 86_400) * 1000) as i64;
+    let actor = st.actor.clone();
+    let applied = blocking(&st, move |s| s.apply(&actor, Command::Claim { id: Some(tid), assignee, lease_ms })).await?;
+    let mut out = TaskOut::from(&applied.task);
+    if let Some(l) = out.lease.as_mut() {
+        l.token = applied.lease_token;
+    }
+    Ok(Json(out))
+}
+
+/// Add a dependency: the task depends on `id`.
+#[utoipa::path(post, path = "/api/tasks/{id}/deps", params(("id" = String, Path)), request_body = DepIn, responses((status = 200, body = TaskOut), (status = 400, body = ErrorOut), (status = 404, body = ErrorOut)))]
+async fn add_dep(State(st): State<AppState>, Path(raw): Path<String>, b: std::result::Result<Json<DepIn>, JsonRejection>) -> Result<Json<TaskOut>> {
+    let from = id(&raw)?;
+    let b = body(b)?;
+    let (to, kind) = (id(&b.id)?, kind(b.kind.as_deref())?);
+    let actor = st.actor.clone();
+    let applied = blocking(&st, move |s| s.apply(&actor, Command::DepAdd { from, to, kind })).await?;
+    Ok(Json(TaskOut::from(&applied.task)))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct DepQuery {
+    /// The dependency to remove.
+    on: String,
+}
+
+/// Remove a dependency (`?on=ID`).
+#[utoipa::path(delete, path = "/api/tasks/{id}/deps", params(("id" = String, Path), DepQuery), responses((status = 200, body = TaskOut), (status = 404, body = ErrorOut)))]
+async fn remove_dep(State(st): State<AppState>, Path(raw): Path<String>, q: std::result::Result<Query<DepQuery>, axum::extract::rejection::QueryRejection>) -> Result<Json<TaskOut>> {
+    let from = id(&raw)?;
+    let Query(q) = q.map_err(|e| ApiError::invalid(e.body_text()))?;
+    let to = id(&q.on)?;
+    let actor = st.actor.clone();
+    let applied = blocking(&st, move |s| s.apply(&actor, Command::DepRm { from, to })).await?;
+    Ok(Json(TaskOut::from(&applied.task)))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct LimitQuery {
+    limit: Option<usize>,
+}
+
+/// The ready queue, highest priority first.
+#[utoipa::path(get, path = "/api/ready", params(LimitQuery), responses((status = 200, body = [TaskOut])))]
+async fn ready(State(st): State<AppState>, Query(q): Query<LimitQuery>) -> Result<Json<Vec<TaskOut>>> {
+    let limit = q.limit.unwrap_or(50).min(1000);
+    let tasks = blocking(&st, move |s| s.ready(limit)).await?;
+    Ok(Json(tasks.iter().map(TaskOut::from).collect()))
+}
+
+/// Counts by state, ready and blocked (maintained counters).
+#[utoipa::path(get, path = "/api/health", responses((status = 200, body = HealthOut)))]
+async fn health(State(st): State<AppState>) -> Result<Json<HealthOut>> {
+    let (h, last_seq) = blocking(&st, |s| Ok((s.health()?, s.last_seq()?))).await?;
+    Ok(Json(HealthOut {
+        total: h.total,
+        epics: h.epics,
+        ready: h.ready,
+        blocked: h.blocked,
+        by_state: h.by_state.iter().map(|(k, v)| (k.as_str().to_owned(), *v)).collect(),
+        last_seq,
+    }))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct EventsQuery {
+    /// Only events after this seq.
+    after: Option<i64>,
+    limit: Option<usize>,
+}
+
+/// The event log after a seq, oldest first.
+#[utoipa::path(get, path = "/api/events", params(EventsQuery), responses((status = 200, body = [EventOut])))]
+async fn events(State(st): State<AppState>, Query(q): Query<EventsQuery>) -> Result<Json<Vec<EventOut>>> {
+    let (after, limit) = (q.after.unwrap_or(0), q.limit.unwrap_or(1000).min(10_000));
+    let evs = blocking(&st, move |s| s.events(after, limit)).await?;
+    Ok(Json(evs.iter().map(EventOut::from).collect()))
+}

@@ -1,0 +1,3 @@
+//! The HTTP API through `app()` and `oneshot`, on a real SQLite file.
+
+mod api;
