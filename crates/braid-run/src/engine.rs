@@ -144,8 +144,13 @@ pub struct Engine<'a> {
     cache: Option<crate::cache::Cache>,
     /// Observability events waiting to be written in one batch.
     pending: Vec<Command>,
-    /// The last seq this run wrote: a change notification for it is ours.
+    /// The last seq this run wrote.
     last_own_seq: i64,
+    /// The log's last seq when we last looked for outside changes, and how
+    /// many events we wrote since: more growth than that means someone else
+    /// wrote (a cancel, say).
+    last_checked_seq: i64,
+    own_since_check: usize,
     /// When something last made dispatch possible (a slot freed, work
     /// finished, the store changed): the start of dispatch latency.
     last_change: Instant,
@@ -194,6 +199,8 @@ impl<'a> Engine<'a> {
             cache,
             pending: Vec::new(),
             last_own_seq: 0,
+            last_checked_seq: 0,
+            own_since_check: 0,
             last_change: Instant::now(),
             telemetry,
             report: Report::default(),
@@ -206,6 +213,7 @@ impl<'a> Engine<'a> {
     }
 
     fn emit(&mut self, events: &[Event]) {
+        self.own_since_check += events.len();
         for e in events {
             (self.on_event)(e);
             let line = json!({
@@ -285,6 +293,16 @@ impl<'a> Engine<'a> {
     /// `follow`, until a signal).
     pub fn run(mut self) -> Result<Report, braid_store::Error> {
         crate::metrics::describe();
+        let result = self.run_loop();
+        if result.is_err() {
+            // Leave nothing running and nothing claimed behind a failure.
+            self.kill_all();
+            self.release_all("the run stopped on an error");
+        }
+        result
+    }
+
+    fn run_loop(&mut self) -> Result<Report, braid_store::Error> {
         let _watcher = self.watch_store();
         self.watch_signals();
         self.rescue_expired()?;
@@ -293,6 +311,9 @@ impl<'a> Engine<'a> {
             if self.finished()? {
                 break;
             }
+            // Queued events are written before we wait, so the log is never
+            // behind by more than one turn of the loop.
+            self.flush_records();
             let now = Instant::now();
             let wait = self
                 .next_deadline()
@@ -372,10 +393,17 @@ impl<'a> Engine<'a> {
             if expired.is_empty() {
                 return Ok(());
             }
+            let mut rescued = 0;
             for (id, token) in expired {
                 if self.apply(Command::Rescue { id, token }).is_ok() {
                     crate::metrics::rescue();
+                    rescued += 1;
                 }
+            }
+            if rescued == 0 {
+                // Nothing could be taken back (another runner got there
+                // first, or the store refuses writes): do not spin.
+                return Ok(());
             }
         }
     }
@@ -418,6 +446,8 @@ impl<'a> Engine<'a> {
     }
 
     fn dispatch(&mut self) -> Result<(), braid_store::Error> {
+        // Re-armed by memory_ok() below if memory is still short.
+        self.memory_wait = None;
         // Gates of finished agents first: they complete work in flight.
         while self.slots_free() > 0 {
             let Some((id, gate)) = self.gate_queue.pop_front() else {
@@ -731,12 +761,16 @@ impl<'a> Engine<'a> {
                 }
             }
             Msg::StoreChanged => {
-                self.flush_records();
-                // Our own writes notify us too; only look when someone else wrote.
-                if self.store.last_seq()? != self.last_own_seq {
+                // Our own writes notify us too; only look when the log grew
+                // by more than what we wrote since the last look.
+                let latest = self.store.last_seq()?;
+                let grew = latest - self.last_checked_seq;
+                if grew > self.own_since_check as i64 {
                     self.last_change = Instant::now();
                     self.check_cancelled()?;
                 }
+                self.last_checked_seq = latest;
+                self.own_since_check = 0;
             }
             Msg::Signal => {
                 self.report.interrupted = true;
@@ -793,7 +827,7 @@ impl<'a> Engine<'a> {
                 supervise::terminate(p.pgid);
             }
             p.killed_at.get_or_insert(now);
-            p.deadline = now;
+            p.deadline = now + self.config.run.kill_grace;
         }
         self.gate_queue.retain(|(t, _)| t != id);
     }
@@ -868,7 +902,11 @@ impl<'a> Engine<'a> {
                     EventKind::AgentFinished,
                     json!({"agent": name, "exit": what, "duration_ms": duration_ms}),
                 );
-                if let Some(until) = self.rate_limited(name, &p.log, p.log_start) {
+                // Only a failed run is a rate limit: a successful agent may
+                // well mention limits in its output.
+                if !exit.success()
+                    && let Some(until) = self.rate_limited(name, &p.log, p.log_start)
+                {
                     self.cooldown_agent(&p.task, name, until);
                     return;
                 }
@@ -1057,13 +1095,16 @@ impl<'a> Engine<'a> {
     }
 
     fn next_deadline(&self) -> Option<Instant> {
+        let now = Instant::now();
         let mut d: Option<Instant> = None;
         let mut at = |t: Instant| d = Some(d.map_or(t, |x| x.min(t)));
         for p in self.procs.values() {
             at(p.deadline);
         }
         for w in self.works.values() {
-            if let Some(t) = w.retry_at {
+            // A retry that is due but cannot start waits for a message
+            // (a slot or an agent freeing up), not for a past deadline.
+            if let Some(t) = w.retry_at.filter(|t| *t > now) {
                 at(t);
             }
         }
@@ -1080,7 +1121,7 @@ impl<'a> Engine<'a> {
         if let Some(t) = self.telemetry.deadline() {
             at(t);
         }
-        if let Some(t) = self.stopping {
+        if let Some(t) = self.stopping.filter(|t| *t > now) {
             at(t);
         }
         if let Some(ms) = self.lease_timer {
@@ -1125,23 +1166,27 @@ impl<'a> Engine<'a> {
                 .map(|(i, w)| (i.clone(), w.token.clone()))
                 .collect();
             for (id, token) in ids {
-                if self
-                    .store
-                    .apply(
-                        &self.opts.actor,
-                        Command::Renew {
-                            id: id.clone(),
-                            token,
-                            lease_ms,
-                        },
-                    )
-                    .is_err()
-                {
+                let renew = Command::Renew {
+                    id: id.clone(),
+                    token,
+                    lease_ms,
+                };
+                match self.store.apply(&self.opts.actor, renew) {
+                    Ok(_) => {}
                     // Lost the claim (cancelled or rescued elsewhere).
-                    self.kill_task(&id);
-                    self.drop_work(&id);
+                    Err(e @ (braid_store::Error::Locked(_) | braid_store::Error::Domain(_))) => {
+                        let _ = e;
+                        self.kill_task(&id);
+                        self.drop_work(&id);
+                    }
+                    // A passing failure (disk, busy): keep the work; the
+                    // next heartbeat tries again.
+                    Err(_) => {}
                 }
             }
+            // Heartbeats are also when other runners' dead claims are
+            // taken back, even while this run is busy.
+            self.rescue_expired()?;
         }
         if self.telemetry.deadline().is_some_and(|t| t <= now) {
             self.telemetry.flush();
@@ -1164,6 +1209,9 @@ impl<'a> Engine<'a> {
         if self.stopping.is_some() {
             return Ok(true);
         }
+        // Claims held by others: when the earliest expires (if its holder
+        // died), rescue it — in follow mode too.
+        self.lease_timer = self.store.next_lease_expiry()?;
         if self.opts.follow {
             return Ok(false);
         }
@@ -1177,7 +1225,6 @@ impl<'a> Engine<'a> {
         }
         // Work claimed by another runner may still finish (making more work
         // ready) or, if that runner died, be rescued when its lease expires.
-        self.lease_timer = self.store.next_lease_expiry()?;
         if self.lease_timer.is_some() {
             return Ok(false);
         }
@@ -1237,16 +1284,21 @@ pub fn until_clock(s: &str) -> Option<Duration> {
     } else {
         (t.clone(), false, false)
     };
+    // Agent output is untrusted: anything out of range is not a time.
     let (h, m) = match body.split_once(':') {
-        Some((h, m)) => (h.parse::<i8>().ok()?, m.parse::<i8>().ok()?),
-        None => (body.parse::<i8>().ok()?, 0),
+        Some((h, m)) => (h.parse::<u8>().ok()?, m.parse::<u8>().ok()?),
+        None => (body.parse::<u8>().ok()?, 0),
     };
+    if m > 59 || ((pm || am) && !(1..=12).contains(&h)) || h > 23 {
+        return None;
+    }
     let h = match (pm, am, h) {
         (true, _, 12) => 12,
         (true, _, h) => h + 12,
         (_, true, 12) => 0,
         (_, _, h) => h,
-    };
+    } as i8;
+    let m = m as i8;
     let now = jiff::ZonedDateTime::now();
     let today = now
         .date()

@@ -7,7 +7,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 fn ts(ms: i64) -> String {
-    jiff::Timestamp::from_millisecond(ms).map(|t| t.to_string()).unwrap_or_else(|_| ms.to_string())
+    jiff::Timestamp::from_millisecond(ms)
+        .map(|t| t.to_string())
+        .unwrap_or_else(|_| ms.to_string())
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema, PartialEq)]
@@ -76,9 +78,20 @@ impl From<&Task> for TaskOut {
             updated_at: ts(t.updated_at),
             closed_at: t.closed_at.map(ts),
             close_reason: t.close_reason.clone(),
-            deps: t.deps.iter().map(|d| DepOut { id: d.id.to_string(), kind: d.kind.as_str().to_owned() }).collect(),
+            deps: t
+                .deps
+                .iter()
+                .map(|d| DepOut {
+                    id: d.id.to_string(),
+                    kind: d.kind.as_str().to_owned(),
+                })
+                .collect(),
             ready: t.ready,
-            lease: t.lease.as_ref().map(|l| LeaseOut { expires_at: ts(l.expires_at), attempt: l.attempt, token: None }),
+            lease: t.lease.as_ref().map(|l| LeaseOut {
+                expires_at: ts(l.expires_at),
+                attempt: l.attempt,
+                token: None,
+            }),
         }
     }
 }

@@ -39,7 +39,8 @@ async fn blocking<T: Send + 'static>(
 }
 
 fn body<T>(b: std::result::Result<Json<T>, JsonRejection>) -> Result<T> {
-    b.map(|Json(v)| v).map_err(|e| ApiError::invalid(e.body_text()))
+    b.map(|Json(v)| v)
+        .map_err(|e| ApiError::invalid(e.body_text()))
 }
 
 fn id(s: &str) -> Result<TaskId> {
@@ -47,17 +48,37 @@ fn id(s: &str) -> Result<TaskId> {
 }
 
 fn kind(s: Option<&str>) -> Result<DepKind> {
-    s.map(DepKind::parse).transpose().map_err(ApiError::from).map(|k| k.unwrap_or(DepKind::Blocks))
+    s.map(DepKind::parse)
+        .transpose()
+        .map_err(ApiError::from)
+        .map(|k| k.unwrap_or(DepKind::Blocks))
 }
 
 fn priority(p: Option<i64>) -> Result<Option<u8>> {
-    p.map(braid_core::model::check_priority).transpose().map_err(ApiError::from)
+    p.map(braid_core::model::check_priority)
+        .transpose()
+        .map_err(ApiError::from)
 }
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "braid", description = "The work graph of braid: tasks, dependencies, the ready queue, claims, events."),
-    paths(list_tasks, create_task, get_task, patch_task, transition, claim, add_dep, remove_dep, ready, health, events)
+    info(
+        title = "braid",
+        description = "The work graph of braid: tasks, dependencies, the ready queue, claims, events."
+    ),
+    paths(
+        list_tasks,
+        create_task,
+        get_task,
+        patch_task,
+        transition,
+        claim,
+        add_dep,
+        remove_dep,
+        ready,
+        health,
+        events
+    )
 )]
 pub struct ApiDoc;
 
@@ -100,14 +121,30 @@ pub struct ListQuery {
 
 /// List tasks, filtered.
 #[utoipa::path(get, path = "/api/tasks", params(ListQuery), responses((status = 200, body = [TaskOut]), (status = 400, body = ErrorOut)))]
-async fn list_tasks(State(st): State<AppState>, q: std::result::Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>) -> Result<Json<Vec<TaskOut>>> {
+async fn list_tasks(
+    State(st): State<AppState>,
+    q: std::result::Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Vec<TaskOut>>> {
     let Query(q) = q.map_err(|e| ApiError::invalid(e.body_text()))?;
     let split = |s: &Option<String>| -> Vec<String> {
-        s.as_deref().map(|v| v.split(',').map(|x| x.trim().to_owned()).filter(|x| !x.is_empty()).collect()).unwrap_or_default()
+        s.as_deref()
+            .map(|v| {
+                v.split(',')
+                    .map(|x| x.trim().to_owned())
+                    .filter(|x| !x.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default()
     };
     let filter = ListFilter {
-        states: split(&q.state).iter().map(|s| TaskState::parse(s)).collect::<std::result::Result<_, _>>()?,
-        kinds: split(&q.kind).iter().map(|s| TaskType::parse(s)).collect::<std::result::Result<_, _>>()?,
+        states: split(&q.state)
+            .iter()
+            .map(|s| TaskState::parse(s))
+            .collect::<std::result::Result<_, _>>()?,
+        kinds: split(&q.kind)
+            .iter()
+            .map(|s| TaskType::parse(s))
+            .collect::<std::result::Result<_, _>>()?,
         label: q.label,
         parent: q.parent.as_deref().map(id).transpose()?,
         assignee: q.assignee,
@@ -120,12 +157,20 @@ async fn list_tasks(State(st): State<AppState>, q: std::result::Result<Query<Lis
 
 /// Create a task.
 #[utoipa::path(post, path = "/api/tasks", request_body = NewTaskIn, responses((status = 201, body = TaskOut), (status = 400, body = ErrorOut), (status = 404, body = ErrorOut)))]
-async fn create_task(State(st): State<AppState>, b: std::result::Result<Json<NewTaskIn>, JsonRejection>) -> Result<(StatusCode, Json<TaskOut>)> {
+async fn create_task(
+    State(st): State<AppState>,
+    b: std::result::Result<Json<NewTaskIn>, JsonRejection>,
+) -> Result<(StatusCode, Json<TaskOut>)> {
     let b = body(b)?;
     let deps = b
         .deps
         .iter()
-        .map(|d| Ok(Dep { id: id(&d.id)?, kind: kind(d.kind.as_deref())? }))
+        .map(|d| {
+            Ok(Dep {
+                id: id(&d.id)?,
+                kind: kind(d.kind.as_deref())?,
+            })
+        })
         .collect::<Result<Vec<_>>>()?;
     let new = NewTask {
         id: None,
@@ -156,7 +201,11 @@ async fn get_task(State(st): State<AppState>, Path(raw): Path<String>) -> Result
 
 /// Change a task's fields.
 #[utoipa::path(patch, path = "/api/tasks/{id}", params(("id" = String, Path)), request_body = PatchIn, responses((status = 200, body = TaskOut), (status = 400, body = ErrorOut), (status = 404, body = ErrorOut)))]
-async fn patch_task(State(st): State<AppState>, Path(raw): Path<String>, b: std::result::Result<Json<PatchIn>, JsonRejection>) -> Result<Json<TaskOut>> {
+async fn patch_task(
+    State(st): State<AppState>,
+    Path(raw): Path<String>,
+    b: std::result::Result<Json<PatchIn>, JsonRejection>,
+) -> Result<Json<TaskOut>> {
     let tid = id(&raw)?;
     let b = body(b)?;
     let patch = TaskPatch {
@@ -164,7 +213,10 @@ async fn patch_task(State(st): State<AppState>, Path(raw): Path<String>, b: std:
         description: b.description,
         kind: b.kind.as_deref().map(TaskType::parse).transpose()?,
         priority: priority(b.priority)?,
-        parent: b.parent.map(|p| p.as_deref().map(id).transpose()).transpose()?,
+        parent: b
+            .parent
+            .map(|p| p.as_deref().map(id).transpose())
+            .transpose()?,
         add_labels: b.add_labels,
         remove_labels: b.remove_labels,
         assignee: b.assignee,
@@ -174,13 +226,20 @@ async fn patch_task(State(st): State<AppState>, Path(raw): Path<String>, b: std:
         branch: b.branch,
     };
     let actor = st.actor.clone();
-    let applied = blocking(&st, move |s| s.apply(&actor, Command::Update { id: tid, patch })).await?;
+    let applied = blocking(&st, move |s| {
+        s.apply(&actor, Command::Update { id: tid, patch })
+    })
+    .await?;
     Ok(Json(TaskOut::from(&applied.task)))
 }
 
 /// Move a task: `done`, `fail` (reason required), `reopen`, `defer`, `cancel`.
 #[utoipa::path(post, path = "/api/tasks/{id}/{action}", params(("id" = String, Path), ("action" = String, Path, description = "done | fail | reopen | defer | cancel")), request_body = ReasonIn, responses((status = 200, body = TaskOut), (status = 400, body = ErrorOut), (status = 404, body = ErrorOut), (status = 409, body = ErrorOut)))]
-async fn transition(State(st): State<AppState>, Path((raw, action)): Path<(String, String)>, b: Option<Json<ReasonIn>>) -> Result<Json<TaskOut>> {
+async fn transition(
+    State(st): State<AppState>,
+    Path((raw, action)): Path<(String, String)>,
+    b: Option<Json<ReasonIn>>,
+) -> Result<Json<TaskOut>> {
     let tid = id(&raw)?;
     let reason = b.and_then(|Json(r)| r.reason);
     let to = match action.as_str() {
@@ -193,7 +252,9 @@ async fn transition(State(st): State<AppState>, Path((raw, action)): Path<(Strin
             return Err(ApiError {
                 status: StatusCode::NOT_FOUND,
                 code: "not_found",
-                message: format!("no action {other:?}; actions are done, fail, reopen, defer, cancel, claim, deps"),
+                message: format!(
+                    "no action {other:?}; actions are done, fail, reopen, defer, cancel, claim, deps"
+                ),
             });
         }
     };
@@ -201,19 +262,43 @@ async fn transition(State(st): State<AppState>, Path((raw, action)): Path<(Strin
         return Err(ApiError::invalid("fail needs a \"reason\" saying why"));
     }
     let actor = st.actor.clone();
-    let applied = blocking(&st, move |s| s.apply(&actor, Command::SetState { id: tid, to, reason })).await?;
+    let applied = blocking(&st, move |s| {
+        s.apply(
+            &actor,
+            Command::SetState {
+                id: tid,
+                to,
+                reason,
+            },
+        )
+    })
+    .await?;
     Ok(Json(TaskOut::from(&applied.task)))
 }
 
 /// Claim a task (atomic). The answer's `lease.token` is the claim.
 #[utoipa::path(post, path = "/api/tasks/{id}/claim", params(("id" = String, Path)), request_body = ClaimIn, responses((status = 200, body = TaskOut), (status = 404, body = ErrorOut), (status = 409, body = ErrorOut)))]
-async fn claim(State(st): State<AppState>, Path(raw): Path<String>, b: Option<Json<ClaimIn>>) -> Result<Json<TaskOut>> {
+async fn claim(
+    State(st): State<AppState>,
+    Path(raw): Path<String>,
+    b: Option<Json<ClaimIn>>,
+) -> Result<Json<TaskOut>> {
     let tid = id(&raw)?;
     let b = b.map(|Json(b)| b).unwrap_or_default();
     let assignee = b.assignee.unwrap_or_else(|| st.actor.clone());
     let lease_ms = (b.lease_seconds.unwrap_or(1800).min(7 * 86_400) * 1000) as i64;
     let actor = st.actor.clone();
-    let applied = blocking(&st, move |s| s.apply(&actor, Command::Claim { id: Some(tid), assignee, lease_ms })).await?;
+    let applied = blocking(&st, move |s| {
+        s.apply(
+            &actor,
+            Command::Claim {
+                id: Some(tid),
+                assignee,
+                lease_ms,
+            },
+        )
+    })
+    .await?;
     let mut out = TaskOut::from(&applied.task);
     if let Some(l) = out.lease.as_mut() {
         l.token = applied.lease_token;
@@ -223,12 +308,19 @@ async fn claim(State(st): State<AppState>, Path(raw): Path<String>, b: Option<Js
 
 /// Add a dependency: the task depends on `id`.
 #[utoipa::path(post, path = "/api/tasks/{id}/deps", params(("id" = String, Path)), request_body = DepIn, responses((status = 200, body = TaskOut), (status = 400, body = ErrorOut), (status = 404, body = ErrorOut)))]
-async fn add_dep(State(st): State<AppState>, Path(raw): Path<String>, b: std::result::Result<Json<DepIn>, JsonRejection>) -> Result<Json<TaskOut>> {
+async fn add_dep(
+    State(st): State<AppState>,
+    Path(raw): Path<String>,
+    b: std::result::Result<Json<DepIn>, JsonRejection>,
+) -> Result<Json<TaskOut>> {
     let from = id(&raw)?;
     let b = body(b)?;
     let (to, kind) = (id(&b.id)?, kind(b.kind.as_deref())?);
     let actor = st.actor.clone();
-    let applied = blocking(&st, move |s| s.apply(&actor, Command::DepAdd { from, to, kind })).await?;
+    let applied = blocking(&st, move |s| {
+        s.apply(&actor, Command::DepAdd { from, to, kind })
+    })
+    .await?;
     Ok(Json(TaskOut::from(&applied.task)))
 }
 
@@ -240,7 +332,11 @@ pub struct DepQuery {
 
 /// Remove a dependency (`?on=ID`).
 #[utoipa::path(delete, path = "/api/tasks/{id}/deps", params(("id" = String, Path), DepQuery), responses((status = 200, body = TaskOut), (status = 404, body = ErrorOut)))]
-async fn remove_dep(State(st): State<AppState>, Path(raw): Path<String>, q: std::result::Result<Query<DepQuery>, axum::extract::rejection::QueryRejection>) -> Result<Json<TaskOut>> {
+async fn remove_dep(
+    State(st): State<AppState>,
+    Path(raw): Path<String>,
+    q: std::result::Result<Query<DepQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<TaskOut>> {
     let from = id(&raw)?;
     let Query(q) = q.map_err(|e| ApiError::invalid(e.body_text()))?;
     let to = id(&q.on)?;
@@ -256,7 +352,10 @@ pub struct LimitQuery {
 
 /// The ready queue, highest priority first.
 #[utoipa::path(get, path = "/api/ready", params(LimitQuery), responses((status = 200, body = [TaskOut])))]
-async fn ready(State(st): State<AppState>, Query(q): Query<LimitQuery>) -> Result<Json<Vec<TaskOut>>> {
+async fn ready(
+    State(st): State<AppState>,
+    Query(q): Query<LimitQuery>,
+) -> Result<Json<Vec<TaskOut>>> {
     let limit = q.limit.unwrap_or(50).min(1000);
     let tasks = blocking(&st, move |s| s.ready(limit)).await?;
     Ok(Json(tasks.iter().map(TaskOut::from).collect()))
@@ -271,7 +370,11 @@ async fn health(State(st): State<AppState>) -> Result<Json<HealthOut>> {
         epics: h.epics,
         ready: h.ready,
         blocked: h.blocked,
-        by_state: h.by_state.iter().map(|(k, v)| (k.as_str().to_owned(), *v)).collect(),
+        by_state: h
+            .by_state
+            .iter()
+            .map(|(k, v)| (k.as_str().to_owned(), *v))
+            .collect(),
         last_seq,
     }))
 }
@@ -285,7 +388,10 @@ pub struct EventsQuery {
 
 /// The event log after a seq, oldest first.
 #[utoipa::path(get, path = "/api/events", params(EventsQuery), responses((status = 200, body = [EventOut])))]
-async fn events(State(st): State<AppState>, Query(q): Query<EventsQuery>) -> Result<Json<Vec<EventOut>>> {
+async fn events(
+    State(st): State<AppState>,
+    Query(q): Query<EventsQuery>,
+) -> Result<Json<Vec<EventOut>>> {
     let (after, limit) = (q.after.unwrap_or(0), q.limit.unwrap_or(1000).min(10_000));
     let evs = blocking(&st, move |s| s.events(after, limit)).await?;
     Ok(Json(evs.iter().map(EventOut::from).collect()))

@@ -31,6 +31,10 @@ pub const CHECKS: &[(&str, fn(&dyn Store))] = &[
         "leases_guard_finish_and_rescue",
         leases_guard_finish_and_rescue,
     ),
+    (
+        "reopened_work_gets_fresh_attempts",
+        reopened_work_gets_fresh_attempts,
+    ),
 ];
 
 /// Runs every check, each on a fresh store from `fresh`.
@@ -182,12 +186,12 @@ fn invalid_transition_changes_nothing(s: &dyn Store) {
     let id = add(s, "t");
     let seq = s.last_seq().unwrap();
     set(s, &id, State::Done).unwrap();
-    let err = set(s, &id, State::InProgress).unwrap_err();
+    let err = set(s, &id, State::Deferred).unwrap_err();
     assert_eq!(err.kind(), braid_core::ErrorKind::Conflict);
-    assert!(
-        err.to_string().contains("from done to in_progress"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("from done to deferred"), "{err}");
+    // Work starts only with a claim, which takes a lease.
+    let err = set(s, &id, State::InProgress).unwrap_err();
+    assert!(err.to_string().contains("claim"), "{err}");
     assert_eq!(s.last_seq().unwrap(), seq + 1);
     assert_eq!(s.task(&id).unwrap().state, State::Done);
 }
@@ -413,7 +417,15 @@ fn list_filters(s: &dyn Store) {
             ..NewTask::titled("b")
         },
     );
-    set(s, &b, State::InProgress).unwrap();
+    s.apply(
+        "test",
+        Command::Claim {
+            id: Some(b.clone()),
+            assignee: "kim".into(),
+            lease_ms: 60_000,
+        },
+    )
+    .unwrap();
     let ids = |f: ListFilter| {
         s.list(&f)
             .unwrap()
@@ -757,4 +769,31 @@ fn leases_guard_finish_and_rescue(s: &dyn Store) {
         .unwrap();
     assert_eq!(done.task.state, State::Review);
     assert!(done.task.lease.is_none());
+}
+
+fn reopened_work_gets_fresh_attempts(s: &dyn Store) {
+    let a = add(s, "a");
+    let claim = |s: &dyn Store| {
+        s.apply(
+            "t",
+            Command::Claim {
+                id: Some(a.clone()),
+                assignee: "x".into(),
+                lease_ms: 60_000,
+            },
+        )
+        .unwrap()
+    };
+    let c = claim(s);
+    let token = c.lease_token.unwrap();
+    let fail = Command::Finish {
+        id: a.clone(),
+        token,
+        to: State::Failed,
+        reason: Some("x".into()),
+        refund_attempt: false,
+    };
+    s.apply("t", fail).unwrap();
+    set(s, &a, State::Open).unwrap();
+    assert_eq!(claim(s).task.lease.unwrap().attempt, 1);
 }

@@ -27,8 +27,14 @@ pub fn run(ctx: &Ctx, a: ServeArgs) -> Result<i32> {
         .into());
     }
     let (_, store) = ctx.open()?;
-    let state = braid_server::AppState { store: Arc::new(store), actor: ctx.actor() };
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
+    let state = braid_server::AppState {
+        store: Arc::new(store),
+        actor: ctx.actor(),
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(a.bind).await.with_context(|| format!("binding {}", a.bind))?;
         let addr = listener.local_addr()?;
@@ -47,7 +53,8 @@ pub fn run(ctx: &Ctx, a: ServeArgs) -> Result<i32> {
 /// Resolves on the first SIGINT or SIGTERM: stop accepting, finish what is in flight.
 async fn shutdown() {
     let term = async {
-        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
             s.recv().await;
         }
     };

@@ -19,7 +19,13 @@ impl T {
     fn new() -> T {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::create(&dir.path().join("braid.db")).unwrap();
-        T { _dir: dir, state: AppState { store: Arc::new(store), actor: "api-test".into() } }
+        T {
+            _dir: dir,
+            state: AppState {
+                store: Arc::new(store),
+                actor: "api-test".into(),
+            },
+        }
     }
 
     async fn call(&self, method: Method, uri: &str, body: Option<Value>) -> (StatusCode, Value) {
@@ -31,10 +37,14 @@ impl T {
             }
             None => Body::empty(),
         };
-        let res = app(self.state.clone()).oneshot(req.body(body).unwrap()).await.unwrap();
+        let res = app(self.state.clone())
+            .oneshot(req.body(body).unwrap())
+            .await
+            .unwrap();
         let status = res.status();
         let bytes = res.into_body().collect().await.unwrap().to_bytes();
-        let v = serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+        let v = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
         (status, v)
     }
 
@@ -49,25 +59,49 @@ impl T {
 async fn create_read_update_and_filter_tasks() {
     let t = T::new();
     let epic = t.add(json!({"title": "Epic", "type": "epic"})).await;
-    let a = t.add(json!({"title": "A", "parent": epic, "labels": ["ui"], "priority": 1})).await;
+    let a = t
+        .add(json!({"title": "A", "parent": epic, "labels": ["ui"], "priority": 1}))
+        .await;
     let b = t.add(json!({"title": "B", "deps": [{"id": a}]})).await;
     let (s, v) = t.call(Method::GET, &format!("/api/tasks/{b}"), None).await;
     assert_eq!(s, StatusCode::OK);
-    for key in ["id", "title", "type", "state", "priority", "parent", "labels", "deps", "ready"] {
+    for key in [
+        "id", "title", "type", "state", "priority", "parent", "labels", "deps", "ready",
+    ] {
         assert!(v.get(key).is_some(), "{key} missing: {v}");
     }
     assert_eq!(v["ready"], false);
     assert_eq!(v["deps"], json!([{"id": a, "kind": "blocks"}]));
     let (_, list) = t.call(Method::GET, "/api/tasks?label=ui", None).await;
     assert_eq!(list.as_array().unwrap().len(), 1);
-    let (_, list) = t.call(Method::GET, &format!("/api/tasks?parent={epic}&state=open"), None).await;
+    let (_, list) = t
+        .call(
+            Method::GET,
+            &format!("/api/tasks?parent={epic}&state=open"),
+            None,
+        )
+        .await;
     assert_eq!(list[0]["id"], a.as_str());
-    let (s, v) = t.call(Method::PATCH, &format!("/api/tasks/{a}"), Some(json!({"title": "A2", "parent": null}))).await;
+    let (s, v) = t
+        .call(
+            Method::PATCH,
+            &format!("/api/tasks/{a}"),
+            Some(json!({"title": "A2", "parent": null})),
+        )
+        .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["title"], "A2");
     assert!(v["parent"].is_null());
     let (_, ready) = t.call(Method::GET, "/api/ready", None).await;
-    assert_eq!(ready.as_array().unwrap().iter().map(|t| t["id"].clone()).collect::<Vec<_>>(), vec![json!(a)]);
+    assert_eq!(
+        ready
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["id"].clone())
+            .collect::<Vec<_>>(),
+        vec![json!(a)]
+    );
 }
 
 #[tokio::test]
@@ -75,27 +109,56 @@ async fn transitions_claims_deps_health_and_events() {
     let t = T::new();
     let a = t.add(json!({"title": "A"})).await;
     let b = t.add(json!({"title": "B"})).await;
-    let (s, v) = t.call(Method::POST, &format!("/api/tasks/{b}/deps"), Some(json!({"id": a}))).await;
+    let (s, v) = t
+        .call(
+            Method::POST,
+            &format!("/api/tasks/{b}/deps"),
+            Some(json!({"id": a})),
+        )
+        .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["ready"], false);
-    let (s, v) = t.call(Method::POST, &format!("/api/tasks/{a}/claim"), Some(json!({"assignee": "bot"}))).await;
+    let (s, v) = t
+        .call(
+            Method::POST,
+            &format!("/api/tasks/{a}/claim"),
+            Some(json!({"assignee": "bot"})),
+        )
+        .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["state"], "in_progress");
     assert!(v["lease"]["token"].as_str().unwrap().len() >= 16);
-    let (s, _) = t.call(Method::POST, &format!("/api/tasks/{a}/done"), None).await;
+    let (s, _) = t
+        .call(Method::POST, &format!("/api/tasks/{a}/done"), None)
+        .await;
     assert_eq!(s, StatusCode::OK);
     let (_, v) = t.call(Method::GET, &format!("/api/tasks/{b}"), None).await;
     assert_eq!(v["ready"], true);
-    let (s, v) = t.call(Method::DELETE, &format!("/api/tasks/{b}/deps?on={a}"), None).await;
+    let (s, v) = t
+        .call(Method::DELETE, &format!("/api/tasks/{b}/deps?on={a}"), None)
+        .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["deps"], json!([]));
     let (_, h) = t.call(Method::GET, "/api/health", None).await;
     assert_eq!(h["total"], 2);
     assert_eq!(h["by_state"]["done"], 1);
     let (_, evs) = t.call(Method::GET, "/api/events?after=2", None).await;
-    let kinds: Vec<&str> = evs.as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
-    assert_eq!(kinds, ["dep_added", "claimed", "state_changed", "dep_removed"]);
-    assert!(evs.as_array().unwrap().iter().all(|e| e["actor"] == "api-test"));
+    let kinds: Vec<&str> = evs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["dep_added", "claimed", "state_changed", "dep_removed"]
+    );
+    assert!(
+        evs.as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["actor"] == "api-test")
+    );
 }
 
 #[tokio::test]
@@ -104,15 +167,78 @@ async fn errors_have_stable_codes_and_name_the_thing() {
     let a = t.add(json!({"title": "A"})).await;
     let b = t.add(json!({"title": "B", "deps": [{"id": a}]})).await;
     let cases = [
-        (Method::GET, "/api/tasks/br-none".to_owned(), None, StatusCode::NOT_FOUND, "not_found", "br-none"),
-        (Method::POST, "/api/tasks".to_owned(), Some(json!({"title": ""})), StatusCode::BAD_REQUEST, "invalid", "title"),
-        (Method::POST, "/api/tasks".to_owned(), Some(json!({"title": "x", "priority": 7})), StatusCode::BAD_REQUEST, "invalid", "priority"),
-        (Method::POST, "/api/tasks".to_owned(), Some(json!({"title": "x", "colour": "red"})), StatusCode::BAD_REQUEST, "invalid", "colour"),
-        (Method::POST, format!("/api/tasks/{a}/deps"), Some(json!({"id": b})), StatusCode::BAD_REQUEST, "invalid", "cycle"),
-        (Method::POST, format!("/api/tasks/{a}/fail"), Some(json!({})), StatusCode::BAD_REQUEST, "invalid", "reason"),
-        (Method::POST, format!("/api/tasks/{b}/claim"), None, StatusCode::CONFLICT, "conflict", a.as_str()),
-        (Method::POST, format!("/api/tasks/{a}/explode"), None, StatusCode::NOT_FOUND, "not_found", "explode"),
-        (Method::GET, "/api/tasks?state=sideways".to_owned(), None, StatusCode::BAD_REQUEST, "invalid", "sideways"),
+        (
+            Method::GET,
+            "/api/tasks/br-none".to_owned(),
+            None,
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "br-none",
+        ),
+        (
+            Method::POST,
+            "/api/tasks".to_owned(),
+            Some(json!({"title": ""})),
+            StatusCode::BAD_REQUEST,
+            "invalid",
+            "title",
+        ),
+        (
+            Method::POST,
+            "/api/tasks".to_owned(),
+            Some(json!({"title": "x", "priority": 7})),
+            StatusCode::BAD_REQUEST,
+            "invalid",
+            "priority",
+        ),
+        (
+            Method::POST,
+            "/api/tasks".to_owned(),
+            Some(json!({"title": "x", "colour": "red"})),
+            StatusCode::BAD_REQUEST,
+            "invalid",
+            "colour",
+        ),
+        (
+            Method::POST,
+            format!("/api/tasks/{a}/deps"),
+            Some(json!({"id": b})),
+            StatusCode::BAD_REQUEST,
+            "invalid",
+            "cycle",
+        ),
+        (
+            Method::POST,
+            format!("/api/tasks/{a}/fail"),
+            Some(json!({})),
+            StatusCode::BAD_REQUEST,
+            "invalid",
+            "reason",
+        ),
+        (
+            Method::POST,
+            format!("/api/tasks/{b}/claim"),
+            None,
+            StatusCode::CONFLICT,
+            "conflict",
+            a.as_str(),
+        ),
+        (
+            Method::POST,
+            format!("/api/tasks/{a}/explode"),
+            None,
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "explode",
+        ),
+        (
+            Method::GET,
+            "/api/tasks?state=sideways".to_owned(),
+            None,
+            StatusCode::BAD_REQUEST,
+            "invalid",
+            "sideways",
+        ),
     ];
     for (method, uri, body, status, code, mention) in cases {
         let (s, v) = t.call(method.clone(), &uri, body).await;
@@ -125,10 +251,18 @@ async fn errors_have_stable_codes_and_name_the_thing() {
     let (_, h) = t.call(Method::GET, "/api/health", None).await;
     assert_eq!(h["total"], 2);
     assert_eq!(h["last_seq"], 2);
-    let (s, v) = t.call(Method::POST, &format!("/api/tasks/{a}/done"), None).await;
+    let (s, v) = t
+        .call(Method::POST, &format!("/api/tasks/{a}/done"), None)
+        .await;
     assert_eq!(s, StatusCode::OK, "{v}");
-    let (s, v) = t.call(Method::POST, &format!("/api/tasks/{a}/defer"), None).await;
-    assert_eq!((s, v["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("conflict")), "{v}");
+    let (s, v) = t
+        .call(Method::POST, &format!("/api/tasks/{a}/defer"), None)
+        .await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (StatusCode::CONFLICT, Some("conflict")),
+        "{v}"
+    );
 }
 
 #[tokio::test]
@@ -137,10 +271,24 @@ async fn openapi_document_and_health_endpoints() {
     let (s, doc) = t.call(Method::GET, "/openapi.json", None).await;
     assert_eq!(s, StatusCode::OK);
     let paths = doc["paths"].as_object().unwrap();
-    for p in ["/api/tasks", "/api/tasks/{id}", "/api/tasks/{id}/claim", "/api/tasks/{id}/deps", "/api/ready", "/api/health", "/api/events"] {
-        assert!(paths.contains_key(p), "{p} missing from the OpenAPI document");
+    for p in [
+        "/api/tasks",
+        "/api/tasks/{id}",
+        "/api/tasks/{id}/claim",
+        "/api/tasks/{id}/deps",
+        "/api/ready",
+        "/api/health",
+        "/api/events",
+    ] {
+        assert!(
+            paths.contains_key(p),
+            "{p} missing from the OpenAPI document"
+        );
     }
     assert!(doc["components"]["schemas"]["TaskOut"].is_object());
-    assert_eq!(t.call(Method::GET, "/healthz", None).await.0, StatusCode::OK);
+    assert_eq!(
+        t.call(Method::GET, "/healthz", None).await.0,
+        StatusCode::OK
+    );
     assert_eq!(t.call(Method::GET, "/readyz", None).await.0, StatusCode::OK);
 }

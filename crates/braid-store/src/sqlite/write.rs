@@ -387,9 +387,19 @@ fn apply_one(tx: &Transaction<'_>, actor: &str, cmd: Command) -> Result<Applied>
             id
         }
         Command::SetState { id, to, reason } => {
+            if to == State::InProgress {
+                return Err(Error::Invalid(format!(
+                    "{id}: work starts with a claim (braid claim {id}), which takes a lease"
+                )));
+            }
             let mut g = SqlGraph { tx };
             let from = graph::set_state(&mut g, &id, to, &mut delta)?;
             record_state(tx, &id, from, to, reason.as_deref(), now)?;
+            if to == State::Open && from.is_closed() {
+                // Reopened work gets a fresh set of attempts.
+                tx.prepare_cached("UPDATE tasks SET attempt = 0 WHERE id = ?1")?
+                    .execute([id.as_str()])?;
+            }
             events.push(append_event(
                 tx,
                 now,

@@ -269,18 +269,38 @@ fn serve_answers_the_api_and_stops_gracefully_on_sigterm() {
     let p = Proj::init();
     let id = p.add(&["served"]);
     let mut child = crate::Reap(
-        p.cmd().args(["serve", "--bind", "127.0.0.1:0"]).stdout(std::process::Stdio::piped()).spawn().unwrap(),
+        p.cmd()
+            .args(["serve", "--bind", "127.0.0.1:0"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
     );
     let mut first = String::new();
-    std::io::BufReader::new(child.0.stdout.take().unwrap()).read_line(&mut first).unwrap();
-    let addr = first.split("http://").nth(1).unwrap().split_whitespace().next().unwrap().to_owned();
+    std::io::BufReader::new(child.0.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let addr = first
+        .split("http://")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned();
     let mut conn = std::net::TcpStream::connect(&addr).unwrap();
-    write!(conn, "GET /api/tasks/{id} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    write!(
+        conn,
+        "GET /api/tasks/{id} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut resp = String::new();
     conn.read_to_string(&mut resp).unwrap();
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
     assert!(resp.contains(&format!("\"id\":\"{id}\"")), "{resp}");
-    std::process::Command::new("kill").args(["-TERM", &child.0.id().to_string()]).status().unwrap();
+    std::process::Command::new("kill")
+        .args(["-TERM", &child.0.id().to_string()])
+        .status()
+        .unwrap();
     let status = child.0.wait().unwrap();
     assert_eq!(status.code(), Some(0), "graceful shutdown exits 0");
     let err = p.fails(&["serve", "--bind", "0.0.0.0:0"], 2);

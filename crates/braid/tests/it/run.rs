@@ -213,7 +213,7 @@ fn process_running(pattern: &str) -> bool {
 #[test]
 fn a_hanging_agent_is_killed_with_its_process_group() {
     let p = repo_project(&format!(
-        "{}max_attempts = 1\nkill_grace = \"200ms\"\n\n[[agent]]\nname = \"stuck\"\ncommand = [\"{}\"]\ntimeout = \"300ms\"\n",
+        "{}max_attempts = 1\nkill_grace = \"200ms\"\n\n[[agent]]\nname = \"stuck\"\ncommand = [\"{}\", \"981\"]\ntimeout = \"300ms\"\n",
         quick_run(),
         agent("hang.sh")
     ));
@@ -227,7 +227,7 @@ fn a_hanging_agent_is_killed_with_its_process_group() {
         "{t}"
     );
     assert!(
-        !process_running("sleep 987"),
+        !process_running("sleep 981"),
         "the agent's child must die with the group"
     );
 }
@@ -285,7 +285,7 @@ fn a_flaky_gate_is_retried_then_passes() {
 #[test]
 fn cancel_stops_the_running_agent() {
     let p = repo_project(&format!(
-        "\n[[agent]]\nname = \"stuck\"\ncommand = [\"{}\"]\n",
+        "\n[[agent]]\nname = \"stuck\"\ncommand = [\"{}\", \"982\"]\n",
         agent("hang.sh")
     ));
     let a = p.add(&["long"]);
@@ -297,13 +297,8 @@ fn cancel_stops_the_running_agent() {
             .spawn()
             .unwrap(),
     );
-    let mut lines = std::io::BufReader::new(run.0.stdout.take().unwrap()).lines();
-    loop {
-        let l = lines.next().expect("run ended early").unwrap();
-        if l.contains("\"dispatched\"") {
-            break;
-        }
-    }
+    let mut lines = lines_of(&mut run.0);
+    wait_for(&mut lines, "\"dispatched\"");
     p.ok(&["cancel", &a]);
     let status = run.0.wait().unwrap();
     assert!(
@@ -314,7 +309,7 @@ fn cancel_stops_the_running_agent() {
     // The group gets SIGTERM; give it the moment it needs to go.
     let gone = (0..50).any(|_| {
         std::thread::sleep(Duration::from_millis(20));
-        !process_running("sleep 987")
+        !process_running("sleep 982")
     });
     assert!(gone, "the agent's process group was killed");
 }
@@ -483,16 +478,32 @@ fn sigint(child: &std::process::Child) {
 }
 
 /// Reads the run's JSON lines until one contains `needle`.
-fn wait_for(
-    lines: &mut std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
-    needle: &str,
-) {
+fn wait_for(lines: &mut std::sync::mpsc::Receiver<String>, needle: &str) {
     loop {
-        let l = lines.next().expect("run ended early").unwrap();
+        // A generous bound: a run that goes quiet fails the test (and the
+        // Reap guard kills it) instead of hanging the suite.
+        let l = lines
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|e| panic!("waiting for {needle}: {e}"));
         if l.contains(needle) {
             return;
         }
     }
+}
+
+/// The child's stdout as a channel of lines, read on a thread.
+fn lines_of(child: &mut std::process::Child) -> std::sync::mpsc::Receiver<String> {
+    let out = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for l in std::io::BufReader::new(out).lines() {
+            let Ok(l) = l else { break };
+            if tx.send(l).is_err() {
+                break;
+            }
+        }
+    });
+    rx
 }
 
 #[test]
@@ -513,7 +524,7 @@ fn first_signal_lets_running_work_finish_and_dispatches_nothing_new() {
             .spawn()
             .unwrap(),
     );
-    let mut lines = std::io::BufReader::new(run.0.stdout.take().unwrap()).lines();
+    let mut lines = lines_of(&mut run.0);
     wait_for(&mut lines, "\"dispatched\"");
     sigint(&run.0);
     let status = run.0.wait().unwrap();
@@ -538,7 +549,7 @@ fn first_signal_lets_running_work_finish_and_dispatches_nothing_new() {
 #[test]
 fn second_signal_stops_at_once_and_gives_claims_back() {
     let p = repo_project(&format!(
-        "\n[[agent]]\nname = \"stuck\"\ncommand = [\"{}\"]\n",
+        "\n[[agent]]\nname = \"stuck\"\ncommand = [\"{}\", \"983\"]\n",
         agent("hang.sh")
     ));
     let a = p.add(&["long"]);
@@ -550,7 +561,7 @@ fn second_signal_stops_at_once_and_gives_claims_back() {
             .spawn()
             .unwrap(),
     );
-    let mut lines = std::io::BufReader::new(run.0.stdout.take().unwrap()).lines();
+    let mut lines = lines_of(&mut run.0);
     wait_for(&mut lines, "\"dispatched\"");
     sigint(&run.0);
     std::thread::sleep(Duration::from_millis(100));
@@ -561,7 +572,7 @@ fn second_signal_stops_at_once_and_gives_claims_back() {
     assert!(t["lease"].is_null());
     let gone = (0..50).any(|_| {
         std::thread::sleep(Duration::from_millis(20));
-        !process_running("sleep 987")
+        !process_running("sleep 983")
     });
     assert!(gone, "the agent was killed");
 }
@@ -580,7 +591,7 @@ fn follow_mode_picks_up_work_added_later() {
             .spawn()
             .unwrap(),
     );
-    let mut lines = std::io::BufReader::new(run.0.stdout.take().unwrap()).lines();
+    let mut lines = lines_of(&mut run.0);
     let a = p.add(&["added while running"]);
     wait_for(&mut lines, "\"to\":\"done\"");
     assert_eq!(p.json(&["show", &a])["state"], "done");
@@ -681,7 +692,7 @@ fn max_tasks_and_only_bound_a_run() {
 #[test]
 fn a_cancelled_task_loses_its_worktree_but_keeps_its_branch() {
     let p = repo_project(&format!(
-        "\n[[agent]]\nname = \"stuck\"\ncommand = [\"{}\"]\n",
+        "\n[[agent]]\nname = \"stuck\"\ncommand = [\"{}\", \"984\"]\n",
         agent("hang.sh")
     ));
     let a = p.add(&["long"]);
@@ -693,7 +704,7 @@ fn a_cancelled_task_loses_its_worktree_but_keeps_its_branch() {
             .spawn()
             .unwrap(),
     );
-    let mut lines = std::io::BufReader::new(run.0.stdout.take().unwrap()).lines();
+    let mut lines = lines_of(&mut run.0);
     wait_for(&mut lines, "\"dispatched\"");
     assert!(p.path().join(".braid/worktrees").join(&a).exists());
     p.ok(&["cancel", &a]);
