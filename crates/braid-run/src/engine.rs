@@ -700,23 +700,24 @@ impl<'a> Engine<'a> {
         self.next_key += 1;
         let now = Instant::now();
         let log_start = supervise::log_len(&spec.log);
-        match supervise::spawn(spec) {
+        let spawned = supervise::spawn(spec);
+        let pgid = spawned.as_ref().map_or(0, |c| c.id());
+        self.procs.insert(
+            key,
+            Proc {
+                task: id.clone(),
+                kind,
+                cache_key,
+                log_start,
+                pgid,
+                started: now,
+                deadline: now + timeout,
+                killed_at: None,
+                log: spec.log.clone(),
+            },
+        );
+        match spawned {
             Ok(mut child) => {
-                let pgid = child.id();
-                self.procs.insert(
-                    key,
-                    Proc {
-                        task: id.clone(),
-                        kind,
-                        cache_key,
-                        log_start,
-                        pgid,
-                        started: now,
-                        deadline: now + timeout,
-                        killed_at: None,
-                        log: spec.log.clone(),
-                    },
-                );
                 let tx = self.tx.clone();
                 std::thread::spawn(move || {
                     let exit = match child.wait() {
@@ -729,20 +730,6 @@ impl<'a> Engine<'a> {
             }
             Err(e) => {
                 // Report as an exit so the same path handles it.
-                self.procs.insert(
-                    key,
-                    Proc {
-                        task: id.clone(),
-                        kind,
-                        cache_key,
-                        log_start,
-                        pgid: 0,
-                        started: now,
-                        deadline: now + timeout,
-                        killed_at: None,
-                        log: spec.log.clone(),
-                    },
-                );
                 let _ = self.tx.send(Msg::Exited {
                     key,
                     exit: Exit::SpawnFailed(format!("{}: {e}", spec.argv[0])),

@@ -54,6 +54,17 @@ pub struct CacheIndex {
     pub rebuilt: bool,
 }
 
+/// Maps `ns, key, size, created, last_used` to an entry.
+fn entry_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<CacheEntry> {
+    Ok(CacheEntry {
+        ns: r.get(0)?,
+        key: r.get(1)?,
+        size: r.get::<_, i64>(2)? as u64,
+        created: r.get(3)?,
+        last_used: r.get(4)?,
+    })
+}
+
 /// Where an entry's file lives.
 pub fn entry_path(dir: &Path, ns: &str, key: &str) -> PathBuf {
     dir.join(ns)
@@ -170,15 +181,7 @@ impl CacheIndex {
             .query_row(
                 "UPDATE entries SET last_used = ?3 WHERE ns = ?1 AND key = ?2 RETURNING ns, key, size, created, last_used",
                 params![ns, key, now],
-                |r| {
-                    Ok(CacheEntry {
-                        ns: r.get(0)?,
-                        key: r.get(1)?,
-                        size: r.get::<_, i64>(2)? as u64,
-                        created: r.get(3)?,
-                        last_used: r.get(4)?,
-                    })
-                },
+                entry_from_row,
             )
             .optional()
             .map_err(db_err)?;
@@ -241,15 +244,7 @@ impl CacheIndex {
                 .query_row(
                     "SELECT ns, key, size, created, last_used FROM entries ORDER BY last_used LIMIT 1",
                     [],
-                    |r| {
-                        Ok(CacheEntry {
-                            ns: r.get(0)?,
-                            key: r.get(1)?,
-                            size: r.get::<_, i64>(2)? as u64,
-                            created: r.get(3)?,
-                            last_used: r.get(4)?,
-                        })
-                    },
+                    entry_from_row,
                 )
                 .optional()
                 .map_err(db_err)?;

@@ -771,15 +771,7 @@ pub struct IdsArgs {
     pub ids: Vec<TaskId>,
 }
 
-#[derive(Args, Debug)]
-pub struct DoneArgs {
-    #[arg(required = true, value_parser = parse_id)]
-    pub ids: Vec<TaskId>,
-    /// Why (recorded as the close reason).
-    #[arg(long, short)]
-    pub reason: Option<String>,
-}
-
+/// Task ids and an optional reason (recorded as the close reason).
 #[derive(Args, Debug)]
 pub struct ReasonArgs {
     #[arg(required = true, value_parser = parse_id)]

@@ -71,7 +71,7 @@ pub enum Command {
     /// Change a task's fields.
     Update(cmd::UpdateArgs),
     /// Mark tasks done.
-    Done(cmd::DoneArgs),
+    Done(cmd::ReasonArgs),
     /// Mark a task failed, with the reason.
     Fail(cmd::FailArgs),
     /// Reopen a task (from done, failed, cancelled, deferred, review or in progress).

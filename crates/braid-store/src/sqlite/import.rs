@@ -8,13 +8,13 @@ use std::collections::VecDeque;
 
 use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 
-use braid_core::graph::{self, Node};
-use braid_core::{DepKind, EventKind, HealthDelta, State, Task, TaskId, TaskType};
-use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
+use braid_core::graph::{self, GraphTx, Node};
+use braid_core::{DepKind, EventKind, HealthDelta, Task, TaskId};
+use rusqlite::{Connection, Transaction, TransactionBehavior, params};
 use serde_json::json;
 
 use super::now_ms;
-use super::write::{append_event, write_counters};
+use super::write::{SqlGraph, append_event, write_counters};
 use crate::{Error, ImportBatch, ImportOptions, ImportProblem, ImportReport, Result};
 
 /// What the batch needs to know of a task already in the database.
@@ -31,28 +31,8 @@ fn lookup(
     if let Some(e) = cache.get(id) {
         return Ok(*e);
     }
-    let row = tx
-        .prepare_cached("SELECT type, state, blockers, held_by FROM tasks WHERE id = ?1")?
-        .query_row([id.as_str()], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, i64>(2)?,
-                r.get::<_, i64>(3)?,
-            ))
-        })
-        .optional()?;
-    let e = match row {
-        Some((k, s, b, h)) => Some(Existing {
-            node: Node {
-                kind: TaskType::parse(&k)?,
-                state: State::parse(&s)?,
-                blockers: b as u32,
-                held_by: h as u32,
-            },
-        }),
-        None => None,
-    };
+    // The same read the write path uses.
+    let e = SqlGraph { tx }.node(id)?.map(|node| Existing { node });
     cache.insert(id.clone(), e);
     Ok(e)
 }
