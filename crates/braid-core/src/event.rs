@@ -33,10 +33,13 @@ pub enum EventKind {
     Cooldown,
     /// A failed attempt will be retried after a backoff.
     Retrying,
+    /// A task file could not be applied (does not parse, unknown
+    /// dependency, cycle, name outside the tasks folder); nothing changed.
+    SyncRejected,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 16] = [
+    pub const ALL: [EventKind; 17] = [
         EventKind::Created,
         EventKind::Updated,
         EventKind::StateChanged,
@@ -53,6 +56,7 @@ impl EventKind {
         EventKind::GateFinished,
         EventKind::Cooldown,
         EventKind::Retrying,
+        EventKind::SyncRejected,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -73,6 +77,7 @@ impl EventKind {
             EventKind::GateFinished => "gate_finished",
             EventKind::Cooldown => "cooldown",
             EventKind::Retrying => "retrying",
+            EventKind::SyncRejected => "sync_rejected",
         }
     }
 

@@ -227,3 +227,59 @@ pub struct ErrorBody {
     pub code: String,
     pub message: String,
 }
+
+/// Why a task is not ready.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct WhyOut {
+    pub id: String,
+    pub ready: bool,
+    /// In words: which dependency or ancestor holds it, and how.
+    pub reasons: Vec<String>,
+    /// The unfinished `blocks` dependencies, by id.
+    pub blocked_by: Vec<String>,
+}
+
+/// A node of a dependency graph.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct NodeOut {
+    pub id: String,
+    pub title: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub state: String,
+    pub parent: Option<String>,
+    pub ready: bool,
+}
+
+/// A dependency edge: `from` depends on `to`.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct EdgeOut {
+    pub from: String,
+    pub to: String,
+    pub kind: String,
+}
+
+/// An epic's subtree and the dependencies among (and out of) it.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct GraphOut {
+    pub root: String,
+    pub nodes: Vec<NodeOut>,
+    pub edges: Vec<EdgeOut>,
+    /// True when the subtree was cut at the node limit.
+    pub truncated: bool,
+}
+
+/// One log file of a task's attempts.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct LogOut {
+    /// `<attempt>-<name>.log`
+    pub name: String,
+    pub size: u64,
+}
+
+/// A task being worked on, with its logs.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct RunOut {
+    pub task: TaskOut,
+    pub logs: Vec<LogOut>,
+}

@@ -1,20 +1,32 @@
 //! Routes and handlers. The store is synchronous (SQLite); each call runs on
-//! the blocking pool so the async workers never wait on a disk.
+//! the blocking pool so the async workers never wait on a disk. Layers:
+//! request metrics, per-IP rate limit, token auth, then (API only) body
+//! size and request timeouts.
 
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Query, Request, State};
+use axum::http::{Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use braid_core::{Dep, DepKind, NewTask, State as TaskState, TaskId, TaskPatch, TaskType};
 use braid_store::{Command, ListFilter, Store};
+use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Deserialize;
 use utoipa::OpenApi;
 
 use crate::api::*;
+use crate::auth::Auth;
+use crate::config::Limits;
 use crate::error::ApiError;
+use crate::hub::Hub;
+use crate::limits::PeerIp;
+use crate::{board, logs, metric, streams};
 
 /// What handlers share.
 #[derive(Clone)]
@@ -22,12 +34,25 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     /// Recorded as the actor of writes made through the API.
     pub actor: String,
+    /// Fans the event log out to streams; woken after every write.
+    pub hub: Arc<Hub>,
+    /// Where the engine writes attempt logs (`.braid/logs`), if anywhere.
+    pub logs_dir: Option<PathBuf>,
+    /// Renders `/metrics`.
+    pub metrics: Option<PrometheusHandle>,
+}
+
+/// How the application guards itself.
+#[derive(Clone, Debug, Default)]
+pub struct AppOptions {
+    pub auth: Auth,
+    pub limits: Limits,
 }
 
 type Result<T> = std::result::Result<T, ApiError>;
 
 /// Runs a store call on the blocking pool.
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     st: &AppState,
     f: impl FnOnce(&dyn Store) -> std::result::Result<T, braid_store::Error> + Send + 'static,
 ) -> Result<T> {
@@ -39,11 +64,22 @@ async fn blocking<T: Send + 'static>(
 }
 
 fn body<T>(b: std::result::Result<Json<T>, JsonRejection>) -> Result<T> {
-    b.map(|Json(v)| v)
-        .map_err(|e| ApiError::invalid(e.body_text()))
+    b.map(|Json(v)| v).map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError {
+                status: StatusCode::PAYLOAD_TOO_LARGE,
+                code: "too_large",
+                message:
+                    "the request body is larger than this server accepts (see [server] max_body)"
+                        .into(),
+            }
+        } else {
+            ApiError::invalid(e.body_text())
+        }
+    })
 }
 
-fn id(s: &str) -> Result<TaskId> {
+pub(crate) fn id(s: &str) -> Result<TaskId> {
     TaskId::parse(s).map_err(ApiError::from)
 }
 
@@ -77,26 +113,158 @@ fn priority(p: Option<i64>) -> Result<Option<u8>> {
         remove_dep,
         ready,
         health,
-        events
+        events,
+        why,
+        graph,
+        task_events,
+        crate::logs::runs,
+        crate::logs::list,
+        crate::logs::tail,
+        crate::streams::ws,
+        crate::streams::sse
     )
 )]
 pub struct ApiDoc;
 
 /// The application: every route, ready to serve or to test with `oneshot`.
-pub fn app(state: AppState) -> Router {
-    Router::new()
+pub fn app(state: AppState, opts: &AppOptions) -> Router {
+    let api = Router::new()
         .route("/api/tasks", get(list_tasks).post(create_task))
         .route("/api/tasks/{id}", get(get_task).patch(patch_task))
         .route("/api/tasks/{id}/claim", post(claim))
         .route("/api/tasks/{id}/deps", post(add_dep).delete(remove_dep))
+        .route("/api/tasks/{id}/why", get(why))
+        .route("/api/tasks/{id}/graph", get(graph))
+        .route("/api/tasks/{id}/events", get(task_events))
+        .route("/api/tasks/{id}/logs", get(logs::list))
+        .route("/api/tasks/{id}/logs/{name}", get(logs::tail))
         .route("/api/tasks/{id}/{action}", post(transition))
+        .route("/api/runs", get(logs::runs))
         .route("/api/ready", get(ready))
         .route("/api/health", get(health))
         .route("/api/events", get(events))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            opts.limits.request_timeout,
+        ))
+        .layer(DefaultBodyLimit::max(opts.limits.max_body));
+    let streams = Router::new()
+        .route("/ws", get(streams::ws))
+        .route("/events", get(streams::sse))
+        .route("/api/tasks/{id}/logs/{name}/follow", get(logs::follow));
+    let guarded = api
+        .merge(streams)
+        .route("/metrics", get(metrics))
         .route("/openapi.json", get(|| async { Json(ApiDoc::openapi()) }))
+        .layer(middleware::from_fn_with_state(
+            Arc::new(opts.auth.clone()),
+            crate::auth::require,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.hub.clone(),
+            wake_after_write,
+        ));
+    let governor = tower_governor::governor::GovernorConfigBuilder::default()
+        .period(Duration::from_nanos(
+            1_000_000_000 / u64::from(opts.limits.rate_per_second.max(1)),
+        ))
+        .burst_size(opts.limits.rate_burst.max(1))
+        .key_extractor(PeerIp)
+        .finish()
+        .expect("period and burst are positive");
+    let limiter = governor.limiter().clone();
+    // The limiter keeps a bucket per IP; forget idle ones so the map stays
+    // the size of the active clients.
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            every.tick().await;
+            limiter.retain_recent();
+        }
+    });
+    let rated = guarded.layer(
+        tower_governor::GovernorLayer::new(governor).error_handler(|e| {
+            let (wait, headers) = match e {
+                tower_governor::GovernorError::TooManyRequests { wait_time, headers } => {
+                    (wait_time, headers)
+                }
+                _ => (1, None),
+            };
+            let mut r = ApiError {
+                status: StatusCode::TOO_MANY_REQUESTS,
+                code: "rate_limited",
+                message: format!("too many requests from your address; retry in {wait}s"),
+            }
+            .into_response();
+            if let Some(h) = headers {
+                r.headers_mut().extend(h);
+            }
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, wait.max(1).into());
+            r
+        }),
+    );
+    rated
+        .route("/", get(board::page))
+        .route("/board.js", get(board::script))
+        .route("/board.css", get(board::style))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
+        .layer(middleware::from_fn(record_request))
+        .fallback(|| async {
+            ApiError {
+                status: StatusCode::NOT_FOUND,
+                code: "not_found",
+                message: "no such route; the API is described at /openapi.json".into(),
+            }
+        })
         .with_state(state)
+}
+
+/// Records each request's latency by route template (never by raw path,
+/// which would make a series per task id).
+async fn record_request(req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let method = req.method().clone();
+    let start = Instant::now();
+    let resp = next.run(req).await;
+    metric::request(
+        &route,
+        method.as_str(),
+        resp.status().as_u16(),
+        start.elapsed(),
+    );
+    resp
+}
+
+/// After a write, the hub reads the log and fans the new events out.
+async fn wake_after_write(State(hub): State<Arc<Hub>>, req: Request, next: Next) -> Response {
+    let write = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    let resp = next.run(req).await;
+    if write {
+        hub.wake();
+    }
+    resp
+}
+
+async fn metrics(State(st): State<AppState>) -> Response {
+    match &st.metrics {
+        Some(h) => (
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+            h.render(),
+        )
+            .into_response(),
+        None => ApiError {
+            status: StatusCode::NOT_FOUND,
+            code: "not_found",
+            message: "metrics are not exported by this server".into(),
+        }
+        .into_response(),
+    }
 }
 
 async fn readyz(State(st): State<AppState>) -> Result<&'static str> {
@@ -394,5 +562,101 @@ async fn events(
 ) -> Result<Json<Vec<EventOut>>> {
     let (after, limit) = (q.after.unwrap_or(0), q.limit.unwrap_or(1000).min(10_000));
     let evs = blocking(&st, move |s| s.events(after, limit)).await?;
+    Ok(Json(evs.iter().map(EventOut::from).collect()))
+}
+
+/// Why a task is not ready, and which unfinished tasks block it.
+#[utoipa::path(get, path = "/api/tasks/{id}/why", params(("id" = String, Path)), responses((status = 200, body = WhyOut), (status = 404, body = ErrorOut)))]
+async fn why(State(st): State<AppState>, Path(raw): Path<String>) -> Result<Json<WhyOut>> {
+    let tid = id(&raw)?;
+    let out = blocking(&st, move |s| {
+        let t = s.task(&tid)?;
+        let reasons = if t.ready {
+            Vec::new()
+        } else {
+            s.why_blocked(&tid)?
+        };
+        let mut blocked_by = Vec::new();
+        for d in t.deps.iter().filter(|d| d.kind == DepKind::Blocks) {
+            if !s.task(&d.id)?.state.is_finished() {
+                blocked_by.push(d.id.to_string());
+            }
+        }
+        Ok(WhyOut {
+            id: t.id.to_string(),
+            ready: t.ready,
+            reasons,
+            blocked_by,
+        })
+    })
+    .await?;
+    Ok(Json(out))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct GraphQuery {
+    /// At most this many nodes (default 500, at most 5000).
+    limit: Option<usize>,
+}
+
+/// An epic's dependency graph: its subtree and the dependencies of those
+/// tasks (edges may point outside the subtree).
+#[utoipa::path(get, path = "/api/tasks/{id}/graph", params(("id" = String, Path), GraphQuery), responses((status = 200, body = GraphOut), (status = 404, body = ErrorOut)))]
+async fn graph(
+    State(st): State<AppState>,
+    Path(raw): Path<String>,
+    Query(q): Query<GraphQuery>,
+) -> Result<Json<GraphOut>> {
+    let root = id(&raw)?;
+    let limit = q.limit.unwrap_or(500).clamp(1, 5000);
+    let out = blocking(&st, move |s| {
+        s.task(&root)?;
+        let mut rows = s.subtree(Some(&root))?;
+        let truncated = rows.len() > limit;
+        rows.truncate(limit);
+        let ids: Vec<TaskId> = rows.iter().map(|r| r.id.clone()).collect();
+        let edges = s.deps_of(&ids)?;
+        Ok(GraphOut {
+            root: root.to_string(),
+            nodes: rows
+                .into_iter()
+                .map(|r| NodeOut {
+                    id: r.id.to_string(),
+                    title: r.title,
+                    kind: r.kind.as_str().to_owned(),
+                    state: r.state.as_str().to_owned(),
+                    parent: r.parent.map(|p| p.to_string()),
+                    ready: r.ready,
+                })
+                .collect(),
+            edges: edges
+                .into_iter()
+                .map(|(from, to, kind)| EdgeOut {
+                    from: from.to_string(),
+                    to: to.to_string(),
+                    kind: kind.as_str().to_owned(),
+                })
+                .collect(),
+            truncated,
+        })
+    })
+    .await?;
+    Ok(Json(out))
+}
+
+/// One task's latest events, oldest first.
+#[utoipa::path(get, path = "/api/tasks/{id}/events", params(("id" = String, Path), LimitQuery), responses((status = 200, body = [EventOut]), (status = 404, body = ErrorOut)))]
+async fn task_events(
+    State(st): State<AppState>,
+    Path(raw): Path<String>,
+    Query(q): Query<LimitQuery>,
+) -> Result<Json<Vec<EventOut>>> {
+    let tid = id(&raw)?;
+    let limit = q.limit.unwrap_or(100).min(1000);
+    let evs = blocking(&st, move |s| {
+        s.task(&tid)?;
+        s.task_events(&tid, limit)
+    })
+    .await?;
     Ok(Json(evs.iter().map(EventOut::from).collect()))
 }

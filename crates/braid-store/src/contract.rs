@@ -35,6 +35,7 @@ pub const CHECKS: &[(&str, fn(&dyn Store))] = &[
         "reopened_work_gets_fresh_attempts",
         reopened_work_gets_fresh_attempts,
     ),
+    ("notes_and_deps_of", notes_and_deps_of),
 ];
 
 /// Runs every check, each on a fresh store from `fresh`.
@@ -796,4 +797,43 @@ fn reopened_work_gets_fresh_attempts(s: &dyn Store) {
     s.apply("t", fail).unwrap();
     set(s, &a, State::Open).unwrap();
     assert_eq!(claim(s).task.lease.unwrap().attempt, 1);
+}
+
+fn notes_and_deps_of(s: &dyn Store) {
+    let a = add(s, "a");
+    let b = add(s, "b");
+    let c = add(s, "c");
+    dep(s, &a, &b).unwrap();
+    s.apply(
+        "test",
+        Command::DepAdd {
+            from: a.clone(),
+            to: c.clone(),
+            kind: DepKind::Related,
+        },
+    )
+    .unwrap();
+    dep(s, &b, &c).unwrap();
+    let mut got = s.deps_of(&[a.clone(), c.clone()]).unwrap();
+    got.sort_by(|x, y| x.1.cmp(&y.1));
+    let mut want = vec![
+        (a.clone(), b.clone(), DepKind::Blocks),
+        (a.clone(), c.clone(), DepKind::Related),
+    ];
+    want.sort_by(|x, y| x.1.cmp(&y.1));
+    assert_eq!(got, want, "only the deps of the ids asked for");
+
+    let before = s.last_seq().unwrap();
+    let health = s.health().unwrap();
+    let e = s
+        .note(
+            "sync",
+            braid_core::EventKind::SyncRejected,
+            serde_json::json!({"file": "x.md"}),
+        )
+        .unwrap();
+    assert_eq!(e.seq, before + 1);
+    assert_eq!(e.task, None);
+    assert_eq!(s.events(before, 10).unwrap(), vec![e]);
+    assert_eq!(s.health().unwrap(), health, "a note changes no task");
 }

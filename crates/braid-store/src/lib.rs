@@ -12,7 +12,7 @@ pub use types::*;
 
 use std::path::Path;
 
-use braid_core::{Event, Health, Task, TaskId};
+use braid_core::{DepKind, Event, EventKind, Health, Task, TaskId};
 
 /// A place tasks live. Every mutation goes through [`Store::apply`], which
 /// validates it against the core state machine, updates rows, maintains
@@ -30,6 +30,10 @@ pub trait Store: Send + Sync {
             .pop()
             .expect("one command, one result"))
     }
+
+    /// Appends an event about no task in particular (a file sync rejected a
+    /// file, say). Changes no task.
+    fn note(&self, actor: &str, kind: EventKind, payload: serde_json::Value) -> Result<Event>;
 
     /// The latest `limit` events of one task, oldest first.
     fn task_events(&self, id: &TaskId, limit: usize) -> Result<Vec<Event>>;
@@ -57,6 +61,9 @@ pub trait Store: Send + Sync {
     /// parents before children.
     fn subtree(&self, root: Option<&TaskId>) -> Result<Vec<TreeRow>>;
     fn health(&self) -> Result<Health>;
+    /// The dependencies of the given tasks, as `(from, to, kind)`: from
+    /// depends on to. Costs one index lookup per id.
+    fn deps_of(&self, ids: &[TaskId]) -> Result<Vec<(TaskId, TaskId, DepKind)>>;
     /// Every `blocks` edge `(from, to)`: from depends on to.
     fn blocks_edges(&self) -> Result<Vec<(TaskId, TaskId)>>;
     fn events(&self, after: i64, limit: usize) -> Result<Vec<Event>>;

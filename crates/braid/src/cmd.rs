@@ -89,6 +89,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Logs(a) => crate::run::logs(&ctx, a),
         Command::Gc => crate::run::gc(&ctx),
         Command::Serve(a) => crate::serve::run(&ctx, a),
+        Command::Sync(a) => crate::serve::sync_once(&ctx, a),
         Command::Gate(a) => crate::run::gate(&ctx, a),
         Command::Cache(a) => crate::run::cache(&ctx, a),
     }

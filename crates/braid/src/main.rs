@@ -105,8 +105,11 @@ pub enum Command {
     /// Inspect or prune the gate result cache.
     #[command(subcommand)]
     Cache(run::CacheCmd),
-    /// Serve the JSON API (OpenAPI at /openapi.json) on a local port.
+    /// Serve the board, the JSON API (OpenAPI at /openapi.json), event
+    /// streams (/ws, /events) and /metrics; mirror tasks to .braid/tasks.
     Serve(serve::ServeArgs),
+    /// Apply edited task files in .braid/tasks and rewrite stale ones, once.
+    Sync(serve::SyncArgs),
     /// Create a sample project (an epic tree of ~30 tasks) and show it.
     Demo(demo::DemoArgs),
 }

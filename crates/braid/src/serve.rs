@@ -1,10 +1,14 @@
-//! `braid serve`: the JSON API (and, later, streams and the board) on a
-//! socket, with graceful shutdown on SIGINT/SIGTERM.
+//! `braid serve`: the API, event streams, board and file sync on a socket,
+//! with token auth off loopback and graceful shutdown on SIGINT/SIGTERM;
+//! `braid sync`: one file-sync pass.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
+use braid_server::config::ServerConfig;
+use braid_server::sync::Syncer;
+use braid_store::Store;
 use clap::Args;
 
 use crate::cmd::Ctx;
@@ -12,45 +16,114 @@ use crate::exit::{self, Failure};
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
-    /// Address to listen on (port 0 picks a free port; the first line printed
-    /// says which).
-    #[arg(long, default_value = "127.0.0.1:7777")]
-    pub bind: SocketAddr,
+    /// Address to listen on (default: [server] bind in .braid/config.toml,
+    /// else 127.0.0.1:7777; port 0 picks a free port — the first line
+    /// printed says which). Off loopback a token is required.
+    #[arg(long)]
+    pub bind: Option<SocketAddr>,
+    /// A read-write token clients must present (`Authorization: Bearer`).
+    /// Repeat for several; at least 16 characters.
+    #[arg(
+        long,
+        env = "BRAID_TOKEN",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub token: Vec<String>,
+    /// A read-only token: may read and follow streams, not change anything.
+    #[arg(
+        long,
+        env = "BRAID_READ_TOKEN",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub read_token: Vec<String>,
+    /// Do not mirror tasks to .braid/tasks/*.md.
+    #[arg(long)]
+    pub no_sync: bool,
+}
+
+fn load_config(ctx: &Ctx) -> Result<(crate::project::Project, ServerConfig)> {
+    let project = ctx.project()?;
+    let config = ServerConfig::load(&project.dir.join("config.toml")).map_err(Failure::usage)?;
+    Ok((project, config))
 }
 
 pub fn run(ctx: &Ctx, a: ServeArgs) -> Result<i32> {
-    if !a.bind.ip().is_loopback() {
+    let (project, config) = load_config(ctx)?;
+    let bind = a.bind.unwrap_or(config.bind);
+    let auth = braid_server::Auth::with_tokens(&a.token, &a.read_token).map_err(Failure::usage)?;
+    if !bind.ip().is_loopback() && auth.is_open() {
         return Err(Failure::usage(format!(
-            "refusing to listen on {}: only loopback addresses are served until token authentication exists",
-            a.bind
+            "refusing to listen on {bind} without a token: pass --token (or set BRAID_TOKEN) so only clients that know it get in"
         ))
         .into());
     }
     let (_, store) = ctx.open()?;
-    let state = braid_server::AppState {
-        store: Arc::new(store),
-        actor: ctx.actor(),
-    };
+    store.checkpoint_in_background()?;
+    let store: Arc<dyn Store> = Arc::new(store);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    rt.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(a.bind).await.with_context(|| format!("binding {}", a.bind))?;
+    let result = rt.block_on(async {
+        let hub = braid_server::hub::Hub::start(store.clone(), config.streams.clone())?;
+        let _marker = hub
+            .watch_marker(&braid_store::sqlite::change_marker(&project.db))
+            .context("watching the database for changes")?;
+        let state = braid_server::AppState {
+            store: store.clone(),
+            actor: ctx.actor(),
+            hub: hub.clone(),
+            logs_dir: Some(project.dir.join("logs")),
+            metrics: Some(braid_server::metric::install()),
+        };
+        let opts = braid_server::AppOptions {
+            auth: auth.clone(),
+            limits: config.limits.clone(),
+        };
+        let app = braid_server::app(state, &opts);
+        let listener = tokio::net::TcpListener::bind(bind)
+            .await
+            .with_context(|| format!("binding {bind}"))?;
         let addr = listener.local_addr()?;
-        println!("Serving braid on http://{addr} (API under /api, OpenAPI at /openapi.json). Ctrl-C stops.");
+        let listener = braid_server::limits::CappedListener::new(listener, &config.limits);
+        let sync = if config.sync && !a.no_sync {
+            let syncer = Syncer::new(project.dir.join("tasks"), store.clone(), "sync".into())
+                .context("creating .braid/tasks")?;
+            Some(
+                braid_server::sync::spawn(syncer, hub.clone(), config.sync_debounce)
+                    .map_err(anyhow::Error::msg)?,
+            )
+        } else {
+            None
+        };
+        println!(
+            "Serving braid on http://{addr} (board at /, API under /api, OpenAPI at /openapi.json{}{}). Ctrl-C stops.",
+            if auth.is_open() { "" } else { "; token required" },
+            if sync.is_some() { "; syncing .braid/tasks" } else { "" }
+        );
         use std::io::Write;
         std::io::stdout().flush()?;
-        axum::serve(listener, braid_server::app(state))
-            .with_graceful_shutdown(shutdown())
+        braid_server::serve(listener, app, hub, shutdown(), config.shutdown_grace)
             .await
             .context("serving")?;
+        if let Some((watcher, thread)) = sync {
+            // Stop taking file changes, then let the sync thread finish
+            // what it holds.
+            drop(watcher);
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
         anyhow::Ok(())
-    })?;
+    });
+    // Requests are finished; give blocking store calls a moment, then close.
+    rt.shutdown_timeout(config.shutdown_grace);
+    drop(store);
+    result?;
     Ok(exit::OK)
 }
 
-/// Resolves on the first SIGINT or SIGTERM: stop accepting, finish what is in flight.
+/// Resolves on the first SIGINT or SIGTERM.
 async fn shutdown() {
     let term = async {
         if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -62,4 +135,51 @@ async fn shutdown() {
         _ = tokio::signal::ctrl_c() => {}
         _ = term => {}
     }
+}
+
+#[derive(Args, Debug)]
+pub struct SyncArgs {}
+
+/// One pass of file sync: apply edited and added files, then write every
+/// task whose file is missing or out of date.
+pub fn sync_once(ctx: &Ctx, _a: SyncArgs) -> Result<i32> {
+    let (project, store) = ctx.open()?;
+    let store: Arc<dyn Store> = Arc::new(store);
+    let mut syncer = Syncer::new(project.dir.join("tasks"), store, ctx.actor())
+        .context("creating .braid/tasks")?;
+    let (report, outcomes) = syncer.full().context("syncing .braid/tasks")?;
+    if ctx.global.json {
+        ctx.print_json(&serde_json::json!({
+            "applied": report.applied,
+            "created": report.created,
+            "written": report.written,
+            "rejected": report.rejected,
+            "files": outcomes.iter().filter(|o| o.action != "unchanged").collect::<Vec<_>>(),
+        }))?;
+    } else {
+        for o in outcomes.iter().filter(|o| o.action != "unchanged") {
+            match &o.error {
+                Some(e) => eprintln!("{} {}: {e}", ctx.style.paint("31", "rejected"), o.file),
+                None => println!(
+                    "{:<9} {} {}",
+                    o.action,
+                    o.file,
+                    o.task.as_deref().unwrap_or("")
+                ),
+            }
+        }
+        println!(
+            "{} applied, {} created, {} written, {} rejected ({})",
+            report.applied,
+            report.created,
+            report.written,
+            report.rejected.len(),
+            project.dir.join("tasks").display()
+        );
+    }
+    Ok(if report.rejected.is_empty() {
+        exit::OK
+    } else {
+        exit::USAGE
+    })
 }

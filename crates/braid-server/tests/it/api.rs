@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
-use braid_server::{AppState, app};
+use braid_server::{AppOptions, AppState, app};
 use braid_store::SqliteStore;
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
@@ -18,12 +18,17 @@ struct T {
 impl T {
     fn new() -> T {
         let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::create(&dir.path().join("braid.db")).unwrap();
+        let store: Arc<dyn braid_store::Store> =
+            Arc::new(SqliteStore::create(&dir.path().join("braid.db")).unwrap());
+        let hub = braid_server::hub::Hub::start(store.clone(), Default::default()).unwrap();
         T {
             _dir: dir,
             state: AppState {
-                store: Arc::new(store),
+                store,
                 actor: "api-test".into(),
+                hub,
+                logs_dir: None,
+                metrics: None,
             },
         }
     }
@@ -37,7 +42,7 @@ impl T {
             }
             None => Body::empty(),
         };
-        let res = app(self.state.clone())
+        let res = app(self.state.clone(), &AppOptions::default())
             .oneshot(req.body(body).unwrap())
             .await
             .unwrap();

@@ -395,6 +395,18 @@ impl Store for SqliteStore {
         result
     }
 
+    fn note(&self, actor: &str, kind: EventKind, payload: serde_json::Value) -> Result<Event> {
+        let event = {
+            let mut conn = self.conn();
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let e = write::append_event(&tx, now_ms(), actor, kind, None, payload)?;
+            tx.commit()?;
+            e
+        };
+        self.announce();
+        Ok(event)
+    }
+
     fn task_events(&self, id: &TaskId, limit: usize) -> Result<Vec<Event>> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(
@@ -625,6 +637,22 @@ impl Store for SqliteStore {
         Ok(Health::from_counters(
             rows.iter().map(|(k, v)| (k.as_str(), *v)),
         ))
+    }
+
+    fn deps_of(&self, ids: &[TaskId]) -> Result<Vec<(TaskId, TaskId, DepKind)>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached("SELECT to_id, kind FROM deps WHERE from_id = ?1")?;
+        let mut out = Vec::new();
+        for id in ids {
+            let rows = stmt.query_map([id.as_str()], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+            })?;
+            for row in rows {
+                let (to, kind) = row?;
+                out.push((id.clone(), TaskId::parse(&to)?, DepKind::parse(&kind)?));
+            }
+        }
+        Ok(out)
     }
 
     fn blocks_edges(&self) -> Result<Vec<(TaskId, TaskId)>> {

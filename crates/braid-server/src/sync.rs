@@ -1,0 +1,744 @@
+//! File sync: `.braid/tasks/<id>.md` mirrors each task (YAML front matter,
+//! Markdown body = description). An edited or added file is applied through
+//! the store's single write path, all of it in one transaction or nothing;
+//! a store change rewrites the file atomically. The front matter carries
+//! `rev` (the task's `updated_at`), so an edit is applied only on top of the
+//! version it was made from, and a file equal to the store is left alone:
+//! the same content never bounces back and forth.
+//!
+//! One thread owns the folder: it takes file changes (debounced OS
+//! notifications) and store changes (from the hub) in order, so applying
+//! and rewriting never race.
+
+use std::collections::{HashSet, VecDeque};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use braid_core::{Dep, DepKind, EventKind, NewTask, State, Task, TaskId, TaskPatch, TaskType};
+use braid_store::{Command, Store};
+use serde::{Deserialize, Serialize};
+
+use crate::metric;
+
+/// The front matter of a task file. Unknown keys are errors, so a typo is
+/// reported rather than ignored.
+#[derive(Serialize, Deserialize, Debug, Default, PartialEq)]
+#[serde(deny_unknown_fields)]
+struct Front {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    id: Option<String>,
+    title: String,
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    kind: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    priority: Option<u8>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    state: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    parent: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    labels: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    assignee: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    acceptance: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    gates: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    agent: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    deps: Vec<FileDep>,
+    /// The store version this file shows (the task's `updated_at`, ms).
+    /// Written by braid; leave it as it is when editing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    rev: Option<i64>,
+}
+
+#[derive(Serialize, Deserialize, Debug, PartialEq, Clone)]
+#[serde(deny_unknown_fields)]
+struct FileDep {
+    id: String,
+    #[serde(default = "blocks")]
+    kind: String,
+}
+
+fn blocks() -> String {
+    "blocks".into()
+}
+
+/// What happened to one file.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Outcome {
+    pub file: String,
+    /// applied | created | unchanged | rewritten | rejected
+    pub action: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub task: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// What a whole pass did.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Report {
+    pub applied: usize,
+    pub created: usize,
+    pub written: usize,
+    pub rejected: Vec<Outcome>,
+}
+
+/// The task folder and the store it mirrors.
+pub struct Syncer {
+    dir: PathBuf,
+    store: Arc<dyn Store>,
+    actor: String,
+    /// Hashes of what this syncer wrote lately: a stale file that is one of
+    /// them is our own earlier write, not someone's edit.
+    recent: VecDeque<blake3::Hash>,
+    recent_set: HashSet<blake3::Hash>,
+}
+
+impl std::fmt::Debug for Syncer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Syncer").field("dir", &self.dir).finish()
+    }
+}
+
+const RECENT: usize = 4096;
+
+/// Renders a task as its file.
+fn render(t: &Task) -> String {
+    let front = Front {
+        id: Some(t.id.to_string()),
+        title: t.title.clone(),
+        kind: Some(t.kind.as_str().to_owned()),
+        priority: Some(t.priority),
+        state: Some(t.state.as_str().to_owned()),
+        parent: t.parent.as_ref().map(|p| p.to_string()),
+        labels: t.labels.clone(),
+        assignee: t.assignee.clone(),
+        acceptance: (!t.acceptance.is_empty()).then(|| t.acceptance.clone()),
+        gates: t.gates.clone(),
+        agent: t.agent.clone(),
+        deps: t
+            .deps
+            .iter()
+            .map(|d| FileDep {
+                id: d.id.to_string(),
+                kind: d.kind.as_str().to_owned(),
+            })
+            .collect(),
+        rev: Some(t.updated_at),
+    };
+    let yaml = serde_saphyr::to_string(&front).unwrap_or_default();
+    let body = t.description.trim_end();
+    if body.is_empty() {
+        format!("---\n{yaml}---\n")
+    } else {
+        format!("---\n{yaml}---\n\n{body}\n")
+    }
+}
+
+/// Splits a file into front matter and body, and parses the front matter.
+fn parse(text: &str) -> Result<(Front, String), String> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let rest = text
+        .strip_prefix("---\n")
+        .or_else(|| text.strip_prefix("---\r\n"))
+        .ok_or("a task file starts with a `---` line, then YAML front matter, then `---`")?;
+    let (yaml, body) = if let Some(b) = rest.strip_prefix("---\n") {
+        ("", b)
+    } else {
+        let end = rest
+            .find("\n---\n")
+            .map(|i| (i + 1, i + 5))
+            .or_else(|| rest.find("\n---\r\n").map(|i| (i + 1, i + 6)))
+            .or_else(|| {
+                rest.strip_suffix("\n---")
+                    .map(|y| (y.len() + 1, rest.len()))
+            })
+            .ok_or("the front matter has no closing `---` line")?;
+        (&rest[..end.0], &rest[end.1..])
+    };
+    let front: Front = serde_saphyr::from_str(yaml).map_err(|e| {
+        // Lines in the error count from the front matter; the file has one
+        // `---` line before it.
+        format!("front matter: {e}")
+    })?;
+    if front.title.trim().is_empty() {
+        return Err("front matter: `title` is empty".into());
+    }
+    let body = body
+        .strip_prefix('\n')
+        .unwrap_or(body)
+        .trim_end()
+        .to_owned();
+    Ok((front, body))
+}
+
+fn dep_list(front: &Front) -> Result<Vec<Dep>, String> {
+    front
+        .deps
+        .iter()
+        .map(|d| {
+            Ok(Dep {
+                id: TaskId::parse(&d.id).map_err(|e| format!("deps: {e}"))?,
+                kind: DepKind::parse(&d.kind).map_err(|e| format!("deps: {e}"))?,
+            })
+        })
+        .collect()
+}
+
+fn opt_id(s: &Option<String>, field: &str) -> Result<Option<TaskId>, String> {
+    s.as_deref()
+        .map(|p| TaskId::parse(p).map_err(|e| format!("{field}: {e}")))
+        .transpose()
+}
+
+/// Writes a file atomically: temp file, fsync, rename, directory fsync.
+fn write_atomic(dir: &Path, name: &str, content: &str) -> std::io::Result<()> {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(content.as_bytes())?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, dir.join(name))?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+impl Syncer {
+    pub fn new(dir: PathBuf, store: Arc<dyn Store>, actor: String) -> std::io::Result<Syncer> {
+        std::fs::create_dir_all(&dir)?;
+        Ok(Syncer {
+            dir,
+            store,
+            actor,
+            recent: VecDeque::new(),
+            recent_set: HashSet::new(),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn remember(&mut self, content: &str) {
+        let h = blake3::hash(content.as_bytes());
+        if self.recent_set.insert(h) {
+            self.recent.push_back(h);
+            if self.recent.len() > RECENT
+                && let Some(old) = self.recent.pop_front()
+            {
+                self.recent_set.remove(&old);
+            }
+        }
+    }
+
+    /// Writes a task's file if it differs from the store. Returns whether
+    /// it wrote.
+    pub fn write_task(&mut self, t: &Task) -> std::io::Result<bool> {
+        let name = format!("{}.md", t.id);
+        let content = render(t);
+        let path = self.dir.join(&name);
+        if std::fs::read_to_string(&path).is_ok_and(|old| old == content) {
+            return Ok(false);
+        }
+        self.remember(&content);
+        write_atomic(&self.dir, &name, &content)?;
+        Ok(true)
+    }
+
+    /// Rewrites the files of these tasks from the store.
+    pub fn tasks_changed(&mut self, ids: &[TaskId]) -> usize {
+        let mut written = 0;
+        for id in ids {
+            match self.store.task(id) {
+                Ok(t) => match self.write_task(&t) {
+                    Ok(true) => written += 1,
+                    Ok(false) => {}
+                    Err(e) => eprintln!("braid sync: writing {id}.md: {e}"),
+                },
+                Err(e) => eprintln!("braid sync: reading {id}: {e}"),
+            }
+        }
+        written
+    }
+
+    /// Applies one file (added, edited or deleted) and says what happened.
+    /// A rejection is also appended to the event log.
+    pub fn file_changed(&mut self, path: &Path) -> Option<Outcome> {
+        let name = path.file_name()?.to_str()?.to_owned();
+        if name.starts_with('.') || !name.ends_with(".md") {
+            return None;
+        }
+        let outcome = match self.apply_file(path, &name) {
+            Ok(o) => o,
+            Err((task, error)) => {
+                metric::sync_rejected();
+                let payload = serde_json::json!({"file": name, "task": task, "error": error});
+                if let Err(e) = self
+                    .store
+                    .note(&self.actor, EventKind::SyncRejected, payload)
+                {
+                    eprintln!("braid sync: recording a rejection: {e}");
+                }
+                Outcome {
+                    file: name,
+                    action: "rejected",
+                    task,
+                    error: Some(error),
+                }
+            }
+        };
+        if matches!(outcome.action, "applied" | "created") {
+            metric::sync_applied();
+        }
+        Some(outcome)
+    }
+
+    fn apply_file(&mut self, path: &Path, name: &str) -> Result<Outcome, (Option<String>, String)> {
+        let out = |action, task: Option<&TaskId>| Outcome {
+            file: name.to_owned(),
+            action,
+            task: task.map(|t| t.to_string()),
+            error: None,
+        };
+        // The id a file's name claims, if it is `<id>.md`.
+        let named = TaskId::parse(name.trim_end_matches(".md")).ok();
+        let reject = |msg: String| (named.as_ref().map(|t| t.to_string()), msg);
+        if path.parent() != Some(self.dir.as_path()) {
+            return Err(reject(format!(
+                "{name} is outside {}; task files live directly in it",
+                self.dir.display()
+            )));
+        }
+        let meta = match std::fs::symlink_metadata(path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                // Deleted. Tasks are never deleted (cancel one instead), so
+                // a known task's file is written again.
+                return match &named {
+                    Some(id) => match self.store.task(id) {
+                        Ok(t) => {
+                            self.write_task(&t).map_err(|e| reject(e.to_string()))?;
+                            Ok(out("rewritten", Some(id)))
+                        }
+                        Err(_) => Ok(out("unchanged", None)),
+                    },
+                    None => Ok(out("unchanged", None)),
+                };
+            }
+            Err(e) => return Err(reject(format!("reading {name}: {e}"))),
+        };
+        if !meta.file_type().is_file() {
+            return Err(reject(format!(
+                "{name} is not a regular file (a symlink or folder could point outside the tasks folder); refused"
+            )));
+        }
+        if meta.len() > 1 << 20 {
+            return Err(reject(format!("{name} is over 1 MiB; refused")));
+        }
+        let text =
+            std::fs::read_to_string(path).map_err(|e| reject(format!("reading {name}: {e}")))?;
+        let (front, body) = parse(&text).map_err(|e| reject(format!("{name}: {e}")))?;
+        let front_id = opt_id(&front.id, "id").map_err(|e| reject(format!("{name}: {e}")))?;
+        if let (Some(n), Some(f)) = (&named, &front_id)
+            && n != f
+        {
+            return Err(reject(format!(
+                "{name}: its front matter says id {f}; a task's file is named <id>.md"
+            )));
+        }
+        let id = front_id.or(named.clone());
+        let existing = match &id {
+            Some(id) => match self.store.task(id) {
+                Ok(t) => Some(t),
+                Err(e) if e.kind() == braid_core::ErrorKind::NotFound => None,
+                Err(e) => return Err(reject(e.to_string())),
+            },
+            None => None,
+        };
+        match existing {
+            Some(t) => self.apply_edit(name, &text, front, body, t),
+            None => self.create(path, name, front, body, id.clone()),
+        }
+        .map_err(|e| (id.as_ref().map(|t| t.to_string()), e))
+    }
+
+    fn apply_edit(
+        &mut self,
+        name: &str,
+        text: &str,
+        front: Front,
+        body: String,
+        t: Task,
+    ) -> Result<Outcome, String> {
+        let out = |action| Outcome {
+            file: name.to_owned(),
+            action,
+            task: Some(t.id.to_string()),
+            error: None,
+        };
+        if text == render(&t) {
+            return Ok(out("unchanged"));
+        }
+        if front.rev.is_some_and(|r| r != t.updated_at) {
+            // Made from an older version. Our own earlier write: just bring
+            // it up to date. Someone's edit of an old copy: the store wins
+            // and the edit is reported, not silently merged.
+            let ours = self.recent_set.contains(&blake3::hash(text.as_bytes()));
+            self.write_task(&t).map_err(|e| e.to_string())?;
+            if ours {
+                return Ok(out("rewritten"));
+            }
+            return Err(format!(
+                "{name} was edited from an older version (rev {}) but the task changed since (rev {}); the file now shows the current task — make the edit again",
+                front.rev.unwrap_or_default(),
+                t.updated_at
+            ));
+        }
+        let cmds = edit_commands(&t, &front, body)?;
+        if cmds.is_empty() {
+            // Same fields, other formatting: write the canonical form.
+            self.write_task(&t).map_err(|e| e.to_string())?;
+            return Ok(out("unchanged"));
+        }
+        let applied = self
+            .store
+            .apply_all(&self.actor, cmds)
+            .map_err(|e| format!("{name}: {e}; nothing was applied"))?;
+        if let Some(last) = applied.last() {
+            let now = self.store.task(&last.task.id).map_err(|e| e.to_string())?;
+            self.write_task(&now).map_err(|e| e.to_string())?;
+        }
+        Ok(out("applied"))
+    }
+
+    fn create(
+        &mut self,
+        path: &Path,
+        name: &str,
+        front: Front,
+        body: String,
+        id: Option<TaskId>,
+    ) -> Result<Outcome, String> {
+        let deps = dep_list(&front)?;
+        let new = NewTask {
+            id,
+            title: front.title.clone(),
+            description: body,
+            kind: front
+                .kind
+                .as_deref()
+                .map(TaskType::parse)
+                .transpose()
+                .map_err(|e| format!("type: {e}"))?,
+            priority: front.priority,
+            parent: opt_id(&front.parent, "parent")?,
+            labels: front.labels.clone(),
+            assignee: front.assignee.clone(),
+            acceptance: front.acceptance.clone().unwrap_or_default(),
+            gates: front.gates.clone(),
+            agent: front.agent.clone(),
+            deps,
+        };
+        let state = front
+            .state
+            .as_deref()
+            .map(State::parse)
+            .transpose()
+            .map_err(|e| format!("state: {e}"))?;
+        let applied = self
+            .store
+            .apply(&self.actor, Command::Add(new))
+            .map_err(|e| format!("{name}: {e}; nothing was applied"))?;
+        let created = applied.task.id.clone();
+        if let Some(s) = state.filter(|s| *s != State::Open)
+            && let Err(e) = self.store.apply(
+                &self.actor,
+                Command::SetState {
+                    id: created.clone(),
+                    to: s,
+                    reason: None,
+                },
+            )
+        {
+            eprintln!("braid sync: {name}: created {created}, but state {s}: {e}");
+        }
+        let t = self.store.task(&created).map_err(|e| e.to_string())?;
+        self.write_task(&t).map_err(|e| e.to_string())?;
+        if path.file_name().and_then(|n| n.to_str()) != Some(&format!("{created}.md")) {
+            let _ = std::fs::remove_file(path);
+        }
+        Ok(Outcome {
+            file: name.to_owned(),
+            action: "created",
+            task: Some(created.to_string()),
+            error: None,
+        })
+    }
+
+    /// One whole pass: every file in the folder is applied, then every task
+    /// whose file is missing or differs is written. (`braid sync`, and the
+    /// server at start.)
+    pub fn full(&mut self) -> std::io::Result<(Report, Vec<Outcome>)> {
+        let mut report = Report::default();
+        let mut outcomes = Vec::new();
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&self.dir)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .collect();
+        files.sort();
+        for f in files {
+            if let Some(o) = self.file_changed(&f) {
+                match o.action {
+                    "applied" => report.applied += 1,
+                    "created" => report.created += 1,
+                    "rejected" => report.rejected.push(o.clone()),
+                    _ => {}
+                }
+                outcomes.push(o);
+            }
+        }
+        let mut ids = Vec::new();
+        self.store
+            .export(false, &mut |item| {
+                if let braid_store::ExportItem::Task(t) = item {
+                    ids.push(t.id.clone());
+                }
+                Ok(())
+            })
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        for chunk in ids.chunks(1000) {
+            report.written += self.tasks_changed(chunk);
+        }
+        Ok((report, outcomes))
+    }
+}
+
+/// The commands that make the store's task match the file, in one batch.
+fn edit_commands(t: &Task, f: &Front, body: String) -> Result<Vec<Command>, String> {
+    let mut patch = TaskPatch::default();
+    let mut changed = false;
+    if f.title != t.title {
+        patch.title = Some(f.title.clone());
+        changed = true;
+    }
+    if body != t.description.trim_end() {
+        patch.description = Some(body);
+        changed = true;
+    }
+    if let Some(k) = &f.kind {
+        let k = TaskType::parse(k).map_err(|e| format!("type: {e}"))?;
+        if k != t.kind {
+            patch.kind = Some(k);
+            changed = true;
+        }
+    }
+    if let Some(p) = f.priority
+        && p != t.priority
+    {
+        patch.priority = Some(p);
+        changed = true;
+    }
+    let parent = opt_id(&f.parent, "parent")?;
+    if parent != t.parent {
+        patch.parent = Some(parent);
+        changed = true;
+    }
+    let (mut want, mut have) = (f.labels.clone(), t.labels.clone());
+    want.sort();
+    want.dedup();
+    have.sort();
+    if want != have {
+        patch.add_labels = want.iter().filter(|l| !have.contains(l)).cloned().collect();
+        patch.remove_labels = have.iter().filter(|l| !want.contains(l)).cloned().collect();
+        changed = true;
+    }
+    if f.assignee != t.assignee {
+        patch.assignee = Some(f.assignee.clone());
+        changed = true;
+    }
+    let acceptance = f.acceptance.clone().unwrap_or_default();
+    if acceptance != t.acceptance {
+        patch.acceptance = Some(acceptance);
+        changed = true;
+    }
+    if f.gates != t.gates {
+        patch.gates = Some(f.gates.clone());
+        changed = true;
+    }
+    if f.agent != t.agent {
+        patch.agent = Some(f.agent.clone());
+        changed = true;
+    }
+    let mut cmds = Vec::new();
+    if changed {
+        cmds.push(Command::Update {
+            id: t.id.clone(),
+            patch,
+        });
+    }
+    let deps = dep_list(f)?;
+    for d in &t.deps {
+        if !deps.iter().any(|x| x.id == d.id && x.kind == d.kind) {
+            cmds.push(Command::DepRm {
+                from: t.id.clone(),
+                to: d.id.clone(),
+            });
+        }
+    }
+    for d in &deps {
+        if !t.deps.iter().any(|x| x.id == d.id && x.kind == d.kind) {
+            cmds.push(Command::DepAdd {
+                from: t.id.clone(),
+                to: d.id.clone(),
+                kind: d.kind,
+            });
+        }
+    }
+    if let Some(s) = &f.state {
+        let s = State::parse(s).map_err(|e| format!("state: {e}"))?;
+        if s != t.state {
+            cmds.push(Command::SetState {
+                id: t.id.clone(),
+                to: s,
+                reason: None,
+            });
+        }
+    }
+    Ok(cmds)
+}
+
+/// A message to the sync thread.
+#[derive(Debug)]
+pub enum SyncMsg {
+    Files(Vec<PathBuf>),
+    Tasks(Vec<TaskId>),
+    Full,
+}
+
+/// Runs file sync for a server: a full pass, then files and store changes
+/// as they come, until the hub closes. Returns the watcher's guard (keep
+/// it alive) and the thread's handle.
+pub fn spawn(
+    mut syncer: Syncer,
+    hub: Arc<crate::hub::Hub>,
+    debounce: Duration,
+) -> Result<(impl Drop, std::thread::JoinHandle<()>), String> {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<SyncMsg>(1024);
+    let files_tx = tx.clone();
+    let dir = syncer.dir().to_path_buf();
+    let mut debouncer = notify_debouncer_full::new_debouncer(
+        debounce,
+        None,
+        move |res: notify_debouncer_full::DebounceEventResult| {
+            if let Ok(events) = res {
+                let mut paths: Vec<PathBuf> =
+                    events.into_iter().flat_map(|e| e.event.paths).collect();
+                paths.sort();
+                paths.dedup();
+                if !paths.is_empty() {
+                    let _ = files_tx.send(SyncMsg::Files(paths));
+                }
+            }
+        },
+    )
+    .map_err(|e| format!("watching {}: {e}", dir.display()))?;
+    debouncer
+        .watch(&dir, notify::RecursiveMode::NonRecursive)
+        .map_err(|e| format!("watching {}: {e}", dir.display()))?;
+    // Store changes: follow the hub, and on falling behind, a full pass.
+    let tasks_tx = tx;
+    let follower = hub.clone();
+    tokio::spawn(async move {
+        let mut after = None;
+        loop {
+            let Ok((_, mut sub)) = follower
+                .subscribe(
+                    after,
+                    crate::hub::Rooms::parse("project").expect("valid room"),
+                )
+                .await
+            else {
+                return;
+            };
+            loop {
+                match sub.next().await {
+                    crate::hub::Next::Event(f) => {
+                        let ids: Vec<TaskId> = f
+                            .rooms
+                            .iter()
+                            .filter_map(|r| r.strip_prefix("task:"))
+                            .filter_map(|id| TaskId::parse(id).ok())
+                            .collect();
+                        if !ids.is_empty() && tasks_tx.send(SyncMsg::Tasks(ids)).is_err() {
+                            return;
+                        }
+                    }
+                    crate::hub::Next::Resync { last_seq } => {
+                        after = Some(last_seq);
+                        if tasks_tx.send(SyncMsg::Full).is_err() {
+                            return;
+                        }
+                        break;
+                    }
+                    crate::hub::Next::Closing => return,
+                }
+            }
+        }
+    });
+    let handle = std::thread::Builder::new()
+        .name("braid-sync".into())
+        .spawn(move || {
+            if let Err(e) = syncer.full() {
+                eprintln!("braid sync: {e}");
+            }
+            while let Ok(msg) = rx.recv() {
+                match msg {
+                    SyncMsg::Files(paths) => {
+                        for p in paths {
+                            syncer.file_changed(&p);
+                        }
+                    }
+                    SyncMsg::Tasks(ids) => {
+                        syncer.tasks_changed(&ids);
+                    }
+                    SyncMsg::Full => {
+                        if let Err(e) = syncer.full() {
+                            eprintln!("braid sync: {e}");
+                        }
+                    }
+                }
+            }
+        })
+        .map_err(|e| e.to_string())?;
+    Ok((debouncer, handle))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_reads_front_matter_and_body() {
+        let (f, body) = parse(
+            "---\ntitle: Fix it\npriority: 1\ndeps:\n  - id: br-abc\n---\n\nSome *text*.\n\n",
+        )
+        .unwrap();
+        assert_eq!(f.title, "Fix it");
+        assert_eq!(f.priority, Some(1));
+        assert_eq!(f.deps[0].kind, "blocks");
+        assert_eq!(body, "Some *text*.");
+        assert!(parse("title: x\n").unwrap_err().contains("starts with"));
+        assert!(parse("---\ntitle: x\n").unwrap_err().contains("closing"));
+        assert!(
+            parse("---\ntitle: x\ncolour: red\n---\n")
+                .unwrap_err()
+                .contains("colour")
+        );
+        assert!(parse("---\ntitle: [unclosed\n---\n").is_err());
+    }
+}
