@@ -1,0 +1,1403 @@
+// braid board: reads the JSON API, follows /ws, and keeps the page in step.
+// No framework and no build step. Every piece of data reaches the DOM through
+// textContent or setAttribute, never as markup.
+'use strict';
+
+(() => {
+  // ---------------------------------------------------------------- constants
+
+  const STATES = ['open', 'in_progress', 'review', 'done', 'failed', 'deferred', 'cancelled'];
+  const STATE_LABEL = {
+    open: 'Open', in_progress: 'In progress', review: 'Review', done: 'Done',
+    failed: 'Failed', deferred: 'Deferred', cancelled: 'Cancelled',
+  };
+  // The server's state machine (braid-core State::allowed_next), used only to
+  // grey out buttons; the server still decides.
+  const ALLOWED_NEXT = {
+    open: ['in_progress', 'done', 'cancelled', 'deferred'],
+    in_progress: ['open', 'review', 'done', 'failed', 'cancelled'],
+    review: ['in_progress', 'open', 'done', 'failed', 'cancelled'],
+    done: ['open'],
+    failed: ['open', 'cancelled'],
+    cancelled: ['open'],
+    deferred: ['open', 'cancelled'],
+  };
+  const ACTIONS = [
+    { action: 'done', label: 'Done', to: 'done' },
+    { action: 'reopen', label: 'Reopen', to: 'open' },
+    { action: 'defer', label: 'Defer', to: 'deferred' },
+    { action: 'cancel', label: 'Cancel', to: 'cancelled' },
+    { action: 'fail', label: 'Fail…', to: 'failed' },
+  ];
+  const FINISHED = new Set(['done', 'cancelled']);
+  const ACTIVE = new Set(['open', 'in_progress', 'review']);
+  // Events that may change other tasks' readiness (dependents, subtree).
+  const GRAPH_KINDS = new Set(['state_changed', 'dep_added', 'dep_removed', 'updated', 'imported', 'restored', 'created']);
+  // Events that concern running agents.
+  const RUN_KINDS = new Set(['state_changed', 'claimed', 'dispatched', 'agent_finished', 'gate_finished',
+    'cooldown', 'retrying', 'rescued', 'released']);
+  const LOG_KINDS = new Set(['dispatched', 'agent_finished', 'gate_finished', 'retrying', 'rescued', 'released']);
+
+  const MAX_CARDS_PER_COLUMN = 300;
+  const COALESCE_MS = 100;
+  const BACKOFF_MIN = 250;
+  const BACKOFF_MAX = 5000;
+  // Browsers keep at most six HTTP/1.1 connections per host; each live log
+  // tail holds one. The detail panel holds one, the runs panel at most this.
+  const RUN_TAILS_LIVE = 3;
+  const RUN_TAIL_LINES = 5;
+  const DETAIL_LOG_MAX = 256 * 1024;
+
+  // -------------------------------------------------------------------- token
+
+  const TOKEN = (() => {
+    const url = new URL(location.href);
+    const fromUrl = url.searchParams.get('token');
+    if (fromUrl) {
+      try { sessionStorage.setItem('braid.token', fromUrl); } catch (_) { /* storage off */ }
+      url.searchParams.delete('token');
+      history.replaceState(null, '', url.pathname + url.search + url.hash);
+      return fromUrl;
+    }
+    try { return sessionStorage.getItem('braid.token') || ''; } catch (_) { return ''; }
+  })();
+
+  function withToken(path) {
+    if (!TOKEN) return path;
+    return path + (path.includes('?') ? '&' : '?') + 'token=' + encodeURIComponent(TOKEN);
+  }
+
+  // ---------------------------------------------------------------------- DOM
+
+  const $ = (sel, root = document) => root.querySelector(sel);
+
+  function h(tag, attrs, ...children) {
+    const el = document.createElement(tag);
+    setAttrs(el, attrs);
+    appendAll(el, children);
+    return el;
+  }
+
+  const SVG_NS = 'http://www.w3.org/2000/svg';
+  function s(tag, attrs, ...children) {
+    const el = document.createElementNS(SVG_NS, tag);
+    setAttrs(el, attrs);
+    appendAll(el, children);
+    return el;
+  }
+
+  function setAttrs(el, attrs) {
+    if (!attrs) return;
+    for (const [k, v] of Object.entries(attrs)) {
+      if (v === null || v === undefined || v === false) continue;
+      if (k === 'class') el.setAttribute('class', v);
+      else if (k === 'text') el.textContent = String(v);
+      else if (k.startsWith('on') && typeof v === 'function') el.addEventListener(k.slice(2), v);
+      else el.setAttribute(k, v === true ? '' : String(v));
+    }
+  }
+
+  function appendAll(el, children) {
+    for (const c of children.flat(Infinity)) {
+      if (c === null || c === undefined || c === false) continue;
+      el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+    }
+  }
+
+  function fmtTime(iso) {
+    if (!iso) return '';
+    const d = new Date(iso);
+    if (Number.isNaN(d.getTime())) return String(iso);
+    const now = Date.now();
+    const diff = (now - d.getTime()) / 1000;
+    if (diff >= 0 && diff < 60) return 'just now';
+    if (diff >= 0 && diff < 3600) return Math.floor(diff / 60) + ' min ago';
+    if (diff >= 0 && diff < 86400) return Math.floor(diff / 3600) + ' h ago';
+    return d.toLocaleString();
+  }
+
+  function clip(text, n) {
+    const t = String(text);
+    return t.length > n ? t.slice(0, n - 1) + '…' : t;
+  }
+
+  // ------------------------------------------------------------------- toasts
+
+  const recentToasts = new Map();
+  function toast(message, kind = 'error') {
+    const now = Date.now();
+    const seen = recentToasts.get(message);
+    if (seen && now - seen < 4000) return;
+    recentToasts.set(message, now);
+    if (recentToasts.size > 50) recentToasts.clear();
+    const box = $('.toasts');
+    const el = h('div', { class: 'toast toast-' + kind, role: kind === 'error' ? 'alert' : 'status', 'data-testid': 'toast' },
+      h('span', { class: 'toast-text', text: message }),
+      h('button', { class: 'toast-x', type: 'button', 'aria-label': 'Dismiss', text: '×', onclick: () => el.remove() }));
+    box.append(el);
+    while (box.children.length > 5) box.firstElementChild.remove();
+    setTimeout(() => el.remove(), kind === 'error' ? 9000 : 3500);
+  }
+
+  // ---------------------------------------------------------------------- API
+
+  class ApiError extends Error {
+    constructor(status, code, message) {
+      super(message);
+      this.status = status;
+      this.code = code;
+    }
+  }
+
+  // `what` names the operation in the toast; `quiet` leaves reporting to the
+  // caller (which must show the error itself).
+  async function api(method, path, body, opts = {}) {
+    const headers = { Accept: 'application/json' };
+    if (TOKEN) headers.Authorization = 'Bearer ' + TOKEN;
+    const init = { method, headers, cache: 'no-store' };
+    if (body !== undefined) {
+      headers['Content-Type'] = 'application/json';
+      init.body = JSON.stringify(body);
+    }
+    let res;
+    try {
+      res = await fetch(path, init);
+    } catch (e) {
+      const err = new ApiError(0, 'network', 'could not reach the server');
+      if (!opts.quiet) toast((opts.what ? opts.what + ': ' : '') + err.message);
+      throw err;
+    }
+    const text = await res.text().catch(() => '');
+    if (!res.ok) {
+      let code = 'http_' + res.status;
+      let message = res.statusText || ('HTTP ' + res.status);
+      try {
+        const j = JSON.parse(text);
+        if (j && j.error) {
+          code = j.error.code || code;
+          message = j.error.message || message;
+        }
+      } catch (_) {
+        if (text) message = clip(text, 300);
+      }
+      const err = new ApiError(res.status, code, message);
+      if (!opts.quiet) toast((opts.what ? opts.what + ': ' : '') + message);
+      throw err;
+    }
+    if (opts.text) return text;
+    if (!text) return null;
+    return JSON.parse(text);
+  }
+
+  const enc = encodeURIComponent;
+
+  // Runs async jobs with at most `n` in flight (keeps connections free).
+  async function pool(items, n, fn) {
+    const out = new Array(items.length);
+    let next = 0;
+    async function worker() {
+      while (next < items.length) {
+        const i = next++;
+        out[i] = await fn(items[i]);
+      }
+    }
+    await Promise.all(Array.from({ length: Math.min(n, items.length) }, worker));
+    return out;
+  }
+
+  // -------------------------------------------------------------------- state
+
+  const tasks = new Map(); // id -> Task
+  const cards = new Map(); // id -> { key, el }
+  let health = null;
+  let lastSeq = 0;
+  let filterText = '';
+  let selectedId = null;
+
+  function isBlocked(t) {
+    return t.state === 'open' && t.type !== 'epic' && !t.ready;
+  }
+
+  function unfinishedBlockers(t) {
+    const out = [];
+    for (const d of t.deps || []) {
+      if (d.kind !== 'blocks') continue;
+      const o = tasks.get(d.id);
+      if (!o || !FINISHED.has(o.state)) out.push(d.id);
+    }
+    return out;
+  }
+
+  function putTask(t) {
+    const old = tasks.get(t.id);
+    tasks.set(t.id, t);
+    markDirty(t.state);
+    if (old && old.state !== t.state) markDirty(old.state);
+  }
+
+  function dropTask(id) {
+    const old = tasks.get(id);
+    if (!old) return;
+    tasks.delete(id);
+    cards.delete(id);
+    markDirty(old.state);
+  }
+
+  // -------------------------------------------------------------------- board
+
+  const dirtyCols = new Set();
+  let renderQueued = false;
+
+  function markDirty(state) {
+    dirtyCols.add(state);
+    if (!renderQueued) {
+      renderQueued = true;
+      requestAnimationFrame(renderDirty);
+    }
+  }
+
+  function markAllDirty() {
+    for (const st of STATES) markDirty(st);
+  }
+
+  function renderDirty() {
+    renderQueued = false;
+    const cols = [...dirtyCols];
+    dirtyCols.clear();
+    for (const st of cols) renderColumn(st);
+    renderEpicList();
+  }
+
+  function matchesFilter(t) {
+    if (!filterText) return true;
+    const q = filterText;
+    return t.id.toLowerCase().includes(q) ||
+      t.title.toLowerCase().includes(q) ||
+      (t.labels || []).some((l) => l.toLowerCase().includes(q)) ||
+      (t.assignee || '').toLowerCase().includes(q) ||
+      t.type === q;
+  }
+
+  function compareFor(state) {
+    if (ACTIVE.has(state)) {
+      return (a, b) => (a.priority - b.priority) ||
+        (Number(b.ready) - Number(a.ready)) ||
+        (a.created_at < b.created_at ? -1 : a.created_at > b.created_at ? 1 : 0) ||
+        (a.id < b.id ? -1 : 1);
+    }
+    return (a, b) => {
+      const x = a.closed_at || a.updated_at;
+      const y = b.closed_at || b.updated_at;
+      return (x < y ? 1 : x > y ? -1 : 0) || (a.id < b.id ? -1 : 1);
+    };
+  }
+
+  function renderColumn(state) {
+    const col = document.querySelector(`[data-testid="col-${state}"]`);
+    if (!col) return;
+    const list = [];
+    let total = 0;
+    for (const t of tasks.values()) {
+      if (t.state !== state) continue;
+      total++;
+      if (matchesFilter(t)) list.push(t);
+    }
+    list.sort(compareFor(state));
+    const shown = list.slice(0, MAX_CARDS_PER_COLUMN);
+    const els = shown.map(cardFor);
+    if (list.length > shown.length) {
+      els.push(h('div', { class: 'more', text: `+${list.length - shown.length} more — filter to narrow` }));
+    }
+    if (list.length === 0) {
+      els.push(h('div', { class: 'col-empty', text: filterText && total ? 'No match' : 'Empty' }));
+    }
+    col.querySelector('.cards').replaceChildren(...els);
+    col.querySelector('.count').textContent = filterText ? `${list.length}/${total}` : String(total);
+  }
+
+  function cardFor(t) {
+    const blockers = isBlocked(t) ? unfinishedBlockers(t) : [];
+    const key = JSON.stringify([t.title, t.type, t.priority, t.state, t.labels, t.ready, t.assignee,
+      blockers, selectedId === t.id, t.lease ? t.lease.attempt : 0]);
+    const cached = cards.get(t.id);
+    if (cached && cached.key === key) return cached.el;
+    const el = buildCard(t, blockers);
+    cards.set(t.id, { key, el });
+    return el;
+  }
+
+  function priorityChip(p) {
+    return h('span', { class: `prio prio-${p}`, title: `Priority ${p} (0 is highest)`, text: `P${p}` });
+  }
+
+  function typeChip(type) {
+    return h('span', { class: `type type-${type}`, text: type });
+  }
+
+  function stateChip(state) {
+    return h('span', { class: `state-chip st-${state}`, text: STATE_LABEL[state] || state });
+  }
+
+  function readyBadge(t, blockers) {
+    if (t.ready) return h('span', { class: 'badge badge-ready', 'data-testid': 'badge-ready', text: 'ready' });
+    if (isBlocked(t)) {
+      const title = blockers.length ? 'Blocked by ' + blockers.join(', ') : 'Held by an ancestor';
+      return h('span', { class: 'badge badge-blocked', 'data-testid': 'badge-blocked', title, text: 'blocked' });
+    }
+    return null;
+  }
+
+  function buildCard(t, blockers) {
+    const labels = (t.labels || []).slice(0, 4).map((l) => h('span', { class: 'label', text: l }));
+    if ((t.labels || []).length > 4) labels.push(h('span', { class: 'label label-more', text: `+${t.labels.length - 4}` }));
+    const el = h('article', {
+      class: 'card' + (selectedId === t.id ? ' selected' : '') + (isBlocked(t) ? ' is-blocked' : ''),
+      'data-testid': `card-${t.id}`,
+      'data-id': t.id,
+      tabindex: '0',
+      role: 'button',
+      'aria-label': `${t.id}: ${t.title}`,
+    },
+    h('div', { class: 'card-top' },
+      h('span', { class: 'card-id', text: t.id }),
+      typeChip(t.type),
+      h('span', { class: 'grow' }),
+      priorityChip(t.priority)),
+    h('div', { class: 'card-title', text: t.title }),
+    h('div', { class: 'card-foot' },
+      labels,
+      h('span', { class: 'grow' }),
+      t.assignee ? h('span', { class: 'assignee', title: 'Assignee', text: t.assignee }) : null,
+      blockers.length ? h('span', { class: 'blockers', title: 'Blocked by ' + blockers.join(', '), text: '⊘ ' + blockers.length }) : null,
+      readyBadge(t, blockers)));
+    return el;
+  }
+
+  function renderEpicList() {
+    const dl = $('#epic-ids');
+    const epics = [...tasks.values()].filter((t) => t.type === 'epic' && !FINISHED.has(t.state));
+    if (dl.children.length === epics.length && epics.every((t, i) => dl.children[i].value === t.id)) return;
+    dl.replaceChildren(...epics.map((t) => h('option', { value: t.id, text: t.title })));
+  }
+
+  // ------------------------------------------------------- header and panels
+
+  function renderHealth() {
+    if (!health) return;
+    const set = (k, v) => {
+      const el = document.querySelector(`[data-stat="${k}"] b`);
+      if (el) el.textContent = String(v ?? 0);
+    };
+    set('total', health.total);
+    set('ready', health.ready);
+    set('blocked', health.blocked);
+    set('epics', health.epics);
+    set('in_progress', (health.by_state || {}).in_progress || 0);
+    set('review', (health.by_state || {}).review || 0);
+    document.querySelector('[data-stat="blocked"]').classList.toggle('hot', (health.blocked || 0) > 0);
+  }
+
+  function renderSeq() {
+    $('[data-testid="seq"]').textContent = 'seq ' + lastSeq;
+  }
+
+  function renderReady(list) {
+    const panel = $('[data-testid="ready"]');
+    panel.querySelector('.count').textContent = String(list.length);
+    panel.querySelector('.empty').hidden = list.length > 0;
+    panel.querySelector('.ready-list').replaceChildren(...list.map((t) =>
+      h('li', { class: 'ready-item', 'data-testid': `ready-${t.id}`, 'data-id': t.id, tabindex: '0', role: 'button' },
+        priorityChip(t.priority),
+        h('span', { class: 'ready-id', text: t.id }),
+        h('span', { class: 'ready-title', title: t.title, text: t.title }))));
+  }
+
+  // Running agents: one entry per in-progress task, its newest log tailed.
+  const runTails = new Map(); // task id -> { name, es, text, pre, live }
+
+  function renderRuns(runs) {
+    const panel = $('[data-testid="runs"]');
+    panel.querySelector('.count').textContent = String(runs.length);
+    panel.querySelector('.empty').hidden = runs.length > 0;
+    const keep = new Set();
+    let live = 0;
+    const items = runs.map((r) => {
+      const t = r.task;
+      const cur = tasks.get(t.id);
+      if (!cur || cur.updated_at <= t.updated_at) putTask(t);
+      const newest = r.logs && r.logs.length ? r.logs[r.logs.length - 1] : null;
+      let tail = runTails.get(t.id);
+      if (newest) {
+        keep.add(t.id);
+        const wantLive = live < RUN_TAILS_LIVE && connected;
+        if (wantLive) live++;
+        if (!tail || tail.name !== newest.name || (wantLive && !tail.es)) {
+          if (tail && tail.es) tail.es.close();
+          tail = { name: newest.name, es: null, text: tail && tail.name === newest.name ? tail.text : '', pre: h('pre', { class: 'run-tail', 'data-testid': `run-tail-${t.id}` }) };
+          runTails.set(t.id, tail);
+          if (wantLive) startRunTail(t.id, tail);
+          else loadStaticTail(t.id, tail);
+        } else if (!wantLive && tail.es) {
+          tail.es.close();
+          tail.es = null;
+        }
+        showRunTail(tail);
+      }
+      const meta = [t.agent, t.assignee, t.lease ? `attempt ${t.lease.attempt}` : null].filter(Boolean).join(' · ');
+      return h('div', { class: 'run', 'data-testid': `run-${t.id}` },
+        h('div', { class: 'run-head', 'data-id': t.id, role: 'button', tabindex: '0' },
+          h('span', { class: 'pulse', 'aria-hidden': 'true' }),
+          h('span', { class: 'run-id', text: t.id }),
+          h('span', { class: 'run-title', title: t.title, text: t.title })),
+        h('div', { class: 'run-meta' },
+          h('span', { text: meta || 'no agent recorded' }),
+          newest ? h('span', { class: 'run-log', text: newest.name + (tail && tail.es ? ' · live' : '') }) : null),
+        newest ? tail.pre : h('pre', { class: 'run-tail muted', text: 'no log yet' }));
+    });
+    for (const [id, tail] of runTails) {
+      if (!keep.has(id)) {
+        if (tail.es) tail.es.close();
+        runTails.delete(id);
+      }
+    }
+    panel.querySelector('.run-list').replaceChildren(...items);
+  }
+
+  function showRunTail(tail) {
+    const lines = tail.text.replace(/\s+$/, '').split('\n');
+    tail.pre.textContent = lines.slice(-RUN_TAIL_LINES).join('\n') || '(empty)';
+  }
+
+  function startRunTail(id, tail) {
+    const es = new EventSource(withToken(`/api/tasks/${enc(id)}/logs/${enc(tail.name)}/follow`));
+    tail.es = es;
+    let fresh = true;
+    es.addEventListener('open', () => { fresh = true; });
+    es.addEventListener('chunk', (e) => {
+      let text;
+      try { text = JSON.parse(e.data); } catch (_) { return; }
+      // Each (re)connection starts with the file's tail again.
+      tail.text = fresh ? String(text) : (tail.text + text);
+      fresh = false;
+      if (tail.text.length > 16384) tail.text = tail.text.slice(-8192);
+      showRunTail(tail);
+    });
+  }
+
+  async function loadStaticTail(id, tail) {
+    try {
+      tail.text = await api('GET', `/api/tasks/${enc(id)}/logs/${enc(tail.name)}?bytes=2048`, undefined, { quiet: true, text: true });
+    } catch (e) {
+      tail.text = `(${e.message})`;
+    }
+    showRunTail(tail);
+  }
+
+  function closeRunTails() {
+    for (const tail of runTails.values()) {
+      if (tail.es) { tail.es.close(); tail.es = null; }
+    }
+  }
+
+  // ------------------------------------------------------------------ loading
+
+  async function refreshHealth() {
+    health = await api('GET', '/api/health', undefined, { what: 'Loading health' });
+    renderHealth();
+    return health;
+  }
+
+  async function refreshReady() {
+    renderReady(await api('GET', '/api/ready?limit=50', undefined, { what: 'Loading the ready queue' }));
+  }
+
+  async function refreshRuns() {
+    renderRuns(await api('GET', '/api/runs', undefined, { what: 'Loading running agents' }));
+  }
+
+  async function reloadTasks() {
+    const list = await api('GET', '/api/tasks?limit=10000', undefined, { what: 'Loading tasks' });
+    const seen = new Set();
+    for (const t of list) {
+      seen.add(t.id);
+      tasks.set(t.id, t);
+    }
+    for (const id of [...tasks.keys()]) if (!seen.has(id)) { tasks.delete(id); cards.delete(id); }
+    markAllDirty();
+  }
+
+  // Everything, in an order that cannot miss an event: the seq first, then
+  // the data (events after that seq are replayed by the stream).
+  async function loadAll() {
+    const hl = await refreshHealth();
+    await Promise.all([reloadTasks(), refreshReady(), refreshRuns()]);
+    if (selectedId) refreshDetail({ task: true, why: true, events: true, logs: true, graph: true });
+    return hl.last_seq;
+  }
+
+  // ------------------------------------------------------------ live updates
+
+  const pending = { ids: new Set(), expand: new Set(), health: false, runs: false, logsFor: new Set() };
+  let flushTimer = null;
+  let flushing = false;
+  let lastFlushAt = -Infinity;
+
+  function schedule() {
+    if (flushTimer !== null || flushing) return;
+    const wait = Math.max(0, lastFlushAt + COALESCE_MS - performance.now());
+    flushTimer = setTimeout(flush, wait);
+  }
+
+  function hasPending() {
+    return pending.ids.size > 0 || pending.health || pending.runs || pending.logsFor.size > 0;
+  }
+
+  function onEvent(ev) {
+    if (typeof ev.seq === 'number' && ev.seq > lastSeq) lastSeq = ev.seq;
+    renderSeq();
+    if (ev.kind === 'sync_rejected') showSyncRejected(ev);
+    if (ev.task) {
+      pending.ids.add(ev.task);
+      if (GRAPH_KINDS.has(ev.kind)) pending.expand.add(ev.task);
+      if (LOG_KINDS.has(ev.kind)) pending.logsFor.add(ev.task);
+    }
+    if (RUN_KINDS.has(ev.kind)) pending.runs = true;
+    pending.health = true;
+    schedule();
+  }
+
+  // Tasks whose readiness may follow from a change to `roots`: dependents and
+  // descendants, found with an explicit queue (the graph may be deep).
+  function expandAffected(roots) {
+    if (roots.size === 0) return new Set();
+    const dependents = new Map();
+    const children = new Map();
+    for (const t of tasks.values()) {
+      for (const d of t.deps || []) {
+        if (d.kind !== 'blocks') continue;
+        if (!dependents.has(d.id)) dependents.set(d.id, []);
+        dependents.get(d.id).push(t.id);
+      }
+      if (t.parent) {
+        if (!children.has(t.parent)) children.set(t.parent, []);
+        children.get(t.parent).push(t.id);
+      }
+    }
+    const out = new Set();
+    const queue = [];
+    for (const r of roots) {
+      for (const d of dependents.get(r) || []) queue.push(d);
+      for (const c of children.get(r) || []) queue.push(c);
+    }
+    while (queue.length) {
+      const id = queue.pop();
+      if (out.has(id) || roots.has(id)) continue;
+      out.add(id);
+      // Holding passes down the hierarchy only.
+      for (const c of children.get(id) || []) queue.push(c);
+      if (out.size > 5000) break;
+    }
+    return out;
+  }
+
+  async function fetchTask(id) {
+    try {
+      const t = await api('GET', `/api/tasks/${enc(id)}`, undefined, { quiet: true });
+      putTask(t);
+      return t;
+    } catch (e) {
+      if (e.status === 404) { dropTask(id); return null; }
+      toast(`Loading task ${id}: ${e.message}`);
+      return null;
+    }
+  }
+
+  async function flush() {
+    flushTimer = null;
+    flushing = true;
+    lastFlushAt = performance.now();
+    const direct = new Set(pending.ids);
+    const extra = expandAffected(pending.expand);
+    const wantHealth = pending.health;
+    const logsFor = new Set(pending.logsFor);
+    let wantRuns = pending.runs;
+    pending.ids.clear();
+    pending.expand.clear();
+    pending.logsFor.clear();
+    pending.health = false;
+    pending.runs = false;
+    try {
+      const before = new Map();
+      for (const id of direct) before.set(id, tasks.get(id));
+      const jobs = [];
+      const all = new Set([...direct, ...extra]);
+      if (all.size > 60) {
+        jobs.push(reloadTasks().catch(() => {}));
+      } else if (all.size) {
+        jobs.push(pool([...all], 4, fetchTask));
+      }
+      if (wantHealth) {
+        jobs.push(refreshHealth().catch(() => {}));
+        jobs.push(refreshReady().catch(() => {}));
+      }
+      await Promise.all(jobs);
+      for (const id of direct) {
+        const was = before.get(id);
+        const now = tasks.get(id);
+        if ((was && was.state === 'in_progress') || (now && now.state === 'in_progress')) wantRuns = true;
+      }
+      if (wantRuns) await refreshRuns().catch(() => {});
+      if (selectedId) {
+        const d = tasks.get(selectedId);
+        const touched = all.has(selectedId) ||
+          (d && (d.deps || []).some((x) => all.has(x.id))) ||
+          (d && d.parent && all.has(d.parent));
+        const graphTouched = graphIds.size > 0 && [...all].some((id) => graphIds.has(id));
+        if (touched || graphTouched || logsFor.has(selectedId)) {
+          refreshDetail({
+            task: false, why: touched, events: all.has(selectedId),
+            logs: logsFor.has(selectedId), graph: graphTouched || all.has(selectedId),
+          });
+        }
+      }
+    } finally {
+      flushing = false;
+      if (hasPending()) schedule();
+    }
+  }
+
+  // Sync rejections: a task file that could not be applied. Kept visible
+  // until dismissed.
+  function showSyncRejected(ev) {
+    const p = ev.payload || {};
+    const box = $('.notices');
+    const key = `${p.file || ''}\u0000${p.error || ''}`;
+    for (const n of box.children) if (n.dataset.key === key) n.remove();
+    const el = h('div', { class: 'notice', 'data-testid': 'notice', role: 'alert' },
+      h('strong', { text: 'Task file rejected' }),
+      h('code', { text: p.file || '(unknown file)' }),
+      h('span', { class: 'notice-msg', text: p.error || 'could not be applied' }),
+      h('span', { class: 'notice-at', text: fmtTime(ev.at) }),
+      h('button', { type: 'button', class: 'notice-x', 'aria-label': 'Dismiss', text: '×', onclick: () => el.remove() }));
+    el.dataset.key = key;
+    box.prepend(el);
+    while (box.children.length > 5) box.lastElementChild.remove();
+  }
+
+  // ---------------------------------------------------------------- WebSocket
+
+  let ws = null;
+  let connected = false;
+  let backoff = BACKOFF_MIN;
+  let reconnectTimer = null;
+  let needReload = true;
+
+  function setConn(up) {
+    connected = up;
+    const el = $('[data-testid="conn"]');
+    el.textContent = up ? 'live' : 'reconnecting';
+    el.dataset.state = up ? 'up' : 'down';
+  }
+
+  function scheduleReconnect() {
+    if (reconnectTimer !== null) return;
+    const wait = backoff;
+    backoff = Math.min(backoff * 2, BACKOFF_MAX);
+    reconnectTimer = setTimeout(() => { reconnectTimer = null; connect(); }, wait);
+  }
+
+  async function connect() {
+    if (needReload) {
+      try {
+        lastSeq = await loadAll();
+        needReload = false;
+        renderSeq();
+      } catch (_) {
+        scheduleReconnect();
+        return;
+      }
+    }
+    const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
+    const url = withToken(`${proto}//${location.host}/ws?after=${lastSeq}&rooms=project`);
+    let sock;
+    try {
+      sock = new WebSocket(url);
+    } catch (e) {
+      toast('Could not open the live connection: ' + e.message);
+      scheduleReconnect();
+      return;
+    }
+    ws = sock;
+    sock.addEventListener('message', (m) => {
+      if (ws !== sock) return;
+      let msg;
+      try { msg = JSON.parse(m.data); } catch (_) { return; }
+      if (msg.type === 'hello') {
+        setConn(true);
+        backoff = BACKOFF_MIN;
+        if (!msg.recovered) {
+          // History does not reach back far enough: start over.
+          lastSeq = msg.last_seq;
+          renderSeq();
+          loadAll().catch(() => {});
+        } else {
+          pending.health = true;
+          pending.runs = true;
+          if (selectedId) refreshDetail({ task: true, why: true, events: true, logs: true, graph: true });
+          schedule();
+        }
+      } else if (msg.type === 'event') {
+        onEvent(msg);
+      } else if (msg.type === 'error') {
+        toast('Live connection: ' + (msg.message || 'error'));
+      }
+    });
+    sock.addEventListener('close', (e) => {
+      if (ws !== sock) return;
+      ws = null;
+      setConn(false);
+      // Live log tails hold connections the server would wait for.
+      closeRunTails();
+      closeDetailLog();
+      if (e.code === 4008) {
+        // Fell behind: reload everything, then resume from the new seq.
+        needReload = true;
+        backoff = BACKOFF_MIN;
+        connect();
+        return;
+      }
+      scheduleReconnect();
+    });
+  }
+
+  // ------------------------------------------------------------------- detail
+
+  const detailEl = $('[data-testid="detail"]');
+  let detailParts = null; // the panel's sections, built once per opened task
+  let detailLog = null; // { name, es }
+  let graphIds = new Set();
+  let detailGen = 0;
+
+  function closeDetailLog() {
+    if (detailLog && detailLog.es) detailLog.es.close();
+    if (detailLog) detailLog.es = null;
+  }
+
+  function closeDetail() {
+    closeDetailLog();
+    detailLog = null;
+    const was = selectedId;
+    selectedId = null;
+    detailParts = null;
+    graphIds = new Set();
+    detailEl.hidden = true;
+    detailEl.replaceChildren();
+    if (was && tasks.has(was)) markDirty(tasks.get(was).state);
+    if (location.hash) history.replaceState(null, '', location.pathname + location.search);
+  }
+
+  function openDetail(id) {
+    if (!id) return;
+    const prev = selectedId;
+    closeDetailLog();
+    detailLog = null;
+    graphIds = new Set();
+    selectedId = id;
+    detailGen++;
+    if (prev && tasks.has(prev)) markDirty(tasks.get(prev).state);
+    if (tasks.has(id)) markDirty(tasks.get(id).state);
+    if (location.hash !== '#' + id) history.replaceState(null, '', '#' + id);
+    buildDetail(id);
+    detailEl.hidden = false;
+    refreshDetail({ task: true, why: true, events: true, logs: true, graph: true });
+  }
+
+  function section(title, testid, ...body) {
+    return h('section', { class: 'd-section', 'data-testid': testid }, h('h3', { text: title }), ...body);
+  }
+
+  function buildDetail(id) {
+    const head = h('div', { class: 'd-head' });
+    const title = h('h2', { class: 'd-title' });
+    const actions = h('div', { class: 'd-actions' });
+    const failForm = h('form', { class: 'fail-form', hidden: true },
+      h('input', { type: 'text', name: 'reason', 'data-testid': 'fail-reason', placeholder: 'Why did it fail?', required: true, maxlength: '2000' }),
+      h('button', { type: 'submit', class: 'danger', 'data-testid': 'fail-confirm', text: 'Mark failed' }),
+      h('button', { type: 'button', 'data-testid': 'fail-cancel', text: 'Keep', onclick: () => { failForm.hidden = true; } }));
+    failForm.addEventListener('submit', (e) => {
+      e.preventDefault();
+      const reason = failForm.elements.reason.value.trim();
+      if (!reason) { toast('Fail needs a reason.'); return; }
+      doAction(id, 'fail', reason).then((ok) => { if (ok) { failForm.hidden = true; failForm.reset(); } });
+    });
+    for (const a of ACTIONS) {
+      actions.append(h('button', {
+        type: 'button', class: a.action === 'fail' ? 'danger-outline' : (a.action === 'done' ? 'primary' : ''),
+        'data-testid': `action-${a.action}`, 'data-to': a.to, text: a.label,
+        onclick: () => {
+          if (a.action === 'fail') {
+            failForm.hidden = false;
+            failForm.elements.reason.focus();
+          } else {
+            doAction(id, a.action);
+          }
+        },
+      }));
+    }
+    actions.append(h('button', { type: 'button', 'data-testid': 'action-claim', 'data-to': 'in_progress', text: 'Claim', title: 'Take this task (starts it)', onclick: () => doClaim(id) }));
+
+    const why = h('div', { class: 'why', 'data-testid': 'why' });
+    const fields = h('dl', { class: 'fields' });
+    const desc = h('div', { class: 'desc' });
+    const deps = h('ul', { class: 'deps', 'data-testid': 'deps' });
+    const depForm = h('form', { class: 'dep-form', autocomplete: 'off' },
+      h('input', { type: 'text', name: 'dep', 'data-testid': 'dep-input', placeholder: 'Depends on… (task id)', list: 'task-ids-' + detailGen, required: true }),
+      h('select', { name: 'kind', 'data-testid': 'dep-kind', 'aria-label': 'Dependency kind' },
+        h('option', { value: 'blocks', text: 'blocks' }),
+        h('option', { value: 'related', text: 'related' }),
+        h('option', { value: 'discovered-from', text: 'discovered-from' })),
+      h('button', { type: 'submit', 'data-testid': 'dep-add', text: 'Add dependency' }));
+    const idList = h('datalist', { id: 'task-ids-' + detailGen });
+    depForm.addEventListener('submit', (e) => {
+      e.preventDefault();
+      const other = depForm.elements.dep.value.trim();
+      if (!other) return;
+      addDep(id, other, depForm.elements.kind.value).then((ok) => { if (ok) depForm.elements.dep.value = ''; });
+    });
+    depForm.elements.dep.addEventListener('focus', () => {
+      const opts = [...tasks.values()].filter((t) => t.id !== id && !FINISHED.has(t.state)).slice(0, 500)
+        .map((t) => h('option', { value: t.id, text: t.title }));
+      idList.replaceChildren(...opts);
+    });
+    const graph = h('div', { class: 'graph', 'data-testid': 'graph' });
+    const graphSec = section('Dependency graph', 'graph-section', graph);
+    graphSec.hidden = true;
+    const logTabs = h('div', { class: 'log-tabs' });
+    const logPre = h('pre', { class: 'log', 'data-testid': 'log' });
+    const logNote = h('p', { class: 'muted small' });
+    const events = h('ol', { class: 'events', 'data-testid': 'events' });
+
+    const body = h('div', { class: 'd-body' },
+      title, actions, failForm, why,
+      section('Fields', 'fields', fields),
+      section('Description', 'description', desc),
+      section('Dependencies', 'deps-section', deps, depForm, idList),
+      graphSec,
+      section('Logs', 'logs', logTabs, logNote, logPre),
+      section('Recent events', 'events-section', events));
+    detailEl.replaceChildren(
+      h('div', { class: 'd-bar' }, head,
+        h('button', { type: 'button', class: 'd-close', 'data-testid': 'detail-close', 'aria-label': 'Close', title: 'Close (Esc)', text: '×', onclick: closeDetail })),
+      body);
+    detailParts = { id, head, title, actions, why, fields, desc, deps, graph, graphSec, logTabs, logPre, logNote, events, gen: detailGen };
+    const t = tasks.get(id);
+    if (t) renderDetailTask(t);
+  }
+
+  function idLink(id, extra) {
+    const t = tasks.get(id);
+    return h('button', {
+      type: 'button', class: 'id-link' + (extra ? ' ' + extra : ''), 'data-id': id,
+      title: t ? t.title : id, text: id,
+    });
+  }
+
+  function renderDetailTask(t) {
+    const p = detailParts;
+    if (!p || p.id !== t.id) return;
+    p.head.replaceChildren(
+      h('span', { class: 'd-id', text: t.id }),
+      typeChip(t.type), priorityChip(t.priority), stateChip(t.state),
+      readyBadge(t, isBlocked(t) ? unfinishedBlockers(t) : []));
+    p.title.textContent = t.title;
+    const allowed = ALLOWED_NEXT[t.state] || [];
+    for (const b of p.actions.querySelectorAll('button')) {
+      const ok = allowed.includes(b.dataset.to) && (b.dataset.testid !== 'action-claim' || t.type !== 'epic');
+      b.disabled = !ok;
+      b.title = ok ? '' : `Not possible from ${STATE_LABEL[t.state] || t.state}`;
+    }
+    const row = (k, v) => (v === null || v === undefined || v === '' || (Array.isArray(v) && !v.length)) ? [] :
+      [h('dt', { text: k }), h('dd', {}, v)];
+    const chips = (xs) => h('span', { class: 'chips' }, xs.map((x) => h('span', { class: 'label', text: x })));
+    p.fields.replaceChildren(
+      ...row('State', STATE_LABEL[t.state] || t.state),
+      ...row('Type', t.type),
+      ...row('Priority', `P${t.priority}`),
+      ...row('Parent', t.parent ? h('span', {}, idLink(t.parent), ' ', h('span', { class: 'muted', text: tasks.get(t.parent)?.title || '' })) : null),
+      ...row('Labels', (t.labels || []).length ? chips(t.labels) : null),
+      ...row('Assignee', t.assignee),
+      ...row('Agent', t.agent),
+      ...row('Branch', t.branch ? h('code', { text: t.branch }) : null),
+      ...row('Gates', (t.gates || []).length ? chips(t.gates) : null),
+      ...row('Lease', t.lease ? `attempt ${t.lease.attempt}, until ${new Date(t.lease.expires_at).toLocaleString()}` : null),
+      ...row('Acceptance', t.acceptance ? h('span', { class: 'pre', text: t.acceptance }) : null),
+      ...row('Created', h('time', { datetime: t.created_at, title: t.created_at, text: fmtTime(t.created_at) })),
+      ...row('Updated', h('time', { datetime: t.updated_at, title: t.updated_at, text: fmtTime(t.updated_at) })),
+      ...row('Closed', t.closed_at ? h('time', { datetime: t.closed_at, title: t.closed_at, text: fmtTime(t.closed_at) }) : null),
+      ...row('Reason', t.close_reason));
+    p.desc.replaceChildren(t.description ? h('div', { class: 'pre', text: t.description }) : h('span', { class: 'muted', text: 'No description.' }));
+    p.deps.replaceChildren(...(t.deps || []).map((d) => {
+      const o = tasks.get(d.id);
+      return h('li', { class: 'dep', 'data-testid': `dep-${d.id}` },
+        idLink(d.id),
+        h('span', { class: 'dep-kind', text: d.kind }),
+        h('span', { class: 'dep-title', text: o ? o.title : '' }),
+        o ? stateChip(o.state) : null,
+        h('button', {
+          type: 'button', class: 'icon-btn', 'data-testid': `dep-remove-${d.id}`, title: 'Remove this dependency', text: '×',
+          onclick: () => removeDep(t.id, d.id),
+        }));
+    }));
+    if (!(t.deps || []).length) p.deps.append(h('li', { class: 'muted', text: 'No dependencies.' }));
+    p.graphSec.hidden = t.type !== 'epic';
+  }
+
+  function renderWhy(w) {
+    const p = detailParts;
+    if (!p || p.id !== w.id) return;
+    const t = tasks.get(w.id);
+    if (w.ready) {
+      p.why.className = 'why why-ready';
+      p.why.replaceChildren(h('strong', { text: 'Ready' }), h('span', { text: ' — nothing blocks it; it can be picked up.' }));
+      return;
+    }
+    const reasons = w.reasons || [];
+    const by = w.blocked_by || [];
+    if (t && !ACTIVE.has(t.state) && !by.length) {
+      p.why.className = 'why why-info';
+      p.why.replaceChildren(h('span', { text: `Not in the ready queue: it is ${STATE_LABEL[t.state] || t.state}.` }));
+      return;
+    }
+    if (t && t.type === 'epic' && !by.length && !reasons.length) {
+      p.why.className = 'why why-info';
+      p.why.replaceChildren(h('span', { text: 'An epic is never picked up itself; its tasks are.' }));
+      return;
+    }
+    p.why.className = 'why why-blocked';
+    p.why.replaceChildren(
+      h('strong', { text: 'Not ready' }),
+      reasons.length ? h('ul', { class: 'reasons' }, reasons.map((r) => h('li', { text: r }))) : null,
+      by.length ? h('div', { class: 'blocked-by', 'data-testid': 'blocked-by' },
+        h('span', { class: 'muted', text: 'Blocked by ' }),
+        by.map((b) => h('span', { class: 'blocker', 'data-testid': `blocker-${b}` },
+          idLink(b),
+          tasks.get(b) ? h('span', { class: 'blocker-title', text: tasks.get(b).title }) : null,
+          tasks.get(b) ? stateChip(tasks.get(b).state) : null))) : null);
+  }
+
+  function renderEvents(list) {
+    const p = detailParts;
+    if (!p) return;
+    const items = [...list].reverse().map((e) => h('li', { class: 'ev' },
+      h('span', { class: 'ev-kind', text: e.kind.replace(/_/g, ' ') }),
+      h('span', { class: 'ev-payload', text: summarise(e.payload) }),
+      h('span', { class: 'ev-meta', title: `#${e.seq} at ${e.at}`, text: `${e.actor} · ${fmtTime(e.at)}` })));
+    p.events.replaceChildren(...items);
+    if (!items.length) p.events.append(h('li', { class: 'muted', text: 'No events.' }));
+  }
+
+  function summarise(payload) {
+    if (payload === null || payload === undefined) return '';
+    if (typeof payload !== 'object') return clip(String(payload), 200);
+    const parts = [];
+    for (const [k, v] of Object.entries(payload)) {
+      if (v === null || v === undefined) continue;
+      const val = typeof v === 'object' ? JSON.stringify(v) : String(v);
+      parts.push(`${k}: ${val}`);
+    }
+    return clip(parts.join(', '), 240);
+  }
+
+  function renderLogs(logs, err) {
+    const p = detailParts;
+    if (!p) return;
+    if (err) {
+      p.logTabs.replaceChildren();
+      p.logNote.textContent = err;
+      p.logPre.hidden = true;
+      closeDetailLog();
+      return;
+    }
+    if (!logs.length) {
+      p.logTabs.replaceChildren();
+      p.logNote.textContent = 'No logs yet.';
+      p.logPre.hidden = true;
+      closeDetailLog();
+      return;
+    }
+    p.logNote.textContent = '';
+    p.logPre.hidden = false;
+    const names = logs.map((l) => l.name);
+    let current = detailLog && names.includes(detailLog.name) ? detailLog.name : names[names.length - 1];
+    p.logTabs.replaceChildren(...logs.map((l) => h('button', {
+      type: 'button', class: 'log-tab' + (l.name === current ? ' on' : ''), 'data-name': l.name,
+      title: `${l.size} bytes`, text: l.name,
+      onclick: () => { followLog(p.id, l.name); for (const b of p.logTabs.children) b.classList.toggle('on', b.dataset.name === l.name); },
+    })));
+    if (!detailLog || detailLog.name !== current || !detailLog.es) followLog(p.id, current);
+  }
+
+  function followLog(id, name) {
+    closeDetailLog();
+    const p = detailParts;
+    if (!p || p.id !== id) return;
+    p.logPre.textContent = '';
+    if (!connected) { detailLog = { name, es: null }; return; }
+    const es = new EventSource(withToken(`/api/tasks/${enc(id)}/logs/${enc(name)}/follow`));
+    detailLog = { name, es };
+    let fresh = true;
+    es.addEventListener('open', () => { fresh = true; });
+    es.addEventListener('chunk', (e) => {
+      if (!detailParts || detailParts.id !== id || !detailLog || detailLog.es !== es) return;
+      let text;
+      try { text = JSON.parse(e.data); } catch (_) { return; }
+      const pre = detailParts.logPre;
+      const stick = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 8;
+      let all = fresh ? String(text) : pre.textContent + text;
+      fresh = false;
+      if (all.length > DETAIL_LOG_MAX) all = all.slice(-DETAIL_LOG_MAX / 2);
+      pre.textContent = all;
+      if (stick) pre.scrollTop = pre.scrollHeight;
+    });
+  }
+
+  async function refreshDetail(what) {
+    const p = detailParts;
+    if (!p) return;
+    const id = p.id;
+    const gen = p.gen;
+    const alive = () => detailParts && detailParts.gen === gen;
+    const jobs = [];
+    if (what.task) {
+      jobs.push(api('GET', `/api/tasks/${enc(id)}`, undefined, { what: `Loading ${id}` })
+        .then((t) => { putTask(t); if (alive()) renderDetailTask(t); })
+        .catch((e) => { if (e.status === 404 && alive()) closeDetail(); }));
+    } else if (tasks.has(id)) {
+      renderDetailTask(tasks.get(id));
+    }
+    if (what.why) {
+      jobs.push(api('GET', `/api/tasks/${enc(id)}/why`, undefined, { what: `Why ${id}` })
+        .then((w) => { if (alive()) renderWhy(w); }).catch(() => {}));
+    }
+    if (what.events) {
+      jobs.push(api('GET', `/api/tasks/${enc(id)}/events?limit=30`, undefined, { what: `Events of ${id}` })
+        .then((l) => { if (alive()) renderEvents(l); }).catch(() => {}));
+    }
+    if (what.logs) {
+      jobs.push(api('GET', `/api/tasks/${enc(id)}/logs`, undefined, { quiet: true })
+        .then((l) => { if (alive()) renderLogs(l); })
+        .catch((e) => { if (alive()) renderLogs([], e.status === 404 ? e.message : `Could not list logs: ${e.message}`); }));
+    }
+    await Promise.all(jobs);
+    const t = tasks.get(id);
+    if (what.graph && alive() && t && t.type === 'epic') {
+      try {
+        const g = await api('GET', `/api/tasks/${enc(id)}/graph`, undefined, { what: `Graph of ${id}` });
+        if (alive()) renderGraph(g);
+      } catch (_) { /* shown */ }
+    }
+  }
+
+  // ----------------------------------------------------------------- actions
+
+  async function doAction(id, action, reason) {
+    const body = reason ? { reason } : {};
+    try {
+      const t = await api('POST', `/api/tasks/${enc(id)}/${action}`, body, { what: `${action} ${id}` });
+      putTask(t);
+      if (selectedId === id) refreshDetail({ task: false, why: true, events: true, logs: false, graph: false });
+      return true;
+    } catch (_) {
+      return false;
+    }
+  }
+
+  async function doClaim(id) {
+    try {
+      const t = await api('POST', `/api/tasks/${enc(id)}/claim`, {}, { what: `Claim ${id}` });
+      putTask(t);
+      toast(`Claimed ${id}`, 'ok');
+    } catch (_) { /* shown */ }
+  }
+
+  async function addDep(id, other, kind) {
+    try {
+      const t = await api('POST', `/api/tasks/${enc(id)}/deps`, { id: other, kind }, { what: 'Adding the dependency' });
+      putTask(t);
+      if (selectedId === id) {
+        renderDetailTask(t);
+        refreshDetail({ task: false, why: true, events: true, logs: false, graph: t.type === 'epic' });
+      }
+      return true;
+    } catch (_) {
+      return false;
+    }
+  }
+
+  async function removeDep(id, other) {
+    try {
+      const t = await api('DELETE', `/api/tasks/${enc(id)}/deps?on=${enc(other)}`, undefined, { what: 'Removing the dependency' });
+      putTask(t);
+      if (selectedId === id) {
+        renderDetailTask(t);
+        refreshDetail({ task: false, why: true, events: true, logs: false, graph: t.type === 'epic' });
+      }
+    } catch (_) { /* shown */ }
+  }
+
+  // ------------------------------------------------------------------- graph
+
+  const NODE_W = 168;
+  const NODE_H = 30;
+  const GAP_X = 46;
+  const GAP_Y = 10;
+  const PER_COLUMN = 30;
+
+  // Levels by `blocks` edges (a task sits right of everything it waits on),
+  // computed with Kahn's algorithm: no recursion, any size. Nodes left over
+  // by a cycle go to one last level.
+  function layoutGraph(g) {
+    const nodes = new Map();
+    for (const n of g.nodes) nodes.set(n.id, { ...n, external: false });
+    const edges = [];
+    for (const e of g.edges) {
+      for (const end of [e.to, e.from]) {
+        if (!nodes.has(end)) {
+          const t = tasks.get(end);
+          nodes.set(end, {
+            id: end, title: t ? t.title : '(outside this epic)', type: t ? t.type : 'task',
+            state: t ? t.state : 'open', parent: t ? t.parent : null, ready: t ? t.ready : false, external: true,
+          });
+        }
+      }
+      edges.push(e);
+    }
+    // The epic itself is the frame, not a node, unless an edge touches it.
+    if (nodes.has(g.root) && !edges.some((e) => e.from === g.root || e.to === g.root) && nodes.size > 1) {
+      nodes.delete(g.root);
+    }
+    const indeg = new Map();
+    const out = new Map();
+    for (const id of nodes.keys()) { indeg.set(id, 0); out.set(id, []); }
+    for (const e of edges) {
+      if (e.kind !== 'blocks' || !nodes.has(e.from) || !nodes.has(e.to) || e.from === e.to) continue;
+      indeg.set(e.from, indeg.get(e.from) + 1);
+      out.get(e.to).push(e.from);
+    }
+    const level = new Map();
+    const queue = [];
+    for (const [id, d] of indeg) if (d === 0) { queue.push(id); level.set(id, 0); }
+    for (let qi = 0; qi < queue.length; qi++) {
+      const id = queue[qi];
+      const l = level.get(id);
+      for (const f of out.get(id)) {
+        if ((level.get(f) ?? -1) < l + 1) level.set(f, l + 1);
+        const d = indeg.get(f) - 1;
+        indeg.set(f, d);
+        if (d === 0) queue.push(f);
+      }
+    }
+    let maxLevel = 0;
+    for (const l of level.values()) maxLevel = Math.max(maxLevel, l);
+    let cyclic = 0;
+    for (const id of nodes.keys()) {
+      if (indeg.get(id) > 0) { level.set(id, maxLevel + 1); cyclic++; }
+    }
+    if (cyclic) maxLevel++;
+    const byLevel = Array.from({ length: maxLevel + 1 }, () => []);
+    for (const [id, l] of level) byLevel[l].push(nodes.get(id));
+    // Order within a level: by the mean row of what each node waits on
+    // (fewer crossings), then by state and id.
+    const row = new Map();
+    const depsOf = new Map();
+    for (const e of edges) {
+      if (e.kind !== 'blocks') continue;
+      if (!depsOf.has(e.from)) depsOf.set(e.from, []);
+      depsOf.get(e.from).push(e.to);
+    }
+    const stateRank = (st) => STATES.indexOf(st);
+    byLevel.forEach((list, l) => {
+      const bary = new Map();
+      for (const n of list) {
+        const ds = (depsOf.get(n.id) || []).filter((d) => row.has(d));
+        bary.set(n.id, ds.length ? ds.reduce((a, d) => a + row.get(d), 0) / ds.length : (l === 0 ? 0 : Infinity));
+      }
+      list.sort((a, b) => (bary.get(a.id) - bary.get(b.id)) || (Number(a.external) - Number(b.external)) * -1 ||
+        (stateRank(a.state) - stateRank(b.state)) || (a.id < b.id ? -1 : 1));
+      list.forEach((n, i) => row.set(n.id, i));
+    });
+    // Coordinates: levels are columns; a long level wraps into sub-columns.
+    const pos = new Map();
+    let x = 0;
+    let height = 0;
+    for (const list of byLevel) {
+      const cols = Math.max(1, Math.ceil(list.length / PER_COLUMN));
+      const perCol = Math.ceil(list.length / cols) || 1;
+      list.forEach((n, i) => {
+        const c = Math.floor(i / perCol);
+        const r = i % perCol;
+        pos.set(n.id, { x: x + c * (NODE_W + 14), y: r * (NODE_H + GAP_Y) });
+        height = Math.max(height, (r + 1) * (NODE_H + GAP_Y));
+      });
+      x += cols * (NODE_W + 14) - 14 + GAP_X;
+    }
+    return { nodes, edges, pos, width: Math.max(x - GAP_X, NODE_W), height: Math.max(height - GAP_Y, NODE_H), levels: byLevel.length };
+  }
+
+  const STATE_COLOR = {
+    open: 'var(--st-open)', in_progress: 'var(--st-in_progress)', review: 'var(--st-review)', done: 'var(--st-done)',
+    failed: 'var(--st-failed)', deferred: 'var(--st-deferred)', cancelled: 'var(--st-cancelled)',
+  };
+
+  function renderGraph(g) {
+    const p = detailParts;
+    if (!p) return;
+    const L = layoutGraph(g);
+    graphIds = new Set(L.nodes.keys());
+    if (L.nodes.size === 0) {
+      p.graph.replaceChildren(h('p', { class: 'muted', text: 'This epic has no tasks yet.' }));
+      return;
+    }
+    const pad = 12;
+    const W = L.width + pad * 2;
+    const H = L.height + pad * 2;
+    const svg = s('svg', {
+      class: 'graph-svg', width: W, height: H, viewBox: `0 0 ${W} ${H}`, role: 'img',
+      'aria-label': `Dependency graph: ${L.nodes.size} tasks in ${L.levels} levels`,
+    });
+    svg.append(s('defs', {},
+      s('marker', { id: 'arrow', viewBox: '0 0 8 8', refX: '7', refY: '4', markerWidth: '7', markerHeight: '7', orient: 'auto-start-reverse' },
+        s('path', { d: 'M0,0 L8,4 L0,8 z', class: 'arrow-head' }))));
+    const edgeLayer = s('g', { class: 'edges' });
+    const nodeLayer = s('g', { class: 'nodes' });
+    for (const e of L.edges) {
+      const a = L.pos.get(e.to);
+      const b = L.pos.get(e.from);
+      if (!a || !b) continue;
+      const x1 = a.x + pad + NODE_W;
+      const y1 = a.y + pad + NODE_H / 2;
+      const x2 = b.x + pad;
+      const y2 = b.y + pad + NODE_H / 2;
+      let d;
+      if (x2 > x1) {
+        const dx = Math.max(20, (x2 - x1) / 2);
+        d = `M${x1},${y1} C${x1 + dx},${y1} ${x2 - dx},${y2} ${x2},${y2}`;
+      } else {
+        // Same level (related edges) or a cycle: loop around.
+        const bx = a.x + pad + NODE_W / 2;
+        const ex = b.x + pad + NODE_W / 2;
+        d = `M${bx},${a.y + pad + NODE_H} C${bx},${a.y + pad + NODE_H + 24} ${ex},${b.y + pad - 24} ${ex},${b.y + pad}`;
+      }
+      edgeLayer.append(s('path', { d, class: `edge edge-${e.kind}`, 'marker-end': 'url(#arrow)' },
+        s('title', { text: `${e.from} depends on ${e.to} (${e.kind})` })));
+    }
+    for (const n of L.nodes.values()) {
+      const q = L.pos.get(n.id);
+      if (!q) continue;
+      const color = STATE_COLOR[n.state] || 'var(--muted)';
+      const blocked = n.state === 'open' && n.type !== 'epic' && !n.ready;
+      const gNode = s('g', {
+        class: 'node' + (n.external ? ' external' : '') + (blocked ? ' blocked' : ''), 'data-id': n.id,
+        'data-testid': `gnode-${n.id}`, transform: `translate(${q.x + pad},${q.y + pad})`, tabindex: '0', role: 'button',
+      },
+      s('title', { text: `${n.id} · ${STATE_LABEL[n.state] || n.state}${n.ready ? ' · ready' : blocked ? ' · blocked' : ''}${n.external ? ' · outside this epic' : ''}\n${n.title}` }),
+      s('rect', { class: 'node-box', width: NODE_W, height: NODE_H, rx: '5', style: `--c:${color}` }),
+      s('rect', { class: 'node-stripe', width: '4', height: NODE_H, rx: '2', style: `fill:${color}` }),
+      s('text', { class: 'node-id', x: '10', y: '12', text: n.id + (n.ready ? ' · ready' : '') }),
+      s('text', { class: 'node-title', x: '10', y: '24', text: clip(n.title, 25) }));
+      nodeLayer.append(gNode);
+    }
+    svg.append(edgeLayer, nodeLayer);
+    const legend = h('div', { class: 'legend' },
+      STATES.map((st) => h('span', { class: 'legend-item' }, h('i', { style: `background:${STATE_COLOR[st]}` }), STATE_LABEL[st])),
+      g.truncated ? h('span', { class: 'warn', text: 'Truncated: the epic has more tasks than shown.' }) : null);
+    p.graph.replaceChildren(legend, h('div', { class: 'graph-scroll' }, svg));
+  }
+
+  // ------------------------------------------------------------------ wiring
+
+  document.addEventListener('click', (e) => {
+    const target = e.target instanceof Element ? e.target : null;
+    if (!target) return;
+    const link = target.closest('.id-link, .card, .ready-item, .run-head, g.node');
+    if (link && link.dataset.id) {
+      e.preventDefault();
+      openDetail(link.dataset.id);
+    }
+  });
+
+  document.addEventListener('keydown', (e) => {
+    const t = e.target instanceof Element ? e.target : null;
+    const typing = t && t.closest('input, textarea, select');
+    if (e.key === 'Escape') {
+      if (typing) { t.blur(); return; }
+      if (selectedId) closeDetail();
+      return;
+    }
+    if (typing) return;
+    if ((e.key === 'Enter' || e.key === ' ') && t && t.matches('.card, .ready-item, .run-head, g.node') && t.dataset.id) {
+      e.preventDefault();
+      openDetail(t.dataset.id);
+    } else if (e.key === '/') {
+      e.preventDefault();
+      $('[data-testid="filter"]').focus();
+    } else if (e.key === 'c' && !e.metaKey && !e.ctrlKey && !e.altKey) {
+      e.preventDefault();
+      $('[data-testid="new-title"]').focus();
+    }
+  });
+
+  const createForm = $('[data-testid="new-form"]');
+  createForm.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    const f = createForm.elements;
+    const title = f.title.value.trim();
+    if (!title) { toast('A task needs a title.'); return; }
+    const body = { title, type: f.type.value, priority: Number(f.priority.value) };
+    const parent = f.parent.value.trim();
+    if (parent) body.parent = parent;
+    const labels = f.labels.value.split(',').map((x) => x.trim()).filter(Boolean);
+    if (labels.length) body.labels = labels;
+    const btn = $('[data-testid="new-submit"]');
+    btn.disabled = true;
+    try {
+      const t = await api('POST', '/api/tasks', body, { what: 'Creating the task' });
+      putTask(t);
+      f.title.value = '';
+      f.title.focus();
+      toast(`Created ${t.id}`, 'ok');
+    } catch (_) { /* shown */ } finally {
+      btn.disabled = false;
+    }
+  });
+
+  let filterTimer = null;
+  $('[data-testid="filter"]').addEventListener('input', (e) => {
+    clearTimeout(filterTimer);
+    filterTimer = setTimeout(() => {
+      filterText = e.target.value.trim().toLowerCase();
+      markAllDirty();
+    }, 80);
+  });
+
+  window.addEventListener('hashchange', () => {
+    const id = decodeURIComponent(location.hash.slice(1));
+    if (id && id !== selectedId) openDetail(id);
+  });
+
+  window.addEventListener('pagehide', () => {
+    closeRunTails();
+    closeDetailLog();
+    if (ws) ws.close(1000, 'page closed');
+  });
+
+  // ------------------------------------------------------------------- start
+
+  setConn(false);
+  renderSeq();
+  {
+    const id = decodeURIComponent(location.hash.slice(1));
+    if (id) openDetail(id);
+  }
+  connect();
+})();
