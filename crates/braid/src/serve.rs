@@ -41,6 +41,10 @@ pub struct ServeArgs {
     /// Do not mirror tasks to .braid/tasks/*.md.
     #[arg(long)]
     pub no_sync: bool,
+    /// Also run the engine in this process (as `braid run --follow`): its
+    /// runs show on the board and its metrics at /metrics.
+    #[arg(long)]
+    pub run: bool,
 }
 
 fn load_config(ctx: &Ctx) -> Result<(crate::project::Project, ServerConfig)> {
@@ -59,8 +63,46 @@ pub fn run(ctx: &Ctx, a: ServeArgs) -> Result<i32> {
         ))
         .into());
     }
+    let engine_config = if a.run {
+        let c = crate::run::load_config(&project)?;
+        if c.agents.is_empty() {
+            return Err(Failure::usage(
+                "--run needs an [[agent]] in .braid/config.toml (see docs/config.md)",
+            )
+            .into());
+        }
+        Some(c)
+    } else {
+        None
+    };
     let (_, store) = ctx.open()?;
     store.checkpoint_in_background()?;
+    let metrics = braid_server::metric::install();
+    // The engine runs on its own thread with its own connection; it stops
+    // on the same SIGINT/SIGTERM, finishing or giving back its work, and
+    // flushes its telemetry before the thread ends.
+    let engine = match engine_config {
+        Some(config) => {
+            let (paths, db, actor) = (crate::run::paths(&project), project.db.clone(), ctx.actor());
+            Some(
+                std::thread::Builder::new()
+                    .name("braid-engine".into())
+                    .spawn(move || -> Result<()> {
+                        let store = braid_store::SqliteStore::open(&db)?;
+                        let opts = braid_run::RunOptions {
+                            follow: true,
+                            max_tasks: None,
+                            only: Vec::new(),
+                            actor,
+                        };
+                        braid_run::Engine::new(&store, config, paths, opts, Box::new(|_| {}))
+                            .run()?;
+                        Ok(())
+                    })?,
+            )
+        }
+        None => None,
+    };
     let store: Arc<dyn Store> = Arc::new(store);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -76,7 +118,7 @@ pub fn run(ctx: &Ctx, a: ServeArgs) -> Result<i32> {
             actor: ctx.actor(),
             hub: hub.clone(),
             logs_dir: Some(project.dir.join("logs")),
-            metrics: Some(braid_server::metric::install()),
+            metrics: Some(metrics),
         };
         let opts = braid_server::AppOptions {
             auth: auth.clone(),
@@ -99,8 +141,9 @@ pub fn run(ctx: &Ctx, a: ServeArgs) -> Result<i32> {
             None
         };
         println!(
-            "Serving braid on http://{addr} (board at /, API under /api, OpenAPI at /openapi.json{}{}). Ctrl-C stops.",
+            "Serving braid on http://{addr} (board at /, API under /api, OpenAPI at /openapi.json{}{}{}). Ctrl-C stops.",
             if auth.is_open() { "" } else { "; token required" },
+            if a.run { "; running agents" } else { "" },
             if sync.is_some() { "; syncing .braid/tasks" } else { "" }
         );
         use std::io::Write;
@@ -118,6 +161,13 @@ pub fn run(ctx: &Ctx, a: ServeArgs) -> Result<i32> {
     });
     // Requests are finished; give blocking store calls a moment, then close.
     rt.shutdown_timeout(config.shutdown_grace);
+    if let Some(engine) = engine {
+        match engine.join() {
+            Ok(Err(e)) => eprintln!("braid serve: the engine stopped: {e:#}"),
+            Err(_) => eprintln!("braid serve: the engine thread panicked"),
+            Ok(Ok(())) => {}
+        }
+    }
     drop(store);
     result?;
     Ok(exit::OK)

@@ -4,6 +4,7 @@
 mod cli;
 mod concurrency;
 mod run;
+mod serve;
 mod snapshot;
 mod transfer;
 
