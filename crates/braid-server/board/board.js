@@ -40,6 +40,10 @@
 
   const MAX_CARDS_PER_COLUMN = 300;
   const COALESCE_MS = 100;
+  // More affected tasks than this in one flush: reload the list instead,
+  // at most once per FULL_RELOAD_GAP ms (keeps a burst off the rate limit).
+  const PER_TASK_MAX = 8;
+  const FULL_RELOAD_GAP = 1000;
   const BACKOFF_MIN = 250;
   const BACKOFF_MAX = 5000;
   // Browsers keep at most six HTTP/1.1 connections per host; each live log
@@ -97,6 +101,12 @@
     }
   }
 
+  // replaceChildren that skips null and false (conditional children).
+  function put(el, ...children) {
+    el.replaceChildren();
+    appendAll(el, children);
+  }
+
   function appendAll(el, children) {
     for (const c of children.flat(Infinity)) {
       if (c === null || c === undefined || c === false) continue;
@@ -127,7 +137,7 @@
   function toast(message, kind = 'error') {
     const now = Date.now();
     const seen = recentToasts.get(message);
-    if (seen && now - seen < 4000) return;
+    if (seen && now - seen < 10000) return;
     recentToasts.set(message, now);
     if (recentToasts.size > 50) recentToasts.clear();
     const box = $('.toasts');
@@ -150,7 +160,8 @@
   }
 
   // `what` names the operation in the toast; `quiet` leaves reporting to the
-  // caller (which must show the error itself).
+  // caller (which must show the error itself); `background` stays quiet only
+  // about an unreachable server (the work is redone after reconnecting).
   async function api(method, path, body, opts = {}) {
     const headers = { Accept: 'application/json' };
     if (TOKEN) headers.Authorization = 'Bearer ' + TOKEN;
@@ -164,7 +175,9 @@
       res = await fetch(path, init);
     } catch (e) {
       const err = new ApiError(0, 'network', 'could not reach the server');
-      if (!opts.quiet) toast((opts.what ? opts.what + ': ' : '') + err.message);
+      // Background refreshes are redone after reconnecting; the connection
+      // indicator already says the server is away.
+      if (!opts.quiet && !opts.background) toast((opts.what ? opts.what + ': ' : '') + err.message);
       throw err;
     }
     const text = await res.text().catch(() => '');
@@ -311,7 +324,9 @@
     if (list.length === 0) {
       els.push(h('div', { class: 'col-empty', text: filterText && total ? 'No match' : 'Empty' }));
     }
-    col.querySelector('.cards').replaceChildren(...els);
+    put(col.querySelector('.cards'), ...els);
+    col.classList.toggle('is-empty', total === 0 && !ACTIVE.has(state));
+    col.title = total === 0 ? `${STATE_LABEL[state]}: no tasks` : '';
     col.querySelector('.count').textContent = filterText ? `${list.length}/${total}` : String(total);
   }
 
@@ -377,7 +392,7 @@
     const dl = $('#epic-ids');
     const epics = [...tasks.values()].filter((t) => t.type === 'epic' && !FINISHED.has(t.state));
     if (dl.children.length === epics.length && epics.every((t, i) => dl.children[i].value === t.id)) return;
-    dl.replaceChildren(...epics.map((t) => h('option', { value: t.id, text: t.title })));
+    put(dl, ...epics.map((t) => h('option', { value: t.id, text: t.title })));
   }
 
   // ------------------------------------------------------- header and panels
@@ -405,7 +420,7 @@
     const panel = $('[data-testid="ready"]');
     panel.querySelector('.count').textContent = String(list.length);
     panel.querySelector('.empty').hidden = list.length > 0;
-    panel.querySelector('.ready-list').replaceChildren(...list.map((t) =>
+    put(panel.querySelector('.ready-list'), ...list.map((t) =>
       h('li', { class: 'ready-item', 'data-testid': `ready-${t.id}`, 'data-id': t.id, tabindex: '0', role: 'button' },
         priorityChip(t.priority),
         h('span', { class: 'ready-id', text: t.id }),
@@ -460,7 +475,7 @@
         runTails.delete(id);
       }
     }
-    panel.querySelector('.run-list').replaceChildren(...items);
+    put(panel.querySelector('.run-list'), ...items);
   }
 
   function showRunTail(tail) {
@@ -501,22 +516,24 @@
 
   // ------------------------------------------------------------------ loading
 
-  async function refreshHealth() {
-    health = await api('GET', '/api/health', undefined, { what: 'Loading health' });
+  const BG = { background: true };
+
+  async function refreshHealth(opts = BG) {
+    health = await api('GET', '/api/health', undefined, { what: 'Loading health', ...opts });
     renderHealth();
     return health;
   }
 
-  async function refreshReady() {
-    renderReady(await api('GET', '/api/ready?limit=50', undefined, { what: 'Loading the ready queue' }));
+  async function refreshReady(opts = BG) {
+    renderReady(await api('GET', '/api/ready?limit=50', undefined, { what: 'Loading the ready queue', ...opts }));
   }
 
-  async function refreshRuns() {
-    renderRuns(await api('GET', '/api/runs', undefined, { what: 'Loading running agents' }));
+  async function refreshRuns(opts = BG) {
+    renderRuns(await api('GET', '/api/runs', undefined, { what: 'Loading running agents', ...opts }));
   }
 
-  async function reloadTasks() {
-    const list = await api('GET', '/api/tasks?limit=10000', undefined, { what: 'Loading tasks' });
+  async function reloadTasks(opts = BG) {
+    const list = await api('GET', '/api/tasks?limit=10000', undefined, { what: 'Loading tasks', ...opts });
     const seen = new Set();
     for (const t of list) {
       seen.add(t.id);
@@ -528,10 +545,13 @@
 
   // Everything, in an order that cannot miss an event: the seq first, then
   // the data (events after that seq are replayed by the stream).
+  let loads = 0;
   async function loadAll() {
     const hl = await refreshHealth();
     await Promise.all([reloadTasks(), refreshReady(), refreshRuns()]);
-    if (selectedId) refreshDetail({ task: true, why: true, events: true, logs: true, graph: true });
+    // How many full loads this page has made (reconnect diagnostics).
+    document.body.dataset.loads = String(++loads);
+    if (selectedId) refreshDetail({ task: true, why: true, events: true, logs: true, graph: true, background: true });
     return hl.last_seq;
   }
 
@@ -541,9 +561,11 @@
   let flushTimer = null;
   let flushing = false;
   let lastFlushAt = -Infinity;
+  let lastFullReload = -Infinity;
 
   function schedule() {
-    if (flushTimer !== null || flushing) return;
+    // Nothing to fetch from a server that is away; the hello schedules.
+    if (flushTimer !== null || flushing || !connected) return;
     const wait = Math.max(0, lastFlushAt + COALESCE_MS - performance.now());
     flushTimer = setTimeout(flush, wait);
   }
@@ -600,6 +622,17 @@
     return out;
   }
 
+  // Whether `root` is a strict ancestor of `id` (a loop up the parents,
+  // bounded against a cycle).
+  function underTask(id, root) {
+    let cur = tasks.get(id);
+    for (let i = 0; cur && cur.parent && i < 10000; i++) {
+      if (cur.parent === root) return true;
+      cur = tasks.get(cur.parent);
+    }
+    return false;
+  }
+
   async function fetchTask(id) {
     try {
       const t = await api('GET', `/api/tasks/${enc(id)}`, undefined, { quiet: true });
@@ -607,6 +640,7 @@
       return t;
     } catch (e) {
       if (e.status === 404) { dropTask(id); return null; }
+      if (e.status === 0) { pending.ids.add(id); return null; } // after reconnecting
       toast(`Loading task ${id}: ${e.message}`);
       return null;
     }
@@ -614,10 +648,21 @@
 
   async function flush() {
     flushTimer = null;
-    flushing = true;
-    lastFlushAt = performance.now();
+    const now = performance.now();
     const direct = new Set(pending.ids);
     const extra = expandAffected(pending.expand);
+    const all = new Set([...direct, ...extra]);
+    const full = all.size > PER_TASK_MAX;
+    if (full && now - lastFullReload < FULL_RELOAD_GAP) {
+      // A burst: one reload of the list at most every FULL_RELOAD_GAP ms
+      // instead of a request per task.
+      for (const id of extra) pending.ids.add(id);
+      pending.expand.clear();
+      flushTimer = setTimeout(flush, FULL_RELOAD_GAP - (now - lastFullReload));
+      return;
+    }
+    flushing = true;
+    lastFlushAt = now;
     const wantHealth = pending.health;
     const logsFor = new Set(pending.logsFor);
     let wantRuns = pending.runs;
@@ -630,33 +675,37 @@
       const before = new Map();
       for (const id of direct) before.set(id, tasks.get(id));
       const jobs = [];
-      const all = new Set([...direct, ...extra]);
-      if (all.size > 60) {
-        jobs.push(reloadTasks().catch(() => {}));
+      // A failure to reach the server puts the work back for after the
+      // reconnect; other errors were shown as toasts.
+      const retry = (f) => (e) => { if (e && e.status === 0) f(); };
+      if (full) {
+        lastFullReload = now;
+        jobs.push(reloadTasks().catch(retry(() => { for (const id of all) pending.ids.add(id); })));
       } else if (all.size) {
         jobs.push(pool([...all], 4, fetchTask));
       }
       if (wantHealth) {
-        jobs.push(refreshHealth().catch(() => {}));
-        jobs.push(refreshReady().catch(() => {}));
+        jobs.push(refreshHealth().catch(retry(() => { pending.health = true; })));
+        jobs.push(refreshReady().catch(retry(() => { pending.health = true; })));
       }
       await Promise.all(jobs);
       for (const id of direct) {
         const was = before.get(id);
-        const now = tasks.get(id);
-        if ((was && was.state === 'in_progress') || (now && now.state === 'in_progress')) wantRuns = true;
+        const is = tasks.get(id);
+        if ((was && was.state === 'in_progress') || (is && is.state === 'in_progress')) wantRuns = true;
       }
-      if (wantRuns) await refreshRuns().catch(() => {});
+      if (wantRuns) await refreshRuns().catch(retry(() => { pending.runs = true; }));
       if (selectedId) {
         const d = tasks.get(selectedId);
         const touched = all.has(selectedId) ||
           (d && (d.deps || []).some((x) => all.has(x.id))) ||
           (d && d.parent && all.has(d.parent));
-        const graphTouched = graphIds.size > 0 && [...all].some((id) => graphIds.has(id));
+        const graphTouched = d && d.type === 'epic' &&
+          [...all].some((id) => graphIds.has(id) || underTask(id, selectedId));
         if (touched || graphTouched || logsFor.has(selectedId)) {
           refreshDetail({
             task: false, why: touched, events: all.has(selectedId),
-            logs: logsFor.has(selectedId), graph: graphTouched || all.has(selectedId),
+            logs: logsFor.has(selectedId), graph: graphTouched || all.has(selectedId), background: true,
           });
         }
       }
@@ -664,6 +713,13 @@
       flushing = false;
       if (hasPending()) schedule();
     }
+  }
+
+  // The error without its leading "FILE: " (the file is shown beside it).
+  function noticeText(p) {
+    const err = String(p.error || 'could not be applied');
+    const prefix = (p.file || '') + ': ';
+    return p.file && err.startsWith(prefix) ? err.slice(prefix.length) : err;
   }
 
   // Sync rejections: a task file that could not be applied. Kept visible
@@ -676,7 +732,7 @@
     const el = h('div', { class: 'notice', 'data-testid': 'notice', role: 'alert' },
       h('strong', { text: 'Task file rejected' }),
       h('code', { text: p.file || '(unknown file)' }),
-      h('span', { class: 'notice-msg', text: p.error || 'could not be applied' }),
+      h('span', { class: 'notice-msg', text: noticeText(p) }),
       h('span', { class: 'notice-at', text: fmtTime(ev.at) }),
       h('button', { type: 'button', class: 'notice-x', 'aria-label': 'Dismiss', text: '×', onclick: () => el.remove() }));
     el.dataset.key = key;
@@ -716,6 +772,16 @@
         scheduleReconnect();
         return;
       }
+    } else {
+      // A browser hides why a WebSocket handshake failed; ask over HTTP
+      // first, so a refusal (a missing token, say) is shown, and a server
+      // that is still away costs no failed handshake.
+      try {
+        await refreshHealth();
+      } catch (_) {
+        scheduleReconnect();
+        return;
+      }
     }
     const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
     const url = withToken(`${proto}//${location.host}/ws?after=${lastSeq}&rooms=project`);
@@ -739,11 +805,15 @@
           // History does not reach back far enough: start over.
           lastSeq = msg.last_seq;
           renderSeq();
-          loadAll().catch(() => {});
+          loadAll().catch(() => {
+            // Could not reload: start over through a fresh connection.
+            needReload = true;
+            sock.close();
+          });
         } else {
           pending.health = true;
           pending.runs = true;
-          if (selectedId) refreshDetail({ task: true, why: true, events: true, logs: true, graph: true });
+          if (selectedId) refreshDetail({ task: true, why: true, events: true, logs: true, graph: true, background: true });
           schedule();
         }
       } else if (msg.type === 'event') {
@@ -756,6 +826,7 @@
       if (ws !== sock) return;
       ws = null;
       setConn(false);
+      document.body.dataset.closeCode = String(e.code); // diagnostics
       // Live log tails hold connections the server would wait for.
       closeRunTails();
       closeDetailLog();
@@ -783,6 +854,13 @@
     if (detailLog) detailLog.es = null;
   }
 
+  // The panel opens below the toolbar, so the create form stays usable.
+  function placeDrawer() {
+    const bottom = $('.toolbar').getBoundingClientRect().bottom;
+    document.documentElement.style.setProperty('--drawer-top', `${Math.round(bottom)}px`);
+  }
+  window.addEventListener('resize', () => { if (selectedId) placeDrawer(); });
+
   function closeDetail() {
     closeDetailLog();
     detailLog = null;
@@ -791,6 +869,7 @@
     detailParts = null;
     graphIds = new Set();
     detailEl.hidden = true;
+    document.body.classList.remove('has-detail');
     detailEl.replaceChildren();
     if (was && tasks.has(was)) markDirty(tasks.get(was).state);
     if (location.hash) history.replaceState(null, '', location.pathname + location.search);
@@ -808,7 +887,9 @@
     if (tasks.has(id)) markDirty(tasks.get(id).state);
     if (location.hash !== '#' + id) history.replaceState(null, '', '#' + id);
     buildDetail(id);
+    placeDrawer();
     detailEl.hidden = false;
+    document.body.classList.add('has-detail');
     refreshDetail({ task: true, why: true, events: true, logs: true, graph: true });
   }
 
@@ -867,7 +948,7 @@
     depForm.elements.dep.addEventListener('focus', () => {
       const opts = [...tasks.values()].filter((t) => t.id !== id && !FINISHED.has(t.state)).slice(0, 500)
         .map((t) => h('option', { value: t.id, text: t.title }));
-      idList.replaceChildren(...opts);
+      put(idList, ...opts);
     });
     const graph = h('div', { class: 'graph', 'data-testid': 'graph' });
     const graphSec = section('Dependency graph', 'graph-section', graph);
@@ -885,7 +966,7 @@
       graphSec,
       section('Logs', 'logs', logTabs, logNote, logPre),
       section('Recent events', 'events-section', events));
-    detailEl.replaceChildren(
+    put(detailEl,
       h('div', { class: 'd-bar' }, head,
         h('button', { type: 'button', class: 'd-close', 'data-testid': 'detail-close', 'aria-label': 'Close', title: 'Close (Esc)', text: '×', onclick: closeDetail })),
       body);
@@ -905,10 +986,11 @@
   function renderDetailTask(t) {
     const p = detailParts;
     if (!p || p.id !== t.id) return;
-    p.head.replaceChildren(
+    const badge = readyBadge(t, isBlocked(t) ? unfinishedBlockers(t) : []);
+    put(p.head,
       h('span', { class: 'd-id', text: t.id }),
       typeChip(t.type), priorityChip(t.priority), stateChip(t.state),
-      readyBadge(t, isBlocked(t) ? unfinishedBlockers(t) : []));
+      ...(badge ? [badge] : []));
     p.title.textContent = t.title;
     const allowed = ALLOWED_NEXT[t.state] || [];
     for (const b of p.actions.querySelectorAll('button')) {
@@ -919,7 +1001,7 @@
     const row = (k, v) => (v === null || v === undefined || v === '' || (Array.isArray(v) && !v.length)) ? [] :
       [h('dt', { text: k }), h('dd', {}, v)];
     const chips = (xs) => h('span', { class: 'chips' }, xs.map((x) => h('span', { class: 'label', text: x })));
-    p.fields.replaceChildren(
+    put(p.fields,
       ...row('State', STATE_LABEL[t.state] || t.state),
       ...row('Type', t.type),
       ...row('Priority', `P${t.priority}`),
@@ -935,8 +1017,8 @@
       ...row('Updated', h('time', { datetime: t.updated_at, title: t.updated_at, text: fmtTime(t.updated_at) })),
       ...row('Closed', t.closed_at ? h('time', { datetime: t.closed_at, title: t.closed_at, text: fmtTime(t.closed_at) }) : null),
       ...row('Reason', t.close_reason));
-    p.desc.replaceChildren(t.description ? h('div', { class: 'pre', text: t.description }) : h('span', { class: 'muted', text: 'No description.' }));
-    p.deps.replaceChildren(...(t.deps || []).map((d) => {
+    put(p.desc, t.description ? h('div', { class: 'pre', text: t.description }) : h('span', { class: 'muted', text: 'No description.' }));
+    put(p.deps, ...(t.deps || []).map((d) => {
       const o = tasks.get(d.id);
       return h('li', { class: 'dep', 'data-testid': `dep-${d.id}` },
         idLink(d.id),
@@ -958,23 +1040,23 @@
     const t = tasks.get(w.id);
     if (w.ready) {
       p.why.className = 'why why-ready';
-      p.why.replaceChildren(h('strong', { text: 'Ready' }), h('span', { text: ' — nothing blocks it; it can be picked up.' }));
+      put(p.why, h('strong', { text: 'Ready' }), h('span', { text: ' — nothing blocks it; it can be picked up.' }));
       return;
     }
     const reasons = w.reasons || [];
     const by = w.blocked_by || [];
-    if (t && !ACTIVE.has(t.state) && !by.length) {
+    if (t && t.state !== 'open' && !by.length) {
       p.why.className = 'why why-info';
-      p.why.replaceChildren(h('span', { text: `Not in the ready queue: it is ${STATE_LABEL[t.state] || t.state}.` }));
+      put(p.why, h('span', { text: `Not in the ready queue: it is ${STATE_LABEL[t.state] || t.state}.` }));
       return;
     }
     if (t && t.type === 'epic' && !by.length && !reasons.length) {
       p.why.className = 'why why-info';
-      p.why.replaceChildren(h('span', { text: 'An epic is never picked up itself; its tasks are.' }));
+      put(p.why, h('span', { text: 'An epic is never picked up itself; its tasks are.' }));
       return;
     }
     p.why.className = 'why why-blocked';
-    p.why.replaceChildren(
+    put(p.why,
       h('strong', { text: 'Not ready' }),
       reasons.length ? h('ul', { class: 'reasons' }, reasons.map((r) => h('li', { text: r }))) : null,
       by.length ? h('div', { class: 'blocked-by', 'data-testid': 'blocked-by' },
@@ -992,7 +1074,7 @@
       h('span', { class: 'ev-kind', text: e.kind.replace(/_/g, ' ') }),
       h('span', { class: 'ev-payload', text: summarise(e.payload) }),
       h('span', { class: 'ev-meta', title: `#${e.seq} at ${e.at}`, text: `${e.actor} · ${fmtTime(e.at)}` })));
-    p.events.replaceChildren(...items);
+    put(p.events, ...items);
     if (!items.length) p.events.append(h('li', { class: 'muted', text: 'No events.' }));
   }
 
@@ -1002,7 +1084,9 @@
     const parts = [];
     for (const [k, v] of Object.entries(payload)) {
       if (v === null || v === undefined) continue;
-      const val = typeof v === 'object' ? JSON.stringify(v) : String(v);
+      // Millisecond timestamps (lease_expires and the like) read as times.
+      const val = typeof v === 'object' ? JSON.stringify(v)
+        : (typeof v === 'number' && v > 1e12 && v < 1e14) ? new Date(v).toLocaleString() : String(v);
       parts.push(`${k}: ${val}`);
     }
     return clip(parts.join(', '), 240);
@@ -1029,7 +1113,7 @@
     p.logPre.hidden = false;
     const names = logs.map((l) => l.name);
     let current = detailLog && names.includes(detailLog.name) ? detailLog.name : names[names.length - 1];
-    p.logTabs.replaceChildren(...logs.map((l) => h('button', {
+    put(p.logTabs, ...logs.map((l) => h('button', {
       type: 'button', class: 'log-tab' + (l.name === current ? ' on' : ''), 'data-name': l.name,
       title: `${l.size} bytes`, text: l.name,
       onclick: () => { followLog(p.id, l.name); for (const b of p.logTabs.children) b.classList.toggle('on', b.dataset.name === l.name); },
@@ -1067,20 +1151,21 @@
     const id = p.id;
     const gen = p.gen;
     const alive = () => detailParts && detailParts.gen === gen;
+    const bg = what.background ? BG : {};
     const jobs = [];
     if (what.task) {
-      jobs.push(api('GET', `/api/tasks/${enc(id)}`, undefined, { what: `Loading ${id}` })
+      jobs.push(api('GET', `/api/tasks/${enc(id)}`, undefined, { what: `Loading ${id}`, ...bg })
         .then((t) => { putTask(t); if (alive()) renderDetailTask(t); })
         .catch((e) => { if (e.status === 404 && alive()) closeDetail(); }));
     } else if (tasks.has(id)) {
       renderDetailTask(tasks.get(id));
     }
     if (what.why) {
-      jobs.push(api('GET', `/api/tasks/${enc(id)}/why`, undefined, { what: `Why ${id}` })
+      jobs.push(api('GET', `/api/tasks/${enc(id)}/why`, undefined, { what: `Why ${id}`, ...bg })
         .then((w) => { if (alive()) renderWhy(w); }).catch(() => {}));
     }
     if (what.events) {
-      jobs.push(api('GET', `/api/tasks/${enc(id)}/events?limit=30`, undefined, { what: `Events of ${id}` })
+      jobs.push(api('GET', `/api/tasks/${enc(id)}/events?limit=30`, undefined, { what: `Events of ${id}`, ...bg })
         .then((l) => { if (alive()) renderEvents(l); }).catch(() => {}));
     }
     if (what.logs) {
@@ -1092,7 +1177,7 @@
     const t = tasks.get(id);
     if (what.graph && alive() && t && t.type === 'epic') {
       try {
-        const g = await api('GET', `/api/tasks/${enc(id)}/graph`, undefined, { what: `Graph of ${id}` });
+        const g = await api('GET', `/api/tasks/${enc(id)}/graph`, undefined, { what: `Graph of ${id}`, ...bg });
         if (alive()) renderGraph(g);
       } catch (_) { /* shown */ }
     }
@@ -1147,9 +1232,9 @@
 
   // ------------------------------------------------------------------- graph
 
-  const NODE_W = 168;
+  const NODE_W = 150;
   const NODE_H = 30;
-  const GAP_X = 46;
+  const GAP_X = 36;
   const GAP_Y = 10;
   const PER_COLUMN = 30;
 
@@ -1255,11 +1340,12 @@
     const L = layoutGraph(g);
     graphIds = new Set(L.nodes.keys());
     if (L.nodes.size === 0) {
-      p.graph.replaceChildren(h('p', { class: 'muted', text: 'This epic has no tasks yet.' }));
+      put(p.graph, h('p', { class: 'muted', text: 'This epic has no tasks yet.' }));
       return;
     }
+    const padX = 28; // the left margin holds arcs between nodes of one level
     const pad = 12;
-    const W = L.width + pad * 2;
+    const W = L.width + padX + pad;
     const H = L.height + pad * 2;
     const svg = s('svg', {
       class: 'graph-svg', width: W, height: H, viewBox: `0 0 ${W} ${H}`, role: 'img',
@@ -1274,19 +1360,19 @@
       const a = L.pos.get(e.to);
       const b = L.pos.get(e.from);
       if (!a || !b) continue;
-      const x1 = a.x + pad + NODE_W;
+      const x1 = a.x + padX + NODE_W;
       const y1 = a.y + pad + NODE_H / 2;
-      const x2 = b.x + pad;
+      const x2 = b.x + padX;
       const y2 = b.y + pad + NODE_H / 2;
       let d;
       if (x2 > x1) {
         const dx = Math.max(20, (x2 - x1) / 2);
         d = `M${x1},${y1} C${x1 + dx},${y1} ${x2 - dx},${y2} ${x2},${y2}`;
       } else {
-        // Same level (related edges) or a cycle: loop around.
-        const bx = a.x + pad + NODE_W / 2;
-        const ex = b.x + pad + NODE_W / 2;
-        d = `M${bx},${a.y + pad + NODE_H} C${bx},${a.y + pad + NODE_H + 24} ${ex},${b.y + pad - 24} ${ex},${b.y + pad}`;
+        // Same level (related edges) or a cycle: an arc in the left margin.
+        const ax = a.x + padX;
+        const bend = Math.min(padX - 4, 16 + Math.abs(y2 - y1) / 12);
+        d = `M${ax},${y1} C${ax - bend},${y1} ${x2 - bend},${y2} ${x2},${y2}`;
       }
       edgeLayer.append(s('path', { d, class: `edge edge-${e.kind}`, 'marker-end': 'url(#arrow)' },
         s('title', { text: `${e.from} depends on ${e.to} (${e.kind})` })));
@@ -1298,20 +1384,20 @@
       const blocked = n.state === 'open' && n.type !== 'epic' && !n.ready;
       const gNode = s('g', {
         class: 'node' + (n.external ? ' external' : '') + (blocked ? ' blocked' : ''), 'data-id': n.id,
-        'data-testid': `gnode-${n.id}`, transform: `translate(${q.x + pad},${q.y + pad})`, tabindex: '0', role: 'button',
+        'data-testid': `gnode-${n.id}`, transform: `translate(${q.x + padX},${q.y + pad})`, tabindex: '0', role: 'button',
       },
       s('title', { text: `${n.id} · ${STATE_LABEL[n.state] || n.state}${n.ready ? ' · ready' : blocked ? ' · blocked' : ''}${n.external ? ' · outside this epic' : ''}\n${n.title}` }),
       s('rect', { class: 'node-box', width: NODE_W, height: NODE_H, rx: '5', style: `--c:${color}` }),
       s('rect', { class: 'node-stripe', width: '4', height: NODE_H, rx: '2', style: `fill:${color}` }),
       s('text', { class: 'node-id', x: '10', y: '12', text: n.id + (n.ready ? ' · ready' : '') }),
-      s('text', { class: 'node-title', x: '10', y: '24', text: clip(n.title, 25) }));
+      s('text', { class: 'node-title', x: '10', y: '24', text: clip(n.title, 22) }));
       nodeLayer.append(gNode);
     }
     svg.append(edgeLayer, nodeLayer);
     const legend = h('div', { class: 'legend' },
       STATES.map((st) => h('span', { class: 'legend-item' }, h('i', { style: `background:${STATE_COLOR[st]}` }), STATE_LABEL[st])),
       g.truncated ? h('span', { class: 'warn', text: 'Truncated: the epic has more tasks than shown.' }) : null);
-    p.graph.replaceChildren(legend, h('div', { class: 'graph-scroll' }, svg));
+    put(p.graph, legend, h('div', { class: 'graph-scroll' }, svg));
   }
 
   // ------------------------------------------------------------------ wiring
@@ -1364,6 +1450,7 @@
       const t = await api('POST', '/api/tasks', body, { what: 'Creating the task' });
       putTask(t);
       f.title.value = '';
+      f.labels.value = '';
       f.title.focus();
       toast(`Created ${t.id}`, 'ok');
     } catch (_) { /* shown */ } finally {

@@ -170,6 +170,10 @@ impl Hub {
         let hub = Arc::downgrade(self);
         let mut w = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
             if let Ok(ev) = ev
+                && matches!(
+                    ev.kind,
+                    notify::EventKind::Create(_) | notify::EventKind::Modify(_)
+                )
                 && ev
                     .paths
                     .iter()
@@ -192,6 +196,11 @@ impl Hub {
     pub fn close(&self) {
         self.closing.send_replace(true);
         self.wake.notify_one();
+    }
+
+    /// Changes to true when the server shuts down.
+    pub fn closing(&self) -> watch::Receiver<bool> {
+        self.closing.subscribe()
     }
 
     pub fn is_closing(&self) -> bool {

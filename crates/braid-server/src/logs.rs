@@ -198,7 +198,13 @@ pub async fn follow(
     std::fs::create_dir_all(&dir).map_err(|_| ApiError::internal())?;
     let target = path.clone();
     let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
+        // Appends and re-creations only: our own reads raise access
+        // events, which must not wake us to read again.
         if let Ok(ev) = ev
+            && matches!(
+                ev.kind,
+                notify::EventKind::Create(_) | notify::EventKind::Modify(_)
+            )
             && ev.paths.iter().any(|p| p == &target)
         {
             // A full channel already holds a wake-up: coalesce.
@@ -221,6 +227,8 @@ pub async fn follow(
         /// The last read stopped at the chunk size: read again before waiting.
         more: bool,
         rx: tokio::sync::mpsc::Receiver<()>,
+        /// Server shutdown ends the stream.
+        closing: tokio::sync::watch::Receiver<bool>,
         _watcher: notify::RecommendedWatcher,
     }
     let start = St {
@@ -229,6 +237,7 @@ pub async fn follow(
         pending: Some(first),
         more: false,
         rx,
+        closing: st.hub.closing(),
         _watcher: watcher,
     };
     let stream = futures_util::stream::unfold(start, |mut st| async move {
@@ -240,8 +249,14 @@ pub async fn follow(
                     .unwrap_or_default();
                 return Some((Ok(ev), st));
             }
+            if *st.closing.borrow() {
+                return None;
+            }
             if !st.more {
-                st.rx.recv().await?;
+                tokio::select! {
+                    r = st.rx.recv() => r?,
+                    _ = st.closing.changed() => return None,
+                }
             }
             let (p, off) = (st.path.clone(), st.offset);
             let read = tokio::task::spawn_blocking(move || read_from(&p, off))

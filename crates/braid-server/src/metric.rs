@@ -36,6 +36,17 @@ pub fn install() -> PrometheusHandle {
             // process); then this handle renders only what it was given.
             let _ = metrics::set_global_recorder(recorder);
             describe();
+            // Histogram samples gather in the recorder until upkeep folds
+            // them into buckets; without a scrape they would only grow.
+            let h = handle.clone();
+            let _ = std::thread::Builder::new()
+                .name("braid-metrics".into())
+                .spawn(move || {
+                    loop {
+                        std::thread::sleep(Duration::from_secs(5));
+                        h.run_upkeep();
+                    }
+                });
             handle
         })
         .clone()

@@ -40,6 +40,23 @@ pub struct AppState {
     pub logs_dir: Option<PathBuf>,
     /// Renders `/metrics`.
     pub metrics: Option<PrometheusHandle>,
+    /// Store calls in flight at once. More would only queue on the store's
+    /// connections as blocked threads; past this, requests wait as tasks.
+    slots: Arc<tokio::sync::Semaphore>,
+}
+
+impl AppState {
+    /// `slots`: store calls at once (the store's connections, plus one).
+    pub fn new(store: Arc<dyn Store>, hub: Arc<Hub>, actor: String, slots: usize) -> AppState {
+        AppState {
+            store,
+            actor,
+            hub,
+            logs_dir: None,
+            metrics: None,
+            slots: Arc::new(tokio::sync::Semaphore::new(slots.max(1))),
+        }
+    }
 }
 
 /// How the application guards itself.
@@ -57,10 +74,22 @@ pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce(&dyn Store) -> std::result::Result<T, braid_store::Error> + Send + 'static,
 ) -> Result<T> {
     let store = st.store.clone();
+    let _slot = st.slots.acquire().await.map_err(|_| ApiError::internal())?;
     tokio::task::spawn_blocking(move || f(store.as_ref()))
         .await
         .map_err(|_| ApiError::internal())?
         .map_err(ApiError::from)
+}
+
+/// Runs a short indexed query (a task, the ready queue's head, counters, a
+/// page of events) right on this worker: from SQLite's page cache it takes
+/// microseconds, less than a hop to the blocking pool and back, which under
+/// load is mostly context switches. Writes and long reads use [`blocking`].
+pub(crate) fn query<T>(
+    st: &AppState,
+    f: impl FnOnce(&dyn Store) -> std::result::Result<T, braid_store::Error>,
+) -> Result<T> {
+    f(st.store.as_ref()).map_err(ApiError::from)
 }
 
 fn body<T>(b: std::result::Result<Json<T>, JsonRejection>) -> Result<T> {
@@ -268,7 +297,7 @@ async fn metrics(State(st): State<AppState>) -> Response {
 }
 
 async fn readyz(State(st): State<AppState>) -> Result<&'static str> {
-    blocking(&st, |s| s.last_seq()).await?;
+    query(&st, |s| s.last_seq())?;
     Ok("ready")
 }
 
@@ -363,7 +392,7 @@ async fn create_task(
 #[utoipa::path(get, path = "/api/tasks/{id}", params(("id" = String, Path)), responses((status = 200, body = TaskOut), (status = 404, body = ErrorOut)))]
 async fn get_task(State(st): State<AppState>, Path(raw): Path<String>) -> Result<Json<TaskOut>> {
     let tid = id(&raw)?;
-    let t = blocking(&st, move |s| s.task(&tid)).await?;
+    let t = query(&st, move |s| s.task(&tid))?;
     Ok(Json(TaskOut::from(&t)))
 }
 
@@ -525,14 +554,14 @@ async fn ready(
     Query(q): Query<LimitQuery>,
 ) -> Result<Json<Vec<TaskOut>>> {
     let limit = q.limit.unwrap_or(50).min(1000);
-    let tasks = blocking(&st, move |s| s.ready(limit)).await?;
+    let tasks = query(&st, move |s| s.ready(limit))?;
     Ok(Json(tasks.iter().map(TaskOut::from).collect()))
 }
 
 /// Counts by state, ready and blocked (maintained counters).
 #[utoipa::path(get, path = "/api/health", responses((status = 200, body = HealthOut)))]
 async fn health(State(st): State<AppState>) -> Result<Json<HealthOut>> {
-    let (h, last_seq) = blocking(&st, |s| Ok((s.health()?, s.last_seq()?))).await?;
+    let (h, last_seq) = query(&st, |s| Ok((s.health()?, s.last_seq()?)))?;
     Ok(Json(HealthOut {
         total: h.total,
         epics: h.epics,
@@ -561,7 +590,7 @@ async fn events(
     Query(q): Query<EventsQuery>,
 ) -> Result<Json<Vec<EventOut>>> {
     let (after, limit) = (q.after.unwrap_or(0), q.limit.unwrap_or(1000).min(10_000));
-    let evs = blocking(&st, move |s| s.events(after, limit)).await?;
+    let evs = query(&st, move |s| s.events(after, limit))?;
     Ok(Json(evs.iter().map(EventOut::from).collect()))
 }
 

@@ -636,8 +636,20 @@ pub fn spawn(
         None,
         move |res: notify_debouncer_full::DebounceEventResult| {
             if let Ok(events) = res {
-                let mut paths: Vec<PathBuf> =
-                    events.into_iter().flat_map(|e| e.event.paths).collect();
+                // Only changes: our own reads of a file must not look like
+                // news about it (that would re-read it, and again).
+                let mut paths: Vec<PathBuf> = events
+                    .into_iter()
+                    .filter(|e| {
+                        matches!(
+                            e.event.kind,
+                            notify::EventKind::Create(_)
+                                | notify::EventKind::Modify(_)
+                                | notify::EventKind::Remove(_)
+                        )
+                    })
+                    .flat_map(|e| e.event.paths)
+                    .collect();
                 paths.sort();
                 paths.dedup();
                 if !paths.is_empty() {

@@ -76,6 +76,12 @@ pub fn run(ctx: &Ctx, a: ServeArgs) -> Result<i32> {
         None
     };
     let (_, store) = ctx.open()?;
+    // Queries get their own connections, one per core: reads run in
+    // parallel with each other and with writes.
+    let readers = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .min(8);
+    let store = store.with_readers(readers)?;
     store.checkpoint_in_background()?;
     let metrics = braid_server::metric::install();
     // The engine runs on its own thread with its own connection; it stops
@@ -113,13 +119,10 @@ pub fn run(ctx: &Ctx, a: ServeArgs) -> Result<i32> {
         let _marker = hub
             .watch_marker(&braid_store::sqlite::change_marker(&project.db))
             .context("watching the database for changes")?;
-        let state = braid_server::AppState {
-            store: store.clone(),
-            actor: ctx.actor(),
-            hub: hub.clone(),
-            logs_dir: Some(project.dir.join("logs")),
-            metrics: Some(metrics),
-        };
+        let mut state =
+            braid_server::AppState::new(store.clone(), hub.clone(), ctx.actor(), readers + 1);
+        state.logs_dir = Some(project.dir.join("logs"));
+        state.metrics = Some(metrics);
         let opts = braid_server::AppOptions {
             auth: auth.clone(),
             limits: config.limits.clone(),

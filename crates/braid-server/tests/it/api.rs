@@ -23,13 +23,7 @@ impl T {
         let hub = braid_server::hub::Hub::start(store.clone(), Default::default()).unwrap();
         T {
             _dir: dir,
-            state: AppState {
-                store,
-                actor: "api-test".into(),
-                hub,
-                logs_dir: None,
-                metrics: None,
-            },
+            state: AppState::new(store, hub, "api-test".into(), 2),
         }
     }
 

@@ -31,6 +31,8 @@ pub struct Setup {
     pub limits: Option<Limits>,
     pub streams: Option<StreamConfig>,
     pub auth: Option<Auth>,
+    /// How long shutdown waits for open requests (default 5 s).
+    pub grace: Option<Duration>,
 }
 
 impl Server {
@@ -43,13 +45,9 @@ impl Server {
             .watch_marker(&braid_store::sqlite::change_marker(&db))
             .unwrap();
         let limits = setup.limits.unwrap_or_default();
-        let state = AppState {
-            store: store.clone(),
-            actor: "test".into(),
-            hub: hub.clone(),
-            logs_dir: Some(dir.path().join("logs")),
-            metrics: Some(braid_server::metric::install()),
-        };
+        let mut state = AppState::new(store.clone(), hub.clone(), "test".into(), 3);
+        state.logs_dir = Some(dir.path().join("logs"));
+        state.metrics = Some(braid_server::metric::install());
         let app = braid_server::app(
             state,
             &AppOptions {
@@ -68,7 +66,7 @@ impl Server {
             async {
                 let _ = rx.await;
             },
-            Duration::from_secs(5),
+            setup.grace.unwrap_or(Duration::from_secs(5)),
         ));
         Server {
             addr,

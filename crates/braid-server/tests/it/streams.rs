@@ -360,3 +360,85 @@ async fn shutdown_sends_websocket_close_frames() {
         "stopped within the grace"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_and_logs_list_tail_and_follow_until_shutdown() {
+    // A long grace: if a follow stream held shutdown up, stop() would time out.
+    let mut s = Server::start(Setup {
+        grace: Some(Duration::from_secs(600)),
+        ..Setup::default()
+    })
+    .await;
+    let id = s.add("running");
+    s.store
+        .apply(
+            "engine",
+            Command::Claim {
+                id: Some(id.clone()),
+                assignee: "agent".into(),
+                lease_ms: 60_000,
+            },
+        )
+        .unwrap();
+    let dir = s.dir.path().join("logs").join(id.as_str());
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("1-agent.log"), "first line\n").unwrap();
+    let runs = crate::common::http(s.addr, "GET", "/api/runs", &[], None)
+        .await
+        .json();
+    assert_eq!(runs[0]["task"]["id"], id.as_str());
+    assert_eq!(runs[0]["logs"][0]["name"], "1-agent.log");
+    let list =
+        crate::common::http(s.addr, "GET", &format!("/api/tasks/{id}/logs"), &[], None).await;
+    assert_eq!(list.json()[0]["size"], 11);
+    let tail = crate::common::http(
+        s.addr,
+        "GET",
+        &format!("/api/tasks/{id}/logs/1-agent.log?bytes=5"),
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(tail.body, "line\n");
+    // Names that could leave the folder are refused.
+    let bad = crate::common::http(
+        s.addr,
+        "GET",
+        &format!("/api/tasks/{id}/logs/..%2F..%2Fbraid.db"),
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(bad.status, 400, "{}", bad.body);
+    let (status, mut follow) = Sse::connect(
+        s.addr,
+        &format!("/api/tasks/{id}/logs/1-agent.log/follow"),
+        &[],
+    )
+    .await;
+    assert_eq!(status, 200);
+    let first = follow.next().await.unwrap();
+    assert_eq!(first.event, "chunk");
+    assert_eq!(
+        serde_json::from_str::<String>(&first.data).unwrap(),
+        "first line\n"
+    );
+    {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(dir.join("1-agent.log"))
+            .unwrap();
+        f.write_all(b"second line\n").unwrap();
+    }
+    let next = follow.next().await.unwrap();
+    assert_eq!(
+        serde_json::from_str::<String>(&next.data).unwrap(),
+        "second line\n"
+    );
+    s.stop().await;
+    assert!(
+        follow.next().await.is_none(),
+        "shutdown ends the follow stream"
+    );
+}

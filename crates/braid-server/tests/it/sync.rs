@@ -333,6 +333,33 @@ async fn the_server_applies_edits_within_the_debounce_and_never_echoes() {
         updates, 2,
         "priority from the store, title from the file; nothing bounced"
     );
+    // A bad file is reported once, not again each time it is read.
+    std::fs::write(dir.join("tasks").join("bad.md"), "no front matter").unwrap();
+    until("the rejection", || !rejections(&srv.store).is_empty()).await;
+    // Three files added one after another, each through the debounce: by
+    // the last, a re-read loop would have reported the bad file again.
+    for n in 0..3 {
+        let title = format!("barrier {n}");
+        std::fs::write(
+            dir.join("tasks").join(format!("barrier-{n}.md")),
+            format!("---\ntitle: {title}\n---\n"),
+        )
+        .unwrap();
+        until("a barrier task", || {
+            srv.store
+                .list(&braid_store::ListFilter::default())
+                .unwrap()
+                .iter()
+                .any(|t| t.title == title)
+        })
+        .await;
+    }
+    assert_eq!(
+        rejections(&srv.store).len(),
+        1,
+        "{:?}",
+        rejections(&srv.store)
+    );
     srv.stop().await;
     drop(watcher);
     thread.join().unwrap();

@@ -34,6 +34,10 @@ pub(crate) const TASK_COLS: &str = "id, title, description, type, priority, stat
 pub struct SqliteStore {
     path: PathBuf,
     conn: Mutex<Connection>,
+    /// Extra connections for queries (see [`SqliteStore::with_readers`]);
+    /// empty: queries share the writer's connection.
+    readers: Vec<Mutex<Connection>>,
+    next_reader: std::sync::atomic::AtomicUsize,
     /// Holds a shared lock on `<db>.lock` for as long as the store is open.
     lock: Mutex<File>,
     /// How long a restore waits for other processes to close the database.
@@ -200,6 +204,8 @@ impl SqliteStore {
         Ok(SqliteStore {
             path: path.to_owned(),
             conn: Mutex::new(conn),
+            readers: Vec::new(),
+            next_reader: std::sync::atomic::AtomicUsize::new(0),
             lock: Mutex::new(lock),
             lock_wait: LOCK_WAIT,
             checkpointer: Mutex::new(None),
@@ -239,6 +245,39 @@ impl SqliteStore {
                 let _ = tx.try_send(());
             }
         }
+    }
+
+    /// Opens `n` more connections that serve queries, so reads run in
+    /// parallel with each other and with a write (WAL readers never block
+    /// the writer). For long-lived processes with many readers: the server.
+    pub fn with_readers(mut self, n: usize) -> Result<Self> {
+        for _ in 0..n {
+            let conn = Connection::open(&self.path)?;
+            configure(&conn)?;
+            conn.pragma_update(None, "query_only", true)?;
+            self.readers.push(Mutex::new(conn));
+        }
+        Ok(self)
+    }
+
+    /// A connection for a query: a free reader if there is one, else the
+    /// next in turn (or the writer's, without readers).
+    pub(crate) fn read(&self) -> std::sync::MutexGuard<'_, Connection> {
+        if self.readers.is_empty() {
+            return self.conn();
+        }
+        let start = self
+            .next_reader
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let n = self.readers.len();
+        for i in 0..n {
+            if let Ok(g) = self.readers[(start + i) % n].try_lock() {
+                return g;
+            }
+        }
+        self.readers[start % n]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     /// Sets how long `restore_from` waits for other processes (default 10 s).
@@ -330,14 +369,19 @@ pub(crate) fn load_tasks(
 }
 
 pub(crate) fn fill_deps(conn: &Connection, tasks: &mut [Task]) -> Result<()> {
-    const CHUNK: usize = 500;
+    const CHUNK: usize = 512;
     for chunk in tasks.chunks_mut(CHUNK) {
-        let placeholders = vec!["?"; chunk.len()].join(",");
+        // Placeholders in powers of two (padded by repeating an id), so a
+        // handful of statements cover every size and stay prepared.
+        let slots = chunk.len().next_power_of_two();
+        let placeholders = vec!["?"; slots].join(",");
         let sql = format!(
             "SELECT from_id, to_id, kind FROM deps WHERE from_id IN ({placeholders}) ORDER BY from_id, to_id"
         );
         let mut stmt = conn.prepare_cached(&sql)?;
-        let ids: Vec<&str> = chunk.iter().map(|t| t.id.as_str()).collect();
+        let mut ids: Vec<&str> = chunk.iter().map(|t| t.id.as_str()).collect();
+        let last = ids.last().copied().unwrap_or_default();
+        ids.resize(slots, last);
         let mut by_id: std::collections::HashMap<String, Vec<Dep>> =
             std::collections::HashMap::new();
         let rows = stmt.query_map(rusqlite::params_from_iter(ids.iter()), |r| {
@@ -408,7 +452,7 @@ impl Store for SqliteStore {
     }
 
     fn task_events(&self, id: &TaskId, limit: usize) -> Result<Vec<Event>> {
-        let conn = self.conn();
+        let conn = self.read();
         let mut stmt = conn.prepare_cached(
             "SELECT seq, at, actor, kind, task, payload FROM events WHERE task = ?1 ORDER BY seq DESC LIMIT ?2",
         )?;
@@ -431,7 +475,7 @@ impl Store for SqliteStore {
     }
 
     fn task(&self, id: &TaskId) -> Result<Task> {
-        let conn = self.conn();
+        let conn = self.read();
         let sql = format!("SELECT {TASK_COLS} FROM tasks WHERE id = ?1");
         load_tasks(&conn, &sql, &[&id.as_str()])?
             .pop()
@@ -439,7 +483,7 @@ impl Store for SqliteStore {
     }
 
     fn list(&self, f: &ListFilter) -> Result<Vec<Task>> {
-        let conn = self.conn();
+        let conn = self.read();
         let mut clauses: Vec<String> = Vec::new();
         let mut args: Vec<Box<dyn rusqlite::ToSql>> = Vec::new();
         if !f.states.is_empty() {
@@ -490,16 +534,19 @@ impl Store for SqliteStore {
     }
 
     fn ready(&self, limit: usize) -> Result<Vec<Task>> {
-        let conn = self.conn();
+        let conn = self.read();
+        // The limit is part of the text, not a bound parameter: SQLite
+        // (with STAT4) re-prepares a statement whenever a parameter that
+        // could change its plan is bound, and a LIMIT parameter counts.
         let sql = format!(
             "SELECT {TASK_COLS} FROM tasks INDEXED BY tasks_ready WHERE ready = 1 \
-             ORDER BY priority, created_at, rowid LIMIT ?1"
+             ORDER BY priority, created_at, rowid LIMIT {limit}"
         );
-        load_tasks(&conn, &sql, &[&(limit as i64)])
+        load_tasks(&conn, &sql, &[])
     }
 
     fn ready_heads(&self, limit: usize) -> Result<Vec<(TaskId, Option<String>)>> {
-        let conn = self.conn();
+        let conn = self.read();
         let mut stmt = conn.prepare_cached(
             "SELECT id, agent FROM tasks INDEXED BY tasks_ready WHERE ready = 1 \
              ORDER BY priority, created_at, rowid LIMIT ?1",
@@ -513,7 +560,7 @@ impl Store for SqliteStore {
     }
 
     fn why_blocked(&self, id: &TaskId) -> Result<Vec<String>> {
-        let mut conn = self.conn();
+        let mut conn = self.read();
         let tx = conn.transaction()?;
         let mut g = write::SqlGraph { tx: &tx };
         let why = braid_core::graph::why_blocked(&mut g, id)?;
@@ -522,7 +569,7 @@ impl Store for SqliteStore {
     }
 
     fn subtree(&self, root: Option<&TaskId>) -> Result<Vec<TreeRow>> {
-        let conn = self.conn();
+        let conn = self.read();
         let map = |r: &Row<'_>| -> rusqlite::Result<TreeRow> {
             let text = |i: usize| -> rusqlite::Result<&str> { Ok(r.get_ref(i)?.as_str()?) };
             let bad = |i: usize, e: braid_core::Error| {
@@ -629,7 +676,7 @@ impl Store for SqliteStore {
     }
 
     fn health(&self) -> Result<Health> {
-        let conn = self.conn();
+        let conn = self.read();
         let mut stmt = conn.prepare_cached("SELECT name, value FROM counters")?;
         let rows = stmt
             .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?
@@ -640,7 +687,7 @@ impl Store for SqliteStore {
     }
 
     fn deps_of(&self, ids: &[TaskId]) -> Result<Vec<(TaskId, TaskId, DepKind)>> {
-        let conn = self.conn();
+        let conn = self.read();
         let mut stmt = conn.prepare_cached("SELECT to_id, kind FROM deps WHERE from_id = ?1")?;
         let mut out = Vec::new();
         for id in ids {
@@ -656,7 +703,7 @@ impl Store for SqliteStore {
     }
 
     fn blocks_edges(&self) -> Result<Vec<(TaskId, TaskId)>> {
-        let conn = self.conn();
+        let conn = self.read();
         let mut stmt =
             conn.prepare_cached("SELECT from_id, to_id FROM deps WHERE kind = 'blocks'")?;
         let rows = stmt
@@ -668,7 +715,7 @@ impl Store for SqliteStore {
     }
 
     fn events(&self, after: i64, limit: usize) -> Result<Vec<Event>> {
-        let conn = self.conn();
+        let conn = self.read();
         let mut stmt = conn.prepare_cached(
             "SELECT seq, at, actor, kind, task, payload FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
         )?;
@@ -679,7 +726,7 @@ impl Store for SqliteStore {
     }
 
     fn expired_leases(&self, now: i64, limit: usize) -> Result<Vec<(TaskId, String)>> {
-        let conn = self.conn();
+        let conn = self.read();
         let mut stmt = conn.prepare_cached(
             "SELECT id, lease_token FROM tasks WHERE lease_expires IS NOT NULL AND lease_expires < ?1 \
              AND state = 'in_progress' ORDER BY lease_expires LIMIT ?2",
@@ -695,7 +742,7 @@ impl Store for SqliteStore {
     }
 
     fn next_lease_expiry(&self) -> Result<Option<i64>> {
-        let conn = self.conn();
+        let conn = self.read();
         Ok(conn
             .query_row(
                 "SELECT min(lease_expires) FROM tasks WHERE lease_expires IS NOT NULL AND state = 'in_progress'",
@@ -707,7 +754,7 @@ impl Store for SqliteStore {
     }
 
     fn last_seq(&self) -> Result<i64> {
-        let conn = self.conn();
+        let conn = self.read();
         let seq: Option<i64> = conn
             .query_row("SELECT max(seq) FROM events", [], |r| r.get(0))
             .optional()?
@@ -720,7 +767,7 @@ impl Store for SqliteStore {
         with_events: bool,
         sink: &mut dyn FnMut(ExportItem) -> Result<()>,
     ) -> Result<()> {
-        let conn = self.conn();
+        let conn = self.read();
         // One read transaction: a consistent view while others write.
         conn.execute_batch("BEGIN")?;
         let result = (|| {

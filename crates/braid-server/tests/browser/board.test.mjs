@@ -1,0 +1,597 @@
+// The board in a real browser: headless Chromium (Debian's) driven by
+// playwright-core against a real `braid serve` in a temporary project.
+//
+//   BRAID_BIN=target/debug/braid node board.test.mjs
+//
+// Prints one line per step, screenshots under ./screenshots, and a closing
+// "N passed, N failed" line; exits non-zero when any assertion fails.
+
+import { spawn, execFile } from 'node:child_process';
+import { mkdtempSync, mkdirSync, readdirSync, rmSync, writeFileSync, appendFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { chromium } from 'playwright-core';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const repo = resolve(here, '../../../..');
+const BRAID = resolve(process.env.BRAID_BIN || join(repo, 'target/debug/braid'));
+const CHROMIUM = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
+const SHOTS = join(here, 'screenshots');
+const KEEP = process.env.KEEP_TMP === '1';
+
+const work = mkdtempSync(join(tmpdir(), 'braid-board-'));
+const project = join(work, 'project');
+const profile = join(work, 'chromium-profile');
+mkdirSync(project);
+mkdirSync(SHOTS, { recursive: true });
+for (const f of readdirSync(SHOTS)) if (f.endsWith('.png')) rmSync(join(SHOTS, f)); // this run's only
+
+let server = null; // { proc, port, base, exited, stderr }
+let context = null;
+let page = null;
+const pageErrors = [];
+const consoleErrors = [];
+const toasts = [];
+let passed = 0;
+let failed = 0;
+
+// ------------------------------------------------------------------ helpers
+
+class Failure extends Error {}
+
+function check(cond, message) {
+  if (!cond) throw new Failure(message);
+}
+
+function sh(args, opts = {}) {
+  return new Promise((res, rej) => {
+    execFile(BRAID, args, { cwd: project, timeout: 20_000, env: { ...process.env, NO_COLOR: '1' }, ...opts },
+      (err, stdout, stderr) => {
+        if (err) rej(new Failure(`braid ${args.join(' ')} failed (${err.code ?? err.signal}): ${stderr || stdout}`));
+        else res(stdout);
+      });
+  });
+}
+
+async function cliJson(args) {
+  const out = await sh([...args, '--json']);
+  try {
+    return JSON.parse(out);
+  } catch (_) {
+    throw new Failure(`braid ${args.join(' ')} --json printed no JSON: ${out.slice(0, 300)}`);
+  }
+}
+
+async function api(method, path, body) {
+  const res = await fetch(server.base + path, {
+    method,
+    headers: body === undefined ? {} : { 'Content-Type': 'application/json' },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const text = await res.text();
+  if (!res.ok) throw new Failure(`${method} ${path} answered ${res.status}: ${text}`);
+  return text ? JSON.parse(text) : null;
+}
+
+function startServer(port, extra = []) {
+  return new Promise((res, rej) => {
+    const proc = spawn(BRAID, ['serve', '--bind', `127.0.0.1:${port}`, ...extra], {
+      cwd: project, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NO_COLOR: '1' },
+    });
+    const s = { proc, port: null, base: null, stderr: '', stdout: '' };
+    s.exited = new Promise((done) => proc.on('exit', (code, signal) => done({ code, signal })));
+    let settled = false;
+    const fail = (msg) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      proc.kill('SIGKILL');
+      rej(new Failure(`${msg}\n--- server stderr ---\n${s.stderr}\n--- server stdout ---\n${s.stdout}`));
+    };
+    const timer = setTimeout(() => fail('braid serve printed no "Serving braid on" line within 20 s'), 20_000);
+    proc.stderr.on('data', (d) => { s.stderr += d; });
+    proc.stdout.on('data', (d) => {
+      s.stdout += d;
+      const m = /Serving braid on http:\/\/127\.0\.0\.1:(\d+)/.exec(s.stdout);
+      if (m && !settled) {
+        settled = true;
+        clearTimeout(timer);
+        s.port = Number(m[1]);
+        s.base = `http://127.0.0.1:${s.port}`;
+        res(s);
+      }
+    });
+    proc.on('error', (e) => fail(`could not start ${BRAID}: ${e.message}`));
+    s.exited.then(({ code, signal }) => fail(`braid serve exited (code ${code}, signal ${signal}) before serving`));
+  });
+}
+
+async function startServerRetrying(port, ms, extra = []) {
+  const until = Date.now() + ms;
+  for (;;) {
+    try {
+      return await startServer(port, extra);
+    } catch (e) {
+      if (Date.now() > until || !/address|in use|bind/i.test(e.message)) throw e;
+      await sleep(200);
+    }
+  }
+}
+
+async function stopServer(s, ms = 30_000) {
+  s.proc.kill('SIGTERM');
+  const out = await Promise.race([s.exited, sleep(ms).then(() => null)]);
+  if (!out) {
+    s.proc.kill('SIGKILL');
+    throw new Failure(`braid serve did not exit within ${ms / 1000} s of SIGTERM\n${s.stderr}`);
+  }
+  return out;
+}
+
+function conn() {
+  return page.locator('[data-testid="conn"]');
+}
+
+async function waitConn(text, ms) {
+  await page.waitForFunction((want) => document.querySelector('[data-testid="conn"]')?.textContent === want,
+    text, { timeout: ms, polling: 20 })
+    .catch(async () => { throw new Failure(`connection indicator did not read "${text}" within ${ms} ms (it reads "${await conn().textContent()}")`); });
+}
+
+function card(state, id) {
+  return page.locator(`[data-testid="col-${state}"] [data-testid="card-${id}"]`);
+}
+
+async function waitVisible(locator, ms, what) {
+  await locator.waitFor({ state: 'visible', timeout: ms })
+    .catch(() => { throw new Failure(`${what} did not appear within ${ms} ms`); });
+}
+
+async function shot(name) {
+  const path = join(SHOTS, `${name}.png`);
+  await page.screenshot({ path, fullPage: true });
+  console.log(`    screenshot: ${path}`);
+  return path;
+}
+
+async function step(name, fn) {
+  const t0 = Date.now();
+  try {
+    await fn();
+    passed++;
+    console.log(`ok   ${name} (${Date.now() - t0} ms)`);
+  } catch (e) {
+    failed++;
+    console.log(`FAIL ${name}: ${e instanceof Failure ? e.message : e.stack || e}`);
+    if (page) await shot(`failure-${name.replace(/[^a-z0-9]+/gi, '-').toLowerCase()}`).catch(() => {});
+    throw e;
+  }
+}
+
+async function cleanup() {
+  if (context) await context.close().catch(() => {});
+  context = null;
+  if (server && server.proc.exitCode === null && server.proc.signalCode === null) {
+    server.proc.kill('SIGTERM');
+    const out = await Promise.race([server.exited, sleep(5000).then(() => null)]);
+    if (!out) server.proc.kill('SIGKILL');
+  }
+  if (!KEEP) rmSync(work, { recursive: true, force: true });
+  else console.log(`kept ${work}`);
+}
+
+process.on('exit', () => {
+  if (server && server.proc.exitCode === null && server.proc.signalCode === null) server.proc.kill('SIGKILL');
+});
+for (const sig of ['SIGINT', 'SIGTERM']) {
+  process.on(sig, () => {
+    cleanup().finally(() => process.exit(130));
+  });
+}
+
+// -------------------------------------------------------------------- steps
+
+async function main() {
+  console.log(`braid:    ${BRAID}`);
+  console.log(`chromium: ${CHROMIUM}`);
+  console.log(`project:  ${project}`);
+  await sh(['init']);
+  // A short resume window, so step 5c can make the server answer a resume
+  // with recovered:false.
+  appendFileSync(join(project, '.braid', 'config.toml'), '\n[server]\nresume_window = 3\n');
+
+  let first;
+  let A;
+  let B;
+
+  await step('1 serve, open the board, connection goes live', async () => {
+    server = await startServer(0);
+    console.log(`    serving on ${server.base}`);
+    context = await chromium.launchPersistentContext(profile, {
+      executablePath: CHROMIUM,
+      headless: true,
+      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+        '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+      viewport: { width: 1440, height: 900 },
+    });
+    page = context.pages()[0] || await context.newPage();
+    page.on('pageerror', (e) => pageErrors.push(String(e && e.stack || e)));
+    page.on('console', (m) => { if (m.type() === 'error') consoleErrors.push(m.text()); });
+    await page.exposeFunction('__braidToast', (text) => toasts.push(text));
+    await page.addInitScript(() => {
+      new MutationObserver((ms) => {
+        for (const m of ms) for (const n of m.addedNodes) {
+          if (n.nodeType === 1 && n.matches('[data-testid="toast"]')) window.__braidToast(n.className + ': ' + n.querySelector('.toast-text').textContent);
+        }
+      }).observe(document, { childList: true, subtree: true });
+    });
+    const res = await page.goto(server.base + '/', { waitUntil: 'domcontentloaded' });
+    check(res && res.ok(), `GET / answered ${res && res.status()}`);
+    await waitConn('live', 10_000);
+    for (const st of ['open', 'in_progress', 'review', 'done', 'failed', 'deferred', 'cancelled']) {
+      check(await page.locator(`[data-testid="col-${st}"]`).count() === 1, `column col-${st} is missing`);
+    }
+    for (const id of ['ready', 'runs', 'health', 'new-title', 'new-submit']) {
+      check(await page.locator(`[data-testid="${id}"]`).count() === 1, `${id} is missing`);
+    }
+    await shot('1-live');
+  });
+
+  await step('2 a task made through the API appears in Open within 1 s', async () => {
+    const t0 = Date.now();
+    first = await api('POST', '/api/tasks', {
+      title: 'Wire the payment webhook', description: 'Receives events from the processor.', priority: 1, labels: ['api', 'payments'],
+    });
+    const posted = Date.now();
+    check(first.state === 'open', `new task state is ${first.state}`);
+    await waitVisible(card('open', first.id), 1000, `card ${first.id} in col-open`);
+    const seen = Date.now();
+    console.log(`    card ${first.id} visible ${seen - posted} ms after the POST returned (${seen - t0} ms after it was sent)`);
+    check(seen - posted <= 1000, `card took ${seen - posted} ms`);
+    const text = await card('open', first.id).textContent();
+    check(text.includes('P1') && text.includes('api') && text.includes('ready'), `card text lacks priority, label or ready badge: ${text}`);
+
+    // Titles are text, never markup.
+    const evil = '<img src=x onerror="window.__pwned=1"><b>bold?</b> & done';
+    const x = await api('POST', '/api/tasks', { title: evil, type: 'bug', priority: 0 });
+    await waitVisible(card('open', x.id), 1000, `card ${x.id} in col-open`);
+    const title = await card('open', x.id).locator('.card-title').textContent();
+    check(title === evil, `card title is ${JSON.stringify(title)}, want the literal text`);
+    check(await card('open', x.id).locator('img, b').count() === 0, 'a title was parsed as HTML');
+    check(await page.evaluate(() => window.__pwned === undefined), 'a title ran script');
+    // The health counters and the ready queue follow.
+    await page.waitForFunction(() => document.querySelector('[data-stat="total"] b')?.textContent === '2', null, { timeout: 2000 })
+      .catch(() => { throw new Failure('health counter "tasks" did not reach 2'); });
+    await waitVisible(page.locator(`[data-testid="ready"] [data-testid="ready-${first.id}"]`), 2000, 'the task in the ready queue');
+
+    // The create form.
+    await page.locator('[data-testid="new-title"]').fill('Checkout button misaligned on mobile');
+    await page.locator('[data-testid="new-type"]').selectOption('bug');
+    await page.locator('[data-testid="new-priority"]').selectOption('1');
+    await page.locator('[data-testid="new-labels"]').fill('web, mobile');
+    await page.locator('[data-testid="new-submit"]').click();
+    const made = page.locator('[data-testid="col-open"] .card', { hasText: 'Checkout button misaligned on mobile' });
+    await waitVisible(made, 2000, 'the card made with the form');
+    const madeId = await made.getAttribute('data-id');
+    const m = await api('GET', `/api/tasks/${madeId}`);
+    check(m.type === 'bug' && m.priority === 1 && [...m.labels].sort().join(',') === 'mobile,web',
+      `the form made ${JSON.stringify({ type: m.type, priority: m.priority, labels: m.labels })}`);
+    check(await page.locator('[data-testid="new-title"]').inputValue() === '', 'the title field was not cleared');
+    await shot('2-created');
+  });
+
+  await step('3 Done from the detail panel reaches the store', async () => {
+    await card('open', first.id).click();
+    const detail = page.locator('[data-testid="detail"]');
+    await waitVisible(detail, 2000, 'the detail panel');
+    await page.waitForFunction((id) => document.querySelector('[data-testid="detail"] .d-id')?.textContent === id,
+      first.id, { timeout: 2000 }).catch(() => { throw new Failure('the detail panel does not show the clicked task'); });
+    check((await detail.textContent()).includes('Receives events from the processor.'), 'the description is not shown');
+    await detail.locator('[data-testid="action-done"]').click();
+    let state = null;
+    const until = Date.now() + 5000;
+    while (Date.now() < until) {
+      state = (await cliJson(['show', first.id])).state;
+      if (state === 'done') break;
+      await sleep(100);
+    }
+    check(state === 'done', `braid show ${first.id} reports state ${state}, want done`);
+    await waitVisible(card('done', first.id), 2000, `card ${first.id} in col-done`);
+    check(await card('open', first.id).count() === 0, 'the card is still in col-open');
+    await page.waitForFunction(() => [...document.querySelectorAll('[data-testid="events"] .ev-kind')].some((e) => e.textContent === 'state changed'),
+      null, { timeout: 2000 }).catch(() => { throw new Failure('the detail panel does not list the state change'); });
+    await shot('3-done');
+  });
+
+  await step('4 a dependency added from the page blocks the task', async () => {
+    A = await api('POST', '/api/tasks', { title: 'Ship the billing page', priority: 2, labels: ['web'] });
+    B = await api('POST', '/api/tasks', { title: 'Design the billing schema', priority: 2, labels: ['db'] });
+    await waitVisible(card('open', A.id), 2000, `card ${A.id}`);
+    await page.keyboard.press('Escape');
+    await card('open', A.id).click();
+    await page.waitForFunction((id) => document.querySelector('[data-testid="detail"] .d-id')?.textContent === id,
+      A.id, { timeout: 2000 }).catch(() => { throw new Failure(`the detail panel does not show ${A.id}`); });
+    await page.locator('[data-testid="dep-input"]').fill(B.id);
+    await page.locator('[data-testid="dep-add"]').click();
+    const blocker = page.locator(`[data-testid="detail"] [data-testid="blocked-by"] [data-testid="blocker-${B.id}"]`);
+    await waitVisible(blocker, 3000, `"blocked by ${B.id}" in the detail panel`);
+    const why = await page.locator('[data-testid="why"]').textContent();
+    check(why.includes(B.id), `the why box does not name ${B.id}: ${why}`);
+    await waitVisible(card('open', A.id).locator('[data-testid="badge-blocked"]'), 2000, `the blocked badge on ${A.id}`);
+    const w = await api('GET', `/api/tasks/${A.id}/why`);
+    check(!w.ready && w.blocked_by.includes(B.id), `the server does not say ${A.id} is blocked by ${B.id}: ${JSON.stringify(w)}`);
+    // The blocker is a link to its task.
+    await blocker.locator('.id-link').click();
+    await page.waitForFunction((id) => document.querySelector('[data-testid="detail"] .d-id')?.textContent === id,
+      B.id, { timeout: 2000 }).catch(() => { throw new Failure(`clicking the blocker did not open ${B.id}`); });
+    await card('open', A.id).click();
+    await waitVisible(page.locator(`[data-testid="blocker-${B.id}"]`), 2000, `"blocked by ${B.id}" again`);
+    await shot('4-blocked');
+  });
+
+  await step('4b an epic shows its dependency graph in levels', async () => {
+    const epic = await api('POST', '/api/tasks', { title: 'Billing v2', type: 'epic', priority: 1 });
+    const c1 = await api('POST', '/api/tasks', { title: 'Schema migration', parent: epic.id });
+    const c2 = await api('POST', '/api/tasks', { title: 'Invoice service', parent: epic.id, deps: [{ id: c1.id }] });
+    const c3 = await api('POST', '/api/tasks', { title: 'Invoice UI', parent: epic.id, deps: [{ id: c2.id }, { id: B.id }] });
+    const c4 = await api('POST', '/api/tasks', { title: 'Docs', parent: epic.id, deps: [{ id: c1.id, kind: 'related' }] });
+    await waitVisible(card('open', epic.id), 2000, `card ${epic.id}`);
+    await card('open', epic.id).click();
+    const node = (id) => page.locator(`[data-testid="graph"] [data-testid="gnode-${id}"]`);
+    for (const c of [c1, c2, c3, c4]) await waitVisible(node(c.id), 3000, `graph node ${c.id}`);
+    await waitVisible(node(B.id), 1000, `graph node ${B.id} (outside the epic)`);
+    // A child made with the form, its parent typed in, joins the open graph.
+    await page.locator('[data-testid="new-title"]').fill('Release notes');
+    await page.locator('[data-testid="new-type"]').selectOption('chore');
+    await page.locator('[data-testid="new-parent"]').fill(epic.id);
+    await page.locator('[data-testid="new-submit"]').click();
+    const child = page.locator('[data-testid="graph"] g.node', { hasText: 'Release notes' });
+    await waitVisible(child, 3000, 'the new child in the open epic\'s graph');
+    await page.locator('[data-testid="new-parent"]').fill('');
+    await page.locator('[data-testid="new-type"]').selectOption('task');
+    const x = async (id) => Number(/translate\(([\d.]+)/.exec(await node(id).getAttribute('transform'))[1]);
+    const [x1, x2, x3] = [await x(c1.id), await x(c2.id), await x(c3.id)];
+    check(x1 < x2 && x2 < x3, `levels are not left to right along blocks edges: ${x1}, ${x2}, ${x3}`);
+    check(await page.locator('[data-testid="graph"] path.edge').count() === 4, 'the graph does not draw its 4 edges');
+    await page.locator('[data-testid="graph-section"]').scrollIntoViewIfNeeded();
+    await shot('4b-epic-graph');
+  });
+
+  let R;
+  await step('4c running agents and live log tails', async () => {
+    R = await api('POST', '/api/tasks', { title: 'Agent at work', priority: 1, agent: 'demo' });
+    const dir = join(project, '.braid', 'logs', R.id);
+    mkdirSync(dir, { recursive: true });
+    const log = join(dir, '1-agent.log');
+    writeFileSync(log, 'starting\nreading the task\n');
+    await api('POST', `/api/tasks/${R.id}/claim`, { assignee: 'demo-agent' });
+    await waitVisible(card('in_progress', R.id), 2000, `card ${R.id} in col-in_progress`);
+    const runTail = page.locator(`[data-testid="runs"] [data-testid="run-tail-${R.id}"]`);
+    await waitVisible(runTail, 3000, `the run of ${R.id} in the runs panel`);
+    await page.waitForFunction((id) => document.querySelector(`[data-testid="run-tail-${id}"]`)?.textContent.includes('reading the task'),
+      R.id, { timeout: 3000 }).catch(() => { throw new Failure('the runs panel does not show the log'); });
+    await card('in_progress', R.id).click();
+    await page.waitForFunction(() => document.querySelector('[data-testid="detail"] [data-testid="log"]')?.textContent.includes('reading the task'),
+      null, { timeout: 3000 }).catch(() => { throw new Failure('the detail panel does not show the log'); });
+    const t0 = Date.now();
+    appendFileSync(log, 'wrote src/billing.rs\ntests pass\n');
+    await page.waitForFunction((id) => document.querySelector(`[data-testid="run-tail-${id}"]`)?.textContent.includes('tests pass') &&
+      document.querySelector('[data-testid="detail"] [data-testid="log"]')?.textContent.includes('tests pass'),
+    R.id, { timeout: 5000 }).catch(() => { throw new Failure('an appended log line did not reach the page within 5 s'); });
+    console.log(`    appended log line shown ${Date.now() - t0} ms after the write`);
+    await shot('4c-running-detail');
+    await page.keyboard.press('Escape');
+    await page.locator('[data-testid="detail"]').waitFor({ state: 'hidden', timeout: 2000 })
+      .catch(() => { throw new Failure('Escape did not close the detail panel'); });
+    await shot('4c-running');
+    // Leave the task open: its live tail must survive the restart below.
+    await card('in_progress', R.id).click();
+    await page.waitForFunction(() => document.querySelector('[data-testid="detail"] [data-testid="log"]')?.textContent.includes('tests pass'),
+      null, { timeout: 3000 }).catch(() => { throw new Failure('reopening the task did not show its log'); });
+  });
+
+  await step('4d a rejected task file shows a notice', async () => {
+    writeFileSync(join(project, '.braid', 'tasks', 'not-a-task.md'), 'this is {{ not a task file\n');
+    const notice = page.locator('[data-testid="notices"] [data-testid="notice"]');
+    await waitVisible(notice.first(), 5000, 'a sync_rejected notice');
+    const text = await notice.first().innerText();
+    check(text.includes('not-a-task.md'), `the notice does not name the file: ${text}`);
+    console.log(`    notice: ${text.replace(/\s+/g, ' ').slice(0, 200)}`);
+    await shot('4d-sync-notice');
+    check(await notice.count() === 1, `${await notice.count()} notices for one file`);
+    // Informational: how often the server records the rejection of one
+    // unchanged file (once is expected).
+    const h1 = await api('GET', '/api/health');
+    await sleep(1000);
+    const h2 = await api('GET', '/api/health');
+    console.log(`    sync_rejected events for the unchanged file in one second: ${h2.last_seq - h1.last_seq}`);
+    rmSync(join(project, '.braid', 'tasks', 'not-a-task.md'));
+  });
+
+  await step('5 the page rides out a server restart and catches up', async () => {
+    const port = server.port;
+    const t0 = Date.now();
+    const out = await stopServer(server);
+    console.log(`    SIGTERM: exited with code ${out.code}, signal ${out.signal}, after ${Date.now() - t0} ms`);
+    check(out.code === 0, `braid serve exited with code ${out.code} (signal ${out.signal}) on SIGTERM\n${server.stderr}`);
+    await waitConn('reconnecting', 5000);
+    const down = await cliJson(['add', 'Added while the server was down']);
+    check(down.id, `braid add --json printed no id: ${JSON.stringify(down)}`);
+    const t1 = Date.now();
+    server = await startServerRetrying(port, 5000);
+    check(server.port === port, `restarted on port ${server.port}, want ${port}`);
+    await waitConn('live', 10_000);
+    const live = Date.now();
+    await waitVisible(card('open', down.id), Math.max(100, 10_000 - (Date.now() - t1)), `card ${down.id} (added while down)`);
+    console.log(`    live again ${live - t1} ms after the restart; card ${down.id} shown ${Date.now() - t1} ms after it`);
+    check(Date.now() - t1 <= 10_000, 'catching up took longer than 10 s');
+    // It keeps working after the restart.
+    const after = await api('POST', '/api/tasks', { title: 'After the restart', priority: 3 });
+    await waitVisible(card('open', after.id), 1000, `card ${after.id} after the restart`);
+    await page.waitForFunction((id) => document.querySelector(`[data-testid="run-tail-${id}"]`)?.textContent.includes('tests pass'),
+      R.id, { timeout: 3000 }).catch(() => { throw new Failure('the runs panel lost its log tail after the restart'); });
+    appendFileSync(join(project, '.braid', 'logs', R.id, '1-agent.log'), 'after the restart\n');
+    await page.waitForFunction(() => document.querySelector('[data-testid="detail"] [data-testid="log"]')?.textContent.includes('after the restart'),
+      null, { timeout: 5000 }).catch(() => { throw new Failure('the detail log tail did not resume after the restart'); });
+    await shot('5-restarted');
+  });
+
+  await step('5b Fail asks for a reason and moves the card', async () => {
+    await page.locator('[data-testid="action-fail"]').click();
+    const reason = page.locator('[data-testid="fail-reason"]');
+    await waitVisible(reason, 1000, 'the fail reason field');
+    await reason.fill('tests time out on CI');
+    await page.locator('[data-testid="fail-confirm"]').click();
+    await waitVisible(card('failed', R.id), 2000, `card ${R.id} in col-failed`);
+    const t = await api('GET', `/api/tasks/${R.id}`);
+    check(t.state === 'failed' && t.close_reason === 'tests time out on CI', `the server has ${t.state} / ${t.close_reason}`);
+    await waitVisible(page.locator('[data-testid="runs"] .empty'), 2000, 'the empty runs panel');
+  });
+
+  await step('5c a resume beyond the server\'s window reloads everything', async () => {
+    const loads = Number(await page.evaluate(() => document.body.dataset.loads || '0'));
+    const port = server.port;
+    const out = await stopServer(server);
+    check(out.code === 0, `braid serve exited with code ${out.code} on SIGTERM`);
+    await waitConn('reconnecting', 5000);
+    const made = [];
+    for (let i = 1; i <= 5; i++) made.push((await cliJson(['add', `Offline task ${i}`])).id);
+    const t1 = Date.now();
+    server = await startServerRetrying(port, 5000);
+    await waitConn('live', 10_000);
+    for (const id of made) await waitVisible(card('open', id), Math.max(100, 10_000 - (Date.now() - t1)), `card ${id}`);
+    const after = Number(await page.evaluate(() => document.body.dataset.loads || '0'));
+    check(after > loads, `the page did not reload (loads ${loads} -> ${after}) after recovered:false`);
+    console.log(`    5 cards made offline shown ${Date.now() - t1} ms after the restart (full loads ${loads} -> ${after})`);
+  });
+
+}
+
+async function bigGraph() {
+  await step('6 an epic of 300 tasks draws its graph', async () => {
+    const epic = await api('POST', '/api/tasks', { title: 'Large migration', type: 'epic', priority: 2 });
+    const ids = [];
+    const t0 = Date.now();
+    for (let i = 0; i < 300; i++) {
+      const deps = [];
+      if (i > 0 && i < 120) deps.push({ id: ids[i - 1] }); // a chain of 120
+      else if (i >= 120) {
+        deps.push({ id: ids[(i * 7) % 120] });
+        const other = ids[(i * 13) % i];
+        if (other !== deps[0].id) deps.push({ id: other });
+      }
+      ids.push((await api('POST', '/api/tasks', { title: `Step ${i}`, parent: epic.id, deps })).id);
+      if (i % 20 === 19) await sleep(50); // stay well under the rate limit
+    }
+    console.log(`    made 300 tasks in ${Date.now() - t0} ms`);
+    await waitVisible(card('open', epic.id), 5000, `card ${epic.id}`);
+    await page.keyboard.press('Escape');
+    await card('open', epic.id).click();
+    const t1 = Date.now();
+    await page.waitForFunction((n) => document.querySelectorAll('[data-testid="graph"] g.node').length >= n, 300,
+      { timeout: 10_000 }).catch(() => { throw new Failure('the graph did not draw 300 nodes within 10 s'); });
+    console.log(`    graph of 300 nodes drawn ${Date.now() - t1} ms after the click`);
+    const x = async (id) => Number(/translate\(([\d.]+)/.exec(await page.locator(`[data-testid="gnode-${id}"]`).getAttribute('transform'))[1]);
+    const [first, last] = [await x(ids[0]), await x(ids[119])];
+    check(last > first, `the end of the chain (${last}) is not right of its start (${first})`);
+    await page.locator('[data-testid="graph-section"]').scrollIntoViewIfNeeded();
+    await shot('6-big-graph');
+  });
+}
+
+async function noErrors() {
+  await step('7 no script errors and no error toasts', async () => {
+    check(pageErrors.length === 0, `the page threw:\n${pageErrors.join('\n')}`);
+    const bad = toasts.filter((t) => t.includes('toast-error'));
+    check(bad.length === 0, `error toasts were shown:\n${bad.join('\n')}`);
+  });
+}
+
+async function tokens() {
+  await step('8 with a token: the page takes ?token= and shows refusals', async () => {
+    const token = 'board-test-token-0123456789abcdef';
+    const port = server.port;
+    const out = await stopServer(server);
+    check(out.code === 0, `braid serve exited with code ${out.code} on SIGTERM`);
+    server = await startServerRetrying(port, 5000, ['--token', token]);
+    // Without a token: the API's refusal is shown, the page stays offline.
+    const bare = await context.newPage();
+    const seen = [];
+    bare.on('console', () => {});
+    await bare.exposeFunction('__braidToast2', (t) => seen.push(t));
+    await bare.addInitScript(() => {
+      new MutationObserver((ms) => {
+        for (const m of ms) for (const n of m.addedNodes) {
+          if (n.nodeType === 1 && n.matches('[data-testid="toast"]')) window.__braidToast2(n.querySelector('.toast-text').textContent);
+        }
+      }).observe(document, { childList: true, subtree: true });
+    });
+    await bare.goto(server.base + '/');
+    await bare.locator('[data-testid="toast"]').first().waitFor({ timeout: 5000 })
+      .catch(() => { throw new Failure('no toast when the server refused the page for want of a token'); });
+    check(await bare.locator('[data-testid="conn"]').textContent() === 'reconnecting', 'the page without a token claims to be live');
+    console.log(`    without a token: ${seen[0]}`);
+    await bare.close();
+    // With ?token=: it is used for fetch, the WebSocket and EventSource,
+    // kept for the tab, and taken out of the address bar.
+    const authed = await context.newPage();
+    await authed.goto(server.base + '/?token=' + token);
+    await authed.waitForFunction(() => document.querySelector('[data-testid="conn"]')?.textContent === 'live', null, { timeout: 10_000 })
+      .catch(() => { throw new Failure('the page with ?token= did not go live'); });
+    check(!authed.url().includes('token='), `the token is still in the address bar: ${authed.url()}`);
+    const res = await fetch(server.base + '/api/tasks', {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${token}` },
+      body: JSON.stringify({ title: 'Made with a token' }),
+    });
+    check(res.status === 201, `POST with the token answered ${res.status}`);
+    const t = await res.json();
+    await authed.locator(`[data-testid="col-open"] [data-testid="card-${t.id}"]`).waitFor({ timeout: 2000 })
+      .catch(() => { throw new Failure('a task made with the token did not reach the page'); });
+    await authed.reload();
+    await authed.waitForFunction(() => document.querySelector('[data-testid="conn"]')?.textContent === 'live', null, { timeout: 10_000 })
+      .catch(() => { throw new Failure('after a reload (token from sessionStorage) the page did not go live'); });
+    await authed.close();
+  });
+}
+
+async function resync() {
+  await step('9 a burst past a tiny send queue: the page resyncs and shows everything', async () => {
+    const port = server.port;
+    const out = await stopServer(server);
+    check(out.code === 0, `braid serve exited with code ${out.code} on SIGTERM`);
+    appendFileSync(join(project, '.braid', 'config.toml'), 'send_queue = 2\n');
+    server = await startServerRetrying(port, 5000);
+    await waitConn('live', 10_000);
+    const loads = Number(await page.evaluate(() => document.body.dataset.loads || '0'));
+    const made = await Promise.all(Array.from({ length: 40 }, (_, i) =>
+      // P0: the Open column draws its first 300 cards, highest priority first.
+      api('POST', '/api/tasks', { title: `Burst ${i}`, priority: 0 })));
+    const t0 = Date.now();
+    for (const t of made) await waitVisible(card('open', t.id), Math.max(100, 10_000 - (Date.now() - t0)), `card ${t.id} of the burst`);
+    await waitConn('live', 10_000);
+    const after = Number(await page.evaluate(() => document.body.dataset.loads || '0'));
+    const closeCode = await page.evaluate(() => document.body.dataset.closeCode || '');
+    console.log(`    40 cards shown ${Date.now() - t0} ms after the burst; full loads ${loads} -> ${after}; last close code ${closeCode}`);
+  });
+}
+
+let code = 0;
+try {
+  await main();
+  await bigGraph();
+  await noErrors();
+  await tokens();
+  await resync();
+} catch (_) {
+  code = 1;
+} finally {
+  if (consoleErrors.length) console.log(`browser console errors (informational):\n  ${consoleErrors.join('\n  ')}`);
+  if (toasts.length) console.log(`toasts shown:\n  ${toasts.join('\n  ')}`);
+  if (code !== 0 && server) console.log(`--- server stderr ---\n${server.stderr}`);
+  await cleanup();
+}
+console.log(`board: ${passed} passed, ${failed} failed`);
+process.exit(code || (failed ? 1 : 0));
