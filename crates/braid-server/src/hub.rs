@@ -417,6 +417,7 @@ impl Subscription {
                 }
             }
             tokio::select! {
+                biased;
                 r = self.rx.recv() => match r {
                     Ok(f) if f.seq <= self.last => continue,
                     Ok(f) => {

@@ -43,6 +43,8 @@ pub struct AppState {
     /// Store calls in flight at once. More would only queue on the store's
     /// connections as blocked threads; past this, requests wait as tasks.
     slots: Arc<tokio::sync::Semaphore>,
+    /// Recent `/api/ready` answers as (seq, limit, body); at most 8.
+    ready_cache: Arc<std::sync::Mutex<Vec<(i64, usize, axum::body::Bytes)>>>,
 }
 
 impl AppState {
@@ -55,6 +57,7 @@ impl AppState {
             logs_dir: None,
             metrics: None,
             slots: Arc::new(tokio::sync::Semaphore::new(slots.max(1))),
+            ready_cache: Arc::default(),
         }
     }
 }
@@ -549,13 +552,36 @@ pub struct LimitQuery {
 
 /// The ready queue, highest priority first.
 #[utoipa::path(get, path = "/api/ready", params(LimitQuery), responses((status = 200, body = [TaskOut])))]
-async fn ready(
-    State(st): State<AppState>,
-    Query(q): Query<LimitQuery>,
-) -> Result<Json<Vec<TaskOut>>> {
+async fn ready(State(st): State<AppState>, Query(q): Query<LimitQuery>) -> Result<Response> {
     let limit = q.limit.unwrap_or(50).min(1000);
-    let tasks = query(&st, move |s| s.ready(limit))?;
-    Ok(Json(tasks.iter().map(TaskOut::from).collect()))
+    // Every change to a task appends an event, so an answer read at the
+    // log's current seq is still the answer: the hot read is served from
+    // memory until the next write.
+    let seq = query(&st, |s| s.last_seq())?;
+    let cached = st.ready_cache.lock().ok().and_then(|c| {
+        c.iter()
+            .find(|(s, l, _)| *s == seq && *l == limit)
+            .map(|(_, _, b)| b.clone())
+    });
+    let body = match cached {
+        Some(b) => b,
+        None => {
+            let tasks = query(&st, move |s| s.ready(limit))?;
+            let out: Vec<TaskOut> = tasks.iter().map(TaskOut::from).collect();
+            let b = axum::body::Bytes::from(
+                serde_json::to_vec(&out).map_err(|_| ApiError::internal())?,
+            );
+            if let Ok(mut c) = st.ready_cache.lock() {
+                c.retain(|(s, l, _)| *s == seq && *l != limit);
+                if c.len() >= 8 {
+                    c.remove(0);
+                }
+                c.push((seq, limit, b.clone()));
+            }
+            b
+        }
+    };
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
 /// Counts by state, ready and blocked (maintained counters).

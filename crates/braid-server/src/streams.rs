@@ -99,7 +99,10 @@ async fn run_ws(mut socket: WebSocket, hub: Arc<Hub>, after: Option<i64>, rooms:
     }
     let delivered = metric::delivered("ws");
     loop {
+        // Biased, events first: a wake for an event does not also poll the
+        // socket for reading (most of a fan-out's cost per connection).
         tokio::select! {
+            biased;
             next = sub.next() => match next {
                 Next::Event(f) => {
                     let sent = tokio::time::timeout(send_timeout, socket.send(Message::Text(f.json.clone()))).await;

@@ -237,6 +237,20 @@ impl Syncer {
         }
     }
 
+    /// Whether a task's file is missing or shows an older version than `t`.
+    fn file_is_behind(&self, t: &Task) -> bool {
+        let Ok(text) = std::fs::read_to_string(self.dir.join(format!("{}.md", t.id))) else {
+            return true;
+        };
+        let rev: Option<i64> = text
+            .lines()
+            .skip(1)
+            .take_while(|l| *l != "---")
+            .find_map(|l| l.strip_prefix("rev:"))
+            .and_then(|v| v.trim().parse().ok());
+        rev.is_some_and(|r| r < t.updated_at)
+    }
+
     /// Writes a task's file if it differs from the store. Returns whether
     /// it wrote.
     pub fn write_task(&mut self, t: &Task) -> std::io::Result<bool> {
@@ -251,11 +265,16 @@ impl Syncer {
         Ok(true)
     }
 
-    /// Rewrites the files of these tasks from the store.
+    /// Rewrites the files of these tasks from the store where the file is
+    /// missing or shows an older version. A file at the store's version that
+    /// differs is an edit on its way in, and one without a readable `rev`
+    /// may be half written by an editor; both have a notification pending,
+    /// which applies or reports them, so they are left alone here.
     pub fn tasks_changed(&mut self, ids: &[TaskId]) -> usize {
         let mut written = 0;
         for id in ids {
             match self.store.task(id) {
+                Ok(t) if !self.file_is_behind(&t) => {}
                 Ok(t) => match self.write_task(&t) {
                     Ok(true) => written += 1,
                     Ok(false) => {}
@@ -612,6 +631,86 @@ fn edit_commands(t: &Task, f: &Front, body: String) -> Result<Vec<Command>, Stri
     Ok(cmds)
 }
 
+/// Whether a file notification says a file's content may have changed.
+/// Reads (ours included) raise access events and must not count, or every
+/// read would cause another; a writer closing the file is the surest sign
+/// that an edit is complete.
+fn is_change(kind: &notify::EventKind) -> bool {
+    use notify::event::{AccessKind, AccessMode};
+    matches!(
+        kind,
+        notify::EventKind::Create(_)
+            | notify::EventKind::Modify(_)
+            | notify::EventKind::Remove(_)
+            | notify::EventKind::Access(AccessKind::Close(AccessMode::Write))
+    )
+}
+
+/// Watches `dir` and sends the paths that changed, gathered for `window`
+/// after the first change of a burst (so a change is applied at most
+/// `window` after it happened, and an editor's several writes once).
+///
+/// Written on `notify` directly rather than with notify-debouncer-full: that
+/// debouncer stitches renames to later events by file id, and braid writes
+/// files by renaming a temporary over them; an edit made in place right
+/// after such a rename was folded away and never reported (seen in
+/// `bench/server.sh`, about one edit in five).
+fn debounce_files(
+    dir: &Path,
+    window: Duration,
+    out: std::sync::mpsc::SyncSender<SyncMsg>,
+) -> Result<notify::RecommendedWatcher, String> {
+    use notify::Watcher;
+    let (raw_tx, raw_rx) = std::sync::mpsc::channel::<PathBuf>();
+    let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
+        if let Ok(ev) = ev
+            && is_change(&ev.kind)
+        {
+            for p in ev.paths {
+                let _ = raw_tx.send(p);
+            }
+        }
+    })
+    .map_err(|e| format!("watching {}: {e}", dir.display()))?;
+    watcher
+        .watch(dir, notify::RecursiveMode::NonRecursive)
+        .map_err(|e| format!("watching {}: {e}", dir.display()))?;
+    std::thread::Builder::new()
+        .name("braid-sync-watch".into())
+        .spawn(move || {
+            let mut pending = std::collections::BTreeSet::new();
+            let mut due: Option<std::time::Instant> = None;
+            loop {
+                let next = match due {
+                    None => raw_rx.recv().map_err(|_| ()),
+                    Some(at) => {
+                        match raw_rx
+                            .recv_timeout(at.saturating_duration_since(std::time::Instant::now()))
+                        {
+                            Ok(p) => Ok(p),
+                            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                                let paths: Vec<PathBuf> =
+                                    std::mem::take(&mut pending).into_iter().collect();
+                                due = None;
+                                if out.send(SyncMsg::Files(paths)).is_err() {
+                                    return;
+                                }
+                                continue;
+                            }
+                            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => Err(()),
+                        }
+                    }
+                };
+                // The watcher is gone (server stopping): stop too.
+                let Ok(p) = next else { return };
+                pending.insert(p);
+                due.get_or_insert_with(|| std::time::Instant::now() + window);
+            }
+        })
+        .map_err(|e| e.to_string())?;
+    Ok(watcher)
+}
+
 /// A message to the sync thread.
 #[derive(Debug)]
 pub enum SyncMsg {
@@ -631,37 +730,7 @@ pub fn spawn(
     let (tx, rx) = std::sync::mpsc::sync_channel::<SyncMsg>(1024);
     let files_tx = tx.clone();
     let dir = syncer.dir().to_path_buf();
-    let mut debouncer = notify_debouncer_full::new_debouncer(
-        debounce,
-        None,
-        move |res: notify_debouncer_full::DebounceEventResult| {
-            if let Ok(events) = res {
-                // Only changes: our own reads of a file must not look like
-                // news about it (that would re-read it, and again).
-                let mut paths: Vec<PathBuf> = events
-                    .into_iter()
-                    .filter(|e| {
-                        matches!(
-                            e.event.kind,
-                            notify::EventKind::Create(_)
-                                | notify::EventKind::Modify(_)
-                                | notify::EventKind::Remove(_)
-                        )
-                    })
-                    .flat_map(|e| e.event.paths)
-                    .collect();
-                paths.sort();
-                paths.dedup();
-                if !paths.is_empty() {
-                    let _ = files_tx.send(SyncMsg::Files(paths));
-                }
-            }
-        },
-    )
-    .map_err(|e| format!("watching {}: {e}", dir.display()))?;
-    debouncer
-        .watch(&dir, notify::RecursiveMode::NonRecursive)
-        .map_err(|e| format!("watching {}: {e}", dir.display()))?;
+    let debouncer = debounce_files(&dir, debounce, files_tx)?;
     // Store changes: follow the hub, and on falling behind, a full pass.
     let tasks_tx = tx;
     let follower = hub.clone();

@@ -291,3 +291,34 @@ async fn openapi_document_and_health_endpoints() {
     );
     assert_eq!(t.call(Method::GET, "/readyz", None).await.0, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn the_ready_answer_follows_every_write() {
+    let t = T::new();
+    let a = t.add(json!({"title": "a"})).await;
+    let (_, v) = t.call(Method::GET, "/api/ready?limit=1", None).await;
+    assert_eq!(v[0]["id"], a.as_str());
+    // Asked again with nothing changed: the same answer (from memory).
+    let (_, again) = t.call(Method::GET, "/api/ready?limit=1", None).await;
+    assert_eq!(again, v);
+    // A more urgent task: the next answer has it first.
+    let b = t.add(json!({"title": "b", "priority": 0})).await;
+    let (_, v) = t.call(Method::GET, "/api/ready?limit=1", None).await;
+    assert_eq!(v[0]["id"], b.as_str());
+    // A write straight to the store (another process) shows too.
+    t.state
+        .store
+        .apply(
+            "other",
+            braid_store::Command::SetState {
+                id: braid_core::TaskId::parse(&b).unwrap(),
+                to: braid_core::State::Deferred,
+                reason: None,
+            },
+        )
+        .unwrap();
+    let (_, v) = t.call(Method::GET, "/api/ready?limit=1", None).await;
+    assert_eq!(v[0]["id"], a.as_str());
+    let (_, v) = t.call(Method::GET, "/api/ready?limit=5", None).await;
+    assert_eq!(v.as_array().unwrap().len(), 1);
+}

@@ -333,6 +333,38 @@ async fn the_server_applies_edits_within_the_debounce_and_never_echoes() {
         updates, 2,
         "priority from the store, title from the file; nothing bounced"
     );
+    // Edits made in place right after braid rewrote the file (as an editor
+    // saving quickly does) all arrive; none is overwritten by a rewrite.
+    let rev = |t: &str| {
+        t.lines()
+            .find(|l| l.starts_with("rev: "))
+            .map(str::to_owned)
+    };
+    for i in 0..20 {
+        let text = std::fs::read_to_string(&path).unwrap();
+        let title = format!("quick edit {i}");
+        let edited: String = text
+            .lines()
+            .map(|l| {
+                if l.starts_with("title: ") {
+                    format!("title: {title}")
+                } else {
+                    l.to_owned()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        std::fs::write(&path, edited + "\n").unwrap();
+        until("the quick edit", || {
+            srv.store.task(&a).unwrap().title == title
+        })
+        .await;
+        until("the rewrite with the new rev", || {
+            std::fs::read_to_string(&path)
+                .is_ok_and(|t| rev(&t) != rev(&text) && t.contains(&title))
+        })
+        .await;
+    }
     // A bad file is reported once, not again each time it is read.
     std::fs::write(dir.join("tasks").join("bad.md"), "no front matter").unwrap();
     until("the rejection", || !rejections(&srv.store).is_empty()).await;

@@ -756,7 +756,8 @@ impl Store for SqliteStore {
     fn last_seq(&self) -> Result<i64> {
         let conn = self.read();
         let seq: Option<i64> = conn
-            .query_row("SELECT max(seq) FROM events", [], |r| r.get(0))
+            .prepare_cached("SELECT max(seq) FROM events")?
+            .query_row([], |r| r.get(0))
             .optional()?
             .flatten();
         Ok(seq.unwrap_or(0))
