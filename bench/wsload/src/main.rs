@@ -184,6 +184,22 @@ async fn open_many(url: &str, n: usize, socketio: bool) -> Res<Vec<Ws>> {
     Ok(out)
 }
 
+/// The payload of the first whole (unmasked) frame in `b`, and the bytes it
+/// takes.
+fn frame(b: &[u8]) -> Option<(&[u8], usize)> {
+    if b.len() < 2 {
+        return None;
+    }
+    let (len, head) = match b[1] & 0x7f {
+        126 if b.len() >= 4 => (u16::from_be_bytes([b[2], b[3]]) as usize, 4),
+        127 if b.len() >= 10 => (u64::from_be_bytes(b[2..10].try_into().ok()?) as usize, 10),
+        126 | 127 => return None,
+        n => (n as usize, 2),
+    };
+    let end = head + len;
+    (b.len() >= end).then(|| (&b[head..end], end))
+}
+
 fn percentile(sorted: &[u64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -202,25 +218,33 @@ async fn fanout(a: &Args) -> Res<()> {
     let received = Arc::new(AtomicUsize::new(0));
     let (done_tx, _) = tokio::sync::broadcast::channel::<()>(1);
     let mut readers = Vec::new();
+    // After the handshake, each client reads its socket directly and picks
+    // whole frames out of the bytes: server frames are unmasked, so this is
+    // a few comparisons per message. A load generator should cost little
+    // next to the server it measures (it shares this machine's two cores);
+    // both servers are read the same way.
     for mut ws in conns {
         let received = received.clone();
         let mut done = done_tx.subscribe();
         readers.push(tokio::spawn(async move {
             let mut lat = Vec::new();
+            let tokio_tungstenite::MaybeTlsStream::Plain(sock) = ws.get_mut() else {
+                return lat;
+            };
+            let mut buf: Vec<u8> = Vec::with_capacity(4096);
+            let mut chunk = [0u8; 4096];
             loop {
                 tokio::select! {
-                    m = ws.next() => {
-                        let Some(Ok(m)) = m else { break };
+                    n = sock.read(&mut chunk) => {
+                        let n = match n { Ok(0) | Err(_) => break, Ok(n) => n };
                         let t = now_us();
-                        if let Message::Text(text) = &m {
-                            if socketio && text.as_str() == "2" {
-                                let _ = ws.send(Message::Text("3".into())).await;
-                                continue;
-                            }
-                            if let Some(s) = stamp(text.as_str()) {
-                                lat.push(t.saturating_sub(s));
+                        buf.extend_from_slice(&chunk[..n]);
+                        while let Some((payload, used)) = frame(&buf) {
+                            if let Some(s) = std::str::from_utf8(payload).ok().and_then(stamp) {
+                                lat.push((s, t.saturating_sub(s)));
                                 received.fetch_add(1, Ordering::Relaxed);
                             }
+                            buf.drain(..used);
                         }
                     }
                     _ = done.recv() => break,
@@ -269,10 +293,24 @@ async fn fanout(a: &Args) -> Res<()> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let _ = done_tx.send(());
-    let mut all = Vec::with_capacity(expected);
+    let mut pairs = Vec::with_capacity(expected);
     for r in readers {
-        all.extend(r.await?);
+        pairs.extend(r.await?);
     }
+    // Per event: when its first and last copies arrived, to tell the
+    // publish path (first) from the fan-out itself (last - first).
+    let mut per_event: std::collections::HashMap<u64, (u64, u64)> =
+        std::collections::HashMap::new();
+    for &(s, l) in &pairs {
+        let e = per_event.entry(s).or_insert((u64::MAX, 0));
+        e.0 = e.0.min(l);
+        e.1 = e.1.max(l);
+    }
+    let mut first: Vec<u64> = per_event.values().map(|v| v.0).collect();
+    let mut spread: Vec<u64> = per_event.values().map(|v| v.1 - v.0).collect();
+    first.sort_unstable();
+    spread.sort_unstable();
+    let mut all: Vec<u64> = pairs.into_iter().map(|(_, l)| l).collect();
     all.sort_unstable();
     println!(
         "{}",
@@ -289,6 +327,8 @@ async fn fanout(a: &Args) -> Res<()> {
             "p50_ms": percentile(&all, 0.50),
             "p99_ms": percentile(&all, 0.99),
             "max_ms": all.last().map(|v| *v as f64 / 1000.0),
+            "first_copy_p50_ms": percentile(&first, 0.50),
+            "fanout_spread_p50_ms": percentile(&spread, 0.50),
         })
     );
     Ok(())

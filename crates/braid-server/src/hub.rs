@@ -12,7 +12,7 @@ use std::time::Duration;
 use braid_core::{Event, TaskId};
 use braid_store::Store;
 use serde::Serialize;
-use tokio::sync::{Notify, broadcast, watch};
+use tokio::sync::{broadcast, watch};
 
 use crate::api::EventOut;
 use crate::metric;
@@ -74,7 +74,7 @@ pub struct Hello {
 pub struct Hub {
     store: Arc<dyn Store>,
     tx: broadcast::Sender<Arc<Frame>>,
-    wake: Notify,
+    wake: std::sync::mpsc::SyncSender<()>,
     published: AtomicI64,
     closing: watch::Sender<bool>,
     pub config: StreamConfig,
@@ -135,22 +135,28 @@ impl Hub {
     ) -> Result<Arc<Hub>, braid_store::Error> {
         let head = store.last_seq()?;
         let (tx, _) = broadcast::channel(config.send_queue.max(1));
+        let (wake, wakes) = std::sync::mpsc::sync_channel(1);
         let hub = Arc::new(Hub {
             store,
             tx,
-            wake: Notify::new(),
+            wake,
             published: AtomicI64::new(head),
             closing: watch::channel(false).0,
             config,
         });
-        tokio::spawn(pump(hub.clone()));
+        let h = hub.clone();
+        std::thread::Builder::new()
+            .name("braid-hub".into())
+            .spawn(move || pump(h, wakes))
+            .map_err(|e| braid_store::Error::Backend(format!("starting the event hub: {e}")))?;
         Ok(hub)
     }
 
     /// Something may have been appended to the log: read it and fan it out.
     /// Wakes coalesce; calling this often costs nothing.
     pub fn wake(&self) {
-        self.wake.notify_one();
+        // A full slot already holds a wake-up.
+        let _ = self.wake.try_send(());
     }
 
     /// Wakes the hub whenever the file `marker` changes: the store touches
@@ -195,7 +201,7 @@ impl Hub {
     /// Tells every stream to close (server shutdown).
     pub fn close(&self) {
         self.closing.send_replace(true);
-        self.wake.notify_one();
+        let _ = self.wake.try_send(());
     }
 
     /// Changes to true when the server shuts down.
@@ -298,27 +304,23 @@ fn task_rooms(store: &dyn Store, id: &TaskId) -> Vec<Box<str>> {
     rooms
 }
 
-/// Reads what was appended since the last fan-out whenever woken. A wake
-/// that lands while reading leaves a permit, so none is lost.
-async fn pump(h: Arc<Hub>) {
+/// Reads what was appended since the last fan-out whenever woken. Runs on
+/// its own thread: the fan-out of one event wakes every stream's task, and
+/// the next event must not wait in the runtime's queue behind them. Wakes
+/// coalesce in a one-slot channel, and one that lands while reading leaves
+/// the slot full, so none is lost.
+fn pump(h: Arc<Hub>, wakes: std::sync::mpsc::Receiver<()>) {
     const PAGE: usize = 1000;
-    while !h.is_closing() {
+    while wakes.recv().is_ok() && !h.is_closing() {
         loop {
-            let after = h.published();
-            let hub = h.clone();
-            let batch = tokio::task::spawn_blocking(move || {
-                let events = hub.store.events(after, PAGE)?;
-                Ok::<_, braid_store::Error>(hub.frames(&events))
-            })
-            .await;
-            let frames = match batch {
-                Ok(Ok(f)) => f,
-                Ok(Err(e)) => {
+            let events = match h.store.events(h.published(), PAGE) {
+                Ok(e) => e,
+                Err(e) => {
                     eprintln!("braid-server: reading events: {e}");
                     break;
                 }
-                Err(_) => break,
             };
+            let frames = h.frames(&events);
             let Some(last) = frames.last().map(|f| f.seq) else {
                 break;
             };
@@ -333,7 +335,6 @@ async fn pump(h: Arc<Hub>) {
                 break;
             }
         }
-        h.wake.notified().await;
     }
 }
 

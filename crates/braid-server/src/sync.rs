@@ -2,7 +2,7 @@
 //! Markdown body = description). An edited or added file is applied through
 //! the store's single write path, all of it in one transaction or nothing;
 //! a store change rewrites the file atomically. The front matter carries
-//! `rev` (the task's `updated_at`), so an edit is applied only on top of the
+//! `rev` (a hash of the version it shows), so an edit is applied only on top of the
 //! version it was made from, and a file equal to the store is left alone:
 //! the same content never bounces back and forth.
 //!
@@ -50,10 +50,10 @@ struct Front {
     agent: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     deps: Vec<FileDep>,
-    /// The store version this file shows (the task's `updated_at`, ms).
-    /// Written by braid; leave it as it is when editing.
+    /// The version this file shows: a hash of its content as braid wrote
+    /// it. Written by braid; leave it as it is when editing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    rev: Option<i64>,
+    rev: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Debug, PartialEq, Clone)]
@@ -108,9 +108,9 @@ impl std::fmt::Debug for Syncer {
 
 const RECENT: usize = 4096;
 
-/// Renders a task as its file.
+/// Renders a task as its file, `rev` included.
 fn render(t: &Task) -> String {
-    let front = Front {
+    let mut front = Front {
         id: Some(t.id.to_string()),
         title: t.title.clone(),
         kind: Some(t.kind.as_str().to_owned()),
@@ -130,15 +130,26 @@ fn render(t: &Task) -> String {
                 kind: d.kind.as_str().to_owned(),
             })
             .collect(),
-        rev: Some(t.updated_at),
+        rev: None,
     };
-    let yaml = serde_saphyr::to_string(&front).unwrap_or_default();
     let body = t.description.trim_end();
-    if body.is_empty() {
-        format!("---\n{yaml}---\n")
-    } else {
-        format!("---\n{yaml}---\n\n{body}\n")
-    }
+    let text = |front: &Front| {
+        let yaml = serde_saphyr::to_string(front).unwrap_or_default();
+        if body.is_empty() {
+            format!("---\n{yaml}---\n")
+        } else {
+            format!("---\n{yaml}---\n\n{body}\n")
+        }
+    };
+    // The version is the content itself, so two changes within one
+    // millisecond are still two versions.
+    front.rev = Some(blake3::hash(text(&front).as_bytes()).to_hex()[..16].to_owned());
+    text(&front)
+}
+
+/// The version a task's file would show now.
+fn version(t: &Task) -> Option<String> {
+    parse(&render(t)).ok().and_then(|(f, _)| f.rev)
 }
 
 /// Splits a file into front matter and body, and parses the front matter.
@@ -237,18 +248,19 @@ impl Syncer {
         }
     }
 
-    /// Whether a task's file is missing or shows an older version than `t`.
+    /// Whether a task's file is missing or shows another version than `t`'s.
+    /// A file without a readable `rev` may be half written: not behind.
     fn file_is_behind(&self, t: &Task) -> bool {
         let Ok(text) = std::fs::read_to_string(self.dir.join(format!("{}.md", t.id))) else {
             return true;
         };
-        let rev: Option<i64> = text
+        let rev = text
             .lines()
             .skip(1)
             .take_while(|l| *l != "---")
             .find_map(|l| l.strip_prefix("rev:"))
-            .and_then(|v| v.trim().parse().ok());
-        rev.is_some_and(|r| r < t.updated_at)
+            .map(|v| v.trim().to_owned());
+        rev.is_some_and(|r| Some(r) != version(t))
     }
 
     /// Writes a task's file if it differs from the store. Returns whether
@@ -404,7 +416,8 @@ impl Syncer {
         if text == render(&t) {
             return Ok(out("unchanged"));
         }
-        if front.rev.is_some_and(|r| r != t.updated_at) {
+        let current = version(&t);
+        if front.rev.is_some() && front.rev != current {
             // Made from an older version. Our own earlier write: just bring
             // it up to date. Someone's edit of an old copy: the store wins
             // and the edit is reported, not silently merged.
@@ -416,7 +429,7 @@ impl Syncer {
             return Err(format!(
                 "{name} was edited from an older version (rev {}) but the task changed since (rev {}); the file now shows the current task — make the edit again",
                 front.rev.unwrap_or_default(),
-                t.updated_at
+                current.unwrap_or_default()
             ));
         }
         let cmds = edit_commands(&t, &front, body)?;
