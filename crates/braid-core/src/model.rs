@@ -112,6 +112,34 @@ pub const MIN_PRIORITY: u8 = 0;
 pub const MAX_PRIORITY: u8 = 4;
 pub const DEFAULT_PRIORITY: u8 = 2;
 
+/// The longest comment kept, in bytes.
+pub const MAX_COMMENT: usize = 64 * 1024;
+
+/// Checks a comment and gives the payload of its `commented` event.
+pub fn comment_payload(author: &str, text: &str) -> Result<serde_json::Value> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Err(Error::invalid("text", "a comment needs some text"));
+    }
+    if text.len() > MAX_COMMENT {
+        return Err(Error::invalid(
+            "text",
+            format!(
+                "the comment is {} bytes; at most {MAX_COMMENT} are kept (attach long output as a file)",
+                text.len()
+            ),
+        ));
+    }
+    let author = author.trim();
+    if author.is_empty() || author.len() > 200 {
+        return Err(Error::invalid(
+            "author",
+            "say who comments (1 to 200 characters)",
+        ));
+    }
+    Ok(serde_json::json!({"author": author, "text": text}))
+}
+
 pub fn check_priority(p: i64) -> Result<u8> {
     if (MIN_PRIORITY as i64..=MAX_PRIORITY as i64).contains(&p) {
         Ok(p as u8)

@@ -957,6 +957,16 @@
     const logPre = h('pre', { class: 'log', 'data-testid': 'log' });
     const logNote = h('p', { class: 'muted small' });
     const events = h('ol', { class: 'events', 'data-testid': 'events' });
+    const comments = h('ol', { class: 'comments', 'data-testid': 'comments' });
+    const commentForm = h('form', { class: 'comment-form', autocomplete: 'off' },
+      h('textarea', { name: 'text', rows: 2, 'data-testid': 'comment-input', placeholder: 'Add a comment…', required: true }),
+      h('button', { type: 'submit', 'data-testid': 'comment-add', text: 'Comment' }));
+    commentForm.addEventListener('submit', (e) => {
+      e.preventDefault();
+      const text = commentForm.elements.text.value.trim();
+      if (!text) return;
+      addComment(id, text).then((ok) => { if (ok) commentForm.elements.text.value = ''; });
+    });
 
     const body = h('div', { class: 'd-body' },
       title, actions, failForm, why,
@@ -964,13 +974,14 @@
       section('Description', 'description', desc),
       section('Dependencies', 'deps-section', deps, depForm, idList),
       graphSec,
+      section('Comments', 'comments-section', comments, commentForm),
       section('Logs', 'logs', logTabs, logNote, logPre),
       section('Recent events', 'events-section', events));
     put(detailEl,
       h('div', { class: 'd-bar' }, head,
         h('button', { type: 'button', class: 'd-close', 'data-testid': 'detail-close', 'aria-label': 'Close', title: 'Close (Esc)', text: '×', onclick: closeDetail })),
       body);
-    detailParts = { id, head, title, actions, why, fields, desc, deps, graph, graphSec, logTabs, logPre, logNote, events, gen: detailGen };
+    detailParts = { id, head, title, actions, why, fields, desc, deps, graph, graphSec, logTabs, logPre, logNote, events, comments, gen: detailGen };
     const t = tasks.get(id);
     if (t) renderDetailTask(t);
   }
@@ -1078,6 +1089,28 @@
     if (!items.length) p.events.append(h('li', { class: 'muted', text: 'No events.' }));
   }
 
+  function renderComments(list) {
+    const p = detailParts;
+    if (!p) return;
+    const items = list.map((c) => h('li', { class: 'comment' },
+      h('div', { class: 'comment-meta' },
+        h('strong', { text: c.author }),
+        h('span', { class: 'muted', title: `#${c.seq} at ${c.at}`, text: ' · ' + fmtTime(c.at) })),
+      h('div', { class: 'comment-text', text: c.text })));
+    put(p.comments, ...items);
+    if (!items.length) p.comments.append(h('li', { class: 'muted', text: 'No comments.' }));
+  }
+
+  async function addComment(id, text) {
+    try {
+      await api('POST', `/api/tasks/${enc(id)}/comments`, { text }, { what: `Comment on ${id}` });
+      if (selectedId === id) refreshDetail({ task: false, why: false, events: true, logs: false, graph: false });
+      return true;
+    } catch (_) {
+      return false;
+    }
+  }
+
   function summarise(payload) {
     if (payload === null || payload === undefined) return '';
     if (typeof payload !== 'object') return clip(String(payload), 200);
@@ -1167,6 +1200,8 @@
     if (what.events) {
       jobs.push(api('GET', `/api/tasks/${enc(id)}/events?limit=30`, undefined, { what: `Events of ${id}`, ...bg })
         .then((l) => { if (alive()) renderEvents(l); }).catch(() => {}));
+      jobs.push(api('GET', `/api/tasks/${enc(id)}/comments?limit=100`, undefined, { what: `Comments of ${id}`, ...bg })
+        .then((l) => { if (alive()) renderComments(l); }).catch(() => {}));
     }
     if (what.logs) {
       jobs.push(api('GET', `/api/tasks/${enc(id)}/logs`, undefined, { quiet: true })

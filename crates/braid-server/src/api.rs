@@ -283,3 +283,31 @@ pub struct RunOut {
     pub task: TaskOut,
     pub logs: Vec<LogOut>,
 }
+
+/// A comment on a task.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct CommentOut {
+    pub seq: i64,
+    pub at: String,
+    pub author: String,
+    pub text: String,
+}
+
+impl From<&Event> for CommentOut {
+    fn from(e: &Event) -> Self {
+        CommentOut {
+            seq: e.seq,
+            at: ts(e.at),
+            author: e.payload["author"].as_str().unwrap_or(&e.actor).to_owned(),
+            text: e.payload["text"].as_str().unwrap_or_default().to_owned(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CommentIn {
+    pub text: String,
+    /// Who says it (default: the server's actor).
+    pub author: Option<String>,
+}

@@ -149,6 +149,8 @@ fn priority(p: Option<i64>) -> Result<Option<u8>> {
         why,
         graph,
         task_events,
+        comments,
+        add_comment,
         crate::logs::runs,
         crate::logs::list,
         crate::logs::tail,
@@ -168,6 +170,7 @@ pub fn app(state: AppState, opts: &AppOptions) -> Router {
         .route("/api/tasks/{id}/why", get(why))
         .route("/api/tasks/{id}/graph", get(graph))
         .route("/api/tasks/{id}/events", get(task_events))
+        .route("/api/tasks/{id}/comments", get(comments).post(add_comment))
         .route("/api/tasks/{id}/logs", get(logs::list))
         .route("/api/tasks/{id}/logs/{name}", get(logs::tail))
         .route("/api/tasks/{id}/{action}", post(transition))
@@ -714,4 +717,47 @@ async fn task_events(
     })
     .await?;
     Ok(Json(evs.iter().map(EventOut::from).collect()))
+}
+
+/// A task's comments, oldest first (the latest `limit`, default 100).
+#[utoipa::path(get, path = "/api/tasks/{id}/comments", params(("id" = String, Path), LimitQuery), responses((status = 200, body = [CommentOut]), (status = 404, body = ErrorOut)))]
+async fn comments(
+    State(st): State<AppState>,
+    Path(raw): Path<String>,
+    Query(q): Query<LimitQuery>,
+) -> Result<Json<Vec<CommentOut>>> {
+    let tid = id(&raw)?;
+    let limit = q.limit.unwrap_or(100).min(1000);
+    let cs = query(&st, move |s| {
+        s.task(&tid)?;
+        s.comments(&tid, limit)
+    })?;
+    Ok(Json(cs.iter().map(CommentOut::from).collect()))
+}
+
+/// Comment on a task (recorded as a `commented` event).
+#[utoipa::path(post, path = "/api/tasks/{id}/comments", params(("id" = String, Path)), request_body = CommentIn, responses((status = 201, body = CommentOut), (status = 400, body = ErrorOut), (status = 404, body = ErrorOut)))]
+async fn add_comment(
+    State(st): State<AppState>,
+    Path(raw): Path<String>,
+    b: std::result::Result<Json<CommentIn>, JsonRejection>,
+) -> Result<(StatusCode, Json<CommentOut>)> {
+    let tid = id(&raw)?;
+    let b = body(b)?;
+    let author = b.author.unwrap_or_else(|| st.actor.clone());
+    let payload = braid_core::model::comment_payload(&author, &b.text)?;
+    let actor = st.actor.clone();
+    let applied = blocking(&st, move |s| {
+        s.apply(
+            &actor,
+            Command::Record {
+                id: tid,
+                kind: braid_core::EventKind::Commented,
+                payload,
+            },
+        )
+    })
+    .await?;
+    let e = applied.events.last().ok_or_else(ApiError::internal)?;
+    Ok((StatusCode::CREATED, Json(CommentOut::from(e))))
 }

@@ -36,6 +36,7 @@ pub const CHECKS: &[(&str, fn(&dyn Store))] = &[
         reopened_work_gets_fresh_attempts,
     ),
     ("notes_and_deps_of", notes_and_deps_of),
+    ("comments_are_events", comments_are_events),
 ];
 
 /// Runs every check, each on a fresh store from `fresh`.
@@ -836,4 +837,40 @@ fn notes_and_deps_of(s: &dyn Store) {
     assert_eq!(e.task, None);
     assert_eq!(s.events(before, 10).unwrap(), vec![e]);
     assert_eq!(s.health().unwrap(), health, "a note changes no task");
+}
+
+fn comments_are_events(s: &dyn Store) {
+    let a = add(s, "a");
+    let b = add(s, "b");
+    let comment = |id: &TaskId, text: &str| {
+        s.apply(
+            "test",
+            Command::Record {
+                id: id.clone(),
+                kind: braid_core::EventKind::Commented,
+                payload: serde_json::json!({"author": "ann", "text": text}),
+            },
+        )
+        .unwrap();
+    };
+    comment(&a, "first");
+    set(s, &a, State::Deferred).unwrap();
+    comment(&a, "second");
+    comment(&b, "elsewhere");
+    comment(&a, "third");
+    let texts = |v: Vec<braid_core::Event>| -> Vec<String> {
+        v.iter()
+            .map(|e| e.payload["text"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(
+        texts(s.comments(&a, 10).unwrap()),
+        ["first", "second", "third"]
+    );
+    assert_eq!(
+        texts(s.comments(&a, 2).unwrap()),
+        ["second", "third"],
+        "the latest, oldest first"
+    );
+    assert_eq!(texts(s.comments(&b, 10).unwrap()), ["elsewhere"]);
 }

@@ -35,6 +35,10 @@ pub trait Store: Send + Sync {
     /// file, say). Changes no task.
     fn note(&self, actor: &str, kind: EventKind, payload: serde_json::Value) -> Result<Event>;
 
+    /// The latest `limit` comments on a task (`commented` events, appended
+    /// with `Command::Record`), oldest first.
+    fn comments(&self, id: &TaskId, limit: usize) -> Result<Vec<Event>>;
+
     /// The latest `limit` events of one task, oldest first.
     fn task_events(&self, id: &TaskId, limit: usize) -> Result<Vec<Event>>;
 

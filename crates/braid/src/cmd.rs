@@ -69,6 +69,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Claim(a) => claim(&ctx, a),
         Command::Update(a) => update(&ctx, a),
         Command::Done(a) => transition(&ctx, &a.ids, State::Done, a.reason),
+        Command::Comment(a) => comment(&ctx, a),
         Command::Fail(a) => transition(
             &ctx,
             std::slice::from_ref(&a.id),
@@ -240,6 +241,58 @@ pub struct ShowArgs {
     pub events: usize,
 }
 
+#[derive(Args, Debug)]
+pub struct CommentArgs {
+    #[arg(value_parser = parse_id)]
+    pub id: TaskId,
+    /// The comment (Markdown).
+    pub text: String,
+    /// Who says it (default: --actor, $BRAID_ACTOR or $USER).
+    #[arg(long = "as")]
+    pub author: Option<String>,
+}
+
+fn comment(ctx: &Ctx, a: CommentArgs) -> Result<i32> {
+    let (_, store) = ctx.open()?;
+    let author = a.author.unwrap_or_else(|| ctx.actor());
+    let payload = braid_core::model::comment_payload(&author, &a.text)?;
+    let applied = store.apply(
+        &ctx.actor(),
+        StoreCmd::Record {
+            id: a.id.clone(),
+            kind: braid_core::EventKind::Commented,
+            payload,
+        },
+    )?;
+    let e = applied.events.last().context("the comment was recorded")?;
+    if ctx.global.json {
+        ctx.print_json(&CommentView::from(e))?;
+    } else {
+        println!("Commented on {} (#{}).", a.id, e.seq);
+    }
+    Ok(exit::OK)
+}
+
+/// A comment as shown.
+#[derive(serde::Serialize)]
+pub struct CommentView {
+    pub seq: i64,
+    pub at: String,
+    pub author: String,
+    pub text: String,
+}
+
+impl From<&braid_core::Event> for CommentView {
+    fn from(e: &braid_core::Event) -> Self {
+        CommentView {
+            seq: e.seq,
+            at: ts(e.at),
+            author: e.payload["author"].as_str().unwrap_or(&e.actor).to_owned(),
+            text: e.payload["text"].as_str().unwrap_or_default().to_owned(),
+        }
+    }
+}
+
 fn show(ctx: &Ctx, a: ShowArgs) -> Result<i32> {
     let (_, store) = ctx.open()?;
     let mut docs = Vec::new();
@@ -247,6 +300,7 @@ fn show(ctx: &Ctx, a: ShowArgs) -> Result<i32> {
         let t = store.task(id)?;
         let why = store.why_blocked(id)?;
         let events = store.task_events(id, a.events)?;
+        let comments = store.comments(id, 50)?;
         let children = store.list(&ListFilter {
             parent: Some(id.clone()),
             ..ListFilter::default()
@@ -261,9 +315,19 @@ fn show(ctx: &Ctx, a: ShowArgs) -> Result<i32> {
                     .collect::<Vec<_>>()
             );
             v["events"] = json!(events.iter().map(EventView::from).collect::<Vec<_>>());
+            v["comments"] = json!(comments.iter().map(CommentView::from).collect::<Vec<_>>());
             docs.push(v);
         } else {
             print_task(ctx, &t, &why, &children, &events);
+            if !comments.is_empty() {
+                println!("  {}", ctx.style.dim("comments"));
+                for c in comments.iter().map(CommentView::from) {
+                    println!("    {} {}", ctx.style.dim(&c.at), ctx.style.bold(&c.author));
+                    for line in c.text.lines() {
+                        println!("      {line}");
+                    }
+                }
+            }
         }
     }
     if ctx.global.json {

@@ -72,6 +72,8 @@ pub enum Command {
     Update(cmd::UpdateArgs),
     /// Mark tasks done.
     Done(cmd::ReasonArgs),
+    /// Comment on a task (shown by `show`, the API and the board).
+    Comment(cmd::CommentArgs),
     /// Mark a task failed, with the reason.
     Fail(cmd::FailArgs),
     /// Reopen a task (from done, failed, cancelled, deferred, review or in progress).

@@ -331,6 +331,26 @@ async function main() {
     await shot('4-blocked');
   });
 
+  await step('4a comments: made on the page, shown by braid show; made by the CLI, shown live', async () => {
+    await card('open', A.id).click();
+    await page.waitForFunction((id) => document.querySelector('[data-testid="detail"] .d-id')?.textContent === id,
+      A.id, { timeout: 2000 }).catch(() => { throw new Failure(`the detail panel does not show ${A.id}`); });
+    await page.locator('[data-testid="comment-input"]').fill('Schema first, then the page.');
+    await page.locator('[data-testid="comment-add"]').click();
+    let shown = null;
+    for (let i = 0; i < 50; i++) {
+      shown = await cliJson(['show', A.id]);
+      if ((shown.comments || []).length) break;
+      await sleep(100);
+    }
+    check((shown.comments || []).some((c) => c.text === 'Schema first, then the page.'),
+      `braid show ${A.id} does not list the comment: ${JSON.stringify(shown.comments)}`);
+    await cliJson(['comment', A.id, 'Agreed <b>not bold</b>', '--as', 'cli-user']);
+    const fromCli = page.locator('[data-testid="comments"] .comment-text', { hasText: 'Agreed <b>not bold</b>' });
+    await waitVisible(fromCli, 3000, 'the comment made by the CLI in the detail panel');
+    check(await page.locator('[data-testid="comments"] b').count() === 0, 'comment text was rendered as HTML');
+  });
+
   await step('4b an epic shows its dependency graph in levels', async () => {
     const epic = await api('POST', '/api/tasks', { title: 'Billing v2', type: 'epic', priority: 1 });
     const c1 = await api('POST', '/api/tasks', { title: 'Schema migration', parent: epic.id });

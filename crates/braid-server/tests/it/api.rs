@@ -322,3 +322,62 @@ async fn the_ready_answer_follows_every_write() {
     let (_, v) = t.call(Method::GET, "/api/ready?limit=5", None).await;
     assert_eq!(v.as_array().unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn comments_are_added_and_listed() {
+    let t = T::new();
+    let id = t.add(json!({"title": "discuss"})).await;
+    let (s, c) = t
+        .call(
+            Method::POST,
+            &format!("/api/tasks/{id}/comments"),
+            Some(json!({"text": "  looks right  ", "author": "ann"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{c}");
+    assert_eq!(c["author"], "ann");
+    assert_eq!(c["text"], "looks right");
+    t.call(
+        Method::POST,
+        &format!("/api/tasks/{id}/comments"),
+        Some(json!({"text": "second"})),
+    )
+    .await;
+    let (s, list) = t
+        .call(Method::GET, &format!("/api/tasks/{id}/comments"), None)
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let texts: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(texts, ["looks right", "second"]);
+    assert_eq!(list[1]["author"], "api-test");
+    // Empty text, unknown task: clear errors, nothing recorded.
+    let (s, e) = t
+        .call(
+            Method::POST,
+            &format!("/api/tasks/{id}/comments"),
+            Some(json!({"text": "  "})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(
+        e["error"]["message"].as_str().unwrap().contains("text"),
+        "{e}"
+    );
+    let (s, _) = t
+        .call(
+            Method::POST,
+            "/api/tasks/br-nope/comments",
+            Some(json!({"text": "hi"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (_, list) = t
+        .call(Method::GET, &format!("/api/tasks/{id}/comments"), None)
+        .await;
+    assert_eq!(list.as_array().unwrap().len(), 2);
+}

@@ -451,6 +451,19 @@ impl Store for SqliteStore {
         Ok(event)
     }
 
+    fn comments(&self, id: &TaskId, limit: usize) -> Result<Vec<Event>> {
+        let conn = self.read();
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT seq, at, actor, kind, task, payload FROM events \
+             WHERE task = ?1 AND kind = 'commented' ORDER BY seq DESC LIMIT {limit}"
+        ))?;
+        let mut rows = stmt
+            .query_map(params![id.as_str()], row_to_event)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        rows.reverse();
+        Ok(rows)
+    }
+
     fn task_events(&self, id: &TaskId, limit: usize) -> Result<Vec<Event>> {
         let conn = self.read();
         let mut stmt = conn.prepare_cached(&format!(

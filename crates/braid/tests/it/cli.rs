@@ -304,5 +304,31 @@ fn serve_answers_the_api_and_stops_gracefully_on_sigterm() {
     let status = child.0.wait().unwrap();
     assert_eq!(status.code(), Some(0), "graceful shutdown exits 0");
     let err = p.fails(&["serve", "--bind", "0.0.0.0:0"], 2);
-    assert!(err.contains("loopback"), "{err}");
+    assert!(err.contains("without a token"), "{err}");
+}
+
+#[test]
+fn comments_are_recorded_and_shown() {
+    let p = Proj::init();
+    let id = p.add(&["needs a word"]);
+    let c = p.json(&["comment", &id, "first thought", "--as", "ann"]);
+    assert_eq!(c["author"], "ann");
+    assert_eq!(c["text"], "first thought");
+    p.ok(&["comment", &id, "second\nwith two lines"]);
+    let shown = p.json(&["show", &id]);
+    let comments = shown["comments"].as_array().unwrap();
+    assert_eq!(comments.len(), 2);
+    assert_eq!(comments[1]["author"], "tester");
+    let human = p.ok(&["show", &id]);
+    assert!(
+        human.contains("first thought") && human.contains("with two lines"),
+        "{human}"
+    );
+    let err = p.fails(&["comment", &id, "   "], 2);
+    assert!(err.contains("text"), "{err}");
+    p.fails(&["comment", "br-nope", "hello"], 3);
+    assert_eq!(
+        p.json(&["show", &id])["comments"].as_array().unwrap().len(),
+        2
+    );
 }
