@@ -11,6 +11,7 @@ mod error;
 pub mod hub;
 pub mod limits;
 mod logs;
+pub mod mcp;
 pub mod metric;
 mod routes;
 pub mod streams;

@@ -91,6 +91,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Gc => crate::run::gc(&ctx),
         Command::Serve(a) => crate::serve::run(&ctx, a),
         Command::Sync(a) => crate::serve::sync_once(&ctx, a),
+        Command::Mcp(a) => crate::serve::mcp(&ctx, a),
         Command::Gate(a) => crate::run::gate(&ctx, a),
         Command::Cache(a) => crate::run::cache(&ctx, a),
     }

@@ -112,6 +112,9 @@ pub enum Command {
     Serve(serve::ServeArgs),
     /// Apply edited task files in .braid/tasks and rewrite stale ones, once.
     Sync(serve::SyncArgs),
+    /// Serve the work graph to a coding agent over MCP (stdio). Register it
+    /// with your agent as the command `braid mcp` (see the README).
+    Mcp(serve::McpArgs),
     /// Create a sample project (an epic tree of ~30 tasks) and show it.
     Demo(demo::DemoArgs),
 }

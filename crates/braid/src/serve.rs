@@ -236,3 +236,29 @@ pub fn sync_once(ctx: &Ctx, _a: SyncArgs) -> Result<i32> {
         exit::USAGE
     })
 }
+
+#[derive(Args, Debug)]
+pub struct McpArgs {
+    /// The most tokens (counted as characters / 4) one answer may take;
+    /// lists page and long text is cut with a marker to stay under it.
+    #[arg(long, default_value_t = braid_server::mcp::DEFAULT_BUDGET, value_parser = clap::value_parser!(u64).range(500..=1_000_000))]
+    pub budget: u64,
+}
+
+/// `braid mcp`: the MCP server on stdin/stdout (stdout carries only the
+/// protocol; messages go to stderr).
+pub fn mcp(ctx: &Ctx, a: McpArgs) -> Result<i32> {
+    let (_, store) = ctx.open()?;
+    let store: Arc<dyn Store> = Arc::new(store);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    rt.block_on(braid_server::mcp::serve_stdio(
+        store,
+        ctx.actor(),
+        a.budget as usize,
+    ))
+    .map_err(anyhow::Error::msg)?;
+    Ok(exit::OK)
+}
