@@ -712,3 +712,58 @@ fn a_cancelled_task_loses_its_worktree_but_keeps_its_branch() {
     assert!(!p.path().join(".braid/worktrees").join(&a).exists());
     git(p.path(), &["rev-parse", "--verify", &format!("braid/{a}")]);
 }
+
+#[test]
+fn a_terminal_shows_live_progress_counts_and_running_agents() {
+    // script(1) gives braid a pseudo-terminal, as a person's shell would.
+    let p = Proj::init();
+    std::fs::write(
+        p.path().join(".braid/config.toml"),
+        "[run]\njobs = 2\n\n[[agent]]\nname = \"slow\"\ncommand = [\"sh\", \"-c\", \"sleep 0.6\"]\n",
+    )
+    .unwrap();
+    let a = p.add(&["first"]);
+    let b = p.add(&["second", "--dep", &a]);
+    let out = Command::new("script")
+        .current_dir(p.path())
+        .env("TERM", "xterm")
+        .env("BRAID_ACTOR", "tester")
+        .env("BRAID_CACHE_DIR", p.cache.path())
+        .env_remove("BRAID_DB")
+        .args([
+            "-qfec",
+            &format!("{} run", env!("CARGO_BIN_EXE_braid")),
+            "/dev/null",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .expect("script(1) runs");
+    assert!(out.status.success(), "{out:?}");
+    let screen = String::from_utf8_lossy(&out.stdout);
+    // The status line with the counts, and a line per running agent.
+    assert!(
+        screen.contains("ready ") && screen.contains(" · running "),
+        "{screen}"
+    );
+    assert!(
+        screen.contains(&format!("{a}  slow (attempt 1)")),
+        "{screen}"
+    );
+    assert!(
+        screen.contains(&format!("{b}  slow (attempt 1)")),
+        "{screen}"
+    );
+    assert!(screen.contains("done 2"), "{screen}");
+    // Redrawn in place: cursor movement, not a new line per tick.
+    assert!(
+        screen.contains("\u{1b}["),
+        "no terminal control sequences: {screen}"
+    );
+    // Off a terminal the same run prints plain lines only.
+    p.ok(&["reopen", &a, &b]);
+    let plain = p.ok(&["run"]);
+    assert!(
+        !plain.contains('\u{1b}') && !plain.contains(" · running "),
+        "{plain}"
+    );
+}
