@@ -10,6 +10,7 @@ pub mod graph;
 pub mod health;
 pub mod id;
 pub mod mem;
+pub mod merge;
 pub mod model;
 pub mod state;
 

@@ -141,6 +141,75 @@ pub fn content_identity(worktree: &Path) -> Result<(String, Vec<u8>)> {
     Ok((tree, dirty))
 }
 
+/// Whether `rev` names a commit in `repo`.
+pub fn rev_exists(repo: &Path, rev: &str) -> bool {
+    git(
+        repo,
+        &["rev-parse", "--verify", "-q", &format!("{rev}^{{commit}}")],
+    )
+    .is_ok()
+}
+
+/// The commit `rev` points at.
+pub fn rev_parse(repo: &Path, rev: &str) -> Result<String> {
+    Ok(text(git(
+        repo,
+        &["rev-parse", "--verify", &format!("{rev}^{{commit}}")],
+    )?))
+}
+
+/// The files `branch` changed since its merge-base with `target`.
+pub fn changed_files(repo: &Path, target: &str, branch: &str) -> Result<Vec<String>> {
+    let out = git(
+        repo,
+        &[
+            "diff",
+            "--name-only",
+            "--no-renames",
+            &format!("{target}...{branch}"),
+        ],
+    )?;
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect())
+}
+
+/// The files that conflict when `a` and `b` are merged, checked exactly with
+/// `git merge-tree --write-tree` (no worktree or index is touched). Empty
+/// when they merge cleanly.
+pub fn merge_conflicts(repo: &Path, a: &str, b: &str) -> Result<Vec<String>> {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(repo)
+        .args([
+            "merge-tree",
+            "--write-tree",
+            "--name-only",
+            "--no-messages",
+            a,
+            b,
+        ])
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .output()?;
+    match out.status.code() {
+        // Clean: the first line is the merged tree.
+        Some(0) => Ok(Vec::new()),
+        // Conflicts: the tree, then one conflicted path per line.
+        Some(1) => Ok(String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .skip(1)
+            .filter(|l| !l.is_empty())
+            .map(str::to_owned)
+            .collect()),
+        _ => Err(Error::Git {
+            args: format!("merge-tree --write-tree {a} {b}"),
+            message: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,6 +6,7 @@ pub mod cache;
 pub mod config;
 pub mod engine;
 pub mod gates;
+pub mod merge;
 pub mod metrics;
 pub mod prompt;
 pub mod supervise;

@@ -92,12 +92,13 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Serve(a) => crate::serve::run(&ctx, a),
         Command::Sync(a) => crate::serve::sync_once(&ctx, a),
         Command::Mcp(a) => crate::serve::mcp(&ctx, a),
+        Command::Merge(a) => crate::merge::run(&ctx, a),
         Command::Gate(a) => crate::run::gate(&ctx, a),
         Command::Cache(a) => crate::run::cache(&ctx, a),
     }
 }
 
-fn parse_id(s: &str) -> Result<TaskId, String> {
+pub fn parse_id(s: &str) -> Result<TaskId, String> {
     TaskId::parse(s).map_err(|e| e.to_string())
 }
 

@@ -8,6 +8,7 @@ mod events;
 mod exit;
 mod formats;
 mod fsx;
+mod merge;
 mod project;
 mod run;
 mod serve;
@@ -110,6 +111,9 @@ pub enum Command {
     /// Serve the board, the JSON API (OpenAPI at /openapi.json), event
     /// streams (/ws, /events) and /metrics; mirror tasks to .braid/tasks.
     Serve(serve::ServeArgs),
+    /// Plan how finished branches merge into the target (merge pyramid).
+    #[command(subcommand)]
+    Merge(merge::MergeCmd),
     /// Apply edited task files in .braid/tasks and rewrite stale ones, once.
     Sync(serve::SyncArgs),
     /// Serve the work graph to a coding agent over MCP (stdio). Register it

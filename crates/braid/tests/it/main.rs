@@ -3,6 +3,7 @@
 
 mod cli;
 mod concurrency;
+mod merge;
 mod run;
 mod serve;
 mod snapshot;
