@@ -98,6 +98,12 @@ pub struct Syncer {
     /// them is our own earlier write, not someone's edit.
     recent: VecDeque<blake3::Hash>,
     recent_set: HashSet<blake3::Hash>,
+    /// When set, a file that does not parse is not reported at once but
+    /// handed back (`take_deferred`) to be looked at again after a quiet
+    /// moment: an editor writing in place leaves it empty or half written
+    /// for an instant, and that is not a mistake to report.
+    defer_unreadable: bool,
+    deferred: Vec<PathBuf>,
 }
 
 impl std::fmt::Debug for Syncer {
@@ -229,6 +235,8 @@ impl Syncer {
             actor,
             recent: VecDeque::new(),
             recent_set: HashSet::new(),
+            defer_unreadable: false,
+            deferred: Vec::new(),
         })
     }
 
@@ -307,7 +315,16 @@ impl Syncer {
         }
         let outcome = match self.apply_file(path, &name) {
             Ok(o) => o,
-            Err((task, error)) => {
+            Err((task, error, unreadable)) if unreadable && self.defer_unreadable => {
+                self.deferred.push(path.to_path_buf());
+                Outcome {
+                    file: name,
+                    action: "deferred",
+                    task,
+                    error: Some(error),
+                }
+            }
+            Err((task, error, _)) => {
                 metric::sync_rejected();
                 let payload = serde_json::json!({"file": name, "task": task, "error": error});
                 if let Err(e) = self
@@ -330,7 +347,26 @@ impl Syncer {
         Some(outcome)
     }
 
-    fn apply_file(&mut self, path: &Path, name: &str) -> Result<Outcome, (Option<String>, String)> {
+    /// Files that did not parse and wait to be looked at again.
+    pub fn take_deferred(&mut self) -> Vec<PathBuf> {
+        std::mem::take(&mut self.deferred)
+    }
+
+    /// Looks at a deferred file again, reporting it if it still does not
+    /// parse.
+    pub fn confirm(&mut self, path: &Path) -> Option<Outcome> {
+        let defer = std::mem::replace(&mut self.defer_unreadable, false);
+        let o = self.file_changed(path);
+        self.defer_unreadable = defer;
+        o
+    }
+
+    /// Rejections of the third kind (`true`) are files that did not parse.
+    fn apply_file(
+        &mut self,
+        path: &Path,
+        name: &str,
+    ) -> Result<Outcome, (Option<String>, String, bool)> {
         let out = |action, task: Option<&TaskId>| Outcome {
             file: name.to_owned(),
             action,
@@ -339,7 +375,7 @@ impl Syncer {
         };
         // The id a file's name claims, if it is `<id>.md`.
         let named = TaskId::parse(name.trim_end_matches(".md")).ok();
-        let reject = |msg: String| (named.as_ref().map(|t| t.to_string()), msg);
+        let reject = |msg: String| (named.as_ref().map(|t| t.to_string()), msg, false);
         if path.parent() != Some(self.dir.as_path()) {
             return Err(reject(format!(
                 "{name} is outside {}; task files live directly in it",
@@ -374,7 +410,13 @@ impl Syncer {
         }
         let text =
             std::fs::read_to_string(path).map_err(|e| reject(format!("reading {name}: {e}")))?;
-        let (front, body) = parse(&text).map_err(|e| reject(format!("{name}: {e}")))?;
+        let (front, body) = parse(&text).map_err(|e| {
+            (
+                named.as_ref().map(|t| t.to_string()),
+                format!("{name}: {e}"),
+                true,
+            )
+        })?;
         let front_id = opt_id(&front.id, "id").map_err(|e| reject(format!("{name}: {e}")))?;
         if let (Some(n), Some(f)) = (&named, &front_id)
             && n != f
@@ -396,7 +438,7 @@ impl Syncer {
             Some(t) => self.apply_edit(name, &text, front, body, t),
             None => self.create(path, name, front, body, id.clone()),
         }
-        .map_err(|e| (id.as_ref().map(|t| t.to_string()), e))
+        .map_err(|e| (id.as_ref().map(|t| t.to_string()), e, false))
     }
 
     fn apply_edit(
@@ -787,10 +829,42 @@ pub fn spawn(
     let handle = std::thread::Builder::new()
         .name("braid-sync".into())
         .spawn(move || {
+            syncer.defer_unreadable = true;
             if let Err(e) = syncer.full() {
                 eprintln!("braid sync: {e}");
             }
-            while let Ok(msg) = rx.recv() {
+            // Unparseable files to look at again, and when.
+            let mut confirm: std::collections::BTreeMap<PathBuf, std::time::Instant> =
+                Default::default();
+            loop {
+                for p in syncer.take_deferred() {
+                    confirm
+                        .entry(p)
+                        .or_insert_with(|| std::time::Instant::now() + debounce * 2);
+                }
+                let msg = match confirm.values().min() {
+                    None => rx.recv().map_err(|_| false),
+                    Some(due) => rx
+                        .recv_timeout(due.saturating_duration_since(std::time::Instant::now()))
+                        .map_err(|e| matches!(e, std::sync::mpsc::RecvTimeoutError::Timeout)),
+                };
+                let msg = match msg {
+                    Ok(m) => m,
+                    Err(true) => {
+                        let now = std::time::Instant::now();
+                        let due: Vec<PathBuf> = confirm
+                            .iter()
+                            .filter(|(_, at)| **at <= now)
+                            .map(|(p, _)| p.clone())
+                            .collect();
+                        for p in due {
+                            confirm.remove(&p);
+                            syncer.confirm(&p);
+                        }
+                        continue;
+                    }
+                    Err(false) => return,
+                };
                 match msg {
                     SyncMsg::Files(paths) => {
                         for p in paths {
