@@ -280,6 +280,29 @@ impl SqliteStore {
             .unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The latest `limit` events of a task (of one kind, if given), oldest
+    /// first. The limit is literal (see `ready`).
+    fn latest_events(
+        &self,
+        id: &TaskId,
+        kind: Option<EventKind>,
+        limit: usize,
+    ) -> Result<Vec<Event>> {
+        let conn = self.read();
+        let only = kind
+            .map(|k| format!("AND kind = '{}'", k.as_str()))
+            .unwrap_or_default();
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT seq, at, actor, kind, task, payload FROM events \
+             WHERE task = ?1 {only} ORDER BY seq DESC LIMIT {limit}"
+        ))?;
+        let mut rows = stmt
+            .query_map(params![id.as_str()], row_to_event)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        rows.reverse();
+        Ok(rows)
+    }
+
     /// Sets how long `restore_from` waits for other processes (default 10 s).
     pub fn with_lock_wait(mut self, wait: Duration) -> Self {
         self.lock_wait = wait;
@@ -452,28 +475,11 @@ impl Store for SqliteStore {
     }
 
     fn comments(&self, id: &TaskId, limit: usize) -> Result<Vec<Event>> {
-        let conn = self.read();
-        let mut stmt = conn.prepare_cached(&format!(
-            "SELECT seq, at, actor, kind, task, payload FROM events \
-             WHERE task = ?1 AND kind = 'commented' ORDER BY seq DESC LIMIT {limit}"
-        ))?;
-        let mut rows = stmt
-            .query_map(params![id.as_str()], row_to_event)?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        rows.reverse();
-        Ok(rows)
+        self.latest_events(id, Some(EventKind::Commented), limit)
     }
 
     fn task_events(&self, id: &TaskId, limit: usize) -> Result<Vec<Event>> {
-        let conn = self.read();
-        let mut stmt = conn.prepare_cached(&format!(
-            "SELECT seq, at, actor, kind, task, payload FROM events WHERE task = ?1 ORDER BY seq DESC LIMIT {limit}"
-        ))?;
-        let mut rows = stmt
-            .query_map(params![id.as_str()], row_to_event)?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        rows.reverse();
-        Ok(rows)
+        self.latest_events(id, None, limit)
     }
 
     fn import(&self, actor: &str, batch: ImportBatch, opts: ImportOptions) -> Result<ImportReport> {

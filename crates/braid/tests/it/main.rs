@@ -142,3 +142,19 @@ impl Drop for Reap {
         let _ = self.0.wait();
     }
 }
+
+/// Runs git in `dir`, failing the test (with git's stderr) if git fails.
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}

@@ -2,25 +2,7 @@
 //! conflicts found exactly with merge-tree, conflict-free batches, plan
 //! files of plain branches, clear errors, nothing touched.
 
-use std::path::Path;
-use std::process::Command;
-
-use crate::Proj;
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
+use crate::{Proj, git};
 
 fn repo() -> Proj {
     let p = Proj::empty();

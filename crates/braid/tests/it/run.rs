@@ -5,28 +5,13 @@ use std::io::BufRead;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::Proj;
+use crate::{Proj, git};
 
 fn agent(name: &str) -> String {
     format!(
         "{}/tests/fixtures/agents/{name}",
         env!("CARGO_MANIFEST_DIR")
     )
-}
-
-fn git(dir: &std::path::Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
 }
 
 /// A braid project inside a git repository with one commit, with `config`
