@@ -37,6 +37,10 @@ pub const CHECKS: &[(&str, fn(&dyn Store))] = &[
     ),
     ("notes_and_deps_of", notes_and_deps_of),
     ("comments_are_events", comments_are_events),
+    (
+        "every_change_a_reader_can_see_appends_an_event",
+        every_change_a_reader_can_see_appends_an_event,
+    ),
 ];
 
 /// Runs every check, each on a fresh store from `fresh`.
@@ -873,4 +877,88 @@ fn comments_are_events(s: &dyn Store) {
         "the latest, oldest first"
     );
     assert_eq!(texts(s.comments(&b, 10).unwrap()), ["elsewhere"]);
+}
+
+/// Readers cache answers by the log's position (the server's `/api/ready`),
+/// so every command that changes what a task looks like must move `seq`.
+fn every_change_a_reader_can_see_appends_an_event(s: &dyn Store) {
+    let a = add(s, "a");
+    let b = add(s, "b");
+    let mut last = s.last_seq().unwrap();
+    let mut moved = |what: &str| {
+        let now = s.last_seq().unwrap();
+        assert!(
+            now > last,
+            "{what} changed a task without appending an event"
+        );
+        last = now;
+    };
+    s.apply(
+        "t",
+        Command::Update {
+            id: a.clone(),
+            patch: TaskPatch {
+                priority: Some(0),
+                ..TaskPatch::default()
+            },
+        },
+    )
+    .unwrap();
+    moved("update");
+    dep(s, &a, &b).unwrap();
+    moved("dep add");
+    s.apply(
+        "t",
+        Command::DepRm {
+            from: a.clone(),
+            to: b.clone(),
+        },
+    )
+    .unwrap();
+    moved("dep rm");
+    set(s, &b, State::Deferred).unwrap();
+    moved("set state");
+    let claim = s
+        .apply(
+            "t",
+            Command::Claim {
+                id: Some(a.clone()),
+                assignee: "x".into(),
+                lease_ms: -1,
+            },
+        )
+        .unwrap();
+    moved("claim");
+    s.apply(
+        "t",
+        Command::Rescue {
+            id: a.clone(),
+            token: claim.lease_token.unwrap(),
+        },
+    )
+    .unwrap();
+    moved("rescue");
+    let claim = s
+        .apply(
+            "t",
+            Command::Claim {
+                id: Some(a.clone()),
+                assignee: "x".into(),
+                lease_ms: 60_000,
+            },
+        )
+        .unwrap();
+    moved("claim again");
+    s.apply(
+        "t",
+        Command::Finish {
+            id: a.clone(),
+            token: claim.lease_token.unwrap(),
+            to: State::Done,
+            reason: None,
+            refund_attempt: false,
+        },
+    )
+    .unwrap();
+    moved("finish");
 }
