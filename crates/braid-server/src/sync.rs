@@ -116,6 +116,11 @@ const RECENT: usize = 4096;
 
 /// Renders a task as its file, `rev` included.
 fn render(t: &Task) -> String {
+    rendered(t).0
+}
+
+/// A task's file and the version (`rev`) it shows.
+fn rendered(t: &Task) -> (String, String) {
     let mut front = Front {
         id: Some(t.id.to_string()),
         title: t.title.clone(),
@@ -149,13 +154,9 @@ fn render(t: &Task) -> String {
     };
     // The version is the content itself, so two changes within one
     // millisecond are still two versions.
-    front.rev = Some(blake3::hash(text(&front).as_bytes()).to_hex()[..16].to_owned());
-    text(&front)
-}
-
-/// The version a task's file would show now.
-fn version(t: &Task) -> Option<String> {
-    parse(&render(t)).ok().and_then(|(f, _)| f.rev)
+    let rev = blake3::hash(text(&front).as_bytes()).to_hex()[..16].to_owned();
+    front.rev = Some(rev.clone());
+    (text(&front), rev)
 }
 
 /// Splits a file into front matter and body, and parses the front matter.
@@ -268,7 +269,7 @@ impl Syncer {
             .take_while(|l| *l != "---")
             .find_map(|l| l.strip_prefix("rev:"))
             .map(|v| v.trim().to_owned());
-        rev.is_some_and(|r| Some(r) != version(t))
+        rev.is_some_and(|r| r != rendered(t).1)
     }
 
     /// Writes a task's file if it differs from the store. Returns whether
@@ -455,11 +456,11 @@ impl Syncer {
             task: Some(t.id.to_string()),
             error: None,
         };
-        if text == render(&t) {
+        let (canonical, current) = rendered(&t);
+        if text == canonical {
             return Ok(out("unchanged"));
         }
-        let current = version(&t);
-        if front.rev.is_some() && front.rev != current {
+        if front.rev.as_ref().is_some_and(|r| *r != current) {
             // Made from an older version. Our own earlier write: just bring
             // it up to date. Someone's edit of an old copy: the store wins
             // and the edit is reported, not silently merged.
@@ -471,7 +472,7 @@ impl Syncer {
             return Err(format!(
                 "{name} was edited from an older version (rev {}) but the task changed since (rev {}); the file now shows the current task — make the edit again",
                 front.rev.unwrap_or_default(),
-                current.unwrap_or_default()
+                current
             ));
         }
         let cmds = edit_commands(&t, &front, body)?;

@@ -88,6 +88,21 @@ fn dep(s: &dyn Store, from: &TaskId, to: &TaskId) -> Result<(), Error> {
     .map(|_| ())
 }
 
+/// Claims `id` for a lease of `lease_ms` and returns the token.
+fn claim(s: &dyn Store, id: &TaskId, lease_ms: i64) -> String {
+    s.apply(
+        "t",
+        Command::Claim {
+            id: Some(id.clone()),
+            assignee: "x".into(),
+            lease_ms,
+        },
+    )
+    .unwrap()
+    .lease_token
+    .unwrap()
+}
+
 fn ready_ids(s: &dyn Store) -> Vec<TaskId> {
     s.ready(1000).unwrap().into_iter().map(|t| t.id).collect()
 }
@@ -918,42 +933,24 @@ fn every_change_a_reader_can_see_appends_an_event(s: &dyn Store) {
     moved("dep rm");
     set(s, &b, State::Deferred).unwrap();
     moved("set state");
-    let claim = s
-        .apply(
-            "t",
-            Command::Claim {
-                id: Some(a.clone()),
-                assignee: "x".into(),
-                lease_ms: -1,
-            },
-        )
-        .unwrap();
+    let token = claim(s, &a, -1);
     moved("claim");
     s.apply(
         "t",
         Command::Rescue {
             id: a.clone(),
-            token: claim.lease_token.unwrap(),
+            token,
         },
     )
     .unwrap();
     moved("rescue");
-    let claim = s
-        .apply(
-            "t",
-            Command::Claim {
-                id: Some(a.clone()),
-                assignee: "x".into(),
-                lease_ms: 60_000,
-            },
-        )
-        .unwrap();
+    let token = claim(s, &a, 60_000);
     moved("claim again");
     s.apply(
         "t",
         Command::Finish {
             id: a.clone(),
-            token: claim.lease_token.unwrap(),
+            token,
             to: State::Done,
             reason: None,
             refund_attempt: false,

@@ -7,7 +7,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::{Proj, Reap};
 
@@ -71,17 +71,29 @@ fn term(child: &std::process::Child) {
 }
 
 fn wait_exit(r: &mut Reap) -> std::process::ExitStatus {
-    let start = Instant::now();
-    loop {
-        if let Some(s) = r.0.try_wait().unwrap() {
-            return s;
+    use wait_timeout::ChildExt;
+    r.0.wait_timeout(Duration::from_secs(30))
+        .unwrap()
+        .expect("braid serve stops within 30 s")
+}
+
+/// Follows `/events` (SSE) from the start of the log until a line
+/// containing every one of `needles` arrives.
+fn wait_for_event(addr: SocketAddr, rooms: &str, needles: &[&str]) {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    write!(
+        s,
+        "GET /events?after=0&rooms={rooms} HTTP/1.1\r\nhost: x\r\n\r\n"
+    )
+    .unwrap();
+    for line in std::io::BufReader::new(s).lines() {
+        let line = line.expect("an event within 60 s");
+        if needles.iter().all(|n| line.contains(n)) {
+            return;
         }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "braid serve did not stop"
-        );
-        std::thread::sleep(Duration::from_millis(20));
     }
+    panic!("the event stream ended before {needles:?}");
 }
 
 #[test]
@@ -99,9 +111,11 @@ fn sigterm_loses_no_accepted_write() {
     let (mut server, addr) = serve(&p, &["--no-sync"]);
     let accepted = Arc::new(Mutex::new(Vec::<String>::new()));
     let stop = Arc::new(AtomicBool::new(false));
+    // Each accepted write is announced, so the main thread waits on them.
+    let (tick_tx, tick_rx) = std::sync::mpsc::channel::<()>();
     let writers: Vec<_> = (0..6)
         .map(|w| {
-            let (accepted, stop) = (accepted.clone(), stop.clone());
+            let (accepted, stop, tick) = (accepted.clone(), stop.clone(), tick_tx.clone());
             std::thread::spawn(move || {
                 let mut i = 0;
                 while !stop.load(Ordering::Relaxed) {
@@ -114,6 +128,7 @@ fn sigterm_loses_no_accepted_write() {
                                 .lock()
                                 .unwrap()
                                 .push(v["id"].as_str().unwrap().to_owned());
+                            let _ = tick.send(());
                         }
                         // Refused while stopping, or the server is gone.
                         Some(_) | None => {
@@ -127,13 +142,10 @@ fn sigterm_loses_no_accepted_write() {
         })
         .collect();
     // Let writes flow, then stop the server in the middle of them.
-    let start = Instant::now();
-    while accepted.lock().unwrap().len() < 60 {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "writes are accepted"
-        );
-        std::thread::sleep(Duration::from_millis(5));
+    for _ in 0..60 {
+        tick_rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("writes are accepted");
     }
     term(&server.0);
     let status = wait_exit(&mut server);
@@ -174,19 +186,11 @@ fn the_engine_runs_inside_the_server_and_its_metrics_are_exported() {
     .unwrap();
     let id = p.add(&["work for the engine"]);
     let (mut server, addr) = serve(&p, &["--run", "--no-sync"]);
-    let start = Instant::now();
-    loop {
-        let (_, body) = http(addr, "GET", &format!("/api/tasks/{id}"), None).unwrap();
-        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-        if v["state"] == "done" {
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "the engine finished the task: {v}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_event(
+        addr,
+        &format!("task:{id}"),
+        &["state_changed", "\"to\":\"done\""],
+    );
     let (status, metrics) = http(addr, "GET", "/metrics", None).unwrap();
     assert_eq!(status, 200);
     assert!(metrics.contains("braid_dispatched_total 1"), "{metrics}");
