@@ -107,6 +107,153 @@ pub fn overlapping_pairs(files: &[Vec<String>]) -> Vec<(usize, usize, Vec<String
     pairs.into_iter().map(|((a, b), f)| (a, b, f)).collect()
 }
 
+/// Finding the branches that break a batch. Each candidate is the target
+/// plus a list of the batch's branches merged in order; a branch is bad
+/// when it fails on top of the good ones before it (so a branch that only
+/// fails together with an earlier one is the one blamed, and the earlier
+/// one lands). A round tests up to `slots` candidates at once: prefixes of
+/// the branches in question cut evenly (a (slots+1)-ary search, where
+/// halving is binary), and, once the window is small, the outcome of each
+/// possible culprit ("everything but this one") so the rest can land in the
+/// same round. Results are keyed by the candidate's list, so a result is
+/// never asked for twice and old results keep answering as the state moves.
+#[derive(Clone, Debug, Default)]
+pub struct Bisect {
+    /// Known good, in order (the target plus these passed).
+    accepted: Vec<usize>,
+    /// Still in question, in order.
+    rest: Vec<usize>,
+    bad: Vec<usize>,
+    results: std::collections::HashMap<Vec<usize>, bool>,
+    rounds: usize,
+}
+
+impl Bisect {
+    pub fn new(batch: Vec<usize>) -> Bisect {
+        Bisect {
+            rest: batch,
+            ..Bisect::default()
+        }
+    }
+
+    /// The candidates to test next (none when done). Each is a full list.
+    pub fn round(&self, slots: usize) -> Vec<Vec<usize>> {
+        let slots = slots.max(1);
+        let len = self.rest.len();
+        if len == 0 {
+            return Vec::new();
+        }
+        let mut out: Vec<Vec<usize>> = Vec::new();
+        let push = |c: Vec<usize>, out: &mut Vec<Vec<usize>>| {
+            if out.len() < slots && !self.results.contains_key(&c) && !out.contains(&c) {
+                out.push(c);
+            }
+        };
+        let (lo, hi) = match self.window() {
+            Some(w) => w,
+            None => {
+                // The whole is unknown: test it, and cut ahead with the
+                // spare slots in case it fails.
+                push(self.prefix(len), &mut out);
+                (0, len)
+            }
+        };
+        let inner = hi - lo - 1;
+        let cuts = inner.min(slots - out.len());
+        for j in 1..=cuts {
+            let c = lo + ((hi - lo) * j).div_ceil(cuts + 1);
+            if c > lo && c < hi {
+                push(self.prefix(c), &mut out);
+            }
+        }
+        if hi - lo <= slots {
+            // Each possible culprit: everything but it, on top of the ones
+            // before it.
+            for i in lo..hi {
+                let mut c = self.prefix(i);
+                c.extend_from_slice(&self.rest[i + 1..]);
+                if c.len() > self.accepted.len() {
+                    push(c, &mut out);
+                }
+            }
+        }
+        out
+    }
+
+    /// Records the results of a round.
+    pub fn record(&mut self, results: impl IntoIterator<Item = (Vec<usize>, bool)>) {
+        self.results.extend(results);
+        self.rounds += 1;
+        self.settle();
+    }
+
+    /// True when every branch is accepted or bad.
+    pub fn done(&self) -> bool {
+        self.rest.is_empty()
+    }
+
+    /// The branches that passed, in order: the candidate to land (it was
+    /// tested as a whole).
+    pub fn accepted(&self) -> &[usize] {
+        &self.accepted
+    }
+
+    /// The branches that failed on top of the good ones before them.
+    pub fn bad(&self) -> &[usize] {
+        &self.bad
+    }
+
+    /// Rounds recorded so far.
+    pub fn rounds(&self) -> usize {
+        self.rounds
+    }
+
+    /// True once the branch is known good or bad.
+    pub fn settled(&self, b: usize) -> bool {
+        !self.rest.contains(&b)
+    }
+
+    fn prefix(&self, c: usize) -> Vec<usize> {
+        let mut v = self.accepted.clone();
+        v.extend_from_slice(&self.rest[..c]);
+        v
+    }
+
+    /// (longest passing prefix, shortest failing prefix) of `rest`, once
+    /// some prefix is known to fail.
+    fn window(&self) -> Option<(usize, usize)> {
+        let hi =
+            (1..=self.rest.len()).find(|&c| self.results.get(&self.prefix(c)) == Some(&false))?;
+        let lo = (1..hi)
+            .rev()
+            .find(|&c| self.results.get(&self.prefix(c)) == Some(&true))
+            .unwrap_or(0);
+        Some((lo, hi))
+    }
+
+    /// Moves what the results decide: a passing whole is accepted; a
+    /// window of one names a bad branch, the ones before it are accepted.
+    fn settle(&mut self) {
+        while !self.rest.is_empty() {
+            match self.window() {
+                None => {
+                    if self.results.get(&self.prefix(self.rest.len())) == Some(&true) {
+                        self.accepted.append(&mut self.rest);
+                    }
+                    return;
+                }
+                Some((lo, hi)) if hi - lo == 1 => {
+                    let rest = std::mem::take(&mut self.rest);
+                    self.accepted.extend_from_slice(&rest[..lo]);
+                    self.bad.push(rest[lo]);
+                    self.rest = rest[hi..].to_vec();
+                }
+                Some(_) => return,
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -157,7 +304,94 @@ mod tests {
         assert_eq!(l[n - 1], vec![n - 1]);
     }
 
+    /// Runs a bisection against `fails` (does this list fail?) and returns
+    /// (accepted, bad, rounds, candidates tested).
+    fn bisect_with(
+        n: usize,
+        slots: usize,
+        fails: impl Fn(&[usize]) -> bool,
+    ) -> (Vec<usize>, Vec<usize>, usize, usize) {
+        let mut b = Bisect::new((0..n).collect());
+        let mut tested = std::collections::HashSet::new();
+        while !b.done() {
+            let round = b.round(slots);
+            assert!(!round.is_empty() && round.len() <= slots, "{round:?}");
+            for c in &round {
+                assert!(tested.insert(c.clone()), "{c:?} tested twice");
+            }
+            b.record(round.into_iter().map(|c| {
+                let f = fails(&c);
+                (c, !f)
+            }));
+            assert!(b.rounds() <= 4 * n + 2, "no progress");
+        }
+        (
+            b.accepted().to_vec(),
+            b.bad().to_vec(),
+            b.rounds(),
+            tested.len(),
+        )
+    }
+
+    #[test]
+    fn one_bad_branch_in_eight_is_found_in_two_rounds_with_three_slots() {
+        for bad in 0..8 {
+            let mut b = Bisect::new((0..8).collect());
+            let mut rounds_to_isolate = None;
+            while !b.done() {
+                let round = b.round(3);
+                b.record(round.into_iter().map(|c| {
+                    let pass = !c.contains(&bad);
+                    (c, pass)
+                }));
+                if rounds_to_isolate.is_none() && b.bad() == [bad] {
+                    rounds_to_isolate = Some(b.rounds());
+                }
+            }
+            assert_eq!(b.bad(), [bad]);
+            assert_eq!(b.accepted().len(), 7);
+            assert!(
+                rounds_to_isolate.unwrap() <= 2,
+                "bad {bad}: {rounds_to_isolate:?}"
+            );
+            assert!(b.rounds() <= 3, "bad {bad}: {} rounds to land", b.rounds());
+        }
+    }
+
+    #[test]
+    fn a_passing_batch_takes_one_candidate() {
+        let (acc, bad, rounds, tested) = bisect_with(8, 3, |_| false);
+        assert_eq!((acc, bad, rounds), ((0..8).collect(), vec![], 1));
+        assert!(tested <= 3);
+        let (acc, _, _, tested) = bisect_with(8, 1, |_| false);
+        assert_eq!((acc.len(), tested), (8, 1));
+    }
+
+    #[test]
+    fn a_branch_that_fails_only_after_another_is_the_one_blamed() {
+        // 5 fails when 2 is merged before it; each passes alone.
+        let fails = |c: &[usize]| c.contains(&2) && c.contains(&5);
+        let (acc, bad, _, _) = bisect_with(8, 3, fails);
+        assert_eq!(bad, [5]);
+        assert_eq!(acc, [0, 1, 2, 3, 4, 6, 7]);
+    }
+
     proptest! {
+
+        #[test]
+        fn bisection_sets_aside_exactly_the_bad_branches(
+            n in 1usize..14,
+            slots in 1usize..5,
+            bad in proptest::collection::btree_set(0usize..14, 0..4),
+        ) {
+            let (acc, found, _, _) = bisect_with(n, slots, |c| c.iter().any(|b| bad.contains(b)));
+            let want: Vec<usize> = (0..n).filter(|b| bad.contains(b)).collect();
+            let mut got = found.clone();
+            got.sort_unstable();
+            prop_assert_eq!(got, want);
+            let good: Vec<usize> = (0..n).filter(|b| !bad.contains(b)).collect();
+            prop_assert_eq!(acc, good);
+        }
         #[test]
         fn levels_and_batches_hold_their_rules(
             edges in proptest::collection::vec((0usize..30, 0usize..30), 0..60),

@@ -210,6 +210,187 @@ pub fn merge_conflicts(repo: &Path, a: &str, b: &str) -> Result<Vec<String>> {
     }
 }
 
+/// Whether `ancestor` is reachable from `rev` (a branch already merged).
+pub fn is_ancestor(repo: &Path, ancestor: &str, rev: &str) -> Result<bool> {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(repo)
+        .args(["merge-base", "--is-ancestor", ancestor, rev])
+        .output()?;
+    match out.status.code() {
+        Some(0) => Ok(true),
+        Some(1) => Ok(false),
+        _ => Err(Error::Git {
+            args: format!("merge-base --is-ancestor {ancestor} {rev}"),
+            message: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        }),
+    }
+}
+
+/// The tree of a commit.
+pub fn tree_of(repo: &Path, rev: &str) -> Result<String> {
+    Ok(text(git(repo, &["rev-parse", &format!("{rev}^{{tree}}")])?))
+}
+
+/// Merging one branch onto a commit, done on objects only.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Merged {
+    /// The merge commit (parents: `onto`, then the branch).
+    Commit(String),
+    /// The files that conflict.
+    Conflict(Vec<String>),
+}
+
+/// Merges `branch` onto the commit `onto` without a worktree or index:
+/// `git merge-tree --write-tree`, then `git commit-tree`. The commit's
+/// author, committer and dates are fixed (`braid`, `date` as git's
+/// `@SECONDS +0000`), so the same merge gives the same commit every time.
+pub fn merge_onto(
+    repo: &Path,
+    onto: &str,
+    branch: &str,
+    message: &str,
+    date: &str,
+) -> Result<Merged> {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(repo)
+        .args([
+            "merge-tree",
+            "--write-tree",
+            "--name-only",
+            "--no-messages",
+            onto,
+            branch,
+        ])
+        .output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    match out.status.code() {
+        Some(0) => {}
+        Some(1) => {
+            return Ok(Merged::Conflict(
+                stdout
+                    .lines()
+                    .skip(1)
+                    .filter(|l| !l.is_empty())
+                    .map(str::to_owned)
+                    .collect(),
+            ));
+        }
+        _ => {
+            return Err(Error::Git {
+                args: format!("merge-tree --write-tree {onto} {branch}"),
+                message: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+            });
+        }
+    }
+    let tree = stdout.lines().next().unwrap_or_default().trim().to_owned();
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(repo)
+        .args([
+            "commit-tree",
+            &tree,
+            "-p",
+            onto,
+            "-p",
+            branch,
+            "-m",
+            message,
+        ])
+        .env("GIT_AUTHOR_NAME", "braid")
+        .env("GIT_AUTHOR_EMAIL", "braid@localhost")
+        .env("GIT_COMMITTER_NAME", "braid")
+        .env("GIT_COMMITTER_EMAIL", "braid@localhost")
+        .env("GIT_AUTHOR_DATE", date)
+        .env("GIT_COMMITTER_DATE", date)
+        .output()?;
+    if !out.status.success() {
+        return Err(Error::Git {
+            args: format!("commit-tree {tree}"),
+            message: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        });
+    }
+    Ok(Merged::Commit(text(out)))
+}
+
+/// The committer time of `rev` in git's raw form (`@SECONDS +0000`).
+pub fn commit_date(repo: &Path, rev: &str) -> Result<String> {
+    let secs = text(git(repo, &["show", "-s", "--format=%ct", rev])?);
+    Ok(format!("@{secs} +0000"))
+}
+
+/// Moves `refs/heads/<branch>` from `old` to `new` only if it still points
+/// at `old` (compare-and-swap). `Ok(false)`: it had moved.
+pub fn update_branch(repo: &Path, branch: &str, new: &str, old: &str) -> Result<bool> {
+    let r = format!("refs/heads/{branch}");
+    match git(repo, &["update-ref", "-m", "braid merge", &r, new, old]) {
+        Ok(_) => Ok(true),
+        Err(e) => {
+            if rev_parse(repo, &r).is_ok_and(|now| now != old) {
+                Ok(false)
+            } else {
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Fast-forwards the branch checked out in `worktree` from `old` to `new`,
+/// as `git merge --ff-only` does: refused, with nothing changed, when HEAD
+/// is no longer `old` (`Ok(false)`) or when local changes would be
+/// overwritten (an error naming them).
+pub fn fast_forward_checkout(worktree: &Path, new: &str, old: &str) -> Result<bool> {
+    if rev_parse(worktree, "HEAD")? != old {
+        return Ok(false);
+    }
+    git(worktree, &["merge", "--ff-only", "-q", new])?;
+    Ok(true)
+}
+
+/// Adds a detached worktree at `path` on `commit` (for testing a candidate).
+pub fn add_detached_worktree(repo: &Path, path: &Path, commit: &str) -> Result<()> {
+    git(
+        repo,
+        &[
+            "worktree",
+            "add",
+            "--detach",
+            "-f",
+            &path.to_string_lossy(),
+            commit,
+        ],
+    )?;
+    Ok(())
+}
+
+/// Creates `branch` at `at` unless it exists.
+pub fn create_branch(repo: &Path, branch: &str, at: &str) -> Result<()> {
+    if !rev_exists(repo, &format!("refs/heads/{branch}")) {
+        git(repo, &["branch", branch, at])?;
+    }
+    Ok(())
+}
+
+/// Commits every change in `worktree` (tracked and untracked, as `git add
+/// -A` sees them). `Ok(false)` when there was nothing to commit. Without a
+/// configured identity, commits as `braid`.
+pub fn commit_all(worktree: &Path, message: &str) -> Result<bool> {
+    let status = git(worktree, &["status", "--porcelain"])?;
+    if status.stdout.is_empty() {
+        return Ok(false);
+    }
+    git(worktree, &["add", "-A"])?;
+    let named = git(worktree, &["config", "user.email"]).is_ok();
+    let mut args = vec![];
+    if !named {
+        args.extend(["-c", "user.name=braid", "-c", "user.email=braid@localhost"]);
+    }
+    args.extend(["commit", "-q", "--no-verify", "-m", message]);
+    git(worktree, &args)?;
+    Ok(true)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -31,16 +31,29 @@ pub struct Cache {
     ttl: Duration,
 }
 
+/// The content identity of a clean checkout of `tree` (a git tree id):
+/// what [`workspace_identity`] says of a worktree with no changes.
+pub fn tree_identity(tree: &str) -> String {
+    git_identity(tree, &[])
+}
+
+fn git_identity(tree: &str, dirty: &[u8]) -> String {
+    let mut h = blake3::Hasher::new();
+    h.update(b"git\0");
+    h.update(tree.as_bytes());
+    h.update(b"\0");
+    h.update(dirty);
+    h.finalize().to_hex().to_string()
+}
+
 /// The content identity of a workspace, hashed.
 pub fn workspace_identity(dir: &Path) -> Result<String, String> {
-    let mut h = blake3::Hasher::new();
     if dir.join(".git").exists() {
         let (tree, dirty) = braid_git::content_identity(dir).map_err(|e| e.to_string())?;
-        h.update(b"git\0");
-        h.update(tree.as_bytes());
-        h.update(b"\0");
-        h.update(&dirty);
-    } else {
+        return Ok(git_identity(&tree, &dirty));
+    }
+    let mut h = blake3::Hasher::new();
+    {
         // Outside git: every file's relative path and content, in a stable order.
         h.update(b"dir\0");
         let mut files = Vec::new();

@@ -23,7 +23,26 @@ pub struct Config {
     pub gates: Vec<Gate>,
     /// The branch passing work merges into; `None`: passing work is done.
     pub merge_into: Option<String>,
+    pub merge: MergeConfig,
     pub cache: CacheConfig,
+}
+
+/// `[merge]`: how finished branches are integrated (`braid merge run`).
+#[derive(Clone, Debug)]
+pub struct MergeConfig {
+    /// At most this many branches are tested together as one candidate.
+    pub max_batch: usize,
+    /// The gates a merge candidate must pass (empty: every gate).
+    pub gates: Vec<String>,
+}
+
+impl Default for MergeConfig {
+    fn default() -> Self {
+        MergeConfig {
+            max_batch: 8,
+            gates: Vec::new(),
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -182,6 +201,9 @@ struct RawGate {
 #[serde(deny_unknown_fields)]
 struct RawMerge {
     into: String,
+    max_batch: Option<usize>,
+    #[serde(default)]
+    gates: Vec<String>,
 }
 
 fn default_gate_env() -> Vec<String> {
@@ -205,6 +227,7 @@ impl Default for Config {
             agents: Vec::new(),
             gates: Vec::new(),
             merge_into: None,
+            merge: MergeConfig::default(),
             cache: CacheConfig::default(),
         }
     }
@@ -421,11 +444,33 @@ impl Config {
             cache.ttl = dur("ttl", &c.ttl, cache.ttl)?;
             cache.enabled = c.enabled.unwrap_or(true);
         }
+        let mut merge = MergeConfig::default();
+        if let Some(m) = &raw.merge {
+            if let Some(n) = m.max_batch {
+                if n == 0 {
+                    return Err(err(
+                        find("max_batch", None),
+                        "max_batch must be at least 1".into(),
+                    ));
+                }
+                merge.max_batch = n;
+            }
+            for g in &m.gates {
+                if !gates.iter().any(|x| &x.name == g) {
+                    return Err(err(
+                        find("gates", Some(g)),
+                        format!("[merge] gates names {g:?}, which is not a [[gate]]"),
+                    ));
+                }
+            }
+            merge.gates = m.gates.clone();
+        }
         Ok(Config {
             run,
             agents,
             gates,
             merge_into: raw.merge.map(|m| m.into),
+            merge,
             cache,
         })
     }

@@ -29,6 +29,38 @@ pub struct RunOptions {
     pub max_tasks: Option<usize>,
     pub only: Vec<TaskId>,
     pub actor: String,
+    /// A merge loop running beside the engine (`braid run --merge`).
+    pub merge: Option<MergeHook>,
+}
+
+/// Ties a merge loop to a run (`braid run --merge`). The engine raises
+/// `requested` and wakes the merger when work reaches review; the merger
+/// raises `active` before it lowers `requested` and lowers `active` when a
+/// pass ends, then wakes the engine ([`Waker`]). While either is up the
+/// engine stays, since a landing makes dependents ready.
+#[derive(Clone, Debug)]
+pub struct MergeHook {
+    pub requested: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    pub active: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    pub wake: Sender<()>,
+}
+
+impl MergeHook {
+    fn pending(&self) -> bool {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.requested.load(SeqCst) || self.active.load(SeqCst)
+    }
+}
+
+/// Wakes a running engine from another thread (it then looks at the store
+/// and its hooks again).
+#[derive(Clone, Debug)]
+pub struct Waker(Sender<Msg>);
+
+impl Waker {
+    pub fn wake(&self) {
+        let _ = self.0.send(Msg::StoreChanged);
+    }
 }
 
 /// Where the project lives.
@@ -206,6 +238,11 @@ impl<'a> Engine<'a> {
             report: Report::default(),
             latencies: Vec::new(),
         }
+    }
+
+    /// A handle that wakes this engine from another thread.
+    pub fn waker(&self) -> Waker {
+        Waker(self.tx.clone())
     }
 
     fn lease_ms(&self) -> i64 {
@@ -975,6 +1012,16 @@ impl<'a> Engine<'a> {
         } else {
             State::Done
         };
+        if to == State::Review && self.paths.repo.is_some() {
+            // The branch is what merges: work the agent left uncommitted
+            // (what the gates just passed) is committed onto it.
+            let title = self.store.task(id).map(|t| t.title).unwrap_or_default();
+            if let Err(e) = braid_git::commit_all(&w.workspace, &format!("{id}: {title}")) {
+                self.works.insert(id.clone(), w);
+                self.attempt_failed(id, "committing the work".into(), e.to_string());
+                return;
+            }
+        }
         let cmd = Command::Finish {
             id: id.clone(),
             token: w.token,
@@ -990,6 +1037,10 @@ impl<'a> Engine<'a> {
                 }
             } else {
                 self.report.review += 1;
+                if let Some(h) = &self.opts.merge {
+                    h.requested.store(true, std::sync::atomic::Ordering::SeqCst);
+                    let _ = h.wake.send(());
+                }
             }
         }
     }
@@ -1195,6 +1246,10 @@ impl<'a> Engine<'a> {
         }
         if self.stopping.is_some() {
             return Ok(true);
+        }
+        // A merge in progress may make work ready.
+        if self.opts.merge.as_ref().is_some_and(MergeHook::pending) {
+            return Ok(false);
         }
         // Claims held by others: when the earliest expires (if its holder
         // died), rescue it — in follow mode too.

@@ -6,6 +6,7 @@ pub mod cache;
 pub mod config;
 pub mod engine;
 pub mod gates;
+pub mod integrate;
 pub mod merge;
 pub mod metrics;
 pub mod prompt;
@@ -13,4 +14,4 @@ pub mod supervise;
 pub mod telemetry;
 
 pub use config::Config;
-pub use engine::{Engine, Paths, Report, RunOptions};
+pub use engine::{Engine, MergeHook, Paths, Report, RunOptions, Waker};

@@ -1,7 +1,7 @@
-//! `braid merge plan`: the order in which finished branches merge into the
-//! target — levels by dependency, conflict-free batches inside a level, and
-//! the conflict matrix — for tasks in review or for a plan file of plain
-//! branches.
+//! `braid merge plan|run`: the order in which finished branches merge into
+//! the target — levels by dependency, conflict-free batches inside a level,
+//! and the conflict matrix — and the run that lands them through their
+//! gates, for tasks in review or for a plan file of plain branches.
 
 use std::path::{Path, PathBuf};
 
@@ -21,6 +21,27 @@ pub enum MergeCmd {
     /// dependencies), conflict-free batches, and the conflict matrix
     /// (pairs checked with `git merge-tree`; nothing is touched).
     Plan(PlanArgs),
+    /// Land finished branches: each batch is merged onto the target in a
+    /// temporary commit (your worktree and index are not touched), its
+    /// gates run, and the target moves only when they pass. A failing
+    /// batch is bisected to find the branches that break it; the rest land.
+    /// A failing branch's task goes back for another attempt with the
+    /// gate's output; a conflicting one gets a task to resolve the
+    /// conflict. Killed midway, it continues where it was when run again.
+    Run(RunArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub plan: PlanArgs,
+    /// Branches tested together at most (default: [merge] max_batch, else 8).
+    #[arg(long)]
+    pub max_batch: Option<usize>,
+    /// Show what would happen: the batches, what is already known to pass
+    /// or fail, the conflicts. Runs no gate and changes nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Args, Debug)]
@@ -36,14 +57,15 @@ pub struct PlanArgs {
     /// (schema: docs/merge-plan.schema.json).
     #[arg(long, value_name = "FILE")]
     pub plan: Option<PathBuf>,
-    /// merge-tree checks at once.
-    #[arg(long, default_value_t = 4)]
-    pub jobs: usize,
+    /// Checks (merge-tree, candidates' gates) at once (default: [run] jobs).
+    #[arg(long)]
+    pub jobs: Option<usize>,
 }
 
 pub fn run(ctx: &Ctx, cmd: MergeCmd) -> Result<i32> {
     match cmd {
         MergeCmd::Plan(a) => plan(ctx, a),
+        MergeCmd::Run(a) => merge_run(ctx, a),
     }
 }
 
@@ -134,7 +156,19 @@ fn task_inputs(
     Ok((inputs, notes))
 }
 
-fn plan(ctx: &Ctx, a: PlanArgs) -> Result<i32> {
+/// What to merge: the repository, the branches (from tasks or a plan
+/// file), notes on what was left out, and the target.
+struct Inputs {
+    repo: PathBuf,
+    project: crate::project::Project,
+    config: braid_run::Config,
+    inputs: Vec<PlanInput>,
+    notes: Vec<String>,
+    into: String,
+    jobs: usize,
+}
+
+fn inputs(ctx: &Ctx, a: &PlanArgs) -> Result<Inputs> {
     let project = ctx.project()?;
     let root = project
         .dir
@@ -164,21 +198,263 @@ fn plan(ctx: &Ctx, a: PlanArgs) -> Result<i32> {
     };
     let into = a
         .into
+        .clone()
         .or(file_into)
         .or(config.merge_into.clone())
         .unwrap_or_else(|| "main".to_owned());
-    let plan = braid_run::merge::plan(&repo, &into, &inputs, a.jobs).map_err(|e| match e {
-        braid_run::merge::PlanError::Input(m) => anyhow::Error::from(Failure::usage(m)),
-        other => anyhow::Error::from(other),
-    })?;
+    if a.jobs == Some(0) {
+        return Err(Failure::usage("--jobs must be at least 1").into());
+    }
+    let jobs = a.jobs.unwrap_or(config.run.jobs);
+    Ok(Inputs {
+        repo,
+        project,
+        config,
+        inputs,
+        notes,
+        into,
+        jobs,
+    })
+}
+
+fn plan(ctx: &Ctx, a: PlanArgs) -> Result<i32> {
+    let i = inputs(ctx, &a)?;
+    let plan =
+        braid_run::merge::plan(&i.repo, &i.into, &i.inputs, i.jobs).map_err(|e| match e {
+            braid_run::merge::PlanError::Input(m) => anyhow::Error::from(Failure::usage(m)),
+            other => anyhow::Error::from(other),
+        })?;
     if ctx.global.json {
         let mut v = serde_json::to_value(&plan)?;
-        v["notes"] = json!(notes);
+        v["notes"] = json!(i.notes);
         ctx.print_json(&v)?;
     } else {
-        print_plan(ctx, &plan, &notes);
+        print_plan(ctx, &plan, &i.notes);
     }
     Ok(exit::OK)
+}
+
+fn merge_run(ctx: &Ctx, a: RunArgs) -> Result<i32> {
+    if a.max_batch == Some(0) {
+        return Err(Failure::usage("--max-batch must be at least 1").into());
+    }
+    let i = inputs(ctx, &a.plan)?;
+    let store = braid_store::sqlite::SqliteStore::open(&i.project.db)?;
+    let settings = settings(
+        &i.project,
+        &i.config,
+        &i.into,
+        i.jobs,
+        ctx.actor(),
+        a.max_batch,
+        a.dry_run,
+    );
+    let json_out = ctx.global.json;
+    let s = ctx.style;
+    for n in &i.notes {
+        if !json_out {
+            println!("{} {n}", s.dim("note:"));
+        }
+    }
+    let mut on_step = |step: braid_run::integrate::Step| {
+        if !json_out {
+            print_step(&s, &step);
+        }
+    };
+    let run = braid_run::integrate::Run::new(&i.repo, &store, settings, &mut on_step)
+        .map_err(run_error)?;
+    let outcome = run.run(&i.inputs).map_err(run_error)?;
+    if json_out {
+        let mut v = serde_json::to_value(&outcome)?;
+        v["notes"] = json!(i.notes);
+        ctx.print_json(&v)?;
+    } else {
+        print_outcome(&s, &outcome);
+    }
+    Ok(if outcome.rejected.is_empty() {
+        exit::OK
+    } else {
+        exit::FAILED
+    })
+}
+
+/// How a merge run goes, from the project's configuration.
+fn settings(
+    project: &crate::project::Project,
+    c: &braid_run::Config,
+    into: &str,
+    jobs: usize,
+    actor: String,
+    max_batch: Option<usize>,
+    dry_run: bool,
+) -> braid_run::integrate::Settings {
+    braid_run::integrate::Settings {
+        into: into.to_owned(),
+        jobs,
+        max_batch: max_batch.unwrap_or(c.merge.max_batch),
+        dry_run,
+        gates: c
+            .gates
+            .iter()
+            .filter(|g| c.merge.gates.is_empty() || c.merge.gates.contains(&g.name))
+            .cloned()
+            .collect(),
+        cache: c.cache.enabled.then(|| c.cache.clone()),
+        kill_grace: c.run.kill_grace,
+        work_dir: project.dir.join("merge"),
+        log_dir: project.dir.join("logs").join("merge"),
+        max_attempts: c.run.max_attempts,
+        failure_tail: c.run.failure_tail,
+        actor,
+    }
+}
+
+/// One merge pass over every task in review (`braid run --merge` runs one
+/// each time work reaches review). Steps are printed unless `quiet`.
+pub fn pass(
+    project: &crate::project::Project,
+    config: &braid_run::Config,
+    actor: String,
+    style: crate::style::Style,
+    quiet: bool,
+) -> Result<braid_run::integrate::Outcome> {
+    let root = project.dir.parent().unwrap_or(Path::new("."));
+    let repo = braid_git::repo_root(root)
+        .ok_or_else(|| Failure::usage("merging needs a git repository"))?;
+    let store = braid_store::sqlite::SqliteStore::open(&project.db)?;
+    let (inputs, _) = task_inputs(&store, &repo, &[])?;
+    let into = config.merge_into.clone().unwrap_or_else(|| "main".into());
+    let settings = settings(project, config, &into, config.run.jobs, actor, None, false);
+    let mut on_step = |step: braid_run::integrate::Step| {
+        if !quiet {
+            print_step(&style, &step);
+        }
+    };
+    let run =
+        braid_run::integrate::Run::new(&repo, &store, settings, &mut on_step).map_err(run_error)?;
+    run.run(&inputs).map_err(run_error)
+}
+
+fn run_error(e: braid_run::integrate::RunError) -> anyhow::Error {
+    use braid_run::integrate::RunError;
+    match e {
+        RunError::Input(m) => Failure::usage(m).into(),
+        RunError::Conflict(m) => Failure {
+            code: exit::CONFLICT,
+            message: m,
+        }
+        .into(),
+        other => anyhow::Error::from(other),
+    }
+}
+
+fn short(c: &str) -> &str {
+    &c[..c.len().min(10)]
+}
+
+fn print_step(s: &crate::style::Style, step: &braid_run::integrate::Step) {
+    use braid_run::integrate::Step;
+    match step {
+        Step::Batch { level, branches } => {
+            println!(
+                "{} level {level}: [{}]",
+                s.bold("batch"),
+                branches.join(" ")
+            )
+        }
+        Step::Round { round, candidates } => {
+            println!("  round {round}: testing {candidates} candidate(s)")
+        }
+        Step::Tested(t) => {
+            let how = if t.from_journal {
+                " (recorded earlier)".to_owned()
+            } else if t.gate_runs == 0 && t.passed {
+                " (cached)".to_owned()
+            } else {
+                String::new()
+            };
+            let verdict = if t.passed {
+                s.paint("32", "pass")
+            } else {
+                s.paint("31", "fail")
+            };
+            let why = t
+                .failure
+                .as_ref()
+                .map(|f| match f {
+                    braid_run::integrate::Failure::Gate { gate, exit, .. } => {
+                        format!(": gate {gate} ({exit})")
+                    }
+                    braid_run::integrate::Failure::Conflict { files } => {
+                        format!(": conflict in {}", files.join(", "))
+                    }
+                })
+                .unwrap_or_default();
+            println!("    {verdict} [{}]{how}{why}", t.branches.join(" "));
+        }
+        Step::Landed { branches, from, to } => println!(
+            "  {} {} ({} -> {})",
+            s.paint("32", "landed"),
+            branches.join(" "),
+            short(from),
+            short(to)
+        ),
+        Step::Rejected(r) => {
+            let task = r
+                .task
+                .as_deref()
+                .map(|t| format!(" ({t})"))
+                .unwrap_or_default();
+            match (&r.resolve_task, &r.with) {
+                (Some(rt), Some(with)) => println!(
+                    "  {} {}{task} conflicts with {with}: {rt} resolves it",
+                    s.paint("31", "conflict"),
+                    r.branch
+                ),
+                _ => println!(
+                    "  {} {}{task}: {}",
+                    s.paint("31", "rejected"),
+                    r.branch,
+                    match r.task_state.as_deref() {
+                        Some(st) => format!("{}; the task is {st}", r.failure.describe()),
+                        None => r.failure.describe(),
+                    }
+                ),
+            }
+        }
+        Step::TargetMoved { from, to } => println!(
+            "  the target moved ({} -> {}) while the candidate was tested; rebuilding on it",
+            short(from),
+            short(to)
+        ),
+        Step::Note(n) => println!("{} {n}", s.dim("note:")),
+    }
+}
+
+fn print_outcome(s: &crate::style::Style, o: &braid_run::integrate::Outcome) {
+    if o.dry_run {
+        println!("{} nothing was changed and no gate ran", s.bold("dry run:"));
+        for w in &o.would {
+            println!("  {w}");
+        }
+        return;
+    }
+    println!(
+        "{}: {} landed, {} rejected, {} waiting; {} at {} (was {}); {} batch(es), {} round(s), {} candidate(s), {} gate run(s), {} cached, {} recorded earlier",
+        s.bold(&o.into),
+        o.landed.len(),
+        o.rejected.len(),
+        o.waiting.len(),
+        o.into,
+        short(&o.to),
+        short(&o.from),
+        o.batches,
+        o.rounds,
+        o.candidates,
+        o.gate_runs,
+        o.cached,
+        o.from_journal
+    );
 }
 
 fn print_plan(ctx: &Ctx, p: &Plan, notes: &[String]) {

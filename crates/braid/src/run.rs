@@ -31,6 +31,11 @@ pub struct RunArgs {
     /// Only run these tasks (when ready).
     #[arg(long, value_parser = parse_id, num_args = 1..)]
     pub only: Vec<TaskId>,
+    /// Merge as work reaches review (as `braid merge run` does, needs
+    /// [merge] into), so dependents become ready and a whole epic flows
+    /// from ready to merged.
+    #[arg(long)]
+    pub merge: bool,
 }
 
 pub fn load_config(project: &Project) -> Result<Config> {
@@ -137,14 +142,57 @@ pub fn run(ctx: &Ctx, a: RunArgs) -> Result<i32> {
     } else {
         Box::new(move |e: &Event| println!("{}", line(e)))
     };
+    if a.merge && config.merge_into.is_none() {
+        return Err(Failure::usage(format!(
+            "--merge needs a target branch: add\n\n[merge]\ninto = \"main\"\n\nto {}",
+            project.dir.join("config.toml").display()
+        ))
+        .into());
+    }
+    let merger = a.merge.then(|| {
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let hook = braid_run::MergeHook {
+            requested: Default::default(),
+            active: Default::default(),
+            wake: tx,
+        };
+        // Work already in review is merged first.
+        hook.requested
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let _ = hook.wake.send(());
+        (hook, rx)
+    });
     let opts = RunOptions {
         follow: a.follow,
         max_tasks: a.max_tasks,
         only: a.only,
         actor: ctx.actor(),
+        merge: merger.as_ref().map(|(h, _)| h.clone()),
     };
-    let engine = Engine::new(&store, config, paths(&project), opts, on_event);
+    let engine = Engine::new(&store, config.clone(), paths(&project), opts, on_event);
+    let waker = engine.waker();
+    let merged = std::sync::Arc::new(std::sync::Mutex::new((0usize, 0usize, 0usize)));
+    let merge_thread = merger.map(|(hook, rx)| {
+        let (project, config, actor) = (project.clone(), config.clone(), ctx.actor());
+        let merged = merged.clone();
+        // The thread keeps no sender: the channel closes when the engine,
+        // which holds the last one, is gone.
+        let flags = (hook.requested.clone(), hook.active.clone());
+        drop(hook);
+        std::thread::Builder::new()
+            .name("braid-merge".into())
+            .spawn(move || {
+                merge_loop(
+                    &project, &config, actor, style, json, &flags, &rx, &waker, &merged,
+                )
+            })
+            .expect("spawning the merge thread")
+    });
     let report = engine.run()?;
+    if let Some(t) = merge_thread {
+        let _ = t.join();
+    }
+    let (landed, rejected, failed_by_merge) = *merged.lock().unwrap_or_else(|p| p.into_inner());
     if json {
         // The summary goes to stderr so stdout stays pure JSON lines.
         let latency = report
@@ -152,15 +200,62 @@ pub fn run(ctx: &Ctx, a: RunArgs) -> Result<i32> {
             .map(|(p50, p99)| json!({"p50": p50, "p99": p99}));
         eprintln!(
             "{}",
-            json!({"dispatched": report.dispatched, "review": report.review, "done": report.done, "failed": report.failed, "released": report.released, "interrupted": report.interrupted, "dispatch_latency_ms": latency})
+            json!({"dispatched": report.dispatched, "review": report.review, "done": report.done, "failed": report.failed, "released": report.released, "interrupted": report.interrupted, "dispatch_latency_ms": latency, "merged": landed, "merge_rejected": rejected})
         );
     } else {
         println!(
             "Run finished: {} dispatched, {} done, {} in review, {} failed, {} released.",
             report.dispatched, report.done, report.review, report.failed, report.released
         );
+        if a.merge {
+            println!("Merged {landed} branch(es); {rejected} sent back or blocked by a conflict.");
+        }
     }
-    Ok(report.exit_code())
+    Ok(if failed_by_merge > 0 {
+        exit::FAILED
+    } else {
+        report.exit_code()
+    })
+}
+
+/// The merger beside the engine: a pass each time it is woken, until the
+/// engine is gone (its end of the channel dropped).
+#[allow(clippy::too_many_arguments)]
+fn merge_loop(
+    project: &Project,
+    config: &Config,
+    actor: String,
+    style: crate::style::Style,
+    quiet: bool,
+    (requested, active): &(
+        std::sync::Arc<std::sync::atomic::AtomicBool>,
+        std::sync::Arc<std::sync::atomic::AtomicBool>,
+    ),
+    rx: &std::sync::mpsc::Receiver<()>,
+    engine: &braid_run::Waker,
+    merged: &std::sync::Mutex<(usize, usize, usize)>,
+) {
+    use std::sync::atomic::Ordering::SeqCst;
+    while rx.recv().is_ok() {
+        while rx.try_recv().is_ok() {}
+        active.store(true, SeqCst);
+        requested.store(false, SeqCst);
+        match crate::merge::pass(project, config, actor.clone(), style, quiet) {
+            Ok(o) => {
+                let mut m = merged.lock().unwrap_or_else(|p| p.into_inner());
+                m.0 += o.landed.len();
+                m.1 += o.rejected.len();
+                m.2 += o
+                    .rejected
+                    .iter()
+                    .filter(|r| r.task_state.as_deref() == Some("failed"))
+                    .count();
+            }
+            Err(e) => eprintln!("braid: merge: {e:#}"),
+        }
+        active.store(false, SeqCst);
+        engine.wake();
+    }
 }
 
 /// On a terminal: a status line (ready, running, review, done, failed) and

@@ -100,6 +100,7 @@ pub fn run(ctx: &Ctx, a: ServeArgs) -> Result<i32> {
                             max_tasks: None,
                             only: Vec::new(),
                             actor,
+                            merge: None,
                         };
                         braid_run::Engine::new(&store, config, paths, opts, Box::new(|_| {}))
                             .run()?;
