@@ -89,6 +89,22 @@ pub fn remove_worktree(repo: &Path, path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Removes a worktree without pruning others' metadata (safe beside other
+/// worktree operations of the same process).
+pub fn drop_worktree(repo: &Path, path: &Path) -> Result<()> {
+    git(
+        repo,
+        &["worktree", "remove", "--force", &path.to_string_lossy()],
+    )?;
+    Ok(())
+}
+
+/// Forgets worktrees whose directories are gone.
+pub fn prune_worktrees(repo: &Path) -> Result<()> {
+    git(repo, &["worktree", "prune"])?;
+    Ok(())
+}
+
 /// Worktrees of the repository: (path, branch if any).
 pub fn worktrees(repo: &Path) -> Result<Vec<(PathBuf, Option<String>)>> {
     let out = text(git(repo, &["worktree", "list", "--porcelain"])?);

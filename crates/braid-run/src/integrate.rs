@@ -153,6 +153,9 @@ pub struct Outcome {
     pub gate_runs: usize,
     pub cached: usize,
     pub from_journal: usize,
+    /// Times the target moved while a candidate was tested (each time the
+    /// batch was rebuilt on the new target).
+    pub retargeted: usize,
     /// For `--dry-run`: what each batch would do.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub would: Vec<String>,
@@ -308,6 +311,14 @@ impl<'a> Run<'a> {
                 Err(std::fs::TryLockError::Error(e)) => {
                     return Err(RunError::Io(format!("{}: {e}", lock_path.display())));
                 }
+            }
+        }
+        if !self.settings.dry_run {
+            // Candidate worktrees left by a run that was killed.
+            let work = self.settings.work_dir.join("work");
+            if work.exists() {
+                let _ = std::fs::remove_dir_all(&work);
+                braid_git::prune_worktrees(self.repo)?;
             }
         }
         let into = self.settings.into.clone();
@@ -553,7 +564,8 @@ impl<'a> Run<'a> {
             if self.settings.dry_run {
                 let w = self.would(&target, batch, &members, &conflicts)?;
                 self.outcome.would.push(w);
-                return Ok(Vec::new());
+                // Later levels are shown as if these landed.
+                return Ok(members);
             }
             let mut bisect = Bisect::new((0..members.len()).collect());
             while !bisect.done() {
@@ -589,6 +601,7 @@ impl<'a> Run<'a> {
                 };
                 if !self.move_target(&target, &commit)? {
                     let now = braid_git::rev_parse(self.repo, &into)?;
+                    self.outcome.retargeted += 1;
                     self.step(Step::TargetMoved {
                         from: &target,
                         to: &now,
@@ -788,7 +801,7 @@ impl<'a> Run<'a> {
             if let Some(wt) = wt
                 && wt.exists()
             {
-                let _ = braid_git::remove_worktree(self.repo, &wt);
+                let _ = braid_git::drop_worktree(self.repo, &wt);
             }
         }
         Ok(())
@@ -963,7 +976,7 @@ impl<'a> Run<'a> {
                 .map(|d| d.join("worktrees").join(id.as_str()))
                 && wt.exists()
             {
-                let _ = braid_git::remove_worktree(self.repo, &wt);
+                let _ = braid_git::drop_worktree(self.repo, &wt);
             }
         }
         r.resolve_task = Some(rid.to_string());
@@ -972,6 +985,8 @@ impl<'a> Run<'a> {
         Ok(())
     }
 }
+
+static WORKTREES: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Tests one candidate commit: every gate answered by the cache, or run in
 /// a temporary worktree that is removed afterwards.
@@ -1003,11 +1018,16 @@ fn run_candidate(
     }
     let short = &key[..16];
     let wt = settings.work_dir.join("work").join(short);
-    if wt.exists() {
-        let _ = braid_git::remove_worktree(repo, &wt);
-        let _ = std::fs::remove_dir_all(&wt);
+    {
+        // git's worktree bookkeeping is shared: one change at a time.
+        let _g = WORKTREES.lock().unwrap_or_else(|p| p.into_inner());
+        if wt.exists() {
+            // Left by a run that was killed.
+            let _ = braid_git::drop_worktree(repo, &wt);
+            let _ = std::fs::remove_dir_all(&wt);
+        }
+        braid_git::add_detached_worktree(repo, &wt, commit)?;
     }
-    braid_git::add_detached_worktree(repo, &wt, commit)?;
     let log_dir = settings.log_dir.join(short);
     let _ = std::fs::create_dir_all(&log_dir);
     let outcomes = crate::gates::run_gates(
@@ -1018,7 +1038,10 @@ fn run_candidate(
         settings.kill_grace,
         cache.as_mut(),
     );
-    let _ = braid_git::remove_worktree(repo, &wt);
+    {
+        let _g = WORKTREES.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = braid_git::drop_worktree(repo, &wt);
+    }
     let failed = outcomes.iter().find(|o| !o.passed);
     Ok(Tested {
         branches,
