@@ -548,6 +548,30 @@ into = "main"
     }
 
     #[test]
+    fn merge_settings_are_checked() {
+        let c = Config::parse("c.toml", GOOD).unwrap();
+        assert_eq!((c.merge.max_batch, c.merge.gates.len()), (8, 0));
+        let with =
+            |extra: &str| GOOD.replace("into = \"main\"", &format!("into = \"main\"\n{extra}"));
+        let c = Config::parse("c.toml", &with("max_batch = 3\ngates = [\"test\"]")).unwrap();
+        assert_eq!(
+            (c.merge.max_batch, c.merge.gates.clone()),
+            (3, vec!["test".to_owned()])
+        );
+        let e = Config::parse("c.toml", &with("max_batch = 0"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("max_batch") && e.contains("at least 1"), "{e}");
+        let e = Config::parse("c.toml", &with("gates = [\"lint\"]"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("\"lint\"") && e.contains("not a [[gate]]"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn sizes() {
         assert_eq!(parse_size("512MiB").unwrap(), 512 << 20);
         assert_eq!(parse_size("10GiB").unwrap(), 10 << 30);

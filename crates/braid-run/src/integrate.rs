@@ -108,6 +108,9 @@ pub struct Rejected {
     pub task_state: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resolve_task: Option<String>,
+    /// The bisection round of its batch that isolated it (0: found while
+    /// the candidate was built).
+    pub isolated_in_round: usize,
 }
 
 /// A step, as it happens (for progress output).
@@ -568,6 +571,7 @@ impl<'a> Run<'a> {
                 return Ok(members);
             }
             let mut bisect = Bisect::new((0..members.len()).collect());
+            let mut isolated: HashMap<usize, usize> = HashMap::new();
             while !bisect.done() {
                 let round = bisect.round(self.settings.jobs);
                 let lists: Vec<Vec<String>> = round
@@ -588,6 +592,9 @@ impl<'a> Run<'a> {
                     self.step(Step::Tested(r));
                 }
                 bisect.record(round.into_iter().zip(results.iter().map(|r| r.passed)));
+                for &b in bisect.bad() {
+                    isolated.entry(b).or_insert(bisect.rounds());
+                }
             }
             let accepted: Vec<String> = bisect
                 .accepted()
@@ -622,7 +629,7 @@ impl<'a> Run<'a> {
                 landed.extend(accepted);
             }
             // Failures: each bad branch with the result that proved it.
-            let failures: Vec<(String, Failure)> = bisect
+            let failures: Vec<(String, Failure, usize)> = bisect
                 .bad()
                 .iter()
                 .map(|&i| {
@@ -632,19 +639,19 @@ impl<'a> Run<'a> {
                         exit: "failed".into(),
                         tail: String::new(),
                     });
-                    (b.clone(), why)
+                    (b.clone(), why, isolated.get(&i).copied().unwrap_or(0))
                 })
                 .collect();
-            for (b, why) in failures {
+            for (b, why, round) in failures {
                 match why {
                     Failure::Conflict { files } => {
-                        self.reject_conflict(&b, files, &landed, plan, inputs)?
+                        self.reject_conflict(&b, files, round, &landed, plan, inputs)?
                     }
-                    f => self.reject_failure(&b, f, inputs)?,
+                    f => self.reject_failure(&b, f, round, inputs)?,
                 }
             }
             for (b, files) in conflicts {
-                self.reject_conflict(&b, files, &landed, plan, inputs)?;
+                self.reject_conflict(&b, files, 0, &landed, plan, inputs)?;
             }
             return Ok(landed);
         }
@@ -814,6 +821,7 @@ impl<'a> Run<'a> {
         &mut self,
         branch: &str,
         failure: Failure,
+        round: usize,
         inputs: &[PlanInput],
     ) -> Result<(), RunError> {
         let mut r = Rejected {
@@ -823,6 +831,7 @@ impl<'a> Run<'a> {
             with: None,
             task_state: None,
             resolve_task: None,
+            isolated_in_round: round,
         };
         if let Some(id) = Self::task_of(inputs, branch) {
             r.task = Some(id.to_string());
@@ -886,6 +895,7 @@ impl<'a> Run<'a> {
         &mut self,
         branch: &str,
         files: Vec<String>,
+        round: usize,
         landed: &[String],
         plan: &Plan,
         inputs: &[PlanInput],
@@ -918,6 +928,7 @@ impl<'a> Run<'a> {
             with: Some(with.clone()),
             task_state: None,
             resolve_task: None,
+            isolated_in_round: round,
         };
         let task = Self::task_of(inputs, branch);
         let (priority, parent) = match &task {
