@@ -196,6 +196,12 @@ pub fn changed_files(repo: &Path, target: &str, branch: &str) -> Result<Vec<Stri
 /// `git merge-tree --write-tree` (no worktree or index is touched). Empty
 /// when they merge cleanly.
 pub fn merge_conflicts(repo: &Path, a: &str, b: &str) -> Result<Vec<String>> {
+    Ok(merge_tree(repo, a, b)?.err().unwrap_or_default())
+}
+
+/// `git merge-tree --write-tree a b`: the merged tree, or the conflicting
+/// files.
+fn merge_tree(repo: &Path, a: &str, b: &str) -> Result<Result<String, Vec<String>>> {
     let out = Command::new("git")
         .arg("-C")
         .arg(repo)
@@ -209,16 +215,22 @@ pub fn merge_conflicts(repo: &Path, a: &str, b: &str) -> Result<Vec<String>> {
         ])
         .env("GIT_TERMINAL_PROMPT", "0")
         .output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
     match out.status.code() {
         // Clean: the first line is the merged tree.
-        Some(0) => Ok(Vec::new()),
+        Some(0) => Ok(Ok(stdout
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_owned())),
         // Conflicts: the tree, then one conflicted path per line.
-        Some(1) => Ok(String::from_utf8_lossy(&out.stdout)
+        Some(1) => Ok(Err(stdout
             .lines()
             .skip(1)
             .filter(|l| !l.is_empty())
             .map(str::to_owned)
-            .collect()),
+            .collect())),
         _ => Err(Error::Git {
             args: format!("merge-tree --write-tree {a} {b}"),
             message: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
@@ -268,39 +280,10 @@ pub fn merge_onto(
     message: &str,
     date: &str,
 ) -> Result<Merged> {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(repo)
-        .args([
-            "merge-tree",
-            "--write-tree",
-            "--name-only",
-            "--no-messages",
-            onto,
-            branch,
-        ])
-        .output()?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    match out.status.code() {
-        Some(0) => {}
-        Some(1) => {
-            return Ok(Merged::Conflict(
-                stdout
-                    .lines()
-                    .skip(1)
-                    .filter(|l| !l.is_empty())
-                    .map(str::to_owned)
-                    .collect(),
-            ));
-        }
-        _ => {
-            return Err(Error::Git {
-                args: format!("merge-tree --write-tree {onto} {branch}"),
-                message: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
-            });
-        }
-    }
-    let tree = stdout.lines().next().unwrap_or_default().trim().to_owned();
+    let tree = match merge_tree(repo, onto, branch)? {
+        Ok(tree) => tree,
+        Err(files) => return Ok(Merged::Conflict(files)),
+    };
     let out = Command::new("git")
         .arg("-C")
         .arg(repo)
