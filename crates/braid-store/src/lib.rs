@@ -4,9 +4,12 @@
 
 pub mod cache_index;
 pub mod contract;
+mod import_check;
+pub mod postgres;
 pub mod sqlite;
 mod types;
 
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 pub use types::*;
 

@@ -2,5 +2,6 @@
 //! plus SQLite-specific behaviour (migrations, concurrency, snapshots).
 
 mod cache_index;
+mod postgres;
 mod props;
 mod sqlite;

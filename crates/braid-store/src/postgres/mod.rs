@@ -1,0 +1,584 @@
+//! The PostgreSQL backend: several braid processes, on several machines,
+//! share one database. tokio-postgres connections in a deadpool pool, driven
+//! by the store's own small runtime; each `Store` call runs on that
+//! runtime's blocking pool (so it can be called from anywhere, async code
+//! included). Writes take one advisory lock per transaction, so they apply
+//! one at a time across nodes, as SQLite's `BEGIN IMMEDIATE` does on one
+//! machine. Migrations are embedded and versioned in `meta`.
+
+mod conn;
+mod import;
+mod write;
+
+use std::path::Path;
+
+use braid_core::{Dep, DepKind, Event, EventKind, Health, State, Task, TaskId, TaskType};
+use tokio_postgres::Row;
+
+use self::conn::{Conn, Param};
+use crate::{
+    Error, ExportItem, ImportBatch, ImportOptions, ImportReport, ListFilter, Result, Store, TreeRow,
+};
+
+/// Each entry moves the schema one version forward; never edit one that has
+/// shipped, append a new one.
+const MIGRATIONS: &[&str] = &[include_str!("schema.sql")];
+
+pub(crate) const TASK_COLS: &str = "id, title, description, type, priority, state, parent, labels, \
+    assignee, acceptance, gates, agent, branch, created_at, updated_at, closed_at, close_reason, \
+    blockers, held_by, ready, lease_token, lease_expires, attempt";
+
+/// Connections kept by one store.
+const POOL_SIZE: usize = 8;
+
+pub struct PgStore {
+    rt: tokio::runtime::Runtime,
+    pool: deadpool_postgres::Pool,
+    url: String,
+}
+
+/// True for `postgres://` and `postgresql://` addresses.
+pub fn is_url(s: &str) -> bool {
+    s.starts_with("postgres://") || s.starts_with("postgresql://")
+}
+
+impl PgStore {
+    /// Connects to `url` (`postgres://user@host:port/db`, options such as
+    /// `?options=-c search_path%3Dname` pass through) and brings the schema
+    /// up to date.
+    pub fn open(url: &str) -> Result<PgStore> {
+        let config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e| Error::Invalid(format!("{}: {e}", redact(url))))?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("braid-pg")
+            .enable_all()
+            .build()
+            .map_err(|e| Error::Backend(format!("starting the database runtime: {e}")))?;
+        let manager = deadpool_postgres::Manager::from_config(
+            config,
+            tokio_postgres::NoTls,
+            deadpool_postgres::ManagerConfig {
+                recycling_method: deadpool_postgres::RecyclingMethod::Fast,
+            },
+        );
+        let pool = deadpool_postgres::Pool::builder(manager)
+            .max_size(POOL_SIZE)
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .build()
+            .map_err(|e| Error::Backend(e.to_string()))?;
+        let store = PgStore {
+            rt,
+            pool,
+            url: redact(url),
+        };
+        store.with(migrate)?;
+        Ok(store)
+    }
+
+    /// Runs `f` with a pooled connection on the store's blocking pool and
+    /// waits for its answer.
+    fn with<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Conn<'_>) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let pool = self.pool.clone();
+        let url = self.url.clone();
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.rt.spawn_blocking(move || {
+            let handle = tokio::runtime::Handle::current();
+            let result = match handle.block_on(pool.get()) {
+                Ok(client) => f(&Conn {
+                    client: &client,
+                    handle: &handle,
+                }),
+                Err(e) => Err(Error::Backend(format!("connecting to {url}: {e}"))),
+            };
+            let _ = tx.send(result);
+        });
+        rx.recv()
+            .map_err(|_| Error::Backend("the database call stopped before it answered".into()))?
+    }
+}
+
+/// The address without its password.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.find(':') {
+                Some(c) => format!("{}{}:***{}", &url[..s + 3], &creds[..c], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+fn migrate(c: &Conn<'_>) -> Result<()> {
+    c.transaction(true, |c| {
+        c.batch("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")?;
+        let version: i64 = c
+            .query_opt("SELECT value FROM meta WHERE key = 'schema_version'", &[])?
+            .and_then(|r| r.get::<_, String>(0).parse().ok())
+            .unwrap_or(0);
+        if version as usize > MIGRATIONS.len() {
+            return Err(Error::Invalid(format!(
+                "the database's schema is version {version}, newer than this braid knows ({}); upgrade braid",
+                MIGRATIONS.len()
+            )));
+        }
+        for m in &MIGRATIONS[version as usize..] {
+            c.batch(m)?;
+        }
+        c.execute(
+            "INSERT INTO meta (key, value) VALUES ('schema_version', $1) \
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            &[&MIGRATIONS.len().to_string()],
+        )?;
+        Ok(())
+    })
+}
+
+fn json_list(s: &str) -> Vec<String> {
+    serde_json::from_str(s).unwrap_or_default()
+}
+
+pub(crate) fn row_to_task(r: &Row) -> Result<Task> {
+    let lease_token: Option<String> = r.get(20);
+    Ok(Task {
+        id: TaskId::parse(r.get(0))?,
+        title: r.get(1),
+        description: r.get(2),
+        kind: TaskType::parse(r.get(3))?,
+        priority: r.get::<_, i64>(4) as u8,
+        state: State::parse(r.get(5))?,
+        parent: r.get::<_, Option<&str>>(6).map(TaskId::parse).transpose()?,
+        labels: json_list(r.get(7)),
+        assignee: r.get(8),
+        acceptance: r.get(9),
+        gates: json_list(r.get(10)),
+        agent: r.get(11),
+        branch: r.get(12),
+        created_at: r.get(13),
+        updated_at: r.get(14),
+        closed_at: r.get(15),
+        close_reason: r.get(16),
+        deps: Vec::new(),
+        blockers: r.get::<_, i64>(17) as u32,
+        held_by: r.get::<_, i64>(18) as u32,
+        ready: r.get::<_, i64>(19) != 0,
+        lease: lease_token.map(|token| braid_core::model::Lease {
+            token,
+            expires_at: r.get::<_, Option<i64>>(21).unwrap_or(0),
+            attempt: r.get::<_, i64>(22) as u32,
+        }),
+    })
+}
+
+/// Runs a task query and fills in every task's dependencies with one query
+/// per 512 tasks (never one per task).
+pub(crate) fn load_tasks(c: &Conn<'_>, sql: &str, params: &[Param<'_>]) -> Result<Vec<Task>> {
+    let mut tasks = c
+        .query(sql, params)?
+        .iter()
+        .map(row_to_task)
+        .collect::<Result<Vec<_>>>()?;
+    fill_deps(c, &mut tasks)?;
+    Ok(tasks)
+}
+
+fn fill_deps(c: &Conn<'_>, tasks: &mut [Task]) -> Result<()> {
+    for chunk in tasks.chunks_mut(512) {
+        let ids: Vec<&str> = chunk.iter().map(|t| t.id.as_str()).collect();
+        let rows = c.query(
+            "SELECT from_id, to_id, kind FROM deps WHERE from_id = ANY($1) ORDER BY from_id, to_id",
+            &[&ids],
+        )?;
+        let mut by_id: std::collections::HashMap<String, Vec<Dep>> = Default::default();
+        for r in rows {
+            let dep = Dep {
+                id: TaskId::parse(r.get(1))?,
+                kind: DepKind::parse(r.get(2))?,
+            };
+            by_id.entry(r.get(0)).or_default().push(dep);
+        }
+        for t in chunk.iter_mut() {
+            t.deps = by_id.remove(t.id.as_str()).unwrap_or_default();
+        }
+    }
+    Ok(())
+}
+
+fn row_to_event(r: &Row) -> Event {
+    Event {
+        seq: r.get(0),
+        at: r.get(1),
+        actor: r.get(2),
+        kind: EventKind::parse(r.get(3)).unwrap_or(EventKind::Updated),
+        task: r
+            .get::<_, Option<&str>>(4)
+            .and_then(|t| TaskId::parse(t).ok()),
+        payload: serde_json::from_str(r.get(5)).unwrap_or(serde_json::Value::Null),
+    }
+}
+
+fn tree_row(r: &Row) -> Result<TreeRow> {
+    Ok(TreeRow {
+        id: TaskId::trusted(r.get(0)),
+        parent: r.get::<_, Option<String>>(1).map(TaskId::trusted),
+        title: r.get(2),
+        kind: TaskType::parse(r.get(3))?,
+        state: State::parse(r.get(4))?,
+        priority: r.get::<_, i64>(5) as u8,
+        ready: r.get::<_, i64>(6) != 0,
+    })
+}
+
+impl PgStore {
+    fn latest_events(
+        &self,
+        id: &TaskId,
+        kind: Option<EventKind>,
+        limit: usize,
+    ) -> Result<Vec<Event>> {
+        let id = id.clone();
+        self.with(move |c| {
+            let only = kind
+                .map(|k| format!("AND kind = '{}'", k.as_str()))
+                .unwrap_or_default();
+            let mut rows: Vec<Event> = c
+                .query(
+                    &format!(
+                        "SELECT seq, at, actor, kind, task, payload FROM events \
+                         WHERE task = $1 {only} ORDER BY seq DESC LIMIT {limit}"
+                    ),
+                    &[&id.as_str()],
+                )?
+                .iter()
+                .map(row_to_event)
+                .collect();
+            rows.reverse();
+            Ok(rows)
+        })
+    }
+}
+
+impl Store for PgStore {
+    fn apply_all(&self, actor: &str, cmds: Vec<crate::Command>) -> Result<Vec<crate::Applied>> {
+        let actor = actor.to_owned();
+        self.with(move |c| write::apply_all(c, &actor, cmds))
+    }
+
+    fn note(&self, actor: &str, kind: EventKind, payload: serde_json::Value) -> Result<Event> {
+        let actor = actor.to_owned();
+        self.with(move |c| {
+            c.transaction(true, |c| {
+                write::append_event(c, crate::sqlite::now_ms(), &actor, kind, None, payload)
+            })
+        })
+    }
+
+    fn comments(&self, id: &TaskId, limit: usize) -> Result<Vec<Event>> {
+        self.latest_events(id, Some(EventKind::Commented), limit)
+    }
+
+    fn task_events(&self, id: &TaskId, limit: usize) -> Result<Vec<Event>> {
+        self.latest_events(id, None, limit)
+    }
+
+    fn import(&self, actor: &str, batch: ImportBatch, opts: ImportOptions) -> Result<ImportReport> {
+        let actor = actor.to_owned();
+        self.with(move |c| import::import(c, &actor, batch, opts))
+    }
+
+    fn task(&self, id: &TaskId) -> Result<Task> {
+        let id = id.clone();
+        self.with(move |c| {
+            let sql = format!("SELECT {TASK_COLS} FROM tasks WHERE id = $1");
+            load_tasks(c, &sql, &[&id.as_str()])?
+                .pop()
+                .ok_or_else(|| braid_core::Error::NotFound(id.clone()).into())
+        })
+    }
+
+    fn list(&self, f: &ListFilter) -> Result<Vec<Task>> {
+        let f = f.clone();
+        self.with(move |c| {
+            let mut clauses: Vec<String> = Vec::new();
+            let mut params: Vec<Box<dyn tokio_postgres::types::ToSql + Sync + Send>> = Vec::new();
+            let mut next = |p: Box<dyn tokio_postgres::types::ToSql + Sync + Send>| {
+                params.push(p);
+                params.len()
+            };
+            if !f.states.is_empty() {
+                let v: Vec<String> = f.states.iter().map(|s| s.as_str().to_owned()).collect();
+                clauses.push(format!("state = ANY(${})", next(Box::new(v))));
+            }
+            if !f.kinds.is_empty() {
+                let v: Vec<String> = f.kinds.iter().map(|k| k.as_str().to_owned()).collect();
+                clauses.push(format!("type = ANY(${})", next(Box::new(v))));
+            }
+            if let Some(l) = &f.label {
+                clauses.push(format!(
+                    "id IN (SELECT task FROM labels WHERE label = ${})",
+                    next(Box::new(l.clone()))
+                ));
+            }
+            if let Some(p) = &f.parent {
+                clauses.push(format!(
+                    "parent = ${}",
+                    next(Box::new(p.as_str().to_owned()))
+                ));
+            }
+            if let Some(a) = &f.assignee {
+                clauses.push(format!("assignee = ${}", next(Box::new(a.clone()))));
+            }
+            if let Some(r) = f.ready {
+                clauses.push(format!("ready = ${}", next(Box::new(r as i64))));
+            }
+            let mut sql = format!("SELECT {TASK_COLS} FROM tasks");
+            if !clauses.is_empty() {
+                sql.push_str(" WHERE ");
+                sql.push_str(&clauses.join(" AND "));
+            }
+            sql.push_str(" ORDER BY priority, created_at, ord");
+            if let Some(limit) = f.limit {
+                sql.push_str(&format!(" LIMIT {limit}"));
+            }
+            let refs: Vec<Param<'_>> = params.iter().map(|b| b.as_ref() as Param<'_>).collect();
+            load_tasks(c, &sql, &refs)
+        })
+    }
+
+    fn ready(&self, limit: usize) -> Result<Vec<Task>> {
+        self.with(move |c| {
+            let sql = format!(
+                "SELECT {TASK_COLS} FROM tasks WHERE ready = 1 \
+                 ORDER BY priority, created_at, ord LIMIT {limit}"
+            );
+            load_tasks(c, &sql, &[])
+        })
+    }
+
+    fn ready_heads(&self, limit: usize) -> Result<Vec<(TaskId, Option<String>)>> {
+        self.with(move |c| {
+            Ok(c.query(
+                &format!(
+                    "SELECT id, agent FROM tasks WHERE ready = 1 \
+                     ORDER BY priority, created_at, ord LIMIT {limit}"
+                ),
+                &[],
+            )?
+            .iter()
+            .map(|r| (TaskId::trusted(r.get(0)), r.get(1)))
+            .collect())
+        })
+    }
+
+    fn why_blocked(&self, id: &TaskId) -> Result<Vec<String>> {
+        let id = id.clone();
+        self.with(move |c| {
+            c.transaction(false, |tx| {
+                let mut g = write::PgGraph { tx };
+                braid_core::graph::why_blocked(&mut g, &id)
+            })
+        })
+    }
+
+    fn subtree(&self, root: Option<&TaskId>) -> Result<Vec<TreeRow>> {
+        let root = root.cloned();
+        self.with(move |c| {
+            let Some(root) = root else {
+                return c
+                    .query(
+                        "SELECT id, parent, title, type, state, priority, ready FROM tasks ORDER BY ord",
+                        &[],
+                    )?
+                    .iter()
+                    .map(tree_row)
+                    .collect();
+            };
+            // Breadth first, so parents come before children.
+            let rows = c.query(
+                "WITH RECURSIVE sub(id, parent, title, type, state, priority, ready, depth, ord) AS ( \
+                 SELECT id, parent, title, type, state, priority, ready, 0, ord FROM tasks WHERE id = $1 \
+                 UNION ALL SELECT t.id, t.parent, t.title, t.type, t.state, t.priority, t.ready, sub.depth + 1, t.ord \
+                 FROM sub JOIN tasks t ON t.parent = sub.id) \
+                 SELECT id, parent, title, type, state, priority, ready FROM sub ORDER BY depth, ord",
+                &[&root.as_str()],
+            )?;
+            if rows.is_empty() {
+                return Err(braid_core::Error::NotFound(root).into());
+            }
+            rows.iter().map(tree_row).collect()
+        })
+    }
+
+    fn health(&self) -> Result<Health> {
+        self.with(|c| {
+            let rows = c.query("SELECT name, value FROM counters", &[])?;
+            Ok(Health::from_counters(
+                rows.iter()
+                    .map(|r| (r.get::<_, &str>(0), r.get::<_, i64>(1))),
+            ))
+        })
+    }
+
+    fn deps_of(&self, ids: &[TaskId]) -> Result<Vec<(TaskId, TaskId, DepKind)>> {
+        let ids: Vec<String> = ids.iter().map(|i| i.as_str().to_owned()).collect();
+        self.with(move |c| {
+            c.query(
+                "SELECT from_id, to_id, kind FROM deps WHERE from_id = ANY($1) \
+                 ORDER BY array_position($1, from_id), to_id",
+                &[&ids],
+            )?
+            .iter()
+            .map(|r| {
+                Ok((
+                    TaskId::parse(r.get(0))?,
+                    TaskId::parse(r.get(1))?,
+                    DepKind::parse(r.get(2))?,
+                ))
+            })
+            .collect()
+        })
+    }
+
+    fn blocks_edges(&self) -> Result<Vec<(TaskId, TaskId)>> {
+        self.with(|c| {
+            c.query("SELECT from_id, to_id FROM deps WHERE kind = 'blocks'", &[])?
+                .iter()
+                .map(|r| Ok((TaskId::parse(r.get(0))?, TaskId::parse(r.get(1))?)))
+                .collect()
+        })
+    }
+
+    fn events(&self, after: i64, limit: usize) -> Result<Vec<Event>> {
+        self.with(move |c| {
+            Ok(c.query(
+                &format!(
+                    "SELECT seq, at, actor, kind, task, payload FROM events WHERE seq > $1 ORDER BY seq LIMIT {limit}"
+                ),
+                &[&after],
+            )?
+            .iter()
+            .map(row_to_event)
+            .collect())
+        })
+    }
+
+    fn last_seq(&self) -> Result<i64> {
+        self.with(|c| {
+            Ok(c.query_opt("SELECT max(seq) FROM events", &[])?
+                .and_then(|r| r.get::<_, Option<i64>>(0))
+                .unwrap_or(0))
+        })
+    }
+
+    fn expired_leases(&self, now: i64, limit: usize) -> Result<Vec<(TaskId, String)>> {
+        self.with(move |c| {
+            c.query(
+                &format!(
+                    "SELECT id, lease_token FROM tasks WHERE lease_expires IS NOT NULL AND lease_expires < $1 \
+                     AND state = 'in_progress' ORDER BY lease_expires LIMIT {limit}"
+                ),
+                &[&now],
+            )?
+            .iter()
+            .map(|r| Ok((TaskId::parse(r.get(0))?, r.get(1))))
+            .collect()
+        })
+    }
+
+    fn next_lease_expiry(&self) -> Result<Option<i64>> {
+        self.with(|c| {
+            Ok(c.query_opt(
+                "SELECT min(lease_expires) FROM tasks WHERE lease_expires IS NOT NULL AND state = 'in_progress'",
+                &[],
+            )?
+            .and_then(|r| r.get::<_, Option<i64>>(0)))
+        })
+    }
+
+    fn export(
+        &self,
+        with_events: bool,
+        sink: &mut dyn FnMut(ExportItem) -> Result<()>,
+    ) -> Result<()> {
+        // One repeatable-read transaction: a consistent view while others
+        // write, read in pages of 1,000.
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Vec<ExportItem>>>(2);
+        let pool = self.pool.clone();
+        self.rt.spawn_blocking(move || {
+            let handle = tokio::runtime::Handle::current();
+            let client = match handle.block_on(pool.get()) {
+                Ok(c) => c,
+                Err(e) => {
+                    let _ = tx.send(Err(Error::Backend(e.to_string())));
+                    return;
+                }
+            };
+            let c = Conn {
+                client: &client,
+                handle: &handle,
+            };
+            let result = (|| -> Result<()> {
+                c.batch("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")?;
+                let mut after = i64::MIN;
+                loop {
+                    let sql = format!(
+                        "SELECT {TASK_COLS}, ord FROM tasks WHERE ord > $1 ORDER BY ord LIMIT 1000"
+                    );
+                    let rows = c.query(&sql, &[&after])?;
+                    let Some(last) = rows.last() else { break };
+                    after = last.get(23);
+                    let mut tasks = rows.iter().map(row_to_task).collect::<Result<Vec<_>>>()?;
+                    fill_deps(&c, &mut tasks)?;
+                    if tx.send(Ok(tasks.into_iter().map(ExportItem::Task).collect())).is_err() {
+                        return Ok(());
+                    }
+                }
+                if with_events {
+                    let mut after = 0i64;
+                    loop {
+                        let rows = c.query(
+                            "SELECT seq, at, actor, kind, task, payload FROM events WHERE seq > $1 ORDER BY seq LIMIT 1000",
+                            &[&after],
+                        )?;
+                        let Some(last) = rows.last() else { break };
+                        after = last.get(0);
+                        let events = rows.iter().map(|r| ExportItem::Event(row_to_event(r))).collect();
+                        if tx.send(Ok(events)).is_err() {
+                            return Ok(());
+                        }
+                    }
+                }
+                Ok(())
+            })();
+            let _ = c.batch("COMMIT");
+            if let Err(e) = result {
+                let _ = tx.send(Err(e));
+            }
+        });
+        for page in rx {
+            for item in page? {
+                sink(item)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn backup_to(&self, _dest: &Path) -> Result<()> {
+        Err(Error::Invalid(
+            "snapshots of a PostgreSQL store are the server's business (pg_dump, or its backups); braid snapshot works on SQLite projects".into(),
+        ))
+    }
+
+    fn restore_from(&self, _src: &Path, _keep_current_at: &Path) -> Result<()> {
+        Err(Error::Invalid(
+            "restore a PostgreSQL store with the server's tools (pg_restore); braid snapshot works on SQLite projects".into(),
+        ))
+    }
+}
