@@ -95,3 +95,100 @@ pub trait Store: Send + Sync {
     /// the database.
     fn restore_from(&self, src: &Path, keep_current_at: &Path) -> Result<()>;
 }
+
+/// A store on either backend: a project's SQLite file or a PostgreSQL
+/// database shared by several nodes.
+pub enum AnyStore {
+    Sqlite(SqliteStore),
+    Postgres(PgStore),
+}
+
+impl AnyStore {
+    /// The SQLite store, for what only a file can do (snapshots, WAL
+    /// checkpoints, reader connections).
+    pub fn sqlite(&self) -> Option<&SqliteStore> {
+        match self {
+            AnyStore::Sqlite(s) => Some(s),
+            AnyStore::Postgres(_) => None,
+        }
+    }
+}
+
+macro_rules! delegate {
+    ($self:ident, $s:ident => $e:expr) => {
+        match $self {
+            AnyStore::Sqlite($s) => $e,
+            AnyStore::Postgres($s) => $e,
+        }
+    };
+}
+
+impl Store for AnyStore {
+    fn apply_all(&self, actor: &str, cmds: Vec<Command>) -> Result<Vec<Applied>> {
+        delegate!(self, s => s.apply_all(actor, cmds))
+    }
+    fn note(&self, actor: &str, kind: EventKind, payload: serde_json::Value) -> Result<Event> {
+        delegate!(self, s => s.note(actor, kind, payload))
+    }
+    fn comments(&self, id: &TaskId, limit: usize) -> Result<Vec<Event>> {
+        delegate!(self, s => s.comments(id, limit))
+    }
+    fn task_events(&self, id: &TaskId, limit: usize) -> Result<Vec<Event>> {
+        delegate!(self, s => s.task_events(id, limit))
+    }
+    fn import(&self, actor: &str, batch: ImportBatch, opts: ImportOptions) -> Result<ImportReport> {
+        delegate!(self, s => s.import(actor, batch, opts))
+    }
+    fn task(&self, id: &TaskId) -> Result<Task> {
+        delegate!(self, s => s.task(id))
+    }
+    fn list(&self, filter: &ListFilter) -> Result<Vec<Task>> {
+        delegate!(self, s => s.list(filter))
+    }
+    fn ready(&self, limit: usize) -> Result<Vec<Task>> {
+        delegate!(self, s => s.ready(limit))
+    }
+    fn ready_heads(&self, limit: usize) -> Result<Vec<(TaskId, Option<String>)>> {
+        delegate!(self, s => s.ready_heads(limit))
+    }
+    fn why_blocked(&self, id: &TaskId) -> Result<Vec<String>> {
+        delegate!(self, s => s.why_blocked(id))
+    }
+    fn subtree(&self, root: Option<&TaskId>) -> Result<Vec<TreeRow>> {
+        delegate!(self, s => s.subtree(root))
+    }
+    fn health(&self) -> Result<Health> {
+        delegate!(self, s => s.health())
+    }
+    fn deps_of(&self, ids: &[TaskId]) -> Result<Vec<(TaskId, TaskId, DepKind)>> {
+        delegate!(self, s => s.deps_of(ids))
+    }
+    fn blocks_edges(&self) -> Result<Vec<(TaskId, TaskId)>> {
+        delegate!(self, s => s.blocks_edges())
+    }
+    fn events(&self, after: i64, limit: usize) -> Result<Vec<Event>> {
+        delegate!(self, s => s.events(after, limit))
+    }
+    fn last_seq(&self) -> Result<i64> {
+        delegate!(self, s => s.last_seq())
+    }
+    fn expired_leases(&self, now: i64, limit: usize) -> Result<Vec<(TaskId, String)>> {
+        delegate!(self, s => s.expired_leases(now, limit))
+    }
+    fn next_lease_expiry(&self) -> Result<Option<i64>> {
+        delegate!(self, s => s.next_lease_expiry())
+    }
+    fn export(
+        &self,
+        with_events: bool,
+        sink: &mut dyn FnMut(ExportItem) -> Result<()>,
+    ) -> Result<()> {
+        delegate!(self, s => s.export(with_events, sink))
+    }
+    fn backup_to(&self, dest: &Path) -> Result<()> {
+        delegate!(self, s => s.backup_to(dest))
+    }
+    fn restore_from(&self, src: &Path, keep_current_at: &Path) -> Result<()> {
+        delegate!(self, s => s.restore_from(src, keep_current_at))
+    }
+}

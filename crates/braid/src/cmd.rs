@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use braid_core::{Dep, DepKind, NewTask, State, Task, TaskId, TaskPatch, TaskType};
-use braid_store::{Command as StoreCmd, ListFilter, SqliteStore, Store};
+use braid_store::{Command as StoreCmd, ListFilter, Store};
 use clap::{Args, Subcommand};
 use serde_json::json;
 
@@ -39,9 +39,9 @@ impl Ctx {
         project::locate(self.global.db.as_deref())
     }
 
-    pub fn open(&self) -> Result<(Project, SqliteStore)> {
+    pub fn open(&self) -> Result<(Project, braid_store::AnyStore)> {
         let p = self.project()?;
-        let store = SqliteStore::open(&p.db)?;
+        let store = p.open()?;
         Ok((p, store))
     }
 
@@ -155,14 +155,14 @@ fn init(ctx: &Ctx, a: InitArgs) -> Result<i32> {
     };
     std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
     let (p, created) = project::init(&root, ctx.global.db.as_deref())?;
+    let db = match &p.url {
+        Some(url) => braid_store::postgres::redact(url),
+        None => p.db.display().to_string(),
+    };
     if ctx.global.json {
-        ctx.print_json(&json!({"db": p.db, "dir": p.dir, "created": created}))?;
+        ctx.print_json(&json!({"db": db, "dir": p.dir, "created": created}))?;
     } else if created {
-        println!(
-            "Initialized braid in {} (database {}).",
-            p.dir.display(),
-            p.db.display()
-        );
+        println!("Initialized braid in {} (database {db}).", p.dir.display());
         println!("Next: braid add \"First task\"   then   braid ready");
     } else {
         println!(

@@ -86,6 +86,12 @@ pub fn run(ctx: &Ctx, a: EventsArgs) -> Result<i32> {
         drain(ctx, &store, a.after, a.limit)?;
         return Ok(exit::OK);
     }
+    if project.url.is_some() {
+        return Err(exit::Failure::usage(
+            "--follow watches a SQLite project's change marker; on PostgreSQL it needs LISTEN/NOTIFY, which is not built yet (read with --after SEQ instead)",
+        )
+        .into());
+    }
     let (tx, rx) = mpsc::channel();
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
         let _ = tx.send(res);

@@ -41,9 +41,10 @@ pub struct Global {
     /// Print JSON (one document; JSON lines for streams). Shapes: docs/json.md.
     #[arg(long, global = true)]
     pub json: bool,
-    /// The database: a file path or a directory holding braid.db. Default:
-    /// $BRAID_DB, else the nearest .braid/ upward.
-    #[arg(long, global = true, env = "BRAID_DB", value_name = "PATH")]
+    /// The database: a file path, a directory holding braid.db, or a
+    /// PostgreSQL server (postgres://user@host:port/db). Default: $BRAID_DB,
+    /// else the nearest .braid/ upward.
+    #[arg(long, global = true, env = "BRAID_DB", value_name = "PATH|URL")]
     pub db: Option<PathBuf>,
     /// Who is acting, as recorded in events. Default: $BRAID_ACTOR, else $USER.
     #[arg(long, global = true, env = "BRAID_ACTOR", value_name = "NAME")]

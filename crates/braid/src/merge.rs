@@ -239,7 +239,7 @@ fn merge_run(ctx: &Ctx, a: RunArgs) -> Result<i32> {
         return Err(Failure::usage("--max-batch must be at least 1").into());
     }
     let i = inputs(ctx, &a.plan)?;
-    let store = braid_store::sqlite::SqliteStore::open(&i.project.db)?;
+    let store = i.project.open()?;
     let settings = settings(
         &i.project,
         &i.config,
@@ -321,7 +321,7 @@ pub fn pass(
     let root = project.dir.parent().unwrap_or(Path::new("."));
     let repo = braid_git::repo_root(root)
         .ok_or_else(|| Failure::usage("merging needs a git repository"))?;
-    let store = braid_store::sqlite::SqliteStore::open(&project.db)?;
+    let store = project.open()?;
     let (inputs, _) = task_inputs(&store, &repo, &[])?;
     let into = config.merge_into.clone().unwrap_or_else(|| "main".into());
     let settings = settings(project, config, &into, config.run.jobs, actor, None, false);

@@ -1,5 +1,7 @@
-//! Finding the project: `--db PATH`, else `BRAID_DB`, else the nearest
-//! `.braid/` directory upward from the current one.
+//! Finding the project: `--db PATH|URL`, else `BRAID_DB`, else the nearest
+//! `.braid/` directory upward from the current one. A `postgres://` URL puts
+//! the work graph on a PostgreSQL server; the local `.braid/` (config, logs,
+//! worktrees) is still the nearest one upward.
 
 use std::path::{Path, PathBuf};
 
@@ -35,6 +37,8 @@ pub struct Project {
     pub db: PathBuf,
     /// The `.braid` directory (backups live under it).
     pub dir: PathBuf,
+    /// The PostgreSQL server holding the work graph, instead of `db`.
+    pub url: Option<String>,
 }
 
 impl Project {
@@ -48,11 +52,43 @@ fn from_db_path(db: PathBuf) -> Project {
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."));
-    Project { db, dir }
+    Project { db, dir, url: None }
+}
+
+/// The project whose work graph lives on a PostgreSQL server: the local
+/// `.braid/` is the nearest one upward, else one in the current directory.
+fn on_server(url: &str) -> Result<Project> {
+    let cwd = std::env::current_dir().context("reading the current directory")?;
+    let dir = cwd
+        .ancestors()
+        .map(|d| d.join(DIR))
+        .find(|d| d.is_dir())
+        .unwrap_or_else(|| cwd.join(DIR));
+    Ok(Project {
+        db: dir.join(DB_FILE),
+        dir,
+        url: Some(url.to_owned()),
+    })
+}
+
+impl Project {
+    /// Opens the project's store.
+    pub fn open(&self) -> Result<braid_store::AnyStore> {
+        Ok(match &self.url {
+            Some(url) => braid_store::AnyStore::Postgres(braid_store::PgStore::open(url)?),
+            None => braid_store::AnyStore::Sqlite(braid_store::SqliteStore::open(&self.db)?),
+        })
+    }
 }
 
 /// Resolves the project for a command that needs an existing one.
 pub fn locate(db: Option<&Path>) -> Result<Project> {
+    if let Some(url) = db
+        .and_then(|d| d.to_str())
+        .filter(|d| braid_store::postgres::is_url(d))
+    {
+        return on_server(url);
+    }
     if let Some(db) = db {
         let p = if db.is_dir() {
             db.join(DB_FILE)
@@ -87,6 +123,24 @@ pub fn locate(db: Option<&Path>) -> Result<Project> {
 /// Creates `.braid/` in `root` (or the database at `db`); returns the
 /// project and whether it was new.
 pub fn init(root: &Path, db: Option<&Path>) -> Result<(Project, bool)> {
+    if let Some(url) = db
+        .and_then(|d| d.to_str())
+        .filter(|d| braid_store::postgres::is_url(d))
+    {
+        // The server's schema is brought up to date on open; the local
+        // folder holds the config, logs and worktrees.
+        let dir = root.join(DIR);
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        braid_store::PgStore::open(url)?;
+        write_if_missing(&dir.join("config.toml"), CONFIG_TEMPLATE)?;
+        write_if_missing(&dir.join(".gitignore"), GITIGNORE)?;
+        let project = Project {
+            db: dir.join(DB_FILE),
+            dir,
+            url: Some(url.to_owned()),
+        };
+        return Ok((project, true));
+    }
     let project = match db {
         Some(db) => from_db_path(db.to_owned()),
         None => from_db_path(root.join(DIR).join(DB_FILE)),

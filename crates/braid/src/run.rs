@@ -107,7 +107,9 @@ fn describe(e: &Event) -> String {
 
 pub fn run(ctx: &Ctx, a: RunArgs) -> Result<i32> {
     let (project, store) = ctx.open()?;
-    store.checkpoint_in_background()?;
+    if let Some(s) = store.sqlite() {
+        s.checkpoint_in_background()?;
+    }
     let config = load_config(&project)?;
     if config.agents.is_empty() {
         return Err(Failure::usage(format!(
@@ -135,10 +137,7 @@ pub fn run(ctx: &Ctx, a: RunArgs) -> Result<i32> {
             let _ = writeln!(out);
         })
     } else if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
-        Box::new(live_progress(
-            braid_store::SqliteStore::open(&project.db)?,
-            line,
-        ))
+        Box::new(live_progress(project.open()?, line))
     } else {
         Box::new(move |e: &Event| println!("{}", line(e)))
     };
@@ -261,7 +260,7 @@ fn merge_loop(
 /// On a terminal: a status line (ready, running, review, done, failed) and
 /// one line per running agent, with event lines scrolling above them.
 fn live_progress(
-    status_store: braid_store::SqliteStore,
+    status_store: braid_store::AnyStore,
     line: impl Fn(&Event) -> String,
 ) -> impl FnMut(&Event) {
     use indicatif::{MultiProgress, ProgressBar, ProgressStyle};

@@ -75,7 +75,15 @@ pub fn run(ctx: &Ctx, a: ServeArgs) -> Result<i32> {
     } else {
         None
     };
-    let (_, store) = ctx.open()?;
+    if project.url.is_some() {
+        // The hub learns of writes through the SQLite file's change marker;
+        // on a server that is LISTEN/NOTIFY, which is not built yet.
+        return Err(Failure::usage(
+            "braid serve works on a SQLite project for now; on PostgreSQL, use the command line (braid ready, claim, run, ...)",
+        )
+        .into());
+    }
+    let store = braid_store::SqliteStore::open(&project.db)?;
     // Queries get their own connections, one per core: reads run in
     // parallel with each other and with writes.
     let readers = std::thread::available_parallelism()

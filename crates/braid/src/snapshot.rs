@@ -86,6 +86,12 @@ fn list_snaps(dir: &Path) -> Result<Vec<Snap>> {
 
 pub fn run(ctx: &Ctx, cmd: SnapshotCmd) -> Result<i32> {
     let project = ctx.project()?;
+    if project.url.is_some() {
+        return Err(Failure::usage(
+            "snapshots are of a SQLite project; a PostgreSQL database is backed up with the server's tools (pg_dump)",
+        )
+        .into());
+    }
     let dir = project.backups();
     match cmd {
         SnapshotCmd::Save => {

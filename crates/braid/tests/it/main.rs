@@ -4,6 +4,7 @@
 mod cli;
 mod concurrency;
 mod merge;
+mod postgres;
 mod run;
 mod serve;
 mod snapshot;

@@ -1,0 +1,174 @@
+//! The command line on a PostgreSQL work graph (`--db postgres://…` via
+//! `BRAID_DB`), against the server named by `BRAID_TEST_POSTGRES`; skipped,
+//! and saying so, without it. Each test gets a schema of its own.
+
+use std::io::Write as _;
+use std::process::Command;
+
+use crate::Proj;
+
+/// A schema on the test server, dropped at the end, and the URL of it.
+struct Schema {
+    server: String,
+    name: String,
+    url: String,
+}
+
+impl Schema {
+    fn new() -> Option<Schema> {
+        let Ok(server) = std::env::var("BRAID_TEST_POSTGRES") else {
+            let _ = writeln!(
+                std::io::stderr(),
+                "\nSKIPPED: the command line on PostgreSQL (set BRAID_TEST_POSTGRES=postgres://... to run it)"
+            );
+            return None;
+        };
+        let name = format!("braid_cli{}_{}", std::process::id(), rand_suffix());
+        psql(&server, &format!("CREATE SCHEMA {name}"));
+        let sep = if server.contains('?') { '&' } else { '?' };
+        let url = format!("{server}{sep}options=-c%20search_path%3D{name}");
+        Some(Schema { server, name, url })
+    }
+}
+
+impl Drop for Schema {
+    fn drop(&mut self) {
+        psql(&self.server, &format!("DROP SCHEMA {} CASCADE", self.name));
+    }
+}
+
+fn rand_suffix() -> String {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("{t:x}")
+}
+
+fn psql(server: &str, sql: &str) {
+    let out = Command::new("psql")
+        .args([server, "-qAtc", sql])
+        .output()
+        .expect("psql runs");
+    assert!(
+        out.status.success(),
+        "psql {sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A project whose work graph is in `schema`.
+fn project(schema: &Schema) -> Proj {
+    let p = Proj::empty();
+    let out = p
+        .cmd()
+        .args(["--db", &schema.url, "init"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    p
+}
+
+fn run(p: &Proj, schema: &Schema, args: &[&str]) -> std::process::Output {
+    p.cmd()
+        .env("BRAID_DB", &schema.url)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn json(p: &Proj, schema: &Schema, args: &[&str]) -> serde_json::Value {
+    let mut a = args.to_vec();
+    a.push("--json");
+    let out = run(p, schema, &a);
+    assert!(
+        out.status.success(),
+        "braid {a:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn the_work_graph_commands_run_on_postgres() {
+    let Some(s) = Schema::new() else { return };
+    let p = project(&s);
+    assert!(p.path().join(".braid/config.toml").exists());
+    let a = json(&p, &s, &["add", "first", "-p", "1"])["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let b = json(&p, &s, &["add", "second", "--dep", &a])["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let ready = json(&p, &s, &["ready"]);
+    assert_eq!(ready.as_array().unwrap().len(), 1);
+    assert_eq!(ready[0]["id"], a.as_str());
+    let claimed = json(&p, &s, &["claim", "--as", "node-1"]);
+    assert_eq!(claimed["id"], a.as_str());
+    // A second claim of the same task is a conflict (exit 4).
+    assert_eq!(run(&p, &s, &["claim", &a]).status.code(), Some(4));
+    json(&p, &s, &["done", &a]);
+    let shown = json(&p, &s, &["show", &b]);
+    assert_eq!(shown["ready"], true);
+    assert_eq!(shown["deps"][0]["id"], a.as_str());
+    // A cycle is refused, naming it, and changes nothing.
+    let out = run(&p, &s, &["dep", "add", &a, &b]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cycle"));
+    let health = json(&p, &s, &["health"]);
+    assert_eq!(health["total"], 2, "{health}");
+    // Export, then import into a second schema: the same graph.
+    let out = run(&p, &s, &["export"]);
+    assert!(out.status.success());
+    let file = p.path().join("export.jsonl");
+    std::fs::write(&file, &out.stdout).unwrap();
+    let Some(s2) = Schema::new() else { return };
+    let p2 = project(&s2);
+    json(&p2, &s2, &["import", file.to_str().unwrap()]);
+    let list = json(&p2, &s2, &["list"]);
+    assert_eq!(list.as_array().unwrap().len(), 2);
+    assert_eq!(json(&p2, &s2, &["show", &b])["ready"], true);
+    // What only a SQLite file can do says so.
+    let out = run(&p, &s, &["snapshot", "save"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("pg_dump"));
+}
+
+#[test]
+fn the_engine_runs_tasks_from_postgres() {
+    let Some(s) = Schema::new() else { return };
+    let p = project(&s);
+    std::fs::write(
+        p.path().join(".braid/config.toml"),
+        "[run]\njobs = 2\n[[agent]]\nname = \"ok\"\ncommand = [\"sh\", \"-c\", \"echo done by $BRAID_TASK\"]\n",
+    )
+    .unwrap();
+    let a = json(&p, &s, &["add", "a"])["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let b = json(&p, &s, &["add", "b", "--dep", &a])["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let c = json(&p, &s, &["add", "c"])["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let out = run(&p, &s, &["run"]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for id in [&a, &b, &c] {
+        assert_eq!(json(&p, &s, &["show", id])["state"], "done", "{id}");
+    }
+}
