@@ -381,6 +381,21 @@ impl<'a> Engine<'a> {
     fn watch_store(&self) -> Option<notify::RecommendedWatcher> {
         use notify::Watcher;
         let tx = self.tx.clone();
+        // A store with a feed of its own (PostgreSQL: LISTEN/NOTIFY across
+        // nodes) wakes the loop through it.
+        if let Some(changes) = self.store.changes() {
+            std::thread::Builder::new()
+                .name("braid-changes".into())
+                .spawn(move || {
+                    while changes.recv().is_ok() {
+                        if tx.send(Msg::StoreChanged).is_err() {
+                            return;
+                        }
+                    }
+                })
+                .ok()?;
+            return None;
+        }
         // Every braid write bumps this file's mtime after it commits.
         let marker = braid_store::sqlite::change_marker(&self.paths.db);
         let name = marker.file_name()?.to_owned();

@@ -94,6 +94,14 @@ pub trait Store: Send + Sync {
     /// the current content to `keep_current_at`, while no other process uses
     /// the database.
     fn restore_from(&self, src: &Path, keep_current_at: &Path) -> Result<()>;
+
+    /// A ping each time a write may have committed, by this process or any
+    /// other (on PostgreSQL: any node), coalesced, for as long as the
+    /// receiver lives. `None`: the backend has no feed of its own (SQLite:
+    /// watch [`sqlite::change_marker`] instead).
+    fn changes(&self) -> Option<std::sync::mpsc::Receiver<()>> {
+        None
+    }
 }
 
 /// A store on either backend: a project's SQLite file or a PostgreSQL
@@ -190,5 +198,8 @@ impl Store for AnyStore {
     }
     fn restore_from(&self, src: &Path, keep_current_at: &Path) -> Result<()> {
         delegate!(self, s => s.restore_from(src, keep_current_at))
+    }
+    fn changes(&self) -> Option<std::sync::mpsc::Receiver<()>> {
+        delegate!(self, s => s.changes())
     }
 }

@@ -86,11 +86,14 @@ pub fn run(ctx: &Ctx, a: EventsArgs) -> Result<i32> {
         drain(ctx, &store, a.after, a.limit)?;
         return Ok(exit::OK);
     }
-    if project.url.is_some() {
-        return Err(exit::Failure::usage(
-            "--follow watches a SQLite project's change marker; on PostgreSQL it needs LISTEN/NOTIFY, which is not built yet (read with --after SEQ instead)",
-        )
-        .into());
+    if let Some(changes) = store.changes() {
+        // PostgreSQL: LISTEN/NOTIFY from every node, with a backstop ping.
+        let mut after = drain(ctx, &store, a.after, None)?;
+        while changes.recv().is_ok() {
+            while changes.try_recv().is_ok() {}
+            after = drain(ctx, &store, after, None)?;
+        }
+        return Err(anyhow::anyhow!("the database's change feed stopped"));
     }
     let (tx, rx) = mpsc::channel();
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {

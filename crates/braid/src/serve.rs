@@ -75,34 +75,32 @@ pub fn run(ctx: &Ctx, a: ServeArgs) -> Result<i32> {
     } else {
         None
     };
-    if project.url.is_some() {
-        // The hub learns of writes through the SQLite file's change marker;
-        // on a server that is LISTEN/NOTIFY, which is not built yet.
-        return Err(Failure::usage(
-            "braid serve works on a SQLite project for now; on PostgreSQL, use the command line (braid ready, claim, run, ...)",
-        )
-        .into());
-    }
-    let store = braid_store::SqliteStore::open(&project.db)?;
     // Queries get their own connections, one per core: reads run in
     // parallel with each other and with writes.
     let readers = std::thread::available_parallelism()
         .map_or(2, |n| n.get())
         .min(8);
-    let store = store.with_readers(readers)?;
-    store.checkpoint_in_background()?;
+    let store: Arc<dyn Store> = match &project.url {
+        Some(url) => Arc::new(braid_store::PgStore::open(url)?),
+        None => {
+            let store = braid_store::SqliteStore::open(&project.db)?.with_readers(readers)?;
+            store.checkpoint_in_background()?;
+            Arc::new(store)
+        }
+    };
     let metrics = braid_server::metric::install();
     // The engine runs on its own thread with its own connection; it stops
     // on the same SIGINT/SIGTERM, finishing or giving back its work, and
     // flushes its telemetry before the thread ends.
     let engine = match engine_config {
         Some(config) => {
-            let (paths, db, actor) = (crate::run::paths(&project), project.db.clone(), ctx.actor());
+            let (paths, engine_project, actor) =
+                (crate::run::paths(&project), project.clone(), ctx.actor());
             Some(
                 std::thread::Builder::new()
                     .name("braid-engine".into())
                     .spawn(move || -> Result<()> {
-                        let store = braid_store::SqliteStore::open(&db)?;
+                        let store = engine_project.open()?;
                         let opts = braid_run::RunOptions {
                             follow: true,
                             max_tasks: None,
@@ -118,16 +116,35 @@ pub fn run(ctx: &Ctx, a: ServeArgs) -> Result<i32> {
         }
         None => None,
     };
-    let store: Arc<dyn Store> = Arc::new(store);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the runtime")?;
     let result = rt.block_on(async {
         let hub = braid_server::hub::Hub::start(store.clone(), config.streams.clone())?;
-        let _marker = hub
-            .watch_marker(&braid_store::sqlite::change_marker(&project.db))
-            .context("watching the database for changes")?;
+        // Writes by other processes (and, on PostgreSQL, other nodes) wake
+        // the hub: the store's own feed, else the SQLite change marker.
+        let _marker = match store.changes() {
+            Some(changes) => {
+                let h = Arc::downgrade(&hub);
+                std::thread::Builder::new()
+                    .name("braid-changes".into())
+                    .spawn(move || {
+                        while changes.recv().is_ok() {
+                            match h.upgrade() {
+                                Some(hub) => hub.wake(),
+                                None => return,
+                            }
+                        }
+                    })
+                    .context("starting the change feed")?;
+                None
+            }
+            None => Some(
+                hub.watch_marker(&braid_store::sqlite::change_marker(&project.db))
+                    .context("watching the database for changes")?,
+            ),
+        };
         let mut state =
             braid_server::AppState::new(store.clone(), hub.clone(), ctx.actor(), readers + 1);
         state.logs_dir = Some(project.dir.join("logs"));

@@ -72,6 +72,11 @@ impl Conn<'_> {
         })();
         match result {
             Ok(v) => {
+                if serialize {
+                    // One notification per write transaction (never one
+                    // per row: each takes a lock at commit).
+                    self.batch(NOTIFY)?;
+                }
                 self.batch("COMMIT")?;
                 Ok(v)
             }
@@ -82,6 +87,10 @@ impl Conn<'_> {
         }
     }
 }
+
+/// The channel writes are announced on.
+pub(crate) const CHANNEL: &str = "braid_changes";
+const NOTIFY: &str = "NOTIFY braid_changes";
 
 /// The advisory lock every write transaction takes ("braid" in ASCII).
 pub(crate) const WRITE_LOCK: i64 = 0x62_7261_6964;

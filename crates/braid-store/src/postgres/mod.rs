@@ -35,7 +35,11 @@ pub struct PgStore {
     rt: tokio::runtime::Runtime,
     pool: deadpool_postgres::Pool,
     url: String,
+    config: tokio_postgres::Config,
 }
+
+/// A lost notification is covered by a ping at least this often.
+const BACKSTOP: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// True for `postgres://` and `postgresql://` addresses.
 pub fn is_url(s: &str) -> bool {
@@ -57,7 +61,7 @@ impl PgStore {
             .build()
             .map_err(|e| Error::Backend(format!("starting the database runtime: {e}")))?;
         let manager = deadpool_postgres::Manager::from_config(
-            config,
+            config.clone(),
             tokio_postgres::NoTls,
             deadpool_postgres::ManagerConfig {
                 recycling_method: deadpool_postgres::RecyclingMethod::Fast,
@@ -72,6 +76,7 @@ impl PgStore {
             rt,
             pool,
             url: redact(url),
+            config,
         };
         store.with(migrate)?;
         Ok(store)
@@ -574,6 +579,72 @@ impl Store for PgStore {
         Err(Error::Invalid(
             "snapshots of a PostgreSQL store are the server's business (pg_dump, or its backups); braid snapshot works on SQLite projects".into(),
         ))
+    }
+
+    /// LISTEN on a connection of its own (reconnecting with backoff when it
+    /// drops), plus a ping every second in case a notification was lost.
+    fn changes(&self) -> Option<std::sync::mpsc::Receiver<()>> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<()>(1);
+        let config = self.config.clone();
+        self.rt.spawn(async move {
+            let mut backstop = tokio::time::interval(BACKSTOP);
+            let mut pause = std::time::Duration::from_millis(50);
+            loop {
+                match config.connect(tokio_postgres::NoTls).await {
+                    Ok((client, mut conn)) => {
+                        pause = std::time::Duration::from_millis(50);
+                        let (note_tx, mut notes) = tokio::sync::mpsc::unbounded_channel();
+                        let driver = tokio::spawn(async move {
+                            loop {
+                                match std::future::poll_fn(|cx| conn.poll_message(cx)).await {
+                                    Some(Ok(tokio_postgres::AsyncMessage::Notification(_))) => {
+                                        if note_tx.send(()).is_err() {
+                                            return;
+                                        }
+                                    }
+                                    Some(Ok(_)) => {}
+                                    Some(Err(_)) | None => return,
+                                }
+                            }
+                        });
+                        if client
+                            .batch_execute(&format!("LISTEN {}", conn::CHANNEL))
+                            .await
+                            .is_ok()
+                        {
+                            // Whatever was written while we were not
+                            // listening is read on this first ping.
+                            let _ = tx.try_send(());
+                            loop {
+                                let ping = tokio::select! {
+                                    n = notes.recv() => n.is_some(),
+                                    _ = backstop.tick() => true,
+                                };
+                                if !ping {
+                                    break; // the connection dropped
+                                }
+                                if let Err(std::sync::mpsc::TrySendError::Disconnected(_)) =
+                                    tx.try_send(())
+                                {
+                                    driver.abort();
+                                    return;
+                                }
+                            }
+                        }
+                        driver.abort();
+                    }
+                    Err(_) => {
+                        if let Err(std::sync::mpsc::TrySendError::Disconnected(_)) = tx.try_send(())
+                        {
+                            return;
+                        }
+                    }
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(std::time::Duration::from_secs(5));
+            }
+        });
+        Some(rx)
     }
 
     fn restore_from(&self, _src: &Path, _keep_current_at: &Path) -> Result<()> {

@@ -172,3 +172,40 @@ fn the_engine_runs_tasks_from_postgres() {
         assert_eq!(json(&p, &s, &["show", id])["state"], "done", "{id}");
     }
 }
+
+#[test]
+fn followers_and_the_server_see_writes_from_other_nodes() {
+    let Some(s) = Schema::new() else { return };
+    let p = project(&s);
+    let mut follow = crate::Reap(
+        p.cmd()
+            .env("BRAID_DB", &s.url)
+            .args(["events", "--follow", "--json"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let out = follow.0.stdout.take().unwrap();
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for l in std::io::BufReader::new(out).lines() {
+            let Ok(l) = l else { break };
+            let _ = tx.send(l);
+        }
+    });
+    let (_server, addr) = crate::serve::serve(&p, &["--db", &s.url, "--no-sync"]);
+    // Another node (another process) writes.
+    json(&p, &s, &["add", "written elsewhere"]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let line = lines
+            .recv_timeout(left)
+            .expect("events --follow shows the other node's write");
+        if line.contains("written elsewhere") {
+            break;
+        }
+    }
+    crate::serve::wait_for_event(addr, "project", &["written elsewhere"]);
+}

@@ -12,7 +12,7 @@ use std::time::Duration;
 use crate::{Proj, Reap};
 
 /// Starts `braid serve` and returns it with the address it printed.
-fn serve(p: &Proj, extra: &[&str]) -> (Reap, SocketAddr) {
+pub(crate) fn serve(p: &Proj, extra: &[&str]) -> (Reap, SocketAddr) {
     let mut child = p
         .cmd()
         .args(["serve", "--bind", "127.0.0.1:0"])
@@ -79,7 +79,7 @@ fn wait_exit(r: &mut Reap) -> std::process::ExitStatus {
 
 /// Follows `/events` (SSE) from the start of the log until a line
 /// containing every one of `needles` arrives.
-fn wait_for_event(addr: SocketAddr, rooms: &str, needles: &[&str]) {
+pub(crate) fn wait_for_event(addr: SocketAddr, rooms: &str, needles: &[&str]) {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
     write!(
