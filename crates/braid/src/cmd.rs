@@ -84,6 +84,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Import(a) => crate::transfer::import(&ctx, a),
         Command::Export(a) => crate::transfer::export(&ctx, a),
         Command::Snapshot(a) => crate::snapshot::run(&ctx, a),
+        Command::Migrate(a) => crate::migrate::run(&ctx, a),
         Command::Demo(a) => crate::demo::run(&ctx, a),
         Command::Run(a) => crate::run::run(&ctx, a),
         Command::Context(a) => crate::run::context(&ctx, a),

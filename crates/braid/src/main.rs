@@ -9,6 +9,7 @@ mod exit;
 mod formats;
 mod fsx;
 mod merge;
+mod migrate;
 mod project;
 mod run;
 mod serve;
@@ -92,6 +93,8 @@ pub enum Command {
     Import(transfer::ImportArgs),
     /// Export every task (and with --events, the event log) as JSONL.
     Export(transfer::ExportArgs),
+    /// Copy a SQLite project's work graph into PostgreSQL and verify it.
+    Migrate(migrate::MigrateArgs),
     /// Save, list, restore and prune database snapshots in .braid/backups/.
     #[command(subcommand)]
     Snapshot(snapshot::SnapshotCmd),

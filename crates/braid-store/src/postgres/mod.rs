@@ -82,6 +82,16 @@ impl PgStore {
         Ok(store)
     }
 
+    /// Empties the work graph (tasks, dependencies, labels, counters, the
+    /// event log), for `braid migrate --force`.
+    pub fn clear(&self) -> Result<()> {
+        self.with(|c| {
+            c.transaction(true, |c| {
+                c.batch("TRUNCATE tasks, deps, labels, counters, events RESTART IDENTITY")
+            })
+        })
+    }
+
     /// Runs `f` with a pooled connection on the store's blocking pool and
     /// waits for its answer.
     fn with<T: Send + 'static>(

@@ -209,3 +209,60 @@ fn followers_and_the_server_see_writes_from_other_nodes() {
     }
     crate::serve::wait_for_event(addr, "project", &["written elsewhere"]);
 }
+
+#[test]
+fn migrate_copies_a_sqlite_project_and_verifies_it() {
+    let Some(s) = Schema::new() else { return };
+    let p = Proj::init();
+    let epic = p.add(&["epic", "--type", "epic", "--label", "core"]);
+    let a = p.add(&["a", "--parent", &epic, "-p", "0"]);
+    let b = p.add(&["b", "--dep", &a, "--description", "multi\nline"]);
+    p.ok(&["claim", &a, "--as", "me"]);
+    p.ok(&["done", &a]);
+    p.ok(&["comment", &b, "a note"]);
+    let out = p.json(&["migrate", "--to", &s.url]);
+    assert_eq!(out["tasks"], 3, "{out}");
+    assert_eq!(out["deps"], 1);
+    assert_eq!(out["verified"], true);
+    assert_eq!(out["source"], out["target"]);
+    // The copy answers like the original.
+    let on_pg = |args: &[&str]| json(&p, &s, args);
+    assert_eq!(on_pg(&["show", &b])["ready"], true);
+    assert_eq!(on_pg(&["show", &a])["state"], "done");
+    assert_eq!(
+        on_pg(&["list", "--label", "core"])
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    // Events are JSON lines.
+    let sqlite_events = p.ok(&["events", "--json"]);
+    let out = run(&p, &s, &["events", "--json"]);
+    let pg_events = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(
+        pg_events.lines().count(),
+        sqlite_events.lines().count() + 1,
+        "every event, plus the record of the copy"
+    );
+    assert_eq!(
+        pg_events.lines().next(),
+        sqlite_events.lines().next(),
+        "numbering and content kept"
+    );
+    // A second copy onto a non-empty target is refused and changes nothing.
+    let out = p.run(&["migrate", "--to", &s.url]);
+    assert_eq!(out.status.code(), Some(4));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--force"));
+    assert_eq!(on_pg(&["list"]).as_array().unwrap().len(), 3);
+    // --force replaces it.
+    p.add(&["c"]);
+    let out = p.json(&["migrate", "--to", &s.url, "--force"]);
+    assert_eq!(
+        (out["tasks"].as_u64(), out["verified"].as_bool()),
+        (Some(4), Some(true))
+    );
+    // Bad input: not a URL.
+    let out = p.run(&["migrate", "--to", "/tmp/x.db"]);
+    assert_eq!(out.status.code(), Some(2));
+}
