@@ -17,6 +17,12 @@ pub enum Error {
     Io { path: String, message: String },
     #[error("database error: {0}")]
     Backend(String),
+    /// The database could not be reached, or dropped the connection (a
+    /// server restart, a terminated backend). Nothing was committed by the
+    /// call that failed unless it says so; calls are retried with backoff
+    /// before this reaches a caller.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
     #[error("import rejected: {} problem(s); first: {}", .0.len(), .0.first().map(|p| p.to_string()).unwrap_or_default())]
     Import(Vec<ImportProblem>),
 }
@@ -28,13 +34,16 @@ impl Error {
             Error::Invalid(_) | Error::Import(_) => ErrorKind::Invalid,
             Error::Locked(_) => ErrorKind::Conflict,
             Error::NothingReady => ErrorKind::NotFound,
-            Error::Io { .. } | Error::Backend(_) => ErrorKind::Invalid,
+            Error::Io { .. } | Error::Backend(_) | Error::Unavailable(_) => ErrorKind::Invalid,
         }
     }
 
     /// True for failures of the machinery rather than of the input.
     pub fn is_internal(&self) -> bool {
-        matches!(self, Error::Io { .. } | Error::Backend(_))
+        matches!(
+            self,
+            Error::Io { .. } | Error::Backend(_) | Error::Unavailable(_)
+        )
     }
 }
 

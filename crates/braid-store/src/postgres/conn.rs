@@ -13,7 +13,14 @@ pub(crate) type Param<'a> = &'a (dyn ToSql + Sync);
 
 pub(crate) fn pg_err(e: tokio_postgres::Error) -> Error {
     match e.as_db_error() {
+        // Class 08 (connection exception) and 57P (operator intervention:
+        // a terminated backend, a shutdown): worth a retry on a new
+        // connection.
+        Some(db) if db.code().code().starts_with("08") || db.code().code().starts_with("57P") => {
+            Error::Unavailable(format!("{}: {}", db.code().code(), db.message()))
+        }
         Some(db) => Error::Backend(format!("{}: {}", db.code().code(), db.message())),
+        None if e.is_closed() => Error::Unavailable(e.to_string()),
         None => Error::Backend(e.to_string()),
     }
 }
@@ -63,12 +70,51 @@ impl Conn<'_> {
         serialize: bool,
         f: impl FnOnce(&Conn<'_>) -> Result<T>,
     ) -> Result<T> {
+        self.transaction_inner(serialize, None, |c| f(c).map(|v| (v, String::new())))
+    }
+
+    /// A write transaction that records `write_id` and `f`'s record of what
+    /// it did (see [`Conn::recorded`]), so it can be retried when the
+    /// connection drops, even during COMMIT.
+    pub fn write_once<T>(
+        &self,
+        write_id: &str,
+        f: impl FnOnce(&Conn<'_>) -> Result<(T, String)>,
+    ) -> Result<T> {
+        self.transaction_inner(true, Some(write_id), f)
+    }
+
+    /// What the write `write_id` recorded, if it committed.
+    pub fn recorded(&self, write_id: &str) -> Result<Option<String>> {
+        Ok(self
+            .query_opt("SELECT result FROM writes WHERE id = $1", &[&write_id])?
+            .map(|r| r.get(0)))
+    }
+
+    fn transaction_inner<T>(
+        &self,
+        serialize: bool,
+        write_id: Option<&str>,
+        f: impl FnOnce(&Conn<'_>) -> Result<(T, String)>,
+    ) -> Result<T> {
         self.batch("BEGIN")?;
         let result = (|| {
             if serialize {
                 self.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK])?;
             }
-            f(self)
+            let (v, record) = f(self)?;
+            if let Some(id) = write_id {
+                let now = crate::sqlite::now_ms();
+                self.execute(
+                    "INSERT INTO writes (id, at, result) VALUES ($1, $2, $3)",
+                    &[&id, &now, &record],
+                )?;
+                // Records are needed only while a caller may retry.
+                if now % 256 == 0 {
+                    self.execute("DELETE FROM writes WHERE at < $1", &[&(now - 3_600_000)])?;
+                }
+            }
+            Ok(v)
         })();
         match result {
             Ok(v) => {
@@ -77,8 +123,17 @@ impl Conn<'_> {
                     // per row: each takes a lock at commit).
                     self.batch(NOTIFY)?;
                 }
-                self.batch("COMMIT")?;
-                Ok(v)
+                match self.batch("COMMIT") {
+                    Ok(()) => Ok(v),
+                    // The server may have committed before the connection
+                    // went: not safe to run again, so not `Unavailable`.
+                    // With a write id the caller asks on a new connection.
+                    Err(Error::Unavailable(e)) if write_id.is_some() => Err(Error::Unavailable(e)),
+                    Err(Error::Unavailable(e)) => Err(Error::Backend(format!(
+                        "the connection dropped while committing; the change may or may not have been applied ({e})"
+                    ))),
+                    Err(e) => Err(e),
+                }
             }
             Err(e) => {
                 let _ = self.batch("ROLLBACK");

@@ -20,8 +20,33 @@ pub(crate) fn import(
     actor: &str,
     batch: ImportBatch,
     opts: ImportOptions,
+    write_id: &str,
 ) -> Result<ImportReport> {
-    c.transaction(true, |tx| {
+    // A previous try of this call committed; its answer was lost.
+    if let Some(record) = c.recorded(write_id)? {
+        let v: serde_json::Value = serde_json::from_str(&record).map_err(|e| {
+            crate::Error::Backend(format!("an import's record does not parse: {e}"))
+        })?;
+        let n = |k: &str| v[k].as_u64().unwrap_or(0) as usize;
+        return Ok(ImportReport {
+            tasks: n("tasks"),
+            deps: n("deps"),
+            events: n("events"),
+            skipped: v["skipped"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .map(|p| crate::ImportProblem {
+                            index: p["index"].as_u64().unwrap_or(0) as usize,
+                            id: p["id"].as_str().and_then(|i| TaskId::parse(i).ok()),
+                            message: p["message"].as_str().unwrap_or_default().to_owned(),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+        });
+    }
+    c.write_once(write_id, |tx| {
         let db_empty = tx.query_opt("SELECT 1 FROM tasks LIMIT 1", &[])?.is_none();
         let tasks = batch.tasks;
         let mut read = |id: &TaskId| PgGraph { tx }.node(id);
@@ -162,11 +187,18 @@ pub(crate) fn import(
             None,
             json!({"source": batch.source, "tasks": live_idx.len(), "deps": n_deps, "events": n_events, "skipped": skipped.len()}),
         )?;
-        Ok(ImportReport {
-            tasks: live_idx.len(),
-            deps: n_deps,
-            events: n_events,
-            skipped,
-        })
+        let record = json!({
+            "tasks": live_idx.len(), "deps": n_deps, "events": n_events,
+            "skipped": skipped.iter().map(|p| json!({"index": p.index, "id": p.id, "message": p.message})).collect::<Vec<_>>(),
+        });
+        Ok((
+            ImportReport {
+                tasks: live_idx.len(),
+                deps: n_deps,
+                events: n_events,
+                skipped,
+            },
+            record.to_string(),
+        ))
     })
 }

@@ -22,7 +22,7 @@ use crate::{
 
 /// Each entry moves the schema one version forward; never edit one that has
 /// shipped, append a new one.
-const MIGRATIONS: &[&str] = &[include_str!("schema.sql")];
+const MIGRATIONS: &[&str] = &[include_str!("schema.sql"), include_str!("schema2.sql")];
 
 pub(crate) const TASK_COLS: &str = "id, title, description, type, priority, state, parent, labels, \
     assignee, acceptance, gates, agent, branch, created_at, updated_at, closed_at, close_reason, \
@@ -70,6 +70,8 @@ impl PgStore {
         let pool = deadpool_postgres::Pool::builder(manager)
             .max_size(POOL_SIZE)
             .runtime(deadpool_postgres::Runtime::Tokio1)
+            .wait_timeout(Some(std::time::Duration::from_secs(30)))
+            .create_timeout(Some(std::time::Duration::from_secs(10)))
             .build()
             .map_err(|e| Error::Backend(e.to_string()))?;
         let store = PgStore {
@@ -78,7 +80,8 @@ impl PgStore {
             url: redact(url),
             config,
         };
-        store.with(migrate)?;
+        // A wrong address or a server that is down is reported at once.
+        store.with_for(std::time::Duration::ZERO, migrate)?;
         Ok(store)
     }
 
@@ -93,22 +96,52 @@ impl PgStore {
     }
 
     /// Runs `f` with a pooled connection on the store's blocking pool and
-    /// waits for its answer.
+    /// waits for its answer. When the database is unreachable or drops the
+    /// connection, `f` runs again on a new connection, with backoff, for up
+    /// to [`RECONNECT_FOR`]: a transaction that failed that way before its
+    /// COMMIT was rolled back by the server. (A connection lost during the
+    /// COMMIT itself is reported, not retried: the change may have landed.)
     fn with<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&Conn<'_>) -> Result<T> + Send + 'static,
+        f: impl Fn(&Conn<'_>) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        self.with_for(RECONNECT_FOR, f)
+    }
+
+    /// [`PgStore::with`], reconnecting for at most `budget`.
+    fn with_for<T: Send + 'static>(
+        &self,
+        budget: std::time::Duration,
+        f: impl Fn(&Conn<'_>) -> Result<T> + Send + 'static,
     ) -> Result<T> {
         let pool = self.pool.clone();
         let url = self.url.clone();
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         self.rt.spawn_blocking(move || {
             let handle = tokio::runtime::Handle::current();
-            let result = match handle.block_on(pool.get()) {
-                Ok(client) => f(&Conn {
-                    client: &client,
-                    handle: &handle,
-                }),
-                Err(e) => Err(Error::Backend(format!("connecting to {url}: {e}"))),
+            let started = std::time::Instant::now();
+            let mut pause = std::time::Duration::from_millis(20);
+            let result = loop {
+                let result = match handle.block_on(pool.get()) {
+                    Ok(client) => {
+                        let r = f(&Conn {
+                            client: &client,
+                            handle: &handle,
+                        });
+                        // A dropped connection goes back closed; the pool
+                        // checks and replaces it on the next get.
+                        drop(client);
+                        r
+                    }
+                    Err(e) => Err(Error::Unavailable(format!("connecting to {url}: {e}"))),
+                };
+                match result {
+                    Err(Error::Unavailable(_)) if started.elapsed() < budget => {
+                        std::thread::sleep(pause);
+                        pause = (pause * 2).min(std::time::Duration::from_secs(1));
+                    }
+                    r => break r,
+                }
             };
             let _ = tx.send(result);
         });
@@ -116,6 +149,10 @@ impl PgStore {
             .map_err(|_| Error::Backend("the database call stopped before it answered".into()))?
     }
 }
+
+/// How long a call keeps reconnecting before it reports the database
+/// unavailable.
+const RECONNECT_FOR: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The address without its password.
 pub fn redact(url: &str) -> String {
@@ -226,7 +263,7 @@ fn fill_deps(c: &Conn<'_>, tasks: &mut [Task]) -> Result<()> {
     Ok(())
 }
 
-fn row_to_event(r: &Row) -> Event {
+pub(crate) fn row_to_event(r: &Row) -> Event {
     Event {
         seq: r.get(0),
         at: r.get(1),
@@ -283,14 +320,22 @@ impl PgStore {
 impl Store for PgStore {
     fn apply_all(&self, actor: &str, cmds: Vec<crate::Command>) -> Result<Vec<crate::Applied>> {
         let actor = actor.to_owned();
-        self.with(move |c| write::apply_all(c, &actor, cmds))
+        let write_id = TaskId::random(20).as_str()[3..].to_owned();
+        self.with(move |c| write::apply_all(c, &actor, cmds.clone(), &write_id))
     }
 
     fn note(&self, actor: &str, kind: EventKind, payload: serde_json::Value) -> Result<Event> {
         let actor = actor.to_owned();
         self.with(move |c| {
             c.transaction(true, |c| {
-                write::append_event(c, crate::sqlite::now_ms(), &actor, kind, None, payload)
+                write::append_event(
+                    c,
+                    crate::sqlite::now_ms(),
+                    &actor,
+                    kind,
+                    None,
+                    payload.clone(),
+                )
             })
         })
     }
@@ -305,7 +350,8 @@ impl Store for PgStore {
 
     fn import(&self, actor: &str, batch: ImportBatch, opts: ImportOptions) -> Result<ImportReport> {
         let actor = actor.to_owned();
-        self.with(move |c| import::import(c, &actor, batch, opts))
+        let write_id = TaskId::random(20).as_str()[3..].to_owned();
+        self.with(move |c| import::import(c, &actor, batch.clone(), opts, &write_id))
     }
 
     fn task(&self, id: &TaskId) -> Result<Task> {
@@ -405,7 +451,7 @@ impl Store for PgStore {
     fn subtree(&self, root: Option<&TaskId>) -> Result<Vec<TreeRow>> {
         let root = root.cloned();
         self.with(move |c| {
-            let Some(root) = root else {
+            let Some(root) = root.clone() else {
                 return c
                     .query(
                         "SELECT id, parent, title, type, state, priority, ready FROM tasks ORDER BY ord",

@@ -197,15 +197,65 @@ fn json_strings(v: &[String]) -> String {
     serde_json::to_string(v).expect("strings serialize")
 }
 
-/// Applies commands in order in one transaction: all or nothing.
-pub(crate) fn apply_all(conn: &Conn<'_>, actor: &str, cmds: Vec<Command>) -> Result<Vec<Applied>> {
-    conn.transaction(true, |tx| {
+/// Applies commands in order in one transaction: all or nothing. The
+/// transaction records `write_id` with what it did; when a previous try of
+/// the same call committed (its answer lost with the connection), its
+/// results are read back instead of applying the commands again.
+pub(crate) fn apply_all(
+    conn: &Conn<'_>,
+    actor: &str,
+    cmds: Vec<Command>,
+    write_id: &str,
+) -> Result<Vec<Applied>> {
+    if let Some(record) = conn.recorded(write_id)? {
+        return replay(conn, &record);
+    }
+    conn.write_once(write_id, |tx| {
         let mut out = Vec::with_capacity(cmds.len());
         for cmd in cmds {
             out.push(apply_one(tx, actor, cmd)?);
         }
-        Ok(out)
+        let record: Vec<Value> = out
+            .iter()
+            .map(|a| {
+                json!({
+                    "task": a.task.id,
+                    "events": a.events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+                    "token": a.lease_token,
+                })
+            })
+            .collect();
+        Ok((out, Value::Array(record).to_string()))
     })
+}
+
+/// The results of a write that committed, read back from its record.
+fn replay(c: &Conn<'_>, record: &str) -> Result<Vec<Applied>> {
+    let items: Vec<Value> = serde_json::from_str(record)
+        .map_err(|e| Error::Backend(format!("a write's record does not parse: {e}")))?;
+    items
+        .into_iter()
+        .map(|item| {
+            let id = TaskId::parse(item["task"].as_str().unwrap_or_default())?;
+            let seqs: Vec<i64> = item["events"]
+                .as_array()
+                .map(|a| a.iter().filter_map(Value::as_i64).collect())
+                .unwrap_or_default();
+            let events = c
+                .query(
+                    "SELECT seq, at, actor, kind, task, payload FROM events WHERE seq = ANY($1) ORDER BY seq",
+                    &[&seqs],
+                )?
+                .iter()
+                .map(super::row_to_event)
+                .collect();
+            Ok(Applied {
+                task: load_one(c, &id)?,
+                events,
+                lease_token: item["token"].as_str().map(str::to_owned),
+            })
+        })
+        .collect()
 }
 
 fn apply_one(tx: &Conn<'_>, actor: &str, cmd: Command) -> Result<Applied> {
@@ -425,8 +475,11 @@ fn apply_one(tx: &Conn<'_>, actor: &str, cmd: Command) -> Result<Applied> {
                     id
                 }
                 None => {
+                    // SKIP LOCKED inside a CTE with its LIMIT: the planner
+                    // cannot lock more rows than the one taken, and a row
+                    // another transaction holds is passed over, not waited on.
                     let next = tx.query_opt(
-                        "SELECT id FROM tasks WHERE ready = 1 ORDER BY priority, created_at, ord LIMIT 1",
+                        "WITH next AS (SELECT id FROM tasks WHERE ready = 1                          ORDER BY priority, created_at, ord LIMIT 1 FOR UPDATE SKIP LOCKED)                          SELECT id FROM next",
                         &[],
                     )?;
                     match next {
