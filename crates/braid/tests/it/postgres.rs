@@ -12,6 +12,8 @@ struct Schema {
     server: String,
     name: String,
     url: String,
+    /// Drops the schema when done (a view of another schema does not).
+    owned: bool,
 }
 
 impl Schema {
@@ -27,13 +29,31 @@ impl Schema {
         psql(&server, &format!("CREATE SCHEMA {name}"));
         let sep = if server.contains('?') { '&' } else { '?' };
         let url = format!("{server}{sep}options=-c%20search_path%3D{name}");
-        Some(Schema { server, name, url })
+        Some(Schema {
+            server,
+            name,
+            url,
+            owned: true,
+        })
+    }
+
+    /// The same schema, connecting with `application_name` set (so a test
+    /// can find and terminate these connections).
+    fn as_app(&self, app: &str) -> Schema {
+        Schema {
+            server: self.server.clone(),
+            name: self.name.clone(),
+            url: format!("{}&application_name={app}", self.url),
+            owned: false,
+        }
     }
 }
 
 impl Drop for Schema {
     fn drop(&mut self) {
-        psql(&self.server, &format!("DROP SCHEMA {} CASCADE", self.name));
+        if self.owned {
+            psql(&self.server, &format!("DROP SCHEMA {} CASCADE", self.name));
+        }
     }
 }
 
@@ -265,4 +285,117 @@ fn migrate_copies_a_sqlite_project_and_verifies_it() {
     // Bad input: not a URL.
     let out = p.run(&["migrate", "--to", "/tmp/x.db"]);
     assert_eq!(out.status.code(), Some(2));
+}
+
+/// Every task's `done` transitions, counted from the event log.
+fn done_counts(p: &Proj, s: &Schema) -> std::collections::HashMap<String, usize> {
+    let out = run(p, s, &["events", "--json", "--limit", "100000"]);
+    let mut n = std::collections::HashMap::new();
+    for line in String::from_utf8(out.stdout).unwrap().lines() {
+        let e: serde_json::Value = serde_json::from_str(line).unwrap();
+        if e["kind"] == "state_changed" && e["payload"]["to"] == "done" {
+            *n.entry(e["task"].as_str().unwrap().to_owned()).or_insert(0) += 1;
+        }
+    }
+    n
+}
+
+fn resilience_project(s: &Schema, tasks: usize) -> (Proj, Vec<String>) {
+    let p = project(s);
+    std::fs::write(
+        p.path().join(".braid/config.toml"),
+        "[run]\njobs = 2\nlease = \"2s\"\n[[agent]]\nname = \"slow\"\ncommand = [\"sh\", \"-c\", \"sleep 0.3\"]\n",
+    )
+    .unwrap();
+    let ids = (0..tasks)
+        .map(|i| {
+            json(&p, s, &["add", &format!("t{i}")])["id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    (p, ids)
+}
+
+#[test]
+fn a_node_killed_with_sigkill_loses_no_task() {
+    let Some(s) = Schema::new() else { return };
+    let (p, ids) = resilience_project(&s, 8);
+    // Node A takes work, and is killed with its claims held.
+    let mut a = crate::Reap(
+        p.cmd()
+            .env("BRAID_DB", &s.url)
+            .args(["run", "--follow"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while json(&p, &s, &["list", "--state", "in_progress"])
+        .as_array()
+        .unwrap()
+        .is_empty()
+    {
+        assert!(std::time::Instant::now() < deadline, "node a never claimed");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    a.0.kill().unwrap();
+    a.0.wait().unwrap();
+    // Node B finishes everything, rescuing what A held once its lease expires.
+    let out = run(&p, &s, &["run"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let done = done_counts(&p, &s);
+    for id in &ids {
+        assert_eq!(json(&p, &s, &["show", id])["state"], "done", "{id}");
+        assert_eq!(done.get(id), Some(&1), "{id} completed exactly once");
+    }
+    let events =
+        String::from_utf8(run(&p, &s, &["events", "--json", "--limit", "100000"]).stdout).unwrap();
+    assert!(
+        events.contains("\"rescued\""),
+        "a claim of the killed node was rescued"
+    );
+}
+
+#[test]
+fn terminated_backends_mid_run_lose_and_repeat_nothing() {
+    let Some(s) = Schema::new() else { return };
+    let app = format!("braid_run{}", std::process::id());
+    let s2 = s.as_app(&app);
+    let (p, ids) = resilience_project(&s2, 10);
+    let mut node = crate::Reap(
+        p.cmd()
+            .env("BRAID_DB", &s2.url)
+            .args(["run"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    // Terminate the node's connections while it runs.
+    let mut kills = 0;
+    while node.0.try_wait().unwrap().is_none() {
+        psql(
+            &s.server,
+            &format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = '{app}'"
+            ),
+        );
+        kills += 1;
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let status = node.0.wait().unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(node.0.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(status.success(), "{err}");
+    assert!(kills > 2);
+    let done = done_counts(&p, &s2);
+    for id in &ids {
+        assert_eq!(done.get(id), Some(&1), "{id} completed exactly once");
+    }
 }
