@@ -1,0 +1,165 @@
+//! braid-pgload: one "node" of the PostgreSQL benchmark (bench/postgres.sh).
+//!
+//!   braid-pgload seed URL N          add N trivial tasks (one bulk import)
+//!   braid-pgload drain URL WORKERS   claim+complete until nothing is ready; prints tasks/s
+//!   braid-pgload insert URL N GAP_MS add N tasks one at a time, GAP_MS apart, stamping each
+//!   braid-pgload claim URL N         claim N tasks as they appear (woken by LISTEN/NOTIFY);
+//!                                    prints insert -> claim latency percentiles
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use braid_core::{NewTask, State, Task, TaskId, TaskType};
+use braid_store::{Command, Error, ImportBatch, ImportOptions, PgStore, Store};
+
+fn now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
+fn task(i: usize, now: i64) -> Task {
+    Task {
+        id: TaskId::parse(&format!("br-b{i:07}")).expect("valid id"),
+        title: format!("job {i}"),
+        description: String::new(),
+        kind: TaskType::Task,
+        priority: 2,
+        state: State::Open,
+        parent: None,
+        labels: Vec::new(),
+        assignee: None,
+        acceptance: String::new(),
+        gates: Vec::new(),
+        agent: None,
+        branch: None,
+        created_at: now,
+        updated_at: now,
+        closed_at: None,
+        close_reason: None,
+        deps: Vec::new(),
+        ready: true,
+        blockers: 0,
+        held_by: 0,
+        lease: None,
+    }
+}
+
+fn percentile(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[((v.len() - 1) as f64 * p).round() as usize]
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let arg = |i: usize| args.get(i).cloned().unwrap_or_default();
+    let store = Arc::new(PgStore::open(&arg(2)).unwrap_or_else(|e| panic!("{e}")));
+    match arg(1).as_str() {
+        "seed" => {
+            let n: usize = arg(3).parse().expect("N");
+            let now = braid_store::sqlite::now_ms();
+            let batch = ImportBatch {
+                tasks: (0..n).map(|i| task(i, now)).collect(),
+                events: Vec::new(),
+                source: "pgload".into(),
+            };
+            let t = Instant::now();
+            store
+                .import("pgload", batch, ImportOptions::default())
+                .unwrap();
+            println!("seeded {n} tasks in {:.2} s", t.elapsed().as_secs_f64());
+        }
+        "drain" => {
+            let workers: usize = arg(3).parse().expect("WORKERS");
+            let t = Instant::now();
+            let done: usize = std::thread::scope(|s| {
+                let hs: Vec<_> = (0..workers)
+                    .map(|w| {
+                        let store = store.clone();
+                        s.spawn(move || {
+                            let mut n = 0;
+                            loop {
+                                let claim = Command::Claim {
+                                    id: None,
+                                    assignee: format!("w{w}"),
+                                    lease_ms: 60_000,
+                                };
+                                let a = match store.apply("pgload", claim) {
+                                    Ok(a) => a,
+                                    Err(Error::NothingReady) => return n,
+                                    Err(e) => panic!("{e}"),
+                                };
+                                store
+                                    .apply(
+                                        "pgload",
+                                        Command::Finish {
+                                            id: a.task.id,
+                                            token: a.lease_token.unwrap_or_default(),
+                                            to: State::Done,
+                                            reason: None,
+                                            refund_attempt: false,
+                                        },
+                                    )
+                                    .unwrap();
+                                n += 1;
+                            }
+                        })
+                    })
+                    .collect();
+                hs.into_iter().map(|h| h.join().unwrap()).sum()
+            });
+            let secs = t.elapsed().as_secs_f64();
+            println!(
+                "drained {done} tasks with {workers} workers in {secs:.2} s: {:.0} tasks/s",
+                done as f64 / secs
+            );
+        }
+        "insert" => {
+            let n: usize = arg(3).parse().expect("N");
+            let gap = Duration::from_millis(arg(4).parse().unwrap_or(20));
+            for i in 0..n {
+                let mut t = NewTask::titled(format!("{}", now_us()));
+                t.description = format!("latency probe {i}");
+                store.apply("pgload", Command::Add(t)).unwrap();
+                std::thread::sleep(gap);
+            }
+        }
+        "claim" => {
+            let n: usize = arg(3).parse().expect("N");
+            let changes = store.changes().expect("PostgreSQL has a change feed");
+            let mut lat = Vec::with_capacity(n);
+            while lat.len() < n {
+                match store.apply(
+                    "pgload",
+                    Command::Claim {
+                        id: None,
+                        assignee: "claimer".into(),
+                        lease_ms: 60_000,
+                    },
+                ) {
+                    Ok(a) => {
+                        let inserted: i64 = a.task.title.parse().unwrap_or(0);
+                        lat.push((now_us() - inserted) as f64 / 1000.0);
+                    }
+                    Err(Error::NothingReady) => {
+                        let _ = changes.recv_timeout(Duration::from_secs(5));
+                    }
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            let (p50, p95, p99) = (
+                percentile(&mut lat, 0.5),
+                percentile(&mut lat, 0.95),
+                percentile(&mut lat, 0.99),
+            );
+            println!(
+                "insert -> claim on another node over {n} tasks: p50 {p50:.2} ms, p95 {p95:.2} ms, p99 {p99:.2} ms"
+            );
+        }
+        other => {
+            eprintln!("unknown mode {other:?}; see the top of bench/pgload/src/main.rs");
+            std::process::exit(2);
+        }
+    }
+}
