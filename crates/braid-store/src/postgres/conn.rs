@@ -97,11 +97,9 @@ impl Conn<'_> {
         write_id: Option<&str>,
         f: impl FnOnce(&Conn<'_>) -> Result<(T, String)>,
     ) -> Result<T> {
-        self.batch("BEGIN")?;
+        // BEGIN and the lock in one round trip.
+        self.batch(if serialize { BEGIN_LOCKED } else { "BEGIN" })?;
         let result = (|| {
-            if serialize {
-                self.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK])?;
-            }
             let (v, record) = f(self)?;
             if let Some(id) = write_id {
                 let now = crate::sqlite::now_ms();
@@ -118,12 +116,9 @@ impl Conn<'_> {
         })();
         match result {
             Ok(v) => {
-                if serialize {
-                    // One notification per write transaction (never one
-                    // per row: each takes a lock at commit).
-                    self.batch(NOTIFY)?;
-                }
-                match self.batch("COMMIT") {
+                // One notification per write transaction (never one per
+                // row: each takes a lock at commit), sent with the COMMIT.
+                match self.batch(if serialize { NOTIFY_COMMIT } else { "COMMIT" }) {
                     Ok(()) => Ok(v),
                     // The server may have committed before the connection
                     // went: not safe to run again, so not `Unavailable`.
@@ -145,7 +140,8 @@ impl Conn<'_> {
 
 /// The channel writes are announced on.
 pub(crate) const CHANNEL: &str = "braid_changes";
-const NOTIFY: &str = "NOTIFY braid_changes";
+const NOTIFY_COMMIT: &str = "NOTIFY braid_changes; COMMIT";
 
-/// The advisory lock every write transaction takes ("braid" in ASCII).
-pub(crate) const WRITE_LOCK: i64 = 0x62_7261_6964;
+/// Every write transaction takes one advisory lock (the key is "braid" in
+/// ASCII, 0x62_7261_6964).
+const BEGIN_LOCKED: &str = "BEGIN; SELECT pg_advisory_xact_lock(422825781604)";

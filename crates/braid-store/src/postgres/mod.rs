@@ -321,7 +321,12 @@ impl Store for PgStore {
     fn apply_all(&self, actor: &str, cmds: Vec<crate::Command>) -> Result<Vec<crate::Applied>> {
         let actor = actor.to_owned();
         let write_id = TaskId::random(20).as_str()[3..].to_owned();
-        self.with(move |c| write::apply_all(c, &actor, cmds.clone(), &write_id))
+        // Only a retry can find its write already recorded.
+        let retry = std::sync::atomic::AtomicBool::new(false);
+        self.with(move |c| {
+            let retry = retry.swap(true, std::sync::atomic::Ordering::Relaxed);
+            write::apply_all(c, &actor, cmds.clone(), &write_id, retry)
+        })
     }
 
     fn note(&self, actor: &str, kind: EventKind, payload: serde_json::Value) -> Result<Event> {

@@ -127,13 +127,16 @@ impl GraphTx for PgGraph<'_, '_> {
 
 /// Adds the transaction's counter changes.
 pub(crate) fn write_counters(tx: &Conn<'_>, delta: &HealthDelta) -> Result<()> {
-    for (k, v) in delta.changes() {
-        tx.execute(
-            "INSERT INTO counters (name, value) VALUES ($1, $2) \
-             ON CONFLICT (name) DO UPDATE SET value = counters.value + excluded.value",
-            &[&k, &v],
-        )?;
+    let (names, values): (Vec<&str>, Vec<i64>) = delta.changes().unzip();
+    if names.is_empty() {
+        return Ok(());
     }
+    // Every counter in one statement.
+    tx.execute(
+        "INSERT INTO counters (name, value) SELECT * FROM UNNEST($1::text[], $2::bigint[]) \
+         ON CONFLICT (name) DO UPDATE SET value = counters.value + excluded.value",
+        &[&names, &values],
+    )?;
     Ok(())
 }
 
@@ -206,8 +209,9 @@ pub(crate) fn apply_all(
     actor: &str,
     cmds: Vec<Command>,
     write_id: &str,
+    retry: bool,
 ) -> Result<Vec<Applied>> {
-    if let Some(record) = conn.recorded(write_id)? {
+    if retry && let Some(record) = conn.recorded(write_id)? {
         return replay(conn, &record);
     }
     conn.write_once(write_id, |tx| {
