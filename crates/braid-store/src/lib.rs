@@ -2,6 +2,7 @@
 //! its queries — with a contract test suite every backend runs, and the
 //! SQLite backend. Only this crate knows SQL.
 
+mod apply;
 pub mod cache_index;
 pub mod contract;
 mod import_check;

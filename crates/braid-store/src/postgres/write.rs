@@ -1,16 +1,14 @@
 //! The single write path on PostgreSQL: each batch of commands runs in one
-//! transaction that first takes the writers' advisory lock, then, command
-//! by command, validates with braid-core, updates rows, maintains readiness
-//! and health counters, and appends events — the SQLite write path's
-//! statements in PostgreSQL's dialect.
+//! transaction that first takes the writers' advisory lock; the logic of
+//! each command is [`crate::apply`]'s, over PostgreSQL's statements here.
 
-use braid_core::graph::{self, GraphTx, Node};
-use braid_core::{DepKind, Event, EventKind, HealthDelta, State, Task, TaskId, TaskType};
+use braid_core::graph::{GraphTx, Node};
+use braid_core::{DepKind, Event, EventKind, HealthDelta, NewTask, State, Task, TaskId, TaskType};
 use serde_json::{Value, json};
 
-use super::conn::{Conn, Param};
+use super::conn::Conn;
 use super::{TASK_COLS, load_tasks};
-use crate::sqlite::now_ms;
+use crate::apply::{self, Field, LeaseRow, WriteTx, json_strings};
 use crate::{Applied, Command, Error, Result};
 
 /// [`GraphTx`] over an open PostgreSQL transaction.
@@ -176,30 +174,6 @@ fn load_one(tx: &Conn<'_>, id: &TaskId) -> Result<Task> {
         .ok_or_else(|| braid_core::Error::NotFound(id.clone()).into())
 }
 
-pub(crate) fn exists(tx: &Conn<'_>, id: &str) -> Result<bool> {
-    Ok(tx
-        .query_opt("SELECT 1 FROM tasks WHERE id = $1", &[&id])?
-        .is_some())
-}
-
-/// A fresh id not yet in use, lengthened while candidates collide.
-fn fresh_id(tx: &Conn<'_>) -> Result<TaskId> {
-    let mut len = braid_core::id::MIN_RANDOM_LEN;
-    loop {
-        for _ in 0..3 {
-            let id = TaskId::random(len);
-            if !exists(tx, id.as_str())? {
-                return Ok(id);
-            }
-        }
-        len += 1;
-    }
-}
-
-fn json_strings(v: &[String]) -> String {
-    serde_json::to_string(v).expect("strings serialize")
-}
-
 /// Applies commands in order in one transaction: all or nothing. The
 /// transaction records `write_id` with what it did; when a previous try of
 /// the same call committed (its answer lost with the connection), its
@@ -216,8 +190,9 @@ pub(crate) fn apply_all(
     }
     conn.write_once(write_id, |tx| {
         let mut out = Vec::with_capacity(cmds.len());
+        let mut g = PgGraph { tx };
         for cmd in cmds {
-            out.push(apply_one(tx, actor, cmd)?);
+            out.push(apply::apply_one(&mut g, actor, cmd)?);
         }
         let record: Vec<Value> = out
             .iter()
@@ -262,437 +237,186 @@ fn replay(c: &Conn<'_>, record: &str) -> Result<Vec<Applied>> {
         .collect()
 }
 
-fn apply_one(tx: &Conn<'_>, actor: &str, cmd: Command) -> Result<Applied> {
-    let now = now_ms();
-    let mut delta = HealthDelta::default();
-    let mut events = Vec::new();
-    let mut lease_token = None;
-    let id = match cmd {
-        Command::Add(new) => {
-            new.validate()?;
-            let id = match &new.id {
-                Some(id) => {
-                    if exists(tx, id.as_str())? {
-                        return Err(Error::Invalid(format!("id {id} is already taken")));
-                    }
-                    id.clone()
-                }
-                None => fresh_id(tx)?,
-            };
-            let kind = new.kind.unwrap_or(TaskType::Task);
-            let priority = new.priority.unwrap_or(braid_core::model::DEFAULT_PRIORITY);
-            let mut labels = new.labels.clone();
-            labels.sort();
-            labels.dedup();
-            tx.execute(
-                "INSERT INTO tasks (id, title, description, type, priority, state, parent, labels, \
-                 assignee, acceptance, gates, agent, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, 'open', $6, $7, $8, $9, $10, $11, $12, $12)",
-                &[
-                    &id.as_str(),
-                    &new.title,
-                    &new.description,
-                    &kind.as_str(),
-                    &(priority as i64),
-                    &new.parent.as_ref().map(|p| p.as_str()),
-                    &json_strings(&labels),
-                    &new.assignee,
-                    &new.acceptance,
-                    &json_strings(&new.gates),
-                    &new.agent,
-                    &now,
-                ],
+impl WriteTx for PgGraph<'_, '_> {
+    fn exists(&mut self, id: &TaskId) -> Result<bool> {
+        Ok(self
+            .tx
+            .query_opt("SELECT 1 FROM tasks WHERE id = $1", &[&id.as_str()])?
+            .is_some())
+    }
+
+    fn insert_task(
+        &mut self,
+        id: &TaskId,
+        new: &NewTask,
+        kind: TaskType,
+        priority: u8,
+        labels: &[String],
+        now: i64,
+    ) -> Result<()> {
+        self.tx.execute(
+            "INSERT INTO tasks (id, title, description, type, priority, state, parent, labels, \
+             assignee, acceptance, gates, agent, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, 'open', $6, $7, $8, $9, $10, $11, $12, $12)",
+            &[
+                &id.as_str(),
+                &new.title,
+                &new.description,
+                &kind.as_str(),
+                &(priority as i64),
+                &new.parent.as_ref().map(|p| p.as_str()),
+                &json_strings(labels),
+                &new.assignee,
+                &new.acceptance,
+                &json_strings(&new.gates),
+                &new.agent,
+                &now,
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn set_field(&mut self, id: &TaskId, col: &str, value: Field<'_>) -> Result<()> {
+        let sql = format!("UPDATE tasks SET {col} = $2 WHERE id = $1");
+        match value {
+            Field::Text(t) => self.tx.execute(&sql, &[&id.as_str(), &t])?,
+            Field::Int(i) => self.tx.execute(&sql, &[&id.as_str(), &i])?,
+        };
+        Ok(())
+    }
+
+    fn index_labels(&mut self, id: &TaskId, labels: &[String], replace: bool) -> Result<()> {
+        if replace {
+            self.tx
+                .execute("DELETE FROM labels WHERE task = $1", &[&id.as_str()])?;
+        }
+        if !labels.is_empty() {
+            self.tx.execute(
+                "INSERT INTO labels (label, task) SELECT unnest($1::text[]), $2 ON CONFLICT DO NOTHING",
+                &[&labels, &id.as_str()],
             )?;
-            insert_labels(tx, &id, &labels)?;
-            let deps: Vec<(TaskId, DepKind)> =
-                new.deps.iter().map(|d| (d.id.clone(), d.kind)).collect();
-            let mut g = PgGraph { tx };
-            graph::attach_new(&mut g, &id, new.parent.as_ref(), &deps, &mut delta)?;
-            events.push(append_event(
-                tx,
-                now,
-                actor,
-                EventKind::Created,
-                Some(&id),
-                json!({
-                    "title": new.title,
-                    "type": kind.as_str(),
-                    "priority": priority,
-                    "parent": new.parent,
-                    "labels": labels,
-                    "deps": new.deps.iter().map(|d| json!({"id": d.id, "kind": d.kind.as_str()})).collect::<Vec<_>>(),
-                }),
-            )?);
-            id
         }
-        Command::Update { id, patch } => {
-            patch.validate()?;
-            if patch.is_empty() {
-                return Err(Error::Invalid(format!(
-                    "{id}: nothing to update (name a field to change)"
-                )));
-            }
-            let before = load_one(tx, &id)?;
-            let mut changes = serde_json::Map::new();
-            let mut g = PgGraph { tx };
-            if let Some(parent) = &patch.parent
-                && *parent != before.parent
-            {
-                graph::set_parent(&mut g, &id, parent.as_ref(), &mut delta)?;
-                changes.insert(
-                    "parent".into(),
-                    json!({"from": before.parent, "to": parent}),
-                );
-            }
-            if let Some(kind) = patch.kind
-                && kind != before.kind
-            {
-                let old = g.node(&id)?.expect("task loaded above");
-                let new = Node { kind, ..old };
-                g.put_node(&id, &new)?;
-                delta.sub(&old);
-                delta.add(&new);
-                changes.insert(
-                    "type".into(),
-                    json!({"from": before.kind.as_str(), "to": kind.as_str()}),
-                );
-            }
-            let mut set = |col: &str, from: Value, to: Value, sql_val: Param<'_>| -> Result<()> {
-                if from != to {
-                    tx.execute(
-                        &format!("UPDATE tasks SET {col} = $2 WHERE id = $1"),
-                        &[&id.as_str(), sql_val],
-                    )?;
-                    changes.insert(col.into(), json!({"from": from, "to": to}));
-                }
-                Ok(())
-            };
-            if let Some(t) = &patch.title {
-                set("title", json!(before.title), json!(t), t)?;
-            }
-            if let Some(d) = &patch.description {
-                set("description", json!(before.description), json!(d), d)?;
-            }
-            if let Some(p) = patch.priority {
-                set("priority", json!(before.priority), json!(p), &(p as i64))?;
-            }
-            if let Some(a) = &patch.assignee {
-                set("assignee", json!(before.assignee), json!(a), a)?;
-            }
-            if let Some(a) = &patch.acceptance {
-                set("acceptance", json!(before.acceptance), json!(a), a)?;
-            }
-            if let Some(gates) = &patch.gates {
-                set(
-                    "gates",
-                    json!(before.gates),
-                    json!(gates),
-                    &json_strings(gates),
-                )?;
-            }
-            if let Some(a) = &patch.agent {
-                set("agent", json!(before.agent), json!(a), a)?;
-            }
-            if let Some(b) = &patch.branch {
-                set("branch", json!(before.branch), json!(b), b)?;
-            }
-            if !patch.add_labels.is_empty() || !patch.remove_labels.is_empty() {
-                let mut labels = before.labels.clone();
-                labels.retain(|l| !patch.remove_labels.contains(l));
-                labels.extend(patch.add_labels.iter().cloned());
-                labels.sort();
-                labels.dedup();
-                if labels != before.labels {
-                    set(
-                        "labels",
-                        json!(before.labels),
-                        json!(labels),
-                        &json_strings(&labels),
-                    )?;
-                    tx.execute("DELETE FROM labels WHERE task = $1", &[&id.as_str()])?;
-                    insert_labels(tx, &id, &labels)?;
-                }
-            }
-            if changes.is_empty() {
-                return Err(Error::Invalid(format!(
-                    "{id}: nothing changed (the values given are the current ones)"
-                )));
-            }
-            touch(tx, &id, now)?;
-            events.push(append_event(
-                tx,
-                now,
-                actor,
-                EventKind::Updated,
-                Some(&id),
-                Value::Object(changes),
-            )?);
-            id
-        }
-        Command::SetState { id, to, reason } => {
-            if to == State::InProgress {
-                return Err(Error::Invalid(format!(
-                    "{id}: work starts with a claim (braid claim {id}), which takes a lease"
-                )));
-            }
-            let mut g = PgGraph { tx };
-            let from = graph::set_state(&mut g, &id, to, &mut delta)?;
-            record_state(tx, &id, from, to, reason.as_deref(), now)?;
-            if to == State::Open && from.is_closed() {
-                // Reopened work gets a fresh set of attempts.
-                tx.execute(
-                    "UPDATE tasks SET attempt = 0 WHERE id = $1",
-                    &[&id.as_str()],
-                )?;
-            }
-            events.push(append_event(
-                tx,
-                now,
-                actor,
-                EventKind::StateChanged,
-                Some(&id),
-                json!({"from": from.as_str(), "to": to.as_str(), "reason": reason}),
-            )?);
-            id
-        }
-        Command::Claim {
-            id,
-            assignee,
-            lease_ms,
-        } => {
-            let id = match id {
-                Some(id) => {
-                    let mut g = PgGraph { tx };
-                    let node = g
-                        .node(&id)?
-                        .ok_or_else(|| braid_core::Error::NotFound(id.clone()))?;
-                    if !node.ready() {
-                        let why = if node.kind == TaskType::Epic {
-                            "it is an epic (epics are containers; claim a task under it)".to_owned()
-                        } else if node.state != State::Open {
-                            format!("it is {}", node.state)
-                        } else {
-                            graph::why_blocked(&mut g, &id)?.join("; ")
-                        };
-                        return Err(braid_core::Error::NotReady { id, why }.into());
-                    }
-                    id
-                }
-                None => {
-                    // SKIP LOCKED inside a CTE with its LIMIT: the planner
-                    // cannot lock more rows than the one taken, and a row
-                    // another transaction holds is passed over, not waited on.
-                    let next = tx.query_opt(
-                        "WITH next AS (SELECT id FROM tasks WHERE ready = 1                          ORDER BY priority, created_at, ord LIMIT 1 FOR UPDATE SKIP LOCKED)                          SELECT id FROM next",
-                        &[],
-                    )?;
-                    match next {
-                        Some(r) => parse_id(r.get(0))?,
-                        None => return Err(Error::NothingReady),
-                    }
-                }
-            };
-            let mut g = PgGraph { tx };
-            let from = graph::set_state(&mut g, &id, State::InProgress, &mut delta)?;
-            record_state(tx, &id, from, State::InProgress, None, now)?;
-            let token = TaskId::random(24).as_str()[3..].to_owned();
-            let expires = now + lease_ms;
-            let row = tx.query(
-                "UPDATE tasks SET assignee = $2, lease_token = $3, lease_expires = $4, attempt = attempt + 1 \
-                 WHERE id = $1 RETURNING attempt",
-                &[&id.as_str(), &assignee, &token, &expires],
-            )?;
-            let attempt: i64 = row[0].get(0);
-            events.push(append_event(
-                tx,
-                now,
-                actor,
-                EventKind::Claimed,
-                Some(&id),
-                json!({"assignee": assignee, "attempt": attempt, "lease_expires": expires}),
-            )?);
-            lease_token = Some(token);
-            id
-        }
-        Command::Renew {
-            id,
-            token,
-            lease_ms,
-        } => {
-            check_lease(tx, &id, &token)?;
-            tx.execute(
-                "UPDATE tasks SET lease_expires = $2 WHERE id = $1",
-                &[&id.as_str(), &(now + lease_ms)],
-            )?;
-            id
-        }
-        Command::NextAttempt {
-            id,
-            token,
-            lease_ms,
-        } => {
-            check_lease(tx, &id, &token)?;
-            tx.execute(
+        Ok(())
+    }
+
+    fn reset_attempts(&mut self, id: &TaskId) -> Result<()> {
+        self.tx.execute(
+            "UPDATE tasks SET attempt = 0 WHERE id = $1",
+            &[&id.as_str()],
+        )?;
+        Ok(())
+    }
+
+    fn refund_attempt(&mut self, id: &TaskId) -> Result<()> {
+        self.tx.execute(
+            "UPDATE tasks SET attempt = GREATEST(attempt - 1, 0) WHERE id = $1",
+            &[&id.as_str()],
+        )?;
+        Ok(())
+    }
+
+    fn next_ready(&mut self) -> Result<Option<TaskId>> {
+        // SKIP LOCKED inside a CTE with its LIMIT: the planner cannot lock
+        // more rows than the one taken, and a row another transaction holds
+        // is passed over, not waited on.
+        self.tx
+            .query_opt(
+                "WITH next AS (SELECT id FROM tasks WHERE ready = 1 \
+                 ORDER BY priority, created_at, ord LIMIT 1 FOR UPDATE SKIP LOCKED) \
+                 SELECT id FROM next",
+                &[],
+            )?
+            .map(|r| parse_id(r.get(0)))
+            .transpose()
+    }
+
+    fn take_lease(
+        &mut self,
+        id: &TaskId,
+        assignee: &str,
+        token: &str,
+        expires: i64,
+    ) -> Result<i64> {
+        let row = self.tx.query(
+            "UPDATE tasks SET assignee = $2, lease_token = $3, lease_expires = $4, attempt = attempt + 1 \
+             WHERE id = $1 RETURNING attempt",
+            &[&id.as_str(), &assignee, &token, &expires],
+        )?;
+        Ok(row[0].get(0))
+    }
+
+    fn extend_lease(
+        &mut self,
+        id: &TaskId,
+        expires: i64,
+        next_attempt: bool,
+        now: i64,
+    ) -> Result<()> {
+        if next_attempt {
+            self.tx.execute(
                 "UPDATE tasks SET lease_expires = $2, attempt = attempt + 1, updated_at = $3 WHERE id = $1",
-                &[&id.as_str(), &(now + lease_ms), &now],
+                &[&id.as_str(), &expires, &now],
             )?;
-            id
+        } else {
+            self.tx.execute(
+                "UPDATE tasks SET lease_expires = $2 WHERE id = $1",
+                &[&id.as_str(), &expires],
+            )?;
         }
-        Command::Finish {
-            id,
-            token,
-            to,
-            reason,
-            refund_attempt,
-        } => {
-            check_lease(tx, &id, &token)?;
-            let mut g = PgGraph { tx };
-            let from = graph::set_state(&mut g, &id, to, &mut delta)?;
-            record_state(tx, &id, from, to, reason.as_deref(), now)?;
-            if refund_attempt {
-                tx.execute(
-                    "UPDATE tasks SET attempt = GREATEST(attempt - 1, 0) WHERE id = $1",
-                    &[&id.as_str()],
-                )?;
-            }
-            let kind = if to == State::Open {
-                EventKind::Released
-            } else {
-                EventKind::StateChanged
-            };
-            events.push(append_event(
-                tx,
-                now,
-                actor,
-                kind,
-                Some(&id),
-                json!({"from": from.as_str(), "to": to.as_str(), "reason": reason, "refund_attempt": refund_attempt}),
-            )?);
-            id
-        }
-        Command::Rescue { id, token } => {
-            let expires = check_lease(tx, &id, &token)?;
-            if expires >= now {
-                return Err(Error::Locked(format!(
-                    "{id}: its lease is still valid for {} ms; only an expired lease can be rescued",
-                    expires - now
-                )));
-            }
-            let mut g = PgGraph { tx };
-            let from = graph::set_state(&mut g, &id, State::Open, &mut delta)?;
-            record_state(tx, &id, from, State::Open, None, now)?;
-            events.push(append_event(
-                tx,
-                now,
-                actor,
-                EventKind::Rescued,
-                Some(&id),
-                json!({"expired_ms_ago": now - expires}),
-            )?);
-            id
-        }
-        Command::Record { id, kind, payload } => {
-            if !exists(tx, id.as_str())? {
-                return Err(braid_core::Error::NotFound(id).into());
-            }
-            events.push(append_event(tx, now, actor, kind, Some(&id), payload)?);
-            id
-        }
-        Command::DepAdd { from, to, kind } => {
-            let mut g = PgGraph { tx };
-            graph::add_dep(&mut g, &from, &to, kind, &mut delta)?;
-            touch(tx, &from, now)?;
-            events.push(append_event(
-                tx,
-                now,
-                actor,
-                EventKind::DepAdded,
-                Some(&from),
-                json!({"to": to, "kind": kind.as_str()}),
-            )?);
-            from
-        }
-        Command::DepRm { from, to } => {
-            let mut g = PgGraph { tx };
-            let kind = graph::remove_dep(&mut g, &from, &to, &mut delta)?;
-            touch(tx, &from, now)?;
-            events.push(append_event(
-                tx,
-                now,
-                actor,
-                EventKind::DepRemoved,
-                Some(&from),
-                json!({"to": to, "kind": kind.as_str()}),
-            )?);
-            from
-        }
-    };
-    write_counters(tx, &delta)?;
-    let task = load_one(tx, &id)?;
-    Ok(Applied {
-        task,
-        events,
-        lease_token,
-    })
-}
-
-/// Checks that `token` holds the current lease on an in-progress task;
-/// returns the lease's expiry.
-fn check_lease(tx: &Conn<'_>, id: &TaskId, token: &str) -> Result<i64> {
-    let row = tx.query_opt(
-        "SELECT state, lease_token, lease_expires FROM tasks WHERE id = $1",
-        &[&id.as_str()],
-    )?;
-    let Some(r) = row else {
-        return Err(braid_core::Error::NotFound(id.clone()).into());
-    };
-    let (state, current, expires): (String, Option<String>, Option<i64>) =
-        (r.get(0), r.get(1), r.get(2));
-    if state != State::InProgress.as_str() || current.as_deref() != Some(token) {
-        return Err(Error::Locked(format!(
-            "{id}: the lease presented is not the current one (the task is {state}; it was rescued, cancelled or finished elsewhere)"
-        )));
+        Ok(())
     }
-    Ok(expires.unwrap_or(0))
-}
 
-fn insert_labels(tx: &Conn<'_>, id: &TaskId, labels: &[String]) -> Result<()> {
-    if labels.is_empty() {
-        return Ok(());
+    fn lease(&mut self, id: &TaskId) -> Result<Option<LeaseRow>> {
+        Ok(self
+            .tx
+            .query_opt(
+                "SELECT state, lease_token, lease_expires FROM tasks WHERE id = $1",
+                &[&id.as_str()],
+            )?
+            .map(|r| (r.get(0), r.get(1), r.get(2))))
     }
-    tx.execute(
-        "INSERT INTO labels (label, task) SELECT unnest($1::text[]), $2 ON CONFLICT DO NOTHING",
-        &[&labels, &id.as_str()],
-    )?;
-    Ok(())
-}
 
-fn touch(tx: &Conn<'_>, id: &TaskId, now: i64) -> Result<()> {
-    tx.execute(
-        "UPDATE tasks SET updated_at = $2 WHERE id = $1",
-        &[&id.as_str(), &now],
-    )?;
-    Ok(())
-}
+    fn state_columns(
+        &mut self,
+        id: &TaskId,
+        now: i64,
+        closed_at: Option<i64>,
+        close_reason: Option<&str>,
+        drop_lease: bool,
+    ) -> Result<()> {
+        self.tx.execute(
+            "UPDATE tasks SET updated_at = $2, closed_at = $3, close_reason = $4, \
+             lease_token = CASE WHEN $5 THEN NULL ELSE lease_token END, \
+             lease_expires = CASE WHEN $5 THEN NULL ELSE lease_expires END WHERE id = $1",
+            &[&id.as_str(), &now, &closed_at, &close_reason, &drop_lease],
+        )?;
+        Ok(())
+    }
 
-/// The row changes that go with a state change: timestamps, close reason,
-/// and dropping the lease when work stops.
-fn record_state(
-    tx: &Conn<'_>,
-    id: &TaskId,
-    from: State,
-    to: State,
-    reason: Option<&str>,
-    now: i64,
-) -> Result<()> {
-    let closed_at = to.is_closed().then_some(now);
-    let close_reason = if to.is_closed() { reason } else { None };
-    let drop_lease = from == State::InProgress && to != State::InProgress;
-    tx.execute(
-        "UPDATE tasks SET updated_at = $2, closed_at = $3, close_reason = $4, \
-         lease_token = CASE WHEN $5 THEN NULL ELSE lease_token END, \
-         lease_expires = CASE WHEN $5 THEN NULL ELSE lease_expires END WHERE id = $1",
-        &[&id.as_str(), &now, &closed_at, &close_reason, &drop_lease],
-    )?;
-    Ok(())
+    fn touch(&mut self, id: &TaskId, now: i64) -> Result<()> {
+        self.tx.execute(
+            "UPDATE tasks SET updated_at = $2 WHERE id = $1",
+            &[&id.as_str(), &now],
+        )?;
+        Ok(())
+    }
+
+    fn append_event(
+        &mut self,
+        at: i64,
+        actor: &str,
+        kind: EventKind,
+        task: Option<&TaskId>,
+        payload: Value,
+    ) -> Result<Event> {
+        append_event(self.tx, at, actor, kind, task, payload)
+    }
+
+    fn write_counters(&mut self, delta: &HealthDelta) -> Result<()> {
+        write_counters(self.tx, delta)
+    }
+
+    fn load(&mut self, id: &TaskId) -> Result<Task> {
+        load_one(self.tx, id)
+    }
 }

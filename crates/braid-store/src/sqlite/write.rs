@@ -1,13 +1,14 @@
-//! The single write path on SQLite: each command runs in one `BEGIN
-//! IMMEDIATE` transaction that validates it with braid-core, updates rows,
-//! maintains readiness and health counters, and appends events.
+//! The single write path on SQLite: each batch of commands runs in one
+//! `BEGIN IMMEDIATE` transaction; the logic of each command is
+//! [`crate::apply`]'s, over SQLite's statements here.
 
-use braid_core::graph::{self, GraphTx, Node};
-use braid_core::{DepKind, Event, EventKind, HealthDelta, State, Task, TaskId, TaskType};
+use braid_core::graph::{GraphTx, Node};
+use braid_core::{DepKind, Event, EventKind, HealthDelta, NewTask, State, Task, TaskId, TaskType};
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use super::{TASK_COLS, load_tasks, now_ms};
+use super::{TASK_COLS, load_tasks};
+use crate::apply::{self, Field, LeaseRow, WriteTx, json_strings};
 use crate::{Applied, Command, Error, Result};
 
 /// [`GraphTx`] over an open SQLite transaction.
@@ -181,29 +182,6 @@ fn load_one(tx: &Transaction<'_>, id: &TaskId) -> Result<Task> {
         .ok_or_else(|| braid_core::Error::NotFound(id.clone()).into())
 }
 
-fn exists(tx: &Transaction<'_>, id: &str) -> Result<bool> {
-    let mut stmt = tx.prepare_cached("SELECT 1 FROM tasks WHERE id = ?1")?;
-    Ok(stmt.exists([id])?)
-}
-
-/// A fresh id not yet in use, lengthened while candidates collide.
-fn fresh_id(tx: &Transaction<'_>) -> Result<TaskId> {
-    let mut len = braid_core::id::MIN_RANDOM_LEN;
-    loop {
-        for _ in 0..3 {
-            let id = TaskId::random(len);
-            if !exists(tx, id.as_str())? {
-                return Ok(id);
-            }
-        }
-        len += 1;
-    }
-}
-
-fn json_strings(v: &[String]) -> String {
-    serde_json::to_string(v).expect("strings serialize")
-}
-
 /// Applies commands in order in one transaction: all or nothing.
 pub(crate) fn apply_all(
     conn: &mut Connection,
@@ -212,36 +190,35 @@ pub(crate) fn apply_all(
 ) -> Result<Vec<Applied>> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut out = Vec::with_capacity(cmds.len());
-    for cmd in cmds {
-        out.push(apply_one(&tx, actor, cmd)?);
+    {
+        let mut g = SqlGraph { tx: &tx };
+        for cmd in cmds {
+            out.push(apply::apply_one(&mut g, actor, cmd)?);
+        }
     }
     tx.commit()?;
     Ok(out)
 }
 
-fn apply_one(tx: &Transaction<'_>, actor: &str, cmd: Command) -> Result<Applied> {
-    let now = now_ms();
-    let mut delta = HealthDelta::default();
-    let mut events = Vec::new();
-    let mut lease_token = None;
-    let id = match cmd {
-        Command::Add(new) => {
-            new.validate()?;
-            let id = match &new.id {
-                Some(id) => {
-                    if exists(tx, id.as_str())? {
-                        return Err(Error::Invalid(format!("id {id} is already taken")));
-                    }
-                    id.clone()
-                }
-                None => fresh_id(tx)?,
-            };
-            let kind = new.kind.unwrap_or(TaskType::Task);
-            let priority = new.priority.unwrap_or(braid_core::model::DEFAULT_PRIORITY);
-            let mut labels = new.labels.clone();
-            labels.sort();
-            labels.dedup();
-            tx.prepare_cached(
+impl WriteTx for SqlGraph<'_> {
+    fn exists(&mut self, id: &TaskId) -> Result<bool> {
+        let mut stmt = self
+            .tx
+            .prepare_cached("SELECT 1 FROM tasks WHERE id = ?1")?;
+        Ok(stmt.exists([id.as_str()])?)
+    }
+
+    fn insert_task(
+        &mut self,
+        id: &TaskId,
+        new: &NewTask,
+        kind: TaskType,
+        priority: u8,
+        labels: &[String],
+        now: i64,
+    ) -> Result<()> {
+        self.tx
+            .prepare_cached(
                 "INSERT INTO tasks (id, title, description, type, priority, state, parent, labels, \
                  assignee, acceptance, gates, agent, created_at, updated_at) \
                  VALUES (?1, ?2, ?3, ?4, ?5, 'open', ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12)",
@@ -253,401 +230,164 @@ fn apply_one(tx: &Transaction<'_>, actor: &str, cmd: Command) -> Result<Applied>
                 kind.as_str(),
                 priority,
                 new.parent.as_ref().map(|p| p.as_str()),
-                json_strings(&labels),
+                json_strings(labels),
                 new.assignee,
                 new.acceptance,
                 json_strings(&new.gates),
                 new.agent,
                 now
             ])?;
-            insert_labels(tx, &id, &labels)?;
-            let deps: Vec<(TaskId, DepKind)> =
-                new.deps.iter().map(|d| (d.id.clone(), d.kind)).collect();
-            let mut g = SqlGraph { tx };
-            graph::attach_new(&mut g, &id, new.parent.as_ref(), &deps, &mut delta)?;
-            events.push(append_event(
-                tx,
-                now,
-                actor,
-                EventKind::Created,
-                Some(&id),
-                json!({
-                    "title": new.title,
-                    "type": kind.as_str(),
-                    "priority": priority,
-                    "parent": new.parent,
-                    "labels": labels,
-                    "deps": new.deps.iter().map(|d| json!({"id": d.id, "kind": d.kind.as_str()})).collect::<Vec<_>>(),
-                }),
-            )?);
-            id
+        Ok(())
+    }
+
+    fn set_field(&mut self, id: &TaskId, col: &str, value: Field<'_>) -> Result<()> {
+        let mut stmt = self
+            .tx
+            .prepare_cached(&format!("UPDATE tasks SET {col} = ?2 WHERE id = ?1"))?;
+        match value {
+            Field::Text(t) => stmt.execute(params![id.as_str(), t])?,
+            Field::Int(i) => stmt.execute(params![id.as_str(), i])?,
+        };
+        Ok(())
+    }
+
+    fn index_labels(&mut self, id: &TaskId, labels: &[String], replace: bool) -> Result<()> {
+        if replace {
+            self.tx
+                .prepare_cached("DELETE FROM labels WHERE task = ?1")?
+                .execute([id.as_str()])?;
         }
-        Command::Update { id, patch } => {
-            patch.validate()?;
-            if patch.is_empty() {
-                return Err(Error::Invalid(format!(
-                    "{id}: nothing to update (name a field to change)"
-                )));
-            }
-            let before = load_one(tx, &id)?;
-            let mut changes = serde_json::Map::new();
-            let mut g = SqlGraph { tx };
-            if let Some(parent) = &patch.parent
-                && *parent != before.parent
-            {
-                graph::set_parent(&mut g, &id, parent.as_ref(), &mut delta)?;
-                changes.insert(
-                    "parent".into(),
-                    json!({"from": before.parent, "to": parent}),
-                );
-            }
-            if let Some(kind) = patch.kind
-                && kind != before.kind
-            {
-                let old = g.node(&id)?.expect("task loaded above");
-                let new = Node { kind, ..old };
-                g.put_node(&id, &new)?;
-                delta.sub(&old);
-                delta.add(&new);
-                changes.insert(
-                    "type".into(),
-                    json!({"from": before.kind.as_str(), "to": kind.as_str()}),
-                );
-            }
-            let mut set =
-                |col: &str, from: Value, to: Value, sql_val: &dyn rusqlite::ToSql| -> Result<()> {
-                    if from != to {
-                        tx.prepare_cached(&format!("UPDATE tasks SET {col} = ?2 WHERE id = ?1"))?
-                            .execute(params![id.as_str(), sql_val])?;
-                        changes.insert(col.into(), json!({"from": from, "to": to}));
-                    }
-                    Ok(())
-                };
-            if let Some(t) = &patch.title {
-                set("title", json!(before.title), json!(t), t)?;
-            }
-            if let Some(d) = &patch.description {
-                set("description", json!(before.description), json!(d), d)?;
-            }
-            if let Some(p) = patch.priority {
-                set("priority", json!(before.priority), json!(p), &p)?;
-            }
-            if let Some(a) = &patch.assignee {
-                set("assignee", json!(before.assignee), json!(a), a)?;
-            }
-            if let Some(a) = &patch.acceptance {
-                set("acceptance", json!(before.acceptance), json!(a), a)?;
-            }
-            if let Some(gates) = &patch.gates {
-                set(
-                    "gates",
-                    json!(before.gates),
-                    json!(gates),
-                    &json_strings(gates),
-                )?;
-            }
-            if let Some(a) = &patch.agent {
-                set("agent", json!(before.agent), json!(a), a)?;
-            }
-            if let Some(b) = &patch.branch {
-                set("branch", json!(before.branch), json!(b), b)?;
-            }
-            if !patch.add_labels.is_empty() || !patch.remove_labels.is_empty() {
-                let mut labels = before.labels.clone();
-                labels.retain(|l| !patch.remove_labels.contains(l));
-                labels.extend(patch.add_labels.iter().cloned());
-                labels.sort();
-                labels.dedup();
-                if labels != before.labels {
-                    set(
-                        "labels",
-                        json!(before.labels),
-                        json!(labels),
-                        &json_strings(&labels),
-                    )?;
-                    tx.prepare_cached("DELETE FROM labels WHERE task = ?1")?
-                        .execute([id.as_str()])?;
-                    insert_labels(tx, &id, &labels)?;
-                }
-            }
-            if changes.is_empty() {
-                return Err(Error::Invalid(format!(
-                    "{id}: nothing changed (the values given are the current ones)"
-                )));
-            }
-            touch(tx, &id, now)?;
-            events.push(append_event(
-                tx,
-                now,
-                actor,
-                EventKind::Updated,
-                Some(&id),
-                Value::Object(changes),
-            )?);
-            id
+        let mut stmt = self
+            .tx
+            .prepare_cached("INSERT OR IGNORE INTO labels (label, task) VALUES (?1, ?2)")?;
+        for l in labels {
+            stmt.execute([l.as_str(), id.as_str()])?;
         }
-        Command::SetState { id, to, reason } => {
-            if to == State::InProgress {
-                return Err(Error::Invalid(format!(
-                    "{id}: work starts with a claim (braid claim {id}), which takes a lease"
-                )));
-            }
-            let mut g = SqlGraph { tx };
-            let from = graph::set_state(&mut g, &id, to, &mut delta)?;
-            record_state(tx, &id, from, to, reason.as_deref(), now)?;
-            if to == State::Open && from.is_closed() {
-                // Reopened work gets a fresh set of attempts.
-                tx.prepare_cached("UPDATE tasks SET attempt = 0 WHERE id = ?1")?
-                    .execute([id.as_str()])?;
-            }
-            events.push(append_event(
-                tx,
-                now,
-                actor,
-                EventKind::StateChanged,
-                Some(&id),
-                json!({"from": from.as_str(), "to": to.as_str(), "reason": reason}),
-            )?);
-            id
-        }
-        Command::Claim {
-            id,
-            assignee,
-            lease_ms,
-        } => {
-            let id = match id {
-                Some(id) => {
-                    let mut g = SqlGraph { tx };
-                    let node = g
-                        .node(&id)?
-                        .ok_or_else(|| braid_core::Error::NotFound(id.clone()))?;
-                    if !node.ready() {
-                        let why = if node.kind == TaskType::Epic {
-                            "it is an epic (epics are containers; claim a task under it)".to_owned()
-                        } else if node.state != State::Open {
-                            format!("it is {}", node.state)
-                        } else {
-                            graph::why_blocked(&mut g, &id)?.join("; ")
-                        };
-                        return Err(braid_core::Error::NotReady { id, why }.into());
-                    }
-                    id
-                }
-                None => {
-                    let next: Option<String> = tx
-                        .prepare_cached(
-                            "SELECT id FROM tasks INDEXED BY tasks_ready WHERE ready = 1 \
-                             ORDER BY priority, created_at, rowid LIMIT 1",
-                        )?
-                        .query_row([], |r| r.get(0))
-                        .optional()?;
-                    match next {
-                        Some(id) => parse_id(id)?,
-                        None => return Err(Error::NothingReady),
-                    }
-                }
-            };
-            let mut g = SqlGraph { tx };
-            let from = graph::set_state(&mut g, &id, State::InProgress, &mut delta)?;
-            record_state(tx, &id, from, State::InProgress, None, now)?;
-            let token = TaskId::random(24).as_str()[3..].to_owned();
-            let expires = now + lease_ms;
-            tx.prepare_cached(
+        Ok(())
+    }
+
+    fn reset_attempts(&mut self, id: &TaskId) -> Result<()> {
+        self.tx
+            .prepare_cached("UPDATE tasks SET attempt = 0 WHERE id = ?1")?
+            .execute([id.as_str()])?;
+        Ok(())
+    }
+
+    fn refund_attempt(&mut self, id: &TaskId) -> Result<()> {
+        self.tx
+            .prepare_cached("UPDATE tasks SET attempt = max(attempt - 1, 0) WHERE id = ?1")?
+            .execute([id.as_str()])?;
+        Ok(())
+    }
+
+    fn next_ready(&mut self) -> Result<Option<TaskId>> {
+        let next: Option<String> = self
+            .tx
+            .prepare_cached(
+                "SELECT id FROM tasks INDEXED BY tasks_ready WHERE ready = 1 \
+                 ORDER BY priority, created_at, rowid LIMIT 1",
+            )?
+            .query_row([], |r| r.get(0))
+            .optional()?;
+        next.map(parse_id).transpose()
+    }
+
+    fn take_lease(
+        &mut self,
+        id: &TaskId,
+        assignee: &str,
+        token: &str,
+        expires: i64,
+    ) -> Result<i64> {
+        self.tx
+            .prepare_cached(
                 "UPDATE tasks SET assignee = ?2, lease_token = ?3, lease_expires = ?4, attempt = attempt + 1 \
                  WHERE id = ?1",
             )?
             .execute(params![id.as_str(), assignee, token, expires])?;
-            let attempt: i64 = tx.query_row(
-                "SELECT attempt FROM tasks WHERE id = ?1",
-                [id.as_str()],
-                |r| r.get(0),
-            )?;
-            events.push(append_event(
-                tx,
-                now,
-                actor,
-                EventKind::Claimed,
-                Some(&id),
-                json!({"assignee": assignee, "attempt": attempt, "lease_expires": expires}),
-            )?);
-            lease_token = Some(token);
-            id
+        Ok(self.tx.query_row(
+            "SELECT attempt FROM tasks WHERE id = ?1",
+            [id.as_str()],
+            |r| r.get(0),
+        )?)
+    }
+
+    fn extend_lease(
+        &mut self,
+        id: &TaskId,
+        expires: i64,
+        next_attempt: bool,
+        now: i64,
+    ) -> Result<()> {
+        if next_attempt {
+            self.tx
+                .prepare_cached(
+                    "UPDATE tasks SET lease_expires = ?2, attempt = attempt + 1, updated_at = ?3 WHERE id = ?1",
+                )?
+                .execute(params![id.as_str(), expires, now])?;
+        } else {
+            self.tx
+                .prepare_cached("UPDATE tasks SET lease_expires = ?2 WHERE id = ?1")?
+                .execute(params![id.as_str(), expires])?;
         }
-        Command::Renew {
-            id,
-            token,
-            lease_ms,
-        } => {
-            check_lease(tx, &id, &token)?;
-            tx.prepare_cached("UPDATE tasks SET lease_expires = ?2 WHERE id = ?1")?
-                .execute(params![id.as_str(), now + lease_ms])?;
-            id
-        }
-        Command::NextAttempt {
-            id,
-            token,
-            lease_ms,
-        } => {
-            check_lease(tx, &id, &token)?;
-            tx.prepare_cached(
-                "UPDATE tasks SET lease_expires = ?2, attempt = attempt + 1, updated_at = ?3 WHERE id = ?1",
+        Ok(())
+    }
+
+    fn lease(&mut self, id: &TaskId) -> Result<Option<LeaseRow>> {
+        Ok(self
+            .tx
+            .prepare_cached("SELECT state, lease_token, lease_expires FROM tasks WHERE id = ?1")?
+            .query_row([id.as_str()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .optional()?)
+    }
+
+    fn state_columns(
+        &mut self,
+        id: &TaskId,
+        now: i64,
+        closed_at: Option<i64>,
+        close_reason: Option<&str>,
+        drop_lease: bool,
+    ) -> Result<()> {
+        self.tx
+            .prepare_cached(
+                "UPDATE tasks SET updated_at = ?2, closed_at = ?3, close_reason = ?4, \
+                 lease_token = CASE WHEN ?5 THEN NULL ELSE lease_token END, \
+                 lease_expires = CASE WHEN ?5 THEN NULL ELSE lease_expires END WHERE id = ?1",
             )?
-            .execute(params![id.as_str(), now + lease_ms, now])?;
-            id
-        }
-        Command::Finish {
-            id,
-            token,
-            to,
-            reason,
-            refund_attempt,
-        } => {
-            check_lease(tx, &id, &token)?;
-            let mut g = SqlGraph { tx };
-            let from = graph::set_state(&mut g, &id, to, &mut delta)?;
-            record_state(tx, &id, from, to, reason.as_deref(), now)?;
-            if refund_attempt {
-                tx.prepare_cached("UPDATE tasks SET attempt = max(attempt - 1, 0) WHERE id = ?1")?
-                    .execute([id.as_str()])?;
-            }
-            let kind = if to == State::Open {
-                EventKind::Released
-            } else {
-                EventKind::StateChanged
-            };
-            events.push(append_event(
-                tx,
+            .execute(params![
+                id.as_str(),
                 now,
-                actor,
-                kind,
-                Some(&id),
-                json!({"from": from.as_str(), "to": to.as_str(), "reason": reason, "refund_attempt": refund_attempt}),
-            )?);
-            id
-        }
-        Command::Rescue { id, token } => {
-            let expires = check_lease(tx, &id, &token)?;
-            if expires >= now {
-                return Err(Error::Locked(format!(
-                    "{id}: its lease is still valid for {} ms; only an expired lease can be rescued",
-                    expires - now
-                )));
-            }
-            let mut g = SqlGraph { tx };
-            let from = graph::set_state(&mut g, &id, State::Open, &mut delta)?;
-            record_state(tx, &id, from, State::Open, None, now)?;
-            events.push(append_event(
-                tx,
-                now,
-                actor,
-                EventKind::Rescued,
-                Some(&id),
-                json!({"expired_ms_ago": now - expires}),
-            )?);
-            id
-        }
-        Command::Record { id, kind, payload } => {
-            if !exists(tx, id.as_str())? {
-                return Err(braid_core::Error::NotFound(id).into());
-            }
-            events.push(append_event(tx, now, actor, kind, Some(&id), payload)?);
-            id
-        }
-        Command::DepAdd { from, to, kind } => {
-            let mut g = SqlGraph { tx };
-            graph::add_dep(&mut g, &from, &to, kind, &mut delta)?;
-            touch(tx, &from, now)?;
-            events.push(append_event(
-                tx,
-                now,
-                actor,
-                EventKind::DepAdded,
-                Some(&from),
-                json!({"to": to, "kind": kind.as_str()}),
-            )?);
-            from
-        }
-        Command::DepRm { from, to } => {
-            let mut g = SqlGraph { tx };
-            let kind = graph::remove_dep(&mut g, &from, &to, &mut delta)?;
-            touch(tx, &from, now)?;
-            events.push(append_event(
-                tx,
-                now,
-                actor,
-                EventKind::DepRemoved,
-                Some(&from),
-                json!({"to": to, "kind": kind.as_str()}),
-            )?);
-            from
-        }
-    };
-    write_counters(tx, &delta)?;
-    let task = load_one(tx, &id)?;
-    Ok(Applied {
-        task,
-        events,
-        lease_token,
-    })
-}
-
-/// Checks that `token` holds the current lease on an in-progress task;
-/// returns the lease's expiry.
-fn check_lease(tx: &Transaction<'_>, id: &TaskId, token: &str) -> Result<i64> {
-    let row: Option<(String, Option<String>, Option<i64>)> = tx
-        .prepare_cached("SELECT state, lease_token, lease_expires FROM tasks WHERE id = ?1")?
-        .query_row([id.as_str()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-        .optional()?;
-    let Some((state, current, expires)) = row else {
-        return Err(braid_core::Error::NotFound(id.clone()).into());
-    };
-    if state != State::InProgress.as_str() || current.as_deref() != Some(token) {
-        return Err(Error::Locked(format!(
-            "{id}: the lease presented is not the current one (the task is {state}; it was rescued, cancelled or finished elsewhere)"
-        )));
+                closed_at,
+                close_reason,
+                drop_lease
+            ])?;
+        Ok(())
     }
-    Ok(expires.unwrap_or(0))
-}
 
-fn insert_labels(tx: &Transaction<'_>, id: &TaskId, labels: &[String]) -> Result<()> {
-    let mut stmt =
-        tx.prepare_cached("INSERT OR IGNORE INTO labels (label, task) VALUES (?1, ?2)")?;
-    for l in labels {
-        stmt.execute([l.as_str(), id.as_str()])?;
+    fn touch(&mut self, id: &TaskId, now: i64) -> Result<()> {
+        self.tx
+            .prepare_cached("UPDATE tasks SET updated_at = ?2 WHERE id = ?1")?
+            .execute(params![id.as_str(), now])?;
+        Ok(())
     }
-    Ok(())
-}
 
-fn touch(tx: &Transaction<'_>, id: &TaskId, now: i64) -> Result<()> {
-    tx.prepare_cached("UPDATE tasks SET updated_at = ?2 WHERE id = ?1")?
-        .execute(params![id.as_str(), now])?;
-    Ok(())
-}
+    fn append_event(
+        &mut self,
+        at: i64,
+        actor: &str,
+        kind: EventKind,
+        task: Option<&TaskId>,
+        payload: Value,
+    ) -> Result<Event> {
+        append_event(self.tx, at, actor, kind, task, payload)
+    }
 
-/// The row changes that go with a state change: timestamps, close reason,
-/// and dropping the lease when work stops.
-fn record_state(
-    tx: &Transaction<'_>,
-    id: &TaskId,
-    from: State,
-    to: State,
-    reason: Option<&str>,
-    now: i64,
-) -> Result<()> {
-    let closed_at = to.is_closed().then_some(now);
-    let close_reason = if to.is_closed() { reason } else { None };
-    let drop_lease = from == State::InProgress && to != State::InProgress;
-    tx.prepare_cached(
-        "UPDATE tasks SET updated_at = ?2, closed_at = ?3, close_reason = ?4, \
-         lease_token = CASE WHEN ?5 THEN NULL ELSE lease_token END, \
-         lease_expires = CASE WHEN ?5 THEN NULL ELSE lease_expires END WHERE id = ?1",
-    )?
-    .execute(params![
-        id.as_str(),
-        now,
-        closed_at,
-        close_reason,
-        drop_lease
-    ])?;
-    Ok(())
+    fn write_counters(&mut self, delta: &HealthDelta) -> Result<()> {
+        write_counters(self.tx, delta)
+    }
+
+    fn load(&mut self, id: &TaskId) -> Result<Task> {
+        load_one(self.tx, id)
+    }
 }
