@@ -1,7 +1,9 @@
 //! braid-pgload: one "node" of the PostgreSQL benchmark (bench/postgres.sh).
 //!
 //!   braid-pgload seed URL N          add N trivial tasks (one bulk import)
-//!   braid-pgload drain URL WORKERS   claim+complete until nothing is ready; prints tasks/s
+//!   braid-pgload drain URL WORKERS [BATCH]
+//!                                    claim+complete until nothing is ready, BATCH claims
+//!                                    (then BATCH completions) per transaction; prints tasks/s
 //!   braid-pgload insert URL N GAP_MS add N tasks one at a time, GAP_MS apart, stamping each
 //!   braid-pgload claim URL N         claim N tasks as they appear (woken by LISTEN/NOTIFY);
 //!                                    prints insert -> claim latency percentiles
@@ -72,6 +74,7 @@ fn main() {
         }
         "drain" => {
             let workers: usize = arg(3).parse().expect("WORKERS");
+            let batch: usize = arg(4).parse().unwrap_or(1).max(1);
             let t = Instant::now();
             let done: usize = std::thread::scope(|s| {
                 let hs: Vec<_> = (0..workers)
@@ -79,30 +82,38 @@ fn main() {
                         let store = store.clone();
                         s.spawn(move || {
                             let mut n = 0;
+                            let mut size = batch;
                             loop {
-                                let claim = Command::Claim {
-                                    id: None,
-                                    assignee: format!("w{w}"),
-                                    lease_ms: 60_000,
-                                };
-                                let a = match store.apply("pgload", claim) {
+                                // One transaction claims `size` tasks (all or
+                                // nothing: near the end, fewer).
+                                let claims = (0..size)
+                                    .map(|_| Command::Claim {
+                                        id: None,
+                                        assignee: format!("w{w}"),
+                                        lease_ms: 60_000,
+                                    })
+                                    .collect();
+                                let got = match store.apply_all("pgload", claims) {
                                     Ok(a) => a,
+                                    Err(Error::NothingReady) if size > 1 => {
+                                        size /= 2;
+                                        continue;
+                                    }
                                     Err(Error::NothingReady) => return n,
                                     Err(e) => panic!("{e}"),
                                 };
-                                store
-                                    .apply(
-                                        "pgload",
-                                        Command::Finish {
-                                            id: a.task.id,
-                                            token: a.lease_token.unwrap_or_default(),
-                                            to: State::Done,
-                                            reason: None,
-                                            refund_attempt: false,
-                                        },
-                                    )
-                                    .unwrap();
-                                n += 1;
+                                let finishes = got
+                                    .into_iter()
+                                    .map(|a| Command::Finish {
+                                        id: a.task.id,
+                                        token: a.lease_token.unwrap_or_default(),
+                                        to: State::Done,
+                                        reason: None,
+                                        refund_attempt: false,
+                                    })
+                                    .collect::<Vec<_>>();
+                                n += finishes.len();
+                                store.apply_all("pgload", finishes).unwrap();
                             }
                         })
                     })
@@ -111,7 +122,7 @@ fn main() {
             });
             let secs = t.elapsed().as_secs_f64();
             println!(
-                "drained {done} tasks with {workers} workers in {secs:.2} s: {:.0} tasks/s",
+                "drained {done} tasks with {workers} workers, {batch} per transaction, in {secs:.2} s: {:.0} tasks/s",
                 done as f64 / secs
             );
         }
