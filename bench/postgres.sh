@@ -3,7 +3,8 @@
 # local server. Two braid nodes (two processes of bench/pgload, each with its
 # own pool) share one database:
 #   1. claim+complete throughput of trivial tasks (seeded by one bulk import);
-#   2. insert -> claim latency on the other node (woken by LISTEN/NOTIFY).
+#   2. insert -> claim latency on the other node (woken by LISTEN/NOTIFY);
+#   3. the peers, pg-boss and graphile-worker, on the same server and N.
 #
 #   bench/postgres.sh            (PG=postgres://root@127.0.0.1:5432/test by default)
 set -euo pipefail
@@ -28,3 +29,5 @@ echo "== insert on one node, claim on the other (500 tasks, 10 ms apart)"
 sleep 0.5
 "$P" insert "$U" 500 10
 wait $C
+echo "== the peers on the same server: pg-boss and graphile-worker (npm, bench/pgpeers)"
+(cd "$ROOT/bench/pgpeers" && npm ci --no-audit --no-fund --silent && node peers.js "$PG" "$N")
