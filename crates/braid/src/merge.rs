@@ -156,6 +156,18 @@ fn task_inputs(
     Ok((inputs, notes))
 }
 
+/// The git repository the project lives in.
+fn repo_of(project: &crate::project::Project) -> Result<PathBuf> {
+    let root = project.dir.parent().unwrap_or(Path::new("."));
+    braid_git::repo_root(root).ok_or_else(|| {
+        Failure::usage(format!(
+            "{} is not in a git repository; merging needs one",
+            root.display()
+        ))
+        .into()
+    })
+}
+
 /// What to merge: the repository, the branches (from tasks or a plan
 /// file), notes on what was left out, and the target.
 struct Inputs {
@@ -170,17 +182,7 @@ struct Inputs {
 
 fn inputs(ctx: &Ctx, a: &PlanArgs) -> Result<Inputs> {
     let project = ctx.project()?;
-    let root = project
-        .dir
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."));
-    let repo = braid_git::repo_root(&root).ok_or_else(|| {
-        Failure::usage(format!(
-            "{} is not in a git repository; merging needs one",
-            root.display()
-        ))
-    })?;
+    let repo = repo_of(&project)?;
     let config = crate::run::load_config(&project)?;
     let (inputs, notes, file_into) = match &a.plan {
         Some(path) => {
@@ -318,9 +320,7 @@ pub fn pass(
     style: crate::style::Style,
     quiet: bool,
 ) -> Result<braid_run::integrate::Outcome> {
-    let root = project.dir.parent().unwrap_or(Path::new("."));
-    let repo = braid_git::repo_root(root)
-        .ok_or_else(|| Failure::usage("merging needs a git repository"))?;
+    let repo = repo_of(project)?;
     let store = project.open()?;
     let (inputs, _) = task_inputs(&store, &repo, &[])?;
     let into = config.merge_into.clone().unwrap_or_else(|| "main".into());

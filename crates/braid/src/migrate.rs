@@ -38,7 +38,8 @@ struct Summary {
     events_checksum: String,
 }
 
-fn summarize(store: &dyn Store, skip_last_import: bool) -> Result<Summary> {
+/// Everything a store holds: tasks (with dependencies) and events.
+fn read_all(store: &dyn Store) -> Result<(Vec<Task>, Vec<Event>)> {
     let mut tasks: Vec<Task> = Vec::new();
     let mut events: Vec<Event> = Vec::new();
     store.export(true, &mut |item| {
@@ -48,14 +49,11 @@ fn summarize(store: &dyn Store, skip_last_import: bool) -> Result<Summary> {
         }
         Ok(())
     })?;
-    if skip_last_import
-        && events
-            .last()
-            .is_some_and(|e| e.kind == braid_core::EventKind::Imported)
-    {
-        // The target's own record of the copy.
-        events.pop();
-    }
+    Ok((tasks, events))
+}
+
+fn summarize(tasks: &[Task], events: &[Event]) -> Summary {
+    let mut tasks: Vec<&Task> = tasks.iter().collect();
     tasks.sort_by(|a, b| a.id.cmp(&b.id));
     let mut h = blake3::Hasher::new();
     let mut deps = 0;
@@ -92,18 +90,18 @@ fn summarize(store: &dyn Store, skip_last_import: bool) -> Result<Summary> {
     }
     let tasks_checksum = h.finalize().to_hex().to_string();
     let mut h = blake3::Hasher::new();
-    for e in &events {
+    for e in events {
         let line = json!([e.seq, e.at, e.actor, e.kind.as_str(), e.task, e.payload]);
         h.update(line.to_string().as_bytes());
         h.update(b"\n");
     }
-    Ok(Summary {
+    Summary {
         tasks: tasks.len(),
         deps,
         events: events.len(),
         tasks_checksum,
         events_checksum: h.finalize().to_hex().to_string(),
-    })
+    }
 }
 
 pub fn run(ctx: &Ctx, a: MigrateArgs) -> Result<i32> {
@@ -147,21 +145,25 @@ pub fn run(ctx: &Ctx, a: MigrateArgs) -> Result<i32> {
         }
         target.clear()?;
     }
-    let before = summarize(&source, false)?;
-    let mut batch = ImportBatch {
+    // The source is read once: the summary and the copy come from it.
+    let (tasks, events) = read_all(&source)?;
+    let before = summarize(&tasks, &events);
+    let batch = ImportBatch {
         source: format!("migrate from {}", from.display()),
-        ..ImportBatch::default()
+        tasks,
+        events,
     };
-    source.export(true, &mut |item| {
-        match item {
-            ExportItem::Task(t) => batch.tasks.push(t),
-            ExportItem::Event(e) => batch.events.push(e),
-        }
-        Ok(())
-    })?;
     let started = std::time::Instant::now();
     let report = target.import(&ctx.actor(), batch, ImportOptions::default())?;
-    let after = summarize(&target, true)?;
+    let (tasks, mut events) = read_all(&target)?;
+    if events
+        .last()
+        .is_some_and(|e| e.kind == braid_core::EventKind::Imported)
+    {
+        // The target's own record of the copy.
+        events.pop();
+    }
+    let after = summarize(&tasks, &events);
     let verified = before == after;
     if ctx.global.json {
         ctx.print_json(&json!({

@@ -18,7 +18,7 @@ const ROWS_PER_STATEMENT: usize = 5_000;
 pub(crate) fn import(
     c: &Conn<'_>,
     actor: &str,
-    batch: ImportBatch,
+    batch: &ImportBatch,
     opts: ImportOptions,
     write_id: &str,
 ) -> Result<ImportReport> {
@@ -48,11 +48,11 @@ pub(crate) fn import(
     }
     c.write_once(write_id, |tx| {
         let db_empty = tx.query_opt("SELECT 1 FROM tasks LIMIT 1", &[])?.is_none();
-        let tasks = batch.tasks;
+        let tasks = &batch.tasks;
         let mut read = |id: &TaskId| PgGraph { tx }.node(id);
         let mut existing = Existing::new(&mut read);
-        let (live, skipped) = settle(&tasks, db_empty, opts.skip_invalid, &mut existing)?;
-        let nodes = derive(&tasks, &live, &mut existing)?;
+        let (live, skipped) = settle(tasks, db_empty, opts.skip_invalid, &mut existing)?;
+        let nodes = derive(tasks, &live, &mut existing)?;
         drop(existing);
 
         let now = now_ms();

@@ -203,10 +203,6 @@ fn migrate(c: &Conn<'_>) -> Result<()> {
     })
 }
 
-fn json_list(s: &str) -> Vec<String> {
-    serde_json::from_str(s).unwrap_or_default()
-}
-
 pub(crate) fn row_to_task(r: &Row) -> Result<Task> {
     let lease_token: Option<String> = r.get(20);
     Ok(Task {
@@ -217,10 +213,10 @@ pub(crate) fn row_to_task(r: &Row) -> Result<Task> {
         priority: r.get::<_, i64>(4) as u8,
         state: State::parse(r.get(5))?,
         parent: r.get::<_, Option<&str>>(6).map(TaskId::parse).transpose()?,
-        labels: json_list(r.get(7)),
+        labels: crate::sqlite::json_list(r.get(7)),
         assignee: r.get(8),
         acceptance: r.get(9),
-        gates: json_list(r.get(10)),
+        gates: crate::sqlite::json_list(r.get(10)),
         agent: r.get(11),
         branch: r.get(12),
         created_at: r.get(13),
@@ -366,7 +362,9 @@ impl Store for PgStore {
     fn import(&self, actor: &str, batch: ImportBatch, opts: ImportOptions) -> Result<ImportReport> {
         let actor = actor.to_owned();
         let write_id = TaskId::random(20).as_str()[3..].to_owned();
-        self.with(move |c| import::import(c, &actor, batch.clone(), opts, &write_id))
+        // Shared by the retries, not copied for each.
+        let batch = std::sync::Arc::new(batch);
+        self.with(move |c| import::import(c, &actor, &batch, opts, &write_id))
     }
 
     fn task(&self, id: &TaskId) -> Result<Task> {
