@@ -166,12 +166,12 @@ fn a_rescue_by_another_node_counts_an_attempt_and_fences_the_old_holder() {
             Command::Claim {
                 id: Some(id.clone()),
                 assignee: "node-a".into(),
-                lease_ms: 1,
+                // Already expired: node a stopped renewing long ago.
+                lease_ms: -60_000,
             },
         )
         .unwrap();
     let old = claim.lease_token.unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(5));
     // Node b sees the expired lease and takes it back.
     let expired = b.expired_leases(braid_store::sqlite::now_ms(), 10).unwrap();
     assert_eq!(expired, vec![(id.clone(), old.clone())]);
@@ -222,27 +222,25 @@ fn terminated_backends_are_reconnected_and_no_write_is_lost() {
     let Some(server) = server() else { return };
     let app = format!("braid_term{}", std::process::id());
     let (_s, a, _b) = two_nodes(&server, &app);
-    let stop = std::sync::atomic::AtomicBool::new(false);
+    // Every 10 writes the writer says so, and its connections are
+    // terminated; the channel closes when the writer ends, however it ends.
+    let (tick, ticks) = std::sync::mpsc::channel::<()>();
+    let node = &a;
     let (written, kills) = std::thread::scope(|scope| {
-        let writer = scope.spawn(|| {
-            // However the writer ends, the killing stops.
-            struct Stop<'a>(&'a std::sync::atomic::AtomicBool);
-            impl Drop for Stop<'_> {
-                fn drop(&mut self) {
-                    self.0.store(true, std::sync::atomic::Ordering::SeqCst);
-                }
-            }
-            let _stop = Stop(&stop);
+        let writer = scope.spawn(move || {
             let mut ok = 0;
             for i in 0..300 {
-                a.apply("t", Command::Add(NewTask::titled(format!("w{i}"))))
+                node.apply("t", Command::Add(NewTask::titled(format!("w{i}"))))
                     .unwrap_or_else(|e| panic!("write {i}: {e}"));
                 ok += 1;
+                if i % 10 == 0 {
+                    let _ = tick.send(());
+                }
             }
             ok
         });
         let mut kills = 0;
-        while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+        while ticks.recv().is_ok() {
             admin(
                 &server,
                 &format!(
@@ -250,7 +248,6 @@ fn terminated_backends_are_reconnected_and_no_write_is_lost() {
                 ),
             );
             kills += 1;
-            std::thread::sleep(std::time::Duration::from_millis(15));
         }
         (writer.join().unwrap(), kills)
     });

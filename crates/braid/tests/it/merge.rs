@@ -359,14 +359,24 @@ fn a_kill_mid_run_resumes_without_repeating_a_recorded_result() {
     let gate_log = p.path().join(".braid/gate.log");
     let hang = p.path().join(".braid/hang");
     std::fs::write(&hang, "").unwrap();
+    // The hanging gate announces itself through this pipe.
+    let fifo = p.path().join(".braid/gate.fifo");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
     // Each gate run logs its tree and pid; while `hang` exists the second
-    // run blocks (the test kills braid then).
+    // run says so on the pipe and blocks (the test kills braid then).
     std::fs::write(
         p.path().join(".braid/config.toml"),
         format!(
-            "[run]\njobs = 1\n[merge]\ninto = \"main\"\n[[gate]]\nname = \"g\"\ncommand = [\"sh\", \"-c\", \"echo $(git rev-parse HEAD^{{tree}}) $$ >> {log}; n=$(wc -l < {log}); if [ -e {hang} ] && [ $n -ge 2 ]; then sleep 600; fi; if grep -rq BAD --exclude-dir=.git .; then exit 1; fi\"]\n",
+            "[run]\njobs = 1\n[merge]\ninto = \"main\"\n[[gate]]\nname = \"g\"\ncommand = [\"sh\", \"-c\", \"echo $(git rev-parse HEAD^{{tree}}) $$ >> {log}; n=$(wc -l < {log}); if [ -e {hang} ] && [ $n -ge 2 ]; then echo $$ > {fifo}; sleep 600; fi; if grep -rq BAD --exclude-dir=.git .; then exit 1; fi\"]\n",
             log = gate_log.display(),
-            hang = hang.display()
+            hang = hang.display(),
+            fifo = fifo.display()
         ),
     )
     .unwrap();
@@ -386,26 +396,24 @@ fn a_kill_mid_run_resumes_without_repeating_a_recorded_result() {
             .spawn()
             .unwrap(),
     );
-    let lines = |n: usize| {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        loop {
-            let text = std::fs::read_to_string(&gate_log).unwrap_or_default();
-            if text.lines().count() >= n {
-                return text;
-            }
-            assert!(std::time::Instant::now() < deadline, "gate runs: {text}");
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-    };
-    let text = lines(2);
+    // Opening the pipe waits for the second gate run to write to it.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = fifo.clone();
+    std::thread::spawn(move || {
+        let _ = tx.send(std::fs::read_to_string(reader));
+    });
+    let hung_pid = rx
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("the second gate run starts")
+        .unwrap();
+    let hung_pid = hung_pid.trim().to_owned();
     // A second merge run meanwhile is refused.
     let err = p.fails(&["merge", "run", "--plan", &plan], 4);
     assert!(err.contains("another merge run"), "{err}");
     child.0.kill().unwrap();
     child.0.wait().unwrap();
-    let hung_pid = text.lines().nth(1).unwrap().split(' ').nth(1).unwrap();
     let _ = std::process::Command::new("kill")
-        .args(["-9", hung_pid])
+        .args(["-9", &hung_pid])
         .status();
     assert_eq!(
         git(p.path(), &["rev-parse", "main"]),

@@ -205,15 +205,7 @@ fn followers_and_the_server_see_writes_from_other_nodes() {
             .spawn()
             .unwrap(),
     );
-    let out = follow.0.stdout.take().unwrap();
-    let (tx, lines) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for l in std::io::BufReader::new(out).lines() {
-            let Ok(l) = l else { break };
-            let _ = tx.send(l);
-        }
-    });
+    let lines = node_lines(&mut follow.0);
     let (_server, addr) = crate::serve::serve(&p, &["--db", &s.url, "--no-sync"]);
     // Another node (another process) writes.
     json(&p, &s, &["add", "written elsewhere"]);
@@ -287,6 +279,22 @@ fn migrate_copies_a_sqlite_project_and_verifies_it() {
     assert_eq!(out.status.code(), Some(2));
 }
 
+/// The lines a running node prints, as they come.
+fn node_lines(child: &mut std::process::Child) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead;
+    let out = child.stdout.take().expect("stdout is piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for l in std::io::BufReader::new(out).lines() {
+            let Ok(l) = l else { break };
+            if tx.send(l).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
 /// Every task's `done` transitions, counted from the event log.
 fn done_counts(p: &Proj, s: &Schema) -> std::collections::HashMap<String, usize> {
     let out = run(p, s, &["events", "--json", "--limit", "100000"]);
@@ -327,18 +335,19 @@ fn a_node_killed_with_sigkill_loses_no_task() {
         p.cmd()
             .env("BRAID_DB", &s.url)
             .args(["run", "--follow"])
-            .stdout(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
             .spawn()
             .unwrap(),
     );
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while json(&p, &s, &["list", "--state", "in_progress"])
-        .as_array()
-        .unwrap()
-        .is_empty()
-    {
-        assert!(std::time::Instant::now() < deadline, "node a never claimed");
-        std::thread::sleep(std::time::Duration::from_millis(20));
+    // Its event lines say when it holds a claim.
+    let lines = node_lines(&mut a.0);
+    loop {
+        let line = lines
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .expect("node a claims work");
+        if line.contains("claimed by") {
+            break;
+        }
     }
     a.0.kill().unwrap();
     a.0.wait().unwrap();
@@ -372,14 +381,19 @@ fn terminated_backends_mid_run_lose_and_repeat_nothing() {
         p.cmd()
             .env("BRAID_DB", &s2.url)
             .args(["run"])
-            .stdout(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap(),
     );
-    // Terminate the node's connections while it runs.
+    // Each event the node prints (claims, starts, finishes) is a moment
+    // to terminate its connections; the run ends when its output does.
+    let lines = node_lines(&mut node.0);
     let mut kills = 0;
-    while node.0.try_wait().unwrap().is_none() {
+    while let Ok(line) = lines.recv_timeout(std::time::Duration::from_secs(60)) {
+        if line.starts_with("Run finished") {
+            break;
+        }
         psql(
             &s.server,
             &format!(
@@ -387,7 +401,6 @@ fn terminated_backends_mid_run_lose_and_repeat_nothing() {
             ),
         );
         kills += 1;
-        std::thread::sleep(std::time::Duration::from_millis(100));
     }
     let status = node.0.wait().unwrap();
     let mut err = String::new();
