@@ -129,12 +129,20 @@ fn main() {
         "insert" => {
             let n: usize = arg(3).parse().expect("N");
             let gap = Duration::from_millis(arg(4).parse().unwrap_or(20));
+            let mut took = Vec::with_capacity(n);
             for i in 0..n {
                 let mut t = NewTask::titled(format!("{}", now_us()));
                 t.description = format!("latency probe {i}");
+                let start = Instant::now();
                 store.apply("pgload", Command::Add(t)).unwrap();
+                took.push(start.elapsed().as_secs_f64() * 1000.0);
                 std::thread::sleep(gap);
             }
+            println!(
+                "an add (one transaction) took p50 {:.2} ms, p95 {:.2} ms",
+                percentile(&mut took, 0.5),
+                percentile(&mut took, 0.95)
+            );
         }
         "claim" => {
             let n: usize = arg(3).parse().expect("N");

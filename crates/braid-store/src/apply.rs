@@ -22,7 +22,8 @@ pub(crate) type LeaseRow = (String, Option<String>, Option<i64>);
 /// An open write transaction of a backend.
 pub(crate) trait WriteTx: GraphTx<Error = Error> {
     fn exists(&mut self, id: &TaskId) -> Result<bool>;
-    /// Inserts a new open task (labels and gates as given, already sorted).
+    /// Inserts a new open task (labels and gates as given, already sorted);
+    /// false, changing nothing, when the id is taken.
     fn insert_task(
         &mut self,
         id: &TaskId,
@@ -31,7 +32,7 @@ pub(crate) trait WriteTx: GraphTx<Error = Error> {
         priority: u8,
         labels: &[String],
         now: i64,
-    ) -> Result<()>;
+    ) -> Result<bool>;
     /// Sets one column of a task (`col` is one of the patchable columns).
     fn set_field(&mut self, id: &TaskId, col: &str, value: Field<'_>) -> Result<()>;
     /// Replaces the label index rows of a task.
@@ -75,13 +76,27 @@ pub(crate) trait WriteTx: GraphTx<Error = Error> {
     fn load(&mut self, id: &TaskId) -> Result<Task>;
 }
 
-/// A fresh id not yet in use, lengthened while candidates collide.
-fn fresh_id<T: WriteTx>(tx: &mut T) -> Result<TaskId> {
+/// Inserts the row of a new task under its given id or, without one, under
+/// a fresh id, lengthened while candidates collide. Returns the id.
+fn insert_new<T: WriteTx>(
+    tx: &mut T,
+    new: &NewTask,
+    kind: TaskType,
+    priority: u8,
+    labels: &[String],
+    now: i64,
+) -> Result<TaskId> {
+    if let Some(id) = &new.id {
+        if !tx.insert_task(id, new, kind, priority, labels, now)? {
+            return Err(Error::Invalid(format!("id {id} is already taken")));
+        }
+        return Ok(id.clone());
+    }
     let mut len = braid_core::id::MIN_RANDOM_LEN;
     loop {
         for _ in 0..3 {
             let id = TaskId::random(len);
-            if !tx.exists(&id)? {
+            if tx.insert_task(&id, new, kind, priority, labels, now)? {
                 return Ok(id);
             }
         }
@@ -131,21 +146,12 @@ pub(crate) fn apply_one<T: WriteTx>(tx: &mut T, actor: &str, cmd: Command) -> Re
     let id = match cmd {
         Command::Add(new) => {
             new.validate()?;
-            let id = match &new.id {
-                Some(id) => {
-                    if tx.exists(id)? {
-                        return Err(Error::Invalid(format!("id {id} is already taken")));
-                    }
-                    id.clone()
-                }
-                None => fresh_id(tx)?,
-            };
             let kind = new.kind.unwrap_or(TaskType::Task);
             let priority = new.priority.unwrap_or(braid_core::model::DEFAULT_PRIORITY);
             let mut labels = new.labels.clone();
             labels.sort();
             labels.dedup();
-            tx.insert_task(&id, &new, kind, priority, &labels, now)?;
+            let id = insert_new(tx, &new, kind, priority, &labels, now)?;
             tx.index_labels(&id, &labels, false)?;
             let deps: Vec<(TaskId, braid_core::DepKind)> =
                 new.deps.iter().map(|d| (d.id.clone(), d.kind)).collect();

@@ -3,6 +3,9 @@
 //! synchronous; the graph algorithms call back into the transaction).
 //! Statements are prepared once per connection and cached.
 
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+
 use tokio::runtime::Handle;
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
@@ -19,24 +22,66 @@ pub(crate) fn pg_err(e: tokio_postgres::Error) -> Error {
         Some(db) if db.code().code().starts_with("08") || db.code().code().starts_with("57P") => {
             Error::Unavailable(format!("{}: {}", db.code().code(), db.message()))
         }
+        // A deadlock or serialization failure rolled the transaction back
+        // whole: it can run again.
+        Some(db) if matches!(db.code().code(), "40P01" | "40001") => {
+            Error::Unavailable(format!("{}: {}", db.code().code(), db.message()))
+        }
         Some(db) => Error::Backend(format!("{}: {}", db.code().code(), db.message())),
         None if e.is_closed() => Error::Unavailable(e.to_string()),
         None => Error::Backend(e.to_string()),
     }
 }
 
+/// A statement with its own parameters, kept to be sent later.
+pub(crate) type Owned = (String, Vec<Box<dyn ToSql + Sync + Send>>);
+
 /// One pooled connection, used from a blocking thread of the store's runtime.
+///
+/// Round trips are what a transaction costs here, so a transaction's BEGIN
+/// (and lock) travels with its first statement, and its last statements
+/// travel with the COMMIT (see [`Conn::at_commit`]).
 pub(crate) struct Conn<'a> {
-    pub client: &'a deadpool_postgres::Object,
-    pub handle: &'a Handle,
+    client: &'a deadpool_postgres::Object,
+    handle: &'a Handle,
+    /// A BEGIN not yet sent: it goes out ahead of the next statement.
+    begin: Cell<Option<&'static str>>,
+    /// Statements to send with the COMMIT (at most [`TAIL`]).
+    tail: RefCell<Vec<Owned>>,
 }
 
-impl Conn<'_> {
+impl<'a> Conn<'a> {
+    pub fn new(client: &'a deadpool_postgres::Object, handle: &'a Handle) -> Conn<'a> {
+        Conn {
+            client,
+            handle,
+            begin: Cell::new(None),
+            tail: RefCell::new(Vec::new()),
+        }
+    }
+
+    /// Runs `fut` after sending any pending BEGIN ahead of it, in the same
+    /// flight. (Each request goes out when its future is first polled, and
+    /// `join!` first polls in order.)
+    async fn after_begin<T>(
+        &self,
+        fut: impl Future<Output = std::result::Result<T, tokio_postgres::Error>>,
+    ) -> std::result::Result<T, tokio_postgres::Error> {
+        match self.begin.take() {
+            None => fut.await,
+            Some(begin) => {
+                let (b, r) = tokio::join!(self.client.batch_execute(begin), fut);
+                b?;
+                r
+            }
+        }
+    }
+
     pub fn query(&self, sql: &str, params: &[Param<'_>]) -> Result<Vec<Row>> {
         self.handle
             .block_on(async {
                 let st = self.client.prepare_cached(sql).await?;
-                self.client.query(&st, params).await
+                self.after_begin(self.client.query(&st, params)).await
             })
             .map_err(pg_err)
     }
@@ -49,7 +94,7 @@ impl Conn<'_> {
         self.handle
             .block_on(async {
                 let st = self.client.prepare_cached(sql).await?;
-                self.client.execute(&st, params).await
+                self.after_begin(self.client.execute(&st, params)).await
             })
             .map_err(pg_err)
     }
@@ -57,7 +102,70 @@ impl Conn<'_> {
     /// Statements without parameters (BEGIN, COMMIT, DDL).
     pub fn batch(&self, sql: &str) -> Result<()> {
         self.handle
-            .block_on(self.client.batch_execute(sql))
+            .block_on(self.after_begin(self.client.batch_execute(sql)))
+            .map_err(pg_err)
+    }
+
+    /// Sends `stmt` with this transaction's COMMIT, in the same flight and
+    /// in the order given; if it fails, nothing commits. Its rows come back
+    /// from [`Conn::write`].
+    pub fn at_commit(&self, stmt: Owned) {
+        let mut tail = self.tail.borrow_mut();
+        assert!(
+            tail.len() < TAIL,
+            "at most {TAIL} statements go with a commit"
+        );
+        tail.push(stmt);
+    }
+
+    async fn run_owned(
+        &self,
+        st: Option<tokio_postgres::Statement>,
+        s: Option<&Owned>,
+    ) -> std::result::Result<Option<Vec<Row>>, tokio_postgres::Error> {
+        let params: Vec<Param<'_>> = s
+            .map(|(_, p)| p.iter().map(|b| b.as_ref() as Param<'_>).collect())
+            .unwrap_or_default();
+        match st {
+            Some(st) => self.client.query(&st, &params).await.map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The tail statements, the write's record and the COMMIT, in one
+    /// flight. The first failure is reported; otherwise the tail's rows.
+    fn commit(&self, record: Option<Owned>, commit: &str) -> Result<Vec<Vec<Row>>> {
+        let tail = self.tail.take();
+        self.handle
+            .block_on(async {
+                let prepare = |s: Option<&Owned>| {
+                    let sql = s.map(|(sql, _)| sql.clone());
+                    async move {
+                        match sql {
+                            Some(sql) => self.client.prepare_cached(&sql).await.map(Some),
+                            None => Ok(None),
+                        }
+                    }
+                };
+                // Prepared first (from the cache, after the first time), so
+                // each request goes out on its first poll, in order.
+                let st0 = prepare(tail.first()).await?;
+                let st1 = prepare(tail.get(1)).await?;
+                let st_record = prepare(record.as_ref()).await?;
+                let all = async {
+                    let (t0, t1, r, c) = tokio::join!(
+                        self.run_owned(st0, tail.first()),
+                        self.run_owned(st1, tail.get(1)),
+                        self.run_owned(st_record, record.as_ref()),
+                        self.client.batch_execute(commit)
+                    );
+                    let rows: Vec<Vec<Row>> = [t0?, t1?].into_iter().flatten().collect();
+                    r?;
+                    c?;
+                    Ok(rows)
+                };
+                self.after_begin(all).await
+            })
             .map_err(pg_err)
     }
 
@@ -70,7 +178,13 @@ impl Conn<'_> {
         serialize: bool,
         f: impl FnOnce(&Conn<'_>) -> Result<T>,
     ) -> Result<T> {
-        self.transaction_inner(serialize, None, |c| f(c).map(|v| (v, String::new())))
+        let lock = if serialize {
+            Writers::Exclusive
+        } else {
+            Writers::None
+        };
+        self.transaction_inner(lock, None, |c| f(c).map(|v| (v, None)))
+            .map(|(v, _)| v)
     }
 
     /// A write transaction that records `write_id` and `f`'s record of what
@@ -79,47 +193,87 @@ impl Conn<'_> {
     pub fn write_once<T>(
         &self,
         write_id: &str,
+        lock: Writers,
         f: impl FnOnce(&Conn<'_>) -> Result<(T, String)>,
     ) -> Result<T> {
-        self.transaction_inner(true, Some(write_id), f)
+        self.transaction_inner(lock, Some(write_id), |c| {
+            f(c).map(|(v, record)| (v, Some(record)))
+        })
+        .map(|(v, _)| v)
     }
 
-    /// What the write `write_id` recorded, if it committed.
-    pub fn recorded(&self, write_id: &str) -> Result<Option<String>> {
+    /// A write transaction whose statements sent with the COMMIT (see
+    /// [`Conn::at_commit`]) record `write_id` themselves; returns their
+    /// rows with `f`'s answer.
+    pub fn write<T>(
+        &self,
+        write_id: &str,
+        lock: Writers,
+        f: impl FnOnce(&Conn<'_>) -> Result<T>,
+    ) -> Result<(T, Vec<Vec<Row>>)> {
+        self.transaction_inner(lock, Some(write_id), |c| f(c).map(|v| (v, None)))
+    }
+
+    /// What the write `write_id` recorded, if it committed, with the last
+    /// event number it took.
+    pub fn recorded(&self, write_id: &str) -> Result<Option<(String, Option<i64>)>> {
         Ok(self
-            .query_opt("SELECT result FROM writes WHERE id = $1", &[&write_id])?
-            .map(|r| r.get(0)))
+            .query_opt(
+                "SELECT result, last_seq FROM writes WHERE id = $1",
+                &[&write_id],
+            )?
+            .map(|r| (r.get(0), r.get(1))))
     }
 
     fn transaction_inner<T>(
         &self,
-        serialize: bool,
+        lock: Writers,
         write_id: Option<&str>,
-        f: impl FnOnce(&Conn<'_>) -> Result<(T, String)>,
-    ) -> Result<T> {
-        // BEGIN and the lock in one round trip.
-        self.batch(if serialize { BEGIN_LOCKED } else { "BEGIN" })?;
+        f: impl FnOnce(&Conn<'_>) -> Result<(T, Option<String>)>,
+    ) -> Result<(T, Vec<Vec<Row>>)> {
+        // BEGIN and the lock go out with the first statement.
+        self.begin.set(Some(match lock {
+            Writers::None => "BEGIN",
+            Writers::Shared => BEGIN_SHARED,
+            Writers::Exclusive => BEGIN_LOCKED,
+        }));
+        self.tail.take();
         let result = (|| {
             let (v, record) = f(self)?;
-            if let Some(id) = write_id {
-                let now = crate::sqlite::now_ms();
-                self.execute(
-                    "INSERT INTO writes (id, at, result) VALUES ($1, $2, $3)",
-                    &[&id, &now, &record],
-                )?;
-                // Records are needed only while a caller may retry.
-                if now % 256 == 0 {
-                    self.execute("DELETE FROM writes WHERE at < $1", &[&(now - 3_600_000)])?;
-                }
+            let now = crate::sqlite::now_ms();
+            // Records are needed only while a caller may retry.
+            if write_id.is_some() && now % 256 == 0 {
+                self.execute("DELETE FROM writes WHERE at < $1", &[&(now - 3_600_000)])?;
             }
-            Ok(v)
+            let record = match (write_id, record) {
+                (Some(id), Some(record)) => {
+                    let params: Vec<Box<dyn ToSql + Sync + Send>> =
+                        vec![Box::new(id.to_owned()), Box::new(now), Box::new(record)];
+                    Some((
+                        "INSERT INTO writes (id, at, result) VALUES ($1, $2, $3)".to_owned(),
+                        params,
+                    ))
+                }
+                _ => None,
+            };
+            Ok((v, record))
         })();
         match result {
-            Ok(v) => {
+            // Nothing was sent: there is nothing to commit.
+            Ok((v, None)) if self.begin.get().is_some() && self.tail.borrow().is_empty() => {
+                self.begin.take();
+                Ok((v, Vec::new()))
+            }
+            Ok((v, record)) => {
                 // One notification per write transaction (never one per
                 // row: each takes a lock at commit), sent with the COMMIT.
-                match self.batch(if serialize { NOTIFY_COMMIT } else { "COMMIT" }) {
-                    Ok(()) => Ok(v),
+                let commit = if lock == Writers::None {
+                    "COMMIT"
+                } else {
+                    NOTIFY_COMMIT
+                };
+                match self.commit(record, commit) {
+                    Ok(rows) => Ok((v, rows)),
                     // The server may have committed before the connection
                     // went: not safe to run again, so not `Unavailable`.
                     // With a write id the caller asks on a new connection.
@@ -127,21 +281,47 @@ impl Conn<'_> {
                     Err(Error::Unavailable(e)) => Err(Error::Backend(format!(
                         "the connection dropped while committing; the change may or may not have been applied ({e})"
                     ))),
-                    Err(e) => Err(e),
+                    Err(e) => {
+                        let _ = self.batch("ROLLBACK");
+                        Err(e)
+                    }
                 }
             }
             Err(e) => {
-                let _ = self.batch("ROLLBACK");
+                self.tail.borrow_mut().clear();
+                // Nothing to roll back when BEGIN never went out.
+                if self.begin.take().is_none() {
+                    let _ = self.batch("ROLLBACK");
+                }
                 Err(e)
             }
         }
     }
 }
 
+/// How many statements may go with a commit.
+const TAIL: usize = 2;
+
 /// The channel writes are announced on.
 pub(crate) const CHANNEL: &str = "braid_changes";
 const NOTIFY_COMMIT: &str = "NOTIFY braid_changes; COMMIT";
 
-/// Every write transaction takes one advisory lock (the key is "braid" in
-/// ASCII, 0x62_7261_6964).
+/// How a transaction stands with other writers. Writes that may change the
+/// graph's shape take the writers' advisory lock exclusively (the key is
+/// "braid" in ASCII, 0x62_7261_6964) and apply one at a time. Claims and
+/// the ends of claims take it shared: they run side by side, each holding
+/// row locks on every task row it reads, and take [`LOG_LOCK`] only to
+/// number and append their events, so the log's order is still the commit
+/// order.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Writers {
+    None,
+    Shared,
+    Exclusive,
+}
+
 const BEGIN_LOCKED: &str = "BEGIN; SELECT pg_advisory_xact_lock(422825781604)";
+const BEGIN_SHARED: &str = "BEGIN; SELECT pg_advisory_xact_lock_shared(422825781604)";
+
+/// Held from numbering a shared writer's events to its commit ("braidlog").
+pub(crate) const LOG_LOCK: i64 = 0x62_7261_6964_6c6f;

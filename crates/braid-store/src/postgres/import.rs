@@ -23,7 +23,7 @@ pub(crate) fn import(
     write_id: &str,
 ) -> Result<ImportReport> {
     // A previous try of this call committed; its answer was lost.
-    if let Some(record) = c.recorded(write_id)? {
+    if let Some((record, _)) = c.recorded(write_id)? {
         let v: serde_json::Value = serde_json::from_str(&record).map_err(|e| {
             crate::Error::Backend(format!("an import's record does not parse: {e}"))
         })?;
@@ -46,10 +46,10 @@ pub(crate) fn import(
                 .unwrap_or_default(),
         });
     }
-    c.write_once(write_id, |tx| {
+    c.write_once(write_id, super::conn::Writers::Exclusive, |tx| {
         let db_empty = tx.query_opt("SELECT 1 FROM tasks LIMIT 1", &[])?.is_none();
         let tasks = &batch.tasks;
-        let mut read = |id: &TaskId| PgGraph { tx }.node(id);
+        let mut read = |id: &TaskId| PgGraph::new(tx).node(id);
         let mut existing = Existing::new(&mut read);
         let (live, skipped) = settle(tasks, db_empty, opts.skip_invalid, &mut existing)?;
         let nodes = derive(tasks, &live, &mut existing)?;

@@ -22,7 +22,11 @@ use crate::{
 
 /// Each entry moves the schema one version forward; never edit one that has
 /// shipped, append a new one.
-const MIGRATIONS: &[&str] = &[include_str!("schema.sql"), include_str!("schema2.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("schema.sql"),
+    include_str!("schema2.sql"),
+    include_str!("schema3.sql"),
+];
 
 pub(crate) const TASK_COLS: &str = "id, title, description, type, priority, state, parent, labels, \
     assignee, acceptance, gates, agent, branch, created_at, updated_at, closed_at, close_reason, \
@@ -116,18 +120,13 @@ impl PgStore {
     ) -> Result<T> {
         let pool = self.pool.clone();
         let url = self.url.clone();
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        self.rt.spawn_blocking(move || {
-            let handle = tokio::runtime::Handle::current();
+        let call = move |handle: &tokio::runtime::Handle| {
             let started = std::time::Instant::now();
             let mut pause = std::time::Duration::from_millis(20);
-            let result = loop {
+            loop {
                 let result = match handle.block_on(pool.get()) {
                     Ok(client) => {
-                        let r = f(&Conn {
-                            client: &client,
-                            handle: &handle,
-                        });
+                        let r = f(&Conn::new(&client, handle));
                         // A dropped connection goes back closed; the pool
                         // checks and replaces it on the next get.
                         drop(client);
@@ -142,8 +141,17 @@ impl PgStore {
                     }
                     r => break r,
                 }
-            };
-            let _ = tx.send(result);
+            }
+        };
+        // A plain thread drives the call itself (one thread hop fewer per
+        // call); async code may not block its worker, so its calls go to
+        // the store runtime's blocking pool.
+        if tokio::runtime::Handle::try_current().is_err() {
+            return call(self.rt.handle());
+        }
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.rt.spawn_blocking(move || {
+            let _ = tx.send(call(&tokio::runtime::Handle::current()));
         });
         rx.recv()
             .map_err(|_| Error::Backend("the database call stopped before it answered".into()))?
@@ -455,7 +463,7 @@ impl Store for PgStore {
         let id = id.clone();
         self.with(move |c| {
             c.transaction(false, |tx| {
-                let mut g = write::PgGraph { tx };
+                let mut g = write::PgGraph::new(tx);
                 braid_core::graph::why_blocked(&mut g, &id)
             })
         })
@@ -594,10 +602,7 @@ impl Store for PgStore {
                     return;
                 }
             };
-            let c = Conn {
-                client: &client,
-                handle: &handle,
-            };
+            let c = Conn::new(&client, &handle);
             let result = (|| -> Result<()> {
                 c.batch("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")?;
                 let mut after = i64::MIN;

@@ -1,101 +1,469 @@
 //! The single write path on PostgreSQL: each batch of commands runs in one
 //! transaction that first takes the writers' advisory lock; the logic of
-//! each command is [`crate::apply`]'s, over PostgreSQL's statements here.
+//! each command is [`crate::apply`]'s, over the rows here.
+//!
+//! A batch costs a handful of round trips whatever its size. The rows the
+//! commands name (and the tasks that depend on them) are read in one go
+//! before the first command; a run of claims of "the next ready task" takes
+//! its heads with one locking query; every change is made to the rows in
+//! memory and written back at the end, with one statement for the rows, one
+//! for the events and one for the counters, sent together. Statements that
+//! other reads depend on (new rows, edges, parents, labels) go out at once,
+//! so a query by anything but a row's id always sees this transaction's
+//! changes.
+
+use std::collections::{HashMap, VecDeque};
 
 use braid_core::graph::{GraphTx, Node};
-use braid_core::{DepKind, Event, EventKind, HealthDelta, NewTask, State, Task, TaskId, TaskType};
+use braid_core::model::Lease;
+use braid_core::{
+    Dep, DepKind, Event, EventKind, HealthDelta, NewTask, State, Task, TaskId, TaskType,
+};
 use serde_json::{Value, json};
+use tokio_postgres::types::ToSql;
 
-use super::conn::Conn;
-use super::{TASK_COLS, load_tasks};
+use super::conn::{Conn, LOG_LOCK, Param, Writers};
+use super::{TASK_COLS, row_to_task};
 use crate::apply::{self, Field, LeaseRow, WriteTx, json_strings};
 use crate::{Applied, Command, Error, Result};
 
-/// [`GraphTx`] over an open PostgreSQL transaction.
+/// A task row as this transaction sees it.
+struct Row {
+    /// The row's columns (`lease` is rebuilt from the three below on load).
+    task: Task,
+    attempt: i64,
+    token: Option<String>,
+    expires: Option<i64>,
+    /// Changed since read (or since the last write-back).
+    dirty: bool,
+}
+
+impl Row {
+    fn node(&self) -> Node {
+        Node {
+            kind: self.task.kind,
+            state: self.task.state,
+            blockers: self.task.blockers,
+            held_by: self.task.held_by,
+        }
+    }
+
+    fn snapshot(&self) -> Task {
+        let mut t = self.task.clone();
+        t.lease = self.token.clone().map(|token| Lease {
+            token,
+            expires_at: self.expires.unwrap_or(0),
+            attempt: self.attempt as u32,
+        });
+        t
+    }
+}
+
+/// An event appended in this transaction, numbered when written.
+struct Pending {
+    at: i64,
+    actor: String,
+    kind: EventKind,
+    task: Option<String>,
+    payload: String,
+}
+
+/// The select list of a whole row with its dependencies (tasks aliased `t`).
+fn row_select() -> String {
+    format!(
+        "{TASK_COLS}, \
+         ARRAY(SELECT x.to_id FROM deps x WHERE x.from_id = t.id ORDER BY x.to_id), \
+         ARRAY(SELECT x.kind FROM deps x WHERE x.from_id = t.id ORDER BY x.to_id)"
+    )
+}
+
+fn read_row(r: &tokio_postgres::Row) -> Result<Row> {
+    let mut task = row_to_task(r)?;
+    let to: Vec<String> = r.get(23);
+    let kinds: Vec<String> = r.get(24);
+    task.deps = to
+        .into_iter()
+        .zip(kinds)
+        .map(|(id, kind)| {
+            Ok(Dep {
+                id: TaskId::parse(&id)?,
+                kind: DepKind::parse(&kind)?,
+            })
+        })
+        .collect::<Result<_>>()?;
+    let token = task.lease.as_ref().map(|l| l.token.clone());
+    let expires = r.get(21);
+    task.lease = None;
+    Ok(Row {
+        task,
+        attempt: r.get(22),
+        token,
+        expires,
+        dirty: false,
+    })
+}
+
+/// [`GraphTx`] and [`WriteTx`] over an open PostgreSQL transaction, with the
+/// rows it has read held in memory (see the module's comment).
 pub(crate) struct PgGraph<'a, 'b> {
-    pub tx: &'a Conn<'b>,
+    tx: &'a Conn<'b>,
+    rows: HashMap<TaskId, Row>,
+    /// Complete `blocks` dependents of some tasks, as read (and kept up to
+    /// date by this transaction's edge changes).
+    dependents: HashMap<TaskId, Vec<TaskId>>,
+    /// Ready tasks taken, locked, for the current run of claims.
+    queue: VecDeque<TaskId>,
+    /// How many claims the current run still makes.
+    want: usize,
+    events: Vec<Pending>,
+    counters: HashMap<&'static str, i64>,
+    /// Beside other shared writers (see [`Writers`]): every row read is
+    /// locked, in id order.
+    shared: bool,
 }
 
 fn parse_id(s: String) -> Result<TaskId> {
     Ok(TaskId::parse(&s)?)
 }
 
-fn ids(tx: &Conn<'_>, sql: &str, id: &TaskId) -> Result<Vec<TaskId>> {
-    tx.query(sql, &[&id.as_str()])?
-        .into_iter()
-        .map(|r| parse_id(r.get(0)))
-        .collect()
+impl<'a, 'b> PgGraph<'a, 'b> {
+    pub(crate) fn new(tx: &'a Conn<'b>) -> PgGraph<'a, 'b> {
+        PgGraph {
+            tx,
+            rows: HashMap::new(),
+            dependents: HashMap::new(),
+            queue: VecDeque::new(),
+            want: 0,
+            events: Vec::new(),
+            counters: HashMap::new(),
+            shared: false,
+        }
+    }
+
+    /// What a query reading rows to change adds in shared mode.
+    fn locking(&self) -> &'static str {
+        if self.shared {
+            " ORDER BY t.id FOR UPDATE OF t"
+        } else {
+            ""
+        }
+    }
+
+    /// Keeps rows read from the database, never replacing one already held
+    /// (that copy may have changes not yet written).
+    fn keep(&mut self, rows: Vec<tokio_postgres::Row>) -> Result<Vec<TaskId>> {
+        let mut ids = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let row = read_row(r)?;
+            let id = row.task.id.clone();
+            self.rows.entry(id.clone()).or_insert(row);
+            ids.push(id);
+        }
+        Ok(ids)
+    }
+
+    /// Reads the rows of `ids` not yet held, in one query.
+    fn fetch(&mut self, ids: &[&TaskId]) -> Result<()> {
+        let missing: Vec<&str> = ids
+            .iter()
+            .filter(|id| !self.rows.contains_key(**id))
+            .map(|id| id.as_str())
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let sql = format!(
+            "SELECT {} FROM tasks t WHERE t.id = ANY($1){}",
+            row_select(),
+            self.locking()
+        );
+        let rows = self.tx.query(&sql, &[&missing])?;
+        self.keep(rows)?;
+        Ok(())
+    }
+
+    /// Reads the `blocks` dependents of `ids` (and their rows) in one query.
+    fn fetch_dependents(&mut self, ids: &[&TaskId]) -> Result<()> {
+        let missing: Vec<&str> = ids
+            .iter()
+            .filter(|id| !self.dependents.contains_key(**id))
+            .map(|id| id.as_str())
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let sql = format!(
+            "SELECT {}, d.to_id FROM deps d JOIN tasks t ON t.id = d.from_id \
+             WHERE d.to_id = ANY($1) AND d.kind = 'blocks'{}",
+            row_select(),
+            self.locking()
+        );
+        let rows = self.tx.query(&sql, &[&missing])?;
+        for id in &missing {
+            self.dependents
+                .insert(TaskId::trusted((*id).to_owned()), Vec::new());
+        }
+        for r in rows {
+            let to = TaskId::trusted(r.get::<_, String>(25));
+            let from = self.keep(vec![r])?.remove(0);
+            self.dependents.entry(to).or_default().push(from);
+        }
+        Ok(())
+    }
+
+    /// The held row of `id`, read if needed.
+    fn row(&mut self, id: &TaskId) -> Result<&mut Row> {
+        if !self.rows.contains_key(id) {
+            self.fetch(&[id])?;
+        }
+        self.rows
+            .get_mut(id)
+            .ok_or_else(|| braid_core::Error::NotFound(id.clone()).into())
+    }
+
+    /// The held row of `id`, to be changed.
+    fn change(&mut self, id: &TaskId) -> Result<&mut Row> {
+        let row = self.row(id)?;
+        row.dirty = true;
+        Ok(row)
+    }
+
+    /// Reads, before the first command, what a batch will touch: the rows
+    /// it names, and the dependents of tasks whose state it changes.
+    fn prefetch(&mut self, cmds: &[Command]) -> Result<()> {
+        let mut named = Vec::new();
+        let mut moving = Vec::new();
+        for c in cmds {
+            match c {
+                Command::Add(new) => {
+                    named.extend(new.parent.iter());
+                    named.extend(new.deps.iter().map(|d| &d.id));
+                }
+                Command::Update { id, .. }
+                | Command::Renew { id, .. }
+                | Command::NextAttempt { id, .. }
+                | Command::Rescue { id, .. }
+                | Command::Record { id, .. } => named.push(id),
+                Command::Claim { id, .. } => named.extend(id.iter()),
+                Command::SetState { id, .. } | Command::Finish { id, .. } => {
+                    named.push(id);
+                    moving.push(id);
+                }
+                Command::DepAdd { from, to, .. } | Command::DepRm { from, to } => {
+                    named.push(from);
+                    named.push(to);
+                }
+            }
+        }
+        // One command's ids need no prefetch: it reads them as it goes.
+        if cmds.len() > 1 {
+            self.fetch(&named)?;
+            self.fetch_dependents(&moving)?;
+        }
+        Ok(())
+    }
+
+    /// The statement writing every changed row back, with its parameters,
+    /// or `None` when no row changed. Marks the rows written.
+    fn rows_update(&mut self) -> Option<(&'static str, Vec<Box<dyn ToSql + Sync + Send>>)> {
+        let rows: Vec<&Row> = self.rows.values().filter(|r| r.dirty).collect();
+        if rows.is_empty() {
+            return None;
+        }
+        // One row (a single command, mostly): plain values, which plan
+        // faster than arrays.
+        let one = rows.len() == 1;
+        let col = |f: &dyn Fn(&Row) -> Box<dyn ToSql + Sync + Send>,
+                   many: &dyn Fn(&[&Row]) -> Box<dyn ToSql + Sync + Send>| {
+            if one { f(rows[0]) } else { many(&rows) }
+        };
+        macro_rules! col {
+            ($r:ident => $e:expr) => {
+                col(&|$r: &Row| Box::new($e), &|rs: &[&Row]| {
+                    Box::new(rs.iter().map(|$r| $e).collect::<Vec<_>>())
+                })
+            };
+        }
+        let params = vec![
+            col!(r => r.task.id.as_str().to_owned()),
+            col!(r => r.task.title.clone()),
+            col!(r => r.task.description.clone()),
+            col!(r => r.task.kind.as_str()),
+            col!(r => r.task.priority as i64),
+            col!(r => r.task.state.as_str()),
+            col!(r => json_strings(&r.task.labels)),
+            col!(r => r.task.assignee.clone()),
+            col!(r => r.task.acceptance.clone()),
+            col!(r => json_strings(&r.task.gates)),
+            col!(r => r.task.agent.clone()),
+            col!(r => r.task.branch.clone()),
+            col!(r => r.task.updated_at),
+            col!(r => r.task.closed_at),
+            col!(r => r.task.close_reason.clone()),
+            col!(r => r.task.blockers as i64),
+            col!(r => r.task.held_by as i64),
+            col!(r => r.node().ready() as i64),
+            col!(r => r.token.clone()),
+            col!(r => r.expires),
+            col!(r => r.attempt),
+        ];
+        for r in self.rows.values_mut() {
+            r.dirty = false;
+        }
+        Some((if one { WRITE_ROW } else { WRITE_ROWS }, params))
+    }
+
+    /// Writes every changed row back, in one statement.
+    fn write_rows(&mut self) -> Result<()> {
+        if let Some((sql, params)) = self.rows_update() {
+            let refs: Vec<Param<'_>> = params.iter().map(|b| b.as_ref() as Param<'_>).collect();
+            self.tx.execute(sql, &refs)?;
+        }
+        Ok(())
+    }
+
+    /// Queues what the transaction changed to go with its COMMIT: the rows,
+    /// then the events, numbered there in the order they were appended, the
+    /// counters and the write's `record` (see [`LOG_WRITE`]).
+    fn write_back(&mut self, write_id: &str, record: String) {
+        if let Some((sql, params)) = self.rows_update() {
+            self.tx.at_commit((sql.to_owned(), params));
+        }
+        let e = std::mem::take(&mut self.events);
+        let (names, values): (Vec<&'static str>, Vec<i64>) =
+            self.counters.drain().filter(|(_, v)| *v != 0).unzip();
+        let params: Vec<Box<dyn ToSql + Sync + Send>> = vec![
+            Box::new(e.iter().map(|e| e.at).collect::<Vec<i64>>()),
+            Box::new(e.iter().map(|e| e.actor.clone()).collect::<Vec<String>>()),
+            Box::new(e.iter().map(|e| e.kind.as_str()).collect::<Vec<&str>>()),
+            Box::new(
+                e.iter()
+                    .map(|e| e.task.clone())
+                    .collect::<Vec<Option<String>>>(),
+            ),
+            Box::new(e.iter().map(|e| e.payload.clone()).collect::<Vec<String>>()),
+            Box::new(names),
+            Box::new(values),
+            Box::new(write_id.to_owned()),
+            Box::new(crate::sqlite::now_ms()),
+            Box::new(record),
+            Box::new(e.len() as i64),
+            Box::new(self.shared),
+            Box::new(LOG_LOCK),
+        ];
+        self.tx.at_commit((LOG_WRITE.to_owned(), params));
+    }
 }
+
+/// A write's events, counters and record, in one statement sent with the
+/// COMMIT. A shared writer first takes the log lock (`l`), held to the
+/// commit, so events commit in the order they are numbered; then one call
+/// reserves the events' numbers (`r`: no other writer numbers events until
+/// this one commits, so the range is the next one). Every insert reads `r`,
+/// so none runs before the lock. Returns the last number taken (0: none).
+const LOG_WRITE: &str = "WITH \
+    l AS MATERIALIZED (SELECT count(*) AS n FROM \
+        (SELECT pg_advisory_xact_lock($13::bigint) WHERE $12::boolean) x), \
+    r AS MATERIALIZED (SELECT CASE WHEN $11::bigint > 0 THEN \
+        setval(pg_get_serial_sequence('events', 'seq'), \
+               nextval(pg_get_serial_sequence('events', 'seq')) + $11::bigint - 1) \
+        ELSE 0 END AS last FROM l), \
+    e AS (INSERT INTO events (seq, at, actor, kind, task, payload) OVERRIDING SYSTEM VALUE \
+        SELECT r.last - $11::bigint + u.i, u.at, u.actor, u.kind, u.task, u.payload \
+        FROM r, UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[]) \
+        WITH ORDINALITY AS u(at, actor, kind, task, payload, i)), \
+    c AS (INSERT INTO counters (name, value) SELECT u.name, u.value \
+        FROM r, UNNEST($6::text[], $7::bigint[]) AS u(name, value) \
+        ON CONFLICT (name) DO UPDATE SET value = counters.value + excluded.value), \
+    w AS (INSERT INTO writes (id, at, result, last_seq) SELECT $8::text, $9::bigint, $10::text, r.last FROM r) \
+    SELECT last FROM r";
+
+/// One changed row.
+const WRITE_ROW: &str = "UPDATE tasks SET title = $2, description = $3, type = $4, priority = $5, \
+    state = $6, labels = $7, assignee = $8, acceptance = $9, gates = $10, agent = $11, \
+    branch = $12, updated_at = $13, closed_at = $14, close_reason = $15, blockers = $16, \
+    held_by = $17, ready = $18, lease_token = $19, lease_expires = $20, attempt = $21 \
+    WHERE id = $1";
+
+/// Every changed row in one statement (all columns but `id`, `parent`,
+/// `created_at`, which a row's changes never touch here or write at once).
+const WRITE_ROWS: &str = "UPDATE tasks t SET title = v.title, description = v.description, \
+    type = v.type, priority = v.priority, state = v.state, labels = v.labels, \
+    assignee = v.assignee, acceptance = v.acceptance, gates = v.gates, agent = v.agent, \
+    branch = v.branch, updated_at = v.updated_at, closed_at = v.closed_at, \
+    close_reason = v.close_reason, blockers = v.blockers, held_by = v.held_by, \
+    ready = v.ready, lease_token = v.lease_token, lease_expires = v.lease_expires, \
+    attempt = v.attempt \
+    FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[], \
+    $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::bigint[], \
+    $14::bigint[], $15::text[], $16::bigint[], $17::bigint[], $18::bigint[], $19::text[], \
+    $20::bigint[], $21::bigint[]) AS v(id, title, description, type, priority, state, labels, \
+    assignee, acceptance, gates, agent, branch, updated_at, closed_at, close_reason, blockers, \
+    held_by, ready, lease_token, lease_expires, attempt) \
+    WHERE t.id = v.id";
 
 impl GraphTx for PgGraph<'_, '_> {
     type Error = Error;
 
     fn node(&mut self, id: &TaskId) -> Result<Option<Node>> {
-        let row = self.tx.query_opt(
-            "SELECT type, state, blockers, held_by FROM tasks WHERE id = $1",
-            &[&id.as_str()],
-        )?;
-        row.map(|r| {
-            Ok(Node {
-                kind: TaskType::parse(r.get(0))?,
-                state: State::parse(r.get(1))?,
-                blockers: r.get::<_, i64>(2) as u32,
-                held_by: r.get::<_, i64>(3) as u32,
-            })
-        })
-        .transpose()
+        if !self.rows.contains_key(id) {
+            self.fetch(&[id])?;
+        }
+        Ok(self.rows.get(id).map(Row::node))
     }
 
     fn put_node(&mut self, id: &TaskId, n: &Node) -> Result<()> {
-        self.tx.execute(
-            "UPDATE tasks SET type = $2, state = $3, blockers = $4, held_by = $5, ready = $6 WHERE id = $1",
-            &[
-                &id.as_str(),
-                &n.kind.as_str(),
-                &n.state.as_str(),
-                &(n.blockers as i64),
-                &(n.held_by as i64),
-                &(n.ready() as i64),
-            ],
-        )?;
+        let row = self.change(id)?;
+        row.task.kind = n.kind;
+        row.task.state = n.state;
+        row.task.blockers = n.blockers;
+        row.task.held_by = n.held_by;
+        row.task.ready = n.ready();
         Ok(())
     }
 
     fn parent(&mut self, id: &TaskId) -> Result<Option<TaskId>> {
-        let r = self
-            .tx
-            .query_opt("SELECT parent FROM tasks WHERE id = $1", &[&id.as_str()])?;
-        r.and_then(|r| r.get::<_, Option<String>>(0))
-            .map(parse_id)
-            .transpose()
+        if !self.rows.contains_key(id) {
+            self.fetch(&[id])?;
+        }
+        Ok(self.rows.get(id).and_then(|r| r.task.parent.clone()))
     }
 
     fn set_parent(&mut self, id: &TaskId, parent: Option<&TaskId>) -> Result<()> {
+        // At once: `children` reads this column.
         self.tx.execute(
             "UPDATE tasks SET parent = $2 WHERE id = $1",
             &[&id.as_str(), &parent.map(|p| p.as_str())],
         )?;
+        self.row(id)?.task.parent = parent.cloned();
         Ok(())
     }
 
     fn children(&mut self, id: &TaskId) -> Result<Vec<TaskId>> {
-        ids(self.tx, "SELECT id FROM tasks WHERE parent = $1", id)
+        // The whole rows: the caller reads each child next.
+        let sql = format!(
+            "SELECT {} FROM tasks t WHERE t.parent = $1{}",
+            row_select(),
+            self.locking()
+        );
+        let rows = self.tx.query(&sql, &[&id.as_str()])?;
+        self.keep(rows)
     }
 
     fn dependents(&mut self, id: &TaskId) -> Result<Vec<TaskId>> {
-        ids(
-            self.tx,
-            "SELECT from_id FROM deps WHERE to_id = $1 AND kind = 'blocks'",
-            id,
-        )
+        self.fetch_dependents(&[id])?;
+        Ok(self.dependents.get(id).cloned().unwrap_or_default())
     }
 
     fn blockers(&mut self, id: &TaskId) -> Result<Vec<TaskId>> {
-        ids(
-            self.tx,
-            "SELECT to_id FROM deps WHERE from_id = $1 AND kind = 'blocks'",
-            id,
-        )
+        self.tx
+            .query(
+                "SELECT to_id FROM deps WHERE from_id = $1 AND kind = 'blocks'",
+                &[&id.as_str()],
+            )?
+            .into_iter()
+            .map(|r| parse_id(r.get(0)))
+            .collect()
     }
 
     fn edge(&mut self, from: &TaskId, to: &TaskId) -> Result<Option<DepKind>> {
@@ -111,6 +479,20 @@ impl GraphTx for PgGraph<'_, '_> {
             "INSERT INTO deps (from_id, to_id, kind) VALUES ($1, $2, $3)",
             &[&from.as_str(), &to.as_str(), &kind.as_str()],
         )?;
+        if let Some(row) = self.rows.get_mut(from) {
+            row.task.deps.push(Dep {
+                id: to.clone(),
+                kind,
+            });
+            row.task
+                .deps
+                .sort_by(|a, b| a.id.as_str().cmp(b.id.as_str()));
+        }
+        if kind == DepKind::Blocks
+            && let Some(list) = self.dependents.get_mut(to)
+        {
+            list.push(from.clone());
+        }
         Ok(())
     }
 
@@ -119,17 +501,21 @@ impl GraphTx for PgGraph<'_, '_> {
             "DELETE FROM deps WHERE from_id = $1 AND to_id = $2",
             &[&from.as_str(), &to.as_str()],
         )?;
+        if let Some(row) = self.rows.get_mut(from) {
+            row.task.deps.retain(|d| d.id != *to);
+        }
+        if let Some(list) = self.dependents.get_mut(to) {
+            list.retain(|d| d != from);
+        }
         Ok(())
     }
 }
 
-/// Adds the transaction's counter changes.
-pub(crate) fn write_counters(tx: &Conn<'_>, delta: &HealthDelta) -> Result<()> {
-    let (names, values): (Vec<&str>, Vec<i64>) = delta.changes().unzip();
+/// Adds counter changes, every counter in one statement.
+fn write_counter_rows(tx: &Conn<'_>, names: &[&str], values: &[i64]) -> Result<()> {
     if names.is_empty() {
         return Ok(());
     }
-    // Every counter in one statement.
     tx.execute(
         "INSERT INTO counters (name, value) SELECT * FROM UNNEST($1::text[], $2::bigint[]) \
          ON CONFLICT (name) DO UPDATE SET value = counters.value + excluded.value",
@@ -138,7 +524,13 @@ pub(crate) fn write_counters(tx: &Conn<'_>, delta: &HealthDelta) -> Result<()> {
     Ok(())
 }
 
-/// Appends one event and returns it with its sequence number.
+/// Adds a transaction's counter changes.
+pub(crate) fn write_counters(tx: &Conn<'_>, delta: &HealthDelta) -> Result<()> {
+    let (names, values): (Vec<&str>, Vec<i64>) = delta.changes().unzip();
+    write_counter_rows(tx, &names, &values)
+}
+
+/// Appends one event at once and returns it with its sequence number.
 pub(crate) fn append_event(
     tx: &Conn<'_>,
     at: i64,
@@ -167,11 +559,12 @@ pub(crate) fn append_event(
     })
 }
 
-fn load_one(tx: &Conn<'_>, id: &TaskId) -> Result<Task> {
-    let sql = format!("SELECT {TASK_COLS} FROM tasks WHERE id = $1");
-    load_tasks(tx, &sql, &[&id.as_str()])?
-        .pop()
-        .ok_or_else(|| braid_core::Error::NotFound(id.clone()).into())
+/// How many commands from `i` on claim "the next ready task".
+fn claim_run(cmds: &[Command], i: usize) -> usize {
+    cmds[i..]
+        .iter()
+        .take_while(|c| matches!(c, Command::Claim { id: None, .. }))
+        .count()
 }
 
 /// Applies commands in order in one transaction: all or nothing. The
@@ -185,52 +578,100 @@ pub(crate) fn apply_all(
     write_id: &str,
     retry: bool,
 ) -> Result<Vec<Applied>> {
-    if retry && let Some(record) = conn.recorded(write_id)? {
-        return replay(conn, &record);
+    if retry && let Some((record, last)) = conn.recorded(write_id)? {
+        return replay(conn, &record, last.unwrap_or(0));
     }
-    conn.write_once(write_id, |tx| {
+    // Claims and the ends of claims change only the rows they lock (and
+    // the counters and the log): they need not wait for each other.
+    let shared = cmds.iter().all(|c| {
+        matches!(
+            c,
+            Command::Claim { .. }
+                | Command::Renew { .. }
+                | Command::NextAttempt { .. }
+                | Command::Finish { .. }
+                | Command::Rescue { .. }
+                | Command::Record { .. }
+        )
+    });
+    let lock = if shared {
+        Writers::Shared
+    } else {
+        Writers::Exclusive
+    };
+    let (mut out, rows) = conn.write(write_id, lock, |tx| {
         let mut out = Vec::with_capacity(cmds.len());
-        let mut g = PgGraph { tx };
-        for cmd in cmds {
-            out.push(apply::apply_one(&mut g, actor, cmd)?);
+        let mut g = PgGraph::new(tx);
+        g.shared = shared;
+        g.prefetch(&cmds)?;
+        let mut run = 0;
+        for (i, cmd) in cmds.iter().enumerate() {
+            if run == 0 {
+                // A new run of claims (or none): heads taken for an earlier
+                // run are not this one's to use.
+                run = claim_run(&cmds, i);
+                g.want = run;
+                g.queue.clear();
+            }
+            run = run.saturating_sub(1);
+            out.push(apply::apply_one(&mut g, actor, cmd.clone())?);
         }
-        let record: Vec<Value> = out
-            .iter()
-            .map(|a| {
-                json!({
-                    "task": a.task.id,
-                    "events": a.events.iter().map(|e| e.seq).collect::<Vec<_>>(),
-                    "token": a.lease_token,
-                })
-            })
-            .collect();
-        Ok((out, Value::Array(record).to_string()))
-    })
+        g.write_back(write_id, record_of(&out));
+        Ok(out)
+    })?;
+    // The events were numbered as they were written.
+    let last: i64 = rows
+        .last()
+        .and_then(|r| r.first())
+        .map(|r| r.get(0))
+        .ok_or_else(|| Error::Backend("a write did not say how its events were numbered".into()))?;
+    number_events(&mut out, last);
+    Ok(out)
+}
+
+/// What a write records for a retry to read back: each command's task, how
+/// many events it appended, and its lease token.
+fn record_of(out: &[Applied]) -> String {
+    let items: Vec<Value> = out
+        .iter()
+        .map(|a| json!({"task": a.task.id, "events": a.events.len(), "token": a.lease_token}))
+        .collect();
+    Value::Array(items).to_string()
+}
+
+/// Numbers the events of a write, in order, ending at `last`.
+fn number_events(out: &mut [Applied], last: i64) {
+    let n = out.iter().map(|a| a.events.len() as i64).sum::<i64>();
+    let seqs = last - n + 1..=last;
+    for (e, seq) in out.iter_mut().flat_map(|a| a.events.iter_mut()).zip(seqs) {
+        e.seq = seq;
+    }
 }
 
 /// The results of a write that committed, read back from its record.
-fn replay(c: &Conn<'_>, record: &str) -> Result<Vec<Applied>> {
+fn replay(c: &Conn<'_>, record: &str, last: i64) -> Result<Vec<Applied>> {
     let items: Vec<Value> = serde_json::from_str(record)
         .map_err(|e| Error::Backend(format!("a write's record does not parse: {e}")))?;
+    let n: i64 = items.iter().filter_map(|i| i["events"].as_i64()).sum();
+    let mut events = c
+        .query(
+            "SELECT seq, at, actor, kind, task, payload FROM events \
+             WHERE seq > $1 AND seq <= $2 ORDER BY seq",
+            &[&(last - n), &last],
+        )?
+        .iter()
+        .map(super::row_to_event)
+        .collect::<Vec<_>>()
+        .into_iter();
+    let mut g = PgGraph::new(c);
     items
         .into_iter()
         .map(|item| {
             let id = TaskId::parse(item["task"].as_str().unwrap_or_default())?;
-            let seqs: Vec<i64> = item["events"]
-                .as_array()
-                .map(|a| a.iter().filter_map(Value::as_i64).collect())
-                .unwrap_or_default();
-            let events = c
-                .query(
-                    "SELECT seq, at, actor, kind, task, payload FROM events WHERE seq = ANY($1) ORDER BY seq",
-                    &[&seqs],
-                )?
-                .iter()
-                .map(super::row_to_event)
-                .collect();
+            let k = item["events"].as_u64().unwrap_or(0) as usize;
             Ok(Applied {
-                task: load_one(c, &id)?,
-                events,
+                task: g.load(&id)?,
+                events: events.by_ref().take(k).collect(),
                 lease_token: item["token"].as_str().map(str::to_owned),
             })
         })
@@ -239,6 +680,9 @@ fn replay(c: &Conn<'_>, record: &str) -> Result<Vec<Applied>> {
 
 impl WriteTx for PgGraph<'_, '_> {
     fn exists(&mut self, id: &TaskId) -> Result<bool> {
+        if self.rows.contains_key(id) {
+            return Ok(true);
+        }
         Ok(self
             .tx
             .query_opt("SELECT 1 FROM tasks WHERE id = $1", &[&id.as_str()])?
@@ -253,11 +697,13 @@ impl WriteTx for PgGraph<'_, '_> {
         priority: u8,
         labels: &[String],
         now: i64,
-    ) -> Result<()> {
-        self.tx.execute(
+    ) -> Result<bool> {
+        // At once: `exists` and `children` read the table.
+        let inserted = self.tx.execute(
             "INSERT INTO tasks (id, title, description, type, priority, state, parent, labels, \
              assignee, acceptance, gates, agent, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, 'open', $6, $7, $8, $9, $10, $11, $12, $12)",
+             VALUES ($1, $2, $3, $4, $5, 'open', $6, $7, $8, $9, $10, $11, $12, $12) \
+             ON CONFLICT (id) DO NOTHING",
             &[
                 &id.as_str(),
                 &new.title,
@@ -273,15 +719,65 @@ impl WriteTx for PgGraph<'_, '_> {
                 &now,
             ],
         )?;
-        Ok(())
+        if inserted == 0 {
+            return Ok(false);
+        }
+        // The row as inserted, so the next reads need no query.
+        let task = Task {
+            id: id.clone(),
+            title: new.title.clone(),
+            description: new.description.clone(),
+            kind,
+            priority,
+            state: State::Open,
+            parent: new.parent.clone(),
+            labels: labels.to_vec(),
+            assignee: new.assignee.clone(),
+            acceptance: new.acceptance.clone(),
+            gates: new.gates.clone(),
+            agent: new.agent.clone(),
+            branch: None,
+            created_at: now,
+            updated_at: now,
+            closed_at: None,
+            close_reason: None,
+            deps: Vec::new(),
+            ready: false,
+            blockers: 0,
+            held_by: 0,
+            lease: None,
+        };
+        self.rows.insert(
+            id.clone(),
+            Row {
+                task,
+                attempt: 0,
+                token: None,
+                expires: None,
+                dirty: false,
+            },
+        );
+        self.dependents.insert(id.clone(), Vec::new());
+        Ok(true)
     }
 
     fn set_field(&mut self, id: &TaskId, col: &str, value: Field<'_>) -> Result<()> {
-        let sql = format!("UPDATE tasks SET {col} = $2 WHERE id = $1");
-        match value {
-            Field::Text(t) => self.tx.execute(&sql, &[&id.as_str(), &t])?,
-            Field::Int(i) => self.tx.execute(&sql, &[&id.as_str(), &i])?,
-        };
+        let t = &mut self.change(id)?.task;
+        let text = |v: Option<&str>| v.map(str::to_owned);
+        match (col, value) {
+            ("title", Field::Text(v)) => t.title = v.unwrap_or_default().to_owned(),
+            ("description", Field::Text(v)) => t.description = v.unwrap_or_default().to_owned(),
+            ("acceptance", Field::Text(v)) => t.acceptance = v.unwrap_or_default().to_owned(),
+            ("assignee", Field::Text(v)) => t.assignee = text(v),
+            ("agent", Field::Text(v)) => t.agent = text(v),
+            ("branch", Field::Text(v)) => t.branch = text(v),
+            ("gates", Field::Text(v)) => t.gates = crate::sqlite::json_list(v.unwrap_or("[]")),
+            ("labels", Field::Text(v)) => t.labels = crate::sqlite::json_list(v.unwrap_or("[]")),
+            ("priority", Field::Int(p)) => t.priority = p as u8,
+            (col, _) => {
+                return Err(Error::Backend(format!("no such task column to set: {col}")));
+            }
+        }
         Ok(())
     }
 
@@ -300,34 +796,39 @@ impl WriteTx for PgGraph<'_, '_> {
     }
 
     fn reset_attempts(&mut self, id: &TaskId) -> Result<()> {
-        self.tx.execute(
-            "UPDATE tasks SET attempt = 0 WHERE id = $1",
-            &[&id.as_str()],
-        )?;
+        self.change(id)?.attempt = 0;
         Ok(())
     }
 
     fn refund_attempt(&mut self, id: &TaskId) -> Result<()> {
-        self.tx.execute(
-            "UPDATE tasks SET attempt = GREATEST(attempt - 1, 0) WHERE id = $1",
-            &[&id.as_str()],
-        )?;
+        let row = self.change(id)?;
+        row.attempt = (row.attempt - 1).max(0);
         Ok(())
     }
 
     fn next_ready(&mut self) -> Result<Option<TaskId>> {
+        if let Some(id) = self.queue.pop_front() {
+            return Ok(Some(id));
+        }
+        // The query reads `ready`: this transaction's changes go first.
+        self.write_rows()?;
         // SKIP LOCKED inside a CTE with its LIMIT: the planner cannot lock
-        // more rows than the one taken, and a row another transaction holds
-        // is passed over, not waited on.
-        self.tx
-            .query_opt(
-                "WITH next AS (SELECT id FROM tasks WHERE ready = 1 \
-                 ORDER BY priority, created_at, ord LIMIT 1 FOR UPDATE SKIP LOCKED) \
-                 SELECT id FROM next",
-                &[],
-            )?
-            .map(|r| parse_id(r.get(0)))
-            .transpose()
+        // more rows than those taken, and a row another transaction holds
+        // is passed over, not waited on. A run of claims takes its heads
+        // at once.
+        let want = self.want.max(1) as i64;
+        self.want = 0;
+        let sql = format!(
+            "WITH next AS (SELECT id FROM tasks WHERE ready = 1 \
+             ORDER BY priority, created_at, ord LIMIT $1 FOR UPDATE SKIP LOCKED) \
+             SELECT {} FROM tasks t WHERE t.id IN (SELECT id FROM next) \
+             ORDER BY t.priority, t.created_at, t.ord",
+            row_select()
+        );
+        let rows = self.tx.query(&sql, &[&want])?;
+        let ids = self.keep(rows)?;
+        self.queue.extend(ids);
+        Ok(self.queue.pop_front())
     }
 
     fn take_lease(
@@ -337,12 +838,12 @@ impl WriteTx for PgGraph<'_, '_> {
         token: &str,
         expires: i64,
     ) -> Result<i64> {
-        let row = self.tx.query(
-            "UPDATE tasks SET assignee = $2, lease_token = $3, lease_expires = $4, attempt = attempt + 1 \
-             WHERE id = $1 RETURNING attempt",
-            &[&id.as_str(), &assignee, &token, &expires],
-        )?;
-        Ok(row[0].get(0))
+        let row = self.change(id)?;
+        row.task.assignee = Some(assignee.to_owned());
+        row.token = Some(token.to_owned());
+        row.expires = Some(expires);
+        row.attempt += 1;
+        Ok(row.attempt)
     }
 
     fn extend_lease(
@@ -352,28 +853,23 @@ impl WriteTx for PgGraph<'_, '_> {
         next_attempt: bool,
         now: i64,
     ) -> Result<()> {
+        let row = self.change(id)?;
+        row.expires = Some(expires);
         if next_attempt {
-            self.tx.execute(
-                "UPDATE tasks SET lease_expires = $2, attempt = attempt + 1, updated_at = $3 WHERE id = $1",
-                &[&id.as_str(), &expires, &now],
-            )?;
-        } else {
-            self.tx.execute(
-                "UPDATE tasks SET lease_expires = $2 WHERE id = $1",
-                &[&id.as_str(), &expires],
-            )?;
+            row.attempt += 1;
+            row.task.updated_at = now;
         }
         Ok(())
     }
 
     fn lease(&mut self, id: &TaskId) -> Result<Option<LeaseRow>> {
+        if !self.rows.contains_key(id) {
+            self.fetch(&[id])?;
+        }
         Ok(self
-            .tx
-            .query_opt(
-                "SELECT state, lease_token, lease_expires FROM tasks WHERE id = $1",
-                &[&id.as_str()],
-            )?
-            .map(|r| (r.get(0), r.get(1), r.get(2))))
+            .rows
+            .get(id)
+            .map(|r| (r.task.state.as_str().to_owned(), r.token.clone(), r.expires)))
     }
 
     fn state_columns(
@@ -384,20 +880,19 @@ impl WriteTx for PgGraph<'_, '_> {
         close_reason: Option<&str>,
         drop_lease: bool,
     ) -> Result<()> {
-        self.tx.execute(
-            "UPDATE tasks SET updated_at = $2, closed_at = $3, close_reason = $4, \
-             lease_token = CASE WHEN $5 THEN NULL ELSE lease_token END, \
-             lease_expires = CASE WHEN $5 THEN NULL ELSE lease_expires END WHERE id = $1",
-            &[&id.as_str(), &now, &closed_at, &close_reason, &drop_lease],
-        )?;
+        let row = self.change(id)?;
+        row.task.updated_at = now;
+        row.task.closed_at = closed_at;
+        row.task.close_reason = close_reason.map(str::to_owned);
+        if drop_lease {
+            row.token = None;
+            row.expires = None;
+        }
         Ok(())
     }
 
     fn touch(&mut self, id: &TaskId, now: i64) -> Result<()> {
-        self.tx.execute(
-            "UPDATE tasks SET updated_at = $2 WHERE id = $1",
-            &[&id.as_str(), &now],
-        )?;
+        self.change(id)?.task.updated_at = now;
         Ok(())
     }
 
@@ -409,14 +904,32 @@ impl WriteTx for PgGraph<'_, '_> {
         task: Option<&TaskId>,
         payload: Value,
     ) -> Result<Event> {
-        append_event(self.tx, at, actor, kind, task, payload)
+        self.events.push(Pending {
+            at,
+            actor: actor.to_owned(),
+            kind,
+            task: task.map(|t| t.as_str().to_owned()),
+            payload: payload.to_string(),
+        });
+        // Numbered when written (`write_back`).
+        Ok(Event {
+            seq: 0,
+            at,
+            actor: actor.to_owned(),
+            kind,
+            task: task.cloned(),
+            payload,
+        })
     }
 
     fn write_counters(&mut self, delta: &HealthDelta) -> Result<()> {
-        write_counters(self.tx, delta)
+        for (k, v) in delta.changes() {
+            *self.counters.entry(k).or_insert(0) += v;
+        }
+        Ok(())
     }
 
     fn load(&mut self, id: &TaskId) -> Result<Task> {
-        load_one(self.tx, id)
+        Ok(self.row(id)?.snapshot())
     }
 }

@@ -216,12 +216,14 @@ impl WriteTx for SqlGraph<'_> {
         priority: u8,
         labels: &[String],
         now: i64,
-    ) -> Result<()> {
-        self.tx
+    ) -> Result<bool> {
+        let inserted = self
+            .tx
             .prepare_cached(
                 "INSERT INTO tasks (id, title, description, type, priority, state, parent, labels, \
                  assignee, acceptance, gates, agent, created_at, updated_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, 'open', ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12)",
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'open', ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12) \
+                 ON CONFLICT (id) DO NOTHING",
             )?
             .execute(params![
                 id.as_str(),
@@ -237,7 +239,7 @@ impl WriteTx for SqlGraph<'_> {
                 new.agent,
                 now
             ])?;
-        Ok(())
+        Ok(inserted == 1)
     }
 
     fn set_field(&mut self, id: &TaskId, col: &str, value: Field<'_>) -> Result<()> {
