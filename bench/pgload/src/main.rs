@@ -146,8 +146,12 @@ fn main() {
         }
         "claim" => {
             let n: usize = arg(3).parse().expect("N");
-            let changes = store.changes().expect("PostgreSQL has a change feed");
+            // Woken when work becomes ready, not by every claim and event.
+            let changes = store.ready_changes();
             let mut lat = Vec::with_capacity(n);
+            // From the wake-up to the claim's answer (the claim's own cost).
+            let mut own = Vec::with_capacity(n);
+            let mut woken = Instant::now();
             while lat.len() < n {
                 match store.apply(
                     "pgload",
@@ -160,9 +164,11 @@ fn main() {
                     Ok(a) => {
                         let inserted: i64 = a.task.title.parse().unwrap_or(0);
                         lat.push((now_us() - inserted) as f64 / 1000.0);
+                        own.push(woken.elapsed().as_secs_f64() * 1000.0);
                     }
                     Err(Error::NothingReady) => {
                         let _ = changes.recv_timeout(Duration::from_secs(5));
+                        woken = Instant::now();
                     }
                     Err(e) => panic!("{e}"),
                 }
@@ -173,7 +179,10 @@ fn main() {
                 percentile(&mut lat, 0.99),
             );
             println!(
-                "insert -> claim on another node over {n} tasks: p50 {p50:.2} ms, p95 {p95:.2} ms, p99 {p99:.2} ms"
+                "insert -> claim on another node over {n} tasks: p50 {p50:.2} ms, p95 {p95:.2} ms, p99 {p99:.2} ms \
+                 (of which woken -> claimed p50 {:.2} ms, p95 {:.2} ms)",
+                percentile(&mut own, 0.5),
+                percentile(&mut own, 0.95)
             );
         }
         other => {

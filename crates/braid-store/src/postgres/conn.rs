@@ -1,14 +1,19 @@
-//! A synchronous face on a pooled tokio-postgres connection, for code that
-//! runs on the store runtime's blocking pool (the `Store` trait is
-//! synchronous; the graph algorithms call back into the transaction).
+//! A synchronous face on pooled tokio-postgres connections (the `Store`
+//! trait is synchronous; the graph algorithms call back into the
+//! transaction). Each connection has a single-threaded runtime of its own,
+//! and a call drives the connection's socket on the calling thread, as the
+//! `postgres` crate does: a round trip costs no wake-up of another thread.
 //! Statements are prepared once per connection and cached.
 
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
 
-use tokio::runtime::Handle;
-use tokio_postgres::Row;
+use tokio_postgres::tls::NoTlsStream;
 use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, Row, Socket, Statement};
 
 use crate::{Error, Result};
 
@@ -36,28 +41,167 @@ pub(crate) fn pg_err(e: tokio_postgres::Error) -> Error {
 /// A statement with its own parameters, kept to be sent later.
 pub(crate) type Owned = (String, Vec<Box<dyn ToSql + Sync + Send>>);
 
-/// One pooled connection, used from a blocking thread of the store's runtime.
+/// One connection to the server: the client, the socket's I/O (polled
+/// only while a call runs) and the runtime that drives both.
+pub(crate) struct PgConn {
+    client: Client,
+    io: RefCell<Pin<Box<tokio_postgres::Connection<Socket, NoTlsStream>>>>,
+    statements: RefCell<HashMap<String, Statement>>,
+    /// The connection failed or closed: the pool drops it.
+    broken: Cell<bool>,
+    rt: Option<tokio::runtime::Runtime>,
+}
+
+impl Drop for PgConn {
+    fn drop(&mut self) {
+        // Never blocks, wherever the last connection is dropped.
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+impl PgConn {
+    fn rt(&self) -> &tokio::runtime::Runtime {
+        self.rt.as_ref().expect("a live connection has its runtime")
+    }
+
+    /// Runs `fut` on the calling thread while driving the socket.
+    fn run<T>(
+        &self,
+        fut: impl Future<Output = std::result::Result<T, tokio_postgres::Error>>,
+    ) -> Result<T> {
+        let mut io = self.io.borrow_mut();
+        let out = self.rt().block_on(async {
+            tokio::select! {
+                biased;
+                r = fut => Some(r),
+                _ = io.as_mut() => None,
+            }
+        });
+        match out {
+            Some(Ok(v)) => Ok(v),
+            Some(Err(e)) => {
+                if e.is_closed() {
+                    self.broken.set(true);
+                }
+                Err(pg_err(e))
+            }
+            None => {
+                self.broken.set(true);
+                Err(Error::Unavailable(
+                    "the connection to the database closed".into(),
+                ))
+            }
+        }
+    }
+}
+
+/// Opens [`PgConn`]s for the pool.
+pub(crate) struct Manager {
+    pub config: tokio_postgres::Config,
+}
+
+impl r2d2::ManageConnection for Manager {
+    type Connection = PgConn;
+    type Error = tokio_postgres::Error;
+
+    fn connect(&self) -> std::result::Result<PgConn, tokio_postgres::Error> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a single-threaded runtime starts");
+        let (client, io) = rt.block_on(self.config.connect(tokio_postgres::NoTls))?;
+        Ok(PgConn {
+            client,
+            io: RefCell::new(Box::pin(io)),
+            statements: RefCell::new(HashMap::new()),
+            broken: Cell::new(false),
+            rt: Some(rt),
+        })
+    }
+
+    fn is_valid(&self, conn: &mut PgConn) -> std::result::Result<(), tokio_postgres::Error> {
+        let c = &*conn;
+        let mut io = c.io.borrow_mut();
+        c.rt().block_on(async {
+            tokio::select! {
+                biased;
+                r = c.client.simple_query("") => r.map(|_| ()),
+                r = io.as_mut() => r,
+            }
+        })
+    }
+
+    fn has_broken(&self, conn: &mut PgConn) -> bool {
+        conn.broken.get() || conn.client.is_closed()
+    }
+}
+
+/// The pool of a store's connections.
+pub(crate) type Pool = r2d2::Pool<Manager>;
+
+/// A pool of at most `size` connections; a caller waits for one at most
+/// `wait`. No connection is opened until one is needed.
+pub(crate) fn pool(config: tokio_postgres::Config, size: u32, wait: Duration) -> Pool {
+    r2d2::Pool::builder()
+        .max_size(size)
+        .min_idle(Some(0))
+        .connection_timeout(wait)
+        // A dropped connection shows as an error on its next use, which
+        // the caller retries on a new one: no test query per checkout.
+        .test_on_check_out(false)
+        .error_handler(Box::new(r2d2::NopErrorHandler))
+        .build_unchecked(Manager { config })
+}
+
+/// One pooled connection in use by one call.
 ///
 /// Round trips are what a transaction costs here, so a transaction's BEGIN
 /// (and lock) travels with its first statement, and its last statements
 /// travel with the COMMIT (see [`Conn::at_commit`]).
 pub(crate) struct Conn<'a> {
-    client: &'a deadpool_postgres::Object,
-    handle: &'a Handle,
+    pc: &'a PgConn,
+    client: &'a Client,
     /// A BEGIN not yet sent: it goes out ahead of the next statement.
     begin: Cell<Option<&'static str>>,
     /// Statements to send with the COMMIT (at most [`TAIL`]).
     tail: RefCell<Vec<Owned>>,
+    /// The transaction made work ready: its notification says so.
+    made_ready: Cell<bool>,
 }
 
 impl<'a> Conn<'a> {
-    pub fn new(client: &'a deadpool_postgres::Object, handle: &'a Handle) -> Conn<'a> {
+    pub fn new(pc: &'a PgConn) -> Conn<'a> {
         Conn {
-            client,
-            handle,
+            pc,
+            client: &pc.client,
             begin: Cell::new(None),
             tail: RefCell::new(Vec::new()),
+            made_ready: Cell::new(false),
         }
+    }
+
+    /// Marks this transaction as one that made work ready (see
+    /// [`READY`]).
+    pub fn made_ready(&self) {
+        self.made_ready.set(true);
+    }
+
+    /// The statement for `sql`, prepared on this connection once.
+    async fn prepare_cached(
+        &self,
+        sql: &str,
+    ) -> std::result::Result<Statement, tokio_postgres::Error> {
+        if let Some(st) = self.pc.statements.borrow().get(sql) {
+            return Ok(st.clone());
+        }
+        let st = self.client.prepare(sql).await?;
+        self.pc
+            .statements
+            .borrow_mut()
+            .insert(sql.to_owned(), st.clone());
+        Ok(st)
     }
 
     /// Runs `fut` after sending any pending BEGIN ahead of it, in the same
@@ -78,12 +222,10 @@ impl<'a> Conn<'a> {
     }
 
     pub fn query(&self, sql: &str, params: &[Param<'_>]) -> Result<Vec<Row>> {
-        self.handle
-            .block_on(async {
-                let st = self.client.prepare_cached(sql).await?;
-                self.after_begin(self.client.query(&st, params)).await
-            })
-            .map_err(pg_err)
+        self.pc.run(async {
+            let st = self.prepare_cached(sql).await?;
+            self.after_begin(self.client.query(&st, params)).await
+        })
     }
 
     pub fn query_opt(&self, sql: &str, params: &[Param<'_>]) -> Result<Option<Row>> {
@@ -91,19 +233,16 @@ impl<'a> Conn<'a> {
     }
 
     pub fn execute(&self, sql: &str, params: &[Param<'_>]) -> Result<u64> {
-        self.handle
-            .block_on(async {
-                let st = self.client.prepare_cached(sql).await?;
-                self.after_begin(self.client.execute(&st, params)).await
-            })
-            .map_err(pg_err)
+        self.pc.run(async {
+            let st = self.prepare_cached(sql).await?;
+            self.after_begin(self.client.execute(&st, params)).await
+        })
     }
 
     /// Statements without parameters (BEGIN, COMMIT, DDL).
     pub fn batch(&self, sql: &str) -> Result<()> {
-        self.handle
-            .block_on(self.after_begin(self.client.batch_execute(sql)))
-            .map_err(pg_err)
+        self.pc
+            .run(self.after_begin(self.client.batch_execute(sql)))
     }
 
     /// Sends `stmt` with this transaction's COMMIT, in the same flight and
@@ -120,7 +259,7 @@ impl<'a> Conn<'a> {
 
     async fn run_owned(
         &self,
-        st: Option<tokio_postgres::Statement>,
+        st: Option<Statement>,
         s: Option<&Owned>,
     ) -> std::result::Result<Option<Vec<Row>>, tokio_postgres::Error> {
         let params: Vec<Param<'_>> = s
@@ -136,37 +275,35 @@ impl<'a> Conn<'a> {
     /// flight. The first failure is reported; otherwise the tail's rows.
     fn commit(&self, record: Option<Owned>, commit: &str) -> Result<Vec<Vec<Row>>> {
         let tail = self.tail.take();
-        self.handle
-            .block_on(async {
-                let prepare = |s: Option<&Owned>| {
-                    let sql = s.map(|(sql, _)| sql.clone());
-                    async move {
-                        match sql {
-                            Some(sql) => self.client.prepare_cached(&sql).await.map(Some),
-                            None => Ok(None),
-                        }
+        self.pc.run(async {
+            let prepare = |s: Option<&Owned>| {
+                let sql = s.map(|(sql, _)| sql.clone());
+                async move {
+                    match sql {
+                        Some(sql) => self.prepare_cached(&sql).await.map(Some),
+                        None => Ok(None),
                     }
-                };
-                // Prepared first (from the cache, after the first time), so
-                // each request goes out on its first poll, in order.
-                let st0 = prepare(tail.first()).await?;
-                let st1 = prepare(tail.get(1)).await?;
-                let st_record = prepare(record.as_ref()).await?;
-                let all = async {
-                    let (t0, t1, r, c) = tokio::join!(
-                        self.run_owned(st0, tail.first()),
-                        self.run_owned(st1, tail.get(1)),
-                        self.run_owned(st_record, record.as_ref()),
-                        self.client.batch_execute(commit)
-                    );
-                    let rows: Vec<Vec<Row>> = [t0?, t1?].into_iter().flatten().collect();
-                    r?;
-                    c?;
-                    Ok(rows)
-                };
-                self.after_begin(all).await
-            })
-            .map_err(pg_err)
+                }
+            };
+            // Prepared first (from the cache, after the first time), so
+            // each request goes out on its first poll, in order.
+            let st0 = prepare(tail.first()).await?;
+            let st1 = prepare(tail.get(1)).await?;
+            let st_record = prepare(record.as_ref()).await?;
+            let all = async {
+                let (t0, t1, r, c) = tokio::join!(
+                    self.run_owned(st0, tail.first()),
+                    self.run_owned(st1, tail.get(1)),
+                    self.run_owned(st_record, record.as_ref()),
+                    self.client.batch_execute(commit)
+                );
+                let rows: Vec<Vec<Row>> = [t0?, t1?].into_iter().flatten().collect();
+                r?;
+                c?;
+                Ok(rows)
+            };
+            self.after_begin(all).await
+        })
     }
 
     /// Runs `f` in a transaction: committed when it returns `Ok`, rolled
@@ -269,6 +406,8 @@ impl<'a> Conn<'a> {
                 // row: each takes a lock at commit), sent with the COMMIT.
                 let commit = if lock == Writers::None {
                     "COMMIT"
+                } else if self.made_ready.take() {
+                    NOTIFY_READY_COMMIT
                 } else {
                     NOTIFY_COMMIT
                 };
@@ -305,6 +444,11 @@ const TAIL: usize = 2;
 /// The channel writes are announced on.
 pub(crate) const CHANNEL: &str = "braid_changes";
 const NOTIFY_COMMIT: &str = "NOTIFY braid_changes; COMMIT";
+const NOTIFY_READY_COMMIT: &str = "NOTIFY braid_changes, 'ready'; COMMIT";
+
+/// The payload of a notification whose write made work ready (a task
+/// added, unblocked, reopened...); others carry none.
+pub(crate) const READY: &str = "ready";
 
 /// How a transaction stands with other writers. Writes that may change the
 /// graph's shape take the writers' advisory lock exclusively (the key is

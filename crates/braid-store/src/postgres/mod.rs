@@ -1,8 +1,7 @@
 //! The PostgreSQL backend: several braid processes, on several machines,
-//! share one database. tokio-postgres connections in a deadpool pool, driven
-//! by the store's own small runtime; each `Store` call runs on that
-//! runtime's blocking pool (so it can be called from anywhere, async code
-//! included). Writes take one advisory lock per transaction, so they apply
+//! share one database. tokio-postgres connections in an r2d2 pool, each
+//! driven by the thread that uses it (a call from async code moves to the
+//! store runtime's blocking pool first). Writes take one advisory lock per transaction, so they apply
 //! one at a time across nodes, as SQLite's `BEGIN IMMEDIATE` does on one
 //! machine. Migrations are embedded and versioned in `meta`.
 
@@ -33,11 +32,11 @@ pub(crate) const TASK_COLS: &str = "id, title, description, type, priority, stat
     blockers, held_by, ready, lease_token, lease_expires, attempt";
 
 /// Connections kept by one store.
-const POOL_SIZE: usize = 8;
+const POOL_SIZE: u32 = 8;
 
 pub struct PgStore {
     rt: tokio::runtime::Runtime,
-    pool: deadpool_postgres::Pool,
+    pool: conn::Pool,
     url: String,
     config: tokio_postgres::Config,
 }
@@ -64,28 +63,35 @@ impl PgStore {
             .enable_all()
             .build()
             .map_err(|e| Error::Backend(format!("starting the database runtime: {e}")))?;
-        let manager = deadpool_postgres::Manager::from_config(
+        let pool = conn::pool(
             config.clone(),
-            tokio_postgres::NoTls,
-            deadpool_postgres::ManagerConfig {
-                recycling_method: deadpool_postgres::RecyclingMethod::Fast,
-            },
+            POOL_SIZE,
+            std::time::Duration::from_secs(30),
         );
-        let pool = deadpool_postgres::Pool::builder(manager)
-            .max_size(POOL_SIZE)
-            .runtime(deadpool_postgres::Runtime::Tokio1)
-            .wait_timeout(Some(std::time::Duration::from_secs(30)))
-            .create_timeout(Some(std::time::Duration::from_secs(10)))
-            .build()
-            .map_err(|e| Error::Backend(e.to_string()))?;
         let store = PgStore {
             rt,
             pool,
             url: redact(url),
             config,
         };
-        // A wrong address or a server that is down is reported at once.
-        store.with_for(std::time::Duration::ZERO, migrate)?;
+        // A wrong address or a server that is down is reported at once
+        // (the pool would keep trying): the first connection is opened
+        // here, and brings the schema up to date.
+        let first = r2d2::ManageConnection::connect(&conn::Manager {
+            config: store.config.clone(),
+        })
+        .map_err(|e| Error::Unavailable(format!("connecting to {}: {e}", store.url)))?;
+        if tokio::runtime::Handle::try_current().is_ok() {
+            // Async code may not block its worker.
+            let (tx, rx) = std::sync::mpsc::sync_channel(1);
+            store.rt.spawn_blocking(move || {
+                let _ = tx.send(migrate(&Conn::new(&first)));
+            });
+            rx.recv()
+                .map_err(|_| Error::Backend("the migration stopped before it answered".into()))??;
+        } else {
+            migrate(&Conn::new(&first))?;
+        }
         Ok(store)
     }
 
@@ -120,18 +126,13 @@ impl PgStore {
     ) -> Result<T> {
         let pool = self.pool.clone();
         let url = self.url.clone();
-        let call = move |handle: &tokio::runtime::Handle| {
+        let call = move || {
             let started = std::time::Instant::now();
             let mut pause = std::time::Duration::from_millis(20);
             loop {
-                let result = match handle.block_on(pool.get()) {
-                    Ok(client) => {
-                        let r = f(&Conn::new(&client, handle));
-                        // A dropped connection goes back closed; the pool
-                        // checks and replaces it on the next get.
-                        drop(client);
-                        r
-                    }
+                let left = budget.saturating_sub(started.elapsed());
+                let result = match pool.get_timeout(left.max(std::time::Duration::from_secs(1))) {
+                    Ok(pc) => f(&Conn::new(&pc)),
                     Err(e) => Err(Error::Unavailable(format!("connecting to {url}: {e}"))),
                 };
                 match result {
@@ -143,15 +144,14 @@ impl PgStore {
                 }
             }
         };
-        // A plain thread drives the call itself (one thread hop fewer per
-        // call); async code may not block its worker, so its calls go to
-        // the store runtime's blocking pool.
+        // A plain thread makes the call itself; async code may not block
+        // its worker, so its calls go to the store runtime's blocking pool.
         if tokio::runtime::Handle::try_current().is_err() {
-            return call(self.rt.handle());
+            return call();
         }
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         self.rt.spawn_blocking(move || {
-            let _ = tx.send(call(&tokio::runtime::Handle::current()));
+            let _ = tx.send(call());
         });
         rx.recv()
             .map_err(|_| Error::Backend("the database call stopped before it answered".into()))?
@@ -594,15 +594,14 @@ impl Store for PgStore {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Vec<ExportItem>>>(2);
         let pool = self.pool.clone();
         self.rt.spawn_blocking(move || {
-            let handle = tokio::runtime::Handle::current();
-            let client = match handle.block_on(pool.get()) {
+            let pc = match pool.get() {
                 Ok(c) => c,
                 Err(e) => {
-                    let _ = tx.send(Err(Error::Backend(e.to_string())));
+                    let _ = tx.send(Err(Error::Unavailable(e.to_string())));
                     return;
                 }
             };
-            let c = Conn::new(&client, &handle);
+            let c = Conn::new(&pc);
             let result = (|| -> Result<()> {
                 c.batch("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")?;
                 let mut after = i64::MIN;
@@ -655,9 +654,29 @@ impl Store for PgStore {
         ))
     }
 
+    /// Woken by every write of every node (see [`PgStore::feed`]).
+    fn changes(&self) -> Option<std::sync::mpsc::Receiver<()>> {
+        Some(self.feed(false))
+    }
+
+    fn restore_from(&self, _src: &Path, _keep_current_at: &Path) -> Result<()> {
+        Err(Error::Invalid(
+            "restore a PostgreSQL store with the server's tools (pg_restore); braid snapshot works on SQLite projects".into(),
+        ))
+    }
+}
+
+impl PgStore {
+    /// Like [`Store::changes`], but woken only by writes that made work
+    /// ready (and by the backstop): what a node waiting to claim needs,
+    /// without waking for every claim and event of the others.
+    pub fn ready_changes(&self) -> std::sync::mpsc::Receiver<()> {
+        self.feed(true)
+    }
+
     /// LISTEN on a connection of its own (reconnecting with backoff when it
     /// drops), plus a ping every second in case a notification was lost.
-    fn changes(&self) -> Option<std::sync::mpsc::Receiver<()>> {
+    fn feed(&self, only_ready: bool) -> std::sync::mpsc::Receiver<()> {
         let (tx, rx) = std::sync::mpsc::sync_channel::<()>(1);
         let config = self.config.clone();
         self.rt.spawn(async move {
@@ -671,7 +690,9 @@ impl Store for PgStore {
                         let driver = tokio::spawn(async move {
                             loop {
                                 match std::future::poll_fn(|cx| conn.poll_message(cx)).await {
-                                    Some(Ok(tokio_postgres::AsyncMessage::Notification(_))) => {
+                                    Some(Ok(tokio_postgres::AsyncMessage::Notification(n)))
+                                        if !only_ready || n.payload() == conn::READY =>
+                                    {
                                         if note_tx.send(()).is_err() {
                                             return;
                                         }
@@ -718,12 +739,6 @@ impl Store for PgStore {
                 pause = (pause * 2).min(std::time::Duration::from_secs(5));
             }
         });
-        Some(rx)
-    }
-
-    fn restore_from(&self, _src: &Path, _keep_current_at: &Path) -> Result<()> {
-        Err(Error::Invalid(
-            "restore a PostgreSQL store with the server's tools (pg_restore); braid snapshot works on SQLite projects".into(),
-        ))
+        rx
     }
 }

@@ -326,13 +326,27 @@ impl<'a, 'b> PgGraph<'a, 'b> {
     /// then the events, numbered there in the order they were appended, the
     /// counters and the write's `record` (see [`LOG_WRITE`]).
     fn write_back(&mut self, write_id: &str, record: String) {
-        if let Some((sql, params)) = self.rows_update() {
-            self.tx.at_commit((sql.to_owned(), params));
+        if self
+            .counters
+            .get(braid_core::health::READY)
+            .is_some_and(|d| *d > 0)
+        {
+            self.tx.made_ready();
         }
+        // One changed row (a single command, mostly) goes in the same
+        // statement as the log; many go ahead of it, outside the log lock.
+        let (log, row) = match self.rows_update() {
+            Some((WRITE_ROW, row)) => (LOG_WRITE_ROW, row),
+            Some((sql, rows)) => {
+                self.tx.at_commit((sql.to_owned(), rows));
+                (LOG_WRITE, Vec::new())
+            }
+            None => (LOG_WRITE, Vec::new()),
+        };
         let e = std::mem::take(&mut self.events);
         let (names, values): (Vec<&'static str>, Vec<i64>) =
             self.counters.drain().filter(|(_, v)| *v != 0).unzip();
-        let params: Vec<Box<dyn ToSql + Sync + Send>> = vec![
+        let mut params: Vec<Box<dyn ToSql + Sync + Send>> = vec![
             Box::new(e.iter().map(|e| e.at).collect::<Vec<i64>>()),
             Box::new(e.iter().map(|e| e.actor.clone()).collect::<Vec<String>>()),
             Box::new(e.iter().map(|e| e.kind.as_str()).collect::<Vec<&str>>()),
@@ -351,7 +365,8 @@ impl<'a, 'b> PgGraph<'a, 'b> {
             Box::new(self.shared),
             Box::new(LOG_LOCK),
         ];
-        self.tx.at_commit((LOG_WRITE.to_owned(), params));
+        params.extend(row);
+        self.tx.at_commit((log.to_owned(), params));
     }
 }
 
@@ -376,6 +391,29 @@ const LOG_WRITE: &str = "WITH \
         FROM r, UNNEST($6::text[], $7::bigint[]) AS u(name, value) \
         ON CONFLICT (name) DO UPDATE SET value = counters.value + excluded.value), \
     w AS (INSERT INTO writes (id, at, result, last_seq) SELECT $8::text, $9::bigint, $10::text, r.last FROM r) \
+    SELECT last FROM r";
+
+/// [`LOG_WRITE`] and one changed row ($14 to $34: [`WRITE_ROW`]'s $1 to $21).
+const LOG_WRITE_ROW: &str = "WITH \
+    l AS MATERIALIZED (SELECT count(*) AS n FROM \
+        (SELECT pg_advisory_xact_lock($13::bigint) WHERE $12::boolean) x), \
+    r AS MATERIALIZED (SELECT CASE WHEN $11::bigint > 0 THEN \
+        setval(pg_get_serial_sequence('events', 'seq'), \
+               nextval(pg_get_serial_sequence('events', 'seq')) + $11::bigint - 1) \
+        ELSE 0 END AS last FROM l), \
+    e AS (INSERT INTO events (seq, at, actor, kind, task, payload) OVERRIDING SYSTEM VALUE \
+        SELECT r.last - $11::bigint + u.i, u.at, u.actor, u.kind, u.task, u.payload \
+        FROM r, UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[]) \
+        WITH ORDINALITY AS u(at, actor, kind, task, payload, i)), \
+    c AS (INSERT INTO counters (name, value) SELECT u.name, u.value \
+        FROM r, UNNEST($6::text[], $7::bigint[]) AS u(name, value) \
+        ON CONFLICT (name) DO UPDATE SET value = counters.value + excluded.value), \
+    w AS (INSERT INTO writes (id, at, result, last_seq) SELECT $8::text, $9::bigint, $10::text, r.last FROM r), \
+    t AS (UPDATE tasks SET title = $15, description = $16, type = $17, priority = $18, \
+        state = $19, labels = $20, assignee = $21, acceptance = $22, gates = $23, agent = $24, \
+        branch = $25, updated_at = $26, closed_at = $27, close_reason = $28, blockers = $29, \
+        held_by = $30, ready = $31, lease_token = $32, lease_expires = $33, attempt = $34 \
+        WHERE id = $14) \
     SELECT last FROM r";
 
 /// One changed row.
@@ -413,6 +451,9 @@ impl GraphTx for PgGraph<'_, '_> {
     }
 
     fn put_node(&mut self, id: &TaskId, n: &Node) -> Result<()> {
+        if self.row(id)?.node() == *n {
+            return Ok(());
+        }
         let row = self.change(id)?;
         row.task.kind = n.kind;
         row.task.state = n.state;
@@ -458,7 +499,7 @@ impl GraphTx for PgGraph<'_, '_> {
     fn blockers(&mut self, id: &TaskId) -> Result<Vec<TaskId>> {
         self.tx
             .query(
-                "SELECT to_id FROM deps WHERE from_id = $1 AND kind = 'blocks'",
+                "SELECT to_id FROM deps WHERE from_id = $1 AND kind = 'blocks' ORDER BY to_id COLLATE \"C\"",
                 &[&id.as_str()],
             )?
             .into_iter()
@@ -698,11 +739,14 @@ impl WriteTx for PgGraph<'_, '_> {
         labels: &[String],
         now: i64,
     ) -> Result<bool> {
+        // As a task with no parent and no dependency is: the usual new
+        // task needs no second write.
+        let fresh = Node::new(kind, State::Open);
         // At once: `exists` and `children` read the table.
         let inserted = self.tx.execute(
             "INSERT INTO tasks (id, title, description, type, priority, state, parent, labels, \
-             assignee, acceptance, gates, agent, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, 'open', $6, $7, $8, $9, $10, $11, $12, $12) \
+             assignee, acceptance, gates, agent, created_at, updated_at, ready) \
+             VALUES ($1, $2, $3, $4, $5, 'open', $6, $7, $8, $9, $10, $11, $12, $12, $13) \
              ON CONFLICT (id) DO NOTHING",
             &[
                 &id.as_str(),
@@ -717,6 +761,7 @@ impl WriteTx for PgGraph<'_, '_> {
                 &json_strings(&new.gates),
                 &new.agent,
                 &now,
+                &(fresh.ready() as i64),
             ],
         )?;
         if inserted == 0 {
@@ -742,7 +787,7 @@ impl WriteTx for PgGraph<'_, '_> {
             closed_at: None,
             close_reason: None,
             deps: Vec::new(),
-            ready: false,
+            ready: fresh.ready(),
             blockers: 0,
             held_by: 0,
             lease: None,

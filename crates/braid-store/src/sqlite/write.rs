@@ -102,7 +102,7 @@ impl GraphTx for SqlGraph<'_> {
     fn blockers(&mut self, id: &TaskId) -> Result<Vec<TaskId>> {
         ids(
             self.tx,
-            "SELECT to_id FROM deps WHERE from_id = ?1 AND kind = 'blocks'",
+            "SELECT to_id FROM deps WHERE from_id = ?1 AND kind = 'blocks' ORDER BY to_id",
             id,
         )
     }

@@ -256,3 +256,678 @@ fn terminated_backends_are_reconnected_and_no_write_is_lost() {
     let h = a.health().unwrap();
     assert_eq!(h.total, 300, "every acknowledged write is there, once");
 }
+
+mod same_as_sqlite {
+    //! Batches on PostgreSQL end as on SQLite: PostgreSQL applies a batch to
+    //! rows held in memory and writes them back at the end (claims and the
+    //! ends of claims under a shared lock), SQLite row by row; the same
+    //! commands must leave both in the same state.
+
+    use std::collections::HashMap;
+
+    use braid_core::model::Lease;
+    use braid_core::{
+        Dep, DepKind, Event, EventKind, NewTask, State, Task, TaskId, TaskPatch, TaskType,
+    };
+    use braid_store::{Applied, Command, ListFilter, PgStore, SqliteStore, Store};
+    use serde_json::{Value, json};
+
+    use super::{Schema, server};
+
+    /// A small deterministic generator (xorshift64*): a seed names a whole run,
+    /// so a failure reproduces.
+    struct Rng(u64);
+
+    impl Rng {
+        fn new(seed: u64) -> Rng {
+            Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+        }
+
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        }
+
+        /// A number in `0..n`.
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+
+        fn one_in(&mut self, n: usize) -> bool {
+            self.below(n) == 0
+        }
+
+        fn pick<T: Clone>(&mut self, xs: &[T]) -> Option<T> {
+            (!xs.is_empty()).then(|| xs[self.below(xs.len())].clone())
+        }
+    }
+
+    /// Stands, in a generated command, for the token of the task's last claim;
+    /// each store's own token replaces it (tokens are random per store).
+    const HELD: &str = "held";
+
+    /// What the generator knows of the graph while it writes a batch: the
+    /// SQLite store's tasks before the batch, and what the batch did so far as
+    /// far as the generator can tell (it guesses; a wrong guess is a refused
+    /// batch, which both stores must refuse).
+    struct Known {
+        ids: Vec<TaskId>,
+        epics: Vec<TaskId>,
+        /// In queue order.
+        ready: Vec<TaskId>,
+        state: HashMap<TaskId, State>,
+        deps: Vec<(TaskId, TaskId)>,
+        /// In progress under a claim whose token is known (made by an
+        /// earlier batch), and whether its lease has expired.
+        held: Vec<(TaskId, bool)>,
+        /// Named by the batch so far.
+        touched: Vec<TaskId>,
+    }
+
+    impl Known {
+        fn of(store: &dyn Store, tokens: &HashMap<TaskId, String>) -> Known {
+            let tasks = store.list(&ListFilter::default()).unwrap();
+            let with = |f: &dyn Fn(&Task) -> bool| -> Vec<TaskId> {
+                tasks
+                    .iter()
+                    .filter(|t| f(t))
+                    .map(|t| t.id.clone())
+                    .collect()
+            };
+            let now = braid_store::sqlite::now_ms();
+            Known {
+                ids: with(&|_| true),
+                epics: with(&|t| t.kind == TaskType::Epic),
+                ready: with(&|t| t.ready),
+                state: tasks.iter().map(|t| (t.id.clone(), t.state)).collect(),
+                deps: tasks
+                    .iter()
+                    .flat_map(|t| t.deps.iter().map(|d| (t.id.clone(), d.id.clone())))
+                    .collect(),
+                held: tasks
+                    .iter()
+                    .filter(|t| t.state == State::InProgress && tokens.contains_key(&t.id))
+                    .map(|t| {
+                        (
+                            t.id.clone(),
+                            t.lease.as_ref().is_some_and(|l| l.expires_at < now),
+                        )
+                    })
+                    .collect(),
+                touched: Vec::new(),
+            }
+        }
+
+        fn moved(&mut self, id: &TaskId, to: State) {
+            self.state.insert(id.clone(), to);
+            self.ready.retain(|r| r != id);
+            self.held.retain(|(h, _)| h != id);
+        }
+    }
+
+    /// Writes random batches of commands.
+    struct Gen {
+        rng: Rng,
+        /// Tasks created so far (ids are never reused).
+        created: usize,
+        /// Numbers titles and payloads, so updates change something.
+        n: usize,
+    }
+
+    impl Gen {
+        /// A fresh id. Ids are letters only (error messages are compared with
+        /// their numbers left out) and not in creation order, so nothing passes
+        /// by luck of sorting ids the way tasks were made.
+        fn fresh_id(&mut self) -> TaskId {
+            let n = (self.created * 7919) % (26 * 26 * 26);
+            self.created += 1;
+            let letter = |i: usize| (b'a' + (i % 26) as u8) as char;
+            TaskId::parse(&format!(
+                "t-{}{}{}",
+                letter(n / 676),
+                letter(n / 26),
+                letter(n)
+            ))
+            .unwrap()
+        }
+
+        /// A batch of 1 to 8 commands; some batches hold only what runs under
+        /// PostgreSQL's shared lock (claims and the ends of claims).
+        fn batch(&mut self, k: &mut Known) -> Vec<Command> {
+            let shared = self.rng.one_in(3);
+            let len = 1 + self.rng.below(8);
+            (0..len).map(|_| self.command(k, shared)).collect()
+        }
+
+        /// A task; half the time one the batch already named, so that a
+        /// batch's commands meet on the rows PostgreSQL holds in memory.
+        fn task(&mut self, k: &Known) -> Option<TaskId> {
+            match self.rng.pick(&k.touched) {
+                Some(id) if self.rng.one_in(2) => Some(id),
+                _ => self.rng.pick(&k.ids),
+            }
+        }
+
+        fn command(&mut self, k: &mut Known, shared: bool) -> Command {
+            let (Some(id), Some(mut other)) = (self.task(k), self.task(k)) else {
+                return self.add(k);
+            };
+            if other == id && !self.rng.one_in(10) {
+                other = self.rng.pick(&k.ids).unwrap();
+            }
+            k.touched.extend([id.clone(), other.clone()]);
+            let mut roll = if shared {
+                // Runs of claims of the next ready task are taken together.
+                if self.rng.one_in(3) {
+                    47
+                } else {
+                    47 + self.rng.below(40)
+                }
+            } else {
+                self.rng.below(100)
+            };
+            if (64..84).contains(&roll) && k.held.is_empty() {
+                // Nothing to end yet: claim something.
+                roll = 47;
+            }
+            if (47..64).contains(&roll) && k.ready.is_empty() && !self.rng.one_in(5) {
+                // Nothing to claim: end a claim, note something, or add.
+                roll = match (k.held.is_empty(), shared) {
+                    (false, _) => 64 + self.rng.below(20),
+                    (true, true) => 84,
+                    (true, false) => 0,
+                };
+            }
+            let lease_ms = if self.rng.one_in(2) { 60_000 } else { -60_000 };
+            let assignee = if self.rng.one_in(2) { "ann" } else { "bob" }.to_owned();
+            self.n += 1;
+            let n = self.n;
+            match roll {
+                0..22 => self.add(k),
+                22..32 => {
+                    let mut patch = TaskPatch::default();
+                    match self.rng.below(6) {
+                        0 => patch.title = Some(format!("task, retitled {n}")),
+                        1 => patch.priority = Some(self.rng.below(5) as u8),
+                        2 => patch.add_labels = vec![LABELS[self.rng.below(3)].to_owned()],
+                        3 => patch.remove_labels = vec![LABELS[self.rng.below(3)].to_owned()],
+                        4 => {
+                            let epic = self.rng.pick(&k.epics);
+                            patch.parent = Some(if self.rng.one_in(4) {
+                                None
+                            } else {
+                                epic.or(Some(other))
+                            });
+                        }
+                        _ => {
+                            patch.kind = Some(if self.rng.one_in(2) {
+                                TaskType::Epic
+                            } else {
+                                TaskType::Task
+                            });
+                        }
+                    }
+                    Command::Update { id, patch }
+                }
+                32..47 => {
+                    let from = k.state.get(&id).copied().unwrap_or(State::Open);
+                    let to = if self.rng.one_in(6) {
+                        State::ALL[self.rng.below(State::ALL.len())]
+                    } else {
+                        let next: Vec<State> = from
+                            .allowed_next()
+                            .iter()
+                            .copied()
+                            .filter(|s| *s != State::InProgress)
+                            .collect();
+                        self.rng.pick(&next).unwrap_or(State::Open)
+                    };
+                    k.moved(&id, to);
+                    Command::SetState {
+                        id,
+                        to,
+                        reason: self.rng.one_in(2).then(|| format!("reason {n}")),
+                    }
+                }
+                47..57 => {
+                    if let Some(head) = k.ready.first().cloned() {
+                        k.moved(&head, State::InProgress);
+                    }
+                    Command::Claim {
+                        id: None,
+                        assignee,
+                        lease_ms,
+                    }
+                }
+                57..64 => {
+                    let id = match self.rng.pick(&k.ready) {
+                        Some(ready) if !self.rng.one_in(5) => ready,
+                        _ => id,
+                    };
+                    k.moved(&id, State::InProgress);
+                    Command::Claim {
+                        id: Some(id),
+                        assignee,
+                        lease_ms,
+                    }
+                }
+                64..84 => self.end_of_claim(k, roll, lease_ms, n),
+                84..87 => Command::Record {
+                    id,
+                    kind: if self.rng.one_in(2) {
+                        EventKind::Commented
+                    } else {
+                        EventKind::Dispatched
+                    },
+                    payload: json!({ "n": n }),
+                },
+                87..95 => Command::DepAdd {
+                    from: id,
+                    to: other,
+                    kind: match self.rng.below(6) {
+                        0 => DepKind::Related,
+                        1 => DepKind::DiscoveredFrom,
+                        _ => DepKind::Blocks,
+                    },
+                },
+                _ => {
+                    let (from, to) = match self.rng.pick(&k.deps) {
+                        Some(edge) if !self.rng.one_in(5) => edge,
+                        _ => (id, other),
+                    };
+                    k.deps.retain(|d| *d != (from.clone(), to.clone()));
+                    Command::DepRm { from, to }
+                }
+            }
+        }
+
+        /// A Finish (`roll` in 64..76), Renew, NextAttempt or Rescue of a
+        /// held claim; some present a forged token.
+        fn end_of_claim(&mut self, k: &mut Known, roll: usize, lease_ms: i64, n: usize) -> Command {
+            let mut i = self.rng.below(k.held.len());
+            let token = if self.rng.one_in(20) { "forged" } else { HELD }.to_owned();
+            match roll {
+                64..76 => {
+                    let id = k.held[i].0.clone();
+                    let to = [
+                        State::Done,
+                        State::Done,
+                        State::Open,
+                        State::Open,
+                        State::Failed,
+                        State::Review,
+                    ][self.rng.below(6)];
+                    k.moved(&id, to);
+                    Command::Finish {
+                        id,
+                        token,
+                        to,
+                        reason: self.rng.one_in(2).then(|| format!("finished {n}")),
+                        refund_attempt: to == State::Open && self.rng.one_in(2),
+                    }
+                }
+                76..80 => {
+                    k.held[i].1 = lease_ms < 0;
+                    let id = k.held[i].0.clone();
+                    if roll < 78 {
+                        Command::Renew {
+                            id,
+                            token,
+                            lease_ms,
+                        }
+                    } else {
+                        Command::NextAttempt {
+                            id,
+                            token,
+                            lease_ms,
+                        }
+                    }
+                }
+                _ => {
+                    // Mostly an expired lease, which may be rescued.
+                    if let Some(j) = k.held.iter().position(|(_, expired)| *expired)
+                        && !self.rng.one_in(8)
+                    {
+                        i = j;
+                    }
+                    let id = k.held[i].0.clone();
+                    k.moved(&id, State::Open);
+                    Command::Rescue { id, token }
+                }
+            }
+        }
+
+        fn add(&mut self, k: &mut Known) -> Command {
+            let id = self.fresh_id();
+            let kind = match self.rng.below(8) {
+                0 => TaskType::Epic,
+                1 => TaskType::Bug,
+                2 => TaskType::Chore,
+                _ => TaskType::Task,
+            };
+            let parent = if self.rng.one_in(3) {
+                let any = self.rng.pick(&k.ids);
+                self.rng
+                    .pick(&k.epics)
+                    .filter(|_| !self.rng.one_in(3))
+                    .or(any)
+            } else {
+                None
+            };
+            let mut deps: Vec<Dep> = Vec::new();
+            for _ in 0..self.rng.below(3) {
+                if let Some(to) = self.rng.pick(&k.ids)
+                    && !deps.iter().any(|d| d.id == to)
+                {
+                    let kind = if self.rng.one_in(4) {
+                        DepKind::Related
+                    } else {
+                        DepKind::Blocks
+                    };
+                    deps.push(Dep { id: to, kind });
+                }
+            }
+            let labels = LABELS
+                .iter()
+                .filter(|_| self.rng.one_in(3))
+                .map(|l| (*l).to_owned())
+                .collect();
+            k.ids.push(id.clone());
+            k.touched.push(id.clone());
+            k.state.insert(id.clone(), State::Open);
+            if kind == TaskType::Epic {
+                k.epics.push(id.clone());
+            }
+            Command::Add(NewTask {
+                id: Some(id),
+                kind: Some(kind),
+                priority: (!self.rng.one_in(4)).then(|| self.rng.below(5) as u8),
+                parent,
+                deps,
+                labels,
+                ..NewTask::titled(format!("task {}", self.created))
+            })
+        }
+    }
+
+    const LABELS: [&str; 3] = ["ops", "ui", "db"];
+
+    /// The command for one store: its own token where the command says [`HELD`].
+    fn for_store(cmd: &Command, tokens: &HashMap<TaskId, String>) -> Command {
+        let mut cmd = cmd.clone();
+        if let Command::Renew { id, token, .. }
+        | Command::NextAttempt { id, token, .. }
+        | Command::Finish { id, token, .. }
+        | Command::Rescue { id, token } = &mut cmd
+            && token == HELD
+        {
+            *token = tokens
+                .get(id)
+                .cloned()
+                .unwrap_or_else(|| "never-claimed".into());
+        }
+        cmd
+    }
+
+    /// A task with what rightly differs between two stores blanked: times (each
+    /// store reads the clock when it writes) and lease tokens. A lease keeps its
+    /// attempt and whether it has expired (leases are a minute either way).
+    fn comparable(mut t: Task) -> Task {
+        let now = braid_store::sqlite::now_ms();
+        t.created_at = 0;
+        t.updated_at = 0;
+        t.closed_at = t.closed_at.map(|_| 0);
+        t.lease = t.lease.map(|l| Lease {
+            token: String::new(),
+            expires_at: (l.expires_at > now) as i64,
+            attempt: l.attempt,
+        });
+        t.deps.sort();
+        t
+    }
+
+    /// An event without its number and times (lease expiries, how long ago a
+    /// lease expired).
+    fn comparable_event(e: &Event) -> (EventKind, Option<TaskId>, String, Value) {
+        let mut payload = e.payload.clone();
+        if let Some(p) = payload.as_object_mut() {
+            p.remove("lease_expires");
+            p.remove("expired_ms_ago");
+        }
+        (e.kind, e.task.clone(), e.actor.clone(), payload)
+    }
+
+    /// An error's variant and its message without numbers (the time a lease
+    /// has left). What neither store orders is left out or sorted: a cycle's
+    /// path (either may find a different shortest cycle first) and the
+    /// reasons a task is not ready ("waits on a; waits on b").
+    fn comparable_error(e: &braid_store::Error) -> (String, Vec<String>) {
+        let debug = match e {
+            braid_store::Error::Domain(d) => format!("{d:?}"),
+            other => format!("{other:?}"),
+        };
+        let variant: String = debug
+            .chars()
+            .take_while(char::is_ascii_alphabetic)
+            .collect();
+        if variant == "Cycle" {
+            return (variant, Vec::new());
+        }
+        let message: String = e
+            .to_string()
+            .chars()
+            .filter(|c| !c.is_ascii_digit())
+            .collect();
+        let mut parts: Vec<String> = message
+            .split([':', ';'])
+            .map(|p| p.trim().to_owned())
+            .collect();
+        parts.sort();
+        (variant, parts)
+    }
+
+    /// Asserts that two stores hold the same graph, queue, counters and log.
+    fn assert_same(sqlite: &dyn Store, pg: &dyn Store, context: &dyn Fn() -> String) {
+        let all = |s: &dyn Store| -> Vec<Task> {
+            let mut tasks: Vec<Task> = s
+                .list(&ListFilter::default())
+                .unwrap()
+                .into_iter()
+                .map(comparable)
+                .collect();
+            tasks.sort_by(|a, b| a.id.cmp(&b.id));
+            tasks
+        };
+        let (want, got) = (all(sqlite), all(pg));
+        let ids = |ts: &[Task]| ts.iter().map(|t| t.id.clone()).collect::<Vec<_>>();
+        assert_eq!(ids(&want), ids(&got), "tasks\n{}", context());
+        for (w, g) in want.iter().zip(&got) {
+            assert_eq!(
+                w,
+                g,
+                "task {} (left SQLite, right PostgreSQL)\n{}",
+                w.id,
+                context()
+            );
+        }
+        let ready = |s: &dyn Store| -> Vec<TaskId> {
+            s.ready(100).unwrap().into_iter().map(|t| t.id).collect()
+        };
+        assert_eq!(ready(sqlite), ready(pg), "ready queue\n{}", context());
+        // The label index and the parent column, as the queries on them see.
+        for label in LABELS {
+            let labelled = |s: &dyn Store| -> Vec<TaskId> {
+                let filter = ListFilter {
+                    label: Some(label.to_owned()),
+                    ..ListFilter::default()
+                };
+                s.list(&filter).unwrap().into_iter().map(|t| t.id).collect()
+            };
+            assert_eq!(
+                labelled(sqlite),
+                labelled(pg),
+                "label {label}\n{}",
+                context()
+            );
+        }
+        // Each store lists a subtree parents first, but orders cousins its
+        // own way (SQLite by parent, PostgreSQL by depth): compare contents.
+        for root in [None].into_iter().chain(want.iter().map(|t| Some(&t.id))) {
+            let subtree = |s: &dyn Store| {
+                let mut rows = s.subtree(root).unwrap();
+                rows.sort_by(|a, b| a.id.cmp(&b.id));
+                rows
+            };
+            assert_eq!(
+                subtree(sqlite),
+                subtree(pg),
+                "subtree of {root:?}\n{}",
+                context()
+            );
+        }
+        for t in &want {
+            let why = |s: &dyn Store| -> Vec<String> {
+                let mut why = s.why_blocked(&t.id).unwrap();
+                why.sort();
+                why
+            };
+            assert_eq!(
+                why(sqlite),
+                why(pg),
+                "why {} is blocked\n{}",
+                t.id,
+                context()
+            );
+        }
+        let expired = |s: &dyn Store| -> Vec<TaskId> {
+            let now = braid_store::sqlite::now_ms();
+            let mut ids: Vec<TaskId> = s
+                .expired_leases(now, 1000)
+                .unwrap()
+                .into_iter()
+                .map(|(id, _)| id)
+                .collect();
+            ids.sort();
+            ids
+        };
+        assert_eq!(
+            expired(sqlite),
+            expired(pg),
+            "expired leases\n{}",
+            context()
+        );
+        assert_eq!(
+            sqlite.health().unwrap(),
+            pg.health().unwrap(),
+            "health\n{}",
+            context()
+        );
+        let events = |s: &dyn Store| -> Vec<_> {
+            s.events(0, 100_000)
+                .unwrap()
+                .iter()
+                .map(comparable_event)
+                .collect()
+        };
+        let (want, got) = (events(sqlite), events(pg));
+        if let Some(i) = (0..want.len().max(got.len())).find(|i| want.get(*i) != got.get(*i)) {
+            panic!(
+                "event {i}: SQLite {:?}, PostgreSQL {:?}\n{}",
+                want.get(i),
+                got.get(i),
+                context()
+            );
+        }
+    }
+
+    #[test]
+    fn batches_on_postgres_end_as_on_sqlite() {
+        let Some(server) = server() else { return };
+        let dir = tempfile::tempdir().unwrap();
+        let (mut batches, mut refused) = (0, 0);
+        for seed in 1..=6u64 {
+            let schema = Schema::new(&server);
+            let pg = PgStore::open(&schema.url).unwrap();
+            let sqlite =
+                SqliteStore::create(&dir.path().join(format!("s{seed}/braid.db"))).unwrap();
+            let mut generator = Gen {
+                rng: Rng::new(seed),
+                created: 0,
+                n: 0,
+            };
+            let (mut sqlite_tokens, mut pg_tokens) = (HashMap::new(), HashMap::new());
+            // The batches so far and how they ended: the reproduction.
+            let mut log: Vec<String> = Vec::new();
+            let mut commands = 0;
+            while commands < 150 {
+                let mut known = Known::of(&sqlite, &sqlite_tokens);
+                let cmds = generator.batch(&mut known);
+                commands += cmds.len();
+                let on = |tokens: &HashMap<TaskId, String>| -> Vec<Command> {
+                    cmds.iter().map(|c| for_store(c, tokens)).collect()
+                };
+                let want = sqlite.apply_all("fuzz", on(&sqlite_tokens));
+                let got = pg.apply_all("fuzz", on(&pg_tokens));
+                log.push(format!(
+                    "batch {}: {cmds:#?} -> SQLite {}",
+                    log.len(),
+                    match &want {
+                        Ok(_) => "ok".to_owned(),
+                        Err(e) => format!("refused: {e}"),
+                    }
+                ));
+                let context = || format!("seed {seed}; the batches so far:\n{}", log.join("\n"));
+                match (want, got) {
+                    (Ok(want), Ok(got)) => {
+                        assert_eq!(want.len(), got.len(), "{}", context());
+                        for (w, g) in want.into_iter().zip(got) {
+                            // Claims of the next ready task pick the same one.
+                            assert_eq!(
+                                comparable(w.task.clone()),
+                                comparable(g.task.clone()),
+                                "a command's result (left SQLite, right PostgreSQL)\n{}",
+                                context()
+                            );
+                            let events = |a: &Applied| {
+                                a.events.iter().map(comparable_event).collect::<Vec<_>>()
+                            };
+                            assert_eq!(events(&w), events(&g), "a command's events\n{}", context());
+                            assert_eq!(w.lease_token.is_some(), g.lease_token.is_some());
+                            if let (Some(w_token), Some(g_token)) = (w.lease_token, g.lease_token) {
+                                sqlite_tokens.insert(w.task.id, w_token);
+                                pg_tokens.insert(g.task.id, g_token);
+                            }
+                        }
+                    }
+                    (Err(want), Err(got)) => {
+                        refused += 1;
+                        assert_eq!(
+                            comparable_error(&want),
+                            comparable_error(&got),
+                            "refused differently (SQLite: {want}; PostgreSQL: {got})\n{}",
+                            context()
+                        );
+                    }
+                    (want, got) => panic!(
+                        "SQLite {:?}, PostgreSQL {:?}\n{}",
+                        want.map(|_| "ok").map_err(|e| e.to_string()),
+                        got.map(|_| "ok").map_err(|e| e.to_string()),
+                        context()
+                    ),
+                }
+                batches += 1;
+                // After a refused batch too: PostgreSQL, like SQLite, applies
+                // all or nothing.
+                assert_same(&sqlite, &pg, &context);
+            }
+        }
+        // Most batches go through; the refused ones check all-or-nothing.
+        assert!(
+            refused * 4 < batches * 3,
+            "{refused} of {batches} batches refused"
+        );
+        assert!(refused > 0, "no batch was refused");
+    }
+}
