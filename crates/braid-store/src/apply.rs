@@ -104,6 +104,11 @@ fn insert_new<T: WriteTx>(
     }
 }
 
+/// A fresh secret for a claim's lease.
+pub(crate) fn new_lease_token() -> String {
+    TaskId::random(24).as_str()[3..].to_owned()
+}
+
 pub(crate) fn json_strings(v: &[String]) -> String {
     serde_json::to_string(v).expect("strings serialize")
 }
@@ -353,7 +358,7 @@ pub(crate) fn apply_one<T: WriteTx>(tx: &mut T, actor: &str, cmd: Command) -> Re
             };
             let from = graph::set_state(tx, &id, State::InProgress, &mut delta)?;
             record_state(tx, &id, from, State::InProgress, None, now)?;
-            let token = TaskId::random(24).as_str()[3..].to_owned();
+            let token = new_lease_token();
             let expires = now + lease_ms;
             let attempt = tx.take_lease(&id, &assignee, &token, expires)?;
             events.push(tx.append_event(

@@ -169,6 +169,8 @@ pub(crate) struct Conn<'a> {
     tail: RefCell<Vec<Owned>>,
     /// The transaction made work ready: its notification says so.
     made_ready: Cell<bool>,
+    /// The transaction's statements send their own notification.
+    notifies: Cell<bool>,
 }
 
 impl<'a> Conn<'a> {
@@ -179,7 +181,14 @@ impl<'a> Conn<'a> {
             begin: Cell::new(None),
             tail: RefCell::new(Vec::new()),
             made_ready: Cell::new(false),
+            notifies: Cell::new(false),
         }
+    }
+
+    /// Marks this transaction as one whose statements notify when they
+    /// change something (`pg_notify`): its COMMIT sends nothing more.
+    pub fn notifies_itself(&self) {
+        self.notifies.set(true);
     }
 
     /// Marks this transaction as one that made work ready (see
@@ -404,7 +413,7 @@ impl<'a> Conn<'a> {
             Ok((v, record)) => {
                 // One notification per write transaction (never one per
                 // row: each takes a lock at commit), sent with the COMMIT.
-                let commit = if lock == Writers::None {
+                let commit = if lock == Writers::None || self.notifies.take() {
                     "COMMIT"
                 } else if self.made_ready.take() {
                     NOTIFY_READY_COMMIT
