@@ -10,6 +10,7 @@
 #
 #   bench/postgres.sh            (PG=postgres://root@127.0.0.1:5432/test by default,
 #                                 N=100000 tasks, BATCH=1000, WORKERS=1 per node,
+#                                 RUNS=3 of the headline drain and of the latency run,
 #                                 PEERS_N=20000 jobs for the peers)
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -17,6 +18,7 @@ PG="${PG:-postgres://root@127.0.0.1:5432/test}"
 N="${N:-100000}"
 BATCH="${BATCH:-1000}"
 WORKERS="${WORKERS:-1}"
+RUNS="${RUNS:-3}"
 cargo build --release -q -p braid-pgload --manifest-path "$ROOT/Cargo.toml"
 P="$ROOT/target/release/braid-pgload"
 S="braid_bench_$$"
@@ -38,20 +40,22 @@ drain() {
   echo "   two nodes x $2 worker(s), $3 per transaction: $1 tasks in $(echo "$t1 - $t0" | bc) s = $(echo "$1 / ($t1 - $t0)" | bc) tasks/s"
 }
 
-echo "== two nodes drain $N tasks ($WORKERS worker(s) each, $BATCH per transaction)"
-drain "$N" "$WORKERS" "$BATCH"
+echo "== two nodes drain $N tasks ($WORKERS worker(s) each, $BATCH per transaction), $RUNS runs"
+for _ in $(seq "$RUNS"); do drain "$N" "$WORKERS" "$BATCH"; done
 echo "== other shapes"
 drain "$N" 2 1000
 drain "$N" 4 100
 drain 20000 4 1
-echo "== insert on one node, claim on the other (500 tasks, 10 ms apart)"
-psql "$PG" -qc "DROP SCHEMA IF EXISTS $S CASCADE" >/dev/null 2>&1
-psql "$PG" -qc "CREATE SCHEMA $S"
-"$P" seed "$U" 0
-"$P" claim "$U" 500 & C=$!
-sleep 0.5
-"$P" insert "$U" 500 10
-wait $C
+echo "== insert on one node, claim on the other (500 tasks, 10 ms apart), $RUNS runs"
+for _ in $(seq "$RUNS"); do
+  psql "$PG" -qc "DROP SCHEMA IF EXISTS $S CASCADE" >/dev/null 2>&1
+  psql "$PG" -qc "CREATE SCHEMA $S"
+  "$P" seed "$U" 0 >/dev/null
+  "$P" claim "$U" 500 & C=$!
+  sleep 0.5
+  "$P" insert "$U" 500 10
+  wait $C
+done
 echo "== the peers on the same server: pg-boss and graphile-worker (npm, bench/pgpeers)"
 # (20,000 jobs each by default: pg-boss drains its batches of 100 at ~200/s.)
 (cd "$ROOT/bench/pgpeers" && npm ci --no-audit --no-fund --silent && node peers.js "$PG" "${PEERS_N:-20000}")

@@ -1,9 +1,11 @@
 //! The PostgreSQL backend: several braid processes, on several machines,
 //! share one database. tokio-postgres connections in an r2d2 pool, each
 //! driven by the thread that uses it (a call from async code moves to the
-//! store runtime's blocking pool first). Writes take one advisory lock per transaction, so they apply
-//! one at a time across nodes, as SQLite's `BEGIN IMMEDIATE` does on one
-//! machine. Migrations are embedded and versioned in `meta`.
+//! store runtime's blocking pool first). Writes that may change the graph's
+//! shape take the writers' advisory lock and apply one at a time across
+//! nodes, as SQLite's `BEGIN IMMEDIATE` does on one machine; claims and the
+//! ends of claims take it shared and run side by side under row locks (see
+//! `conn::Writers`). Migrations are embedded and versioned in `meta`.
 
 mod conn;
 mod import;
@@ -105,25 +107,19 @@ impl PgStore {
         })
     }
 
-    /// Runs `f` with a pooled connection on the store's blocking pool and
-    /// waits for its answer. When the database is unreachable or drops the
-    /// connection, `f` runs again on a new connection, with backoff, for up
-    /// to [`RECONNECT_FOR`]: a transaction that failed that way before its
-    /// COMMIT was rolled back by the server. (A connection lost during the
-    /// COMMIT itself is reported, not retried: the change may have landed.)
+    /// Runs `f` with a pooled connection and waits for its answer (on this
+    /// thread; from async code, on the store runtime's blocking pool). When
+    /// the database is unreachable or drops the connection (or a deadlock
+    /// rolls the transaction back), `f` runs again on a new connection,
+    /// with backoff, for up to [`RECONNECT_FOR`]: a transaction that failed
+    /// that way before its COMMIT was rolled back by the server. (A
+    /// connection lost during the COMMIT itself is reported, not retried,
+    /// unless the write can tell whether it landed: see `Conn::write_once`.)
     fn with<T: Send + 'static>(
         &self,
         f: impl Fn(&Conn<'_>) -> Result<T> + Send + 'static,
     ) -> Result<T> {
-        self.with_for(RECONNECT_FOR, f)
-    }
-
-    /// [`PgStore::with`], reconnecting for at most `budget`.
-    fn with_for<T: Send + 'static>(
-        &self,
-        budget: std::time::Duration,
-        f: impl Fn(&Conn<'_>) -> Result<T> + Send + 'static,
-    ) -> Result<T> {
+        let budget = RECONNECT_FOR;
         let pool = self.pool.clone();
         let url = self.url.clone();
         let call = move || {

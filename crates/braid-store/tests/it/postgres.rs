@@ -149,6 +149,143 @@ fn claims_across_nodes_never_share_a_task() {
     assert_eq!(h.ready, 0);
 }
 
+/// Claims and completions in batches, from two nodes at once (they run
+/// side by side under the shared writers' lock), over a graph where many
+/// tasks unblock the same dependents: every task is done exactly once, no
+/// dependent is claimed before all its blockers are done, the events are
+/// numbered without a gap, and the maintained counts match the tasks.
+#[test]
+fn batched_claims_and_completions_from_two_nodes_keep_the_graph_exact() {
+    use braid_core::{Dep, DepKind, EventKind, NewTask, State, TaskId};
+    use braid_store::{Command, ListFilter};
+    let Some(server) = server() else { return };
+    let (_s, a, b) = two_nodes(&server, "braid_batches");
+    // 120 leaves; 12 joins, each waiting on 30 leaves (overlapping); one
+    // final task waiting on every join.
+    let leaf = |i: usize| TaskId::parse(&format!("br-leaf{i:03}")).unwrap();
+    let join = |j: usize| TaskId::parse(&format!("br-join{j:02}")).unwrap();
+    let mut adds: Vec<Command> = (0..120)
+        .map(|i| {
+            let mut t = NewTask::titled(format!("leaf {i}"));
+            t.id = Some(leaf(i));
+            Command::Add(t)
+        })
+        .collect();
+    for j in 0..12 {
+        let mut t = NewTask::titled(format!("join {j}"));
+        t.id = Some(join(j));
+        t.deps = (0..30)
+            .map(|k| Dep {
+                id: leaf((j * 10 + k) % 120),
+                kind: DepKind::Blocks,
+            })
+            .collect();
+        adds.push(Command::Add(t));
+    }
+    let mut last = NewTask::titled("last");
+    last.id = Some(TaskId::parse("br-last").unwrap());
+    last.deps = (0..12)
+        .map(|j| Dep {
+            id: join(j),
+            kind: DepKind::Blocks,
+        })
+        .collect();
+    adds.push(Command::Add(last));
+    let total = adds.len();
+    a.apply_all("t", adds).unwrap();
+
+    let nodes = [std::sync::Arc::new(a), std::sync::Arc::new(b)];
+    let done: usize = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..4)
+            .map(|w| {
+                let node = nodes[w % 2].clone();
+                scope.spawn(move || {
+                    let mut n = 0;
+                    let mut idle = 0;
+                    loop {
+                        let mut size = 7;
+                        let got = loop {
+                            let claims = (0..size)
+                                .map(|_| Command::Claim {
+                                    id: None,
+                                    assignee: format!("w{w}"),
+                                    lease_ms: 60_000,
+                                })
+                                .collect();
+                            match node.apply_all(&format!("w{w}"), claims) {
+                                Ok(got) => break got,
+                                Err(braid_store::Error::NothingReady) if size > 1 => size /= 2,
+                                Err(braid_store::Error::NothingReady) => break Vec::new(),
+                                Err(e) => panic!("{e}"),
+                            }
+                        };
+                        if got.is_empty() {
+                            // Others may still be finishing what unblocks more.
+                            if node.health().unwrap().by_state[&State::Done] as usize == total {
+                                return n;
+                            }
+                            idle += 1;
+                            assert!(idle < 20_000, "the work never finished");
+                            std::thread::yield_now();
+                            continue;
+                        }
+                        n += got.len();
+                        let finishes = got
+                            .into_iter()
+                            .map(|a| Command::Finish {
+                                id: a.task.id,
+                                token: a.lease_token.unwrap(),
+                                to: State::Done,
+                                reason: None,
+                                refund_attempt: false,
+                            })
+                            .collect();
+                        node.apply_all(&format!("w{w}"), finishes).unwrap();
+                    }
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).sum()
+    });
+    assert_eq!(done, total, "every task claimed and finished exactly once");
+
+    let events = nodes[0].events(0, 100_000).unwrap();
+    for (i, e) in events.iter().enumerate() {
+        assert_eq!(
+            e.seq,
+            events[0].seq + i as i64,
+            "event numbers without a gap"
+        );
+    }
+    let seq_of = |kind: EventKind, id: &TaskId| {
+        let found: Vec<i64> = events
+            .iter()
+            .filter(|e| e.kind == kind && e.task.as_ref() == Some(id))
+            .map(|e| e.seq)
+            .collect();
+        assert_eq!(found.len(), 1, "{id}: one {kind:?} event");
+        found[0]
+    };
+    for j in 0..12 {
+        let claimed = seq_of(EventKind::Claimed, &join(j));
+        for k in 0..30 {
+            let blocker = leaf((j * 10 + k) % 120);
+            assert!(
+                seq_of(EventKind::StateChanged, &blocker) < claimed,
+                "{} was claimed before its blocker {blocker} was done",
+                join(j)
+            );
+        }
+    }
+    let h = nodes[1].health().unwrap();
+    let tasks = nodes[1].list(&ListFilter::default()).unwrap();
+    assert_eq!(tasks.len(), total);
+    assert!(tasks.iter().all(|t| t.state == State::Done && !t.ready));
+    assert_eq!(h.by_state[&State::Done] as usize, total);
+    assert_eq!(h.ready, 0);
+    assert_eq!(h.blocked, 0);
+}
+
 #[test]
 fn a_rescue_by_another_node_counts_an_attempt_and_fences_the_old_holder() {
     use braid_core::{NewTask, State};
