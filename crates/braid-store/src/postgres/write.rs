@@ -341,7 +341,7 @@ impl<'a, 'b> PgGraph<'a, 'b> {
         // One changed row (a single command, mostly) goes in the same
         // statement as the log; many go ahead of it, outside the log lock.
         let (log, row) = match self.rows_update() {
-            Some((WRITE_ROW, row)) => (LOG_WRITE_ROW, row),
+            Some((WRITE_ROW, row)) => (log_write_row(), row),
             Some((sql, rows)) => {
                 self.tx.at_commit((sql.to_owned(), rows));
                 (LOG_WRITE, Vec::new())
@@ -399,27 +399,22 @@ const LOG_WRITE: &str = "WITH \
     SELECT last FROM r";
 
 /// [`LOG_WRITE`] and one changed row ($14 to $34: [`WRITE_ROW`]'s $1 to $21).
-const LOG_WRITE_ROW: &str = "WITH \
-    l AS MATERIALIZED (SELECT count(*) AS n FROM \
-        (SELECT pg_advisory_xact_lock($13::bigint) WHERE $12::boolean) x), \
-    r AS MATERIALIZED (SELECT CASE WHEN $11::bigint > 0 THEN \
-        setval(pg_get_serial_sequence('events', 'seq'), \
-               nextval(pg_get_serial_sequence('events', 'seq')) + $11::bigint - 1) \
-        ELSE 0 END AS last FROM l), \
-    e AS (INSERT INTO events (seq, at, actor, kind, task, payload) OVERRIDING SYSTEM VALUE \
-        SELECT r.last - $11::bigint + u.i, u.at, u.actor, u.kind, u.task, u.payload \
-        FROM r, UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[]) \
-        WITH ORDINALITY AS u(at, actor, kind, task, payload, i)), \
-    c AS (INSERT INTO counters (name, value) SELECT u.name, u.value \
-        FROM r, UNNEST($6::text[], $7::bigint[]) AS u(name, value) \
-        ON CONFLICT (name) DO UPDATE SET value = counters.value + excluded.value), \
-    w AS (INSERT INTO writes (id, at, result, last_seq) SELECT $8::text, $9::bigint, $10::text, r.last FROM r), \
-    t AS (UPDATE tasks SET title = $15, description = $16, type = $17, priority = $18, \
-        state = $19, labels = $20, assignee = $21, acceptance = $22, gates = $23, agent = $24, \
-        branch = $25, updated_at = $26, closed_at = $27, close_reason = $28, blockers = $29, \
-        held_by = $30, ready = $31, lease_token = $32, lease_expires = $33, attempt = $34 \
-        WHERE id = $14) \
-    SELECT last FROM r";
+fn log_write_row() -> &'static str {
+    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        let (ctes, last) = LOG_WRITE
+            .rsplit_once(" SELECT last FROM r")
+            .expect("LOG_WRITE ends with its answer");
+        format!(
+            "{ctes}, t AS (UPDATE tasks SET title = $15, description = $16, type = $17, \
+             priority = $18, state = $19, labels = $20, assignee = $21, acceptance = $22, \
+             gates = $23, agent = $24, branch = $25, updated_at = $26, closed_at = $27, \
+             close_reason = $28, blockers = $29, held_by = $30, ready = $31, \
+             lease_token = $32, lease_expires = $33, attempt = $34 WHERE id = $14) \
+             SELECT last FROM r{last}"
+        )
+    });
+    &SQL
+}
 
 /// One changed row.
 const WRITE_ROW: &str = "UPDATE tasks SET title = $2, description = $3, type = $4, priority = $5, \
