@@ -37,10 +37,21 @@ pub(crate) const TASK_COLS: &str = "id, title, description, type, priority, stat
 const POOL_SIZE: u32 = 8;
 
 pub struct PgStore {
-    rt: tokio::runtime::Runtime,
+    /// Runs the change feeds and the calls made from async code. (An
+    /// `Option` only so that dropping the store never blocks.)
+    rt: Option<tokio::runtime::Runtime>,
     pool: conn::Pool,
     url: String,
     config: tokio_postgres::Config,
+}
+
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        // Wherever the store is dropped, async code included.
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 /// A lost notification is covered by a ping at least this often.
@@ -71,7 +82,7 @@ impl PgStore {
             std::time::Duration::from_secs(30),
         );
         let store = PgStore {
-            rt,
+            rt: Some(rt),
             pool,
             url: redact(url),
             config,
@@ -79,22 +90,33 @@ impl PgStore {
         // A wrong address or a server that is down is reported at once
         // (the pool would keep trying): the first connection is opened
         // here, and brings the schema up to date.
-        let first = r2d2::ManageConnection::connect(&conn::Manager {
+        let manager = conn::Manager {
             config: store.config.clone(),
-        })
-        .map_err(|e| Error::Unavailable(format!("connecting to {}: {e}", store.url)))?;
+        };
+        let url = store.url.clone();
+        let first = move || {
+            let c = r2d2::ManageConnection::connect(&manager)
+                .map_err(|e| Error::Unavailable(format!("connecting to {url}: {e}")))?;
+            migrate(&Conn::new(&c))
+        };
         if tokio::runtime::Handle::try_current().is_ok() {
-            // Async code may not block its worker.
+            // Async code may not block its worker (nor start a runtime).
             let (tx, rx) = std::sync::mpsc::sync_channel(1);
-            store.rt.spawn_blocking(move || {
-                let _ = tx.send(migrate(&Conn::new(&first)));
+            store.rt().spawn_blocking(move || {
+                let _ = tx.send(first());
             });
             rx.recv()
                 .map_err(|_| Error::Backend("the migration stopped before it answered".into()))??;
         } else {
-            migrate(&Conn::new(&first))?;
+            first()?;
         }
         Ok(store)
+    }
+
+    fn rt(&self) -> &tokio::runtime::Runtime {
+        self.rt
+            .as_ref()
+            .expect("the store's runtime lives as long as the store")
     }
 
     /// Empties the work graph (tasks, dependencies, labels, counters, the
@@ -146,7 +168,7 @@ impl PgStore {
             return call();
         }
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        self.rt.spawn_blocking(move || {
+        self.rt().spawn_blocking(move || {
             let _ = tx.send(call());
         });
         rx.recv()
@@ -589,7 +611,7 @@ impl Store for PgStore {
         // write, read in pages of 1,000.
         let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Vec<ExportItem>>>(2);
         let pool = self.pool.clone();
-        self.rt.spawn_blocking(move || {
+        self.rt().spawn_blocking(move || {
             let pc = match pool.get() {
                 Ok(c) => c,
                 Err(e) => {
@@ -675,7 +697,7 @@ impl PgStore {
     fn feed(&self, only_ready: bool) -> std::sync::mpsc::Receiver<()> {
         let (tx, rx) = std::sync::mpsc::sync_channel::<()>(1);
         let config = self.config.clone();
-        self.rt.spawn(async move {
+        self.rt().spawn(async move {
             let mut backstop = tokio::time::interval(BACKSTOP);
             let mut pause = std::time::Duration::from_millis(50);
             loop {

@@ -286,6 +286,33 @@ fn batched_claims_and_completions_from_two_nodes_keep_the_graph_exact() {
     assert_eq!(h.blocked, 0);
 }
 
+/// From async code (a server's handler, say) a store is opened, used and
+/// dropped without blocking the runtime's worker or starting a runtime
+/// inside it.
+#[test]
+fn a_store_works_from_async_code() {
+    use braid_core::NewTask;
+    use braid_store::Command;
+    let Some(server) = server() else { return };
+    let schema = Schema::new(&server);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let title = rt.block_on(async {
+        let store = PgStore::open(&schema.url).unwrap();
+        let id = store
+            .apply("t", Command::Add(NewTask::titled("from async")))
+            .unwrap()
+            .task
+            .id;
+        let title = store.task(&id).unwrap().title;
+        drop(store);
+        title
+    });
+    assert_eq!(title, "from async");
+}
+
 #[test]
 fn a_rescue_by_another_node_counts_an_attempt_and_fences_the_old_holder() {
     use braid_core::{NewTask, State};
