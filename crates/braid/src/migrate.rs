@@ -169,6 +169,7 @@ pub fn run(ctx: &Ctx, a: MigrateArgs) -> Result<i32> {
         ctx.print_json(&json!({
             "from": from, "to": shown, "tasks": report.tasks, "deps": report.deps,
             "events": report.events, "verified": verified, "source": before, "target": after,
+            "gate_cache": "kept on this machine",
             "ms": started.elapsed().as_millis() as u64,
         }))?;
     } else {
@@ -185,6 +186,9 @@ pub fn run(ctx: &Ctx, a: MigrateArgs) -> Result<i32> {
                 "Verified: counts and checksums match (tasks {}, events {}).",
                 &after.tasks_checksum[..16],
                 &after.events_checksum[..16]
+            );
+            println!(
+                "The gate cache stays where it is on this machine (its index lives beside its entries) and keeps answering."
             );
             println!("Use it with --db {shown} (or BRAID_DB).");
         }

@@ -279,6 +279,48 @@ fn migrate_copies_a_sqlite_project_and_verifies_it() {
     assert_eq!(out.status.code(), Some(2));
 }
 
+/// The gate cache is this machine's: its index lives beside its entries, not
+/// in the project's database, and its keys are the gate and the content. So
+/// `braid migrate` leaves it in place, and on PostgreSQL a gate that passed
+/// on the same content before the move is still not run again.
+#[test]
+fn after_migrate_this_machines_gate_cache_still_answers() {
+    let Some(s) = Schema::new() else { return };
+    let p = crate::run::repo_project(&format!(
+        "\n[[agent]]\nname = \"fake\"\ncommand = [\"{}\"]\n\n[[gate]]\nname = \"count\"\ncommand = [\"sh\", \"-c\", \"echo ran >> ../../gate-runs\"]\n",
+        crate::run::agent("commit.sh")
+    ));
+    let a = p.add(&["x"]);
+    p.ok(&["run"]);
+    let out = p.json(&["migrate", "--to", &s.url]);
+    assert_eq!(out["verified"], true, "{out}");
+    assert_eq!(out["gate_cache"], "kept on this machine");
+    for args in [&["reopen", a.as_str()][..], &["run"]] {
+        let out = run(&p, &s, args);
+        assert!(
+            out.status.success(),
+            "braid {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let out = run(&p, &s, &["events", "--json", "--limit", "1000"]);
+    let cached: Vec<bool> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|e| e["kind"] == "gate_finished")
+        .map(|e| e["payload"]["cached"].as_bool().unwrap())
+        .collect();
+    assert_eq!(
+        cached,
+        vec![false, true],
+        "run on SQLite, then a hit on PostgreSQL"
+    );
+    let runs = std::fs::read_to_string(p.path().join(".braid/gate-runs")).unwrap();
+    assert_eq!(runs.lines().count(), 1);
+    assert_eq!(json(&p, &s, &["show", &a])["state"], "done");
+}
+
 /// The lines a running node prints, as they come.
 fn node_lines(child: &mut std::process::Child) -> std::sync::mpsc::Receiver<String> {
     use std::io::BufRead;

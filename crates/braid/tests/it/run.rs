@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::{Proj, git};
 
-fn agent(name: &str) -> String {
+pub(crate) fn agent(name: &str) -> String {
     format!(
         "{}/tests/fixtures/agents/{name}",
         env!("CARGO_MANIFEST_DIR")
@@ -16,7 +16,7 @@ fn agent(name: &str) -> String {
 
 /// A braid project inside a git repository with one commit, with `config`
 /// as its config.toml.
-fn repo_project(config: &str) -> Proj {
+pub(crate) fn repo_project(config: &str) -> Proj {
     let p = Proj::empty();
     git(p.path(), &["init", "-q", "-b", "main"]);
     git(p.path(), &["config", "user.email", "t@example.com"]);
