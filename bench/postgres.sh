@@ -11,6 +11,7 @@
 #   bench/postgres.sh            (PG=postgres://root@127.0.0.1:5432/test by default,
 #                                 N=100000 tasks, BATCH=1000, WORKERS=1 per node,
 #                                 RUNS=3 of the headline drain and of the latency run,
+#                                 READY_N=1000000 tasks for the ready query,
 #                                 PEERS_N=20000 jobs for the peers)
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -19,6 +20,7 @@ N="${N:-100000}"
 BATCH="${BATCH:-1000}"
 WORKERS="${WORKERS:-1}"
 RUNS="${RUNS:-3}"
+READY_N="${READY_N:-1000000}"
 cargo build --release -q -p braid-pgload --manifest-path "$ROOT/Cargo.toml"
 P="$ROOT/target/release/braid-pgload"
 S="braid_bench_$$"
@@ -55,6 +57,20 @@ for _ in $(seq "$RUNS"); do
   sleep 0.5
   "$P" insert "$U" 500 10
   wait $C
+done
+echo "== braid ready --limit 50 and braid health at $READY_N tasks, whole process, 20 runs after 3 warm-ups"
+cargo build --release -q -p braid --manifest-path "$ROOT/Cargo.toml"
+B="$ROOT/target/release/braid"
+psql "$PG" -qc "DROP SCHEMA IF EXISTS $S CASCADE" >/dev/null 2>&1
+psql "$PG" -qc "CREATE SCHEMA $S"
+"$P" seed "$U" "$READY_N"
+for cmd in "ready --limit 50" "health"; do
+  for _ in 1 2 3; do BRAID_DB="$U" "$B" $cmd >/dev/null; done
+  ms=$(for _ in $(seq 20); do
+    t0=$(date +%s%N); BRAID_DB="$U" "$B" $cmd >/dev/null; t1=$(date +%s%N)
+    echo $(( (t1 - t0) / 1000 ))
+  done | sort -n | awk '{v[NR]=$1} END {printf "median %.1f ms (%.1f-%.1f)", v[int((NR+1)/2)]/1000, v[1]/1000, v[NR]/1000}')
+  echo "   braid $cmd: $ms"
 done
 echo "== the peers on the same server: pg-boss and graphile-worker (npm, bench/pgpeers)"
 # (20,000 jobs each by default: pg-boss drains its batches of 100 at ~200/s.)

@@ -62,6 +62,11 @@ impl Drop for PgConn {
 }
 
 impl PgConn {
+    /// The connection failed or closed.
+    pub fn is_broken(&self) -> bool {
+        self.broken.get() || self.client.is_closed()
+    }
+
     fn rt(&self) -> &tokio::runtime::Runtime {
         self.rt.as_ref().expect("a live connection has its runtime")
     }
@@ -134,7 +139,7 @@ impl r2d2::ManageConnection for Manager {
     }
 
     fn has_broken(&self, conn: &mut PgConn) -> bool {
-        conn.broken.get() || conn.client.is_closed()
+        conn.is_broken()
     }
 }
 

@@ -41,6 +41,9 @@ pub struct PgStore {
     /// `Option` only so that dropping the store never blocks.)
     rt: Option<tokio::runtime::Runtime>,
     pool: conn::Pool,
+    /// The connection `open` made, kept for the first call that finds it
+    /// free (a short-lived command then opens one connection, not two).
+    spare: std::sync::Arc<std::sync::Mutex<Option<conn::PgConn>>>,
     url: String,
     config: tokio_postgres::Config,
 }
@@ -83,6 +86,7 @@ impl PgStore {
         );
         let store = PgStore {
             rt: Some(rt),
+            spare: Default::default(),
             pool,
             url: redact(url),
             config,
@@ -94,22 +98,24 @@ impl PgStore {
             config: store.config.clone(),
         };
         let url = store.url.clone();
-        let first = move || {
+        let first = move || -> Result<conn::PgConn> {
             let c = r2d2::ManageConnection::connect(&manager)
                 .map_err(|e| Error::Unavailable(format!("connecting to {url}: {e}")))?;
-            migrate(&Conn::new(&c))
+            migrate(&Conn::new(&c))?;
+            Ok(c)
         };
-        if tokio::runtime::Handle::try_current().is_ok() {
+        let c = if tokio::runtime::Handle::try_current().is_ok() {
             // Async code may not block its worker (nor start a runtime).
             let (tx, rx) = std::sync::mpsc::sync_channel(1);
             store.rt().spawn_blocking(move || {
                 let _ = tx.send(first());
             });
             rx.recv()
-                .map_err(|_| Error::Backend("the migration stopped before it answered".into()))??;
+                .map_err(|_| Error::Backend("the migration stopped before it answered".into()))??
         } else {
-            first()?;
-        }
+            first()?
+        };
+        *store.spare.lock().unwrap_or_else(|e| e.into_inner()) = Some(c);
         Ok(store)
     }
 
@@ -143,15 +149,26 @@ impl PgStore {
     ) -> Result<T> {
         let budget = RECONNECT_FOR;
         let pool = self.pool.clone();
+        let spare = self.spare.clone();
         let url = self.url.clone();
         let call = move || {
             let started = std::time::Instant::now();
             let mut pause = std::time::Duration::from_millis(20);
             loop {
                 let left = budget.saturating_sub(started.elapsed());
-                let result = match pool.get_timeout(left.max(std::time::Duration::from_secs(1))) {
-                    Ok(pc) => f(&Conn::new(&pc)),
-                    Err(e) => Err(Error::Unavailable(format!("connecting to {url}: {e}"))),
+                let taken = spare.lock().unwrap_or_else(|e| e.into_inner()).take();
+                let result = match taken {
+                    Some(pc) => {
+                        let r = f(&Conn::new(&pc));
+                        if !pc.is_broken() {
+                            *spare.lock().unwrap_or_else(|e| e.into_inner()) = Some(pc);
+                        }
+                        r
+                    }
+                    None => match pool.get_timeout(left.max(std::time::Duration::from_secs(1))) {
+                        Ok(pc) => f(&Conn::new(&pc)),
+                        Err(e) => Err(Error::Unavailable(format!("connecting to {url}: {e}"))),
+                    },
                 };
                 match result {
                     Err(Error::Unavailable(_)) if started.elapsed() < budget => {
