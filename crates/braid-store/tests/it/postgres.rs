@@ -200,8 +200,9 @@ fn batched_claims_and_completions_from_two_nodes_keep_the_graph_exact() {
             .map(|w| {
                 let node = nodes[w % 2].clone();
                 scope.spawn(move || {
+                    let changes = node.changes().expect("PostgreSQL has a change feed");
                     let mut n = 0;
-                    let mut idle = 0;
+                    let (mut idle, mut done) = (0, 0);
                     loop {
                         let mut size = 7;
                         let got = loop {
@@ -220,13 +221,18 @@ fn batched_claims_and_completions_from_two_nodes_keep_the_graph_exact() {
                             }
                         };
                         if got.is_empty() {
-                            // Others may still be finishing what unblocks more.
-                            if node.health().unwrap().by_state[&State::Done] as usize == total {
+                            // Others may still be finishing what unblocks
+                            // more: wait for their next write.
+                            let now_done = node.health().unwrap().by_state[&State::Done] as usize;
+                            if now_done == total {
                                 return n;
                             }
-                            idle += 1;
-                            assert!(idle < 20_000, "the work never finished");
-                            std::thread::yield_now();
+                            // Wake-ups with no task finished anywhere (the
+                            // backstop pings every second).
+                            idle = if now_done > done { 0 } else { idle + 1 };
+                            done = now_done;
+                            assert!(idle < 50, "the work never finished");
+                            let _ = changes.recv_timeout(std::time::Duration::from_secs(5));
                             continue;
                         }
                         n += got.len();
