@@ -179,10 +179,16 @@ impl PgStore {
                 }
             }
         };
-        // A plain thread makes the call itself; async code may not block
-        // its worker, so its calls go to the store runtime's blocking pool.
-        if tokio::runtime::Handle::try_current().is_err() {
-            return call();
+        // A plain thread makes the call itself. Async code may not block its
+        // worker unannounced: on a multi-threaded runtime the call says so
+        // (the worker's other tasks move to another thread meanwhile); on a
+        // single-threaded one it goes to the store runtime's blocking pool.
+        match tokio::runtime::Handle::try_current() {
+            Err(_) => return call(),
+            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                return tokio::task::block_in_place(call);
+            }
+            Ok(_) => {}
         }
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         self.rt().spawn_blocking(move || {

@@ -292,31 +292,49 @@ fn batched_claims_and_completions_from_two_nodes_keep_the_graph_exact() {
     assert_eq!(h.blocked, 0);
 }
 
-/// From async code (a server's handler, say) a store is opened, used and
-/// dropped without blocking the runtime's worker or starting a runtime
-/// inside it.
+/// From async code (a server's handler, say), on either kind of runtime, a
+/// store is opened, used and dropped (no runtime is started inside a
+/// runtime's worker), and the runtime's other tasks run to their end.
 #[test]
 fn a_store_works_from_async_code() {
     use braid_core::NewTask;
     use braid_store::Command;
     let Some(server) = server() else { return };
     let schema = Schema::new(&server);
-    let rt = tokio::runtime::Builder::new_current_thread()
+    let single = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    let title = rt.block_on(async {
-        let store = PgStore::open(&schema.url).unwrap();
-        let id = store
-            .apply("t", Command::Add(NewTask::titled("from async")))
-            .unwrap()
-            .task
-            .id;
-        let title = store.task(&id).unwrap().title;
-        drop(store);
-        title
-    });
-    assert_eq!(title, "from async");
+    let multi = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    for rt in [single, multi] {
+        let (title, ticks) = rt.block_on(async {
+            let store = std::sync::Arc::new(PgStore::open(&schema.url).unwrap());
+            let s = store.clone();
+            let call = tokio::spawn(async move {
+                s.apply("t", Command::Add(NewTask::titled("from async")))
+                    .unwrap()
+            });
+            // Another task on the same runtime.
+            let ticker = tokio::spawn(async {
+                let mut n = 0;
+                for _ in 0..3 {
+                    tokio::task::yield_now().await;
+                    n += 1;
+                }
+                n
+            });
+            let id = call.await.unwrap().task.id;
+            let title = store.task(&id).unwrap().title;
+            let ticks = ticker.await.unwrap();
+            drop(store);
+            (title, ticks)
+        });
+        assert_eq!((title.as_str(), ticks), ("from async", 3));
+    }
 }
 
 #[test]
