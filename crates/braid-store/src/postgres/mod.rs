@@ -1,7 +1,7 @@
 //! The PostgreSQL backend: several braid processes, on several machines,
 //! share one database. tokio-postgres connections in an r2d2 pool, each
-//! driven by the thread that uses it (a call from async code moves to the
-//! store runtime's blocking pool first). Writes that may change the graph's
+//! driven by the thread that uses it (see `PgStore::blocking` for calls
+//! from async code). Writes that may change the graph's
 //! shape take the writers' advisory lock and apply one at a time across
 //! nodes, as SQLite's `BEGIN IMMEDIATE` does on one machine; claims and the
 //! ends of claims take it shared and run side by side under row locks (see
@@ -104,17 +104,7 @@ impl PgStore {
             migrate(&Conn::new(&c))?;
             Ok(c)
         };
-        let c = if tokio::runtime::Handle::try_current().is_ok() {
-            // Async code may not block its worker (nor start a runtime).
-            let (tx, rx) = std::sync::mpsc::sync_channel(1);
-            store.rt().spawn_blocking(move || {
-                let _ = tx.send(first());
-            });
-            rx.recv()
-                .map_err(|_| Error::Backend("the migration stopped before it answered".into()))??
-        } else {
-            first()?
-        };
+        let c = store.blocking(first)??;
         *store.spare.lock().unwrap_or_else(|e| e.into_inner()) = Some(c);
         Ok(store)
     }
@@ -135,8 +125,8 @@ impl PgStore {
         })
     }
 
-    /// Runs `f` with a pooled connection and waits for its answer (on this
-    /// thread; from async code, on the store runtime's blocking pool). When
+    /// Runs `f` with a pooled connection and waits for its answer (see
+    /// [`PgStore::blocking`]). When
     /// the database is unreachable or drops the connection (or a deadlock
     /// rolls the transaction back), `f` runs again on a new connection,
     /// with backoff, for up to [`RECONNECT_FOR`]: a transaction that failed
@@ -147,7 +137,6 @@ impl PgStore {
         &self,
         f: impl Fn(&Conn<'_>) -> Result<T> + Send + 'static,
     ) -> Result<T> {
-        let budget = RECONNECT_FOR;
         let pool = self.pool.clone();
         let spare = self.spare.clone();
         let url = self.url.clone();
@@ -155,7 +144,7 @@ impl PgStore {
             let started = std::time::Instant::now();
             let mut pause = std::time::Duration::from_millis(20);
             loop {
-                let left = budget.saturating_sub(started.elapsed());
+                let left = RECONNECT_FOR.saturating_sub(started.elapsed());
                 let taken = spare.lock().unwrap_or_else(|e| e.into_inner()).take();
                 let result = match taken {
                     Some(pc) => {
@@ -171,7 +160,7 @@ impl PgStore {
                     },
                 };
                 match result {
-                    Err(Error::Unavailable(_)) if started.elapsed() < budget => {
+                    Err(Error::Unavailable(_)) if started.elapsed() < RECONNECT_FOR => {
                         std::thread::sleep(pause);
                         pause = (pause * 2).min(std::time::Duration::from_secs(1));
                     }
@@ -179,14 +168,20 @@ impl PgStore {
                 }
             }
         };
-        // A plain thread makes the call itself. Async code may not block its
-        // worker unannounced: on a multi-threaded runtime the call says so
-        // (the worker's other tasks move to another thread meanwhile); on a
-        // single-threaded one it goes to the store runtime's blocking pool.
+        self.blocking(call)?
+    }
+
+    /// Runs `call`, which blocks on the database, where that is allowed: a
+    /// plain thread runs it itself; async code may not block its worker
+    /// unannounced, so on a multi-threaded runtime the call says so (the
+    /// worker's other tasks move to another thread meanwhile), and from a
+    /// single-threaded one it goes to the store runtime's blocking pool
+    /// (a connection's own runtime cannot start inside another's worker).
+    fn blocking<T: Send + 'static>(&self, call: impl FnOnce() -> T + Send + 'static) -> Result<T> {
         match tokio::runtime::Handle::try_current() {
-            Err(_) => return call(),
+            Err(_) => return Ok(call()),
             Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-                return tokio::task::block_in_place(call);
+                return Ok(tokio::task::block_in_place(call));
             }
             Ok(_) => {}
         }
@@ -195,7 +190,7 @@ impl PgStore {
             let _ = tx.send(call());
         });
         rx.recv()
-            .map_err(|_| Error::Backend("the database call stopped before it answered".into()))?
+            .map_err(|_| Error::Backend("the database call stopped before it answered".into()))
     }
 }
 

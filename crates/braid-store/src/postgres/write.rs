@@ -1,16 +1,17 @@
 //! The single write path on PostgreSQL: each batch of commands runs in one
-//! transaction that first takes the writers' advisory lock; the logic of
-//! each command is [`crate::apply`]'s, over the rows here.
+//! transaction that first takes the writers' advisory lock (shared for
+//! claims and the ends of claims, see [`Writers`]); the logic of each
+//! command is [`crate::apply`]'s, over the rows here.
 //!
 //! A batch costs a handful of round trips whatever its size. The rows the
 //! commands name (and the tasks that depend on them) are read in one go
 //! before the first command; a run of claims of "the next ready task" takes
 //! its heads with one locking query; every change is made to the rows in
-//! memory and written back at the end, with one statement for the rows, one
-//! for the events and one for the counters, sent together. Statements that
-//! other reads depend on (new rows, edges, parents, labels) go out at once,
-//! so a query by anything but a row's id always sees this transaction's
-//! changes.
+//! memory and written back at the end: one statement for the rows, then one
+//! for the events, counters and the write's record, sent with the COMMIT.
+//! Statements that other reads depend on (new rows, edges, parents, labels)
+//! go out at once, so a query by anything but a row's id always sees this
+//! transaction's changes.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -82,6 +83,28 @@ fn row_select_of(alias: &str) -> String {
     )
 }
 
+/// A query reading whole rows (`{row}` in the text: [`row_select`]), built
+/// once, in the form for `$self`: as is, or, for a shared writer, locking
+/// every row it reads, in id order.
+macro_rules! reading {
+    ($self:ident, $fmt:literal) => {{
+        static SQL: std::sync::LazyLock<[String; 2]> = std::sync::LazyLock::new(|| {
+            let plain = format!($fmt, row = row_select());
+            let locking = format!("{plain} ORDER BY t.id FOR UPDATE OF t");
+            [plain, locking]
+        });
+        SQL[usize::from($self.shared)].as_str()
+    }};
+}
+
+/// The ids of `ids` not yet keys of `held`.
+fn absent<'i, V>(held: &HashMap<TaskId, V>, ids: &[&'i TaskId]) -> Vec<&'i str> {
+    ids.iter()
+        .filter(|id| !held.contains_key(**id))
+        .map(|id| id.as_str())
+        .collect()
+}
+
 fn read_row(r: &tokio_postgres::Row) -> Result<Row> {
     let mut task = row_to_task(r)?;
     let to: Vec<String> = r.get(23);
@@ -145,15 +168,6 @@ impl<'a, 'b> PgGraph<'a, 'b> {
         }
     }
 
-    /// What a query reading rows to change adds in shared mode.
-    fn locking(&self) -> &'static str {
-        if self.shared {
-            " ORDER BY t.id FOR UPDATE OF t"
-        } else {
-            ""
-        }
-    }
-
     /// Keeps rows read from the database, never replacing one already held
     /// (that copy may have changes not yet written).
     fn keep(&mut self, rows: Vec<tokio_postgres::Row>) -> Result<Vec<TaskId>> {
@@ -169,41 +183,28 @@ impl<'a, 'b> PgGraph<'a, 'b> {
 
     /// Reads the rows of `ids` not yet held, in one query.
     fn fetch(&mut self, ids: &[&TaskId]) -> Result<()> {
-        let missing: Vec<&str> = ids
-            .iter()
-            .filter(|id| !self.rows.contains_key(**id))
-            .map(|id| id.as_str())
-            .collect();
+        let missing = absent(&self.rows, ids);
         if missing.is_empty() {
             return Ok(());
         }
-        let sql = format!(
-            "SELECT {} FROM tasks t WHERE t.id = ANY($1){}",
-            row_select(),
-            self.locking()
-        );
-        let rows = self.tx.query(&sql, &[&missing])?;
+        let sql = reading!(self, "SELECT {row} FROM tasks t WHERE t.id = ANY($1)");
+        let rows = self.tx.query(sql, &[&missing])?;
         self.keep(rows)?;
         Ok(())
     }
 
     /// Reads the `blocks` dependents of `ids` (and their rows) in one query.
     fn fetch_dependents(&mut self, ids: &[&TaskId]) -> Result<()> {
-        let missing: Vec<&str> = ids
-            .iter()
-            .filter(|id| !self.dependents.contains_key(**id))
-            .map(|id| id.as_str())
-            .collect();
+        let missing = absent(&self.dependents, ids);
         if missing.is_empty() {
             return Ok(());
         }
-        let sql = format!(
-            "SELECT {}, d.to_id FROM deps d JOIN tasks t ON t.id = d.from_id \
-             WHERE d.to_id = ANY($1) AND d.kind = 'blocks'{}",
-            row_select(),
-            self.locking()
+        let sql = reading!(
+            self,
+            "SELECT {row}, d.to_id FROM deps d JOIN tasks t ON t.id = d.from_id \
+             WHERE d.to_id = ANY($1) AND d.kind = 'blocks'"
         );
-        let rows = self.tx.query(&sql, &[&missing])?;
+        let rows = self.tx.query(sql, &[&missing])?;
         for id in &missing {
             self.dependents
                 .insert(TaskId::trusted((*id).to_owned()), Vec::new());
@@ -268,9 +269,10 @@ impl<'a, 'b> PgGraph<'a, 'b> {
         Ok(())
     }
 
-    /// The statement writing every changed row back, with its parameters,
-    /// or `None` when no row changed. Marks the rows written.
-    fn rows_update(&mut self) -> Option<(&'static str, Vec<Box<dyn ToSql + Sync + Send>>)> {
+    /// The parameters writing every changed row back (the id, then
+    /// [`WRITTEN`]), and whether there is one row (plain values) or several
+    /// (arrays); `None` when no row changed. Marks the rows written.
+    fn rows_update(&mut self) -> Option<(bool, Vec<Box<dyn ToSql + Sync + Send>>)> {
         let rows: Vec<&Row> = self.rows.values().filter(|r| r.dirty).collect();
         if rows.is_empty() {
             return None;
@@ -315,14 +317,14 @@ impl<'a, 'b> PgGraph<'a, 'b> {
         for r in self.rows.values_mut() {
             r.dirty = false;
         }
-        Some((if one { WRITE_ROW } else { WRITE_ROWS }, params))
+        Some((one, params))
     }
 
     /// Writes every changed row back, in one statement.
     fn write_rows(&mut self) -> Result<()> {
-        if let Some((sql, params)) = self.rows_update() {
+        if let Some((one, params)) = self.rows_update() {
             let refs: Vec<Param<'_>> = params.iter().map(|b| b.as_ref() as Param<'_>).collect();
-            self.tx.execute(sql, &refs)?;
+            self.tx.execute(write_rows_sql(one), &refs)?;
         }
         Ok(())
     }
@@ -341,9 +343,9 @@ impl<'a, 'b> PgGraph<'a, 'b> {
         // One changed row (a single command, mostly) goes in the same
         // statement as the log; many go ahead of it, outside the log lock.
         let (log, row) = match self.rows_update() {
-            Some((WRITE_ROW, row)) => (log_write_row(), row),
-            Some((sql, rows)) => {
-                self.tx.at_commit((sql.to_owned(), rows));
+            Some((true, row)) => (log_write_row(), row),
+            Some((false, rows)) => {
+                self.tx.at_commit((write_rows_sql(false).to_owned(), rows));
                 (LOG_WRITE, Vec::new())
             }
             None => (LOG_WRITE, Vec::new()),
@@ -398,47 +400,82 @@ const LOG_WRITE: &str = "WITH \
     w AS (INSERT INTO writes (id, at, result, last_seq) SELECT $8::text, $9::bigint, $10::text, r.last FROM r) \
     SELECT last FROM r";
 
-/// [`LOG_WRITE`] and one changed row ($14 to $34: [`WRITE_ROW`]'s $1 to $21).
+/// [`LOG_WRITE`] and one changed row (its id $14, [`WRITTEN`] from $15).
 fn log_write_row() -> &'static str {
     static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
         let (ctes, last) = LOG_WRITE
             .rsplit_once(" SELECT last FROM r")
             .expect("LOG_WRITE ends with its answer");
         format!(
-            "{ctes}, t AS (UPDATE tasks SET title = $15, description = $16, type = $17, \
-             priority = $18, state = $19, labels = $20, assignee = $21, acceptance = $22, \
-             gates = $23, agent = $24, branch = $25, updated_at = $26, closed_at = $27, \
-             close_reason = $28, blockers = $29, held_by = $30, ready = $31, \
-             lease_token = $32, lease_expires = $33, attempt = $34 WHERE id = $14) \
-             SELECT last FROM r{last}"
+            "{ctes}, t AS (UPDATE tasks SET {} WHERE id = $14) SELECT last FROM r{last}",
+            assignments(14)
         )
     });
     &SQL
 }
 
-/// One changed row.
-const WRITE_ROW: &str = "UPDATE tasks SET title = $2, description = $3, type = $4, priority = $5, \
-    state = $6, labels = $7, assignee = $8, acceptance = $9, gates = $10, agent = $11, \
-    branch = $12, updated_at = $13, closed_at = $14, close_reason = $15, blockers = $16, \
-    held_by = $17, ready = $18, lease_token = $19, lease_expires = $20, attempt = $21 \
-    WHERE id = $1";
+/// The columns a row's write-back sets, with their types, in the order of
+/// [`PgGraph::rows_update`]'s parameters after the id: all but `id`,
+/// `parent` and `created_at`, which a row's changes never touch here or
+/// write at once.
+const WRITTEN: [(&str, &str); 20] = [
+    ("title", "text"),
+    ("description", "text"),
+    ("type", "text"),
+    ("priority", "bigint"),
+    ("state", "text"),
+    ("labels", "text"),
+    ("assignee", "text"),
+    ("acceptance", "text"),
+    ("gates", "text"),
+    ("agent", "text"),
+    ("branch", "text"),
+    ("updated_at", "bigint"),
+    ("closed_at", "bigint"),
+    ("close_reason", "text"),
+    ("blockers", "bigint"),
+    ("held_by", "bigint"),
+    ("ready", "bigint"),
+    ("lease_token", "text"),
+    ("lease_expires", "bigint"),
+    ("attempt", "bigint"),
+];
 
-/// Every changed row in one statement (all columns but `id`, `parent`,
-/// `created_at`, which a row's changes never touch here or write at once).
-const WRITE_ROWS: &str = "UPDATE tasks t SET title = v.title, description = v.description, \
-    type = v.type, priority = v.priority, state = v.state, labels = v.labels, \
-    assignee = v.assignee, acceptance = v.acceptance, gates = v.gates, agent = v.agent, \
-    branch = v.branch, updated_at = v.updated_at, closed_at = v.closed_at, \
-    close_reason = v.close_reason, blockers = v.blockers, held_by = v.held_by, \
-    ready = v.ready, lease_token = v.lease_token, lease_expires = v.lease_expires, \
-    attempt = v.attempt \
-    FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[], \
-    $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::bigint[], \
-    $14::bigint[], $15::text[], $16::bigint[], $17::bigint[], $18::bigint[], $19::text[], \
-    $20::bigint[], $21::bigint[]) AS v(id, title, description, type, priority, state, labels, \
-    assignee, acceptance, gates, agent, branch, updated_at, closed_at, close_reason, blockers, \
-    held_by, ready, lease_token, lease_expires, attempt) \
-    WHERE t.id = v.id";
+/// `title = $N+1, description = $N+2, …` for a row whose id is `$N`.
+fn assignments(id_param: usize) -> String {
+    WRITTEN
+        .iter()
+        .enumerate()
+        .map(|(i, (col, _))| format!("{col} = ${}", id_param + 1 + i))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The write-back of one changed row (plain values), or of several (one
+/// array per column, joined by id).
+fn write_rows_sql(one: bool) -> &'static str {
+    static SQL: std::sync::LazyLock<[String; 2]> = std::sync::LazyLock::new(|| {
+        let one = format!("UPDATE tasks SET {} WHERE id = $1", assignments(1));
+        let sets: Vec<String> = WRITTEN
+            .iter()
+            .map(|(col, _)| format!("{col} = v.{col}"))
+            .collect();
+        let arrays: Vec<String> = WRITTEN
+            .iter()
+            .enumerate()
+            .map(|(i, (_, ty))| format!("${}::{ty}[]", i + 2))
+            .collect();
+        let names: Vec<&str> = WRITTEN.iter().map(|(col, _)| *col).collect();
+        let many = format!(
+            "UPDATE tasks t SET {} FROM UNNEST($1::text[], {}) AS v(id, {}) WHERE t.id = v.id",
+            sets.join(", "),
+            arrays.join(", "),
+            names.join(", ")
+        );
+        [many, one]
+    });
+    SQL[usize::from(one)].as_str()
+}
 
 impl GraphTx for PgGraph<'_, '_> {
     type Error = Error;
@@ -482,12 +519,8 @@ impl GraphTx for PgGraph<'_, '_> {
 
     fn children(&mut self, id: &TaskId) -> Result<Vec<TaskId>> {
         // The whole rows: the caller reads each child next.
-        let sql = format!(
-            "SELECT {} FROM tasks t WHERE t.parent = $1{}",
-            row_select(),
-            self.locking()
-        );
-        let rows = self.tx.query(&sql, &[&id.as_str()])?;
+        let sql = reading!(self, "SELECT {row} FROM tasks t WHERE t.parent = $1");
+        let rows = self.tx.query(sql, &[&id.as_str()])?;
         self.keep(rows)
     }
 
@@ -973,14 +1006,16 @@ impl WriteTx for PgGraph<'_, '_> {
         // at once.
         let want = self.want.max(1) as i64;
         self.want = 0;
-        let sql = format!(
-            "WITH next AS (SELECT id FROM tasks WHERE ready = 1 \
-             ORDER BY priority, created_at, ord LIMIT $1 FOR UPDATE SKIP LOCKED) \
-             SELECT {} FROM tasks t WHERE t.id IN (SELECT id FROM next) \
-             ORDER BY t.priority, t.created_at, t.ord",
-            row_select()
-        );
-        let rows = self.tx.query(&sql, &[&want])?;
+        static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+            format!(
+                "WITH next AS (SELECT id FROM tasks WHERE ready = 1 \
+                 ORDER BY priority, created_at, ord LIMIT $1 FOR UPDATE SKIP LOCKED) \
+                 SELECT {} FROM tasks t WHERE t.id IN (SELECT id FROM next) \
+                 ORDER BY t.priority, t.created_at, t.ord",
+                row_select()
+            )
+        });
+        let rows = self.tx.query(&SQL, &[&want])?;
         let ids = self.keep(rows)?;
         self.queue.extend(ids);
         Ok(self.queue.pop_front())
