@@ -60,7 +60,7 @@ fn main() {
     match arg(1).as_str() {
         "seed" => {
             let n: usize = arg(3).parse().expect("N");
-            let now = braid_store::sqlite::now_ms();
+            let now = braid_core::clock::now_ms();
             let batch = ImportBatch {
                 tasks: (0..n).map(|i| task(i, now)).collect(),
                 events: Vec::new(),

@@ -93,3 +93,21 @@ pub fn format_cycle(cycle: &[TaskId]) -> String {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// An error with its causes, `what: why: why`, for a log line or a message
+/// that shows the whole story (errors keep their cause as `source`, and
+/// their own text names only what was being done).
+pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let text = c.to_string();
+        // A wrapper that repeats its cause's text adds nothing.
+        if !out.ends_with(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cur = c.source();
+    }
+    out
+}

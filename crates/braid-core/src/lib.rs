@@ -4,6 +4,7 @@
 //! exhaustively. Storage backends drive [`graph`]'s algorithms through the
 //! [`graph::GraphTx`] trait.
 
+pub mod clock;
 pub mod error;
 pub mod event;
 pub mod graph;
@@ -14,6 +15,7 @@ pub mod merge;
 pub mod model;
 pub mod state;
 
+pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
 pub use error::{Error, ErrorKind, Result};
 pub use event::{Event, EventKind};
 pub use graph::{GraphTx, Node};

@@ -129,7 +129,7 @@ impl Cache {
     /// A passing result for `key`, if one is cached and readable.
     pub fn lookup(&self, key: &str) -> Option<CachedResult> {
         let entry = self.index.touch(&self.ns, key).ok()??;
-        let cutoff = braid_store::sqlite::now_ms() - self.ttl.as_millis() as i64;
+        let cutoff = braid_core::clock::now_ms() - self.ttl.as_millis() as i64;
         if entry.created < cutoff {
             return None;
         }

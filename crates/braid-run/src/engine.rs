@@ -340,7 +340,7 @@ impl<'a> Engine<'a> {
     }
 
     fn run_loop(&mut self) -> Result<Report, braid_store::Error> {
-        let _watcher = self.watch_store();
+        self.watch_store()?;
         self.watch_signals();
         self.rescue_expired()?;
         loop {
@@ -378,45 +378,14 @@ impl<'a> Engine<'a> {
         Ok(self.report.clone())
     }
 
-    fn watch_store(&self) -> Option<notify::RecommendedWatcher> {
-        use notify::Watcher;
+    /// Wakes the loop on every committed write (any process, any node).
+    fn watch_store(&self) -> Result<(), braid_store::Error> {
         let tx = self.tx.clone();
-        // A store with a feed of its own (PostgreSQL: LISTEN/NOTIFY across
-        // nodes) wakes the loop through it.
-        if let Some(changes) = self.store.changes() {
-            std::thread::Builder::new()
-                .name("braid-changes".into())
-                .spawn(move || {
-                    while changes.recv().is_ok() {
-                        if tx.send(Msg::StoreChanged).is_err() {
-                            return;
-                        }
-                    }
-                })
-                .ok()?;
-            return None;
-        }
-        // Every braid write bumps this file's mtime after it commits.
-        let marker = braid_store::sqlite::change_marker(&self.paths.db);
-        let name = marker.file_name()?.to_owned();
-        let mut w = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-            if let Ok(ev) = res {
-                let hit = matches!(
-                    ev.kind,
-                    notify::EventKind::Modify(_) | notify::EventKind::Create(_)
-                ) && ev
-                    .paths
-                    .iter()
-                    .any(|p| p.file_name() == Some(name.as_os_str()));
-                if hit {
-                    let _ = tx.send(Msg::StoreChanged);
-                }
-            }
-        })
-        .ok()?;
-        w.watch(self.paths.db.parent()?, notify::RecursiveMode::NonRecursive)
-            .ok()?;
-        Some(w)
+        let changes = self.store.changes()?;
+        changes
+            .forward("braid-changes", move || tx.send(Msg::StoreChanged).is_ok())
+            .map_err(|e| braid_store::Error::backend_from("starting the change feed", e))?;
+        Ok(())
     }
 
     fn watch_signals(&self) {
@@ -439,9 +408,7 @@ impl<'a> Engine<'a> {
     /// matching token is rescued, so a claim renewed meanwhile is left alone.
     fn rescue_expired(&mut self) -> Result<(), braid_store::Error> {
         loop {
-            let expired = self
-                .store
-                .expired_leases(braid_store::sqlite::now_ms(), 100)?;
+            let expired = self.store.expired_leases(self.store.now_ms(), 100)?;
             if expired.is_empty() {
                 return Ok(());
             }
@@ -966,7 +933,7 @@ impl<'a> Engine<'a> {
                     let result = crate::cache::CachedResult {
                         gate: name.clone(),
                         duration_ms,
-                        at: braid_store::sqlite::now_ms(),
+                        at: self.store.now_ms(),
                         tail: supervise::tail_since(&p.log, p.log_start, 1024),
                     };
                     let _ = cache.store(k, &result);
@@ -1178,7 +1145,7 @@ impl<'a> Engine<'a> {
             at(t);
         }
         if let Some(ms) = self.lease_timer {
-            let wait = (ms - braid_store::sqlite::now_ms()).max(0) as u64 + 5;
+            let wait = (ms - self.store.now_ms()).max(0) as u64 + 5;
             at(now + Duration::from_millis(wait));
         }
         d
@@ -1244,10 +1211,7 @@ impl<'a> Engine<'a> {
         if self.telemetry.deadline().is_some_and(|t| t <= now) {
             self.telemetry.flush();
         }
-        if self
-            .lease_timer
-            .is_some_and(|ms| ms < braid_store::sqlite::now_ms())
-        {
+        if self.lease_timer.is_some_and(|ms| ms < self.store.now_ms()) {
             self.lease_timer = None;
             self.rescue_expired()?;
         }

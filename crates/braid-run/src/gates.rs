@@ -106,7 +106,7 @@ pub fn run_gates(
                 let log = log_dir.join(format!("gate-{}.log", g.name));
                 if passed && let (Some(c), Some(content)) = (cache.as_deref_mut(), &content) {
                     let tail = supervise::tail(&log, 1024);
-                    let at = braid_store::sqlite::now_ms();
+                    let at = braid_core::clock::now_ms();
                     let _ = c.store(
                         &gate_key(g, content),
                         &CachedResult {

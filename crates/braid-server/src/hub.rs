@@ -127,12 +127,17 @@ impl Rooms {
 }
 
 impl Hub {
-    /// Starts the hub's pump on the current runtime. Events appended after
-    /// `last_seq()` at this moment are fanned out as `wake` is called.
+    /// Starts the hub's pump. Events appended after `last_seq()` at this
+    /// moment are fanned out as they commit: the store's change feed wakes
+    /// the hub for writes of any process (and, on PostgreSQL, any node),
+    /// and [`Hub::wake`] for this process's own.
     pub fn start(
         store: Arc<dyn Store>,
         config: StreamConfig,
     ) -> Result<Arc<Hub>, braid_store::Error> {
+        // The feed starts before the head is read: nothing committed in
+        // between is missed.
+        let changes = store.changes()?;
         let head = store.last_seq()?;
         let (tx, _) = broadcast::channel(config.send_queue.max(1));
         let (wake, wakes) = std::sync::mpsc::sync_channel(1);
@@ -148,7 +153,17 @@ impl Hub {
         std::thread::Builder::new()
             .name("braid-hub".into())
             .spawn(move || pump(h, wakes))
-            .map_err(|e| braid_store::Error::Backend(format!("starting the event hub: {e}")))?;
+            .map_err(|e| braid_store::Error::backend_from("starting the event hub", e))?;
+        let weak = Arc::downgrade(&hub);
+        changes
+            .forward("braid-hub-feed", move || match weak.upgrade() {
+                Some(h) => {
+                    h.wake();
+                    true
+                }
+                None => false,
+            })
+            .map_err(|e| braid_store::Error::backend_from("starting the change feed", e))?;
         Ok(hub)
     }
 
@@ -157,40 +172,6 @@ impl Hub {
     pub fn wake(&self) {
         // A full slot already holds a wake-up.
         let _ = self.wake.try_send(());
-    }
-
-    /// Wakes the hub whenever the file `marker` changes: the store touches
-    /// it after every commit, in any process, so writes by the CLI and the
-    /// engine reach the streams without polling. Watches the marker's folder
-    /// (the file may be replaced); keep the returned watcher alive.
-    pub fn watch_marker(
-        self: &Arc<Self>,
-        marker: &std::path::Path,
-    ) -> notify::Result<notify::RecommendedWatcher> {
-        use notify::Watcher;
-        let dir = marker
-            .parent()
-            .map(std::path::Path::to_path_buf)
-            .unwrap_or_else(|| ".".into());
-        let name = marker.file_name().map(|n| n.to_owned()).unwrap_or_default();
-        let hub = Arc::downgrade(self);
-        let mut w = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
-            if let Ok(ev) = ev
-                && matches!(
-                    ev.kind,
-                    notify::EventKind::Create(_) | notify::EventKind::Modify(_)
-                )
-                && ev
-                    .paths
-                    .iter()
-                    .any(|p| p.file_name() == Some(name.as_os_str()))
-                && let Some(h) = hub.upgrade()
-            {
-                h.wake();
-            }
-        })?;
-        w.watch(&dir, notify::RecursiveMode::NonRecursive)?;
-        Ok(w)
     }
 
     /// The highest seq fanned out so far.
@@ -226,7 +207,7 @@ impl Hub {
         let store = self.store.clone();
         let head = tokio::task::spawn_blocking(move || store.last_seq())
             .await
-            .map_err(|e| braid_store::Error::Backend(e.to_string()))??;
+            .map_err(|e| braid_store::Error::backend_from("reading the log's head", e))??;
         let (recovered, last) = match after {
             None => (true, head),
             Some(a) if a >= 0 && a <= head && head - a <= self.config.resume_window => (true, a),

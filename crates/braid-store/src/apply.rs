@@ -8,6 +8,7 @@ use braid_core::graph::{self, GraphTx, Node};
 use braid_core::{EventKind, HealthDelta, NewTask, State, Task, TaskId, TaskType};
 use serde_json::{Value, json};
 
+use crate::json::json_strings;
 use crate::{Applied, Command, Error, Result};
 
 /// A value for one column of a task row.
@@ -109,10 +110,6 @@ pub(crate) fn new_lease_token() -> String {
     TaskId::random(24).as_str()[3..].to_owned()
 }
 
-pub(crate) fn json_strings(v: &[String]) -> String {
-    serde_json::to_string(v).expect("strings serialize")
-}
-
 /// Checks that `token` holds the current lease on an in-progress task;
 /// returns the lease's expiry.
 fn check_lease<T: WriteTx>(tx: &mut T, id: &TaskId, token: &str) -> Result<i64> {
@@ -142,9 +139,14 @@ fn record_state<T: WriteTx>(
     tx.state_columns(id, now, closed_at, close_reason, drop_lease)
 }
 
-/// Applies one command inside the backend's open write transaction.
-pub(crate) fn apply_one<T: WriteTx>(tx: &mut T, actor: &str, cmd: Command) -> Result<Applied> {
-    let now = crate::sqlite::now_ms();
+/// Applies one command inside the backend's open write transaction, at
+/// `now` (ms since the epoch, from the store's clock).
+pub(crate) fn apply_one<T: WriteTx>(
+    tx: &mut T,
+    actor: &str,
+    now: i64,
+    cmd: Command,
+) -> Result<Applied> {
     let mut delta = HealthDelta::default();
     let mut events = Vec::new();
     let mut lease_token = None;

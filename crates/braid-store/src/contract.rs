@@ -2,12 +2,16 @@
 //! trait alone. Each backend's tests call [`run_all`] with a factory that
 //! returns a fresh, empty store.
 
-use braid_core::{Dep, DepKind, NewTask, State, TaskId, TaskPatch, TaskType};
+use std::sync::Arc;
+
+use braid_core::{
+    Clock, Dep, DepKind, ManualClock, NewTask, SharedClock, State, TaskId, TaskPatch, TaskType,
+};
 
 use crate::{Command, Error, ImportBatch, ImportOptions, ListFilter, Store};
 
 /// Every contract check, by name, so a failure says which.
-pub const CHECKS: &[(&str, fn(&dyn Store))] = &[
+pub const CHECKS: &[(&str, fn(&dyn Store, &ManualClock))] = &[
     ("add_and_show", add_and_show),
     ("ready_order_and_blocking", ready_order_and_blocking),
     ("epic_blocks_subtree", epic_blocks_subtree),
@@ -41,14 +45,26 @@ pub const CHECKS: &[(&str, fn(&dyn Store))] = &[
         "every_change_a_reader_can_see_appends_an_event",
         every_change_a_reader_can_see_appends_an_event,
     ),
+    ("ids_with_prefix_is_a_range", ids_with_prefix_is_a_range),
+    (
+        "the_change_feed_pings_after_a_write",
+        the_change_feed_pings_after_a_write,
+    ),
+    (
+        "rows_and_events_carry_the_clocks_time",
+        rows_and_events_carry_the_clocks_time,
+    ),
 ];
 
-/// Runs every check, each on a fresh store from `fresh`.
-pub fn run_all(fresh: &mut dyn FnMut() -> Box<dyn Store>) {
+/// Runs every check, each on a fresh store from `fresh`, which must stamp
+/// rows and events with the clock it is given (the checks set the time).
+pub fn run_all(fresh: &mut dyn FnMut(SharedClock) -> Box<dyn Store>) {
     for (name, check) in CHECKS {
-        let store = fresh();
-        let result =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(store.as_ref())));
+        let clock = ManualClock::at(1_700_000_000_000);
+        let store = fresh(Arc::new(clock.clone()));
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            check(store.as_ref(), &clock)
+        }));
         if let Err(e) = result {
             eprintln!("contract check `{name}` failed");
             std::panic::resume_unwind(e);
@@ -107,7 +123,7 @@ fn ready_ids(s: &dyn Store) -> Vec<TaskId> {
     s.ready(1000).unwrap().into_iter().map(|t| t.id).collect()
 }
 
-fn add_and_show(s: &dyn Store) {
+fn add_and_show(s: &dyn Store, _clock: &ManualClock) {
     let id = add_with(
         s,
         NewTask {
@@ -135,7 +151,7 @@ fn add_and_show(s: &dyn Store) {
     assert!(err.to_string().contains("title"), "{err}");
 }
 
-fn ready_order_and_blocking(s: &dyn Store) {
+fn ready_order_and_blocking(s: &dyn Store, _clock: &ManualClock) {
     let low = add_with(
         s,
         NewTask {
@@ -171,7 +187,7 @@ fn ready_order_and_blocking(s: &dyn Store) {
     assert_eq!(ready_ids(s), vec![high, low]);
 }
 
-fn epic_blocks_subtree(s: &dyn Store) {
+fn epic_blocks_subtree(s: &dyn Store, _clock: &ManualClock) {
     let gate = add(s, "gate");
     let epic = add_with(
         s,
@@ -203,7 +219,7 @@ fn epic_blocks_subtree(s: &dyn Store) {
     assert_eq!(ready_ids(s), vec![child, grandchild]);
 }
 
-fn invalid_transition_changes_nothing(s: &dyn Store) {
+fn invalid_transition_changes_nothing(s: &dyn Store, _clock: &ManualClock) {
     let id = add(s, "t");
     let seq = s.last_seq().unwrap();
     set(s, &id, State::Done).unwrap();
@@ -217,7 +233,7 @@ fn invalid_transition_changes_nothing(s: &dyn Store) {
     assert_eq!(s.task(&id).unwrap().state, State::Done);
 }
 
-fn cycle_rejected_and_nothing_changes(s: &dyn Store) {
+fn cycle_rejected_and_nothing_changes(s: &dyn Store, _clock: &ManualClock) {
     let a = add(s, "a");
     let b = add(s, "b");
     let c = add(s, "c");
@@ -234,7 +250,7 @@ fn cycle_rejected_and_nothing_changes(s: &dyn Store) {
     assert!(err.to_string().contains("itself"), "{err}");
 }
 
-fn claim_next_and_given(s: &dyn Store) {
+fn claim_next_and_given(s: &dyn Store, _clock: &ManualClock) {
     let a = add_with(
         s,
         NewTask {
@@ -287,7 +303,7 @@ fn claim_next_and_given(s: &dyn Store) {
     );
 }
 
-fn events_have_increasing_seq(s: &dyn Store) {
+fn events_have_increasing_seq(s: &dyn Store, _clock: &ManualClock) {
     let a = add(s, "a");
     let b = add(s, "b");
     dep(s, &a, &b).unwrap();
@@ -302,7 +318,7 @@ fn events_have_increasing_seq(s: &dyn Store) {
     assert_eq!(s.last_seq().unwrap(), events[3].seq);
 }
 
-fn health_matches_recount(s: &dyn Store) {
+fn health_matches_recount(s: &dyn Store, _clock: &ManualClock) {
     let epic = add_with(
         s,
         NewTask {
@@ -342,7 +358,7 @@ fn health_matches_recount(s: &dyn Store) {
     assert_eq!(h.by_state[&State::Deferred], 1);
 }
 
-fn update_fields_and_reparent(s: &dyn Store) {
+fn update_fields_and_reparent(s: &dyn Store, _clock: &ManualClock) {
     let gate = add(s, "gate");
     let epic = add_with(
         s,
@@ -414,7 +430,7 @@ fn update_fields_and_reparent(s: &dyn Store) {
     assert!(err.to_string().contains("nothing to update"), "{err}");
 }
 
-fn list_filters(s: &dyn Store) {
+fn list_filters(s: &dyn Store, _clock: &ManualClock) {
     let epic = add_with(
         s,
         NewTask {
@@ -520,7 +536,7 @@ fn sample_batch(s: &dyn Store) -> Vec<braid_core::Task> {
     tasks
 }
 
-fn import_all_or_nothing(s: &dyn Store) {
+fn import_all_or_nothing(s: &dyn Store, _clock: &ManualClock) {
     let mut tasks = sample_batch(s);
     let before = s.health().unwrap();
     let seq = s.last_seq().unwrap();
@@ -580,7 +596,7 @@ fn import_all_or_nothing(s: &dyn Store) {
     assert!(err.to_string().contains("cycle"), "{err}");
 }
 
-fn export_import_round_trip(s: &dyn Store) {
+fn export_import_round_trip(s: &dyn Store, _clock: &ManualClock) {
     let tasks = sample_batch(s);
     s.import(
         "test",
@@ -616,7 +632,7 @@ fn export_import_round_trip(s: &dyn Store) {
     );
 }
 
-fn subtree_lists_descendants(s: &dyn Store) {
+fn subtree_lists_descendants(s: &dyn Store, _clock: &ManualClock) {
     let top = add_with(
         s,
         NewTask {
@@ -654,7 +670,7 @@ fn subtree_lists_descendants(s: &dyn Store) {
     assert!(s.subtree(Some(&TaskId::parse("br-none").unwrap())).is_err());
 }
 
-fn leases_guard_finish_and_rescue(s: &dyn Store) {
+fn leases_guard_finish_and_rescue(s: &dyn Store, clock: &ManualClock) {
     let a = add(s, "a");
     let got = s
         .apply(
@@ -662,11 +678,16 @@ fn leases_guard_finish_and_rescue(s: &dyn Store) {
             Command::Claim {
                 id: Some(a.clone()),
                 assignee: "one".into(),
-                lease_ms: -1,
+                lease_ms: 30_000,
             },
         )
         .unwrap();
     let token = got.lease_token.unwrap();
+    assert!(
+        s.expired_leases(s.now_ms(), 10).unwrap().is_empty(),
+        "a lease holds until it expires"
+    );
+    clock.advance(30_001);
     let finish = |token: &str, to: State| {
         s.apply(
             "t",
@@ -684,7 +705,7 @@ fn leases_guard_finish_and_rescue(s: &dyn Store) {
         Err(Error::Locked(_))
     ));
     assert_eq!(
-        s.expired_leases(crate::sqlite::now_ms(), 10).unwrap(),
+        s.expired_leases(s.now_ms(), 10).unwrap(),
         vec![(a.clone(), token.clone())]
     );
     // Rescue with a wrong token is refused; with the right one it reopens.
@@ -792,7 +813,7 @@ fn leases_guard_finish_and_rescue(s: &dyn Store) {
     assert!(done.task.lease.is_none());
 }
 
-fn reopened_work_gets_fresh_attempts(s: &dyn Store) {
+fn reopened_work_gets_fresh_attempts(s: &dyn Store, _clock: &ManualClock) {
     let a = add(s, "a");
     let claim = |s: &dyn Store| {
         s.apply(
@@ -819,7 +840,7 @@ fn reopened_work_gets_fresh_attempts(s: &dyn Store) {
     assert_eq!(claim(s).task.lease.unwrap().attempt, 1);
 }
 
-fn notes_and_deps_of(s: &dyn Store) {
+fn notes_and_deps_of(s: &dyn Store, _clock: &ManualClock) {
     let a = add(s, "a");
     let b = add(s, "b");
     let c = add(s, "c");
@@ -858,7 +879,7 @@ fn notes_and_deps_of(s: &dyn Store) {
     assert_eq!(s.health().unwrap(), health, "a note changes no task");
 }
 
-fn comments_are_events(s: &dyn Store) {
+fn comments_are_events(s: &dyn Store, _clock: &ManualClock) {
     let a = add(s, "a");
     let b = add(s, "b");
     let comment = |id: &TaskId, text: &str| {
@@ -896,7 +917,7 @@ fn comments_are_events(s: &dyn Store) {
 
 /// Readers cache answers by the log's position (the server's `/api/ready`),
 /// so every command that changes what a task looks like must move `seq`.
-fn every_change_a_reader_can_see_appends_an_event(s: &dyn Store) {
+fn every_change_a_reader_can_see_appends_an_event(s: &dyn Store, _clock: &ManualClock) {
     let a = add(s, "a");
     let b = add(s, "b");
     let mut last = s.last_seq().unwrap();
@@ -958,4 +979,54 @@ fn every_change_a_reader_can_see_appends_an_event(s: &dyn Store) {
     )
     .unwrap();
     moved("finish");
+}
+
+fn ids_with_prefix_is_a_range(s: &dyn Store, _clock: &ManualClock) {
+    for id in ["br-ab1", "br-ab", "br-b", "br-ab2", "br-a", "x-ab1"] {
+        add_with(
+            s,
+            NewTask {
+                id: Some(TaskId::parse(id).unwrap()),
+                ..NewTask::titled(id)
+            },
+        );
+    }
+    let ids = |p: &str, n: usize| -> Vec<String> {
+        s.ids_with_prefix(p, n)
+            .unwrap()
+            .into_iter()
+            .map(|i| i.to_string())
+            .collect()
+    };
+    assert_eq!(ids("br-ab", 10), ["br-ab", "br-ab1", "br-ab2"]);
+    assert_eq!(ids("br-ab", 2), ["br-ab", "br-ab1"]);
+    assert_eq!(ids("br-a", 10), ["br-a", "br-ab", "br-ab1", "br-ab2"]);
+    assert_eq!(ids("br-b", 10), ["br-b"]);
+    assert!(ids("br-c", 10).is_empty());
+    assert!(ids("BR-AB", 10).is_empty(), "ids are matched as stored");
+}
+
+fn the_change_feed_pings_after_a_write(s: &dyn Store, _clock: &ManualClock) {
+    let feed = s.changes().unwrap();
+    add(s, "wakes the feed");
+    assert!(
+        feed.recv_timeout(std::time::Duration::from_secs(30))
+            .is_ok(),
+        "a write pings the feed"
+    );
+}
+
+fn rows_and_events_carry_the_clocks_time(s: &dyn Store, clock: &ManualClock) {
+    let t0 = clock.now_ms();
+    let a = add(s, "a");
+    clock.advance(5_000);
+    set(s, &a, State::Done).unwrap();
+    let t = s.task(&a).unwrap();
+    assert_eq!(
+        (t.created_at, t.updated_at, t.closed_at),
+        (t0, t0 + 5_000, Some(t0 + 5_000))
+    );
+    let at: Vec<i64> = s.events(0, 10).unwrap().iter().map(|e| e.at).collect();
+    assert_eq!(at, [t0, t0 + 5_000]);
+    assert_eq!(s.now_ms(), t0 + 5_000);
 }

@@ -3,20 +3,24 @@
 //! SQLite backend. Only this crate knows SQL.
 
 mod apply;
-pub mod cache_index;
+mod changes;
 pub mod contract;
+pub mod fsx;
 mod import_check;
+mod json;
 pub mod postgres;
 pub mod sqlite;
 mod types;
 
+pub use changes::Changes;
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
+pub use sqlite::cache_index;
 pub use types::*;
 
 use std::path::Path;
 
-use braid_core::{DepKind, Event, EventKind, Health, Task, TaskId};
+use braid_core::{DepKind, Event, EventKind, Health, SharedClock, Task, TaskId};
 
 /// A place tasks live. Every mutation goes through [`Store::apply`], which
 /// validates it against the core state machine, updates rows, maintains
@@ -63,6 +67,9 @@ pub trait Store: Send + Sync {
             .map(|t| (t.id, t.agent))
             .collect())
     }
+    /// Ids that start with `prefix`, in id order, at most `limit`: an index
+    /// range, for resolving an id typed short.
+    fn ids_with_prefix(&self, prefix: &str, limit: usize) -> Result<Vec<TaskId>>;
     /// What keeps a task from being ready, in words.
     fn why_blocked(&self, id: &TaskId) -> Result<Vec<String>>;
     /// Light rows of the subtree under `root` (the whole forest for `None`),
@@ -97,12 +104,14 @@ pub trait Store: Send + Sync {
     fn restore_from(&self, src: &Path, keep_current_at: &Path) -> Result<()>;
 
     /// A ping each time a write may have committed, by this process or any
-    /// other (on PostgreSQL: any node), coalesced, for as long as the
-    /// receiver lives. `None`: the backend has no feed of its own (SQLite:
-    /// watch [`sqlite::change_marker`] instead).
-    fn changes(&self) -> Option<std::sync::mpsc::Receiver<()>> {
-        None
-    }
+    /// other (on PostgreSQL: any node), coalesced, for as long as the feed
+    /// lives. Start it before reading what you have not seen yet, so
+    /// nothing written in between is missed.
+    fn changes(&self) -> Result<Changes>;
+
+    /// The store's clock (ms since the epoch): what it stamps on rows and
+    /// events, and what lease expiries are measured against.
+    fn now_ms(&self) -> i64;
 }
 
 /// A store on either backend: a project's SQLite file or a PostgreSQL
@@ -119,6 +128,14 @@ impl AnyStore {
         match self {
             AnyStore::Sqlite(s) => Some(s),
             AnyStore::Postgres(_) => None,
+        }
+    }
+
+    /// Stamps rows and events with `clock`'s time.
+    pub fn with_clock(self, clock: SharedClock) -> AnyStore {
+        match self {
+            AnyStore::Sqlite(s) => AnyStore::Sqlite(s.with_clock(clock)),
+            AnyStore::Postgres(s) => AnyStore::Postgres(s.with_clock(clock)),
         }
     }
 }
@@ -160,6 +177,9 @@ impl Store for AnyStore {
     fn ready_heads(&self, limit: usize) -> Result<Vec<(TaskId, Option<String>)>> {
         delegate!(self, s => s.ready_heads(limit))
     }
+    fn ids_with_prefix(&self, prefix: &str, limit: usize) -> Result<Vec<TaskId>> {
+        delegate!(self, s => s.ids_with_prefix(prefix, limit))
+    }
     fn why_blocked(&self, id: &TaskId) -> Result<Vec<String>> {
         delegate!(self, s => s.why_blocked(id))
     }
@@ -200,7 +220,10 @@ impl Store for AnyStore {
     fn restore_from(&self, src: &Path, keep_current_at: &Path) -> Result<()> {
         delegate!(self, s => s.restore_from(src, keep_current_at))
     }
-    fn changes(&self) -> Option<std::sync::mpsc::Receiver<()>> {
+    fn changes(&self) -> Result<Changes> {
         delegate!(self, s => s.changes())
+    }
+    fn now_ms(&self) -> i64 {
+        delegate!(self, s => s.now_ms())
     }
 }

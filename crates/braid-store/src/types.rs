@@ -2,6 +2,12 @@
 
 use braid_core::{DepKind, ErrorKind, Event, NewTask, State, Task, TaskId, TaskPatch, TaskType};
 
+/// The cause of a backend failure, kept for the error's chain.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// A store's errors. Failures of the machinery keep their cause as the
+/// error's `source`, so a chain printer (`{:#}` in anyhow, the log) shows
+/// the whole story while `to_string` names only what braid was doing.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -13,28 +19,57 @@ pub enum Error {
     Locked(String),
     #[error("nothing is ready to claim")]
     NothingReady,
-    #[error("{path}: {message}")]
-    Io { path: String, message: String },
-    #[error("database error: {0}")]
-    Backend(String),
+    /// An id prefix that names several tasks.
+    #[error("{prefix:?} names {} tasks: {}{}; give more of the id", .candidates.len(), format_ids(.candidates), if *.more { ", ..." } else { "" })]
+    Ambiguous {
+        prefix: String,
+        candidates: Vec<TaskId>,
+        /// More tasks match than are listed.
+        more: bool,
+    },
+    #[error("{}", .path.display())]
+    Io {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("database error: {context}")]
+    Backend {
+        context: String,
+        #[source]
+        source: Option<BoxError>,
+    },
     /// The database could not be reached, or dropped the connection (a
     /// server restart, a terminated backend). Nothing was committed by the
     /// call that failed unless it says so; calls are retried with backoff
     /// before this reaches a caller.
-    #[error("database unavailable: {0}")]
-    Unavailable(String),
+    #[error("database unavailable: {context}")]
+    Unavailable {
+        context: String,
+        #[source]
+        source: Option<BoxError>,
+    },
     #[error("import rejected: {} problem(s); first: {}", .0.len(), .0.first().map(|p| p.to_string()).unwrap_or_default())]
     Import(Vec<ImportProblem>),
+}
+
+fn format_ids(ids: &[TaskId]) -> String {
+    ids.iter()
+        .map(TaskId::as_str)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::Domain(e) => e.kind(),
-            Error::Invalid(_) | Error::Import(_) => ErrorKind::Invalid,
+            Error::Invalid(_) | Error::Import(_) | Error::Ambiguous { .. } => ErrorKind::Invalid,
             Error::Locked(_) => ErrorKind::Conflict,
             Error::NothingReady => ErrorKind::NotFound,
-            Error::Io { .. } | Error::Backend(_) | Error::Unavailable(_) => ErrorKind::Invalid,
+            Error::Io { .. } | Error::Backend { .. } | Error::Unavailable { .. } => {
+                ErrorKind::Invalid
+            }
         }
     }
 
@@ -42,8 +77,40 @@ impl Error {
     pub fn is_internal(&self) -> bool {
         matches!(
             self,
-            Error::Io { .. } | Error::Backend(_) | Error::Unavailable(_)
+            Error::Io { .. } | Error::Backend { .. } | Error::Unavailable { .. }
         )
+    }
+
+    /// A failure of the backend with nothing underneath it.
+    pub fn backend(context: impl Into<String>) -> Error {
+        Error::Backend {
+            context: context.into(),
+            source: None,
+        }
+    }
+
+    /// A failure of the backend, with its cause.
+    pub fn backend_from(context: impl Into<String>, source: impl Into<BoxError>) -> Error {
+        Error::Backend {
+            context: context.into(),
+            source: Some(source.into()),
+        }
+    }
+
+    /// The database cannot be reached, with the cause.
+    pub fn unavailable(context: impl Into<String>, source: Option<BoxError>) -> Error {
+        Error::Unavailable {
+            context: context.into(),
+            source,
+        }
+    }
+
+    /// A file braid reads or writes failed.
+    pub fn io(path: &std::path::Path, source: std::io::Error) -> Error {
+        Error::Io {
+            path: path.to_owned(),
+            source,
+        }
     }
 }
 

@@ -1,15 +1,13 @@
 //! `braid events`: print the log after a seq; `--follow` keeps printing as
-//! other processes append, woken by an OS file notification (inotify) that
-//! every committed braid write triggers, not by querying in a loop.
+//! other processes append, woken by the store's change feed (every
+//! committed write pings it), not by querying in a loop.
 
 use std::io::Write;
-use std::sync::mpsc;
 
 use anyhow::{Context, Result};
 use braid_core::Event;
 use braid_store::Store;
 use clap::Args;
-use notify::{EventKind as FsKind, RecursiveMode, Watcher};
 
 use crate::cmd::Ctx;
 use crate::exit;
@@ -81,49 +79,18 @@ fn drain(ctx: &Ctx, store: &dyn Store, mut after: i64, mut budget: Option<usize>
 }
 
 pub fn run(ctx: &Ctx, a: EventsArgs) -> Result<i32> {
-    let (project, store) = ctx.open()?;
+    let (_, store) = ctx.open()?;
     if !a.follow {
         drain(ctx, &store, a.after, a.limit)?;
         return Ok(exit::OK);
     }
-    if let Some(changes) = store.changes() {
-        // PostgreSQL: LISTEN/NOTIFY from every node, with a backstop ping.
-        let mut after = drain(ctx, &store, a.after, None)?;
-        while changes.recv().is_ok() {
-            while changes.try_recv().is_ok() {}
-            after = drain(ctx, &store, after, None)?;
-        }
-        return Err(anyhow::anyhow!("the database's change feed stopped"));
-    }
-    let (tx, rx) = mpsc::channel();
-    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-        let _ = tx.send(res);
-    })
-    .context("starting the file watcher")?;
-    watcher
-        .watch(&project.dir, RecursiveMode::NonRecursive)
-        .with_context(|| format!("watching {}", project.dir.display()))?;
-    // Every braid write bumps this file's mtime after it commits.
-    let marker = braid_store::sqlite::change_marker(&project.db);
-    let marker_name = marker.file_name().map(|n| n.to_owned()).unwrap_or_default();
-    let relevant = |ev: &notify::Event| {
-        matches!(ev.kind, FsKind::Modify(_) | FsKind::Create(_))
-            && ev
-                .paths
-                .iter()
-                .any(|p| p.file_name() == Some(marker_name.as_os_str()))
-    };
-    // Watch first, then read: nothing appended in between is missed.
+    // Listen first, then read: nothing appended in between is missed.
+    let changes = store.changes().context("following the event log")?;
     let mut after = drain(ctx, &store, a.after, None)?;
-    loop {
-        let first = rx.recv().context("the file watcher stopped")?;
-        let mut wake = matches!(&first, Ok(ev) if relevant(ev));
-        // Coalesce a burst of notifications into one read.
-        while let Ok(more) = rx.try_recv() {
-            wake |= matches!(&more, Ok(ev) if relevant(ev));
-        }
-        if wake {
-            after = drain(ctx, &store, after, None)?;
-        }
+    while changes.recv().is_ok() {
+        // A burst of commits is one read.
+        changes.drain();
+        after = drain(ctx, &store, after, None)?;
     }
+    Err(anyhow::anyhow!("the database's change feed stopped"))
 }

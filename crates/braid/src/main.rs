@@ -7,7 +7,6 @@ mod demo;
 mod events;
 mod exit;
 mod formats;
-mod fsx;
 mod merge;
 mod migrate;
 mod project;

@@ -158,7 +158,8 @@ pub fn init(root: &Path, db: Option<&Path>) -> Result<(Project, bool)> {
 
 fn write_if_missing(path: &Path, content: &str) -> Result<()> {
     if !path.exists() {
-        crate::fsx::write_atomic(path, content.as_bytes())?;
+        braid_store::fsx::write_atomic(path, content.as_bytes())
+            .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
 }

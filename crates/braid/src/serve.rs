@@ -122,29 +122,6 @@ pub fn run(ctx: &Ctx, a: ServeArgs) -> Result<i32> {
         .context("starting the runtime")?;
     let result = rt.block_on(async {
         let hub = braid_server::hub::Hub::start(store.clone(), config.streams.clone())?;
-        // Writes by other processes (and, on PostgreSQL, other nodes) wake
-        // the hub: the store's own feed, else the SQLite change marker.
-        let _marker = match store.changes() {
-            Some(changes) => {
-                let h = Arc::downgrade(&hub);
-                std::thread::Builder::new()
-                    .name("braid-changes".into())
-                    .spawn(move || {
-                        while changes.recv().is_ok() {
-                            match h.upgrade() {
-                                Some(hub) => hub.wake(),
-                                None => return,
-                            }
-                        }
-                    })
-                    .context("starting the change feed")?;
-                None
-            }
-            None => Some(
-                hub.watch_marker(&braid_store::sqlite::change_marker(&project.db))
-                    .context("watching the database for changes")?,
-            ),
-        };
         let mut state =
             braid_server::AppState::new(store.clone(), hub.clone(), ctx.actor(), readers + 1);
         state.logs_dir = Some(project.dir.join("logs"));

@@ -106,7 +106,8 @@ pub fn run(ctx: &Ctx, cmd: SnapshotCmd) -> Result<i32> {
             store.backup_to(&tmp)?;
             std::fs::rename(&tmp, &dest)
                 .with_context(|| format!("renaming into {}", dest.display()))?;
-            braid_store::sqlite::sync_dir(&dir)?;
+            braid_store::fsx::sync_dir(&dir)
+                .with_context(|| format!("syncing {}", dir.display()))?;
             let size = std::fs::metadata(&dest).map(|m| m.len()).unwrap_or(0);
             if ctx.global.json {
                 ctx.print_json(&json!({"path": dest, "bytes": size}))?;
@@ -155,7 +156,8 @@ pub fn run(ctx: &Ctx, cmd: SnapshotCmd) -> Result<i32> {
             std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
             let keep = dir.join(format!("{PREFIX}{}-before-restore{SUFFIX}", stamp()));
             store.restore_from(&src, &keep)?;
-            braid_store::sqlite::sync_dir(&dir)?;
+            braid_store::fsx::sync_dir(&dir)
+                .with_context(|| format!("syncing {}", dir.display()))?;
             if ctx.global.json {
                 ctx.print_json(&json!({"restored": src, "previous_kept_at": keep}))?;
             } else {

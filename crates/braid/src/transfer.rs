@@ -1,7 +1,7 @@
 //! `braid import` and `braid export`.
 
 use std::io::{BufWriter, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use braid_store::{ExportItem, ImportBatch, ImportOptions, Store};
@@ -154,7 +154,10 @@ pub fn export(ctx: &Ctx, a: ExportArgs) -> Result<i32> {
     let file = a
         .output
         .as_deref()
-        .map(crate::fsx::AtomicFile::create)
+        .map(|p| {
+            braid_store::fsx::AtomicFile::create(p)
+                .with_context(|| format!("creating {}", p.display()))
+        })
         .transpose()?;
     let stdout = std::io::stdout();
     let mut out: Box<dyn Write + '_> = match &file {
@@ -169,10 +172,7 @@ pub fn export(ctx: &Ctx, a: ExportArgs) -> Result<i32> {
     )?;
     out.write_all(b"\n")?;
     let mut n = 0usize;
-    let io = |e: std::io::Error| braid_store::Error::Io {
-        path: "export".into(),
-        message: e.to_string(),
-    };
+    let io = |e: std::io::Error| braid_store::Error::io(Path::new("export"), e);
     store.export(a.events, &mut |item| {
         let line = match item {
             ExportItem::Task(t) => {

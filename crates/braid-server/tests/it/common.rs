@@ -23,7 +23,6 @@ pub struct Server {
     pub dir: tempfile::TempDir,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
-    _marker: notify::RecommendedWatcher,
 }
 
 #[derive(Default)]
@@ -41,9 +40,6 @@ impl Server {
         let db = dir.path().join("braid.db");
         let store: Arc<dyn Store> = Arc::new(SqliteStore::create(&db).unwrap());
         let hub = Hub::start(store.clone(), setup.streams.unwrap_or_default()).unwrap();
-        let marker = hub
-            .watch_marker(&braid_store::sqlite::change_marker(&db))
-            .unwrap();
         let limits = setup.limits.unwrap_or_default();
         let mut state = AppState::new(store.clone(), hub.clone(), "test".into(), 3);
         state.logs_dir = Some(dir.path().join("logs"));
@@ -75,7 +71,6 @@ impl Server {
             dir,
             stop: Some(tx),
             task: Some(task),
-            _marker: marker,
         }
     }
 

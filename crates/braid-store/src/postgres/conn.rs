@@ -25,16 +25,21 @@ pub(crate) fn pg_err(e: tokio_postgres::Error) -> Error {
         // a terminated backend, a shutdown): worth a retry on a new
         // connection.
         Some(db) if db.code().code().starts_with("08") || db.code().code().starts_with("57P") => {
-            Error::Unavailable(format!("{}: {}", db.code().code(), db.message()))
+            let context = format!("SQLSTATE {}", db.code().code());
+            Error::unavailable(context, Some(Box::new(e)))
         }
         // A deadlock or serialization failure rolled the transaction back
         // whole: it can run again.
         Some(db) if matches!(db.code().code(), "40P01" | "40001") => {
-            Error::Unavailable(format!("{}: {}", db.code().code(), db.message()))
+            let context = format!("SQLSTATE {}", db.code().code());
+            Error::unavailable(context, Some(Box::new(e)))
         }
-        Some(db) => Error::Backend(format!("{}: {}", db.code().code(), db.message())),
-        None if e.is_closed() => Error::Unavailable(e.to_string()),
-        None => Error::Backend(e.to_string()),
+        Some(db) => {
+            let context = format!("SQLSTATE {}", db.code().code());
+            Error::backend_from(context, e)
+        }
+        None if e.is_closed() => Error::unavailable("PostgreSQL", Some(Box::new(e))),
+        None => Error::backend_from("PostgreSQL", e),
     }
 }
 
@@ -94,8 +99,9 @@ impl PgConn {
             }
             None => {
                 self.broken.set(true);
-                Err(Error::Unavailable(
-                    "the connection to the database closed".into(),
+                Err(Error::unavailable(
+                    "the connection to the database closed",
+                    None,
                 ))
             }
         }
@@ -391,7 +397,7 @@ impl<'a> Conn<'a> {
         self.tail.take();
         let result = (|| {
             let (v, record) = f(self)?;
-            let now = crate::sqlite::now_ms();
+            let now = braid_core::clock::now_ms();
             // Records are needed only while a caller may retry.
             if write_id.is_some() && now % 256 == 0 {
                 self.execute("DELETE FROM writes WHERE at < $1", &[&(now - 3_600_000)])?;
@@ -430,10 +436,11 @@ impl<'a> Conn<'a> {
                     // The server may have committed before the connection
                     // went: not safe to run again, so not `Unavailable`.
                     // With a write id the caller asks on a new connection.
-                    Err(Error::Unavailable(e)) if write_id.is_some() => Err(Error::Unavailable(e)),
-                    Err(Error::Unavailable(e)) => Err(Error::Backend(format!(
-                        "the connection dropped while committing; the change may or may not have been applied ({e})"
-                    ))),
+                    Err(e @ Error::Unavailable { .. }) if write_id.is_some() => Err(e),
+                    Err(e @ Error::Unavailable { .. }) => Err(Error::backend_from(
+                        "the connection dropped while committing; the change may or may not have been applied",
+                        e,
+                    )),
                     Err(e) => {
                         let _ = self.batch("ROLLBACK");
                         Err(e)

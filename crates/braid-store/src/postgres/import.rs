@@ -10,7 +10,6 @@ use serde_json::json;
 use super::conn::Conn;
 use super::write::{PgGraph, append_event, write_counters};
 use crate::import_check::{Existing, derive, settle};
-use crate::sqlite::now_ms;
 use crate::{ImportBatch, ImportOptions, ImportReport, Result};
 
 const ROWS_PER_STATEMENT: usize = 5_000;
@@ -20,13 +19,13 @@ pub(crate) fn import(
     actor: &str,
     batch: &ImportBatch,
     opts: ImportOptions,
+    now: i64,
     write_id: &str,
 ) -> Result<ImportReport> {
     // A previous try of this call committed; its answer was lost.
     if let Some((record, _)) = c.recorded(write_id)? {
-        let v: serde_json::Value = serde_json::from_str(&record).map_err(|e| {
-            crate::Error::Backend(format!("an import's record does not parse: {e}"))
-        })?;
+        let v: serde_json::Value = serde_json::from_str(&record)
+            .map_err(|e| crate::Error::backend_from("an import's record does not parse", e))?;
         let n = |k: &str| v[k].as_u64().unwrap_or(0) as usize;
         return Ok(ImportReport {
             tasks: n("tasks"),
@@ -55,7 +54,6 @@ pub(crate) fn import(
         let nodes = derive(tasks, &live, &mut existing)?;
         drop(existing);
 
-        let now = now_ms();
         let mut delta = HealthDelta::default();
         let live_idx: Vec<usize> = (0..tasks.len()).filter(|&i| live[i]).collect();
         let mut n_deps = 0;
@@ -77,10 +75,10 @@ pub(crate) fn import(
                     Some(t.kind.as_str().to_owned()),
                     Some(t.state.as_str().to_owned()),
                     t.parent.as_ref().map(|p| p.to_string()),
-                    Some(serde_json::to_string(&labels).expect("strings serialize")),
+                    Some(crate::json::json_strings(&labels)),
                     t.assignee.clone(),
                     Some(t.acceptance.clone()),
-                    Some(serde_json::to_string(&t.gates).expect("strings serialize")),
+                    Some(crate::json::json_strings(&t.gates)),
                     t.agent.clone(),
                     t.branch.clone(),
                     t.close_reason.clone(),

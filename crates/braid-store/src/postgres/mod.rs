@@ -13,12 +13,15 @@ mod write;
 
 use std::path::Path;
 
-use braid_core::{Dep, DepKind, Event, EventKind, Health, State, Task, TaskId, TaskType};
+use braid_core::{
+    Dep, DepKind, Event, EventKind, Health, SharedClock, State, Task, TaskId, TaskType,
+};
 use tokio_postgres::Row;
 
 use self::conn::{Conn, Param};
 use crate::{
-    Error, ExportItem, ImportBatch, ImportOptions, ImportReport, ListFilter, Result, Store, TreeRow,
+    Changes, Error, ExportItem, ImportBatch, ImportOptions, ImportReport, ListFilter, Result,
+    Store, TreeRow,
 };
 
 /// Each entry moves the schema one version forward; never edit one that has
@@ -27,6 +30,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("schema.sql"),
     include_str!("schema2.sql"),
     include_str!("schema3.sql"),
+    include_str!("schema4.sql"),
 ];
 
 pub(crate) const TASK_COLS: &str = "id, title, description, type, priority, state, parent, labels, \
@@ -46,6 +50,8 @@ pub struct PgStore {
     spare: std::sync::Arc<std::sync::Mutex<Option<conn::PgConn>>>,
     url: String,
     config: tokio_postgres::Config,
+    /// Stamps rows and events.
+    clock: SharedClock,
 }
 
 impl Drop for PgStore {
@@ -78,7 +84,7 @@ impl PgStore {
             .thread_name("braid-pg")
             .enable_all()
             .build()
-            .map_err(|e| Error::Backend(format!("starting the database runtime: {e}")))?;
+            .map_err(|e| Error::backend_from("starting the database runtime", e))?;
         let pool = conn::pool(
             config.clone(),
             POOL_SIZE,
@@ -90,6 +96,7 @@ impl PgStore {
             pool,
             url: redact(url),
             config,
+            clock: braid_core::clock::system(),
         };
         // A wrong address or a server that is down is reported at once
         // (the pool would keep trying): the first connection is opened
@@ -100,13 +107,19 @@ impl PgStore {
         let url = store.url.clone();
         let first = move || -> Result<conn::PgConn> {
             let c = r2d2::ManageConnection::connect(&manager)
-                .map_err(|e| Error::Unavailable(format!("connecting to {url}: {e}")))?;
+                .map_err(|e| Error::unavailable(format!("connecting to {url}"), Some(e.into())))?;
             migrate(&Conn::new(&c))?;
             Ok(c)
         };
         let c = store.blocking(first)??;
         *store.spare.lock().unwrap_or_else(|e| e.into_inner()) = Some(c);
         Ok(store)
+    }
+
+    /// Stamps rows and events with `clock`'s time instead of the system's.
+    pub fn with_clock(mut self, clock: SharedClock) -> Self {
+        self.clock = clock;
+        self
     }
 
     fn rt(&self) -> &tokio::runtime::Runtime {
@@ -156,11 +169,14 @@ impl PgStore {
                     }
                     None => match pool.get_timeout(left.max(std::time::Duration::from_secs(1))) {
                         Ok(pc) => f(&Conn::new(&pc)),
-                        Err(e) => Err(Error::Unavailable(format!("connecting to {url}: {e}"))),
+                        Err(e) => Err(Error::unavailable(
+                            format!("connecting to {url}"),
+                            Some(e.into()),
+                        )),
                     },
                 };
                 match result {
-                    Err(Error::Unavailable(_)) if started.elapsed() < RECONNECT_FOR => {
+                    Err(Error::Unavailable { .. }) if started.elapsed() < RECONNECT_FOR => {
                         std::thread::sleep(pause);
                         pause = (pause * 2).min(std::time::Duration::from_secs(1));
                     }
@@ -190,7 +206,7 @@ impl PgStore {
             let _ = tx.send(call());
         });
         rx.recv()
-            .map_err(|_| Error::Backend("the database call stopped before it answered".into()))
+            .map_err(|_| Error::backend("the database call stopped before it answered"))
     }
 }
 
@@ -257,10 +273,10 @@ pub(crate) fn row_to_task(r: &Row) -> Result<Task> {
         priority: r.get::<_, i64>(4) as u8,
         state: State::parse(r.get(5))?,
         parent: r.get::<_, Option<&str>>(6).map(TaskId::parse).transpose()?,
-        labels: crate::sqlite::json_list(r.get(7)),
+        labels: crate::json::json_list(r.get(7)),
         assignee: r.get(8),
         acceptance: r.get(9),
-        gates: crate::sqlite::json_list(r.get(10)),
+        gates: crate::json::json_list(r.get(10)),
         agent: r.get(11),
         branch: r.get(12),
         created_at: r.get(13),
@@ -373,24 +389,19 @@ impl Store for PgStore {
         let write_id = TaskId::random(20).as_str()[3..].to_owned();
         // Only a retry can find its write already recorded.
         let retry = std::sync::atomic::AtomicBool::new(false);
+        let now = self.clock.now_ms();
         self.with(move |c| {
             let retry = retry.swap(true, std::sync::atomic::Ordering::Relaxed);
-            write::apply_all(c, &actor, cmds.clone(), &write_id, retry)
+            write::apply_all(c, &actor, now, cmds.clone(), &write_id, retry)
         })
     }
 
     fn note(&self, actor: &str, kind: EventKind, payload: serde_json::Value) -> Result<Event> {
         let actor = actor.to_owned();
+        let now = self.clock.now_ms();
         self.with(move |c| {
             c.transaction(true, |c| {
-                write::append_event(
-                    c,
-                    crate::sqlite::now_ms(),
-                    &actor,
-                    kind,
-                    None,
-                    payload.clone(),
-                )
+                write::append_event(c, now, &actor, kind, None, payload.clone())
             })
         })
     }
@@ -408,7 +419,8 @@ impl Store for PgStore {
         let write_id = TaskId::random(20).as_str()[3..].to_owned();
         // Shared by the retries, not copied for each.
         let batch = std::sync::Arc::new(batch);
-        self.with(move |c| import::import(c, &actor, &batch, opts, &write_id))
+        let now = self.clock.now_ms();
+        self.with(move |c| import::import(c, &actor, &batch, opts, now, &write_id))
     }
 
     fn task(&self, id: &TaskId) -> Result<Task> {
@@ -564,6 +576,24 @@ impl Store for PgStore {
         })
     }
 
+    fn ids_with_prefix(&self, prefix: &str, limit: usize) -> Result<Vec<TaskId>> {
+        let prefix = prefix.to_owned();
+        self.with(move |c| {
+            // Byte-wise operators (`~>=~`), served by the text_pattern_ops
+            // index whatever the database's collation (schema 4).
+            let end = format!("{prefix}\u{7f}");
+            c.query(
+                &format!(
+                    "SELECT id FROM tasks WHERE id ~>=~ $1 AND id ~<~ $2 ORDER BY id COLLATE \"C\" LIMIT {limit}"
+                ),
+                &[&prefix, &end],
+            )?
+            .iter()
+            .map(|r| Ok(TaskId::parse(r.get(0))?))
+            .collect()
+        })
+    }
+
     fn blocks_edges(&self) -> Result<Vec<(TaskId, TaskId)>> {
         self.with(|c| {
             c.query("SELECT from_id, to_id FROM deps WHERE kind = 'blocks'", &[])?
@@ -633,7 +663,7 @@ impl Store for PgStore {
             let pc = match pool.get() {
                 Ok(c) => c,
                 Err(e) => {
-                    let _ = tx.send(Err(Error::Unavailable(e.to_string())));
+                    let _ = tx.send(Err(Error::unavailable("connecting", Some(e.into()))));
                     return;
                 }
             };
@@ -691,8 +721,12 @@ impl Store for PgStore {
     }
 
     /// Woken by every write of every node (see [`PgStore::feed`]).
-    fn changes(&self) -> Option<std::sync::mpsc::Receiver<()>> {
-        Some(self.feed(false))
+    fn changes(&self) -> Result<Changes> {
+        Ok(Changes::new(self.feed(false), None))
+    }
+
+    fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
     }
 
     fn restore_from(&self, _src: &Path, _keep_current_at: &Path) -> Result<()> {

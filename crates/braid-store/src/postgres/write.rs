@@ -25,7 +25,8 @@ use tokio_postgres::types::ToSql;
 
 use super::conn::{Conn, LOG_LOCK, Param, Writers};
 use super::{TASK_COLS, row_to_task};
-use crate::apply::{self, Field, LeaseRow, WriteTx, json_strings, new_lease_token};
+use crate::apply::{self, Field, LeaseRow, WriteTx, new_lease_token};
+use crate::json::{json_list, json_strings};
 use crate::{Applied, Command, Error, Result};
 
 /// A task row as this transaction sees it.
@@ -366,7 +367,7 @@ impl<'a, 'b> PgGraph<'a, 'b> {
             Box::new(names),
             Box::new(values),
             Box::new(write_id.to_owned()),
-            Box::new(crate::sqlite::now_ms()),
+            Box::new(braid_core::clock::now_ms()),
             Box::new(record),
             Box::new(e.len() as i64),
             Box::new(self.shared),
@@ -648,6 +649,7 @@ fn claim_run(cmds: &[Command], i: usize) -> usize {
 pub(crate) fn apply_all(
     conn: &Conn<'_>,
     actor: &str,
+    now: i64,
     cmds: Vec<Command>,
     write_id: &str,
     retry: bool,
@@ -663,7 +665,7 @@ pub(crate) fn apply_all(
         },
     ] = cmds.as_slice()
     {
-        return claim_next(conn, actor, assignee, *lease_ms, write_id);
+        return claim_next(conn, actor, now, assignee, *lease_ms, write_id);
     }
     // Claims and the ends of claims change only the rows they lock (and
     // the counters and the log): they need not wait for each other.
@@ -698,7 +700,7 @@ pub(crate) fn apply_all(
                 g.queue.clear();
             }
             run = run.saturating_sub(1);
-            out.push(apply::apply_one(&mut g, actor, cmd.clone())?);
+            out.push(apply::apply_one(&mut g, actor, now, cmd.clone())?);
         }
         g.write_back(write_id, record_of(&out));
         Ok(out)
@@ -708,7 +710,7 @@ pub(crate) fn apply_all(
         .last()
         .and_then(|r| r.first())
         .map(|r| r.get(0))
-        .ok_or_else(|| Error::Backend("a write did not say how its events were numbered".into()))?;
+        .ok_or_else(|| Error::backend("a write did not say how its events were numbered"))?;
     number_events(&mut out, last);
     Ok(out)
 }
@@ -723,11 +725,11 @@ pub(crate) fn apply_all(
 fn claim_next(
     conn: &Conn<'_>,
     actor: &str,
+    now: i64,
     assignee: &str,
     lease_ms: i64,
     write_id: &str,
 ) -> Result<Vec<Applied>> {
-    let now = crate::sqlite::now_ms();
     let token = new_lease_token();
     let expires = now + lease_ms;
     let ready = Node::new(TaskType::Task, State::Open);
@@ -835,7 +837,7 @@ fn number_events(out: &mut [Applied], last: i64) {
 /// The results of a write that committed, read back from its record.
 fn replay(c: &Conn<'_>, record: &str, last: i64) -> Result<Vec<Applied>> {
     let items: Vec<Value> = serde_json::from_str(record)
-        .map_err(|e| Error::Backend(format!("a write's record does not parse: {e}")))?;
+        .map_err(|e| Error::backend_from("a write's record does not parse", e))?;
     let n: i64 = items.iter().filter_map(|i| i["events"].as_i64()).sum();
     let mut events = c
         .query(
@@ -959,11 +961,11 @@ impl WriteTx for PgGraph<'_, '_> {
             ("assignee", Field::Text(v)) => t.assignee = text(v),
             ("agent", Field::Text(v)) => t.agent = text(v),
             ("branch", Field::Text(v)) => t.branch = text(v),
-            ("gates", Field::Text(v)) => t.gates = crate::sqlite::json_list(v.unwrap_or("[]")),
-            ("labels", Field::Text(v)) => t.labels = crate::sqlite::json_list(v.unwrap_or("[]")),
+            ("gates", Field::Text(v)) => t.gates = json_list(v.unwrap_or("[]")),
+            ("labels", Field::Text(v)) => t.labels = json_list(v.unwrap_or("[]")),
             ("priority", Field::Int(p)) => t.priority = p as u8,
             (col, _) => {
-                return Err(Error::Backend(format!("no such task column to set: {col}")));
+                return Err(Error::backend(format!("no such task column to set: {col}")));
             }
         }
         Ok(())

@@ -9,7 +9,6 @@ use braid_core::{EventKind, HealthDelta, TaskId};
 use rusqlite::{Connection, TransactionBehavior, params};
 use serde_json::json;
 
-use super::now_ms;
 use super::write::{SqlGraph, append_event, write_counters};
 use crate::import_check::{Existing, derive, settle};
 use crate::{ImportBatch, ImportOptions, ImportReport, Result};
@@ -19,6 +18,7 @@ pub(crate) fn import(
     actor: &str,
     batch: ImportBatch,
     opts: ImportOptions,
+    now: i64,
 ) -> Result<ImportReport> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let db_empty: bool = !tx
@@ -31,7 +31,6 @@ pub(crate) fn import(
     let nodes = derive(&tasks, &live, &mut existing)?;
     drop(existing);
 
-    let now = now_ms();
     let mut delta = HealthDelta::default();
     let mut n_tasks = 0;
     let mut n_deps = 0;
@@ -79,10 +78,10 @@ pub(crate) fn import(
                 t.priority,
                 t.state.as_str(),
                 t.parent.as_ref().map(|p| p.as_str()),
-                serde_json::to_string(&labels).expect("strings serialize"),
+                crate::json::json_strings(&labels),
                 t.assignee,
                 t.acceptance,
-                serde_json::to_string(&t.gates).expect("strings serialize"),
+                crate::json::json_strings(&t.gates),
                 t.agent,
                 t.branch,
                 t.created_at,

@@ -3,6 +3,7 @@
 //! shared file lock held while open so that a snapshot restore (which takes
 //! it exclusively) never races a writer.
 
+pub mod cache_index;
 mod import;
 mod write;
 
@@ -11,11 +12,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use braid_core::{Dep, DepKind, Event, EventKind, Health, State, Task, TaskId, TaskType};
+use braid_core::{
+    Dep, DepKind, Event, EventKind, Health, SharedClock, State, Task, TaskId, TaskType,
+};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
+use crate::json::json_list;
 use crate::{
-    Error, ExportItem, ImportBatch, ImportOptions, ImportReport, ListFilter, Result, Store, TreeRow,
+    Changes, Error, ExportItem, ImportBatch, ImportOptions, ImportReport, ListFilter, Result,
+    Store, TreeRow,
 };
 
 /// Each entry moves the schema one version forward; never edit one that has
@@ -45,6 +50,8 @@ pub struct SqliteStore {
     /// When set, commits are counted and a background thread checkpoints the
     /// WAL every [`CHECKPOINT_EVERY`] of them (see `checkpoint_in_background`).
     checkpointer: Mutex<Option<(std::sync::mpsc::SyncSender<()>, u32)>>,
+    /// Stamps rows and events.
+    clock: SharedClock,
 }
 
 /// Commits between background checkpoints.
@@ -62,7 +69,7 @@ pub(crate) fn db_err(e: rusqlite::Error) -> Error {
             BUSY_TIMEOUT.as_secs()
         ));
     }
-    Error::Backend(e.to_string())
+    Error::backend_from("SQLite", e)
 }
 
 impl From<rusqlite::Error> for Error {
@@ -72,17 +79,7 @@ impl From<rusqlite::Error> for Error {
 }
 
 pub(crate) fn io_err(path: &Path, e: std::io::Error) -> Error {
-    Error::Io {
-        path: path.display().to_string(),
-        message: e.to_string(),
-    }
-}
-
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    Error::io(path, e)
 }
 
 /// The file whose modification time every committed write bumps, after the
@@ -165,10 +162,13 @@ impl SqliteStore {
     /// Opens an existing database.
     pub fn open(path: &Path) -> Result<Self> {
         if !path.exists() {
-            return Err(Error::Io {
-                path: path.display().to_string(),
-                message: "no such database (run `braid init` first)".into(),
-            });
+            return Err(Error::io(
+                path,
+                std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "no such database (run `braid init` first)",
+                ),
+            ));
         }
         Self::open_inner(path, false)
     }
@@ -194,7 +194,7 @@ impl SqliteStore {
             let mode: String =
                 conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
             if !mode.eq_ignore_ascii_case("wal") {
-                return Err(Error::Backend(format!(
+                return Err(Error::backend(format!(
                     "could not switch {} to WAL mode",
                     path.display()
                 )));
@@ -209,6 +209,7 @@ impl SqliteStore {
             lock: Mutex::new(lock),
             lock_wait: LOCK_WAIT,
             checkpointer: Mutex::new(None),
+            clock: braid_core::clock::system(),
         })
     }
 
@@ -303,6 +304,12 @@ impl SqliteStore {
         Ok(rows)
     }
 
+    /// Stamps rows and events with `clock`'s time instead of the system's.
+    pub fn with_clock(mut self, clock: SharedClock) -> Self {
+        self.clock = clock;
+        self
+    }
+
     /// Sets how long `restore_from` waits for other processes (default 10 s).
     pub fn with_lock_wait(mut self, wait: Duration) -> Self {
         self.lock_wait = wait;
@@ -323,10 +330,6 @@ impl SqliteStore {
     pub(crate) fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
-}
-
-pub(crate) fn json_list(s: &str) -> Vec<String> {
-    serde_json::from_str(s).unwrap_or_default()
 }
 
 pub(crate) fn row_to_task(r: &Row<'_>) -> rusqlite::Result<Task> {
@@ -443,18 +446,44 @@ fn row_to_event(r: &Row<'_>) -> rusqlite::Result<Event> {
     })
 }
 
-/// fsyncs a directory so a rename inside it is durable.
-pub fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| io_err(dir, e))
+/// Watches the change marker of the database at `db`: a ping for each
+/// committed write of any process (see [`change_marker`]).
+pub fn watch(db: &Path) -> Result<Changes> {
+    use notify::Watcher;
+    let marker = change_marker(db);
+    let dir = marker
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .to_owned();
+    let name = marker.file_name().map(|n| n.to_owned()).unwrap_or_default();
+    let (tx, rx) = std::sync::mpsc::sync_channel::<()>(1);
+    let mut w = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
+        if let Ok(ev) = ev
+            && matches!(
+                ev.kind,
+                notify::EventKind::Modify(_) | notify::EventKind::Create(_)
+            )
+            && ev
+                .paths
+                .iter()
+                .any(|p| p.file_name() == Some(name.as_os_str()))
+        {
+            // Full: a ping already waits, and it covers this write too.
+            let _ = tx.try_send(());
+        }
+    })
+    .map_err(|e| Error::backend_from("starting a file watcher", e))?;
+    w.watch(&dir, notify::RecursiveMode::NonRecursive)
+        .map_err(|e| Error::backend_from(format!("watching {}", dir.display()), e))?;
+    Ok(Changes::new(rx, Some(Box::new(w))))
 }
 
 impl Store for SqliteStore {
     fn apply_all(&self, actor: &str, cmds: Vec<crate::Command>) -> Result<Vec<crate::Applied>> {
         let result = {
             let mut conn = self.conn();
-            write::apply_all(&mut conn, actor, cmds)
+            write::apply_all(&mut conn, actor, self.clock.now_ms(), cmds)
         };
         if result.is_ok() {
             self.announce();
@@ -466,7 +495,7 @@ impl Store for SqliteStore {
         let event = {
             let mut conn = self.conn();
             let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let e = write::append_event(&tx, now_ms(), actor, kind, None, payload)?;
+            let e = write::append_event(&tx, self.clock.now_ms(), actor, kind, None, payload)?;
             tx.commit()?;
             e
         };
@@ -485,7 +514,7 @@ impl Store for SqliteStore {
     fn import(&self, actor: &str, batch: ImportBatch, opts: ImportOptions) -> Result<ImportReport> {
         let result = {
             let mut conn = self.conn();
-            import::import(&mut conn, actor, batch, opts)
+            import::import(&mut conn, actor, batch, opts, self.clock.now_ms())
         };
         if result.is_ok() {
             self.announce();
@@ -576,6 +605,18 @@ impl Store for SqliteStore {
             .query_map([], |r| {
                 Ok((TaskId::trusted(r.get(0)?), r.get::<_, Option<String>>(1)?))
             })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    }
+
+    fn ids_with_prefix(&self, prefix: &str, limit: usize) -> Result<Vec<TaskId>> {
+        let conn = self.read();
+        // A range of the primary key: ids are ASCII, all below U+007F.
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT id FROM tasks WHERE id >= ?1 AND id < ?1 || char(127) ORDER BY id LIMIT {limit}"
+        ))?;
+        let rows = stmt
+            .query_map([prefix], |r| Ok(TaskId::trusted(r.get(0)?)))?
             .collect::<rusqlite::Result<Vec<_>>>()?;
         Ok(rows)
     }
@@ -841,6 +882,15 @@ impl Store for SqliteStore {
             .and_then(|f| f.sync_all())
             .map_err(|e| io_err(dest, e))?;
         Ok(())
+    }
+
+    /// Woken by every committed write of every process on this file.
+    fn changes(&self) -> Result<Changes> {
+        watch(&self.path)
+    }
+
+    fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
     }
 
     fn restore_from(&self, src: &Path, keep_current_at: &Path) -> Result<()> {

@@ -8,7 +8,8 @@ use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, 
 use serde_json::Value;
 
 use super::{TASK_COLS, load_tasks};
-use crate::apply::{self, Field, LeaseRow, WriteTx, json_strings};
+use crate::apply::{self, Field, LeaseRow, WriteTx};
+use crate::json::json_strings;
 use crate::{Applied, Command, Error, Result};
 
 /// [`GraphTx`] over an open SQLite transaction.
@@ -186,6 +187,7 @@ fn load_one(tx: &Transaction<'_>, id: &TaskId) -> Result<Task> {
 pub(crate) fn apply_all(
     conn: &mut Connection,
     actor: &str,
+    now: i64,
     cmds: Vec<Command>,
 ) -> Result<Vec<Applied>> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -193,7 +195,7 @@ pub(crate) fn apply_all(
     {
         let mut g = SqlGraph { tx: &tx };
         for cmd in cmds {
-            out.push(apply::apply_one(&mut g, actor, cmd)?);
+            out.push(apply::apply_one(&mut g, actor, now, cmd)?);
         }
     }
     tx.commit()?;

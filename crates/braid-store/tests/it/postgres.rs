@@ -72,9 +72,9 @@ impl Drop for Schema {
 fn contract_suite_on_postgres() {
     let Some(server) = server() else { return };
     let mut schemas = Vec::new();
-    contract::run_all(&mut || {
+    contract::run_all(&mut |clock| {
         let s = Schema::new(&server);
-        let store = PgStore::open(&s.url).unwrap();
+        let store = PgStore::open(&s.url).unwrap().with_clock(clock);
         schemas.push(s);
         Box::new(store) as Box<dyn Store>
     });
@@ -92,11 +92,23 @@ fn a_bad_address_is_named_without_its_password() {
 
 /// Two stores on one schema: two nodes.
 fn two_nodes(server: &str, app: &str) -> (Schema, PgStore, PgStore) {
+    let (s, a, b, _) = two_nodes_at(server, app);
+    (s, a, b)
+}
+
+/// Two nodes whose clocks the test sets (one clock: the nodes agree on the
+/// time, as NTP keeps real ones close).
+fn two_nodes_at(server: &str, app: &str) -> (Schema, PgStore, PgStore, braid_core::ManualClock) {
     let s = Schema::new(server);
     let url = format!("{}&application_name={app}", s.url);
-    let a = PgStore::open(&url).unwrap();
-    let b = PgStore::open(&url).unwrap();
-    (s, a, b)
+    let clock = braid_core::ManualClock::starting_now();
+    let a = PgStore::open(&url)
+        .unwrap()
+        .with_clock(std::sync::Arc::new(clock.clone()));
+    let b = PgStore::open(&url)
+        .unwrap()
+        .with_clock(std::sync::Arc::new(clock.clone()));
+    (s, a, b, clock)
 }
 
 #[test]
@@ -342,7 +354,7 @@ fn a_rescue_by_another_node_counts_an_attempt_and_fences_the_old_holder() {
     use braid_core::{NewTask, State};
     use braid_store::Command;
     let Some(server) = server() else { return };
-    let (_s, a, b) = two_nodes(&server, "braid_rescue");
+    let (_s, a, b, clock) = two_nodes_at(&server, "braid_rescue");
     let id = a
         .apply("t", Command::Add(NewTask::titled("job")))
         .unwrap()
@@ -354,14 +366,16 @@ fn a_rescue_by_another_node_counts_an_attempt_and_fences_the_old_holder() {
             Command::Claim {
                 id: Some(id.clone()),
                 assignee: "node-a".into(),
-                // Already expired: node a stopped renewing long ago.
-                lease_ms: -60_000,
+                lease_ms: 60_000,
             },
         )
         .unwrap();
     let old = claim.lease_token.unwrap();
-    // Node b sees the expired lease and takes it back.
-    let expired = b.expired_leases(braid_store::sqlite::now_ms(), 10).unwrap();
+    assert!(b.expired_leases(b.now_ms(), 10).unwrap().is_empty());
+    // Node a stops renewing; a minute later node b sees the expired lease
+    // and takes it back.
+    clock.advance(60_001);
+    let expired = b.expired_leases(b.now_ms(), 10).unwrap();
     assert_eq!(expired, vec![(id.clone(), old.clone())]);
     b.apply(
         "node-b",
@@ -516,6 +530,7 @@ mod same_as_sqlite {
 
     impl Known {
         fn of(store: &dyn Store, tokens: &HashMap<TaskId, String>) -> Known {
+            let now = store.now_ms();
             let tasks = store.list(&ListFilter::default()).unwrap();
             let with = |f: &dyn Fn(&Task) -> bool| -> Vec<TaskId> {
                 tasks
@@ -524,7 +539,6 @@ mod same_as_sqlite {
                     .map(|t| t.id.clone())
                     .collect()
             };
-            let now = braid_store::sqlite::now_ms();
             Known {
                 ids: with(&|_| true),
                 epics: with(&|t| t.kind == TaskType::Epic),
@@ -628,7 +642,7 @@ mod same_as_sqlite {
                     (true, false) => 0,
                 };
             }
-            let lease_ms = if self.rng.one_in(2) { 60_000 } else { -60_000 };
+            let lease_ms = 60_000;
             let assignee = if self.rng.one_in(2) { "ann" } else { "bob" }.to_owned();
             self.n += 1;
             let n = self.n;
@@ -757,7 +771,7 @@ mod same_as_sqlite {
                     }
                 }
                 76..80 => {
-                    k.held[i].1 = lease_ms < 0;
+                    k.held[i].1 = false;
                     let id = k.held[i].0.clone();
                     if roll < 78 {
                         Command::Renew {
@@ -859,32 +873,27 @@ mod same_as_sqlite {
         cmd
     }
 
-    /// A task with what rightly differs between two stores blanked: times (each
-    /// store reads the clock when it writes) and lease tokens. A lease keeps its
-    /// attempt and whether it has expired (leases are a minute either way).
+    /// A task with what rightly differs between two stores blanked: the
+    /// lease's token (a random secret). Times are equal: both stores read
+    /// one clock the test sets.
     fn comparable(mut t: Task) -> Task {
-        let now = braid_store::sqlite::now_ms();
-        t.created_at = 0;
-        t.updated_at = 0;
-        t.closed_at = t.closed_at.map(|_| 0);
         t.lease = t.lease.map(|l| Lease {
             token: String::new(),
-            expires_at: (l.expires_at > now) as i64,
-            attempt: l.attempt,
+            ..l
         });
         t.deps.sort();
         t
     }
 
-    /// An event without its number and times (lease expiries, how long ago a
-    /// lease expired).
-    fn comparable_event(e: &Event) -> (EventKind, Option<TaskId>, String, Value) {
-        let mut payload = e.payload.clone();
-        if let Some(p) = payload.as_object_mut() {
-            p.remove("lease_expires");
-            p.remove("expired_ms_ago");
-        }
-        (e.kind, e.task.clone(), e.actor.clone(), payload)
+    /// An event without its number (each log numbers its own).
+    fn comparable_event(e: &Event) -> (EventKind, Option<TaskId>, String, i64, Value) {
+        (
+            e.kind,
+            e.task.clone(),
+            e.actor.clone(),
+            e.at,
+            e.payload.clone(),
+        )
     }
 
     /// An error's variant and its message without numbers (the time a lease
@@ -990,7 +999,7 @@ mod same_as_sqlite {
             );
         }
         let expired = |s: &dyn Store| -> Vec<TaskId> {
-            let now = braid_store::sqlite::now_ms();
+            let now = s.now_ms();
             let mut ids: Vec<TaskId> = s
                 .expired_leases(now, 1000)
                 .unwrap()
@@ -1037,9 +1046,12 @@ mod same_as_sqlite {
         let (mut batches, mut refused) = (0, 0);
         for seed in 1..=6u64 {
             let schema = Schema::new(&server);
-            let pg = PgStore::open(&schema.url).unwrap();
-            let sqlite =
-                SqliteStore::create(&dir.path().join(format!("s{seed}/braid.db"))).unwrap();
+            let clock = braid_core::ManualClock::at(1_700_000_000_000);
+            let shared = || -> braid_core::SharedClock { std::sync::Arc::new(clock.clone()) };
+            let pg = PgStore::open(&schema.url).unwrap().with_clock(shared());
+            let sqlite = SqliteStore::create(&dir.path().join(format!("s{seed}/braid.db")))
+                .unwrap()
+                .with_clock(shared());
             let mut generator = Gen {
                 rng: Rng::new(seed),
                 created: 0,
@@ -1050,6 +1062,13 @@ mod same_as_sqlite {
             let mut log: Vec<String> = Vec::new();
             let mut commands = 0;
             while commands < 150 {
+                // Time passes between batches; now and then a minute, and
+                // every lease held expires.
+                clock.advance(if generator.rng.one_in(6) {
+                    60_001
+                } else {
+                    1 + generator.rng.below(1_000) as i64
+                });
                 let mut known = Known::of(&sqlite, &sqlite_tokens);
                 let cmds = generator.batch(&mut known);
                 commands += cmds.len();

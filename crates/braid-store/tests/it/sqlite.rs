@@ -3,16 +3,16 @@
 use braid_core::{NewTask, State};
 use braid_store::{Command, SqliteStore, Store, contract};
 
-fn fresh(dir: &tempfile::TempDir, n: &mut usize) -> Box<dyn Store> {
+fn fresh(dir: &tempfile::TempDir, n: &mut usize) -> SqliteStore {
     *n += 1;
-    Box::new(SqliteStore::create(&dir.path().join(format!("db{n}/braid.db"))).unwrap())
+    SqliteStore::create(&dir.path().join(format!("db{n}/braid.db"))).unwrap()
 }
 
 #[test]
 fn contract_suite_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
     let mut n = 0;
-    contract::run_all(&mut || fresh(&dir, &mut n));
+    contract::run_all(&mut |clock| Box::new(fresh(&dir, &mut n).with_clock(clock)));
 }
 
 #[test]
@@ -48,7 +48,11 @@ fn open_missing_database_is_a_clear_error() {
     let err = SqliteStore::open(&dir.path().join("nope.db"))
         .err()
         .unwrap();
-    assert!(err.to_string().contains("braid init"), "{err}");
+    let text = braid_core::error::chain(&err);
+    assert!(
+        text.contains("nope.db") && text.contains("braid init"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -129,4 +133,20 @@ fn backup_and_restore_keep_the_replaced_database() {
         .unwrap_err();
     assert!(err.to_string().contains("not a braid database"), "{err}");
     assert!(s.task(&a).is_ok(), "a bad restore changes nothing");
+}
+
+#[test]
+fn the_change_feed_hears_writes_of_another_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("braid.db");
+    let reader = SqliteStore::create(&path).unwrap();
+    let writer = SqliteStore::open(&path).unwrap();
+    let feed = reader.changes().unwrap();
+    assert!(feed.try_recv().is_err(), "no write yet, no ping");
+    writer
+        .apply("t", Command::Add(NewTask::titled("elsewhere")))
+        .unwrap();
+    feed.recv_timeout(std::time::Duration::from_secs(30))
+        .expect("the other store's commit pings this feed");
+    assert_eq!(reader.last_seq().unwrap(), 1);
 }

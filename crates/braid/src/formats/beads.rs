@@ -61,7 +61,7 @@ fn blocks() -> String {
 
 pub fn parse(name: &str, text: &str) -> Parsed {
     let mut out = Parsed::default();
-    let now = braid_store::sqlite::now_ms();
+    let now = braid_core::clock::now_ms();
     for (i, line) in text.lines().enumerate() {
         let at = format!("{name}:{}", i + 1);
         if line.trim().is_empty() {

@@ -65,7 +65,7 @@ pub fn parse(name: &str, text: &str) -> Parsed {
         ));
         return out;
     }
-    let now = braid_store::sqlite::now_ms();
+    let now = braid_core::clock::now_ms();
     for (tag, list) in lists {
         let prefix = if tag == "master" {
             "tm-".to_owned()

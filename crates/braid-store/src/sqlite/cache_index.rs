@@ -8,8 +8,9 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+use super::db_err;
 use crate::Result;
-use crate::sqlite::{db_err, now_ms};
+use braid_core::clock::now_ms;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS entries (
