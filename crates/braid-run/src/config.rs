@@ -233,33 +233,7 @@ impl Default for Config {
     }
 }
 
-/// Parses sizes like `512MiB`, `10GiB`, `4096`, `2KB`.
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size like 512MiB"))?;
-    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" => 1_000,
-        "kib" => 1 << 10,
-        "m" | "mb" => 1_000_000,
-        "mib" => 1 << 20,
-        "g" | "gb" => 1_000_000_000,
-        "gib" => 1 << 30,
-        "t" | "tb" => 1_000_000_000_000,
-        "tib" => 1 << 40,
-        other => {
-            return Err(format!(
-                "{s:?}: unknown unit {other:?} (use B, KiB, MiB, GiB)"
-            ));
-        }
-    };
-    n.checked_mul(mult)
-        .ok_or_else(|| format!("{s:?} is too large"))
-}
+use braid_app::units::parse_size;
 
 impl Config {
     /// Reads a config file; a missing file gives the defaults.
@@ -569,13 +543,5 @@ into = "main"
             e.contains("\"lint\"") && e.contains("not a [[gate]]"),
             "{e}"
         );
-    }
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_size("512MiB").unwrap(), 512 << 20);
-        assert_eq!(parse_size("10GiB").unwrap(), 10 << 30);
-        assert_eq!(parse_size("7").unwrap(), 7);
-        assert!(parse_size("5 parsecs").is_err());
     }
 }

@@ -13,6 +13,8 @@ use braid_core::{Event, EventKind, State, TaskId};
 use braid_store::{Command, Store};
 use serde_json::json;
 
+pub use braid_app::Paths;
+
 use crate::config::{Agent, Config, Gate};
 use crate::supervise::{self, Exit, Spec};
 use crate::telemetry::Telemetry;
@@ -60,32 +62,6 @@ pub struct Waker(Sender<Msg>);
 impl Waker {
     pub fn wake(&self) {
         let _ = self.0.send(Msg::StoreChanged);
-    }
-}
-
-/// Where the project lives.
-#[derive(Clone, Debug)]
-pub struct Paths {
-    /// The `.braid` directory.
-    pub braid_dir: PathBuf,
-    /// The database file (watched for changes).
-    pub db: PathBuf,
-    /// The git repository root, when the project is in one with a commit.
-    pub repo: Option<PathBuf>,
-}
-
-impl Paths {
-    pub fn logs(&self, id: &TaskId) -> PathBuf {
-        self.braid_dir.join("logs").join(id.as_str())
-    }
-
-    /// Where a task's agent works: a git worktree, or a scratch directory.
-    pub fn workspace(&self, id: &TaskId) -> PathBuf {
-        if self.repo.is_some() {
-            self.braid_dir.join("worktrees").join(id.as_str())
-        } else {
-            self.braid_dir.join("work").join(id.as_str())
-        }
     }
 }
 
@@ -603,7 +579,7 @@ impl<'a> Engine<'a> {
             return;
         }
         let logs = self.paths.logs(id);
-        let prompt = match crate::prompt::build(self.store, id) {
+        let prompt = match braid_app::prompt::build(self.store, id) {
             Ok(p) => p,
             Err(e) => format!("Task {id}. (The task could not be read: {e}.)"),
         };

@@ -9,7 +9,6 @@ pub mod gates;
 pub mod integrate;
 pub mod merge;
 pub mod metrics;
-pub mod prompt;
 pub mod supervise;
 pub mod telemetry;
 

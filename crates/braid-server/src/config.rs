@@ -133,7 +133,8 @@ impl ServerConfig {
         l.max_connections_per_ip = r.max_connections_per_ip.unwrap_or(l.max_connections_per_ip);
         l.max_connections = r.max_connections.unwrap_or(l.max_connections);
         if let Some(s) = &r.max_body {
-            l.max_body = braid_run::config::parse_size(s).map_err(|e| bad("max_body", e))? as usize;
+            l.max_body = braid_app::units::parse_size(s)
+                .map_err(|e| bad("max_body", e.to_string()))? as usize;
         }
         l.request_timeout = dur("request_timeout", &r.request_timeout, l.request_timeout)?;
         for (key, v) in [

@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use braid_core::ErrorKind;
 
-use crate::api::{ErrorBody, ErrorOut};
+use braid_app::wire::{ErrorBody, ErrorView};
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -61,7 +61,7 @@ impl From<braid_core::Error> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = ErrorOut {
+        let body = ErrorView {
             error: ErrorBody {
                 code: self.code.to_owned(),
                 message: self.message,

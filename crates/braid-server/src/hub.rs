@@ -14,8 +14,8 @@ use braid_store::Store;
 use serde::Serialize;
 use tokio::sync::{broadcast, watch};
 
-use crate::api::EventOut;
 use crate::metric;
+use braid_app::wire::EventView;
 
 /// Bounds of the streams. Every one is a setting (`[server]` in config).
 #[derive(Clone, Debug)]
@@ -50,13 +50,13 @@ pub struct Frame {
     pub json: axum::extract::ws::Utf8Bytes,
 }
 
-/// The wire form of an event on a stream: `{"type":"event", ...EventOut}`.
+/// The wire form of an event on a stream: `{"type":"event", ...EventView}`.
 #[derive(Serialize)]
 struct EventMsg<'a> {
     #[serde(rename = "type")]
     ty: &'static str,
     #[serde(flatten)]
-    event: &'a EventOut,
+    event: &'a EventView,
 }
 
 /// The first message on every stream.
@@ -247,7 +247,7 @@ impl Hub {
                         .or_insert_with(|| task_rooms(self.store.as_ref(), id));
                     rooms.extend(task_rooms.iter().cloned());
                 }
-                let out = EventOut::from(e);
+                let out = EventView::from(e);
                 let json = serde_json::to_string(&EventMsg {
                     ty: "event",
                     event: &out,

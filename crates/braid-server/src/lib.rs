@@ -3,7 +3,6 @@
 //! event streams (WebSocket, SSE) fed by one hub, limits, token auth,
 //! `/metrics`, the board page and file sync. Only this crate knows HTTP.
 
-pub mod api;
 mod auth;
 mod board;
 pub mod config;

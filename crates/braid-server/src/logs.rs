@@ -17,24 +17,25 @@ use futures_util::Stream;
 use notify::Watcher;
 use serde::Deserialize;
 
-use crate::api::{LogOut, RunOut, TaskOut};
 use crate::error::ApiError;
-use crate::routes::{AppState, blocking, id};
+use crate::routes::{AppState, blocking, query};
+use braid_app::wire::{ErrorView, LogView, RunView, TaskView};
 
 /// The most bytes one read of a log returns.
 const MAX_CHUNK: u64 = 64 * 1024;
 
+/// The log folder of the task `raw` names (an id, or a unique prefix).
 fn task_dir(st: &AppState, raw: &str) -> Result<PathBuf, ApiError> {
-    let tid = id(raw)?;
-    let Some(dir) = &st.logs_dir else {
+    let Some(paths) = &st.paths else {
         return Err(ApiError {
             status: StatusCode::NOT_FOUND,
             code: "not_found",
             message: "this server has no log folder".into(),
         });
     };
+    let tid = query(st, |s| braid_app::ops::resolve(s, raw))?;
     // A valid id has no path separators, so this stays inside the folder.
-    Ok(dir.join(tid.as_str()))
+    Ok(paths.logs(&tid))
 }
 
 /// A log name as the engine writes it: `<attempt>-<name>.log`, nothing that
@@ -58,16 +59,16 @@ fn log_name(name: &str) -> Result<&str, ApiError> {
     }
 }
 
-fn list_dir(dir: &std::path::Path) -> Vec<LogOut> {
+fn list_dir(dir: &std::path::Path) -> Vec<LogView> {
     let Ok(rd) = std::fs::read_dir(dir) else {
         return Vec::new();
     };
-    let mut out: Vec<LogOut> = rd
+    let mut out: Vec<LogView> = rd
         .filter_map(|e| e.ok())
         .filter_map(|e| {
             let name = e.file_name().into_string().ok()?;
             log_name(&name).ok()?;
-            Some(LogOut {
+            Some(LogView {
                 size: e.metadata().ok()?.len(),
                 name,
             })
@@ -87,22 +88,22 @@ fn list_dir(dir: &std::path::Path) -> Vec<LogOut> {
 }
 
 /// The tasks being worked on now, with their logs.
-#[utoipa::path(get, path = "/api/runs", responses((status = 200, body = [RunOut])))]
-pub async fn runs(State(st): State<AppState>) -> Result<Json<Vec<RunOut>>, ApiError> {
+#[utoipa::path(get, path = "/api/runs", responses((status = 200, body = [RunView])))]
+pub async fn runs(State(st): State<AppState>) -> Result<Json<Vec<RunView>>, ApiError> {
     let filter = ListFilter {
         states: vec![TaskState::InProgress],
         limit: Some(500),
         ..ListFilter::default()
     };
-    let dir = st.logs_dir.clone();
+    let paths = st.paths.clone();
     let out = blocking(&st, move |s| {
         Ok(s.list(&filter)?
             .iter()
-            .map(|t| RunOut {
-                task: TaskOut::from(t),
-                logs: dir
+            .map(|t| RunView {
+                task: TaskView::from(t),
+                logs: paths
                     .as_ref()
-                    .map(|d| list_dir(&d.join(t.id.as_str())))
+                    .map(|p| list_dir(&p.logs(&t.id)))
                     .unwrap_or_default(),
             })
             .collect())
@@ -112,18 +113,15 @@ pub async fn runs(State(st): State<AppState>) -> Result<Json<Vec<RunOut>>, ApiEr
 }
 
 /// A task's log files, oldest attempt first.
-#[utoipa::path(get, path = "/api/tasks/{id}/logs", params(("id" = String, Path)), responses((status = 200, body = [LogOut]), (status = 404, body = crate::api::ErrorOut)))]
+#[utoipa::path(get, path = "/api/tasks/{id}/logs", params(("id" = String, Path)), responses((status = 200, body = [LogView]), (status = 404, body = ErrorView)))]
 pub async fn list(
     State(st): State<AppState>,
     Path(raw): Path<String>,
-) -> Result<Json<Vec<LogOut>>, ApiError> {
+) -> Result<Json<Vec<LogView>>, ApiError> {
     let dir = task_dir(&st, &raw)?;
-    let tid = id(&raw)?;
-    let logs = blocking(&st, move |s| {
-        s.task(&tid)?;
-        Ok(list_dir(&dir))
-    })
-    .await?;
+    let logs = tokio::task::spawn_blocking(move || list_dir(&dir))
+        .await
+        .map_err(|_| ApiError::internal())?;
     Ok(Json(logs))
 }
 
@@ -134,7 +132,7 @@ pub struct TailQuery {
 }
 
 /// The end of one log file, as text.
-#[utoipa::path(get, path = "/api/tasks/{id}/logs/{name}", params(("id" = String, Path), ("name" = String, Path), TailQuery), responses((status = 200, content_type = "text/plain", body = String), (status = 404, body = crate::api::ErrorOut)))]
+#[utoipa::path(get, path = "/api/tasks/{id}/logs/{name}", params(("id" = String, Path), ("name" = String, Path), TailQuery), responses((status = 200, content_type = "text/plain", body = String), (status = 404, body = ErrorView)))]
 pub async fn tail(
     State(st): State<AppState>,
     Path((raw, name)): Path<(String, String)>,

@@ -6,8 +6,9 @@
 
 use std::sync::Arc;
 
-use braid_core::{Dep, DepKind, EventKind, NewTask, State, Task, TaskId, TaskPatch, TaskType};
-use braid_store::{Command, Store};
+use braid_app::ops::{self, Page};
+use braid_app::wire::{ClaimIn, CommentIn, DepIn, NewTaskIn, PatchIn, ReasonIn, TaskView};
+use braid_store::Store;
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::{CallToolResult, ContentBlock, Implementation, ServerCapabilities, ServerConfig};
@@ -62,18 +63,14 @@ pub async fn serve_stdio(
 
 fn err(e: braid_store::Error) -> McpError {
     if e.is_internal() {
-        eprintln!("braid mcp: internal error: {e}");
-        return McpError::internal_error("internal error (see the server's stderr)", None);
+        tracing::error!(error = %braid_core::error::chain(&e), "braid mcp: internal error");
+        return McpError::internal_error("internal error (see the server's log)", None);
     }
     McpError::invalid_params(e.to_string(), None)
 }
 
 fn bad(msg: impl Into<String>) -> McpError {
     McpError::invalid_params(msg.into(), None)
-}
-
-fn id(s: &str) -> Result<TaskId, McpError> {
-    TaskId::parse(s.trim()).map_err(|e| bad(format!("id {s:?}: {e}")))
 }
 
 fn text(s: String) -> CallToolResult {
@@ -90,7 +87,7 @@ fn cut(s: &str, max: usize) -> (String, Option<usize>) {
 }
 
 /// A task in a list: just enough to choose.
-fn summary(t: &Task) -> Value {
+fn summary(t: &TaskView) -> Value {
     let (title, _) = cut(&t.title, 200);
     let mut v =
         json!({"id": t.id, "title": title, "priority": t.priority, "type": t.kind.as_str()});
@@ -119,51 +116,31 @@ pub struct ShowArgs {
     pub offset: Option<usize>,
 }
 
-#[derive(Debug, Deserialize, schemars::JsonSchema)]
-pub struct AddArgs {
-    pub title: String,
-    pub description: Option<String>,
-    /// task (default) | bug | chore | epic
-    #[serde(rename = "type")]
-    pub kind: Option<String>,
-    /// 0 (most urgent) to 4; default 2.
-    pub priority: Option<i64>,
-    /// The epic or task this belongs under.
-    pub parent: Option<String>,
-    /// Ids of tasks that must be done before this one can start.
-    pub deps: Option<Vec<String>>,
-    pub labels: Option<Vec<String>>,
-    /// What "done" means for this task.
-    pub acceptance: Option<String>,
-}
-
+/// `claim`'s arguments: the task (or none: the most urgent ready one) and
+/// the claim (`as` names who takes it).
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub struct ClaimArgs {
     /// The task to take; without it, the most urgent ready task.
     pub id: Option<String>,
-    /// Who takes it (your agent name).
-    #[serde(rename = "as")]
-    pub assignee: Option<String>,
-    /// How long the claim lasts without being finished (default 1800 s).
-    pub lease_seconds: Option<u64>,
+    #[serde(flatten)]
+    pub claim: ClaimIn,
 }
 
+/// `update`'s arguments: the task and the changes.
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub struct UpdateArgs {
     pub id: String,
-    pub title: Option<String>,
-    pub description: Option<String>,
-    pub priority: Option<i64>,
-    pub add_labels: Option<Vec<String>>,
-    pub remove_labels: Option<Vec<String>>,
-    pub acceptance: Option<String>,
+    #[serde(flatten)]
+    pub patch: PatchIn,
 }
 
+/// `done`'s arguments.
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub struct DoneArgs {
     pub id: String,
     /// What was done (optional).
-    pub reason: Option<String>,
+    #[serde(flatten)]
+    pub reason: ReasonIn,
 }
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
@@ -183,12 +160,12 @@ pub struct DepAddArgs {
     pub kind: Option<String>,
 }
 
+/// `comment`'s arguments: the task and the comment.
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub struct CommentArgs {
     pub id: String,
-    pub text: String,
-    /// Who says it (default: the server's actor).
-    pub author: Option<String>,
+    #[serde(flatten)]
+    pub comment: CommentIn,
 }
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
@@ -220,7 +197,7 @@ impl BraidMcp {
         )))
     }
 
-    fn task_brief(&self, t: &Task) -> Value {
+    fn task_brief(&self, t: &TaskView) -> Value {
         json!({"id": t.id, "title": t.title, "state": t.state.as_str(), "ready": t.ready})
     }
 }
@@ -234,7 +211,7 @@ impl BraidMcp {
         &self,
         Parameters(a): Parameters<ReadyArgs>,
     ) -> Result<CallToolResult, McpError> {
-        let limit = a.limit.unwrap_or(20).clamp(1, 200);
+        let limit = Page::READY.size(a.limit);
         let offset = match a.cursor.as_deref() {
             None | Some("") => 0,
             Some(c) => c
@@ -242,9 +219,10 @@ impl BraidMcp {
                 .and_then(|n| n.parse::<usize>().ok())
                 .ok_or_else(|| bad(format!("cursor {c:?} is not one this server gave out")))?,
         };
-        let tasks = self.store.ready(offset + limit + 1).map_err(err)?;
-        let total_ready = self.store.health().map_err(err)?.ready;
-        let page: Vec<&Task> = tasks.iter().skip(offset).take(limit).collect();
+        let store = self.store.as_ref();
+        let tasks = ops::ready(store, offset + limit + 1).map_err(err)?;
+        let total_ready = ops::health(store).map_err(err)?.ready;
+        let page: Vec<&TaskView> = tasks.iter().skip(offset).take(limit).collect();
         let mut items: Vec<Value> = page.iter().map(|t| summary(t)).collect();
         // Fit the budget: fewer items per page, never a cut list.
         loop {
@@ -262,37 +240,29 @@ impl BraidMcp {
         description = "A task's details: fields, description, dependencies with their states, why it is blocked, recent comments. A long description is cut; the answer says which `offset` gets the rest."
     )]
     async fn show(&self, Parameters(a): Parameters<ShowArgs>) -> Result<CallToolResult, McpError> {
-        let tid = id(&a.id)?;
-        let t = self.store.task(&tid).map_err(err)?;
-        let why = if t.ready {
-            Vec::new()
-        } else {
-            self.store.why_blocked(&tid).map_err(err)?
-        };
+        let store = self.store.as_ref();
+        let shown = ops::show(store, &a.id, 0).map_err(err)?;
+        let t = &shown.task;
         let mut deps = Vec::new();
         for d in &t.deps {
-            let state = self
-                .store
-                .task(&d.id)
+            let state = ops::get(store, &d.id)
                 .map(|x| x.state.as_str())
                 .unwrap_or("missing");
             deps.push(json!({"id": d.id, "kind": d.kind.as_str(), "state": state}));
         }
-        let comments: Vec<Value> = self
-            .store
-            .comments(&tid, 5)
-            .map_err(err)?
+        let recent = shown.comments.len().saturating_sub(5);
+        let comments: Vec<Value> = shown.comments[recent..]
             .iter()
-            .map(|e| {
-                let (text, _) = cut(e.payload["text"].as_str().unwrap_or_default(), 500);
-                json!({"author": e.payload["author"], "text": text})
+            .map(|c| {
+                let (text, _) = cut(&c.text, 500);
+                json!({"author": c.author, "text": text})
             })
             .collect();
         let mut v = json!({
             "id": t.id, "title": t.title, "type": t.kind.as_str(), "priority": t.priority,
             "state": t.state.as_str(), "ready": t.ready, "parent": t.parent, "labels": t.labels,
             "assignee": t.assignee, "acceptance": t.acceptance, "deps": deps,
-            "blocked_by": why, "comments": comments,
+            "blocked_by": shown.blocked_by, "comments": comments,
         });
         let offset = a.offset.unwrap_or(0);
         let desc: String = t.description.chars().skip(offset).collect();
@@ -314,46 +284,8 @@ impl BraidMcp {
     #[tool(
         description = "Create a task. `deps`: ids it waits for (it becomes ready when they are done); `parent`: the epic it belongs to. Answers its id and whether it is ready."
     )]
-    async fn add(&self, Parameters(a): Parameters<AddArgs>) -> Result<CallToolResult, McpError> {
-        let deps = a
-            .deps
-            .unwrap_or_default()
-            .iter()
-            .map(|d| {
-                Ok(Dep {
-                    id: id(d)?,
-                    kind: DepKind::Blocks,
-                })
-            })
-            .collect::<Result<Vec<_>, McpError>>()?;
-        let new = NewTask {
-            id: None,
-            title: a.title,
-            description: a.description.unwrap_or_default(),
-            kind: a
-                .kind
-                .as_deref()
-                .map(TaskType::parse)
-                .transpose()
-                .map_err(|e| bad(e.to_string()))?,
-            priority: a
-                .priority
-                .map(braid_core::model::check_priority)
-                .transpose()
-                .map_err(|e| bad(e.to_string()))?,
-            parent: a.parent.as_deref().map(id).transpose()?,
-            labels: a.labels.unwrap_or_default(),
-            assignee: None,
-            acceptance: a.acceptance.unwrap_or_default(),
-            gates: Vec::new(),
-            agent: None,
-            deps,
-        };
-        let t = self
-            .store
-            .apply(&self.actor, Command::Add(new))
-            .map_err(err)?
-            .task;
+    async fn add(&self, Parameters(a): Parameters<NewTaskIn>) -> Result<CallToolResult, McpError> {
+        let t = ops::add(self.store.as_ref(), &self.actor, a).map_err(err)?;
         self.answer(&self.task_brief(&t))
     }
 
@@ -364,83 +296,45 @@ impl BraidMcp {
         &self,
         Parameters(a): Parameters<ClaimArgs>,
     ) -> Result<CallToolResult, McpError> {
-        let tid = a.id.as_deref().map(id).transpose()?;
-        let assignee = a.assignee.unwrap_or_else(|| self.actor.clone());
-        let lease_ms = (a.lease_seconds.unwrap_or(1800).clamp(10, 7 * 86_400) * 1000) as i64;
-        let applied = self
-            .store
-            .apply(
-                &self.actor,
-                Command::Claim {
-                    id: tid,
-                    assignee,
-                    lease_ms,
-                },
-            )
-            .map_err(err)?;
-        let t = &applied.task;
-        let lease = t.lease.as_ref();
+        let t =
+            ops::claim(self.store.as_ref(), &self.actor, a.id.as_deref(), a.claim).map_err(err)?;
         let v = json!({
-            "id": t.id, "title": t.title, "state": t.state.as_str(),
-            "lease": {"token": applied.lease_token, "expires_at": lease.map(|l| l.expires_at), "attempt": lease.map(|l| l.attempt)},
+            "id": t.id, "title": t.title, "state": t.state.as_str(), "lease": t.lease,
             "next": "do the work (`context` has everything about the task), then `done` or `fail` with a reason",
         });
         self.answer(&v)
     }
 
     #[tool(
-        description = "Change a task's title, description, priority, labels or acceptance criteria."
+        description = "Change a task's fields: title, description, type, priority, parent, labels, assignee, acceptance criteria, gates, agent."
     )]
     async fn update(
         &self,
         Parameters(a): Parameters<UpdateArgs>,
     ) -> Result<CallToolResult, McpError> {
-        let tid = id(&a.id)?;
-        let patch = TaskPatch {
-            title: a.title,
-            description: a.description,
-            priority: a
-                .priority
-                .map(braid_core::model::check_priority)
-                .transpose()
-                .map_err(|e| bad(e.to_string()))?,
-            add_labels: a.add_labels.unwrap_or_default(),
-            remove_labels: a.remove_labels.unwrap_or_default(),
-            acceptance: a.acceptance,
-            ..TaskPatch::default()
-        };
-        let t = self
-            .store
-            .apply(&self.actor, Command::Update { id: tid, patch })
-            .map_err(err)?
-            .task;
-        self.answer(&self.task_brief(&t))
+        let u = ops::update(self.store.as_ref(), &self.actor, &a.id, a.patch).map_err(err)?;
+        self.answer(&self.task_brief(&u.task))
     }
 
     #[tool(
         description = "Mark a task done; tasks waiting on it may become ready (the answer lists them)."
     )]
     async fn done(&self, Parameters(a): Parameters<DoneArgs>) -> Result<CallToolResult, McpError> {
-        let tid = id(&a.id)?;
-        let t = self
-            .store
-            .apply(
-                &self.actor,
-                Command::SetState {
-                    id: tid.clone(),
-                    to: State::Done,
-                    reason: a.reason,
-                },
-            )
-            .map_err(err)?
-            .task;
-        let mut v = self.task_brief(&t);
-        let now_ready: Vec<Value> = self
-            .store
-            .ready(50)
+        let store = self.store.as_ref();
+        let moved = ops::transition(
+            store,
+            &self.actor,
+            &[a.id],
+            ops::Transition::Done,
+            a.reason.reason,
+        )
+        .map_err(err)?;
+        let t = &moved[0].task;
+        let id = braid_core::TaskId::trusted(t.id.clone());
+        let mut v = self.task_brief(t);
+        let now_ready: Vec<Value> = ops::unblocked_by(store, &id, 50)
             .map_err(err)?
             .iter()
-            .filter(|r| r.deps.iter().any(|d| d.id == tid))
             .map(summary)
             .collect();
         v["now_ready"] = json!(now_ready);
@@ -451,23 +345,15 @@ impl BraidMcp {
         description = "Mark a task failed, with the reason (what a next attempt needs to know)."
     )]
     async fn fail(&self, Parameters(a): Parameters<FailArgs>) -> Result<CallToolResult, McpError> {
-        let tid = id(&a.id)?;
-        if a.reason.trim().is_empty() {
-            return Err(bad("fail needs a reason saying why"));
-        }
-        let t = self
-            .store
-            .apply(
-                &self.actor,
-                Command::SetState {
-                    id: tid,
-                    to: State::Failed,
-                    reason: Some(a.reason),
-                },
-            )
-            .map_err(err)?
-            .task;
-        self.answer(&self.task_brief(&t))
+        let moved = ops::transition(
+            self.store.as_ref(),
+            &self.actor,
+            &[a.id],
+            ops::Transition::Fail,
+            Some(a.reason),
+        )
+        .map_err(err)?;
+        self.answer(&self.task_brief(&moved[0].task))
     }
 
     #[tool(
@@ -477,19 +363,11 @@ impl BraidMcp {
         &self,
         Parameters(a): Parameters<DepAddArgs>,
     ) -> Result<CallToolResult, McpError> {
-        let (from, to) = (id(&a.id)?, id(&a.on)?);
-        let kind = a
-            .kind
-            .as_deref()
-            .map(DepKind::parse)
-            .transpose()
-            .map_err(|e| bad(e.to_string()))?
-            .unwrap_or(DepKind::Blocks);
-        let t = self
-            .store
-            .apply(&self.actor, Command::DepAdd { from, to, kind })
-            .map_err(err)?
-            .task;
+        let dep = DepIn {
+            id: a.on,
+            kind: a.kind,
+        };
+        let t = ops::dep_add(self.store.as_ref(), &self.actor, &a.id, dep).map_err(err)?;
         self.answer(&self.task_brief(&t))
     }
 
@@ -498,31 +376,18 @@ impl BraidMcp {
         &self,
         Parameters(a): Parameters<CommentArgs>,
     ) -> Result<CallToolResult, McpError> {
-        let tid = id(&a.id)?;
-        let author = a.author.unwrap_or_else(|| self.actor.clone());
-        let payload =
-            braid_core::model::comment_payload(&author, &a.text).map_err(|e| bad(e.to_string()))?;
-        let applied = self
-            .store
-            .apply(
-                &self.actor,
-                Command::Record {
-                    id: tid.clone(),
-                    kind: EventKind::Commented,
-                    payload,
-                },
-            )
-            .map_err(err)?;
-        let seq = applied.events.last().map(|e| e.seq);
-        self.answer(&json!({"id": tid, "commented": true, "seq": seq}))
+        let c = ops::comment(self.store.as_ref(), &self.actor, &a.id, a.comment).map_err(err)?;
+        let id = ops::resolve(self.store.as_ref(), &a.id).map_err(err)?;
+        self.answer(&json!({"id": id, "commented": true, "seq": c.seq}))
     }
 
     #[tool(
         description = "Everything an agent needs to do a task, as text: title, description, acceptance, its parent chain, the state of its dependencies, and the last failure's output on a retry."
     )]
     async fn context(&self, Parameters(a): Parameters<IdArgs>) -> Result<CallToolResult, McpError> {
-        let tid = id(&a.id)?;
-        let prompt = braid_run::prompt::build(self.store.as_ref(), &tid).map_err(err)?;
+        let store = self.store.as_ref();
+        let tid = ops::resolve(store, &a.id).map_err(err)?;
+        let prompt = braid_app::prompt::build(store, &tid).map_err(err)?;
         let (kept, cut_at) = cut(&prompt, self.budget.saturating_sub(200));
         Ok(text(match cut_at {
             None => kept,

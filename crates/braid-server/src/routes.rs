@@ -3,7 +3,6 @@
 //! request metrics, per-IP rate limit, token auth, then (API only) body
 //! size and request timeouts.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,13 +13,13 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use braid_core::{Dep, DepKind, NewTask, State as TaskState, TaskId, TaskPatch, TaskType};
-use braid_store::{Command, ListFilter, Store};
+use braid_app::ops::{self, Page};
+use braid_app::wire::*;
+use braid_store::Store;
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Deserialize;
 use utoipa::OpenApi;
 
-use crate::api::*;
 use crate::auth::Auth;
 use crate::config::Limits;
 use crate::error::ApiError;
@@ -36,8 +35,8 @@ pub struct AppState {
     pub actor: String,
     /// Fans the event log out to streams; woken after every write.
     pub hub: Arc<Hub>,
-    /// Where the engine writes attempt logs (`.braid/logs`), if anywhere.
-    pub logs_dir: Option<PathBuf>,
+    /// The project's places (attempt logs under `.braid/logs`), if any.
+    pub paths: Option<braid_app::Paths>,
     /// Renders `/metrics`.
     pub metrics: Option<PrometheusHandle>,
     /// Store calls in flight at once. More would only queue on the store's
@@ -54,7 +53,7 @@ impl AppState {
             store,
             actor,
             hub,
-            logs_dir: None,
+            paths: None,
             metrics: None,
             slots: Arc::new(tokio::sync::Semaphore::new(slots.max(1))),
             ready_cache: Arc::default(),
@@ -109,23 +108,6 @@ fn body<T>(b: std::result::Result<Json<T>, JsonRejection>) -> Result<T> {
             ApiError::invalid(e.body_text())
         }
     })
-}
-
-pub(crate) fn id(s: &str) -> Result<TaskId> {
-    TaskId::parse(s).map_err(ApiError::from)
-}
-
-fn kind(s: Option<&str>) -> Result<DepKind> {
-    s.map(DepKind::parse)
-        .transpose()
-        .map_err(ApiError::from)
-        .map(|k| k.unwrap_or(DepKind::Blocks))
-}
-
-fn priority(p: Option<i64>) -> Result<Option<u8>> {
-    p.map(braid_core::model::check_priority)
-        .transpose()
-        .map_err(ApiError::from)
 }
 
 #[derive(OpenApi)]
@@ -322,209 +304,114 @@ pub struct ListQuery {
     limit: Option<usize>,
 }
 
+fn split(s: Option<&str>) -> Vec<String> {
+    s.map(|v| {
+        v.split(',')
+            .map(|x| x.trim().to_owned())
+            .filter(|x| !x.is_empty())
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
 /// List tasks, filtered.
-#[utoipa::path(get, path = "/api/tasks", params(ListQuery), responses((status = 200, body = [TaskOut]), (status = 400, body = ErrorOut)))]
+#[utoipa::path(get, path = "/api/tasks", params(ListQuery), responses((status = 200, body = [TaskView]), (status = 400, body = ErrorView)))]
 async fn list_tasks(
     State(st): State<AppState>,
     q: std::result::Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Vec<TaskOut>>> {
+) -> Result<Json<Vec<TaskView>>> {
     let Query(q) = q.map_err(|e| ApiError::invalid(e.body_text()))?;
-    let split = |s: &Option<String>| -> Vec<String> {
-        s.as_deref()
-            .map(|v| {
-                v.split(',')
-                    .map(|x| x.trim().to_owned())
-                    .filter(|x| !x.is_empty())
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    let filter = ListFilter {
-        states: split(&q.state)
-            .iter()
-            .map(|s| TaskState::parse(s))
-            .collect::<std::result::Result<_, _>>()?,
-        kinds: split(&q.kind)
-            .iter()
-            .map(|s| TaskType::parse(s))
-            .collect::<std::result::Result<_, _>>()?,
+    let input = ListIn {
+        states: split(q.state.as_deref()),
+        types: split(q.kind.as_deref()),
         label: q.label,
-        parent: q.parent.as_deref().map(id).transpose()?,
+        parent: q.parent,
         assignee: q.assignee,
         ready: q.ready,
-        limit: Some(q.limit.unwrap_or(1000).min(10_000)),
+        limit: Some(Page::TASKS.size(q.limit)),
     };
-    let tasks = blocking(&st, move |s| s.list(&filter)).await?;
-    Ok(Json(tasks.iter().map(TaskOut::from).collect()))
+    Ok(Json(blocking(&st, move |s| ops::list(s, input)).await?))
 }
 
 /// Create a task.
-#[utoipa::path(post, path = "/api/tasks", request_body = NewTaskIn, responses((status = 201, body = TaskOut), (status = 400, body = ErrorOut), (status = 404, body = ErrorOut)))]
+#[utoipa::path(post, path = "/api/tasks", request_body = NewTaskIn, responses((status = 201, body = TaskView), (status = 400, body = ErrorView), (status = 404, body = ErrorView)))]
 async fn create_task(
     State(st): State<AppState>,
     b: std::result::Result<Json<NewTaskIn>, JsonRejection>,
-) -> Result<(StatusCode, Json<TaskOut>)> {
-    let b = body(b)?;
-    let deps = b
-        .deps
-        .iter()
-        .map(|d| {
-            Ok(Dep {
-                id: id(&d.id)?,
-                kind: kind(d.kind.as_deref())?,
-            })
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let new = NewTask {
-        id: None,
-        title: b.title,
-        description: b.description,
-        kind: b.kind.as_deref().map(TaskType::parse).transpose()?,
-        priority: priority(b.priority)?,
-        parent: b.parent.as_deref().map(id).transpose()?,
-        labels: b.labels,
-        assignee: b.assignee,
-        acceptance: b.acceptance,
-        gates: b.gates,
-        agent: b.agent,
-        deps,
-    };
+) -> Result<(StatusCode, Json<TaskView>)> {
+    let input = body(b)?;
     let actor = st.actor.clone();
-    let applied = blocking(&st, move |s| s.apply(&actor, Command::Add(new))).await?;
-    Ok((StatusCode::CREATED, Json(TaskOut::from(&applied.task))))
+    let t = blocking(&st, move |s| ops::add(s, &actor, input)).await?;
+    Ok((StatusCode::CREATED, Json(t)))
 }
 
-/// One task.
-#[utoipa::path(get, path = "/api/tasks/{id}", params(("id" = String, Path)), responses((status = 200, body = TaskOut), (status = 404, body = ErrorOut)))]
-async fn get_task(State(st): State<AppState>, Path(raw): Path<String>) -> Result<Json<TaskOut>> {
-    let tid = id(&raw)?;
-    let t = query(&st, move |s| s.task(&tid))?;
-    Ok(Json(TaskOut::from(&t)))
+/// One task (by id, or a unique prefix of one).
+#[utoipa::path(get, path = "/api/tasks/{id}", params(("id" = String, Path)), responses((status = 200, body = TaskView), (status = 404, body = ErrorView)))]
+async fn get_task(State(st): State<AppState>, Path(raw): Path<String>) -> Result<Json<TaskView>> {
+    Ok(Json(query(&st, move |s| ops::get(s, &raw))?))
 }
 
 /// Change a task's fields.
-#[utoipa::path(patch, path = "/api/tasks/{id}", params(("id" = String, Path)), request_body = PatchIn, responses((status = 200, body = TaskOut), (status = 400, body = ErrorOut), (status = 404, body = ErrorOut)))]
+#[utoipa::path(patch, path = "/api/tasks/{id}", params(("id" = String, Path)), request_body = PatchIn, responses((status = 200, body = TaskView), (status = 400, body = ErrorView), (status = 404, body = ErrorView)))]
 async fn patch_task(
     State(st): State<AppState>,
     Path(raw): Path<String>,
     b: std::result::Result<Json<PatchIn>, JsonRejection>,
-) -> Result<Json<TaskOut>> {
-    let tid = id(&raw)?;
-    let b = body(b)?;
-    let patch = TaskPatch {
-        title: b.title,
-        description: b.description,
-        kind: b.kind.as_deref().map(TaskType::parse).transpose()?,
-        priority: priority(b.priority)?,
-        parent: b
-            .parent
-            .map(|p| p.as_deref().map(id).transpose())
-            .transpose()?,
-        add_labels: b.add_labels,
-        remove_labels: b.remove_labels,
-        assignee: b.assignee,
-        acceptance: b.acceptance,
-        gates: b.gates,
-        agent: b.agent,
-        branch: b.branch,
-    };
+) -> Result<Json<TaskView>> {
+    let input = body(b)?;
     let actor = st.actor.clone();
-    let applied = blocking(&st, move |s| {
-        s.apply(&actor, Command::Update { id: tid, patch })
-    })
-    .await?;
-    Ok(Json(TaskOut::from(&applied.task)))
+    let u = blocking(&st, move |s| ops::update(s, &actor, &raw, input)).await?;
+    Ok(Json(u.task))
 }
 
 /// Move a task: `done`, `fail` (reason required), `reopen`, `defer`, `cancel`.
-#[utoipa::path(post, path = "/api/tasks/{id}/{action}", params(("id" = String, Path), ("action" = String, Path, description = "done | fail | reopen | defer | cancel")), request_body = ReasonIn, responses((status = 200, body = TaskOut), (status = 400, body = ErrorOut), (status = 404, body = ErrorOut), (status = 409, body = ErrorOut)))]
+#[utoipa::path(post, path = "/api/tasks/{id}/{action}", params(("id" = String, Path), ("action" = String, Path, description = "done | fail | reopen | defer | cancel")), request_body = ReasonIn, responses((status = 200, body = TaskView), (status = 400, body = ErrorView), (status = 404, body = ErrorView), (status = 409, body = ErrorView)))]
 async fn transition(
     State(st): State<AppState>,
     Path((raw, action)): Path<(String, String)>,
     b: Option<Json<ReasonIn>>,
-) -> Result<Json<TaskOut>> {
-    let tid = id(&raw)?;
-    let reason = b.and_then(|Json(r)| r.reason);
-    let to = match action.as_str() {
-        "done" => TaskState::Done,
-        "fail" => TaskState::Failed,
-        "reopen" => TaskState::Open,
-        "defer" => TaskState::Deferred,
-        "cancel" => TaskState::Cancelled,
-        other => {
-            return Err(ApiError {
-                status: StatusCode::NOT_FOUND,
-                code: "not_found",
-                message: format!(
-                    "no action {other:?}; actions are done, fail, reopen, defer, cancel, claim, deps"
-                ),
-            });
-        }
+) -> Result<Json<TaskView>> {
+    let Some(t) = ops::Transition::parse(&action) else {
+        return Err(ApiError {
+            status: StatusCode::NOT_FOUND,
+            code: "not_found",
+            message: format!(
+                "no action {action:?}; actions are done, fail, reopen, defer, cancel, claim, deps"
+            ),
+        });
     };
-    if to == TaskState::Failed && reason.as_deref().is_none_or(|r| r.trim().is_empty()) {
-        return Err(ApiError::invalid("fail needs a \"reason\" saying why"));
-    }
+    let reason = b.and_then(|Json(r)| r.reason);
     let actor = st.actor.clone();
-    let applied = blocking(&st, move |s| {
-        s.apply(
-            &actor,
-            Command::SetState {
-                id: tid,
-                to,
-                reason,
-            },
-        )
-    })
-    .await?;
-    Ok(Json(TaskOut::from(&applied.task)))
+    let mut moved = blocking(&st, move |s| ops::transition(s, &actor, &[raw], t, reason)).await?;
+    Ok(Json(moved.remove(0).task))
 }
 
 /// Claim a task (atomic). The answer's `lease.token` is the claim.
-#[utoipa::path(post, path = "/api/tasks/{id}/claim", params(("id" = String, Path)), request_body = ClaimIn, responses((status = 200, body = TaskOut), (status = 404, body = ErrorOut), (status = 409, body = ErrorOut)))]
+#[utoipa::path(post, path = "/api/tasks/{id}/claim", params(("id" = String, Path)), request_body = ClaimIn, responses((status = 200, body = TaskView), (status = 400, body = ErrorView), (status = 404, body = ErrorView), (status = 409, body = ErrorView)))]
 async fn claim(
     State(st): State<AppState>,
     Path(raw): Path<String>,
     b: Option<Json<ClaimIn>>,
-) -> Result<Json<TaskOut>> {
-    let tid = id(&raw)?;
-    let b = b.map(|Json(b)| b).unwrap_or_default();
-    let assignee = b.assignee.unwrap_or_else(|| st.actor.clone());
-    let lease_ms = (b.lease_seconds.unwrap_or(1800).min(7 * 86_400) * 1000) as i64;
+) -> Result<Json<TaskView>> {
+    let input = b.map(|Json(b)| b).unwrap_or_default();
     let actor = st.actor.clone();
-    let applied = blocking(&st, move |s| {
-        s.apply(
-            &actor,
-            Command::Claim {
-                id: Some(tid),
-                assignee,
-                lease_ms,
-            },
-        )
-    })
-    .await?;
-    let mut out = TaskOut::from(&applied.task);
-    if let Some(l) = out.lease.as_mut() {
-        l.token = applied.lease_token;
-    }
-    Ok(Json(out))
+    Ok(Json(
+        blocking(&st, move |s| ops::claim(s, &actor, Some(&raw), input)).await?,
+    ))
 }
 
 /// Add a dependency: the task depends on `id`.
-#[utoipa::path(post, path = "/api/tasks/{id}/deps", params(("id" = String, Path)), request_body = DepIn, responses((status = 200, body = TaskOut), (status = 400, body = ErrorOut), (status = 404, body = ErrorOut)))]
+#[utoipa::path(post, path = "/api/tasks/{id}/deps", params(("id" = String, Path)), request_body = DepIn, responses((status = 200, body = TaskView), (status = 400, body = ErrorView), (status = 404, body = ErrorView)))]
 async fn add_dep(
     State(st): State<AppState>,
     Path(raw): Path<String>,
     b: std::result::Result<Json<DepIn>, JsonRejection>,
-) -> Result<Json<TaskOut>> {
-    let from = id(&raw)?;
-    let b = body(b)?;
-    let (to, kind) = (id(&b.id)?, kind(b.kind.as_deref())?);
+) -> Result<Json<TaskView>> {
+    let dep = body(b)?;
     let actor = st.actor.clone();
-    let applied = blocking(&st, move |s| {
-        s.apply(&actor, Command::DepAdd { from, to, kind })
-    })
-    .await?;
-    Ok(Json(TaskOut::from(&applied.task)))
+    Ok(Json(
+        blocking(&st, move |s| ops::dep_add(s, &actor, &raw, dep)).await?,
+    ))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -534,18 +421,17 @@ pub struct DepQuery {
 }
 
 /// Remove a dependency (`?on=ID`).
-#[utoipa::path(delete, path = "/api/tasks/{id}/deps", params(("id" = String, Path), DepQuery), responses((status = 200, body = TaskOut), (status = 404, body = ErrorOut)))]
+#[utoipa::path(delete, path = "/api/tasks/{id}/deps", params(("id" = String, Path), DepQuery), responses((status = 200, body = TaskView), (status = 404, body = ErrorView)))]
 async fn remove_dep(
     State(st): State<AppState>,
     Path(raw): Path<String>,
     q: std::result::Result<Query<DepQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<TaskOut>> {
-    let from = id(&raw)?;
+) -> Result<Json<TaskView>> {
     let Query(q) = q.map_err(|e| ApiError::invalid(e.body_text()))?;
-    let to = id(&q.on)?;
     let actor = st.actor.clone();
-    let applied = blocking(&st, move |s| s.apply(&actor, Command::DepRm { from, to })).await?;
-    Ok(Json(TaskOut::from(&applied.task)))
+    Ok(Json(
+        blocking(&st, move |s| ops::dep_rm(s, &actor, &raw, &q.on)).await?,
+    ))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -554,9 +440,9 @@ pub struct LimitQuery {
 }
 
 /// The ready queue, highest priority first.
-#[utoipa::path(get, path = "/api/ready", params(LimitQuery), responses((status = 200, body = [TaskOut])))]
+#[utoipa::path(get, path = "/api/ready", params(LimitQuery), responses((status = 200, body = [TaskView])))]
 async fn ready(State(st): State<AppState>, Query(q): Query<LimitQuery>) -> Result<Response> {
-    let limit = q.limit.unwrap_or(50).min(1000);
+    let limit = Page::READY.size(q.limit);
     // Every change to a task appends an event, so an answer read at the
     // log's current seq is still the answer: the hot read is served from
     // memory until the next write.
@@ -569,8 +455,7 @@ async fn ready(State(st): State<AppState>, Query(q): Query<LimitQuery>) -> Resul
     let body = match cached {
         Some(b) => b,
         None => {
-            let tasks = query(&st, move |s| s.ready(limit))?;
-            let out: Vec<TaskOut> = tasks.iter().map(TaskOut::from).collect();
+            let out = query(&st, move |s| ops::ready(s, limit))?;
             let b = axum::body::Bytes::from(
                 serde_json::to_vec(&out).map_err(|_| ApiError::internal())?,
             );
@@ -588,21 +473,9 @@ async fn ready(State(st): State<AppState>, Query(q): Query<LimitQuery>) -> Resul
 }
 
 /// Counts by state, ready and blocked (maintained counters).
-#[utoipa::path(get, path = "/api/health", responses((status = 200, body = HealthOut)))]
-async fn health(State(st): State<AppState>) -> Result<Json<HealthOut>> {
-    let (h, last_seq) = query(&st, |s| Ok((s.health()?, s.last_seq()?)))?;
-    Ok(Json(HealthOut {
-        total: h.total,
-        epics: h.epics,
-        ready: h.ready,
-        blocked: h.blocked,
-        by_state: h
-            .by_state
-            .iter()
-            .map(|(k, v)| (k.as_str().to_owned(), *v))
-            .collect(),
-        last_seq,
-    }))
+#[utoipa::path(get, path = "/api/health", responses((status = 200, body = HealthView)))]
+async fn health(State(st): State<AppState>) -> Result<Json<HealthView>> {
+    Ok(Json(query(&st, ops::health)?))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -613,42 +486,19 @@ pub struct EventsQuery {
 }
 
 /// The event log after a seq, oldest first.
-#[utoipa::path(get, path = "/api/events", params(EventsQuery), responses((status = 200, body = [EventOut])))]
+#[utoipa::path(get, path = "/api/events", params(EventsQuery), responses((status = 200, body = [EventView])))]
 async fn events(
     State(st): State<AppState>,
     Query(q): Query<EventsQuery>,
-) -> Result<Json<Vec<EventOut>>> {
-    let (after, limit) = (q.after.unwrap_or(0), q.limit.unwrap_or(1000).min(10_000));
-    let evs = query(&st, move |s| s.events(after, limit))?;
-    Ok(Json(evs.iter().map(EventOut::from).collect()))
+) -> Result<Json<Vec<EventView>>> {
+    let (after, limit) = (q.after.unwrap_or(0), Page::EVENTS.size(q.limit));
+    Ok(Json(query(&st, move |s| ops::events(s, after, limit))?))
 }
 
 /// Why a task is not ready, and which unfinished tasks block it.
-#[utoipa::path(get, path = "/api/tasks/{id}/why", params(("id" = String, Path)), responses((status = 200, body = WhyOut), (status = 404, body = ErrorOut)))]
-async fn why(State(st): State<AppState>, Path(raw): Path<String>) -> Result<Json<WhyOut>> {
-    let tid = id(&raw)?;
-    let out = blocking(&st, move |s| {
-        let t = s.task(&tid)?;
-        let reasons = if t.ready {
-            Vec::new()
-        } else {
-            s.why_blocked(&tid)?
-        };
-        let mut blocked_by = Vec::new();
-        for d in t.deps.iter().filter(|d| d.kind == DepKind::Blocks) {
-            if !s.task(&d.id)?.state.is_finished() {
-                blocked_by.push(d.id.to_string());
-            }
-        }
-        Ok(WhyOut {
-            id: t.id.to_string(),
-            ready: t.ready,
-            reasons,
-            blocked_by,
-        })
-    })
-    .await?;
-    Ok(Json(out))
+#[utoipa::path(get, path = "/api/tasks/{id}/why", params(("id" = String, Path)), responses((status = 200, body = WhyView), (status = 404, body = ErrorView)))]
+async fn why(State(st): State<AppState>, Path(raw): Path<String>) -> Result<Json<WhyView>> {
+    Ok(Json(blocking(&st, move |s| ops::why(s, &raw)).await?))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -659,105 +509,51 @@ pub struct GraphQuery {
 
 /// An epic's dependency graph: its subtree and the dependencies of those
 /// tasks (edges may point outside the subtree).
-#[utoipa::path(get, path = "/api/tasks/{id}/graph", params(("id" = String, Path), GraphQuery), responses((status = 200, body = GraphOut), (status = 404, body = ErrorOut)))]
+#[utoipa::path(get, path = "/api/tasks/{id}/graph", params(("id" = String, Path), GraphQuery), responses((status = 200, body = GraphView), (status = 404, body = ErrorView)))]
 async fn graph(
     State(st): State<AppState>,
     Path(raw): Path<String>,
     Query(q): Query<GraphQuery>,
-) -> Result<Json<GraphOut>> {
-    let root = id(&raw)?;
-    let limit = q.limit.unwrap_or(500).clamp(1, 5000);
-    let out = blocking(&st, move |s| {
-        s.task(&root)?;
-        let mut rows = s.subtree(Some(&root))?;
-        let truncated = rows.len() > limit;
-        rows.truncate(limit);
-        let ids: Vec<TaskId> = rows.iter().map(|r| r.id.clone()).collect();
-        let edges = s.deps_of(&ids)?;
-        Ok(GraphOut {
-            root: root.to_string(),
-            nodes: rows
-                .into_iter()
-                .map(|r| NodeOut {
-                    id: r.id.to_string(),
-                    title: r.title,
-                    kind: r.kind.as_str().to_owned(),
-                    state: r.state.as_str().to_owned(),
-                    parent: r.parent.map(|p| p.to_string()),
-                    ready: r.ready,
-                })
-                .collect(),
-            edges: edges
-                .into_iter()
-                .map(|(from, to, kind)| EdgeOut {
-                    from: from.to_string(),
-                    to: to.to_string(),
-                    kind: kind.as_str().to_owned(),
-                })
-                .collect(),
-            truncated,
-        })
-    })
-    .await?;
-    Ok(Json(out))
+) -> Result<Json<GraphView>> {
+    let limit = Page::GRAPH.size(q.limit);
+    Ok(Json(
+        blocking(&st, move |s| ops::graph(s, &raw, limit)).await?,
+    ))
 }
 
 /// One task's latest events, oldest first.
-#[utoipa::path(get, path = "/api/tasks/{id}/events", params(("id" = String, Path), LimitQuery), responses((status = 200, body = [EventOut]), (status = 404, body = ErrorOut)))]
+#[utoipa::path(get, path = "/api/tasks/{id}/events", params(("id" = String, Path), LimitQuery), responses((status = 200, body = [EventView]), (status = 404, body = ErrorView)))]
 async fn task_events(
     State(st): State<AppState>,
     Path(raw): Path<String>,
     Query(q): Query<LimitQuery>,
-) -> Result<Json<Vec<EventOut>>> {
-    let tid = id(&raw)?;
-    let limit = q.limit.unwrap_or(100).min(1000);
-    let evs = blocking(&st, move |s| {
-        s.task(&tid)?;
-        s.task_events(&tid, limit)
-    })
-    .await?;
-    Ok(Json(evs.iter().map(EventOut::from).collect()))
+) -> Result<Json<Vec<EventView>>> {
+    let limit = Page::TASK_EVENTS.size(q.limit);
+    Ok(Json(
+        blocking(&st, move |s| ops::task_events(s, &raw, limit)).await?,
+    ))
 }
 
 /// A task's comments, oldest first (the latest `limit`, default 100).
-#[utoipa::path(get, path = "/api/tasks/{id}/comments", params(("id" = String, Path), LimitQuery), responses((status = 200, body = [CommentOut]), (status = 404, body = ErrorOut)))]
+#[utoipa::path(get, path = "/api/tasks/{id}/comments", params(("id" = String, Path), LimitQuery), responses((status = 200, body = [CommentView]), (status = 404, body = ErrorView)))]
 async fn comments(
     State(st): State<AppState>,
     Path(raw): Path<String>,
     Query(q): Query<LimitQuery>,
-) -> Result<Json<Vec<CommentOut>>> {
-    let tid = id(&raw)?;
-    let limit = q.limit.unwrap_or(100).min(1000);
-    let cs = query(&st, move |s| {
-        s.task(&tid)?;
-        s.comments(&tid, limit)
-    })?;
-    Ok(Json(cs.iter().map(CommentOut::from).collect()))
+) -> Result<Json<Vec<CommentView>>> {
+    let limit = Page::TASK_EVENTS.size(q.limit);
+    Ok(Json(query(&st, move |s| ops::comments(s, &raw, limit))?))
 }
 
 /// Comment on a task (recorded as a `commented` event).
-#[utoipa::path(post, path = "/api/tasks/{id}/comments", params(("id" = String, Path)), request_body = CommentIn, responses((status = 201, body = CommentOut), (status = 400, body = ErrorOut), (status = 404, body = ErrorOut)))]
+#[utoipa::path(post, path = "/api/tasks/{id}/comments", params(("id" = String, Path)), request_body = CommentIn, responses((status = 201, body = CommentView), (status = 400, body = ErrorView), (status = 404, body = ErrorView)))]
 async fn add_comment(
     State(st): State<AppState>,
     Path(raw): Path<String>,
     b: std::result::Result<Json<CommentIn>, JsonRejection>,
-) -> Result<(StatusCode, Json<CommentOut>)> {
-    let tid = id(&raw)?;
-    let b = body(b)?;
-    let author = b.author.unwrap_or_else(|| st.actor.clone());
-    let payload = braid_core::model::comment_payload(&author, &b.text)?;
+) -> Result<(StatusCode, Json<CommentView>)> {
+    let input = body(b)?;
     let actor = st.actor.clone();
-    let applied = blocking(&st, move |s| {
-        s.apply(
-            &actor,
-            Command::Record {
-                id: tid,
-                kind: braid_core::EventKind::Commented,
-                payload,
-            },
-        )
-    })
-    .await?;
-    let e = applied.events.last().ok_or_else(ApiError::internal)?;
-    Ok((StatusCode::CREATED, Json(CommentOut::from(e))))
+    let c = blocking(&st, move |s| ops::comment(s, &actor, &raw, input)).await?;
+    Ok((StatusCode::CREATED, Json(c)))
 }

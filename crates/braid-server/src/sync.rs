@@ -11,13 +11,14 @@
 //! and rewriting never race.
 
 use std::collections::{HashSet, VecDeque};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use braid_core::{Dep, DepKind, EventKind, NewTask, State, Task, TaskId, TaskPatch, TaskType};
-use braid_store::{Command, Store};
+use braid_app::ops;
+use braid_app::wire::{DepIn, TaskDoc};
+use braid_core::{EventKind, Task, TaskId};
+use braid_store::Store;
 use serde::{Deserialize, Serialize};
 
 use crate::metric;
@@ -196,35 +197,36 @@ fn parse(text: &str) -> Result<(Front, String), String> {
     Ok((front, body))
 }
 
-fn dep_list(front: &Front) -> Result<Vec<Dep>, String> {
-    front
-        .deps
-        .iter()
-        .map(|d| {
-            Ok(Dep {
-                id: TaskId::parse(&d.id).map_err(|e| format!("deps: {e}"))?,
-                kind: DepKind::parse(&d.kind).map_err(|e| format!("deps: {e}"))?,
+/// What a file says the task is: its front matter and body as a document
+/// for [`ops::put`] / [`ops::create`].
+fn doc_of(front: &Front, body: String) -> TaskDoc {
+    TaskDoc {
+        title: front.title.clone(),
+        description: body,
+        kind: front.kind.clone(),
+        priority: front.priority.map(i64::from),
+        state: front.state.clone(),
+        parent: front.parent.clone(),
+        labels: front.labels.clone(),
+        assignee: front.assignee.clone(),
+        acceptance: front.acceptance.clone(),
+        gates: front.gates.clone(),
+        agent: front.agent.clone(),
+        deps: front
+            .deps
+            .iter()
+            .map(|d| DepIn {
+                id: d.id.clone(),
+                kind: Some(d.kind.clone()),
             })
-        })
-        .collect()
+            .collect(),
+    }
 }
 
 fn opt_id(s: &Option<String>, field: &str) -> Result<Option<TaskId>, String> {
     s.as_deref()
         .map(|p| TaskId::parse(p).map_err(|e| format!("{field}: {e}")))
         .transpose()
-}
-
-/// Writes a file atomically: temp file, fsync, rename, directory fsync.
-fn write_atomic(dir: &Path, name: &str, content: &str) -> std::io::Result<()> {
-    let tmp = dir.join(format!(".{name}.tmp"));
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(content.as_bytes())?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, dir.join(name))?;
-    std::fs::File::open(dir)?.sync_all()
 }
 
 impl Syncer {
@@ -282,7 +284,7 @@ impl Syncer {
             return Ok(false);
         }
         self.remember(&content);
-        write_atomic(&self.dir, &name, &content)?;
+        braid_store::fsx::write_atomic(&path, content.as_bytes())?;
         Ok(true)
     }
 
@@ -475,20 +477,15 @@ impl Syncer {
                 current
             ));
         }
-        let cmds = edit_commands(&t, &front, body)?;
-        if cmds.is_empty() {
+        let changed = ops::put(self.store.as_ref(), &self.actor, &t, &doc_of(&front, body))
+            .map_err(|e| format!("{name}: {e}; nothing was applied"))?;
+        if changed.is_none() {
             // Same fields, other formatting: write the canonical form.
             self.write_task(&t).map_err(|e| e.to_string())?;
             return Ok(out("unchanged"));
         }
-        let applied = self
-            .store
-            .apply_all(&self.actor, cmds)
-            .map_err(|e| format!("{name}: {e}; nothing was applied"))?;
-        if let Some(last) = applied.last() {
-            let now = self.store.task(&last.task.id).map_err(|e| e.to_string())?;
-            self.write_task(&now).map_err(|e| e.to_string())?;
-        }
+        let now = self.store.task(&t.id).map_err(|e| e.to_string())?;
+        self.write_task(&now).map_err(|e| e.to_string())?;
         Ok(out("applied"))
     }
 
@@ -500,49 +497,9 @@ impl Syncer {
         body: String,
         id: Option<TaskId>,
     ) -> Result<Outcome, String> {
-        let deps = dep_list(&front)?;
-        let new = NewTask {
-            id,
-            title: front.title.clone(),
-            description: body,
-            kind: front
-                .kind
-                .as_deref()
-                .map(TaskType::parse)
-                .transpose()
-                .map_err(|e| format!("type: {e}"))?,
-            priority: front.priority,
-            parent: opt_id(&front.parent, "parent")?,
-            labels: front.labels.clone(),
-            assignee: front.assignee.clone(),
-            acceptance: front.acceptance.clone().unwrap_or_default(),
-            gates: front.gates.clone(),
-            agent: front.agent.clone(),
-            deps,
-        };
-        let state = front
-            .state
-            .as_deref()
-            .map(State::parse)
-            .transpose()
-            .map_err(|e| format!("state: {e}"))?;
-        let applied = self
-            .store
-            .apply(&self.actor, Command::Add(new))
-            .map_err(|e| format!("{name}: {e}; nothing was applied"))?;
-        let created = applied.task.id.clone();
-        if let Some(s) = state.filter(|s| *s != State::Open)
-            && let Err(e) = self.store.apply(
-                &self.actor,
-                Command::SetState {
-                    id: created.clone(),
-                    to: s,
-                    reason: None,
-                },
-            )
-        {
-            eprintln!("braid sync: {name}: created {created}, but state {s}: {e}");
-        }
+        let created = ops::create(self.store.as_ref(), &self.actor, id, &doc_of(&front, body))
+            .map_err(|e| format!("{name}: {e}; nothing was applied"))?
+            .id;
         let t = self.store.task(&created).map_err(|e| e.to_string())?;
         self.write_task(&t).map_err(|e| e.to_string())?;
         if path.file_name().and_then(|n| n.to_str()) != Some(&format!("{created}.md")) {
@@ -591,100 +548,6 @@ impl Syncer {
         }
         Ok((report, outcomes))
     }
-}
-
-/// The commands that make the store's task match the file, in one batch.
-fn edit_commands(t: &Task, f: &Front, body: String) -> Result<Vec<Command>, String> {
-    let mut patch = TaskPatch::default();
-    let mut changed = false;
-    if f.title != t.title {
-        patch.title = Some(f.title.clone());
-        changed = true;
-    }
-    if body != t.description.trim_end() {
-        patch.description = Some(body);
-        changed = true;
-    }
-    if let Some(k) = &f.kind {
-        let k = TaskType::parse(k).map_err(|e| format!("type: {e}"))?;
-        if k != t.kind {
-            patch.kind = Some(k);
-            changed = true;
-        }
-    }
-    if let Some(p) = f.priority
-        && p != t.priority
-    {
-        patch.priority = Some(p);
-        changed = true;
-    }
-    let parent = opt_id(&f.parent, "parent")?;
-    if parent != t.parent {
-        patch.parent = Some(parent);
-        changed = true;
-    }
-    let (mut want, mut have) = (f.labels.clone(), t.labels.clone());
-    want.sort();
-    want.dedup();
-    have.sort();
-    if want != have {
-        patch.add_labels = want.iter().filter(|l| !have.contains(l)).cloned().collect();
-        patch.remove_labels = have.iter().filter(|l| !want.contains(l)).cloned().collect();
-        changed = true;
-    }
-    if f.assignee != t.assignee {
-        patch.assignee = Some(f.assignee.clone());
-        changed = true;
-    }
-    let acceptance = f.acceptance.clone().unwrap_or_default();
-    if acceptance != t.acceptance {
-        patch.acceptance = Some(acceptance);
-        changed = true;
-    }
-    if f.gates != t.gates {
-        patch.gates = Some(f.gates.clone());
-        changed = true;
-    }
-    if f.agent != t.agent {
-        patch.agent = Some(f.agent.clone());
-        changed = true;
-    }
-    let mut cmds = Vec::new();
-    if changed {
-        cmds.push(Command::Update {
-            id: t.id.clone(),
-            patch,
-        });
-    }
-    let deps = dep_list(f)?;
-    for d in &t.deps {
-        if !deps.iter().any(|x| x.id == d.id && x.kind == d.kind) {
-            cmds.push(Command::DepRm {
-                from: t.id.clone(),
-                to: d.id.clone(),
-            });
-        }
-    }
-    for d in &deps {
-        if !t.deps.iter().any(|x| x.id == d.id && x.kind == d.kind) {
-            cmds.push(Command::DepAdd {
-                from: t.id.clone(),
-                to: d.id.clone(),
-                kind: d.kind,
-            });
-        }
-    }
-    if let Some(s) = &f.state {
-        let s = State::parse(s).map_err(|e| format!("state: {e}"))?;
-        if s != t.state {
-            cmds.push(Command::SetState {
-                id: t.id.clone(),
-                to: s,
-                reason: None,
-            });
-        }
-    }
-    Ok(cmds)
 }
 
 /// Whether a file notification says a file's content may have changed.

@@ -1,21 +1,24 @@
 //! The work-graph commands: init, add, show, list, ready, tree, dep, claim,
-//! update and the state changes, health. Each builds a store command or
-//! query and prints human or `--json` output.
+//! update and the state changes, health. Each translates its arguments to a
+//! braid-app operation and prints the answer, human or `--json`.
 
 use std::collections::HashMap;
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use braid_core::{Dep, DepKind, NewTask, State, Task, TaskId, TaskPatch, TaskType};
-use braid_store::{Command as StoreCmd, ListFilter, Store};
+use braid_app::ops::{self, Transition};
+use braid_app::wire::{
+    ClaimIn, CommentIn, DepIn, ListIn, NewTaskIn, PatchIn, ShowView, TaskView, TreeRowView,
+};
+use braid_core::{DepKind, State, TaskId, TaskType};
+use braid_store::Store;
 use clap::{Args, Subcommand};
 use serde_json::json;
 
-use crate::exit::{self, Failure};
+use crate::exit;
 use crate::project::{self, Project};
 use crate::style::{Style, table};
-use crate::view::{EventView, TaskView, TreeRowView, ts};
 use crate::{Cli, Command, Global};
 
 /// What every command gets: the global flags, output style, and (once
@@ -68,17 +71,17 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Dep(a) => dep(&ctx, a),
         Command::Claim(a) => claim(&ctx, a),
         Command::Update(a) => update(&ctx, a),
-        Command::Done(a) => transition(&ctx, &a.ids, State::Done, a.reason),
+        Command::Done(a) => transition(&ctx, &a.ids, Transition::Done, a.reason),
         Command::Comment(a) => comment(&ctx, a),
         Command::Fail(a) => transition(
             &ctx,
             std::slice::from_ref(&a.id),
-            State::Failed,
+            Transition::Fail,
             Some(a.reason),
         ),
-        Command::Reopen(a) => transition(&ctx, &a.ids, State::Open, None),
-        Command::Defer(a) => transition(&ctx, &a.ids, State::Deferred, None),
-        Command::Cancel(a) => transition(&ctx, &a.ids, State::Cancelled, a.reason),
+        Command::Reopen(a) => transition(&ctx, &a.ids, Transition::Reopen, None),
+        Command::Defer(a) => transition(&ctx, &a.ids, Transition::Defer, None),
+        Command::Cancel(a) => transition(&ctx, &a.ids, Transition::Cancel, a.reason),
         Command::Health => health(&ctx),
         Command::Events(a) => crate::events::run(&ctx, a),
         Command::Import(a) => crate::transfer::import(&ctx, a),
@@ -99,8 +102,10 @@ pub fn run(cli: Cli) -> Result<i32> {
     }
 }
 
+/// An id as typed: checked here for its characters, resolved (a prefix,
+/// any case) by the operation.
 pub fn parse_id(s: &str) -> Result<TaskId, String> {
-    TaskId::parse(s).map_err(|e| e.to_string())
+    TaskId::parse(s.trim()).map_err(|e| e.to_string())
 }
 
 fn parse_type(s: &str) -> Result<TaskType, String> {
@@ -124,23 +129,23 @@ fn parse_priority(s: &str) -> Result<u8, String> {
 }
 
 /// `ID` or `KIND:ID` (e.g. `related:br-x1`).
-fn parse_dep(s: &str) -> Result<Dep, String> {
+fn parse_dep(s: &str) -> Result<DepIn, String> {
     match s.split_once(':') {
-        Some((kind, id)) => Ok(Dep {
-            id: parse_id(id)?,
-            kind: parse_kind(kind)?,
+        Some((kind, id)) => Ok(DepIn {
+            id: parse_id(id)?.to_string(),
+            kind: Some(parse_kind(kind)?.as_str().to_owned()),
         }),
-        None => Ok(Dep {
-            id: parse_id(s)?,
-            kind: DepKind::Blocks,
+        None => Ok(DepIn {
+            id: parse_id(s)?.to_string(),
+            kind: None,
         }),
     }
 }
 
-fn parse_duration_ms(s: &str) -> Result<i64, String> {
-    humantime::parse_duration(s)
-        .map(|d| d.as_millis() as i64)
-        .map_err(|e| format!("{s:?} is not a duration like 30s, 15m, 2h: {e}"))
+fn parse_duration_secs(s: &str) -> Result<u64, String> {
+    braid_app::units::parse_duration(s)
+        .map(|d| d.as_secs())
+        .map_err(|e| e.to_string())
 }
 
 #[derive(Args, Debug)]
@@ -189,7 +194,7 @@ pub struct AddArgs {
     pub parent: Option<TaskId>,
     /// A task this one depends on: ID (blocks) or KIND:ID (related, discovered-from). Repeatable.
     #[arg(long = "dep", short = 'd', value_parser = parse_dep)]
-    pub deps: Vec<Dep>,
+    pub deps: Vec<DepIn>,
     /// A label. Repeatable.
     #[arg(long = "label", short = 'l')]
     pub labels: Vec<String>,
@@ -210,27 +215,25 @@ pub struct AddArgs {
 
 fn add(ctx: &Ctx, a: AddArgs) -> Result<i32> {
     let (_, store) = ctx.open()?;
-    let new = NewTask {
-        id: None,
+    let input = NewTaskIn {
         title: a.title,
         description: a.description,
-        kind: Some(a.kind),
-        priority: Some(a.priority),
-        parent: a.parent,
-        labels: a.labels,
-        assignee: a.assignee,
-        acceptance: a.acceptance,
-        gates: a.gates,
-        agent: a.agent,
+        kind: Some(a.kind.as_str().to_owned()),
+        priority: Some(i64::from(a.priority)),
+        parent: a.parent.map(|p| p.to_string()),
         deps: a.deps,
+        labels: a.labels,
+        gates: a.gates,
+        acceptance: a.acceptance,
+        assignee: a.assignee,
+        agent: a.agent,
     };
-    let applied = store.apply(&ctx.actor(), StoreCmd::Add(new))?;
-    let t = &applied.task;
+    let t = ops::add(&store, &ctx.actor(), input)?;
     if ctx.global.json {
-        ctx.print_json(&TaskView::from(t))?;
+        ctx.print_json(&t)?;
     } else {
         let status = if t.ready { "ready" } else { "blocked" };
-        println!("{}  {}  ({status})", ctx.style.bold(t.id.as_str()), t.title);
+        println!("{}  {}  ({status})", ctx.style.bold(&t.id), t.title);
     }
     Ok(exit::OK)
 }
@@ -257,80 +260,28 @@ pub struct CommentArgs {
 
 fn comment(ctx: &Ctx, a: CommentArgs) -> Result<i32> {
     let (_, store) = ctx.open()?;
-    let author = a.author.unwrap_or_else(|| ctx.actor());
-    let payload = braid_core::model::comment_payload(&author, &a.text)?;
-    let applied = store.apply(
-        &ctx.actor(),
-        StoreCmd::Record {
-            id: a.id.clone(),
-            kind: braid_core::EventKind::Commented,
-            payload,
-        },
-    )?;
-    let e = applied.events.last().context("the comment was recorded")?;
+    let input = CommentIn {
+        text: a.text,
+        author: a.author,
+    };
+    let c = ops::comment(&store, &ctx.actor(), a.id.as_str(), input)?;
     if ctx.global.json {
-        ctx.print_json(&CommentView::from(e))?;
+        ctx.print_json(&c)?;
     } else {
-        println!("Commented on {} (#{}).", a.id, e.seq);
+        println!("Commented on {} (#{}).", a.id, c.seq);
     }
     Ok(exit::OK)
-}
-
-/// A comment as shown.
-#[derive(serde::Serialize)]
-pub struct CommentView {
-    pub seq: i64,
-    pub at: String,
-    pub author: String,
-    pub text: String,
-}
-
-impl From<&braid_core::Event> for CommentView {
-    fn from(e: &braid_core::Event) -> Self {
-        CommentView {
-            seq: e.seq,
-            at: ts(e.at),
-            author: e.payload["author"].as_str().unwrap_or(&e.actor).to_owned(),
-            text: e.payload["text"].as_str().unwrap_or_default().to_owned(),
-        }
-    }
 }
 
 fn show(ctx: &Ctx, a: ShowArgs) -> Result<i32> {
     let (_, store) = ctx.open()?;
     let mut docs = Vec::new();
     for id in &a.ids {
-        let t = store.task(id)?;
-        let why = store.why_blocked(id)?;
-        let events = store.task_events(id, a.events)?;
-        let comments = store.comments(id, 50)?;
-        let children = store.list(&ListFilter {
-            parent: Some(id.clone()),
-            ..ListFilter::default()
-        })?;
+        let shown = ops::show(&store, id.as_str(), a.events)?;
         if ctx.global.json {
-            let mut v = serde_json::to_value(TaskView::from(&t))?;
-            v["blocked_by"] = json!(why);
-            v["children"] = json!(
-                children
-                    .iter()
-                    .map(|c| c.id.to_string())
-                    .collect::<Vec<_>>()
-            );
-            v["events"] = json!(events.iter().map(EventView::from).collect::<Vec<_>>());
-            v["comments"] = json!(comments.iter().map(CommentView::from).collect::<Vec<_>>());
-            docs.push(v);
+            docs.push(shown);
         } else {
-            print_task(ctx, &t, &why, &children, &events);
-            if !comments.is_empty() {
-                println!("  {}", ctx.style.dim("comments"));
-                for c in comments.iter().map(CommentView::from) {
-                    println!("    {} {}", ctx.style.dim(&c.at), ctx.style.bold(&c.author));
-                    for line in c.text.lines() {
-                        println!("      {line}");
-                    }
-                }
-            }
+            print_task(ctx, &shown);
         }
     }
     if ctx.global.json {
@@ -343,15 +294,10 @@ fn show(ctx: &Ctx, a: ShowArgs) -> Result<i32> {
     Ok(exit::OK)
 }
 
-fn print_task(
-    ctx: &Ctx,
-    t: &Task,
-    why: &[String],
-    children: &[Task],
-    events: &[braid_core::Event],
-) {
+fn print_task(ctx: &Ctx, shown: &ShowView) {
     let s = &ctx.style;
-    println!("{}  {}", s.bold(t.id.as_str()), s.bold(&t.title));
+    let t = &shown.task;
+    println!("{}  {}", s.bold(&t.id), s.bold(&t.title));
     let field = |name: &str, value: String| {
         if !value.is_empty() {
             println!("  {:<11} {value}", s.dim(name));
@@ -360,27 +306,24 @@ fn print_task(
     field("state", s.state(t.state, t.ready, t.kind));
     field("type", t.kind.to_string());
     field("priority", format!("P{}", t.priority));
-    field(
-        "parent",
-        t.parent.as_ref().map(|p| p.to_string()).unwrap_or_default(),
-    );
+    field("parent", t.parent.clone().unwrap_or_default());
     field("labels", t.labels.join(", "));
     field("assignee", t.assignee.clone().unwrap_or_default());
     field("agent", t.agent.clone().unwrap_or_default());
     field("gates", t.gates.join(", "));
     field("branch", t.branch.clone().unwrap_or_default());
-    field("created", ts(t.created_at));
-    field("updated", ts(t.updated_at));
-    if let Some(c) = t.closed_at {
+    field("created", t.created_at.clone());
+    field("updated", t.updated_at.clone());
+    if let Some(c) = &t.closed_at {
         field(
             "closed",
-            format!("{} {}", ts(c), t.close_reason.clone().unwrap_or_default()),
+            format!("{c} {}", t.close_reason.clone().unwrap_or_default()),
         );
     }
     if let Some(l) = &t.lease {
         field(
             "lease",
-            format!("attempt {}, expires {}", l.attempt, ts(l.expires_at)),
+            format!("attempt {}, expires {}", l.attempt, l.expires_at),
         );
     }
     if !t.deps.is_empty() {
@@ -391,15 +334,11 @@ fn print_task(
             .collect();
         field("depends on", deps.join(", "));
     }
-    for w in why {
+    for w in &shown.blocked_by {
         field("blocked", w.clone());
     }
-    if !children.is_empty() {
-        let c: Vec<String> = children
-            .iter()
-            .map(|c| format!("{} [{}]", c.id, c.state))
-            .collect();
-        field("children", c.join(", "));
+    if !shown.children.is_empty() {
+        field("children", shown.children.join(", "));
     }
     if !t.description.is_empty() {
         println!("\n{}", indent(&t.description));
@@ -407,10 +346,19 @@ fn print_task(
     if !t.acceptance.is_empty() {
         println!("\n  {}\n{}", s.dim("acceptance"), indent(&t.acceptance));
     }
-    if !events.is_empty() {
+    if !shown.events.is_empty() {
         println!("\n  {}", s.dim("events"));
-        for e in events {
-            println!("    #{:<6} {}  {:<13} {}", e.seq, ts(e.at), e.kind, e.actor);
+        for e in &shown.events {
+            println!("    #{:<6} {}  {:<13} {}", e.seq, e.at, e.kind, e.actor);
+        }
+    }
+    if !shown.comments.is_empty() {
+        println!("\n  {}", s.dim("comments"));
+        for c in &shown.comments {
+            println!("    {} {}", s.dim(&c.at), s.bold(&c.author));
+            for line in c.text.lines() {
+                println!("      {line}");
+            }
         }
     }
     println!();
@@ -423,12 +371,12 @@ fn indent(s: &str) -> String {
         .join("\n")
 }
 
-fn task_rows(ctx: &Ctx, tasks: &[Task]) -> String {
+fn task_rows(ctx: &Ctx, tasks: &[TaskView]) -> String {
     let rows: Vec<Vec<String>> = tasks
         .iter()
         .map(|t| {
             vec![
-                t.id.to_string(),
+                t.id.clone(),
                 format!("P{}", t.priority),
                 t.kind.to_string(),
                 ctx.style.state(t.state, t.ready, t.kind),
@@ -444,10 +392,9 @@ fn task_rows(ctx: &Ctx, tasks: &[Task]) -> String {
     )
 }
 
-fn print_tasks(ctx: &Ctx, tasks: &[Task], empty: &str) -> Result<()> {
+fn print_tasks(ctx: &Ctx, tasks: &[TaskView], empty: &str) -> Result<()> {
     if ctx.global.json {
-        let views: Vec<TaskView> = tasks.iter().map(TaskView::from).collect();
-        ctx.print_json(&views)?;
+        ctx.print_json(&tasks)?;
     } else if tasks.is_empty() {
         println!("{empty}");
     } else {
@@ -481,15 +428,16 @@ pub struct ListArgs {
 
 fn list(ctx: &Ctx, a: ListArgs) -> Result<i32> {
     let (_, store) = ctx.open()?;
-    let tasks = store.list(&ListFilter {
-        states: a.state,
-        kinds: a.kind,
+    let input = ListIn {
+        states: a.state.iter().map(|s| s.as_str().to_owned()).collect(),
+        types: a.kind.iter().map(|t| t.as_str().to_owned()).collect(),
         label: a.label,
-        parent: a.parent,
+        parent: a.parent.map(|p| p.to_string()),
         assignee: a.assignee,
         ready: a.ready,
         limit: a.limit,
-    })?;
+    };
+    let tasks = ops::list(&store, input)?;
     print_tasks(ctx, &tasks, "No tasks match.")?;
     Ok(exit::OK)
 }
@@ -503,7 +451,7 @@ pub struct ReadyArgs {
 
 fn ready(ctx: &Ctx, a: ReadyArgs) -> Result<i32> {
     let (_, store) = ctx.open()?;
-    let tasks = store.ready(a.limit)?;
+    let tasks = ops::ready(&store, a.limit)?;
     print_tasks(
         ctx,
         &tasks,
@@ -524,14 +472,17 @@ const MAX_INDENT: usize = 24;
 
 fn tree(ctx: &Ctx, a: TreeArgs) -> Result<i32> {
     let (_, store) = ctx.open()?;
-    let rows = store.subtree(a.id.as_ref())?;
+    let root =
+        a.id.map(|id| ops::resolve(&store, id.as_str()))
+            .transpose()?;
+    let rows = store.subtree(root.as_ref())?;
     let mut index: foldhash::HashMap<&TaskId, usize> = foldhash::HashMap::default();
     index.reserve(rows.len());
     index.extend(rows.iter().enumerate().map(|(i, r)| (&r.id, i)));
     let mut children: Vec<Vec<usize>> = vec![Vec::new(); rows.len()];
     let mut roots = Vec::new();
     for (i, r) in rows.iter().enumerate() {
-        let is_root = a.id.as_ref() == Some(&r.id);
+        let is_root = root.as_ref() == Some(&r.id);
         match r.parent.as_ref().and_then(|p| index.get(p)) {
             Some(&p) if !is_root => children[p].push(i),
             _ => roots.push(i),
@@ -632,41 +583,24 @@ fn dep(ctx: &Ctx, cmd: DepCmd) -> Result<i32> {
     let (_, store) = ctx.open()?;
     match cmd {
         DepCmd::Add { a, b, kind } => {
-            let applied = store.apply(
-                &ctx.actor(),
-                StoreCmd::DepAdd {
-                    from: a.clone(),
-                    to: b.clone(),
-                    kind,
-                },
-            )?;
+            let dep = DepIn {
+                id: b.to_string(),
+                kind: Some(kind.as_str().to_owned()),
+            };
+            let t = ops::dep_add(&store, &ctx.actor(), a.as_str(), dep)?;
             if ctx.global.json {
-                ctx.print_json(&TaskView::from(&applied.task))?;
+                ctx.print_json(&t)?;
             } else {
-                let note = if applied.task.ready {
-                    "ready"
-                } else {
-                    "blocked"
-                };
+                let note = if t.ready { "ready" } else { "blocked" };
                 println!("{a} now depends on {b} ({kind}); {a} is {note}.");
             }
         }
         DepCmd::Rm { a, b } => {
-            let applied = store.apply(
-                &ctx.actor(),
-                StoreCmd::DepRm {
-                    from: a.clone(),
-                    to: b.clone(),
-                },
-            )?;
+            let t = ops::dep_rm(&store, &ctx.actor(), a.as_str(), b.as_str())?;
             if ctx.global.json {
-                ctx.print_json(&TaskView::from(&applied.task))?;
+                ctx.print_json(&t)?;
             } else {
-                let note = if applied.task.ready {
-                    "ready"
-                } else {
-                    "still blocked"
-                };
+                let note = if t.ready { "ready" } else { "still blocked" };
                 println!("{a} no longer depends on {b}; {a} is {note}.");
             }
         }
@@ -717,35 +651,31 @@ pub struct ClaimArgs {
     /// Who takes it (default: the actor).
     #[arg(long = "as", value_name = "AGENT")]
     pub assignee: Option<String>,
-    /// How long the claim holds before it can be rescued.
-    #[arg(long, value_parser = parse_duration_ms, default_value = "30m")]
-    pub lease: i64,
+    /// How long the claim holds before it can be rescued (10s to 7d).
+    #[arg(long, value_parser = parse_duration_secs, default_value = "30m")]
+    pub lease: u64,
 }
 
 fn claim(ctx: &Ctx, a: ClaimArgs) -> Result<i32> {
     let (_, store) = ctx.open()?;
-    let assignee = a.assignee.unwrap_or_else(|| ctx.actor());
-    let applied = store.apply(
+    let input = ClaimIn {
+        assignee: a.assignee,
+        lease_seconds: Some(a.lease),
+    };
+    let t = ops::claim(
+        &store,
         &ctx.actor(),
-        StoreCmd::Claim {
-            id: a.id,
-            assignee: assignee.clone(),
-            lease_ms: a.lease,
-        },
+        a.id.as_ref().map(TaskId::as_str),
+        input,
     )?;
-    let t = &applied.task;
     if ctx.global.json {
-        let mut v = serde_json::to_value(TaskView::from(t))?;
-        if let (Some(token), Some(lease)) = (&applied.lease_token, &t.lease) {
-            v["lease"] = json!({"token": token, "expires_at": ts(lease.expires_at), "attempt": lease.attempt});
-        }
-        ctx.print_json(&v)?;
+        ctx.print_json(&t)?;
     } else {
         let attempt = t.lease.as_ref().map(|l| l.attempt).unwrap_or(1);
         println!(
             "{} claimed {}  {}  (attempt {attempt})",
-            assignee,
-            ctx.style.bold(t.id.as_str()),
+            t.assignee.as_deref().unwrap_or_default(),
+            ctx.style.bold(&t.id),
             t.title
         );
     }
@@ -787,48 +717,28 @@ pub struct UpdateArgs {
     pub branch: Option<String>,
 }
 
-fn clearable(v: Option<String>) -> Option<Option<String>> {
-    v.map(|s| if s.is_empty() { None } else { Some(s) })
-}
-
 fn update(ctx: &Ctx, a: UpdateArgs) -> Result<i32> {
     let (_, store) = ctx.open()?;
-    let parent = match a.parent.as_deref() {
-        None => None,
-        Some("none") | Some("") => Some(None),
-        Some(p) => Some(Some(
-            TaskId::parse(p).map_err(|e| Failure::usage(format!("--parent: {e}")))?,
-        )),
-    };
-    let patch = TaskPatch {
+    // An empty value (or `none` for the parent) clears the field.
+    let input = PatchIn {
         title: a.title,
         description: a.description,
-        kind: a.kind,
-        priority: a.priority,
-        parent,
+        kind: a.kind.map(|k| k.as_str().to_owned()),
+        priority: a.priority.map(i64::from),
+        parent: a.parent.map(Some),
         add_labels: a.add_labels,
         remove_labels: a.remove_labels,
-        assignee: clearable(a.assignee),
+        assignee: a.assignee.map(Some),
         acceptance: a.acceptance,
         gates: a.gates,
-        agent: clearable(a.agent),
-        branch: clearable(a.branch),
+        agent: a.agent.map(Some),
+        branch: a.branch.map(Some),
     };
-    let applied = store.apply(&ctx.actor(), StoreCmd::Update { id: a.id, patch })?;
+    let u = ops::update(&store, &ctx.actor(), a.id.as_str(), input)?;
     if ctx.global.json {
-        ctx.print_json(&TaskView::from(&applied.task))?;
+        ctx.print_json(&u.task)?;
     } else {
-        let fields: Vec<String> = applied
-            .events
-            .iter()
-            .flat_map(|e| {
-                e.payload
-                    .as_object()
-                    .map(|o| o.keys().cloned().collect::<Vec<_>>())
-                    .unwrap_or_default()
-            })
-            .collect();
-        println!("Updated {}: {}", applied.task.id, fields.join(", "));
+        println!("Updated {}: {}", u.task.id, u.fields.join(", "));
     }
     Ok(exit::OK)
 }
@@ -857,42 +767,29 @@ pub struct FailArgs {
     pub reason: String,
 }
 
-/// Moves every named task to `to` in one transaction: all or none.
-fn transition(ctx: &Ctx, ids: &[TaskId], to: State, reason: Option<String>) -> Result<i32> {
-    if to == State::Failed && reason.as_deref().is_none_or(|r| r.trim().is_empty()) {
-        return Err(Failure::usage("--reason must say why the task failed").into());
-    }
+/// Moves every named task in one transaction: all or none.
+fn transition(ctx: &Ctx, ids: &[TaskId], t: Transition, reason: Option<String>) -> Result<i32> {
     let (_, store) = ctx.open()?;
-    let cmds = ids
-        .iter()
-        .map(|id| StoreCmd::SetState {
-            id: id.clone(),
-            to,
-            reason: reason.clone(),
-        })
-        .collect();
-    let applied = store.apply_all(&ctx.actor(), cmds)?;
+    let ids: Vec<String> = ids.iter().map(TaskId::to_string).collect();
+    let moved = ops::transition(&store, &ctx.actor(), &ids, t, reason)?;
     if ctx.global.json {
-        let views: Vec<TaskView> = applied.iter().map(|a| TaskView::from(&a.task)).collect();
+        let views: Vec<&TaskView> = moved.iter().map(|m| &m.task).collect();
         if views.len() == 1 {
-            ctx.print_json(&views[0])?;
+            ctx.print_json(views[0])?;
         } else {
             ctx.print_json(&views)?;
         }
     } else {
-        for a in &applied {
-            let from = a.events[0].payload["from"]
-                .as_str()
-                .unwrap_or("?")
-                .to_owned();
+        for m in &moved {
             println!(
-                "{}  {from} -> {}  {}",
-                ctx.style.bold(a.task.id.as_str()),
-                to,
-                a.task.title
+                "{}  {} -> {}  {}",
+                ctx.style.bold(&m.task.id),
+                m.from,
+                t.to(),
+                m.task.title
             );
         }
-        if to.is_finished() {
+        if t.to().is_finished() {
             let h = store.health()?;
             println!("{} ready now.", h.ready);
         }
@@ -902,17 +799,9 @@ fn transition(ctx: &Ctx, ids: &[TaskId], to: State, reason: Option<String>) -> R
 
 fn health(ctx: &Ctx) -> Result<i32> {
     let (_, store) = ctx.open()?;
-    let h = store.health()?;
+    let h = ops::health(&store)?;
     if ctx.global.json {
-        let by_state: serde_json::Map<String, serde_json::Value> = h
-            .by_state
-            .iter()
-            .map(|(s, n)| (s.as_str().to_owned(), json!(n)))
-            .collect();
-        ctx.print_json(&json!({
-            "total": h.total, "epics": h.epics, "ready": h.ready, "blocked": h.blocked,
-            "by_state": by_state, "last_seq": store.last_seq()?,
-        }))?;
+        ctx.print_json(&h)?;
     } else {
         let s = &ctx.style;
         println!(
@@ -922,10 +811,12 @@ fn health(ctx: &Ctx) -> Result<i32> {
             s.paint("32", &h.ready.to_string()),
             s.paint("33", &h.blocked.to_string())
         );
-        let rows: Vec<Vec<String>> = h
-            .by_state
+        let rows: Vec<Vec<String>> = State::ALL
             .iter()
-            .map(|(st, n)| vec![st.as_str().to_owned(), n.to_string()])
+            .filter_map(|st| {
+                let n = h.by_state.get(st.as_str())?;
+                Some(vec![st.as_str().to_owned(), n.to_string()])
+            })
             .collect();
         print!("{}", table(s, &["STATE", "COUNT"], &rows));
     }

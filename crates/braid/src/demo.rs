@@ -5,8 +5,10 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use braid_core::{Dep, DepKind, NewTask, State, TaskId, TaskType};
-use braid_store::{Command as StoreCmd, SqliteStore, Store};
+use braid_app::ops::{self, Transition};
+use braid_app::wire::{ClaimIn, DepIn, NewTaskIn};
+use braid_core::TaskType;
+use braid_store::{SqliteStore, Store};
 use clap::Args;
 
 use crate::cmd::Ctx;
@@ -250,63 +252,53 @@ pub fn run(ctx: &Ctx, a: DemoArgs) -> Result<i32> {
     let (project, _) = crate::project::init(&dir, None)?;
     let store = SqliteStore::open(&project.db)?;
     let actor = "demo";
-    let mut ids: std::collections::HashMap<&str, TaskId> = std::collections::HashMap::new();
-    let mut cmds_after = Vec::new();
+    let mut ids: std::collections::HashMap<&str, String> = std::collections::HashMap::new();
+    let mut deps_after = Vec::new();
     for (key, title, kind, priority, parent, deps) in SPECS {
-        let mut t = NewTask::titled(*title);
-        t.kind = Some(*kind);
-        t.priority = Some(*priority);
-        t.parent = parent.map(|p| ids[p].clone());
+        let mut t = NewTaskIn {
+            title: (*title).to_owned(),
+            kind: Some(kind.as_str().to_owned()),
+            priority: Some(i64::from(*priority)),
+            parent: parent.map(|p| ids[p].clone()),
+            ..NewTaskIn::default()
+        };
         for d in *deps {
             match ids.get(d) {
-                Some(id) => t.deps.push(Dep {
+                Some(id) => t.deps.push(DepIn {
                     id: id.clone(),
-                    kind: DepKind::Blocks,
+                    kind: None,
                 }),
-                None => cmds_after.push((*key, *d)),
+                None => deps_after.push((*key, *d)),
             }
         }
         if *kind != TaskType::Epic {
             t.acceptance = format!("{title}: done when it works and its tests pass.");
         }
-        let id = store.apply(actor, StoreCmd::Add(t))?.task.id;
+        let id = ops::add(&store, actor, t)?.id;
         ids.insert(key, id);
     }
-    for (from, to) in cmds_after {
-        store.apply(
-            actor,
-            StoreCmd::DepAdd {
-                from: ids[from].clone(),
-                to: ids[to].clone(),
-                kind: DepKind::Blocks,
-            },
-        )?;
+    for (from, to) in deps_after {
+        let dep = DepIn {
+            id: ids[to].clone(),
+            kind: None,
+        };
+        ops::dep_add(&store, actor, &ids[from], dep)?;
     }
     // Some history: the schema is done, migrations are under way.
-    store.apply(
+    let one = |key: &str| vec![ids[key].clone()];
+    ops::transition(
+        &store,
         actor,
-        StoreCmd::SetState {
-            id: ids["schema"].clone(),
-            to: State::Done,
-            reason: Some("reviewed".into()),
-        },
+        &one("schema"),
+        Transition::Done,
+        Some("reviewed".into()),
     )?;
-    store.apply(
-        actor,
-        StoreCmd::Claim {
-            id: Some(ids["migr"].clone()),
-            assignee: "agent-1".into(),
-            lease_ms: 30 * 60_000,
-        },
-    )?;
-    store.apply(
-        actor,
-        StoreCmd::SetState {
-            id: ids["logo"].clone(),
-            to: State::Deferred,
-            reason: None,
-        },
-    )?;
+    let claim = ClaimIn {
+        assignee: Some("agent-1".into()),
+        lease_seconds: None,
+    };
+    ops::claim(&store, actor, Some(&ids["migr"]), claim)?;
+    ops::transition(&store, actor, &one("logo"), Transition::Defer, None)?;
     drop(store);
 
     let sub = Ctx {

@@ -11,7 +11,7 @@ use clap::Args;
 
 use crate::cmd::Ctx;
 use crate::exit;
-use crate::view::{EventView, ts};
+use braid_app::wire::{EventView, ts};
 
 #[derive(Args, Debug)]
 pub struct EventsArgs {

@@ -15,7 +15,6 @@ mod serve;
 mod snapshot;
 mod style;
 mod transfer;
-mod view;
 
 use std::path::PathBuf;
 

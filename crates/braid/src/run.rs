@@ -14,7 +14,7 @@ use serde_json::json;
 use crate::cmd::Ctx;
 use crate::exit::{self, Failure};
 use crate::project::Project;
-use crate::view::{EventView, ts};
+use braid_app::wire::{EventView, ts};
 
 fn parse_id(s: &str) -> Result<TaskId, String> {
     TaskId::parse(s).map_err(|e| e.to_string())
@@ -327,7 +327,7 @@ pub struct ContextArgs {
 
 pub fn context(ctx: &Ctx, a: ContextArgs) -> Result<i32> {
     let (_, store) = ctx.open()?;
-    let prompt = braid_run::prompt::build(&store, &a.id)?;
+    let prompt = braid_app::prompt::build(&store, &a.id)?;
     if ctx.global.json {
         ctx.print_json(&json!({"id": a.id, "prompt": prompt}))?;
     } else {

@@ -124,7 +124,7 @@ pub fn run(ctx: &Ctx, a: ServeArgs) -> Result<i32> {
         let hub = braid_server::hub::Hub::start(store.clone(), config.streams.clone())?;
         let mut state =
             braid_server::AppState::new(store.clone(), hub.clone(), ctx.actor(), readers + 1);
-        state.logs_dir = Some(project.dir.join("logs"));
+        state.paths = Some(crate::run::paths(&project));
         state.metrics = Some(metrics);
         let opts = braid_server::AppOptions {
             auth: auth.clone(),

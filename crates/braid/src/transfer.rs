@@ -11,7 +11,7 @@ use serde_json::json;
 use crate::cmd::Ctx;
 use crate::exit::{self, Failure};
 use crate::formats::{self, Format, braid::Line};
-use crate::view::{EventView, TaskView};
+use braid_app::wire::{EventView, TaskView};
 
 #[derive(Args, Debug)]
 pub struct ImportArgs {

@@ -284,7 +284,7 @@ async fn openapi_document_and_health_endpoints() {
             "{p} missing from the OpenAPI document"
         );
     }
-    assert!(doc["components"]["schemas"]["TaskOut"].is_object());
+    assert!(doc["components"]["schemas"]["TaskView"].is_object());
     assert_eq!(
         t.call(Method::GET, "/healthz", None).await.0,
         StatusCode::OK
@@ -380,4 +380,53 @@ async fn comments_are_added_and_listed() {
         .call(Method::GET, &format!("/api/tasks/{id}/comments"), None)
         .await;
     assert_eq!(list.as_array().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn ids_resolve_from_a_unique_prefix_and_claims_keep_the_shared_bounds() {
+    let t = T::new();
+    let a = t.add(json!({"title": "a"})).await;
+    let short = a["br-".len()..].to_uppercase();
+    let (s, v) = t
+        .call(Method::GET, &format!("/api/tasks/{short}"), None)
+        .await;
+    assert_eq!((s, v["id"].as_str()), (StatusCode::OK, Some(a.as_str())));
+    let (s, v) = t
+        .call(
+            Method::POST,
+            "/api/tasks",
+            Some(json!({"title": "b", "deps": [short]})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(
+        v["deps"][0]["id"],
+        a.as_str(),
+        "a dependency as a bare prefix"
+    );
+    let (s, v) = t.call(Method::GET, "/api/tasks/br-", None).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains(&a), "{v}");
+    for lease in [0, 5, 700_000] {
+        let (s, v) = t
+            .call(
+                Method::POST,
+                &format!("/api/tasks/{a}/claim"),
+                Some(json!({"lease_seconds": lease})),
+            )
+            .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{lease}: {v}");
+    }
+    let (s, v) = t
+        .call(
+            Method::POST,
+            &format!("/api/tasks/{a}/fail"),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("reason"),
+        "{v}"
+    );
 }

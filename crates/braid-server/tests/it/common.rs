@@ -42,7 +42,11 @@ impl Server {
         let hub = Hub::start(store.clone(), setup.streams.unwrap_or_default()).unwrap();
         let limits = setup.limits.unwrap_or_default();
         let mut state = AppState::new(store.clone(), hub.clone(), "test".into(), 3);
-        state.logs_dir = Some(dir.path().join("logs"));
+        state.paths = Some(braid_app::Paths {
+            braid_dir: dir.path().to_owned(),
+            db: db.clone(),
+            repo: None,
+        });
         state.metrics = Some(braid_server::metric::install());
         let app = braid_server::app(
             state,

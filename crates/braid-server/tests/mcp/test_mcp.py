@@ -103,6 +103,9 @@ async def main():
             check("description_cut" in shown and "offset" in shown["description_cut"], "the description is cut with a marker")
             rest = json.loads(text_of(await session.call_tool("show", {"id": page, "offset": len(shown["description"])})))
             check(rest["description"].startswith(long_text[len(shown["description"]):][:50]), "offset reads on where the cut was")
+            # An id typed short, in capitals, names the same task (as on the CLI and HTTP).
+            short = json.loads(text_of(await session.call_tool("show", {"id": page[len("br-"):].upper()})))
+            check(short["id"] == page, f"a short id resolves: {short['id']} != {page}")
             ctx = text_of(await session.call_tool("context", {"id": page}))
             check(len(ctx) <= BUDGET_TOKENS * 4 and "Build the page" in ctx, "context fits the budget")
             print("ok long text cut within the budget, offset reads on")

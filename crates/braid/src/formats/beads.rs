@@ -6,7 +6,7 @@ use braid_core::{Dep, DepKind, State, Task, TaskId, TaskType};
 use serde::Deserialize;
 
 use super::Parsed;
-use crate::view::parse_ts;
+use braid_app::wire::parse_ts;
 
 #[derive(Deserialize)]
 struct Issue {
@@ -175,9 +175,9 @@ fn convert(issue: Issue, now: i64, out: &mut Parsed) -> Result<Option<Task>, Str
         }
         deps.push(Dep { id: target, kind });
     }
-    let time = |s: Option<String>, field: &str| -> Result<Option<i64>, String> {
+    let time = |s: Option<String>, field: &'static str| -> Result<Option<i64>, String> {
         s.filter(|s| !s.is_empty())
-            .map(|s| parse_ts(&s).map_err(|e| format!("{field}: {e}")))
+            .map(|s| parse_ts(field, &s).map_err(|e| e.to_string()))
             .transpose()
     };
     let created_at = time(issue.created_at, "created_at")?.unwrap_or(now);

@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::Parsed;
-use crate::view::{EventView, TaskView};
+use braid_app::wire::{EventView, TaskView};
 
 pub const VERSION: u32 = 1;
 

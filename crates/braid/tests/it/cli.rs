@@ -332,3 +332,30 @@ fn comments_are_recorded_and_shown() {
         2
     );
 }
+
+#[test]
+fn an_id_typed_short_or_in_capitals_names_the_task_and_an_ambiguous_one_lists_candidates() {
+    let p = Proj::init();
+    let a = p.add(&["A"]);
+    let b = p.add(&["B"]);
+    let short = &a["br-".len()..];
+    assert_eq!(p.json(&["show", short])["id"], a.as_str());
+    assert_eq!(p.json(&["show", &a.to_uppercase()])["id"], a.as_str());
+    p.ok(&["dep", "add", &b.to_uppercase(), short]);
+    assert_eq!(p.json(&["show", &b])["deps"][0]["id"], a.as_str());
+    assert_eq!(p.json(&["done", short])["state"], "done");
+    // `br-` prefixes every id: naming it alone is ambiguous.
+    let err = p.fails(&["show", "br-"], 2);
+    assert!(err.contains(&a) && err.contains(&b), "{err}");
+    let err = p.fails(&["show", "zzzzzz"], 3);
+    assert!(err.contains("zzzzzz"), "{err}");
+}
+
+#[test]
+fn a_claim_outside_ten_seconds_to_a_week_is_refused_as_on_every_front_end() {
+    let p = Proj::init();
+    let a = p.add(&["A"]);
+    let err = p.fails(&["claim", &a, "--lease", "1s"], 2);
+    assert!(err.contains("10 s to 7 days"), "{err}");
+    assert_eq!(p.json(&["show", &a])["state"], "open");
+}

@@ -1,0 +1,17 @@
+//! braid-app: the application layer between the store and git below and
+//! everything that acts on the work graph above (the command line, the HTTP
+//! API, the MCP server, task files, the engine). It holds the wire types
+//! ([`wire`]), the operations with every policy written once ([`ops`]),
+//! what an agent is told ([`prompt`]), where a project keeps things
+//! ([`paths`]) and how sizes and durations read ([`units`]). A front-end
+//! translates its input to an operation and the answer to its output; it
+//! never builds a store command itself.
+
+pub mod ops;
+pub mod paths;
+pub mod prompt;
+pub mod units;
+pub mod wire;
+
+pub use braid_store::{Error, Result};
+pub use paths::Paths;

@@ -1,0 +1,210 @@
+//! The operations' policies, once for every front-end.
+
+use braid_app::ops::{self, Transition};
+use braid_app::wire::{ClaimIn, DepIn, NewTaskIn, PatchIn, TaskDoc};
+use braid_core::{State, TaskId};
+use braid_store::{Error, SqliteStore, Store};
+
+fn store(dir: &tempfile::TempDir) -> SqliteStore {
+    SqliteStore::create(&dir.path().join("braid.db")).unwrap()
+}
+
+fn add_as(s: &dyn Store, id: &str) -> TaskId {
+    let doc = TaskDoc {
+        title: format!("task {id}"),
+        ..TaskDoc::default()
+    };
+    ops::create(s, "t", Some(TaskId::parse(id).unwrap()), &doc)
+        .unwrap()
+        .id
+}
+
+#[test]
+fn an_id_resolves_from_a_unique_prefix_in_any_case() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(&dir);
+    add_as(&s, "br-8nxt");
+    add_as(&s, "br-8nab");
+    add_as(&s, "br-8n");
+    add_as(&s, "bd-Upper1");
+    let r = |typed: &str| ops::resolve(&s, typed).map(|id| id.to_string());
+    assert_eq!(r("br-8nxt").unwrap(), "br-8nxt", "the exact id");
+    assert_eq!(r("8nxt").unwrap(), "br-8nxt", "without br-");
+    assert_eq!(r("BR-8NXT").unwrap(), "br-8nxt", "any case");
+    assert_eq!(r("8nX").unwrap(), "br-8nxt", "a unique prefix");
+    assert_eq!(
+        r("br-8n").unwrap(),
+        "br-8n",
+        "an exact id wins over the longer ids it prefixes"
+    );
+    assert_eq!(r("bd-Up").unwrap(), "bd-Upper1", "imported ids as stored");
+    let Err(Error::Ambiguous {
+        prefix, candidates, ..
+    }) = r("8na").and(ops::resolve(&s, "br-8").map(|i| i.to_string()))
+    else {
+        panic!("br-8 names three tasks");
+    };
+    assert_eq!(prefix, "br-8");
+    let names: Vec<&str> = candidates.iter().map(TaskId::as_str).collect();
+    assert_eq!(names, ["br-8n", "br-8nab", "br-8nxt"]);
+    let e = ops::resolve(&s, "br-8").unwrap_err().to_string();
+    assert!(
+        e.contains("br-8nab") && e.contains("br-8nxt") && e.contains("give more"),
+        "{e}"
+    );
+    let e = ops::resolve(&s, "zzzz").unwrap_err();
+    assert_eq!(e.kind(), braid_core::ErrorKind::NotFound, "{e}");
+    let e = ops::resolve(&s, "br-x/../y").unwrap_err();
+    assert_eq!(e.kind(), braid_core::ErrorKind::Invalid, "{e}");
+}
+
+#[test]
+fn every_operation_resolves_the_ids_it_is_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(&dir);
+    let a = add_as(&s, "br-aaaa");
+    add_as(&s, "br-bbbb");
+    let t = ops::add(
+        &s,
+        "t",
+        NewTaskIn {
+            title: "child".into(),
+            parent: Some("AAAA".into()),
+            deps: vec![DepIn {
+                id: "bbb".into(),
+                kind: None,
+            }],
+            ..NewTaskIn::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(t.parent.as_deref(), Some("br-aaaa"));
+    assert_eq!(t.deps[0].id, "br-bbbb");
+    let u = ops::update(
+        &s,
+        "t",
+        &t.id[3..],
+        PatchIn {
+            priority: Some(0),
+            ..PatchIn::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(u.fields, ["priority"]);
+    let moved = ops::transition(&s, "t", &["bbbb".into()], Transition::Done, None).unwrap();
+    assert_eq!(
+        (moved[0].from, moved[0].task.state),
+        (State::Open, State::Done)
+    );
+    assert_eq!(
+        ops::show(&s, "aaa", 5).unwrap().children,
+        vec![t.id.clone()]
+    );
+    assert!(s.task(&a).unwrap().state == State::Open);
+}
+
+#[test]
+fn a_claim_holds_between_ten_seconds_and_a_week_everywhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(&dir);
+    let a = add_as(&s, "br-aaaa");
+    for bad in [0, 9, 7 * 86_400 + 1] {
+        let e = ops::claim(
+            &s,
+            "t",
+            Some(a.as_str()),
+            ClaimIn {
+                assignee: None,
+                lease_seconds: Some(bad),
+            },
+        )
+        .unwrap_err();
+        assert_eq!(e.kind(), braid_core::ErrorKind::Invalid, "{bad}: {e}");
+        assert!(e.to_string().contains("10 s to 7 days"), "{e}");
+    }
+    assert_eq!(s.task(&a).unwrap().state, State::Open, "nothing claimed");
+    let t = ops::claim(&s, "ann", Some("aaaa"), ClaimIn::default()).unwrap();
+    let lease = t.lease.unwrap();
+    assert!(
+        lease.token.is_some(),
+        "the claim's answer carries its token"
+    );
+    assert_eq!(t.assignee.as_deref(), Some("ann"), "the actor by default");
+    let l = s.task(&a).unwrap().lease.unwrap();
+    assert_eq!(
+        l.expires_at - s.task(&a).unwrap().updated_at,
+        30 * 60 * 1000,
+        "30 minutes by default"
+    );
+}
+
+#[test]
+fn a_failure_needs_a_reason_and_a_batch_moves_all_or_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(&dir);
+    add_as(&s, "br-aaaa");
+    add_as(&s, "br-bbbb");
+    for reason in [None, Some("  ".to_owned())] {
+        let e = ops::transition(&s, "t", &["aaaa".into()], Transition::Fail, reason).unwrap_err();
+        assert!(e.to_string().contains("reason"), "{e}");
+    }
+    // The second id does not exist: neither moves.
+    let e = ops::transition(
+        &s,
+        "t",
+        &["aaaa".into(), "nope".into()],
+        Transition::Cancel,
+        None,
+    )
+    .unwrap_err();
+    assert_eq!(e.kind(), braid_core::ErrorKind::NotFound);
+    assert_eq!(ops::get(&s, "aaaa").unwrap().state, State::Open);
+}
+
+#[test]
+fn a_document_is_applied_as_one_change_and_only_what_differs() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(&dir);
+    let dep = add_as(&s, "br-dddd");
+    let doc = TaskDoc {
+        title: "from a file".into(),
+        description: "body\n".into(),
+        state: Some("deferred".into()),
+        labels: vec!["x".into()],
+        deps: vec![DepIn {
+            id: "dddd".into(),
+            kind: None,
+        }],
+        ..TaskDoc::default()
+    };
+    let t = ops::create(&s, "sync", None, &doc).unwrap();
+    assert_eq!(t.state, State::Deferred, "created in its state");
+    assert_eq!(t.description, "body");
+    assert_eq!(t.deps[0].id, dep);
+    let created: Vec<_> = s.task_events(&t.id, 10).unwrap();
+    assert_eq!(created.len(), 2, "added and moved: {created:?}");
+    assert_eq!(
+        ops::put(&s, "sync", &t, &doc).unwrap(),
+        None,
+        "nothing differs"
+    );
+    let mut edited = doc.clone();
+    edited.title = "retitled".into();
+    edited.deps.clear();
+    edited.state = Some("open".into());
+    let after = ops::put(&s, "sync", &t, &edited).unwrap().unwrap();
+    assert_eq!(after.state, State::Open);
+    let now = s.task(&t.id).unwrap();
+    assert_eq!(now.title, "retitled");
+    assert!(now.deps.is_empty());
+    // A bad document changes nothing: the title would change, the
+    // dependency does not exist.
+    let mut bad = edited.clone();
+    bad.title = "never".into();
+    bad.deps = vec![DepIn {
+        id: "br-none".into(),
+        kind: None,
+    }];
+    assert!(ops::put(&s, "sync", &now, &bad).is_err());
+    assert_eq!(s.task(&t.id).unwrap().title, "retitled");
+}
