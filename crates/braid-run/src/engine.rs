@@ -1,11 +1,18 @@
-//! The scheduler: one loop owns all dispatch state and reacts to messages —
-//! a process exited, the database changed (OS file notification), a signal
-//! arrived — and to timers it computes itself (process timeouts, retry
-//! backoffs, cooldowns, lease heartbeats). Nothing polls: between events the
-//! loop blocks on its channel until the earliest timer.
+//! The engine's runner: performs what the scheduler core ([`crate::sched`])
+//! decides. One loop owns everything: it blocks on one channel until a
+//! message (a process exited, the store changed, a signal arrived) or the
+//! core's earliest deadline, hands that to the core with the time, and
+//! performs the actions it answers — claims and finishes through the store,
+//! processes through the supervisor, workspaces through git — feeding each
+//! answer back in the same turn. Nothing polls.
+//!
+//! The runner is generic over the [`Spawner`] and the [`Host`] (the clock
+//! and available memory), so tests drive it step by step with a fake clock
+//! and a spawner that records instead of running, against a real store.
 
 use std::collections::{HashMap, VecDeque};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::time::{Duration, Instant};
 
@@ -13,17 +20,16 @@ use braid_core::{Event, EventKind, State, TaskId};
 use braid_store::{Command, Store};
 use serde_json::json;
 
+pub use crate::sched::Report;
 pub use braid_app::Paths;
 
-use crate::config::{Agent, Config, Gate};
-use crate::supervise::{self, Exit, Spec};
+use crate::config::{Config, Gate};
+use crate::sched::{Action, Core, Head, Input, Scope, Time};
+use crate::supervise::{self, Exit, Spawner, Spec, Supervisor};
 use crate::telemetry::Telemetry;
 
 /// Bytes of an agent's log scanned for rate-limit messages.
 const RATE_LIMIT_SCAN: usize = 64 * 1024;
-/// Re-check available memory this often while below the floor (the OS does
-/// not notify when memory comes back).
-const MEMORY_RECHECK: Duration = Duration::from_secs(1);
 
 #[derive(Clone, Debug, Default)]
 pub struct RunOptions {
@@ -42,8 +48,8 @@ pub struct RunOptions {
 /// engine stays, since a landing makes dependents ready.
 #[derive(Clone, Debug)]
 pub struct MergeHook {
-    pub requested: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    pub active: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    pub requested: Arc<std::sync::atomic::AtomicBool>,
+    pub active: Arc<std::sync::atomic::AtomicBool>,
     pub wake: Sender<()>,
 }
 
@@ -54,6 +60,20 @@ impl MergeHook {
     }
 }
 
+/// A message to the runner's loop.
+#[derive(Debug)]
+pub enum Msg {
+    Exited {
+        key: u64,
+        exit: Exit,
+    },
+    /// A write committed (by anyone).
+    StoreChanged,
+    /// Look again: something outside the store changed (a merge pass).
+    Wake,
+    Signal,
+}
+
 /// Wakes a running engine from another thread (it then looks at the store
 /// and its hooks again).
 #[derive(Clone, Debug)]
@@ -61,168 +81,453 @@ pub struct Waker(Sender<Msg>);
 
 impl Waker {
     pub fn wake(&self) {
-        let _ = self.0.send(Msg::StoreChanged);
+        // The engine is gone: nothing to wake.
+        let _ = self.0.send(Msg::Wake);
     }
 }
 
-/// How a run ended.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Report {
-    /// Dispatch latency in ms (p50, p99): from the moment a start became
-    /// possible (a slot freed, work finished, the store changed) to the
-    /// agent's process being spawned.
-    pub latency_ms: Option<(f64, f64)>,
-    pub dispatched: usize,
-    pub review: usize,
-    pub done: usize,
-    pub failed: usize,
-    pub released: usize,
-    pub interrupted: bool,
+/// The machine the runner runs on, as far as decisions need it.
+pub trait Host {
+    /// Time since the run began (monotonic).
+    fn now(&self) -> Time;
+    /// Available memory in bytes, if known.
+    fn available_memory(&self) -> Option<u64>;
 }
 
-impl Report {
-    pub fn exit_code(&self) -> i32 {
-        if self.failed > 0 || self.interrupted {
-            1
-        } else {
-            0
+/// The real machine: `Instant` and `/proc/meminfo`.
+pub struct RealHost {
+    start: Instant,
+}
+
+impl Default for RealHost {
+    fn default() -> Self {
+        RealHost {
+            start: Instant::now(),
         }
     }
 }
 
-#[derive(Debug)]
-enum Msg {
-    Exited { key: u64, exit: Exit },
-    StoreChanged,
-    Signal,
+impl Host for RealHost {
+    fn now(&self) -> Time {
+        self.start.elapsed()
+    }
+
+    fn available_memory(&self) -> Option<u64> {
+        let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+        let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib * 1024)
+    }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum ProcKind {
-    Agent(String),
-    Gate(String),
-}
-
+/// What the runner keeps about a process it started.
 struct Proc {
-    task: TaskId,
-    kind: ProcKind,
-    /// For gates: the result cache key, stored when the gate passes.
-    cache_key: Option<String>,
+    log: PathBuf,
     /// Where this process's output starts in its (appended) log.
     log_start: u64,
-    pgid: u32,
+    /// For gates: the result cache key, stored when the gate passes.
+    cache_key: Option<(String, String)>,
+    agent: Option<String>,
     started: Instant,
-    deadline: Instant,
-    killed_at: Option<Instant>,
-    log: PathBuf,
 }
 
-struct Work {
-    token: String,
-    attempt: u32,
-    agent: String,
-    workspace: PathBuf,
-    gates_pending: usize,
-    failure: Option<(String, String)>,
-    retry_at: Option<Instant>,
-    /// The workspace's content identity, computed once per gate round.
-    content: Option<String>,
-}
-
-pub struct Engine<'a> {
+/// Performs the core's actions.
+pub struct Runner<'a, S: Spawner, H: Host> {
+    core: Core,
     store: &'a dyn Store,
     config: Config,
     paths: Paths,
     opts: RunOptions,
+    spawner: S,
+    host: H,
     on_event: Box<dyn FnMut(&Event) + 'a>,
-    tx: Sender<Msg>,
-    rx: Receiver<Msg>,
-    works: HashMap<TaskId, Work>,
-    procs: HashMap<u64, Proc>,
-    gate_queue: VecDeque<(TaskId, Gate)>,
-    busy: HashMap<String, usize>,
-    cooldown: HashMap<String, Instant>,
-    next_key: u64,
-    stopping: Option<Instant>,
-    memory_wait: Option<Instant>,
-    next_heartbeat: Instant,
-    /// When the earliest lease held by someone else expires (ms since epoch).
-    lease_timer: Option<i64>,
     telemetry: Telemetry,
     cache: Option<crate::cache::Cache>,
     /// Observability events waiting to be written in one batch.
     pending: Vec<Command>,
-    /// The last seq this run wrote.
-    last_own_seq: i64,
-    /// The log's last seq when we last looked for outside changes, and how
-    /// many events we wrote since: more growth than that means someone else
-    /// wrote (a cancel, say).
-    last_checked_seq: i64,
+    tokens: HashMap<TaskId, String>,
+    /// A task's workspace identity for its gate round (the cache key's
+    /// content part).
+    content: HashMap<TaskId, String>,
+    procs: HashMap<u64, Proc>,
+    /// Processes that ended in this turn, until the core has decided about
+    /// them (a passing gate's result is cached from its log).
+    ended: HashMap<u64, Proc>,
+    /// Events this run wrote since it last looked for writes by others.
     own_since_check: usize,
-    /// When something last made dispatch possible (a slot freed, work
-    /// finished, the store changed): the start of dispatch latency.
-    last_change: Instant,
-    report: Report,
-    /// Dispatch latency samples: ready seen -> process spawned.
-    pub latencies: Vec<Duration>,
+    last_checked_seq: i64,
+    /// When the input that began this turn arrived: dispatch latency runs
+    /// from it to the agent's spawn.
+    turn_began: Instant,
+    latencies: Vec<Duration>,
+    queue: VecDeque<Input>,
 }
 
-impl<'a> Engine<'a> {
+impl<'a, S: Spawner, H: Host> Runner<'a, S, H> {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         store: &'a dyn Store,
         config: Config,
         paths: Paths,
         opts: RunOptions,
+        spawner: S,
+        host: H,
+        seed: u64,
         on_event: Box<dyn FnMut(&Event) + 'a>,
-    ) -> Engine<'a> {
-        let (tx, rx) = mpsc::channel();
+    ) -> Self {
         let telemetry = Telemetry::new(
             &paths.braid_dir.join("telemetry"),
             Duration::from_secs(30 * 86_400),
         );
-        let beat = config.run.lease / 3;
         let cache = if config.cache.enabled {
-            crate::cache::Cache::open(&config.cache).ok()
+            match crate::cache::Cache::open(&config.cache) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    tracing::warn!(error = %braid_core::error::chain(&e), "the gate cache is off for this run");
+                    None
+                }
+            }
         } else {
             None
         };
-        Engine {
+        let scope = Scope {
+            follow: opts.follow,
+            max_tasks: opts.max_tasks,
+            merge: opts.merge.is_some(),
+        };
+        Runner {
+            core: Core::new(config.clone(), scope, seed),
             store,
             config,
             paths,
             opts,
+            spawner,
+            host,
             on_event,
-            tx,
-            rx,
-            works: HashMap::new(),
-            procs: HashMap::new(),
-            gate_queue: VecDeque::new(),
-            busy: HashMap::new(),
-            cooldown: HashMap::new(),
-            next_key: 0,
-            stopping: None,
-            memory_wait: None,
-            next_heartbeat: Instant::now() + beat,
-            lease_timer: None,
+            telemetry,
             cache,
             pending: Vec::new(),
-            last_own_seq: 0,
-            last_checked_seq: 0,
+            tokens: HashMap::new(),
+            content: HashMap::new(),
+            procs: HashMap::new(),
+            ended: HashMap::new(),
             own_since_check: 0,
-            last_change: Instant::now(),
-            telemetry,
-            report: Report::default(),
+            last_checked_seq: 0,
+            turn_began: Instant::now(),
             latencies: Vec::new(),
+            queue: VecDeque::new(),
         }
     }
 
-    /// A handle that wakes this engine from another thread.
-    pub fn waker(&self) -> Waker {
-        Waker(self.tx.clone())
+    pub fn core(&self) -> &Core {
+        &self.core
+    }
+
+    pub fn spawner(&mut self) -> &mut S {
+        &mut self.spawner
+    }
+
+    pub fn host(&mut self) -> &mut H {
+        &mut self.host
+    }
+
+    /// Begins the run: takes back expired claims and dispatches.
+    pub fn start(&mut self) {
+        crate::metrics::describe();
+        self.last_checked_seq = self.store.last_seq().unwrap_or(0);
+        self.turn(Input::Start);
+    }
+
+    /// Handles one message from the world.
+    pub fn deliver(&mut self, msg: Msg) {
+        self.turn_began = Instant::now();
+        match msg {
+            Msg::Exited { key, exit } => {
+                self.spawner.reaped(key);
+                let input = self.exited(key, exit);
+                self.turn(input);
+            }
+            Msg::StoreChanged => {
+                // Our own writes notify us too; only look when the log grew
+                // by more than what we wrote since the last look.
+                let Ok(latest) = self.store.last_seq() else {
+                    return;
+                };
+                let outside = latest - self.last_checked_seq > self.own_since_check as i64;
+                self.last_checked_seq = latest;
+                self.own_since_check = 0;
+                if outside {
+                    self.turn(Input::StoreChanged);
+                }
+            }
+            Msg::Wake => self.turn(Input::StoreChanged),
+            Msg::Signal => self.turn(Input::Signal),
+        }
+    }
+
+    /// Time passed: lets the core act on its deadlines.
+    pub fn tick(&mut self) {
+        self.turn_began = Instant::now();
+        self.turn(Input::Tick);
+        if self
+            .telemetry
+            .deadline()
+            .is_some_and(|t| t <= Instant::now())
+        {
+            self.telemetry.flush();
+        }
+    }
+
+    /// True once the run should end.
+    pub fn done(&self) -> bool {
+        self.core.done()
+    }
+
+    /// How long the loop may wait for a message before a `tick`.
+    pub fn wait(&self) -> Option<Duration> {
+        let now = self.host.now();
+        let core = self.core.deadline(now).map(|t| t.saturating_sub(now));
+        let telemetry = self
+            .telemetry
+            .deadline()
+            .map(|t| t.saturating_duration_since(Instant::now()));
+        match (core, telemetry) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Writes what is queued (before the loop waits, and at the end).
+    pub fn flush(&mut self) {
+        self.flush_records();
+    }
+
+    /// Ends the run: writes what is queued, and reports.
+    pub fn finish(mut self) -> Report {
+        self.flush_records();
+        self.telemetry.flush();
+        let mut report = self.core.report().clone();
+        report.latency_ms = percentiles(&self.latencies);
+        report
+    }
+
+    /// One input and everything it leads to, answers included.
+    fn turn(&mut self, input: Input) {
+        self.queue.push_back(input);
+        let mut out = Vec::new();
+        while let Some(input) = self.queue.pop_front() {
+            let now = self.host.now();
+            self.core.handle(now, input, &mut out);
+            for a in out.drain(..) {
+                self.perform(a);
+            }
+        }
+        self.ended.clear();
+        crate::metrics::active_agents(self.core.active_agents());
+    }
+
+    fn answer(&mut self, input: Input) {
+        self.queue.push_back(input);
+    }
+
+    fn perform(&mut self, action: Action) {
+        match action {
+            Action::Fetch { want } => {
+                let heads = self.fetch(want);
+                self.answer(Input::Ready(heads));
+            }
+            Action::ReadMemory => {
+                let m = self.host.available_memory();
+                self.answer(Input::Memory(m));
+            }
+            Action::Claim { id, agent } => {
+                let claim = Command::Claim {
+                    id: Some(id.clone()),
+                    assignee: agent,
+                    lease_ms: self.lease_ms(),
+                };
+                match self.apply(claim) {
+                    Ok(a) => {
+                        let attempt = a.task.lease.as_ref().map_or(1, |l| l.attempt);
+                        self.tokens
+                            .insert(id.clone(), a.lease_token.unwrap_or_default());
+                        crate::metrics::dispatched();
+                        self.answer(Input::Claimed { id, attempt });
+                    }
+                    // Another runner took it, or it stopped being ready.
+                    Err(_) => self.answer(Input::ClaimRefused { id }),
+                }
+            }
+            Action::NextAttempt { id } => {
+                let cmd = Command::NextAttempt {
+                    id: id.clone(),
+                    token: self.token(&id),
+                    lease_ms: self.lease_ms(),
+                };
+                let attempt = self
+                    .apply(cmd)
+                    .ok()
+                    .map(|a| a.task.lease.map_or(1, |l| l.attempt));
+                self.answer(Input::Attempt { id, attempt });
+            }
+            Action::StartAgent {
+                key,
+                id,
+                agent,
+                attempt,
+            } => self.start_agent(key, &id, &agent, attempt),
+            Action::ListGates { id } => {
+                let gates = self.gates_of(&id);
+                self.answer(Input::Gates { id, gates });
+            }
+            Action::StartGate {
+                key,
+                id,
+                gate,
+                attempt,
+            } => self.start_gate(key, &id, &gate, attempt),
+            Action::CacheGate { key } => self.cache_gate(key),
+            Action::Signal { key, kill } => self.spawner.signal(key, kill),
+            Action::Record { id, kind, payload } => {
+                self.pending.push(Command::Record { id, kind, payload });
+            }
+            Action::Finish {
+                id,
+                to,
+                reason,
+                refund,
+                commit,
+            } => self.finish_work(id, to, reason, refund, commit),
+            Action::Renew { ids } => {
+                let lease_ms = self.lease_ms();
+                for id in ids {
+                    let renew = Command::Renew {
+                        id: id.clone(),
+                        token: self.token(&id),
+                        lease_ms,
+                    };
+                    match self.store.apply(&self.opts.actor, renew) {
+                        Ok(_) => {}
+                        // Lost the claim (cancelled or rescued elsewhere).
+                        Err(braid_store::Error::Locked(_) | braid_store::Error::Domain(_)) => {
+                            self.answer(Input::Lost {
+                                id,
+                                cancelled: false,
+                            });
+                        }
+                        // A passing failure (disk, busy): keep the work; the
+                        // next heartbeat tries again.
+                        Err(e) => {
+                            tracing::warn!(task = %id, error = %braid_core::error::chain(&e), "renewing a claim");
+                        }
+                    }
+                }
+            }
+            Action::CheckClaims { ids } => {
+                for id in ids {
+                    let Ok(t) = self.store.task(&id) else {
+                        continue;
+                    };
+                    let token = self.tokens.get(&id);
+                    let ours =
+                        t.state == State::InProgress && t.lease.as_ref().map(|l| &l.token) == token;
+                    if !ours {
+                        self.answer(Input::Lost {
+                            id,
+                            cancelled: t.state == State::Cancelled,
+                        });
+                    }
+                }
+            }
+            Action::Rescue => self.rescue_expired(),
+            Action::RemoveWorkspace { id } => {
+                self.tokens.remove(&id);
+                if let Some(repo) = &self.paths.repo {
+                    let ws = self.paths.workspace(&id);
+                    if let Err(e) = braid_git::remove_worktree(repo, &ws) {
+                        tracing::debug!(task = %id, error = %e, "removing a worktree");
+                    }
+                }
+            }
+            Action::RequestMerge => {
+                if let Some(h) = &self.opts.merge {
+                    h.requested.store(true, std::sync::atomic::Ordering::SeqCst);
+                    // The merger is gone: nothing to wake.
+                    let _ = h.wake.send(());
+                }
+            }
+            Action::Probe => {
+                let input = self.probe();
+                self.answer(input);
+            }
+        }
     }
 
     fn lease_ms(&self) -> i64 {
         self.config.run.lease.as_millis() as i64
+    }
+
+    fn token(&self, id: &TaskId) -> String {
+        self.tokens.get(id).cloned().unwrap_or_default()
+    }
+
+    fn fetch(&mut self, want: usize) -> Vec<Head> {
+        let heads: Result<Vec<Head>, braid_store::Error> = if self.opts.only.is_empty() {
+            self.store.ready_heads(want).map(|v| {
+                v.into_iter()
+                    .map(|(id, agent)| Head { id, agent })
+                    .collect()
+            })
+        } else {
+            Ok(self
+                .opts
+                .only
+                .iter()
+                .filter_map(|id| self.store.task(id).ok())
+                .filter(|t| t.ready)
+                .map(|t| Head {
+                    id: t.id,
+                    agent: t.agent,
+                })
+                .collect())
+        };
+        match heads {
+            Ok(h) => {
+                if let Ok(health) = self.store.health() {
+                    crate::metrics::queue_depth(health.ready);
+                }
+                h
+            }
+            Err(e) => {
+                tracing::warn!(error = %braid_core::error::chain(&e), "reading the ready queue");
+                Vec::new()
+            }
+        }
+    }
+
+    fn probe(&mut self) -> Input {
+        let ready_waiting = if self.opts.only.is_empty() {
+            self.store.ready(1).is_ok_and(|r| !r.is_empty())
+        } else {
+            self.opts
+                .only
+                .iter()
+                .any(|id| self.store.task(id).is_ok_and(|t| t.ready))
+        };
+        let now = self.host.now();
+        let wall = self.store.now_ms();
+        let lease_expiry = self
+            .store
+            .next_lease_expiry()
+            .ok()
+            .flatten()
+            // A few ms past the expiry, so the lease has expired by then.
+            .map(|ms| now + Duration::from_millis((ms - wall).max(0) as u64 + 5));
+        Input::Idle {
+            ready_waiting,
+            lease_expiry,
+            merge_pending: self.opts.merge.as_ref().is_some_and(MergeHook::pending),
+        }
     }
 
     fn emit(&mut self, events: &[Event]) {
@@ -249,7 +554,6 @@ impl<'a> Engine<'a> {
                 let last = applied.pop().expect("one result per command");
                 let mut events: Vec<Event> = applied.into_iter().flat_map(|a| a.events).collect();
                 events.extend(last.events.iter().cloned());
-                self.last_own_seq = events.last().map_or(self.last_own_seq, |e| e.seq);
                 self.emit(&events);
                 return Ok(last);
             }
@@ -260,7 +564,6 @@ impl<'a> Engine<'a> {
         let r = self.store.apply(&actor, cmd);
         if let Ok(a) = &r {
             let events = a.events.clone();
-            self.last_own_seq = events.last().map_or(self.last_own_seq, |e| e.seq);
             self.emit(&events);
         }
         r
@@ -276,118 +579,34 @@ impl<'a> Engine<'a> {
         match self.store.apply_all(&actor, cmds.clone()) {
             Ok(applied) => {
                 let events: Vec<Event> = applied.into_iter().flat_map(|a| a.events).collect();
-                self.last_own_seq = events.last().map_or(self.last_own_seq, |e| e.seq);
                 self.emit(&events);
             }
             Err(_) => {
                 // One bad record (its task deleted, say) must not lose the rest.
                 for c in cmds {
-                    if let Ok(a) = self.store.apply(&actor, c) {
-                        self.last_own_seq = a.events.last().map_or(self.last_own_seq, |e| e.seq);
-                        self.emit(&a.events);
+                    match self.store.apply(&actor, c) {
+                        Ok(a) => self.emit(&a.events),
+                        Err(e) => {
+                            tracing::warn!(error = %braid_core::error::chain(&e), "recording an engine event");
+                        }
                     }
                 }
             }
-        }
-    }
-
-    /// Queues an observability event; queued events are written together,
-    /// in one transaction, before the loop next waits (or before the next
-    /// state change, so the log keeps its order).
-    fn record(&mut self, id: &TaskId, kind: EventKind, payload: serde_json::Value) {
-        self.pending.push(Command::Record {
-            id: id.clone(),
-            kind,
-            payload,
-        });
-    }
-
-    /// Runs until nothing is running and nothing can start (or, with
-    /// `follow`, until a signal).
-    pub fn run(mut self) -> Result<Report, braid_store::Error> {
-        crate::metrics::describe();
-        let result = self.run_loop();
-        if result.is_err() {
-            // Leave nothing running and nothing claimed behind a failure.
-            self.kill_all();
-            self.release_all("the run stopped on an error");
-        }
-        result
-    }
-
-    fn run_loop(&mut self) -> Result<Report, braid_store::Error> {
-        self.watch_store()?;
-        self.watch_signals();
-        self.rescue_expired()?;
-        loop {
-            self.dispatch()?;
-            if self.finished()? {
-                break;
-            }
-            // Queued events are written before we wait, so the log is never
-            // behind by more than one turn of the loop.
-            self.flush_records();
-            let now = Instant::now();
-            let wait = self
-                .next_deadline()
-                .map(|d| d.saturating_duration_since(now));
-            let msg = match wait {
-                Some(w) => match self.rx.recv_timeout(w) {
-                    Ok(m) => Some(m),
-                    Err(mpsc::RecvTimeoutError::Timeout) => None,
-                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
-                },
-                None => self.rx.recv().ok(),
-            };
-            if let Some(m) = msg {
-                self.handle(m)?;
-                // Coalesce whatever else arrived meanwhile.
-                while let Ok(m) = self.rx.try_recv() {
-                    self.handle(m)?;
-                }
-            }
-            self.on_timers()?;
-        }
-        self.flush_records();
-        self.telemetry.flush();
-        self.report.latency_ms = percentiles(&self.latencies);
-        Ok(self.report.clone())
-    }
-
-    /// Wakes the loop on every committed write (any process, any node).
-    fn watch_store(&self) -> Result<(), braid_store::Error> {
-        let tx = self.tx.clone();
-        let changes = self.store.changes()?;
-        changes
-            .forward("braid-changes", move || tx.send(Msg::StoreChanged).is_ok())
-            .map_err(|e| braid_store::Error::backend_from("starting the change feed", e))?;
-        Ok(())
-    }
-
-    fn watch_signals(&self) {
-        let tx = self.tx.clone();
-        if let Ok(mut signals) = signal_hook::iterator::Signals::new([
-            signal_hook::consts::SIGINT,
-            signal_hook::consts::SIGTERM,
-        ]) {
-            std::thread::spawn(move || {
-                for _ in signals.forever() {
-                    if tx.send(Msg::Signal).is_err() {
-                        break;
-                    }
-                }
-            });
         }
     }
 
     /// Takes back claims whose lease expired (their holder died). Only a
     /// matching token is rescued, so a claim renewed meanwhile is left alone.
-    fn rescue_expired(&mut self) -> Result<(), braid_store::Error> {
+    fn rescue_expired(&mut self) {
         loop {
-            let expired = self.store.expired_leases(self.store.now_ms(), 100)?;
-            if expired.is_empty() {
-                return Ok(());
-            }
+            let expired = match self.store.expired_leases(self.store.now_ms(), 100) {
+                Ok(e) if !e.is_empty() => e,
+                Ok(_) => return,
+                Err(e) => {
+                    tracing::warn!(error = %braid_core::error::chain(&e), "reading expired claims");
+                    return;
+                }
+            };
             let mut rescued = 0;
             for (id, token) in expired {
                 if self.apply(Command::Rescue { id, token }).is_ok() {
@@ -398,167 +617,12 @@ impl<'a> Engine<'a> {
             if rescued == 0 {
                 // Nothing could be taken back (another runner got there
                 // first, or the store refuses writes): do not spin.
-                return Ok(());
+                return;
             }
         }
     }
 
-    fn slots_free(&self) -> usize {
-        self.config.run.jobs.saturating_sub(self.procs.len())
-    }
-
-    fn agent_available(&self, name: &str, now: Instant) -> bool {
-        let Some(a) = self.config.agent(name) else {
-            return false;
-        };
-        self.cooldown.get(name).is_none_or(|t| *t <= now)
-            && self.busy.get(name).copied().unwrap_or(0) < a.max_concurrent
-    }
-
-    /// The agent for a task: its own (or the first), else the first free one
-    /// of its failover list.
-    fn pick_agent(&self, preferred: Option<&str>, now: Instant) -> Option<String> {
-        let first = preferred
-            .and_then(|p| self.config.agent(p))
-            .or_else(|| self.config.agents.first())?;
-        std::iter::once(&first.name)
-            .chain(first.failover.iter())
-            .find(|n| self.agent_available(n, now))
-            .cloned()
-    }
-
-    fn memory_ok(&mut self) -> bool {
-        match available_memory() {
-            Some(avail) if avail < self.config.run.memory_floor => {
-                self.memory_wait = Some(Instant::now() + MEMORY_RECHECK);
-                false
-            }
-            _ => {
-                self.memory_wait = None;
-                true
-            }
-        }
-    }
-
-    fn dispatch(&mut self) -> Result<(), braid_store::Error> {
-        // Re-armed by memory_ok() below if memory is still short.
-        self.memory_wait = None;
-        // Gates of finished agents first: they complete work in flight.
-        while self.slots_free() > 0 {
-            let Some((id, gate)) = self.gate_queue.pop_front() else {
-                break;
-            };
-            self.start_gate(&id, &gate);
-        }
-        let now = Instant::now();
-        // Retries whose backoff is over.
-        let due: Vec<TaskId> = self
-            .works
-            .iter()
-            .filter(|(_, w)| w.retry_at.is_some_and(|t| t <= now))
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in due {
-            if self.slots_free() == 0 || self.stopping.is_some() {
-                break;
-            }
-            let token = self.works[&id].token.clone();
-            let Some(agent) = self.pick_agent(Some(&self.works[&id].agent.clone()), now) else {
-                continue;
-            };
-            if !self.memory_ok() {
-                break;
-            }
-            let lease_ms = self.lease_ms();
-            match self.apply(Command::NextAttempt {
-                id: id.clone(),
-                token,
-                lease_ms,
-            }) {
-                Ok(a) => {
-                    let w = self.works.get_mut(&id).expect("work present");
-                    w.retry_at = None;
-                    w.attempt = a.task.lease.map(|l| l.attempt).unwrap_or(w.attempt + 1);
-                    w.agent = agent;
-                    w.failure = None;
-                    self.start_agent(&id, now);
-                }
-                Err(_) => self.drop_work(&id),
-            }
-        }
-        // New work.
-        if self.stopping.is_some() || self.config.agents.is_empty() {
-            return Ok(());
-        }
-        crate::metrics::queue_depth(self.store.health()?.ready);
-        while self.slots_free() > 0 {
-            if self
-                .opts
-                .max_tasks
-                .is_some_and(|m| self.report.dispatched >= m)
-            {
-                break;
-            }
-            let want = self.slots_free() * 4 + 8;
-            let ready: Vec<(TaskId, Option<String>)> = if self.opts.only.is_empty() {
-                self.store.ready_heads(want)?
-            } else {
-                let mut v = Vec::new();
-                for id in &self.opts.only {
-                    if let Ok(t) = self.store.task(id)
-                        && t.ready
-                    {
-                        v.push((t.id, t.agent));
-                    }
-                }
-                v
-            };
-            let seen = Instant::now();
-            let mut started = false;
-            for (tid, preferred) in ready {
-                if self.works.contains_key(&tid) {
-                    continue;
-                }
-                let Some(agent) = self.pick_agent(preferred.as_deref(), seen) else {
-                    continue;
-                };
-                if !self.memory_ok() {
-                    return Ok(());
-                }
-                let claim = Command::Claim {
-                    id: Some(tid.clone()),
-                    assignee: agent.clone(),
-                    lease_ms: self.lease_ms(),
-                };
-                let Ok(a) = self.apply(claim) else { continue }; // another runner took it
-                let workspace = self.paths.workspace(&tid);
-                self.works.insert(
-                    tid.clone(),
-                    Work {
-                        token: a.lease_token.clone().unwrap_or_default(),
-                        attempt: a.task.lease.as_ref().map(|l| l.attempt).unwrap_or(1),
-                        agent,
-                        workspace,
-                        gates_pending: 0,
-                        failure: None,
-                        retry_at: None,
-                        content: None,
-                    },
-                );
-                self.report.dispatched += 1;
-                crate::metrics::dispatched();
-                self.start_agent(&tid, seen);
-                started = true;
-                break;
-            }
-            if !started {
-                break;
-            }
-        }
-        Ok(())
-    }
-
-    fn prepare_workspace(&self, id: &TaskId, path: &Path) -> Result<(), String> {
+    fn prepare_workspace(&self, id: &TaskId, path: &std::path::Path) -> Result<(), String> {
         match &self.paths.repo {
             Some(repo) => braid_git::ensure_worktree(repo, path, &format!("braid/{id}"))
                 .map_err(|e| e.to_string()),
@@ -566,17 +630,22 @@ impl<'a> Engine<'a> {
         }
     }
 
-    fn start_agent(&mut self, id: &TaskId, ready_seen: Instant) {
-        let w = &self.works[id];
-        let (agent_name, attempt, workspace) = (w.agent.clone(), w.attempt, w.workspace.clone());
-        let agent: Agent = self
-            .config
-            .agent(&agent_name)
-            .expect("picked from config")
-            .clone();
+    fn start_agent(&mut self, key: u64, id: &TaskId, agent_name: &str, attempt: u32) {
+        let Some(agent) = self.config.agent(agent_name).cloned() else {
+            let exit = Exit::SpawnFailed(format!("no agent named {agent_name}"));
+            let input = self.exited(key, exit);
+            return self.answer(input);
+        };
+        let workspace = self.paths.workspace(id);
         if let Err(e) = self.prepare_workspace(id, &workspace) {
-            self.attempt_failed(id, "preparing the workspace".into(), e);
-            return;
+            let input = Input::Exited {
+                key,
+                exit: Exit::SpawnFailed(format!("preparing the workspace: {e}")),
+                tail: e,
+                rate_limited: None,
+                cached: None,
+            };
+            return self.answer(input);
         }
         let logs = self.paths.logs(id);
         let prompt = match braid_app::prompt::build(self.store, id) {
@@ -585,9 +654,11 @@ impl<'a> Engine<'a> {
         };
         let prompt_file = logs.join(format!("{attempt}-prompt.md"));
         // Written only for agents that read it (one file fewer per task).
-        if agent.command.iter().any(|a| a.contains("{prompt_file}")) {
-            let _ =
-                std::fs::create_dir_all(&logs).and_then(|()| std::fs::write(&prompt_file, &prompt));
+        if agent.command.iter().any(|a| a.contains("{prompt_file}"))
+            && let Err(e) =
+                std::fs::create_dir_all(&logs).and_then(|()| std::fs::write(&prompt_file, &prompt))
+        {
+            tracing::warn!(task = %id, error = %e, "writing the prompt file");
         }
         let subst = |s: &str| {
             s.replace("{prompt_file}", &prompt_file.to_string_lossy())
@@ -609,443 +680,151 @@ impl<'a> Engine<'a> {
             ],
             log: logs.join(format!("{attempt}-{agent_name}.log")),
         };
-        *self.busy.entry(agent_name.clone()).or_insert(0) += 1;
-        crate::metrics::active_agents(self.busy.values().sum());
-        let spawned = self.spawn(
-            id,
-            ProcKind::Agent(agent_name.clone()),
-            &spec,
-            agent.timeout,
-            None,
-        );
-        if spawned {
-            let _ = ready_seen;
-            self.latencies.push(self.last_change.elapsed());
-        }
-        self.record(
-            id,
-            EventKind::Dispatched,
-            json!({"agent": agent_name, "attempt": attempt, "workspace": workspace, "log": spec.log}),
-        );
+        self.pending.push(Command::Record {
+            id: id.clone(),
+            kind: EventKind::Dispatched,
+            payload: json!({"agent": agent_name, "attempt": attempt, "workspace": workspace, "log": spec.log}),
+        });
+        self.spawn(key, &spec, None, Some(agent_name.to_owned()));
+        self.latencies.push(self.turn_began.elapsed());
     }
 
-    fn start_gate(&mut self, id: &TaskId, gate: &Gate) {
-        let Some(w) = self.works.get(id) else { return };
-        let key = w.content.as_ref().map(|c| crate::cache::gate_key(gate, c));
-        if let (Some(k), Some(cache)) = (&key, &self.cache)
+    fn spawn(
+        &mut self,
+        key: u64,
+        spec: &Spec,
+        cache_key: Option<(String, String)>,
+        agent: Option<String>,
+    ) {
+        let log_start = supervise::log_len(&spec.log);
+        self.procs.insert(
+            key,
+            Proc {
+                log: spec.log.clone(),
+                log_start,
+                cache_key,
+                agent,
+                started: Instant::now(),
+            },
+        );
+        if let Err(e) = self.spawner.spawn(key, spec) {
+            let program = spec.argv.first().map(String::as_str).unwrap_or("");
+            let input = self.exited(key, Exit::SpawnFailed(format!("{program}: {e}")));
+            self.answer(input);
+        }
+    }
+
+    /// The gates `id` must pass: its own (by name), else all of them. The
+    /// workspace's content identity for the cache is taken once here.
+    fn gates_of(&mut self, id: &TaskId) -> Vec<String> {
+        let wanted: Vec<String> = self.store.task(id).map(|t| t.gates).unwrap_or_default();
+        let gates: Vec<String> = self
+            .config
+            .gates
+            .iter()
+            .filter(|g| wanted.is_empty() || wanted.contains(&g.name))
+            .map(|g| g.name.clone())
+            .collect();
+        self.content.remove(id);
+        if !gates.is_empty()
+            && self.cache.is_some()
+            && let Ok(c) = crate::cache::workspace_identity(&self.paths.workspace(id))
+        {
+            self.content.insert(id.clone(), c);
+        }
+        gates
+    }
+
+    fn gate(&self, name: &str) -> Option<Gate> {
+        self.config.gates.iter().find(|g| g.name == name).cloned()
+    }
+
+    fn start_gate(&mut self, key: u64, id: &TaskId, name: &str, attempt: u32) {
+        let Some(gate) = self.gate(name) else {
+            let input = self.exited(key, Exit::SpawnFailed(format!("no gate named {name}")));
+            return self.answer(input);
+        };
+        let cache_key = self
+            .content
+            .get(id)
+            .map(|c| crate::cache::gate_key(&gate, c));
+        if let (Some(k), Some(cache)) = (&cache_key, &self.cache)
             && let Some(hit) = cache.lookup(k)
         {
             crate::metrics::gate(Duration::ZERO, true);
-            self.record(
-                    id,
-                    EventKind::GateFinished,
-                    json!({"gate": gate.name, "passed": true, "exit": "exit 0", "timed_out": false, "duration_ms": 0, "cached": true, "original_duration_ms": hit.duration_ms}),
-                );
-            self.gate_done(id, &gate.name, None);
-            return;
+            return self.answer(Input::Exited {
+                key,
+                exit: Exit::Code(0),
+                tail: String::new(),
+                rate_limited: None,
+                cached: Some(hit.duration_ms),
+            });
         }
         let spec = Spec {
             argv: gate.command.clone(),
-            cwd: w.workspace.clone(),
+            cwd: self.paths.workspace(id),
             env_allow: Some(gate.env.clone()),
             extra_env: Vec::new(),
             log: self
                 .paths
                 .logs(id)
-                .join(format!("{}-gate-{}.log", w.attempt, gate.name)),
+                .join(format!("{attempt}-gate-{}.log", gate.name)),
         };
-        self.spawn(
-            id,
-            ProcKind::Gate(gate.name.clone()),
-            &spec,
-            gate.timeout,
-            key,
-        );
+        self.spawn(key, &spec, cache_key.map(|k| (name.to_owned(), k)), None);
     }
 
-    /// One gate of a task's round finished (`failure`: what failed and the
-    /// end of its output); when it was the last, the attempt is decided.
-    fn gate_done(&mut self, id: &TaskId, _gate: &str, failure: Option<(String, String)>) {
-        let Some(w) = self.works.get_mut(id) else {
+    fn cache_gate(&mut self, key: u64) {
+        let Some(p) = self.ended.get(&key) else {
             return;
         };
-        w.gates_pending = w.gates_pending.saturating_sub(1);
-        if failure.is_some() && w.failure.is_none() {
-            w.failure = failure;
-        }
-        if w.gates_pending == 0 {
-            w.content = None;
-            match w.failure.take() {
-                Some((what, tail)) => self.attempt_failed(id, what, tail),
-                None => self.succeed(id),
-            }
-        }
-    }
-
-    /// Starts a process and a thread that waits for it and reports back.
-    fn spawn(
-        &mut self,
-        id: &TaskId,
-        kind: ProcKind,
-        spec: &Spec,
-        timeout: Duration,
-        cache_key: Option<String>,
-    ) -> bool {
-        let key = self.next_key;
-        self.next_key += 1;
-        let now = Instant::now();
-        let log_start = supervise::log_len(&spec.log);
-        let spawned = supervise::spawn(spec);
-        let pgid = spawned.as_ref().map_or(0, |c| c.id());
-        self.procs.insert(
-            key,
-            Proc {
-                task: id.clone(),
-                kind,
-                cache_key,
-                log_start,
-                pgid,
-                started: now,
-                deadline: now + timeout,
-                killed_at: None,
-                log: spec.log.clone(),
-            },
-        );
-        match spawned {
-            Ok(mut child) => {
-                let tx = self.tx.clone();
-                std::thread::spawn(move || {
-                    let exit = match child.wait() {
-                        Ok(s) => supervise::exit_of(s),
-                        Err(e) => Exit::SpawnFailed(e.to_string()),
-                    };
-                    let _ = tx.send(Msg::Exited { key, exit });
-                });
-                true
-            }
-            Err(e) => {
-                // Report as an exit so the same path handles it.
-                let _ = self.tx.send(Msg::Exited {
-                    key,
-                    exit: Exit::SpawnFailed(format!("{}: {e}", spec.argv[0])),
-                });
-                false
-            }
-        }
-    }
-
-    fn handle(&mut self, msg: Msg) -> Result<(), braid_store::Error> {
-        match msg {
-            Msg::Exited { key, exit } => {
-                self.last_change = Instant::now();
-                if let Some(p) = self.procs.remove(&key) {
-                    self.on_exit(p, exit);
-                }
-            }
-            Msg::StoreChanged => {
-                // Our own writes notify us too; only look when the log grew
-                // by more than what we wrote since the last look.
-                let latest = self.store.last_seq()?;
-                let grew = latest - self.last_checked_seq;
-                if grew > self.own_since_check as i64 {
-                    self.last_change = Instant::now();
-                    self.check_cancelled()?;
-                }
-                self.last_checked_seq = latest;
-                self.own_since_check = 0;
-            }
-            Msg::Signal => {
-                self.report.interrupted = true;
-                if self.stopping.is_some() {
-                    // Second signal: stop now, and give the claims back.
-                    self.kill_all();
-                    self.release_all("stopped by a second signal");
-                } else {
-                    self.stopping = Some(Instant::now() + self.config.run.shutdown_grace);
-                    // Work waiting for a retry will not get one now.
-                    let waiting: Vec<TaskId> = self
-                        .works
-                        .iter()
-                        .filter(|(_, w)| w.retry_at.is_some())
-                        .map(|(i, _)| i.clone())
-                        .collect();
-                    for id in waiting {
-                        self.release(&id, "the run was stopped before its retry");
-                    }
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// A task we run was cancelled (or taken) elsewhere: stop its processes.
-    fn check_cancelled(&mut self) -> Result<(), braid_store::Error> {
-        let ids: Vec<TaskId> = self.works.keys().cloned().collect();
-        for id in ids {
-            let t = self.store.task(&id)?;
-            let ours = t.state == State::InProgress
-                && t.lease
-                    .as_ref()
-                    .is_some_and(|l| l.token == self.works[&id].token);
-            if !ours {
-                self.kill_task(&id);
-                let workspace = self.works.get(&id).map(|w| w.workspace.clone());
-                self.drop_work(&id);
-                // A cancelled task's worktree goes (its branch stays).
-                if let (State::Cancelled, Some(repo), Some(ws)) =
-                    (t.state, &self.paths.repo, workspace)
-                {
-                    let _ = braid_git::remove_worktree(repo, &ws);
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn kill_task(&mut self, id: &TaskId) {
-        let now = Instant::now();
-        for p in self.procs.values_mut().filter(|p| &p.task == id) {
-            if p.pgid != 0 {
-                supervise::terminate(p.pgid);
-            }
-            p.killed_at.get_or_insert(now);
-            p.deadline = now + self.config.run.kill_grace;
-        }
-        self.gate_queue.retain(|(t, _)| t != id);
-    }
-
-    fn kill_all(&mut self) {
-        for p in self.procs.values() {
-            if p.pgid != 0 {
-                supervise::kill(p.pgid);
-            }
-        }
-    }
-
-    /// Gives a claim back (the task returns to open, the attempt refunded).
-    fn release(&mut self, id: &TaskId, why: &str) {
-        if let Some(w) = self.works.remove(id) {
-            let cmd = Command::Finish {
-                id: id.clone(),
-                token: w.token,
-                to: State::Open,
-                reason: Some(why.into()),
-                refund_attempt: true,
-            };
-            if self.apply(cmd).is_ok() {
-                self.report.released += 1;
-            }
-        }
-        self.gate_queue.retain(|(t, _)| t != id);
-    }
-
-    fn release_all(&mut self, why: &str) {
-        let ids: Vec<TaskId> = self.works.keys().cloned().collect();
-        for id in ids {
-            self.release(&id, why);
-        }
-        self.procs.clear();
-    }
-
-    fn drop_work(&mut self, id: &TaskId) {
-        if let Some(w) = self.works.remove(id) {
-            let _ = w;
-        }
-    }
-
-    fn on_exit(&mut self, p: Proc, exit: Exit) {
-        let duration_ms = p.started.elapsed().as_millis() as u64;
-        let timed_out = p.killed_at.is_some();
-        if timed_out && self.stopping.is_some_and(|t| t <= Instant::now()) {
-            // Stopped by the shutdown, not by its own timeout.
-            if let ProcKind::Agent(name) = &p.kind
-                && let Some(n) = self.busy.get_mut(name)
-            {
-                *n = n.saturating_sub(1);
-            }
-            self.release(&p.task, "stopped by a signal before it finished");
+        let (Some((gate, k)), Some(cache)) = (&p.cache_key, self.cache.as_mut()) else {
             return;
+        };
+        let result = crate::cache::CachedResult {
+            gate: gate.clone(),
+            duration_ms: p.started.elapsed().as_millis() as u64,
+            at: braid_core::clock::now_ms(),
+            tail: supervise::tail_since(&p.log, p.log_start, 1024),
+        };
+        if let Err(e) = cache.store(k, &result) {
+            tracing::warn!(gate = %gate, error = %e, "keeping a gate's result in the cache");
         }
-        match &p.kind {
-            ProcKind::Agent(name) => {
-                if let Some(n) = self.busy.get_mut(name) {
-                    *n = n.saturating_sub(1);
-                }
-                crate::metrics::active_agents(self.busy.values().sum());
-                if !self.works.contains_key(&p.task) {
-                    return; // cancelled meanwhile
-                }
-                let mut what = exit.describe();
-                if timed_out {
-                    what = format!("timed out ({what})");
-                }
-                self.record(
-                    &p.task,
-                    EventKind::AgentFinished,
-                    json!({"agent": name, "exit": what, "duration_ms": duration_ms}),
-                );
-                // Only a failed run is a rate limit: a successful agent may
-                // well mention limits in its output.
-                if !exit.success()
-                    && let Some(until) = self.rate_limited(name, &p.log, p.log_start)
-                {
-                    self.cooldown_agent(&p.task, name, until);
-                    return;
-                }
-                if exit.success() && !timed_out {
-                    self.queue_gates(&p.task);
-                } else {
-                    let tail =
-                        supervise::tail_since(&p.log, p.log_start, self.config.run.failure_tail);
-                    self.attempt_failed(&p.task, format!("agent {name} ({what})"), tail);
-                }
+    }
+
+    /// What the core needs to hear of an exit: the end of a failed
+    /// process's own output, and, for an agent, whether it says it hit a
+    /// rate limit.
+    fn exited(&mut self, key: u64, exit: Exit) -> Input {
+        let proc = self.procs.remove(&key);
+        let (tail, rate_limited) = match (&proc, exit.success()) {
+            (Some(p), false) => {
+                let tail = supervise::tail_since(&p.log, p.log_start, self.config.run.failure_tail);
+                let rate = p
+                    .agent
+                    .as_deref()
+                    .and_then(|a| self.rate_limited(a, &p.log, p.log_start));
+                (tail, rate)
             }
-            ProcKind::Gate(name) => {
-                let passed = exit.success() && !timed_out;
+            _ => (String::new(), None),
+        };
+        if let Some(p) = proc {
+            if p.agent.is_none() {
                 crate::metrics::gate(p.started.elapsed(), false);
-                // Cache before recording: a recorded pass is always cached,
-                // so after a crash it is never run again.
-                if passed && let (Some(k), Some(cache)) = (&p.cache_key, self.cache.as_mut()) {
-                    let result = crate::cache::CachedResult {
-                        gate: name.clone(),
-                        duration_ms,
-                        at: self.store.now_ms(),
-                        tail: supervise::tail_since(&p.log, p.log_start, 1024),
-                    };
-                    let _ = cache.store(k, &result);
-                }
-                self.record(
-                    &p.task,
-                    EventKind::GateFinished,
-                    json!({"gate": name, "passed": passed, "exit": exit.describe(), "timed_out": timed_out, "duration_ms": duration_ms, "cached": false}),
-                );
-                if !self.works.contains_key(&p.task) {
-                    return;
-                }
-                let failure = if passed {
-                    None
-                } else {
-                    Some((
-                        format!("gate {name} ({})", exit.describe()),
-                        supervise::tail_since(&p.log, p.log_start, self.config.run.failure_tail),
-                    ))
-                };
-                self.gate_done(&p.task, name, failure);
             }
+            self.ended.insert(key, p);
+        }
+        Input::Exited {
+            key,
+            exit,
+            tail,
+            rate_limited,
+            cached: None,
         }
     }
 
-    fn queue_gates(&mut self, id: &TaskId) {
-        let wanted: Vec<String> = self.store.task(id).map(|t| t.gates).unwrap_or_default();
-        let gates: Vec<Gate> = self
-            .config
-            .gates
-            .iter()
-            .filter(|g| wanted.is_empty() || wanted.contains(&g.name))
-            .cloned()
-            .collect();
-        if gates.is_empty() {
-            self.succeed(id);
-            return;
-        }
-        let content = match (&self.cache, self.works.get(id)) {
-            (Some(_), Some(w)) => crate::cache::workspace_identity(&w.workspace).ok(),
-            _ => None,
-        };
-        if let Some(w) = self.works.get_mut(id) {
-            w.gates_pending = gates.len();
-            w.content = content;
-        }
-        for g in gates {
-            self.gate_queue.push_back((id.clone(), g));
-        }
-    }
-
-    fn succeed(&mut self, id: &TaskId) {
-        let Some(w) = self.works.remove(id) else {
-            return;
-        };
-        let to = if self.config.merge_into.is_some() {
-            State::Review
-        } else {
-            State::Done
-        };
-        if to == State::Review && self.paths.repo.is_some() {
-            // The branch is what merges: work the agent left uncommitted
-            // (what the gates just passed) is committed onto it.
-            let title = self.store.task(id).map(|t| t.title).unwrap_or_default();
-            if let Err(e) = braid_git::commit_all(&w.workspace, &format!("{id}: {title}")) {
-                self.works.insert(id.clone(), w);
-                self.attempt_failed(id, "committing the work".into(), e.to_string());
-                return;
-            }
-        }
-        let cmd = Command::Finish {
-            id: id.clone(),
-            token: w.token,
-            to,
-            reason: Some("gates passed".into()),
-            refund_attempt: false,
-        };
-        if self.apply(cmd).is_ok() {
-            if to == State::Done {
-                self.report.done += 1;
-                if let Some(repo) = &self.paths.repo {
-                    let _ = braid_git::remove_worktree(repo, &w.workspace);
-                }
-            } else {
-                self.report.review += 1;
-                if let Some(h) = &self.opts.merge {
-                    h.requested.store(true, std::sync::atomic::Ordering::SeqCst);
-                    let _ = h.wake.send(());
-                }
-            }
-        }
-    }
-
-    fn attempt_failed(&mut self, id: &TaskId, what: String, tail: String) {
-        let Some(w) = self.works.get(id) else { return };
-        let attempt = w.attempt;
-        if attempt < self.config.run.max_attempts && self.stopping.is_some() {
-            self.release(id, "the run was stopped before a retry");
-            return;
-        }
-        if attempt < self.config.run.max_attempts {
-            let backoff = backoff(
-                self.config.run.backoff_base,
-                self.config.run.backoff_cap,
-                attempt,
-            );
-            self.record(
-                id,
-                EventKind::Retrying,
-                json!({"failed": what, "tail": tail, "attempt": attempt, "backoff_ms": backoff.as_millis() as u64}),
-            );
-            if let Some(w) = self.works.get_mut(id) {
-                w.retry_at = Some(Instant::now() + backoff);
-            }
-            return;
-        }
-        let w = self.works.remove(id).expect("checked above");
-        let reason = format!(
-            "{what}; attempt {attempt} of {}",
-            self.config.run.max_attempts
-        );
-        let cmd = Command::Finish {
-            id: id.clone(),
-            token: w.token,
-            to: State::Failed,
-            reason: Some(reason),
-            refund_attempt: false,
-        };
-        if self.apply(cmd).is_ok() {
-            self.report.failed += 1;
-        }
-    }
-
-    /// When the agent's output matches one of its rate-limit patterns: until
-    /// when it should rest.
-    fn rate_limited(&self, agent: &str, log: &Path, from: u64) -> Option<Instant> {
+    /// When the agent's output matches one of its rate-limit patterns: how
+    /// long it should rest.
+    fn rate_limited(&self, agent: &str, log: &std::path::Path, from: u64) -> Option<Duration> {
         let a = self.config.agent(agent)?;
         if a.rate_limit.is_empty() {
             return None;
@@ -1059,184 +838,141 @@ impl<'a> Engine<'a> {
                     .map(Duration::from_secs)
                     .or_else(|| c.name("reset").and_then(|m| until_clock(m.as_str())))
                     .unwrap_or(a.cooldown);
-                return Some(Instant::now() + wait);
+                crate::metrics::cooldown(agent);
+                return Some(wait);
             }
         }
         None
     }
 
-    fn cooldown_agent(&mut self, id: &TaskId, agent: &str, until: Instant) {
-        self.cooldown.insert(agent.to_owned(), until);
-        crate::metrics::cooldown(agent);
-        let secs = until
-            .saturating_duration_since(Instant::now())
-            .as_secs_f64();
-        self.record(
-            id,
-            EventKind::Cooldown,
-            json!({"agent": agent, "seconds": (secs * 1000.0).round() / 1000.0}),
-        );
-        if let Some(w) = self.works.remove(id) {
-            let cmd = Command::Finish {
-                id: id.clone(),
-                token: w.token,
-                to: State::Open,
-                reason: Some(format!("agent {agent} is rate limited")),
-                refund_attempt: true,
-            };
-            if self.apply(cmd).is_ok() {
-                self.report.released += 1;
+    fn finish_work(&mut self, id: TaskId, to: State, reason: String, refund: bool, commit: bool) {
+        if commit && let Some(_repo) = &self.paths.repo {
+            let title = self.store.task(&id).map(|t| t.title).unwrap_or_default();
+            let ws = self.paths.workspace(&id);
+            if let Err(e) = braid_git::commit_all(&ws, &format!("{id}: {title}")) {
+                return self.answer(Input::CommitFailed {
+                    id,
+                    error: e.to_string(),
+                });
             }
         }
-    }
-
-    fn next_deadline(&self) -> Option<Instant> {
-        let now = Instant::now();
-        let mut d: Option<Instant> = None;
-        let mut at = |t: Instant| d = Some(d.map_or(t, |x| x.min(t)));
-        for p in self.procs.values() {
-            at(p.deadline);
-        }
-        for w in self.works.values() {
-            // A retry that is due but cannot start waits for a message
-            // (a slot or an agent freeing up), not for a past deadline.
-            if let Some(t) = w.retry_at.filter(|t| *t > now) {
-                at(t);
-            }
-        }
-        let now = Instant::now();
-        for t in self.cooldown.values().filter(|t| **t > now) {
-            at(*t);
-        }
-        if !self.works.is_empty() {
-            at(self.next_heartbeat);
-        }
-        if let Some(t) = self.memory_wait {
-            at(t);
-        }
-        if let Some(t) = self.telemetry.deadline() {
-            at(t);
-        }
-        if let Some(t) = self.stopping.filter(|t| *t > now) {
-            at(t);
-        }
-        if let Some(ms) = self.lease_timer {
-            let wait = (ms - self.store.now_ms()).max(0) as u64 + 5;
-            at(now + Duration::from_millis(wait));
-        }
-        d
-    }
-
-    fn on_timers(&mut self) -> Result<(), braid_store::Error> {
-        let now = Instant::now();
-        let grace = self.config.run.kill_grace;
-        for p in self.procs.values_mut() {
-            if p.deadline <= now && p.pgid != 0 {
-                if p.killed_at.is_none() {
-                    supervise::terminate(p.pgid);
-                    p.killed_at = Some(now);
-                    p.deadline = now + grace;
-                } else {
-                    supervise::kill(p.pgid);
-                    p.deadline = now + grace;
-                }
-            }
-        }
-        if self.stopping.is_some_and(|t| t <= now) {
-            // Past the grace: whatever still runs is stopped; its claim is
-            // given back when its process exits (see on_exit).
-            for p in self.procs.values_mut() {
-                if p.killed_at.is_none() && p.pgid != 0 {
-                    supervise::terminate(p.pgid);
-                    p.killed_at = Some(now);
-                    p.deadline = now + grace;
-                }
-            }
-        }
-        if !self.works.is_empty() && self.next_heartbeat <= now {
-            self.next_heartbeat = now + self.config.run.lease / 3;
-            let lease_ms = self.lease_ms();
-            let ids: Vec<(TaskId, String)> = self
-                .works
-                .iter()
-                .map(|(i, w)| (i.clone(), w.token.clone()))
-                .collect();
-            for (id, token) in ids {
-                let renew = Command::Renew {
-                    id: id.clone(),
-                    token,
-                    lease_ms,
-                };
-                match self.store.apply(&self.opts.actor, renew) {
-                    Ok(_) => {}
-                    // Lost the claim (cancelled or rescued elsewhere).
-                    Err(e @ (braid_store::Error::Locked(_) | braid_store::Error::Domain(_))) => {
-                        let _ = e;
-                        self.kill_task(&id);
-                        self.drop_work(&id);
-                    }
-                    // A passing failure (disk, busy): keep the work; the
-                    // next heartbeat tries again.
-                    Err(_) => {}
-                }
-            }
-            // Heartbeats are also when other runners' dead claims are
-            // taken back, even while this run is busy.
-            self.rescue_expired()?;
-        }
-        if self.telemetry.deadline().is_some_and(|t| t <= now) {
-            self.telemetry.flush();
-        }
-        if self.lease_timer.is_some_and(|ms| ms < self.store.now_ms()) {
-            self.lease_timer = None;
-            self.rescue_expired()?;
-        }
-        Ok(())
-    }
-
-    /// True when the run should end.
-    fn finished(&mut self) -> Result<bool, braid_store::Error> {
-        if !self.procs.is_empty() || !self.works.is_empty() || !self.gate_queue.is_empty() {
-            return Ok(false);
-        }
-        if self.stopping.is_some() {
-            return Ok(true);
-        }
-        // A merge in progress may make work ready.
-        if self.opts.merge.as_ref().is_some_and(MergeHook::pending) {
-            return Ok(false);
-        }
-        // Claims held by others: when the earliest expires (if its holder
-        // died), rescue it — in follow mode too.
-        self.lease_timer = self.store.next_lease_expiry()?;
-        if self.opts.follow {
-            return Ok(false);
-        }
-        if self.config.agents.is_empty()
-            || self
-                .opts
-                .max_tasks
-                .is_some_and(|m| self.report.dispatched >= m)
-        {
-            return Ok(true);
-        }
-        // Work claimed by another runner may still finish (making more work
-        // ready) or, if that runner died, be rescued when its lease expires.
-        if self.lease_timer.is_some() {
-            return Ok(false);
-        }
-        // Ready work that only waits for an agent's cooldown keeps us here.
-        let now = Instant::now();
-        let cooling = self.cooldown.values().any(|t| *t > now);
-        let waiting = if self.opts.only.is_empty() {
-            !self.store.ready(1)?.is_empty()
-        } else {
-            self.opts
-                .only
-                .iter()
-                .any(|id| self.store.task(id).is_ok_and(|t| t.ready))
+        let cmd = Command::Finish {
+            id: id.clone(),
+            token: self.token(&id),
+            to,
+            reason: Some(reason),
+            refund_attempt: refund,
         };
-        Ok(!(waiting && (cooling || self.memory_wait.is_some())))
+        let ok = self.apply(cmd).is_ok();
+        self.content.remove(&id);
+        self.tokens.remove(&id);
+        self.answer(Input::Finished { id, to, ok });
+    }
+}
+
+/// The engine on the real machine: processes through the [`Supervisor`],
+/// time from `Instant`, memory from `/proc`.
+pub struct Engine<'a> {
+    runner: Runner<'a, Supervisor, RealHost>,
+    tx: Sender<Msg>,
+    rx: Receiver<Msg>,
+}
+
+impl<'a> Engine<'a> {
+    pub fn new(
+        store: &'a dyn Store,
+        config: Config,
+        paths: Paths,
+        opts: RunOptions,
+        on_event: Box<dyn FnMut(&Event) + 'a>,
+    ) -> Engine<'a> {
+        let (tx, rx) = mpsc::channel();
+        let exits = tx.clone();
+        let supervisor = Supervisor::new(Arc::new(move |key, exit| {
+            // The engine is gone: nobody needs to hear of it.
+            let _ = exits.send(Msg::Exited { key, exit });
+        }));
+        let mut seed = [0u8; 8];
+        if let Err(e) = getrandom::fill(&mut seed) {
+            tracing::debug!(error = %e, "no OS random source; the backoff jitter is fixed");
+        }
+        let runner = Runner::new(
+            store,
+            config,
+            paths,
+            opts,
+            supervisor,
+            RealHost::default(),
+            u64::from_le_bytes(seed),
+            on_event,
+        );
+        Engine { runner, tx, rx }
+    }
+
+    /// A handle that wakes this engine from another thread.
+    pub fn waker(&self) -> Waker {
+        Waker(self.tx.clone())
+    }
+
+    /// Runs until nothing is running and nothing can start (or, with
+    /// `follow`, until a signal).
+    pub fn run(mut self) -> Result<Report, braid_store::Error> {
+        self.watch()?;
+        let runner = &mut self.runner;
+        runner.start();
+        while !runner.done() {
+            // Queued events are written before we wait, so the log is never
+            // behind by more than one turn of the loop.
+            runner.flush();
+            let msg = match runner.wait() {
+                Some(w) => match self.rx.recv_timeout(w) {
+                    Ok(m) => Some(m),
+                    Err(mpsc::RecvTimeoutError::Timeout) => None,
+                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                },
+                None => match self.rx.recv() {
+                    Ok(m) => Some(m),
+                    Err(_) => break,
+                },
+            };
+            if let Some(m) = msg {
+                runner.deliver(m);
+                // Take whatever else arrived meanwhile before the timers.
+                while let Ok(m) = self.rx.try_recv() {
+                    runner.deliver(m);
+                }
+            }
+            runner.tick();
+        }
+        Ok(self.runner.finish())
+    }
+
+    /// Wakes the loop on every committed write (any process, any node) and
+    /// on SIGINT/SIGTERM.
+    fn watch(&self) -> Result<(), braid_store::Error> {
+        let tx = self.tx.clone();
+        self.runner
+            .store
+            .changes()?
+            .forward("braid-changes", move || tx.send(Msg::StoreChanged).is_ok())
+            .map_err(|e| braid_store::Error::backend_from("starting the change feed", e))?;
+        let tx = self.tx.clone();
+        let mut signals = signal_hook::iterator::Signals::new([
+            signal_hook::consts::SIGINT,
+            signal_hook::consts::SIGTERM,
+        ])
+        .map_err(|e| braid_store::Error::backend_from("listening for signals", e))?;
+        std::thread::Builder::new()
+            .name("braid-signals".into())
+            .spawn(move || {
+                for _ in signals.forever() {
+                    if tx.send(Msg::Signal).is_err() {
+                        break;
+                    }
+                }
+            })
+            .map_err(|e| braid_store::Error::backend_from("listening for signals", e))?;
+        Ok(())
     }
 }
 
@@ -1248,26 +984,6 @@ fn percentiles(samples: &[Duration]) -> Option<(f64, f64)> {
     v.sort_by(|a, b| a.total_cmp(b));
     let q = |p: f64| v[((v.len() - 1) as f64 * p).round() as usize];
     Some((q(0.5), q(0.99)))
-}
-
-/// Exponential backoff with jitter: base · 2^(attempt-1), capped, times a
-/// random factor in [0.5, 1.5).
-pub fn backoff(base: Duration, cap: Duration, attempt: u32) -> Duration {
-    let exp = base
-        .saturating_mul(1u32 << attempt.saturating_sub(1).min(20))
-        .min(cap);
-    let mut b = [0u8; 2];
-    let _ = getrandom_fill(&mut b);
-    let jitter = 0.5 + (u16::from_le_bytes(b) as f64 / 65536.0);
-    exp.mul_f64(jitter).min(cap)
-}
-
-fn getrandom_fill(buf: &mut [u8]) -> Option<()> {
-    use std::io::Read;
-    std::fs::File::open("/dev/urandom")
-        .ok()?
-        .read_exact(buf)
-        .ok()
 }
 
 /// Time until a wall-clock time like `3pm`, `3:30 pm` or `15:30` (local),
@@ -1311,36 +1027,9 @@ pub fn until_clock(s: &str) -> Option<Duration> {
     Some(Duration::from_secs(secs))
 }
 
-/// MemAvailable from /proc/meminfo, in bytes.
-fn available_memory() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_grows_and_is_capped_with_jitter() {
-        let base = Duration::from_secs(2);
-        let cap = Duration::from_secs(60);
-        for _ in 0..50 {
-            let b1 = backoff(base, cap, 1);
-            assert!(
-                b1 >= Duration::from_secs(1) && b1 < Duration::from_secs(3),
-                "{b1:?}"
-            );
-            let b3 = backoff(base, cap, 3);
-            assert!(
-                b3 >= Duration::from_secs(4) && b3 < Duration::from_secs(12),
-                "{b3:?}"
-            );
-            assert!(backoff(base, cap, 30) <= cap);
-        }
-    }
 
     #[test]
     fn clock_times_parse() {

@@ -1,16 +1,16 @@
-//! Running a set of gates once, outside the scheduler (`braid gate run`):
-//! in parallel within `jobs`, each supervised with its timeout, answered
-//! from the result cache when the same command already passed on the same
-//! content.
+//! Running a set of gates once, outside the scheduler (`braid gate run`,
+//! and the merge run's candidates): in parallel within `jobs`, each under
+//! the one [`Supervisor`] with its timeout, answered from the result cache
+//! when the same command already passed on the same content.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use crate::cache::{Cache, CachedResult, gate_key, workspace_identity};
 use crate::config::Gate;
-use crate::supervise::{self, Exit, Spec};
+use crate::supervise::{self, Exit, Spawner, Spec, Supervisor};
 
 #[derive(Clone, Debug)]
 pub struct GateOutcome {
@@ -51,12 +51,16 @@ pub fn run_gates(
         }
         queue.push_back(g);
     }
-    let (tx, rx) = mpsc::channel::<(usize, Exit)>();
-    // (gate, pgid, started, deadline, killed)
-    let mut running: Vec<Option<(&Gate, u32, Instant, Instant, bool)>> = Vec::new();
-    let mut active = 0;
+    let (tx, rx) = mpsc::channel::<(u64, Exit)>();
+    let mut sup = Supervisor::new(Arc::new(move |key, exit| {
+        // The caller stopped waiting: nobody needs to hear of it.
+        let _ = tx.send((key, exit));
+    }));
+    // Running gates by key: (gate, started, deadline, signalled).
+    let mut running: HashMap<u64, (&Gate, Instant, Instant, bool)> = HashMap::new();
+    let mut next_key = 0u64;
     loop {
-        while active < jobs.max(1) {
+        while running.len() < jobs.max(1) {
             let Some(g) = queue.pop_front() else { break };
             let log = log_dir.join(format!("gate-{}.log", g.name));
             let spec = Spec {
@@ -64,58 +68,52 @@ pub fn run_gates(
                 cwd: dir.to_owned(),
                 env_allow: Some(g.env.clone()),
                 extra_env: vec![],
-                log,
+                log: log.clone(),
             };
-            let slot = running.len();
+            let key = next_key;
+            next_key += 1;
             let now = Instant::now();
-            match supervise::spawn(&spec) {
-                Ok(mut child) => {
-                    running.push(Some((g, child.id(), now, now + g.timeout, false)));
-                    let tx = tx.clone();
-                    std::thread::spawn(move || {
-                        let exit = child
-                            .wait()
-                            .map(supervise::exit_of)
-                            .unwrap_or_else(|e| Exit::SpawnFailed(e.to_string()));
-                        let _ = tx.send((slot, exit));
-                    });
+            match sup.spawn(key, &spec) {
+                Ok(()) => {
+                    running.insert(key, (g, now, now + g.timeout, false));
                 }
-                Err(e) => {
-                    running.push(Some((g, 0, now, now, false)));
-                    let _ = tx.send((slot, Exit::SpawnFailed(e.to_string())));
-                }
+                Err(e) => out.push(GateOutcome {
+                    name: g.name.clone(),
+                    passed: false,
+                    cached: false,
+                    duration_ms: 0,
+                    exit: Exit::SpawnFailed(e.to_string()).describe(),
+                    log: Some(log),
+                }),
             }
-            active += 1;
         }
-        if active == 0 {
+        if running.is_empty() {
             break;
         }
         let next = running
-            .iter()
-            .flatten()
-            .map(|r| r.3)
+            .values()
+            .map(|r| r.2)
             .min()
             .unwrap_or_else(Instant::now);
         match rx.recv_timeout(next.saturating_duration_since(Instant::now())) {
-            Ok((slot, exit)) => {
-                let (g, _, started, _, killed) =
-                    running[slot].take().expect("each slot reports once");
-                active -= 1;
+            Ok((key, exit)) => {
+                sup.reaped(key);
+                let Some((g, started, _, killed)) = running.remove(&key) else {
+                    continue;
+                };
                 let duration_ms = started.elapsed().as_millis() as u64;
                 let passed = exit.success() && !killed;
                 let log = log_dir.join(format!("gate-{}.log", g.name));
                 if passed && let (Some(c), Some(content)) = (cache.as_deref_mut(), &content) {
-                    let tail = supervise::tail(&log, 1024);
-                    let at = braid_core::clock::now_ms();
-                    let _ = c.store(
-                        &gate_key(g, content),
-                        &CachedResult {
-                            gate: g.name.clone(),
-                            duration_ms,
-                            at,
-                            tail,
-                        },
-                    );
+                    let result = CachedResult {
+                        gate: g.name.clone(),
+                        duration_ms,
+                        at: braid_core::clock::now_ms(),
+                        tail: supervise::tail(&log, 1024),
+                    };
+                    if let Err(e) = c.store(&gate_key(g, content), &result) {
+                        tracing::warn!(gate = %g.name, error = %e, "keeping a gate's result in the cache");
+                    }
                 }
                 let mut exit = exit.describe();
                 if killed {
@@ -131,16 +129,13 @@ pub fn run_gates(
                 });
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {
+                // Past its timeout: SIGTERM, and SIGKILL after the grace.
                 let now = Instant::now();
-                for r in running.iter_mut().flatten() {
-                    if r.3 <= now && r.1 != 0 {
-                        if r.4 {
-                            supervise::kill(r.1);
-                        } else {
-                            supervise::terminate(r.1);
-                            r.4 = true;
-                        }
-                        r.3 = now + grace;
+                for (key, r) in running.iter_mut() {
+                    if r.2 <= now {
+                        sup.signal(*key, r.3);
+                        r.3 = true;
+                        r.2 = now + grace;
                     }
                 }
             }
