@@ -1,5 +1,8 @@
-//! The engine driven directly (not through the CLI): what it records for
-//! the server's /metrics.
+//! The engine driven directly (not through the CLI): its decisions step by
+//! step with a fake clock and spawner (`sched`), and what a real run
+//! records for the server's /metrics.
+
+mod sched;
 
 use braid_core::NewTask;
 use braid_run::{Config, Engine, Paths, RunOptions};
