@@ -26,10 +26,23 @@ use crate::metric;
 
 /// Open connections, per IP and in all. An IP's entry is removed when its
 /// last connection closes, so the map holds only IPs with open connections.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Counts {
     per_ip: Mutex<HashMap<IpAddr, usize>>,
     total: AtomicUsize,
+    /// The total, for whoever waits for connections to close (tests, the
+    /// shutdown).
+    open: tokio::sync::watch::Sender<usize>,
+}
+
+impl Default for Counts {
+    fn default() -> Self {
+        Counts {
+            per_ip: Mutex::default(),
+            total: AtomicUsize::new(0),
+            open: tokio::sync::watch::channel(0).0,
+        }
+    }
 }
 
 /// A listener that refuses connections over the caps.
@@ -55,6 +68,11 @@ impl CappedListener {
         }
     }
 
+    /// The number of open connections, as it changes.
+    pub fn open_connections(&self) -> tokio::sync::watch::Receiver<usize> {
+        self.counts.open.subscribe()
+    }
+
     fn admit(&self, ip: IpAddr) -> Result<Slot, &'static str> {
         let mut per_ip = self.counts.per_ip.lock().unwrap_or_else(|p| p.into_inner());
         if self.counts.total.load(Ordering::Relaxed) >= self.global {
@@ -66,6 +84,7 @@ impl CappedListener {
         }
         *n += 1;
         let total = self.counts.total.fetch_add(1, Ordering::Relaxed) + 1;
+        self.counts.open.send_replace(total);
         metric::connections(total);
         Ok(Slot {
             ip,
@@ -91,6 +110,7 @@ impl Drop for Slot {
             }
         }
         let total = self.counts.total.fetch_sub(1, Ordering::Relaxed) - 1;
+        self.counts.open.send_replace(total);
         metric::connections(total);
     }
 }
@@ -113,7 +133,7 @@ impl Listener for CappedListener {
                 Err(e) => {
                     // Out of file descriptors and the like: wait a moment
                     // rather than spin.
-                    eprintln!("braid-server: accept: {e}");
+                    tracing::warn!(error = %e, "braid-server: accept");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }

@@ -21,6 +21,8 @@ pub struct Server {
     pub store: Arc<dyn Store>,
     pub hub: Arc<Hub>,
     pub dir: tempfile::TempDir,
+    /// Open connections, as the listener counts them.
+    pub connections: tokio::sync::watch::Receiver<usize>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
@@ -58,6 +60,7 @@ impl Server {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let listener = braid_server::limits::CappedListener::new(listener, &limits);
+        let connections = listener.open_connections();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(braid_server::serve(
             listener,
@@ -73,6 +76,7 @@ impl Server {
             store,
             hub,
             dir,
+            connections,
             stop: Some(tx),
             task: Some(task),
         }

@@ -1,8 +1,10 @@
 //! The result cache's index: which entries exist in which namespace, their
 //! sizes, when they were last used. Kept in a small SQLite file beside the
 //! entries; the total size is a maintained counter (never a directory walk),
-//! eviction is least-recently-used, expiry by age. A corrupted index is set
-//! aside and rebuilt from the entry files — the only time entries are listed.
+//! eviction is least-recently-used by a use counter (so two uses within one
+//! clock tick still have an order), expiry by age on an injected clock. A
+//! corrupted index is set aside and rebuilt from the entry files — the only
+//! time entries are listed.
 
 use std::path::{Path, PathBuf};
 
@@ -10,7 +12,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::db_err;
 use crate::Result;
-use braid_core::clock::now_ms;
+use braid_core::SharedClock;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS entries (
@@ -53,6 +55,7 @@ pub struct CacheIndex {
     conn: Connection,
     dir: PathBuf,
     pub rebuilt: bool,
+    clock: SharedClock,
 }
 
 /// Maps `ns, key, size, created, last_used` to an entry.
@@ -82,6 +85,12 @@ fn open_checked(path: &Path) -> std::result::Result<Connection, rusqlite::Error>
     // A lost last entry after a power cut costs one gate re-run, not data.
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.execute_batch(SCHEMA)?;
+    // Version 2: the use counter that orders eviction (an index made by an
+    // older braid gets the column; its entries start unordered).
+    if conn.prepare("SELECT uses FROM entries LIMIT 0").is_err() {
+        conn.execute_batch("ALTER TABLE entries ADD COLUMN uses INTEGER NOT NULL DEFAULT 0")?;
+    }
+    conn.execute_batch("CREATE INDEX IF NOT EXISTS entries_uses ON entries(uses)")?;
     conn.query_row("SELECT count(*) FROM totals", [], |r| r.get::<_, i64>(0))?;
     Ok(conn)
 }
@@ -96,12 +105,15 @@ impl CacheIndex {
                 conn,
                 dir: dir.to_owned(),
                 rebuilt: false,
+                clock: braid_core::clock::system(),
             }),
-            Err(_) => {
+            Err(e) => {
                 // Set the broken index aside (never lose evidence), start over.
-                let aside = dir.join(format!("index.db.corrupt-{}", now_ms()));
-                let _ = std::fs::rename(&path, &aside);
+                let aside = dir.join(format!("index.db.corrupt-{}", braid_core::clock::now_ms()));
+                tracing::warn!(index = %path.display(), error = %e, aside = %aside.display(), "the cache index is damaged; rebuilding it");
+                std::fs::rename(&path, &aside).map_err(|e| crate::sqlite::io_err(&path, e))?;
                 for ext in ["-wal", "-shm"] {
+                    // Belonged to the set-aside file; may not exist.
                     let _ = std::fs::remove_file(dir.join(format!("index.db{ext}")));
                 }
                 let conn = open_checked(&path).map_err(db_err)?;
@@ -109,6 +121,7 @@ impl CacheIndex {
                     conn,
                     dir: dir.to_owned(),
                     rebuilt: true,
+                    clock: braid_core::clock::system(),
                 };
                 idx.rebuild()?;
                 Ok(idx)
@@ -153,9 +166,11 @@ impl CacheIndex {
                     .ok()
                     .and_then(|m| m.duration_since(std::time::UNIX_EPOCH).ok())
                     .map(|d| d.as_millis() as i64)
-                    .unwrap_or_else(now_ms);
+                    .unwrap_or_else(|| self.clock.now_ms());
+                // Uses are ordered by the files' times (a later use counts
+                // on from the largest).
                 tx.execute(
-                    "INSERT OR REPLACE INTO entries (ns, key, size, created, last_used) VALUES (?1, ?2, ?3, ?4, ?4)",
+                    "INSERT OR REPLACE INTO entries (ns, key, size, created, last_used, uses) VALUES (?1, ?2, ?3, ?4, ?4, ?4)",
                     params![ns, key, meta.len() as i64, at],
                 )
                 .map_err(db_err)?;
@@ -174,13 +189,20 @@ impl CacheIndex {
         &self.dir
     }
 
-    /// Looks an entry up and marks it used.
+    /// Times entries (creation, last use, expiry) by `clock`.
+    pub fn with_clock(mut self, clock: SharedClock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Looks an entry up and marks it used (most recently, of all).
     pub fn touch(&self, ns: &str, key: &str) -> Result<Option<CacheEntry>> {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let e = self
             .conn
             .query_row(
-                "UPDATE entries SET last_used = ?3 WHERE ns = ?1 AND key = ?2 RETURNING ns, key, size, created, last_used",
+                "UPDATE entries SET last_used = ?3, uses = (SELECT coalesce(max(uses), 0) + 1 FROM entries) \
+                 WHERE ns = ?1 AND key = ?2 RETURNING ns, key, size, created, last_used",
                 params![ns, key, now],
                 entry_from_row,
             )
@@ -199,7 +221,7 @@ impl CacheIndex {
         size: u64,
         max_size: u64,
     ) -> Result<Vec<CacheEntry>> {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let tx = self.conn.transaction().map_err(db_err)?;
         let old: Option<i64> = tx
             .query_row(
@@ -210,7 +232,8 @@ impl CacheIndex {
             .optional()
             .map_err(db_err)?;
         tx.execute(
-            "INSERT OR REPLACE INTO entries (ns, key, size, created, last_used) VALUES (?1, ?2, ?3, ?4, ?4)",
+            "INSERT OR REPLACE INTO entries (ns, key, size, created, last_used, uses) \
+             VALUES (?1, ?2, ?3, ?4, ?4, (SELECT coalesce(max(uses), 0) + 1 FROM entries))",
             params![ns, key, size as i64, now],
         )
         .map_err(db_err)?;
@@ -233,7 +256,7 @@ impl CacheIndex {
     /// Deletes entries older than `ttl_ms` (by last use) and then the least
     /// recently used while the total exceeds `max_size`.
     pub fn prune(&mut self, max_size: u64, ttl_ms: Option<i64>) -> Result<Vec<CacheEntry>> {
-        self.evict(max_size, ttl_ms.map(|t| now_ms() - t))
+        self.evict(max_size, ttl_ms.map(|t| self.clock.now_ms() - t))
     }
 
     fn evict(&mut self, max_size: u64, older_than: Option<i64>) -> Result<Vec<CacheEntry>> {
@@ -243,17 +266,32 @@ impl CacheIndex {
             let row: Option<CacheEntry> = self
                 .conn
                 .query_row(
-                    "SELECT ns, key, size, created, last_used FROM entries ORDER BY last_used LIMIT 1",
+                    "SELECT ns, key, size, created, last_used FROM entries ORDER BY uses LIMIT 1",
                     [],
                     entry_from_row,
                 )
                 .optional()
                 .map_err(db_err)?;
             let Some(e) = row else { break };
-            let expired = older_than.is_some_and(|cut| e.last_used < cut);
-            if total <= max_size && !expired {
-                break;
-            }
+            // The least recently used may not be the oldest by time (an
+            // index from an older braid): expiry looks for the oldest too.
+            let expired = match older_than {
+                Some(cut) => self
+                    .conn
+                    .query_row(
+                        "SELECT ns, key, size, created, last_used FROM entries WHERE last_used < ?1 LIMIT 1",
+                        [cut],
+                        entry_from_row,
+                    )
+                    .optional()
+                    .map_err(db_err)?,
+                None => None,
+            };
+            let e = match expired {
+                Some(old) => old,
+                None if total > max_size => e,
+                None => break,
+            };
             let tx = self.conn.transaction().map_err(db_err)?;
             tx.execute(
                 "DELETE FROM entries WHERE ns = ?1 AND key = ?2",
@@ -271,7 +309,12 @@ impl CacheIndex {
             )
             .map_err(db_err)?;
             tx.commit().map_err(db_err)?;
-            let _ = std::fs::remove_file(entry_path(&self.dir, &e.ns, &e.key));
+            let file = entry_path(&self.dir, &e.ns, &e.key);
+            if let Err(err) = std::fs::remove_file(&file)
+                && err.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!(entry = %file.display(), error = %err, "removing an evicted cache entry");
+            }
             gone.push(e);
         }
         Ok(gone)

@@ -17,11 +17,13 @@ fn put(idx: &mut CacheIndex, key: &str, size: usize, max: u64) -> Vec<String> {
 #[test]
 fn size_is_tracked_and_least_recently_used_go_first() {
     let dir = tempfile::tempdir().unwrap();
-    let mut idx = CacheIndex::open(dir.path()).unwrap();
+    // The clock stands still: uses within one millisecond keep their order.
+    let clock = braid_core::ManualClock::at(1_000_000);
+    let mut idx = CacheIndex::open(dir.path())
+        .unwrap()
+        .with_clock(std::sync::Arc::new(clock.clone()));
     assert!(put(&mut idx, "aa01", 100, 1000).is_empty());
-    std::thread::sleep(std::time::Duration::from_millis(3));
     assert!(put(&mut idx, "aa02", 100, 1000).is_empty());
-    std::thread::sleep(std::time::Duration::from_millis(3));
     assert!(
         idx.touch("ns", "aa01").unwrap().is_some(),
         "aa01 is now the most recently used"
@@ -39,10 +41,18 @@ fn size_is_tracked_and_least_recently_used_go_first() {
     // Re-inserting a key replaces its size rather than adding to it.
     put(&mut idx, "aa03", 50, 1000);
     assert_eq!(idx.total_size().unwrap(), 150);
-    // TTL: everything older than 0 ms goes.
-    std::thread::sleep(std::time::Duration::from_millis(3));
-    assert_eq!(idx.prune(1 << 30, Some(0)).unwrap().len(), 2);
-    assert_eq!(idx.total_size().unwrap(), 0);
+    // TTL: an entry unused for longer goes, a fresher one stays.
+    clock.advance(60_000);
+    assert!(idx.touch("ns", "aa01").unwrap().is_some());
+    clock.advance(1);
+    let expired: Vec<String> = idx
+        .prune(1 << 30, Some(30_000))
+        .unwrap()
+        .into_iter()
+        .map(|e| e.key)
+        .collect();
+    assert_eq!(expired, vec!["aa03"]);
+    assert_eq!(idx.total_size().unwrap(), 100);
 }
 
 #[test]

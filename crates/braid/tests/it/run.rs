@@ -183,16 +183,47 @@ fn attempts_exhausted_fail_the_task_and_the_run() {
     );
 }
 
-fn process_running(pattern: &str) -> bool {
-    std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
-        std::fs::read(e.path().join("cmdline"))
-            .map(|c| {
-                String::from_utf8_lossy(&c)
-                    .replace('\0', " ")
-                    .contains(pattern)
-            })
-            .unwrap_or(false)
-    })
+/// Tells when every process of an agent's group has ended: the agent
+/// (tests/fixtures/agents/hang.sh) holds a FIFO open for writing, and a
+/// thread reading it gets end-of-file when the last holder is gone. No
+/// polling of /proc.
+struct GroupGone {
+    fifo: std::path::PathBuf,
+    gone: std::sync::mpsc::Receiver<()>,
+}
+
+impl GroupGone {
+    fn new(p: &Proj) -> GroupGone {
+        let fifo = p.path().join("group.fifo");
+        assert!(
+            Command::new("mkfifo")
+                .arg(&fifo)
+                .status()
+                .unwrap()
+                .success(),
+            "mkfifo"
+        );
+        let (tx, gone) = std::sync::mpsc::channel();
+        let path = fifo.clone();
+        std::thread::spawn(move || {
+            use std::io::Read;
+            // Opens when the agent opens its end; reads until all of the
+            // group's copies are closed.
+            let mut f = std::fs::File::open(&path).unwrap();
+            let mut sink = Vec::new();
+            let _ = f.read_to_end(&mut sink);
+            let _ = tx.send(());
+        });
+        GroupGone { fifo, gone }
+    }
+
+    /// Waits (with a generous bound that only a failure reaches) for the
+    /// whole group to be gone.
+    fn wait(&self, what: &str) {
+        self.gone
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("{what}: the agent's process group is still alive"));
+    }
 }
 
 #[test]
@@ -203,7 +234,13 @@ fn a_hanging_agent_is_killed_with_its_process_group() {
         agent("hang.sh")
     ));
     let a = p.add(&["hangs"]);
-    let out = p.run(&["run"]);
+    let group = GroupGone::new(&p);
+    let out = p
+        .cmd()
+        .arg("run")
+        .env("BRAID_TEST_FIFO", &group.fifo)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let t = p.json(&["show", &a]);
     assert_eq!(t["state"], "failed");
@@ -211,10 +248,7 @@ fn a_hanging_agent_is_killed_with_its_process_group() {
         t["close_reason"].as_str().unwrap().contains("timed out"),
         "{t}"
     );
-    assert!(
-        !process_running("sleep 981"),
-        "the agent's child must die with the group"
-    );
+    group.wait("the agent's child must die with the group");
 }
 
 #[test]
@@ -274,9 +308,11 @@ fn cancel_stops_the_running_agent() {
         agent("hang.sh")
     ));
     let a = p.add(&["long"]);
+    let group = GroupGone::new(&p);
     let mut run = crate::Reap(
         p.cmd()
             .args(["run", "--json"])
+            .env("BRAID_TEST_FIFO", &group.fifo)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -291,12 +327,7 @@ fn cancel_stops_the_running_agent() {
         "run exits by itself after the cancel"
     );
     assert_eq!(p.json(&["show", &a])["state"], "cancelled");
-    // The group gets SIGTERM; give it the moment it needs to go.
-    let gone = (0..50).any(|_| {
-        std::thread::sleep(Duration::from_millis(20));
-        !process_running("sleep 982")
-    });
-    assert!(gone, "the agent's process group was killed");
+    group.wait("the cancelled task's agent");
 }
 
 #[test]
@@ -372,6 +403,7 @@ fn crash_test_kill_9_at_random_points() {
             .stdout(Stdio::null())
             .spawn()
             .unwrap();
+        // The kill lands at a random point of the run: that is the test.
         std::thread::sleep(Duration::from_millis(seed % 250));
         let _ = child.kill(); // SIGKILL
         let _ = child.wait();
@@ -533,33 +565,46 @@ fn first_signal_lets_running_work_finish_and_dispatches_nothing_new() {
 
 #[test]
 fn second_signal_stops_at_once_and_gives_claims_back() {
+    // Two tasks: one agent hangs, the other fails and waits a minute for
+    // its retry. The first signal gives the waiting one back (a `released`
+    // event says the run heard it); the second stops the hanging one.
     let p = repo_project(&format!(
-        "\n[[agent]]\nname = \"stuck\"\ncommand = [\"{}\", \"983\"]\n",
-        agent("hang.sh")
+        "\n[run]\njobs = 2\nbackoff = {{ base = \"1m\", cap = \"1m\" }}\n\n[[agent]]\nname = \"stuck\"\ncommand = [\"{}\", \"983\"]\n\n[[agent]]\nname = \"fails\"\ncommand = [\"{}\"]\n",
+        agent("hang.sh"),
+        agent("fail.sh")
     ));
-    let a = p.add(&["long"]);
+    let a = p.add(&["long", "--agent", "stuck"]);
+    let b = p.add(&["fails", "--agent", "fails"]);
+    let group = GroupGone::new(&p);
     let mut run = crate::Reap(
         p.cmd()
             .args(["run", "--json"])
+            .env("BRAID_TEST_FIFO", &group.fifo)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .unwrap(),
     );
     let mut lines = lines_of(&mut run.0);
-    wait_for(&mut lines, "\"dispatched\"");
+    wait_for(&mut lines, "\"retrying\"");
     sigint(&run.0);
-    std::thread::sleep(Duration::from_millis(100));
+    wait_for(&mut lines, "\"released\"");
+    assert_eq!(
+        p.json(&["show", &b])["state"],
+        "open",
+        "the retry was given up"
+    );
+    assert_eq!(
+        p.json(&["show", &a])["state"],
+        "in_progress",
+        "a still runs"
+    );
     sigint(&run.0);
     run.0.wait().unwrap();
     let t = p.json(&["show", &a]);
     assert_eq!(t["state"], "open", "{t}");
     assert!(t["lease"].is_null());
-    let gone = (0..50).any(|_| {
-        std::thread::sleep(Duration::from_millis(20));
-        !process_running("sleep 983")
-    });
-    assert!(gone, "the agent was killed");
+    group.wait("the second signal kills the agent");
 }
 
 #[test]
@@ -580,33 +625,6 @@ fn follow_mode_picks_up_work_added_later() {
     let a = p.add(&["added while running"]);
     wait_for(&mut lines, "\"to\":\"done\"");
     assert_eq!(p.json(&["show", &a])["state"], "done");
-    sigint(&run.0);
-    run.0.wait().unwrap();
-}
-
-#[test]
-fn below_the_memory_floor_no_agent_starts() {
-    let p = repo_project(&format!(
-        "{}memory_floor = \"1000TiB\"\n\n[[agent]]\nname = \"fake\"\ncommand = [\"{}\"]\n",
-        quick_run(),
-        agent("commit.sh")
-    ));
-    let a = p.add(&["x"]);
-    let mut run = crate::Reap(
-        p.cmd()
-            .args(["run", "--json"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    // The run waits for memory (re-checking each second) rather than exiting.
-    std::thread::sleep(Duration::from_millis(1500));
-    assert!(
-        run.0.try_wait().unwrap().is_none(),
-        "the run waits for memory"
-    );
-    assert_eq!(p.json(&["show", &a])["state"], "open", "no agent started");
     sigint(&run.0);
     run.0.wait().unwrap();
 }
