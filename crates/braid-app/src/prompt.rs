@@ -8,20 +8,27 @@ use std::fmt::Write;
 use braid_core::{EventKind, TaskId};
 use braid_store::Store;
 
+/// `writeln!` into the prompt: writing to a `String` cannot fail.
+macro_rules! line {
+    ($($arg:tt)*) => {
+        writeln!($($arg)*).expect("writing to a String")
+    };
+}
+
 /// Builds the prompt for `id` from the store.
 pub fn build(store: &dyn Store, id: &TaskId) -> Result<String, braid_store::Error> {
     let task = store.task(id)?;
     let mut p = String::new();
-    let _ = writeln!(p, "# Task {}: {}\n", task.id, task.title);
-    let _ = writeln!(p, "Type: {} · Priority: P{}", task.kind, task.priority);
+    line!(p, "# Task {}: {}\n", task.id, task.title);
+    line!(p, "Type: {} · Priority: P{}", task.kind, task.priority);
     if !task.labels.is_empty() {
-        let _ = writeln!(p, "Labels: {}", task.labels.join(", "));
+        line!(p, "Labels: {}", task.labels.join(", "));
     }
     if !task.description.trim().is_empty() {
-        let _ = writeln!(p, "\n## Description\n\n{}", task.description.trim());
+        line!(p, "\n## Description\n\n{}", task.description.trim());
     }
     if !task.acceptance.trim().is_empty() {
-        let _ = writeln!(p, "\n## Acceptance criteria\n\n{}", task.acceptance.trim());
+        line!(p, "\n## Acceptance criteria\n\n{}", task.acceptance.trim());
     }
     // Parent chain, nearest first; bounded so a deep chain stays short.
     let mut chain = Vec::new();
@@ -47,17 +54,17 @@ pub fn build(store: &dyn Store, id: &TaskId) -> Result<String, braid_store::Erro
         }
     }
     if !chain.is_empty() {
-        let _ = writeln!(p, "\n## Part of\n");
+        line!(p, "\n## Part of\n");
         for c in &chain {
-            let _ = writeln!(p, "- {c}");
+            line!(p, "- {c}");
         }
     }
     if !task.deps.is_empty() {
-        let _ = writeln!(p, "\n## Dependencies\n");
+        line!(p, "\n## Dependencies\n");
         for d in &task.deps {
             match store.task(&d.id) {
                 Ok(dt) => {
-                    let _ = writeln!(p, "- {} ({}): {} [{}]", dt.id, d.kind, dt.title, dt.state);
+                    line!(p, "- {} ({}): {} [{}]", dt.id, d.kind, dt.title, dt.state);
                 }
                 Err(e) => degraded.push(format!("dependency {}: {e}", d.id)),
             }
@@ -68,7 +75,7 @@ pub fn build(store: &dyn Store, id: &TaskId) -> Result<String, braid_store::Erro
             if let Some(e) = events.iter().rev().find(|e| e.kind == EventKind::Retrying) {
                 let what = e.payload["failed"].as_str().unwrap_or("a check");
                 let tail = e.payload["tail"].as_str().unwrap_or("");
-                let _ = writeln!(
+                line!(
                     p,
                     "\n## The previous attempt failed\n\n{what} failed. The end of its output:\n\n```\n{}\n```\n\nFix the cause, then finish the task.",
                     tail.trim_end()
@@ -78,13 +85,13 @@ pub fn build(store: &dyn Store, id: &TaskId) -> Result<String, braid_store::Erro
         Err(e) => degraded.push(format!("history: {e}")),
     }
     if !degraded.is_empty() {
-        let _ = writeln!(
+        line!(
             p,
             "\n(Some context could not be read: {}.)",
             degraded.join("; ")
         );
     }
-    let _ = writeln!(
+    line!(
         p,
         "\n## How to finish\n\nWork in the current directory (a worktree for this task). Commit your changes. Exit 0 when the task is done; braid then runs the project's checks."
     );

@@ -46,10 +46,35 @@ fn git_identity(tree: &str, dirty: &[u8]) -> String {
     h.finalize().to_hex().to_string()
 }
 
+/// Why the cache could not answer or keep a result.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CacheError {
+    #[error("{}", .path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("reading the workspace's content with git")]
+    Git(#[from] braid_git::Error),
+    #[error("the cache index")]
+    Index(#[from] braid_store::Error),
+    #[error("encoding a cache entry")]
+    Json(#[from] serde_json::Error),
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CacheError + '_ {
+    move |source| CacheError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
 /// The content identity of a workspace, hashed.
-pub fn workspace_identity(dir: &Path) -> Result<String, String> {
+pub fn workspace_identity(dir: &Path) -> Result<String, CacheError> {
     if dir.join(".git").exists() {
-        let (tree, dirty) = braid_git::content_identity(dir).map_err(|e| e.to_string())?;
+        let (tree, dirty) = braid_git::content_identity(dir)?;
         return Ok(git_identity(&tree, &dirty));
     }
     let mut h = blake3::Hasher::new();
@@ -59,7 +84,7 @@ pub fn workspace_identity(dir: &Path) -> Result<String, String> {
         let mut files = Vec::new();
         let mut stack = vec![dir.to_path_buf()];
         while let Some(d) = stack.pop() {
-            let rd = std::fs::read_dir(&d).map_err(|e| format!("{}: {e}", d.display()))?;
+            let rd = std::fs::read_dir(&d).map_err(io(&d))?;
             for e in rd.flatten() {
                 let p = e.path();
                 if p.is_dir() {
@@ -78,7 +103,7 @@ pub fn workspace_identity(dir: &Path) -> Result<String, String> {
                     .as_bytes(),
             );
             h.update(b"\0");
-            let bytes = std::fs::read(&f).map_err(|e| format!("{}: {e}", f.display()))?;
+            let bytes = std::fs::read(&f).map_err(io(&f))?;
             h.update(&(bytes.len() as u64).to_le_bytes());
             h.update(&bytes);
         }
@@ -139,18 +164,16 @@ impl Cache {
 
     /// Records a passing result; evicts least recently used entries past the
     /// size limit.
-    pub fn store(&mut self, key: &str, result: &CachedResult) -> Result<(), String> {
+    pub fn store(&mut self, key: &str, result: &CachedResult) -> Result<(), CacheError> {
         let path = self.path(key);
         let dir = path.parent().expect("entry paths have a parent");
-        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        let bytes = serde_json::to_vec(result).map_err(|e| e.to_string())?;
-        let tmp = dir.join(format!(".{key}.tmp"));
-        std::fs::write(&tmp, &bytes)
-            .and_then(|()| std::fs::rename(&tmp, &path))
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        let bytes = serde_json::to_vec(result)?;
+        // Atomic, not durable: an entry lost to a crash re-runs its gate,
+        // and a torn one cannot be (it is renamed in whole).
+        braid_store::fsx::write_replace(&path, &bytes).map_err(io(&path))?;
         self.index
-            .insert(&self.ns, key, bytes.len() as u64, self.max_size)
-            .map_err(|e| e.to_string())?;
+            .insert(&self.ns, key, bytes.len() as u64, self.max_size)?;
         Ok(())
     }
 

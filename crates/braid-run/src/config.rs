@@ -396,6 +396,7 @@ impl Config {
                 env: g.env,
             });
         }
+        // `[server]` is read by braid-server; here it is only allowed.
         let _ = raw.server;
         let mut cache = CacheConfig::default();
         if let Some(c) = raw.cache {

@@ -622,11 +622,19 @@ impl<'a, S: Spawner, H: Host> Runner<'a, S, H> {
         }
     }
 
-    fn prepare_workspace(&self, id: &TaskId, path: &std::path::Path) -> Result<(), String> {
+    /// Makes the task's workspace: its git worktree, or a scratch folder.
+    fn prepare_workspace(
+        &self,
+        id: &TaskId,
+        path: &std::path::Path,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         match &self.paths.repo {
-            Some(repo) => braid_git::ensure_worktree(repo, path, &format!("braid/{id}"))
-                .map_err(|e| e.to_string()),
-            None => std::fs::create_dir_all(path).map_err(|e| format!("{}: {e}", path.display())),
+            Some(repo) => Ok(braid_git::ensure_worktree(
+                repo,
+                path,
+                &format!("braid/{id}"),
+            )?),
+            None => Ok(std::fs::create_dir_all(path)?),
         }
     }
 
@@ -638,6 +646,7 @@ impl<'a, S: Spawner, H: Host> Runner<'a, S, H> {
         };
         let workspace = self.paths.workspace(id);
         if let Err(e) = self.prepare_workspace(id, &workspace) {
+            let e = format!("{}: {e}", workspace.display());
             let input = Input::Exited {
                 key,
                 exit: Exit::SpawnFailed(format!("preparing the workspace: {e}")),

@@ -176,8 +176,24 @@ pub enum RunError {
     Git(#[from] braid_git::Error),
     #[error(transparent)]
     Store(#[from] braid_store::Error),
+    #[error("{context}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Something that cannot happen did (a candidate's test panicked, a
+    /// tested candidate no longer builds).
     #[error("{0}")]
-    Io(String),
+    Broken(String),
+}
+
+/// An I/O error on `path`.
+fn io_at(path: &Path) -> impl FnOnce(std::io::Error) -> RunError + '_ {
+    move |source| RunError::Io {
+        context: path.display().to_string(),
+        source,
+    }
 }
 
 /// The journal: every candidate's result, keyed by what the candidate is
@@ -212,11 +228,8 @@ impl Journal {
             }
             if lines > JOURNAL_KEEP * 2 {
                 let keep: Vec<&str> = text.lines().rev().take(JOURNAL_KEEP).collect();
-                let tmp = dir.join("journal.jsonl.tmp");
                 let body: String = keep.iter().rev().map(|l| format!("{l}\n")).collect();
-                std::fs::write(&tmp, body)
-                    .and_then(|()| std::fs::rename(&tmp, &path))
-                    .map_err(|e| RunError::Io(format!("{}: {e}", path.display())))?;
+                braid_store::fsx::write_atomic(&path, body.as_bytes()).map_err(io_at(&path))?;
             }
         }
         Ok(Journal { path, results })
@@ -227,15 +240,15 @@ impl Journal {
             key: key.to_owned(),
             result: result.clone(),
         })
-        .map_err(|e| RunError::Io(e.to_string()))?;
+        .map_err(|e| RunError::Broken(format!("encoding a journal line: {e}")))?;
         let mut f = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.path)
-            .map_err(|e| RunError::Io(format!("{}: {e}", self.path.display())))?;
+            .map_err(io_at(&self.path))?;
         f.write_all(format!("{line}\n").as_bytes())
             .and_then(|()| f.sync_data())
-            .map_err(|e| RunError::Io(format!("{}: {e}", self.path.display())))?;
+            .map_err(io_at(&self.path))?;
         self.results.insert(key.to_owned(), result.clone());
         Ok(())
     }
@@ -266,7 +279,7 @@ impl<'a> Run<'a> {
         on_step: &'a mut dyn FnMut(Step),
     ) -> Result<Run<'a>, RunError> {
         std::fs::create_dir_all(&settings.work_dir)
-            .map_err(|e| RunError::Io(format!("{}: {e}", settings.work_dir.display())))?;
+            .map_err(io_at(&settings.work_dir))?;
         let journal = Journal::open(&settings.work_dir)?;
         let mut h = blake3::Hasher::new();
         for g in &settings.gates {
@@ -301,7 +314,7 @@ impl<'a> Run<'a> {
             .truncate(false)
             .write(true)
             .open(&lock_path)
-            .map_err(|e| RunError::Io(format!("{}: {e}", lock_path.display())))?;
+            .map_err(io_at(&lock_path))?;
         if !self.settings.dry_run {
             match lock.try_lock() {
                 Ok(()) => {}
@@ -312,7 +325,7 @@ impl<'a> Run<'a> {
                     ));
                 }
                 Err(std::fs::TryLockError::Error(e)) => {
-                    return Err(RunError::Io(format!("{}: {e}", lock_path.display())));
+                    return Err(io_at(&lock_path)(e));
                 }
             }
         }
@@ -320,7 +333,9 @@ impl<'a> Run<'a> {
             // Candidate worktrees left by a run that was killed.
             let work = self.settings.work_dir.join("work");
             if work.exists() {
-                let _ = std::fs::remove_dir_all(&work);
+                if let Err(e) = std::fs::remove_dir_all(&work) {
+                    tracing::warn!(dir = %work.display(), error = %e, "removing old candidate worktrees");
+                }
                 braid_git::prune_worktrees(self.repo)?;
             }
         }
@@ -518,7 +533,7 @@ impl<'a> Run<'a> {
                 .into_iter()
                 .map(|h| {
                     h.join()
-                        .unwrap_or_else(|_| Err(RunError::Io("a candidate's test panicked".into())))
+                        .unwrap_or_else(|_| Err(RunError::Broken("a candidate's test panicked".into())))
                 })
                 .collect()
         });
@@ -604,7 +619,7 @@ impl<'a> Run<'a> {
             let mut landed = landed_now;
             if !accepted.is_empty() {
                 let Ok(commit) = self.build(&target, &accepted)? else {
-                    return Err(RunError::Io("a tested candidate no longer builds".into()));
+                    return Err(RunError::Broken("a tested candidate no longer builds".into()));
                 };
                 if !self.move_target(&target, &commit)? {
                     let now = braid_git::rev_parse(self.repo, &into)?;
@@ -678,7 +693,7 @@ impl<'a> Run<'a> {
                 Some(_) => "known to fail (recorded): would bisect",
                 None => {
                     let Ok(commit) = self.build(target, members)? else {
-                        return Err(RunError::Io(
+                        return Err(RunError::Broken(
                             "a conflict-free candidate no longer builds".into(),
                         ));
                     };
@@ -804,11 +819,14 @@ impl<'a> Run<'a> {
                 .settings
                 .work_dir
                 .parent()
-                .map(|d| d.join("worktrees").join(id.as_str()));
+                .map(|d| braid_app::paths::workspace_in(d, true, &id));
             if let Some(wt) = wt
                 && wt.exists()
+                && let Err(e) = braid_git::drop_worktree(self.repo, &wt)
             {
-                let _ = braid_git::drop_worktree(self.repo, &wt);
+                // The task has landed; a worktree left over is only clutter
+                // that `braid gc` removes.
+                tracing::debug!(worktree = %wt.display(), error = %e, "dropping a landed task's worktree");
             }
         }
         Ok(())
@@ -984,10 +1002,12 @@ impl<'a> Run<'a> {
                 .settings
                 .work_dir
                 .parent()
-                .map(|d| d.join("worktrees").join(id.as_str()))
+                .map(|d| braid_app::paths::workspace_in(d, true, id))
                 && wt.exists()
+                && let Err(e) = braid_git::drop_worktree(self.repo, &wt)
             {
-                let _ = braid_git::drop_worktree(self.repo, &wt);
+                // Only clutter if it stays: `braid gc` removes it.
+                tracing::debug!(worktree = %wt.display(), error = %e, "dropping a blocked task's worktree");
             }
         }
         r.resolve_task = Some(rid.to_string());
@@ -1033,14 +1053,21 @@ fn run_candidate(
         // git's worktree bookkeeping is shared: one change at a time.
         let _g = WORKTREES.lock().unwrap_or_else(|p| p.into_inner());
         if wt.exists() {
-            // Left by a run that was killed.
-            let _ = braid_git::drop_worktree(repo, &wt);
-            let _ = std::fs::remove_dir_all(&wt);
+            // Left by a run that was killed; adding it again below reports
+            // anything that is really wrong.
+            if let Err(e) = braid_git::drop_worktree(repo, &wt) {
+                tracing::debug!(worktree = %wt.display(), error = %e, "dropping a leftover candidate worktree");
+            }
+            if let Err(e) = std::fs::remove_dir_all(&wt)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::debug!(worktree = %wt.display(), error = %e, "removing a leftover candidate worktree");
+            }
         }
         braid_git::add_detached_worktree(repo, &wt, commit)?;
     }
     let log_dir = settings.log_dir.join(short);
-    let _ = std::fs::create_dir_all(&log_dir);
+    std::fs::create_dir_all(&log_dir).map_err(io_at(&log_dir))?;
     let outcomes = crate::gates::run_gates(
         &settings.gates,
         &wt,
@@ -1051,7 +1078,10 @@ fn run_candidate(
     );
     {
         let _g = WORKTREES.lock().unwrap_or_else(|p| p.into_inner());
-        let _ = braid_git::drop_worktree(repo, &wt);
+        if let Err(e) = braid_git::drop_worktree(repo, &wt) {
+            // The next candidate in this place drops it first.
+            tracing::debug!(worktree = %wt.display(), error = %e, "dropping a candidate worktree");
+        }
     }
     let failed = outcomes.iter().find(|o| !o.passed);
     Ok(Tested {

@@ -31,14 +31,14 @@ impl Auth {
     }
 
     /// Read-write and read-only tokens. Empty strings are refused.
-    pub fn with_tokens(write: &[String], read: &[String]) -> Result<Auth, String> {
+    pub fn with_tokens(write: &[String], read: &[String]) -> Result<Auth, crate::Error> {
         let mut tokens = Vec::new();
         for (list, access) in [(write, Access::Write), (read, Access::Read)] {
             for t in list {
                 if t.trim().len() < 16 {
-                    return Err(
+                    return Err(crate::Error::Invalid(
                         "a token must be at least 16 characters (try: openssl rand -hex 24)".into(),
-                    );
+                    ));
                 }
                 tokens.push((blake3::hash(t.as_bytes()), access));
             }

@@ -2,6 +2,7 @@
 //! bounds and file sync. Parsed strictly (an unknown key is an error naming
 //! its line); every value has a default.
 
+use crate::Error;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -91,29 +92,33 @@ struct RawServer {
 impl ServerConfig {
     /// Reads `[server]` from a config file; a missing file or table gives
     /// the defaults.
-    pub fn load(path: &std::path::Path) -> Result<ServerConfig, String> {
+    pub fn load(path: &std::path::Path) -> Result<ServerConfig, Error> {
         match std::fs::read_to_string(path) {
             Ok(text) => ServerConfig::parse(&path.display().to_string(), &text),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(ServerConfig::default()),
-            Err(e) => Err(format!("{}: {e}", path.display())),
+            Err(e) => Err(Error::io(path.display().to_string())(e)),
         }
     }
 
-    pub fn parse(file: &str, text: &str) -> Result<ServerConfig, String> {
+    pub fn parse(file: &str, text: &str) -> Result<ServerConfig, Error> {
         let line_of = |offset: usize| text[..offset.min(text.len())].matches('\n').count() + 1;
         let line_with = |key: &str| {
             text.lines()
                 .position(|l| l.trim_start().starts_with(key))
                 .map_or(0, |i| i + 1)
         };
-        let raw: RawTop = toml::from_str(text).map_err(|e| {
-            let line = e.span().map(|s| line_of(s.start)).unwrap_or(0);
-            format!("{file}:{line}: {}", e.message().trim())
+        let raw: RawTop = toml::from_str(text).map_err(|e| Error::Config {
+            file: file.to_owned(),
+            line: e.span().map(|s| line_of(s.start)).unwrap_or(0),
+            message: e.message().trim().to_owned(),
         })?;
         let mut c = ServerConfig::default();
         let Some(r) = raw.server else { return Ok(c) };
-        let bad =
-            |key: &str, msg: String| format!("{file}:{}: [server] {key}: {msg}", line_with(key));
+        let bad = |key: &str, msg: String| Error::Config {
+            file: file.to_owned(),
+            line: line_with(key),
+            message: format!("[server] {key}: {msg}"),
+        };
         let dur = |key: &str, v: &Option<String>, d: Duration| match v {
             None => Ok(d),
             Some(s) => humantime::parse_duration(s)
@@ -184,14 +189,19 @@ mod tests {
     #[test]
     fn an_unknown_or_bad_key_names_its_line() {
         let e = ServerConfig::parse("c.toml", "[server]\nbind = \"127.0.0.1:1\"\nport = 3\n")
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("c.toml:3:") && e.contains("port"), "{e}");
-        let e = ServerConfig::parse("c.toml", "[server]\n\nsend_timeout = \"soon\"\n").unwrap_err();
+        let e = ServerConfig::parse("c.toml", "[server]\n\nsend_timeout = \"soon\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(
             e.starts_with("c.toml:3:") && e.contains("send_timeout"),
             "{e}"
         );
-        let e = ServerConfig::parse("c.toml", "[server]\nmax_connections = 0\n").unwrap_err();
+        let e = ServerConfig::parse("c.toml", "[server]\nmax_connections = 0\n")
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("max_connections") && e.contains("at least 1"),
             "{e}"

@@ -1,5 +1,7 @@
-//! One error type for every handler: maps store and domain errors to HTTP
-//! statuses and stable codes, and hides internals.
+//! The crate's errors: [`ApiError`], one type for every handler, which maps
+//! store and domain errors to HTTP statuses and stable codes and hides
+//! internals; and [`Error`], why the server, file sync or MCP could not
+//! start or refused what it was given.
 
 use axum::Json;
 use axum::http::StatusCode;
@@ -7,6 +9,46 @@ use axum::response::{IntoResponse, Response};
 use braid_core::ErrorKind;
 
 use braid_app::wire::{ErrorBody, ErrorView};
+
+/// Why something outside a request failed: a config value, a token, a
+/// room, a file watch, the MCP transport.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A config value broke a rule, at `file:line`.
+    #[error("{file}:{line}: {message}")]
+    Config {
+        file: String,
+        line: usize,
+        message: String,
+    },
+    /// Input broke a rule (a token too short, a room that does not exist).
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{what}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("watching {}", .dir.display())]
+    Watch {
+        dir: std::path::PathBuf,
+        #[source]
+        source: notify::Error,
+    },
+    #[error("serving MCP on stdio")]
+    Mcp(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error(transparent)]
+    Store(#[from] braid_store::Error),
+}
+
+impl Error {
+    pub(crate) fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
+        let what = what.into();
+        move |source| Error::Io { what, source }
+    }
+}
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -37,7 +79,7 @@ impl From<braid_store::Error> for ApiError {
     fn from(e: braid_store::Error) -> Self {
         if e.is_internal() {
             // The detail goes to the server's log, never to the client.
-            eprintln!("braid-server: internal error: {e}");
+            tracing::error!(error = %braid_core::error::chain(&e), "braid-server: internal error");
             return ApiError::internal();
         }
         let (status, code) = match e.kind() {

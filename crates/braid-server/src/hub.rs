@@ -96,7 +96,7 @@ impl Rooms {
     pub const MAX: usize = 32;
 
     /// Parses `project`, `epic:ID`, `task:ID`, `label:NAME`, comma-separated.
-    pub fn parse(s: &str) -> Result<Rooms, String> {
+    pub fn parse(s: &str) -> Result<Rooms, crate::Error> {
         let mut out = Vec::new();
         for r in s.split(',').map(str::trim).filter(|r| !r.is_empty()) {
             let ok = match r.split_once(':') {
@@ -106,14 +106,17 @@ impl Rooms {
                 Some(_) => false,
             };
             if !ok {
-                return Err(format!(
+                return Err(crate::Error::Invalid(format!(
                     "room {r:?} is not one of project, epic:ID, task:ID, label:NAME"
-                ));
+                )));
             }
             out.push(Box::from(r));
         }
         if out.len() > Self::MAX {
-            return Err(format!("at most {} rooms per stream", Self::MAX));
+            return Err(crate::Error::Invalid(format!(
+                "at most {} rooms per stream",
+                Self::MAX
+            )));
         }
         if out.is_empty() {
             out.push(Box::from("project"));
@@ -182,6 +185,7 @@ impl Hub {
     /// Tells every stream to close (server shutdown).
     pub fn close(&self) {
         self.closing.send_replace(true);
+        // A full slot already holds a wake-up.
         let _ = self.wake.try_send(());
     }
 
@@ -297,7 +301,7 @@ fn pump(h: Arc<Hub>, wakes: std::sync::mpsc::Receiver<()>) {
             let events = match h.store.events(h.published(), PAGE) {
                 Ok(e) => e,
                 Err(e) => {
-                    eprintln!("braid-server: reading events: {e}");
+                    tracing::error!(error = %braid_core::error::chain(&e), "braid-server: reading events");
                     break;
                 }
             };

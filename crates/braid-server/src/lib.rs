@@ -17,7 +17,7 @@ pub mod streams;
 pub mod sync;
 
 pub use auth::{Access, Auth};
-pub use error::ApiError;
+pub use error::{ApiError, Error};
 pub use routes::{ApiDoc, AppOptions, AppState, app};
 
 use std::future::Future;
@@ -39,6 +39,7 @@ pub async fn serve(
         // Streams end first, so the server's graceful wait is only for
         // requests.
         hub2.close();
+        // The server may already have returned: nobody to tell.
         let _ = stopped_tx.send(());
     };
     let server = axum::serve(
@@ -54,9 +55,9 @@ pub async fn serve(
     match tokio::time::timeout(grace, server).await {
         Ok(r) => r,
         Err(_) => {
-            eprintln!(
-                "braid-server: requests still open after {}s; stopping anyway",
-                grace.as_secs()
+            tracing::warn!(
+                grace_s = grace.as_secs(),
+                "braid-server: requests still open after the grace; stopping anyway"
             );
             Ok(())
         }

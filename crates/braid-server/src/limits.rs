@@ -138,6 +138,7 @@ impl Listener for CappedListener {
                     continue;
                 }
             };
+            // Latency only: a socket that refuses it still works.
             let _ = stream.set_nodelay(true);
             match self.admit(addr.ip()) {
                 Ok(slot) => {
@@ -153,6 +154,8 @@ impl Listener for CappedListener {
                     metric::refused(which);
                     if let Ok(permit) = self.refusing.clone().try_acquire_owned() {
                         tokio::spawn(async move {
+                            // A client too slow to take its refusal just
+                            // loses the connection.
                             let _ =
                                 tokio::time::timeout(Duration::from_secs(1), refuse(stream, which))
                                     .await;
@@ -179,6 +182,7 @@ async fn refuse(mut stream: TcpStream, which: &str) {
         "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n",
         body.len()
     );
+    // A refused client that hangs up early needs no answer.
     let _ = stream.write_all(head.as_bytes()).await;
     let _ = stream.write_all(body.as_bytes()).await;
     let _ = stream.shutdown().await;

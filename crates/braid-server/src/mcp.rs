@@ -51,13 +51,16 @@ pub async fn serve_stdio(
     store: Arc<dyn Store>,
     actor: String,
     budget_tokens: usize,
-) -> Result<(), String> {
+) -> Result<(), crate::Error> {
     let server = BraidMcp::new(store, actor, budget_tokens);
     let running = server
         .serve(rmcp::transport::stdio())
         .await
-        .map_err(|e| format!("starting MCP on stdio: {e}"))?;
-    running.waiting().await.map_err(|e| e.to_string())?;
+        .map_err(|e| crate::Error::Mcp(Box::new(e)))?;
+    running
+        .waiting()
+        .await
+        .map_err(|e| crate::Error::Mcp(Box::new(e)))?;
     Ok(())
 }
 

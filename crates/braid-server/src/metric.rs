@@ -39,6 +39,7 @@ pub fn install() -> PrometheusHandle {
             // Histogram samples gather in the recorder until upkeep folds
             // them into buckets; without a scrape they would only grow.
             let h = handle.clone();
+            // Without the thread, samples wait for the next scrape.
             let _ = std::thread::Builder::new()
                 .name("braid-metrics".into())
                 .spawn(move || {

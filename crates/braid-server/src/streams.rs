@@ -38,7 +38,8 @@ pub struct StreamQuery {
 }
 
 fn rooms(q: &StreamQuery) -> Result<Rooms, ApiError> {
-    Rooms::parse(q.rooms.as_deref().unwrap_or("project")).map_err(ApiError::invalid)
+    Rooms::parse(q.rooms.as_deref().unwrap_or("project"))
+        .map_err(|e| ApiError::invalid(e.to_string()))
 }
 
 /// Counts a stream while it is open.
@@ -90,6 +91,7 @@ async fn run_ws(mut socket: WebSocket, hub: Arc<Hub>, after: Option<i64>, rooms:
     let _open = Open::new("ws");
     let send_timeout = hub.config.send_timeout;
     let Ok((hello, mut sub)) = hub.subscribe(after, rooms).await else {
+        // The client may be gone already; the stream ends either way.
         let _ = close(&mut socket, 1011, "the event log could not be read").await;
         return;
     };
@@ -118,10 +120,12 @@ async fn run_ws(mut socket: WebSocket, hub: Arc<Hub>, after: Option<i64>, rooms:
                 Next::Resync { last_seq } => {
                     metric::slow_consumer("ws");
                     let reason = format!("resync: fell behind after seq {last_seq}; reload, then resume");
+                    // A client that cannot take the close frame is dropped.
                     let _ = tokio::time::timeout(send_timeout, close(&mut socket, CLOSE_RESYNC, &reason)).await;
                     return;
                 }
                 Next::Closing => {
+                    // As above: the stream ends either way.
                     let _ = tokio::time::timeout(send_timeout, close(&mut socket, CLOSE_GOING_AWAY, "server shutting down")).await;
                     return;
                 }
@@ -129,7 +133,7 @@ async fn run_ws(mut socket: WebSocket, hub: Arc<Hub>, after: Option<i64>, rooms:
             msg = socket.recv() => match msg {
                 Some(Ok(Message::Text(t))) => {
                     if let Err(e) = client_message(&mut sub, t.as_str()) {
-                        let err = serde_json::json!({"type": "error", "message": e}).to_string();
+                        let err = serde_json::json!({"type": "error", "message": e.to_string()}).to_string();
                         if socket.send(Message::Text(err.into())).await.is_err() {
                             return;
                         }
@@ -143,9 +147,12 @@ async fn run_ws(mut socket: WebSocket, hub: Arc<Hub>, after: Option<i64>, rooms:
     }
 }
 
-fn client_message(sub: &mut Subscription, text: &str) -> Result<(), String> {
-    let msg: ClientMsg = serde_json::from_str(text)
-        .map_err(|e| format!("{e}; send {{\"type\":\"subscribe\",\"rooms\":[\"project\"]}}"))?;
+fn client_message(sub: &mut Subscription, text: &str) -> Result<(), crate::Error> {
+    let msg: ClientMsg = serde_json::from_str(text).map_err(|e| {
+        crate::Error::Invalid(format!(
+            "{e}; send {{\"type\":\"subscribe\",\"rooms\":[\"project\"]}}"
+        ))
+    })?;
     match msg {
         ClientMsg::Subscribe { rooms } => {
             sub.set_rooms(Rooms::parse(&rooms.join(","))?);

@@ -66,8 +66,12 @@ pub fn run_all(fresh: &mut dyn FnMut(SharedClock) -> Box<dyn Store>) {
             check(store.as_ref(), &clock)
         }));
         if let Err(e) = result {
-            eprintln!("contract check `{name}` failed");
-            std::panic::resume_unwind(e);
+            let why = e
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| e.downcast_ref::<&str>().copied())
+                .unwrap_or("(no message)");
+            panic!("contract check `{name}` failed: {why}");
         }
     }
 }

@@ -14,6 +14,17 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     f.commit()
 }
 
+/// Writes `bytes` to `path` atomically but without waiting for the disk:
+/// after a crash the file holds the old content, the new, or (on some
+/// filesystems) nothing — never a mix. For what braid can make again and
+/// checks when it reads (a gate cache entry: a lost one re-runs the gate),
+/// where two fsyncs per write would cost more than they save.
+pub fn write_replace(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut f = AtomicFile::create(path)?;
+    f.file_mut().write_all(bytes)?;
+    f.replace()
+}
+
 /// fsyncs a directory, so a rename or a new entry inside it is durable.
 pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
@@ -56,12 +67,21 @@ impl AtomicFile {
     /// directory. Temp files start private (0600); what braid writes is an
     /// ordinary file (0644).
     pub fn commit(self) -> std::io::Result<()> {
+        let dir = parent_of(&self.path).to_owned();
+        self.tmp.as_file().sync_all()?;
+        self.replace()?;
+        sync_dir(&dir)
+    }
+
+    /// Renames the content over the target without syncing (see
+    /// [`write_replace`]).
+    fn replace(self) -> std::io::Result<()> {
         use std::os::unix::fs::PermissionsExt;
-        let file = self.tmp.as_file();
-        file.set_permissions(std::fs::Permissions::from_mode(0o644))?;
-        file.sync_all()?;
+        self.tmp
+            .as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o644))?;
         self.tmp.persist(&self.path).map_err(|e| e.error)?;
-        sync_dir(parent_of(&self.path))
+        Ok(())
     }
 }
 

@@ -143,8 +143,24 @@ fn quiet_on_broken_pipe() {
     }));
 }
 
+/// Library warnings (a cache entry that could not be kept, a worktree left
+/// over) go to stderr; `BRAID_LOG=debug` (any `tracing` filter) shows more.
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BRAID_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none())
+        .without_time()
+        .with_target(false)
+        .compact()
+        .init();
+}
+
 fn main() {
     quiet_on_broken_pipe();
+    init_logging();
     let cli = Cli::parse();
     let json = cli.global.json;
     let code = match cmd::run(cli) {

@@ -49,14 +49,16 @@ pub struct ServeArgs {
 
 fn load_config(ctx: &Ctx) -> Result<(crate::project::Project, ServerConfig)> {
     let project = ctx.project()?;
-    let config = ServerConfig::load(&project.dir.join("config.toml")).map_err(Failure::usage)?;
+    let config = ServerConfig::load(&project.dir.join("config.toml"))
+        .map_err(|e| Failure::usage(e.to_string()))?;
     Ok((project, config))
 }
 
 pub fn run(ctx: &Ctx, a: ServeArgs) -> Result<i32> {
     let (project, config) = load_config(ctx)?;
     let bind = a.bind.unwrap_or(config.bind);
-    let auth = braid_server::Auth::with_tokens(&a.token, &a.read_token).map_err(Failure::usage)?;
+    let auth = braid_server::Auth::with_tokens(&a.token, &a.read_token)
+        .map_err(|e| Failure::usage(e.to_string()))?;
     if !bind.ip().is_loopback() && auth.is_open() {
         return Err(Failure::usage(format!(
             "refusing to listen on {bind} without a token: pass --token (or set BRAID_TOKEN) so only clients that know it get in"

@@ -442,6 +442,8 @@ impl<'a> Conn<'a> {
                         e,
                     )),
                     Err(e) => {
+                        // The error is what matters; a connection that
+                        // cannot roll back is broken and dropped by the pool.
                         let _ = self.batch("ROLLBACK");
                         Err(e)
                     }
@@ -451,6 +453,7 @@ impl<'a> Conn<'a> {
                 self.tail.borrow_mut().clear();
                 // Nothing to roll back when BEGIN never went out.
                 if self.begin.take().is_none() {
+                    // As above: the first error is reported.
                     let _ = self.batch("ROLLBACK");
                 }
                 Err(e)

@@ -203,6 +203,7 @@ impl PgStore {
         }
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         self.rt().spawn_blocking(move || {
+            // The caller waits on `rx` until this is sent.
             let _ = tx.send(call());
         });
         rx.recv()
@@ -663,6 +664,7 @@ impl Store for PgStore {
             let pc = match pool.get() {
                 Ok(c) => c,
                 Err(e) => {
+                    // The reader stops at the first error (or has gone).
                     let _ = tx.send(Err(Error::unavailable("connecting", Some(e.into()))));
                     return;
                 }
@@ -701,8 +703,11 @@ impl Store for PgStore {
                 }
                 Ok(())
             })();
+            // A read-only transaction: its end changes nothing, and a
+            // broken connection is dropped by the pool.
             let _ = c.batch("COMMIT");
             if let Err(e) = result {
+                // The reader stops at the first error (or has gone).
                 let _ = tx.send(Err(e));
             }
         });
@@ -778,7 +783,8 @@ impl PgStore {
                             .is_ok()
                         {
                             // Whatever was written while we were not
-                            // listening is read on this first ping.
+                            // listening is read on this first ping (a
+                            // full channel already holds one).
                             let _ = tx.try_send(());
                             loop {
                                 let ping = tokio::select! {

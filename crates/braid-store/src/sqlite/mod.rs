@@ -201,6 +201,7 @@ impl SqliteStore {
             }
         }
         migrate(&mut conn)?;
+        tracing::debug!(db = %path.display(), created = create, "opened the SQLite store");
         Ok(SqliteStore {
             path: path.to_owned(),
             conn: Mutex::new(conn),
@@ -227,7 +228,12 @@ impl SqliteStore {
             .name("braid-checkpoint".into())
             .spawn(move || {
                 while rx.recv().is_ok() {
-                    let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+                    // A passive checkpoint that finds readers in the way does
+                    // part of the work; the next one does the rest.
+                    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+                    {
+                        tracing::debug!(error = %e, "a background WAL checkpoint");
+                    }
                 }
             })
             .map_err(|e| io_err(&self.path, e))?;
@@ -324,7 +330,11 @@ impl SqliteStore {
     fn announce(&self) {
         self.count_commit();
         let lock = self.lock.lock().unwrap_or_else(|p| p.into_inner());
-        let _ = lock.set_modified(std::time::SystemTime::now());
+        if let Err(e) = lock.set_modified(std::time::SystemTime::now()) {
+            // Followers (events --follow, the engine, the server) would miss
+            // this commit until the next one.
+            tracing::warn!(marker = %change_marker(&self.path).display(), error = %e, "announcing a commit");
+        }
     }
 
     pub(crate) fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {

@@ -359,3 +359,24 @@ fn a_claim_outside_ten_seconds_to_a_week_is_refused_as_on_every_front_end() {
     assert!(err.contains("10 s to 7 days"), "{err}");
     assert_eq!(p.json(&["show", &a])["state"], "open");
 }
+
+#[test]
+fn braid_log_shows_the_libraries_debug_lines_and_is_quiet_by_default() {
+    let p = Proj::init();
+    let quiet = p.cmd().args(["list"]).output().unwrap();
+    assert!(quiet.status.success());
+    assert!(
+        quiet.stderr.is_empty(),
+        "nothing on stderr by default: {}",
+        String::from_utf8_lossy(&quiet.stderr)
+    );
+    let loud = p
+        .cmd()
+        .args(["list"])
+        .env("BRAID_LOG", "debug")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&loud.stderr);
+    assert!(err.contains("opened the SQLite store"), "{err}");
+    assert_eq!(loud.stdout, quiet.stdout, "stdout is the same either way");
+}
