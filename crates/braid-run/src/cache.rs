@@ -29,6 +29,14 @@ pub struct Cache {
     pub ns: String,
     max_size: u64,
     ttl: Duration,
+    /// Hits not yet marked used in the index.
+    touched: std::sync::Mutex<Vec<String>>,
+}
+
+impl Drop for Cache {
+    fn drop(&mut self) {
+        self.flush();
+    }
 }
 
 /// The content identity of a clean checkout of `tree` (a git tree id):
@@ -140,6 +148,7 @@ impl Cache {
             ns: cfg.namespace.clone(),
             max_size: cfg.max_size,
             ttl: cfg.ttl,
+            touched: Default::default(),
         })
     }
 
@@ -151,15 +160,37 @@ impl Cache {
         entry_path(self.index.dir(), &self.ns, key)
     }
 
-    /// A passing result for `key`, if one is cached and readable.
+    /// A passing result for `key`, if one is cached and readable. A hit is
+    /// marked used at the next [`Cache::flush`] (or store, or drop): hits
+    /// are written together, not one commit each.
     pub fn lookup(&self, key: &str) -> Option<CachedResult> {
-        let entry = self.index.touch(&self.ns, key).ok()??;
+        let entry = match self.index.get(&self.ns, key) {
+            Ok(e) => e?,
+            Err(e) => {
+                tracing::warn!(error = %braid_core::error::chain(&e), "reading the cache index");
+                return None;
+            }
+        };
         let cutoff = braid_core::clock::now_ms() - self.ttl.as_millis() as i64;
         if entry.created < cutoff {
             return None;
         }
         let text = std::fs::read_to_string(self.path(key)).ok()?;
-        serde_json::from_str(&text).ok()
+        let hit: CachedResult = serde_json::from_str(&text).ok()?;
+        self.touched
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(key.to_owned());
+        Some(hit)
+    }
+
+    /// Writes the uses of the hits looked up since the last flush.
+    pub fn flush(&mut self) {
+        let keys = std::mem::take(self.touched.get_mut().unwrap_or_else(|p| p.into_inner()));
+        if let Err(e) = self.index.touch_many(&self.ns, &keys) {
+            // Only the eviction order suffers.
+            tracing::warn!(error = %braid_core::error::chain(&e), "marking cache entries used");
+        }
     }
 
     /// Records a passing result; evicts least recently used entries past the

@@ -30,6 +30,13 @@ use crate::telemetry::Telemetry;
 
 /// Bytes of an agent's log scanned for rate-limit messages.
 const RATE_LIMIT_SCAN: usize = 64 * 1024;
+/// Observability events (dispatched, agent and gate results) wait at most
+/// this long to be written: with the next state change when one comes
+/// sooner (one commit instead of two, the common case under load), else on
+/// their own.
+const RECORD_DELAY: Duration = Duration::from_millis(20);
+/// The ready-queue depth metric is read at most this often.
+const QUEUE_METRIC_EVERY: Duration = Duration::from_millis(200);
 
 #[derive(Clone, Debug, Default)]
 pub struct RunOptions {
@@ -143,8 +150,11 @@ pub struct Runner<'a, S: Spawner, H: Host> {
     on_event: Box<dyn FnMut(&Event) + 'a>,
     telemetry: Telemetry,
     cache: Option<crate::cache::Cache>,
-    /// Observability events waiting to be written in one batch.
+    /// Observability events waiting to be written in one batch, and since
+    /// when the oldest waits.
     pending: Vec<Command>,
+    pending_since: Option<Instant>,
+    queue_metric_at: Option<Instant>,
     tokens: HashMap<TaskId, String>,
     /// A task's workspace identity for its gate round (the cache key's
     /// content part).
@@ -207,6 +217,8 @@ impl<'a, S: Spawner, H: Host> Runner<'a, S, H> {
             telemetry,
             cache,
             pending: Vec::new(),
+            pending_since: None,
+            queue_metric_at: None,
             tokens: HashMap::new(),
             content: HashMap::new(),
             procs: HashMap::new(),
@@ -278,6 +290,21 @@ impl<'a, S: Spawner, H: Host> Runner<'a, S, H> {
         }
     }
 
+    /// Ticks only if one of the core's deadlines has come (a tick costs a
+    /// look at the ready queue).
+    pub fn tick_if_due(&mut self) {
+        let now = self.host.now();
+        if self.core.deadline(now).is_some_and(|t| t <= now) {
+            self.tick();
+        } else if self
+            .telemetry
+            .deadline()
+            .is_some_and(|t| t <= Instant::now())
+        {
+            self.telemetry.flush();
+        }
+    }
+
     /// True once the run should end.
     pub fn done(&self) -> bool {
         self.core.done()
@@ -287,24 +314,42 @@ impl<'a, S: Spawner, H: Host> Runner<'a, S, H> {
     pub fn wait(&self) -> Option<Duration> {
         let now = self.host.now();
         let core = self.core.deadline(now).map(|t| t.saturating_sub(now));
-        let telemetry = self
-            .telemetry
-            .deadline()
-            .map(|t| t.saturating_duration_since(Instant::now()));
-        match (core, telemetry) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+        let real = Instant::now();
+        [
+            core,
+            self.telemetry
+                .deadline()
+                .map(|t| t.saturating_duration_since(real)),
+            self.pending_since
+                .map(|t| (t + RECORD_DELAY).saturating_duration_since(real)),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Writes queued events that have waited long enough (the loop calls
+    /// this before it waits), and the cache's hits.
+    pub fn flush(&mut self) {
+        if self
+            .pending_since
+            .is_some_and(|t| t.elapsed() >= RECORD_DELAY)
+        {
+            self.flush_records();
         }
     }
 
-    /// Writes what is queued (before the loop waits, and at the end).
-    pub fn flush(&mut self) {
+    /// Writes every queued event now.
+    pub fn flush_all(&mut self) {
         self.flush_records();
+        if let Some(c) = self.cache.as_mut() {
+            c.flush();
+        }
     }
 
     /// Ends the run: writes what is queued, and reports.
     pub fn finish(mut self) -> Report {
-        self.flush_records();
+        self.flush_all();
         self.telemetry.flush();
         let mut report = self.core.report().clone();
         report.latency_ms = percentiles(&self.latencies);
@@ -388,9 +433,7 @@ impl<'a, S: Spawner, H: Host> Runner<'a, S, H> {
             } => self.start_gate(key, &id, &gate, attempt),
             Action::CacheGate { key } => self.cache_gate(key),
             Action::Signal { key, kill } => self.spawner.signal(key, kill),
-            Action::Record { id, kind, payload } => {
-                self.pending.push(Command::Record { id, kind, payload });
-            }
+            Action::Record { id, kind, payload } => self.record(id, kind, payload),
             Action::Finish {
                 id,
                 to,
@@ -493,8 +536,14 @@ impl<'a, S: Spawner, H: Host> Runner<'a, S, H> {
         };
         match heads {
             Ok(h) => {
-                if let Ok(health) = self.store.health() {
-                    crate::metrics::queue_depth(health.ready);
+                if self
+                    .queue_metric_at
+                    .is_none_or(|t| t.elapsed() >= QUEUE_METRIC_EVERY)
+                {
+                    self.queue_metric_at = Some(Instant::now());
+                    if let Ok(health) = self.store.health() {
+                        crate::metrics::queue_depth(health.ready);
+                    }
                 }
                 h
             }
@@ -542,6 +591,13 @@ impl<'a, S: Spawner, H: Host> Runner<'a, S, H> {
         }
     }
 
+    /// Queues an observability event (written with the next state change,
+    /// or within [`RECORD_DELAY`]).
+    fn record(&mut self, id: TaskId, kind: EventKind, payload: serde_json::Value) {
+        self.pending_since.get_or_insert_with(Instant::now);
+        self.pending.push(Command::Record { id, kind, payload });
+    }
+
     /// Applies a state-changing command, writing any queued observability
     /// events in the same transaction (one commit instead of two).
     fn apply(&mut self, cmd: Command) -> Result<braid_store::Applied, braid_store::Error> {
@@ -551,6 +607,7 @@ impl<'a, S: Spawner, H: Host> Runner<'a, S, H> {
             cmds.push(cmd.clone());
             if let Ok(mut applied) = self.store.apply_all(&actor, cmds) {
                 self.pending.clear();
+                self.pending_since = None;
                 let last = applied.pop().expect("one result per command");
                 let mut events: Vec<Event> = applied.into_iter().flat_map(|a| a.events).collect();
                 events.extend(last.events.iter().cloned());
@@ -571,6 +628,7 @@ impl<'a, S: Spawner, H: Host> Runner<'a, S, H> {
 
     /// Writes queued events in one transaction.
     fn flush_records(&mut self) {
+        self.pending_since = None;
         if self.pending.is_empty() {
             return;
         }
@@ -657,9 +715,15 @@ impl<'a, S: Spawner, H: Host> Runner<'a, S, H> {
             return self.answer(input);
         }
         let logs = self.paths.logs(id);
-        let prompt = match braid_app::prompt::build(self.store, id) {
-            Ok(p) => p,
-            Err(e) => format!("Task {id}. (The task could not be read: {e}.)"),
+        // Built only for agents that are told it (a command without
+        // {prompt} or {prompt_file} reads the task itself, if at all).
+        let prompt = if agent.command.iter().any(|a| a.contains("{prompt")) {
+            match braid_app::prompt::build(self.store, id) {
+                Ok(p) => p,
+                Err(e) => format!("Task {id}. (The task could not be read: {e}.)"),
+            }
+        } else {
+            String::new()
         };
         let prompt_file = logs.join(format!("{attempt}-prompt.md"));
         // Written only for agents that read it (one file fewer per task).
@@ -689,11 +753,11 @@ impl<'a, S: Spawner, H: Host> Runner<'a, S, H> {
             ],
             log: logs.join(format!("{attempt}-{agent_name}.log")),
         };
-        self.pending.push(Command::Record {
-            id: id.clone(),
-            kind: EventKind::Dispatched,
-            payload: json!({"agent": agent_name, "attempt": attempt, "workspace": workspace, "log": spec.log}),
-        });
+        self.record(
+            id.clone(),
+            EventKind::Dispatched,
+            json!({"agent": agent_name, "attempt": attempt, "workspace": workspace, "log": spec.log}),
+        );
         self.spawn(key, &spec, None, Some(agent_name.to_owned()));
         self.latencies.push(self.turn_began.elapsed());
     }
@@ -951,7 +1015,7 @@ impl<'a> Engine<'a> {
                     runner.deliver(m);
                 }
             }
-            runner.tick();
+            runner.tick_if_due();
         }
         Ok(self.runner.finish())
     }

@@ -143,7 +143,7 @@ impl<'a> Sim<'a> {
 
     fn start(&mut self) {
         self.runner.start();
-        self.runner.flush();
+        self.runner.flush_all();
     }
 
     /// Moves both clocks and lets the engine act on its deadlines.
@@ -151,13 +151,13 @@ impl<'a> Sim<'a> {
         self.runner.host().now += d;
         self.clock.advance(d.as_millis() as i64);
         self.runner.tick();
-        self.runner.flush();
+        self.runner.flush_all();
     }
 
     fn deliver(&mut self, msg: Msg) {
         self.runner.deliver(msg);
         self.runner.tick();
-        self.runner.flush();
+        self.runner.flush_all();
     }
 
     fn exit(&mut self, key: u64, code: i32) {

@@ -195,6 +195,40 @@ impl CacheIndex {
         self
     }
 
+    /// Looks an entry up without marking it used (a read; see
+    /// [`CacheIndex::touch_many`]).
+    pub fn get(&self, ns: &str, key: &str) -> Result<Option<CacheEntry>> {
+        self.conn
+            .prepare_cached(
+                "SELECT ns, key, size, created, last_used FROM entries WHERE ns = ?1 AND key = ?2",
+            )
+            .and_then(|mut st| st.query_row(params![ns, key], entry_from_row).optional())
+            .map_err(db_err)
+    }
+
+    /// Marks entries used, in order (the last most recently), in one
+    /// transaction: hits are gathered and written together, not one commit
+    /// each.
+    pub fn touch_many(&mut self, ns: &str, keys: &[String]) -> Result<()> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let now = self.clock.now_ms();
+        let tx = self.conn.transaction().map_err(db_err)?;
+        {
+            let mut st = tx
+                .prepare_cached(
+                    "UPDATE entries SET last_used = ?3, uses = (SELECT coalesce(max(uses), 0) + 1 FROM entries) \
+                     WHERE ns = ?1 AND key = ?2",
+                )
+                .map_err(db_err)?;
+            for k in keys {
+                st.execute(params![ns, k, now]).map_err(db_err)?;
+            }
+        }
+        tx.commit().map_err(db_err)
+    }
+
     /// Looks an entry up and marks it used (most recently, of all).
     pub fn touch(&self, ns: &str, key: &str) -> Result<Option<CacheEntry>> {
         let now = self.clock.now_ms();
