@@ -160,6 +160,21 @@ fn rendered(t: &Task) -> (String, String) {
     (text(&front), rev)
 }
 
+/// The version a file shows: the value of its front matter's `rev` line,
+/// read as the YAML scalar it is, as [`parse`] reads it. A rev that looks
+/// like a number (all digits, or digits around one `e`: about one in 770)
+/// is written quoted, `rev: "8134502093764135"`. Only this line is read, so
+/// that a file whose rest does not parse (an edit on its way, a mistake to
+/// be reported) still shows its version; one cut off inside the line (an
+/// unclosed quote) shows none.
+fn file_rev(text: &str) -> Option<String> {
+    text.lines()
+        .skip(1)
+        .take_while(|l| *l != "---")
+        .find_map(|l| l.strip_prefix("rev:"))
+        .and_then(|v| serde_saphyr::from_str::<String>(v.trim()).ok())
+}
+
 /// Splits a file into front matter and body, and parses the front matter.
 fn parse(text: &str) -> Result<(Front, String), String> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
@@ -265,13 +280,7 @@ impl Syncer {
         let Ok(text) = std::fs::read_to_string(self.dir.join(format!("{}.md", t.id))) else {
             return true;
         };
-        let rev = text
-            .lines()
-            .skip(1)
-            .take_while(|l| *l != "---")
-            .find_map(|l| l.strip_prefix("rev:"))
-            .map(|v| v.trim().to_owned());
-        rev.is_some_and(|r| r != rendered(t).1)
+        file_rev(&text).is_some_and(|r| r != rendered(t).1)
     }
 
     /// Writes a task's file if it differs from the store. Returns whether
@@ -772,5 +781,77 @@ mod tests {
                 .contains("colour")
         );
         assert!(parse("---\ntitle: [unclosed\n---\n").is_err());
+    }
+
+    #[test]
+    fn a_files_rev_is_read_as_yaml() {
+        let file = |rev: &str| format!("---\ntitle: x\nrev: {rev}\n---\n\nBody.\n");
+        // As written (quoted when it looks like a number), or unquoted by
+        // hand: the same version, as `parse` reads it.
+        for rev in [
+            "2e4a0f1c9b7d3e55",
+            "\"8134502093764135\"",
+            "'8134502093764135'",
+            "8134502093764135",
+        ] {
+            let want = rev.trim_matches(['"', '\'']);
+            assert_eq!(file_rev(&file(rev)).as_deref(), Some(want), "{rev}");
+        }
+        // Cut off inside the line, or no rev line yet: no version.
+        assert_eq!(file_rev("---\ntitle: x\nrev: \"81345"), None);
+        assert_eq!(file_rev("---\ntitle: x\n"), None);
+        assert_eq!(file_rev(""), None);
+        // A rev in the body is not the file's.
+        assert_eq!(file_rev("---\ntitle: x\n---\nrev: abc\n"), None);
+    }
+
+    /// A version whose rev YAML writes quoted (it looks like a number) is
+    /// the store's version all the same: an edit made from it, not yet
+    /// applied, is not written over when the task's change comes back
+    /// from the hub, and is then applied.
+    #[test]
+    fn an_edit_of_a_version_with_a_quoted_rev_is_not_written_over() {
+        use braid_core::{NewTask, TaskPatch};
+        use braid_store::{Command, SqliteStore};
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> =
+            Arc::new(SqliteStore::create(&dir.path().join("braid.db")).unwrap());
+        let id = store
+            .apply("t", Command::Add(NewTask::titled("t")))
+            .unwrap()
+            .task
+            .id;
+        // A title that gives the task such a rev (about one in 770 do).
+        let mut t = store.task(&id).unwrap();
+        let title = (0..100_000)
+            .map(|n| format!("quoted {n}"))
+            .find(|title| {
+                t.title = title.clone();
+                rendered(&t).0.contains("\nrev: \"")
+            })
+            .unwrap();
+        store
+            .apply(
+                "t",
+                Command::Update {
+                    id: id.clone(),
+                    patch: TaskPatch {
+                        title: Some(title.clone()),
+                        ..Default::default()
+                    },
+                },
+            )
+            .unwrap();
+        let mut s = Syncer::new(dir.path().join("tasks"), store.clone(), "sync".into()).unwrap();
+        s.full().unwrap();
+        let path = s.dir().join(format!("{id}.md"));
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains("\nrev: \""), "{text}");
+        let edited = text.replace(&format!("title: {title}"), "title: edited");
+        std::fs::write(&path, &edited).unwrap();
+        assert_eq!(s.tasks_changed(std::slice::from_ref(&id)), 0);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), edited);
+        assert_eq!(s.file_changed(&path).unwrap().action, "applied");
+        assert_eq!(store.task(&id).unwrap().title, "edited");
     }
 }
