@@ -232,6 +232,8 @@ mod tests {
             let mut n = 0usize;
             for op in ops {
                 let exists = |i: usize| i < n;
+                // Refused operations are part of the sequence: the check is that
+                // the counts stay right whatever was accepted.
                 let _ = match op {
                     Op::Add { parent, dep, epic } => {
                         let kind = if epic { TaskType::Epic } else { TaskType::Task };

@@ -278,8 +278,7 @@ impl<'a> Run<'a> {
         settings: Settings,
         on_step: &'a mut dyn FnMut(Step),
     ) -> Result<Run<'a>, RunError> {
-        std::fs::create_dir_all(&settings.work_dir)
-            .map_err(io_at(&settings.work_dir))?;
+        std::fs::create_dir_all(&settings.work_dir).map_err(io_at(&settings.work_dir))?;
         let journal = Journal::open(&settings.work_dir)?;
         let mut h = blake3::Hasher::new();
         for g in &settings.gates {
@@ -532,8 +531,9 @@ impl<'a> Run<'a> {
             handles
                 .into_iter()
                 .map(|h| {
-                    h.join()
-                        .unwrap_or_else(|_| Err(RunError::Broken("a candidate's test panicked".into())))
+                    h.join().unwrap_or_else(|_| {
+                        Err(RunError::Broken("a candidate's test panicked".into()))
+                    })
                 })
                 .collect()
         });
@@ -619,7 +619,9 @@ impl<'a> Run<'a> {
             let mut landed = landed_now;
             if !accepted.is_empty() {
                 let Ok(commit) = self.build(&target, &accepted)? else {
-                    return Err(RunError::Broken("a tested candidate no longer builds".into()));
+                    return Err(RunError::Broken(
+                        "a tested candidate no longer builds".into(),
+                    ));
                 };
                 if !self.move_target(&target, &commit)? {
                     let now = braid_git::rev_parse(self.repo, &into)?;

@@ -274,6 +274,7 @@ mod tests {
         let (tx, rx) = std::sync::mpsc::channel();
         let tx = std::sync::Mutex::new(tx);
         let mut sup = Supervisor::new(Arc::new(move |key, exit| {
+            // The test may have stopped listening.
             let _ = tx.lock().unwrap().send((key, exit));
         }));
         let wait = std::time::Duration::from_secs(30);
@@ -281,8 +282,11 @@ mod tests {
         // while the long one still runs (it does not wait behind it).
         sup.spawn(0, &spec(dir.path(), &["sleep", "600"], "long.log"))
             .unwrap();
-        sup.spawn(1, &spec(dir.path(), &["sh", "-c", "echo hi; exit 3"], "short.log"))
-            .unwrap();
+        sup.spawn(
+            1,
+            &spec(dir.path(), &["sh", "-c", "echo hi; exit 3"], "short.log"),
+        )
+        .unwrap();
         assert_eq!(rx.recv_timeout(wait).unwrap(), (1, Exit::Code(3)));
         sup.reaped(1);
         assert_eq!(tail(&dir.path().join("short.log"), 100), "hi\n");

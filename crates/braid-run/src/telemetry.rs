@@ -81,10 +81,11 @@ fn prune(dir: &Path, retention: Duration) {
             .metadata()
             .and_then(|m| m.modified())
             .is_ok_and(|m| m < cutoff);
-        if old && e.file_name().to_string_lossy().ends_with(".jsonl") {
-            if let Err(err) = std::fs::remove_file(e.path()) {
-                tracing::debug!(file = %e.path().display(), error = %err, "removing old telemetry");
-            }
+        if old
+            && e.file_name().to_string_lossy().ends_with(".jsonl")
+            && let Err(err) = std::fs::remove_file(e.path())
+        {
+            tracing::debug!(file = %e.path().display(), error = %err, "removing old telemetry");
         }
     }
 }

@@ -21,7 +21,7 @@ use braid_core::{EventKind, Task, TaskId};
 use braid_store::Store;
 use serde::{Deserialize, Serialize};
 
-use crate::metric;
+use crate::{Error, metric};
 
 /// The front matter of a task file. Unknown keys are errors, so a typo is
 /// reported rather than ignored.
@@ -176,12 +176,15 @@ fn file_rev(text: &str) -> Option<String> {
 }
 
 /// Splits a file into front matter and body, and parses the front matter.
-fn parse(text: &str) -> Result<(Front, String), String> {
+fn parse(text: &str) -> Result<(Front, String), Error> {
+    let bad = |m: &str| Error::Invalid(m.to_owned());
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let rest = text
         .strip_prefix("---\n")
         .or_else(|| text.strip_prefix("---\r\n"))
-        .ok_or("a task file starts with a `---` line, then YAML front matter, then `---`")?;
+        .ok_or_else(|| {
+            bad("a task file starts with a `---` line, then YAML front matter, then `---`")
+        })?;
     let (yaml, body) = if let Some(b) = rest.strip_prefix("---\n") {
         ("", b)
     } else {
@@ -193,16 +196,16 @@ fn parse(text: &str) -> Result<(Front, String), String> {
                 rest.strip_suffix("\n---")
                     .map(|y| (y.len() + 1, rest.len()))
             })
-            .ok_or("the front matter has no closing `---` line")?;
+            .ok_or_else(|| bad("the front matter has no closing `---` line"))?;
         (&rest[..end.0], &rest[end.1..])
     };
     let front: Front = serde_saphyr::from_str(yaml).map_err(|e| {
         // Lines in the error count from the front matter; the file has one
         // `---` line before it.
-        format!("front matter: {e}")
+        Error::Invalid(format!("front matter: {e}"))
     })?;
     if front.title.trim().is_empty() {
-        return Err("front matter: `title` is empty".into());
+        return Err(bad("front matter: `title` is empty"));
     }
     let body = body
         .strip_prefix('\n')
@@ -238,10 +241,21 @@ fn doc_of(front: &Front, body: String) -> TaskDoc {
     }
 }
 
-fn opt_id(s: &Option<String>, field: &str) -> Result<Option<TaskId>, String> {
+fn opt_id(s: &Option<String>, field: &str) -> Result<Option<TaskId>, Error> {
     s.as_deref()
-        .map(|p| TaskId::parse(p).map_err(|e| format!("{field}: {e}")))
+        .map(|p| TaskId::parse(p).map_err(|e| Error::Invalid(format!("{field}: {e}"))))
         .transpose()
+}
+
+/// Why a file was not applied: the task it names (if any), a message
+/// naming the file and the rule broken, and whether the file did not
+/// parse (it may be half written; looked at again after a quiet moment).
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+struct Refused {
+    task: Option<String>,
+    message: String,
+    unreadable: bool,
 }
 
 impl Syncer {
@@ -310,9 +324,13 @@ impl Syncer {
                 Ok(t) => match self.write_task(&t) {
                     Ok(true) => written += 1,
                     Ok(false) => {}
-                    Err(e) => eprintln!("braid sync: writing {id}.md: {e}"),
+                    Err(e) => {
+                        tracing::warn!(task = %id, error = %e, "braid sync: writing a task's file")
+                    }
                 },
-                Err(e) => eprintln!("braid sync: reading {id}: {e}"),
+                Err(e) => {
+                    tracing::warn!(task = %id, error = %braid_core::error::chain(&e), "braid sync: reading a task")
+                }
             }
         }
         written
@@ -327,29 +345,29 @@ impl Syncer {
         }
         let outcome = match self.apply_file(path, &name) {
             Ok(o) => o,
-            Err((task, error, unreadable)) if unreadable && self.defer_unreadable => {
+            Err(r) if r.unreadable && self.defer_unreadable => {
                 self.deferred.push(path.to_path_buf());
                 Outcome {
                     file: name,
                     action: "deferred",
-                    task,
-                    error: Some(error),
+                    task: r.task,
+                    error: Some(r.message),
                 }
             }
-            Err((task, error, _)) => {
+            Err(r) => {
                 metric::sync_rejected();
-                let payload = serde_json::json!({"file": name, "task": task, "error": error});
+                let payload = serde_json::json!({"file": name, "task": r.task, "error": r.message});
                 if let Err(e) = self
                     .store
                     .note(&self.actor, EventKind::SyncRejected, payload)
                 {
-                    eprintln!("braid sync: recording a rejection: {e}");
+                    tracing::warn!(file = %name, error = %braid_core::error::chain(&e), "braid sync: recording a rejection");
                 }
                 Outcome {
                     file: name,
                     action: "rejected",
-                    task,
-                    error: Some(error),
+                    task: r.task,
+                    error: Some(r.message),
                 }
             }
         };
@@ -373,12 +391,7 @@ impl Syncer {
         o
     }
 
-    /// Rejections of the third kind (`true`) are files that did not parse.
-    fn apply_file(
-        &mut self,
-        path: &Path,
-        name: &str,
-    ) -> Result<Outcome, (Option<String>, String, bool)> {
+    fn apply_file(&mut self, path: &Path, name: &str) -> Result<Outcome, Refused> {
         let out = |action, task: Option<&TaskId>| Outcome {
             file: name.to_owned(),
             action,
@@ -387,7 +400,11 @@ impl Syncer {
         };
         // The id a file's name claims, if it is `<id>.md`.
         let named = TaskId::parse(name.trim_end_matches(".md")).ok();
-        let reject = |msg: String| (named.as_ref().map(|t| t.to_string()), msg, false);
+        let reject = |message: String| Refused {
+            task: named.as_ref().map(|t| t.to_string()),
+            message,
+            unreadable: false,
+        };
         if path.parent() != Some(self.dir.as_path()) {
             return Err(reject(format!(
                 "{name} is outside {}; task files live directly in it",
@@ -422,12 +439,10 @@ impl Syncer {
         }
         let text =
             std::fs::read_to_string(path).map_err(|e| reject(format!("reading {name}: {e}")))?;
-        let (front, body) = parse(&text).map_err(|e| {
-            (
-                named.as_ref().map(|t| t.to_string()),
-                format!("{name}: {e}"),
-                true,
-            )
+        let (front, body) = parse(&text).map_err(|e| Refused {
+            task: named.as_ref().map(|t| t.to_string()),
+            message: format!("{name}: {e}"),
+            unreadable: true,
         })?;
         let front_id = opt_id(&front.id, "id").map_err(|e| reject(format!("{name}: {e}")))?;
         if let (Some(n), Some(f)) = (&named, &front_id)
@@ -450,7 +465,11 @@ impl Syncer {
             Some(t) => self.apply_edit(name, &text, front, body, t),
             None => self.create(path, name, front, body, id.clone()),
         }
-        .map_err(|e| (id.as_ref().map(|t| t.to_string()), e, false))
+        .map_err(|e| Refused {
+            task: id.as_ref().map(|t| t.to_string()),
+            message: e.to_string(),
+            unreadable: false,
+        })
     }
 
     fn apply_edit(
@@ -460,7 +479,7 @@ impl Syncer {
         front: Front,
         body: String,
         t: Task,
-    ) -> Result<Outcome, String> {
+    ) -> Result<Outcome, Error> {
         let out = |action| Outcome {
             file: name.to_owned(),
             action,
@@ -476,25 +495,28 @@ impl Syncer {
             // it up to date. Someone's edit of an old copy: the store wins
             // and the edit is reported, not silently merged.
             let ours = self.recent_set.contains(&blake3::hash(text.as_bytes()));
-            self.write_task(&t).map_err(|e| e.to_string())?;
+            self.write_task(&t)
+                .map_err(Error::io(format!("writing {name}")))?;
             if ours {
                 return Ok(out("rewritten"));
             }
-            return Err(format!(
+            return Err(Error::Invalid(format!(
                 "{name} was edited from an older version (rev {}) but the task changed since (rev {}); the file now shows the current task — make the edit again",
                 front.rev.unwrap_or_default(),
                 current
-            ));
+            )));
         }
         let changed = ops::put(self.store.as_ref(), &self.actor, &t, &doc_of(&front, body))
-            .map_err(|e| format!("{name}: {e}; nothing was applied"))?;
+            .map_err(|e| Error::Invalid(format!("{name}: {e}; nothing was applied")))?;
         if changed.is_none() {
             // Same fields, other formatting: write the canonical form.
-            self.write_task(&t).map_err(|e| e.to_string())?;
+            self.write_task(&t)
+                .map_err(Error::io(format!("writing {name}")))?;
             return Ok(out("unchanged"));
         }
-        let now = self.store.task(&t.id).map_err(|e| e.to_string())?;
-        self.write_task(&now).map_err(|e| e.to_string())?;
+        let now = self.store.task(&t.id)?;
+        self.write_task(&now)
+            .map_err(Error::io(format!("writing {name}")))?;
         Ok(out("applied"))
     }
 
@@ -505,14 +527,19 @@ impl Syncer {
         front: Front,
         body: String,
         id: Option<TaskId>,
-    ) -> Result<Outcome, String> {
+    ) -> Result<Outcome, Error> {
         let created = ops::create(self.store.as_ref(), &self.actor, id, &doc_of(&front, body))
-            .map_err(|e| format!("{name}: {e}; nothing was applied"))?
+            .map_err(|e| Error::Invalid(format!("{name}: {e}; nothing was applied")))?
             .id;
-        let t = self.store.task(&created).map_err(|e| e.to_string())?;
-        self.write_task(&t).map_err(|e| e.to_string())?;
-        if path.file_name().and_then(|n| n.to_str()) != Some(&format!("{created}.md")) {
-            let _ = std::fs::remove_file(path);
+        let t = self.store.task(&created)?;
+        self.write_task(&t)
+            .map_err(Error::io(format!("writing {name}")))?;
+        if path.file_name().and_then(|n| n.to_str()) != Some(&format!("{created}.md"))
+            && let Err(e) = std::fs::remove_file(path)
+        {
+            // The task exists with its own file; the old one stays as a
+            // copy the next pass reads as an edit of it.
+            tracing::warn!(file = %name, error = %e, "braid sync: removing a new task's first file");
         }
         Ok(Outcome {
             file: name.to_owned(),
@@ -583,26 +610,42 @@ fn is_change(kind: &notify::EventKind) -> bool {
 /// files by renaming a temporary over them; an edit made in place right
 /// after such a rename was folded away and never reported (seen in
 /// `bench/server.sh`, about one edit in five).
+///
+/// When the OS says notifications were lost (the inotify queue overflowed),
+/// a full pass looks at every file instead.
 fn debounce_files(
     dir: &Path,
     window: Duration,
     out: std::sync::mpsc::SyncSender<SyncMsg>,
-) -> Result<notify::RecommendedWatcher, String> {
+) -> Result<notify::RecommendedWatcher, Error> {
     use notify::Watcher;
-    let (raw_tx, raw_rx) = std::sync::mpsc::channel::<PathBuf>();
+    // `None`: notifications were lost.
+    let (raw_tx, raw_rx) = std::sync::mpsc::channel::<Option<PathBuf>>();
+    let watch_err = |source| Error::Watch {
+        dir: dir.to_owned(),
+        source,
+    };
     let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
-        if let Ok(ev) = ev
-            && is_change(&ev.kind)
-        {
-            for p in ev.paths {
-                let _ = raw_tx.send(p);
+        // The debounce thread is gone (server stopping): nothing to tell.
+        match ev {
+            Ok(ev) if ev.need_rescan() => {
+                let _ = raw_tx.send(None);
+            }
+            Ok(ev) if is_change(&ev.kind) => {
+                for p in ev.paths {
+                    let _ = raw_tx.send(Some(p));
+                }
+            }
+            Ok(_) => {}
+            Err(_) => {
+                let _ = raw_tx.send(None);
             }
         }
     })
-    .map_err(|e| format!("watching {}: {e}", dir.display()))?;
+    .map_err(watch_err)?;
     watcher
         .watch(dir, notify::RecursiveMode::NonRecursive)
-        .map_err(|e| format!("watching {}: {e}", dir.display()))?;
+        .map_err(watch_err)?;
     std::thread::Builder::new()
         .name("braid-sync-watch".into())
         .spawn(move || {
@@ -631,11 +674,20 @@ fn debounce_files(
                 };
                 // The watcher is gone (server stopping): stop too.
                 let Ok(p) = next else { return };
-                pending.insert(p);
-                due.get_or_insert_with(|| std::time::Instant::now() + window);
+                match p {
+                    Some(p) => {
+                        pending.insert(p);
+                        due.get_or_insert_with(|| std::time::Instant::now() + window);
+                    }
+                    None => {
+                        if out.send(SyncMsg::Full).is_err() {
+                            return;
+                        }
+                    }
+                }
             }
         })
-        .map_err(|e| e.to_string())?;
+        .map_err(Error::io("starting the task files' watch thread"))?;
     Ok(watcher)
 }
 
@@ -654,7 +706,7 @@ pub fn spawn(
     mut syncer: Syncer,
     hub: Arc<crate::hub::Hub>,
     debounce: Duration,
-) -> Result<(impl Drop, std::thread::JoinHandle<()>), String> {
+) -> Result<(impl Drop, std::thread::JoinHandle<()>), Error> {
     let (tx, rx) = std::sync::mpsc::sync_channel::<SyncMsg>(1024);
     let files_tx = tx.clone();
     let dir = syncer.dir().to_path_buf();
@@ -704,7 +756,7 @@ pub fn spawn(
         .spawn(move || {
             syncer.defer_unreadable = true;
             if let Err(e) = syncer.full() {
-                eprintln!("braid sync: {e}");
+                tracing::warn!(error = %e, "braid sync: a full pass");
             }
             // Unparseable files to look at again, and when.
             let mut confirm: std::collections::BTreeMap<PathBuf, std::time::Instant> =
@@ -749,13 +801,13 @@ pub fn spawn(
                     }
                     SyncMsg::Full => {
                         if let Err(e) = syncer.full() {
-                            eprintln!("braid sync: {e}");
+                            tracing::warn!(error = %e, "braid sync: a full pass");
                         }
                     }
                 }
             }
         })
-        .map_err(|e| e.to_string())?;
+        .map_err(Error::io("starting the file sync thread"))?;
     Ok((debouncer, handle))
 }
 
@@ -773,13 +825,10 @@ mod tests {
         assert_eq!(f.priority, Some(1));
         assert_eq!(f.deps[0].kind, "blocks");
         assert_eq!(body, "Some *text*.");
-        assert!(parse("title: x\n").unwrap_err().contains("starts with"));
-        assert!(parse("---\ntitle: x\n").unwrap_err().contains("closing"));
-        assert!(
-            parse("---\ntitle: x\ncolour: red\n---\n")
-                .unwrap_err()
-                .contains("colour")
-        );
+        let err = |text: &str| parse(text).unwrap_err().to_string();
+        assert!(err("title: x\n").contains("starts with"));
+        assert!(err("---\ntitle: x\n").contains("closing"));
+        assert!(err("---\ntitle: x\ncolour: red\n---\n").contains("colour"));
         assert!(parse("---\ntitle: [unclosed\n---\n").is_err());
     }
 

@@ -205,7 +205,9 @@ pub(crate) fn apply_all(
     if applied.is_err() && !conn.is_autocommit() {
         // The error is what the caller hears; a failed rollback leaves the
         // transaction to be rolled back when the connection closes.
-        let _ = conn.prepare_cached("ROLLBACK").and_then(|mut s| s.execute([]));
+        let _ = conn
+            .prepare_cached("ROLLBACK")
+            .and_then(|mut s| s.execute([]));
     }
     applied
 }
