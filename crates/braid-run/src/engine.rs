@@ -1008,14 +1008,19 @@ impl<'a> Engine<'a> {
                     Err(_) => break,
                 },
             };
-            if let Some(m) = msg {
-                runner.deliver(m);
-                // Take whatever else arrived meanwhile before the timers.
-                while let Ok(m) = self.rx.try_recv() {
+            match msg {
+                Some(m) => {
                     runner.deliver(m);
+                    // Take whatever else arrived meanwhile before the timers.
+                    while let Ok(m) = self.rx.try_recv() {
+                        runner.deliver(m);
+                    }
+                    runner.tick_if_due();
                 }
+                // The wait ran out: a deadline came (a cooldown or backoff
+                // that was due drops out of the core's next deadline).
+                None => runner.tick(),
             }
-            runner.tick_if_due();
         }
         Ok(self.runner.finish())
     }
