@@ -8,9 +8,10 @@
 #    the head-to-head; with it on, every gate of this DAG would be answered
 #    from the cache, since every scratch workspace is empty and alike);
 #  - ninja and braid alternate, ROUNDS times (default 3), each in a fresh
-#    folder, so neither always runs right after the other's deletions (on
-#    an unjournaled ext4, file creation slows for minutes after mass
-#    deletes; braid creates more files per task than ninja).
+#    folder, and nothing is deleted until the end: on an unjournaled ext4
+#    (this machine's), creating a file costs hundreds of microseconds for
+#    minutes after mass deletions, and braid creates four per task (two log
+#    files, the task's log folder, its scratch folder) to ninja's one.
 # Also: braid's CPU time, dispatch latency (a task's last blocker done ->
 # its agent started, from the event log), and the all-cached re-run.
 #
@@ -45,14 +46,15 @@ CFG
 }
 
 ninja_run() {
-  rm -rf "$WORK/n" && cp -r "$WORK/dag" "$WORK/n" && mkdir -p "$WORK/n/out"
-  (cd "$WORK/n" && /usr/bin/time -f "%e" -o "$WORK/ninja.time" ninja -j2 >/dev/null)
+  local D="$WORK/n$1"
+  cp -r "$WORK/dag" "$D" && mkdir -p "$D/out"
+  (cd "$D" && /usr/bin/time -f "%e" -o "$WORK/ninja.time" ninja -j2 >/dev/null)
   cat "$WORK/ninja.time"
 }
 
 braid_run() {
-  local P="$WORK/proj"
-  rm -rf "$P" && mkdir -p "$P"
+  local P="$WORK/p$1"
+  mkdir -p "$P"
   (cd "$P" && "$B" init >/dev/null && config false > .braid/config.toml \
     && "$B" import "$WORK/dag/dag.jsonl" >/dev/null \
     && /usr/bin/time -f "%e %U %S %M" -o "$WORK/braid.time" "$B" run --json >"$WORK/run.jsonl")
@@ -63,13 +65,14 @@ braid_run() {
 }
 
 echo "## make -j2 (once)"
-(cd "$WORK/dag" && rm -rf out && mkdir out && /usr/bin/time -f "make: wall %e s" make -j2 -s >/dev/null)
+cp -r "$WORK/dag" "$WORK/m" && mkdir -p "$WORK/m/out"
+(cd "$WORK/m" && /usr/bin/time -f "make: wall %e s" make -j2 -s >/dev/null)
 
 echo "## ninja -j2 and braid run (jobs=2, gates run, outside git), alternating"
 printf "%-6s %10s %10s %8s %22s\n" round ninja_s braid_s ratio "braid user+sys s, RSS"
 for r in $(seq 1 "$ROUNDS"); do
-  if [ $((r % 2)) -eq 1 ]; then n=$(ninja_run); read -r bw bu bs bm <<<"$(braid_run)"
-  else read -r bw bu bs bm <<<"$(braid_run)"; n=$(ninja_run); fi
+  if [ $((r % 2)) -eq 1 ]; then n=$(ninja_run "$r"); read -r bw bu bs bm <<<"$(braid_run "$r")"
+  else read -r bw bu bs bm <<<"$(braid_run "$r")"; n=$(ninja_run "$r"); fi
   printf "%-6s %10s %10s %8s %14s, %s MiB\n" "$r" "$n" "$bw" \
     "$(python3 -c "print(f'{$bw/$n:.2f}x')")" \
     "$(python3 -c "print(f'{$bu+$bs:.2f}')")" "$((bm / 1024))"
@@ -79,7 +82,7 @@ ran=$(grep -c '"kind":"gate_finished"' "$WORK/run.jsonl" || true)
 echo "gates run by braid in the last round: $ran of $N"
 
 echo "## dispatch latency (blocker done -> dependent's agent started; ms, from events)"
-P="$WORK/proj"
+P="$WORK/p$ROUNDS"
 (cd "$P" && "$B" export --events -o "$WORK/export.jsonl" 2>/dev/null)
 python3 - "$WORK/export.jsonl" <<'PY'
 import json, sys

@@ -11,7 +11,7 @@ use braid_app::ops::{self, Transition};
 use braid_app::wire::{
     ClaimIn, CommentIn, DepIn, ListIn, NewTaskIn, PatchIn, ShowView, TaskView, TreeRowView,
 };
-use braid_core::{DepKind, State, TaskId, TaskType};
+use braid_core::{DepKind, State, Task, TaskId, TaskType};
 use braid_store::Store;
 use clap::{Args, Subcommand};
 use serde_json::json;
@@ -371,12 +371,12 @@ fn indent(s: &str) -> String {
         .join("\n")
 }
 
-fn task_rows(ctx: &Ctx, tasks: &[TaskView]) -> String {
+fn task_rows(ctx: &Ctx, tasks: &[Task]) -> String {
     let rows: Vec<Vec<String>> = tasks
         .iter()
         .map(|t| {
             vec![
-                t.id.clone(),
+                t.id.to_string(),
                 format!("P{}", t.priority),
                 t.kind.to_string(),
                 ctx.style.state(t.state, t.ready, t.kind),
@@ -392,9 +392,10 @@ fn task_rows(ctx: &Ctx, tasks: &[TaskView]) -> String {
     )
 }
 
-fn print_tasks(ctx: &Ctx, tasks: &[TaskView], empty: &str) -> Result<()> {
+fn print_tasks(ctx: &Ctx, tasks: &[Task], empty: &str) -> Result<()> {
     if ctx.global.json {
-        ctx.print_json(&tasks)?;
+        let views: Vec<TaskView> = tasks.iter().map(TaskView::from).collect();
+        ctx.print_json(&views)?;
     } else if tasks.is_empty() {
         println!("{empty}");
     } else {
@@ -437,7 +438,7 @@ fn list(ctx: &Ctx, a: ListArgs) -> Result<i32> {
         ready: a.ready,
         limit: a.limit,
     };
-    let tasks = ops::list(&store, input)?;
+    let tasks = ops::list_tasks(&store, input)?;
     print_tasks(ctx, &tasks, "No tasks match.")?;
     Ok(exit::OK)
 }
@@ -451,7 +452,7 @@ pub struct ReadyArgs {
 
 fn ready(ctx: &Ctx, a: ReadyArgs) -> Result<i32> {
     let (_, store) = ctx.open()?;
-    let tasks = ops::ready(&store, a.limit)?;
+    let tasks = ops::ready_tasks(&store, a.limit)?;
     print_tasks(
         ctx,
         &tasks,

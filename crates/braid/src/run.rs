@@ -431,8 +431,7 @@ pub fn gc(ctx: &Ctx) -> Result<i32> {
     let (project, store) = ctx.open()?;
     let paths = paths(&project);
     let mut removed = Vec::new();
-    for sub in ["worktrees", "work"] {
-        let dir = project.dir.join(sub);
+    for (dir, in_git) in [(paths.worktrees(), true), (paths.scratch(), false)] {
         let Ok(rd) = std::fs::read_dir(&dir) else {
             continue;
         };
@@ -451,8 +450,8 @@ pub fn gc(ctx: &Ctx) -> Result<i32> {
                 continue;
             }
             let path = e.path();
-            let r = match (&paths.repo, sub) {
-                (Some(repo), "worktrees") => {
+            let r = match (&paths.repo, in_git) {
+                (Some(repo), true) => {
                     braid_git::remove_worktree(repo, &path).map_err(|e| e.to_string())
                 }
                 _ => std::fs::remove_dir_all(&path).map_err(|e| e.to_string()),
