@@ -146,8 +146,12 @@ fn quiet_on_broken_pipe() {
 /// Library warnings (a cache entry that could not be kept, a worktree left
 /// over) go to stderr; `BRAID_LOG=debug` (any `tracing` filter) shows more.
 fn init_logging() {
+    // By default only braid's own warnings: the libraries under it (rmcp,
+    // hyper) log what braid already reports in its own words.
+    const DEFAULT: &str = "error,braid=warn,braid_core=warn,braid_store=warn,braid_git=warn,\
+        braid_app=warn,braid_run=warn,braid_server=warn";
     let filter = tracing_subscriber::EnvFilter::try_from_env("BRAID_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
