@@ -30,6 +30,9 @@ pub struct Config {
 /// `[merge]`: how finished branches are integrated (`braid merge run`).
 #[derive(Clone, Debug)]
 pub struct MergeConfig {
+    /// Where `into = ...` is written (0: not written), for errors found
+    /// later (the branch does not exist).
+    pub into_line: usize,
     /// At most this many branches are tested together as one candidate.
     pub max_batch: usize,
     /// The gates a merge candidate must pass (empty: every gate).
@@ -39,6 +42,7 @@ pub struct MergeConfig {
 impl Default for MergeConfig {
     fn default() -> Self {
         MergeConfig {
+            into_line: 0,
             max_batch: 8,
             gates: Vec::new(),
         }
@@ -96,6 +100,9 @@ pub struct RunConfig {
     /// After SIGINT/SIGTERM, how long running work may go on before it is
     /// stopped (a second signal stops it at once).
     pub shutdown_grace: Duration,
+    /// The most agents a run may start, retries included (`None`: ten
+    /// times the unfinished tasks when the run starts, at least 100).
+    pub max_dispatches: Option<usize>,
 }
 
 #[derive(Clone, Debug)]
@@ -106,6 +113,8 @@ pub struct RateLimit {
 #[derive(Clone, Debug)]
 pub struct Agent {
     pub name: String,
+    /// Where it is defined (`name = ...`), for errors found later.
+    pub line: usize,
     /// argv template: `{prompt}`, `{prompt_file}`, `{task}`, `{worktree}`.
     pub command: Vec<String>,
     pub max_concurrent: usize,
@@ -119,6 +128,8 @@ pub struct Agent {
 #[derive(Clone, Debug)]
 pub struct Gate {
     pub name: String,
+    /// Where it is defined (`name = ...`), for errors found later.
+    pub line: usize,
     pub command: Vec<String>,
     pub timeout: Duration,
     /// Only these variables reach the gate (and its cache key).
@@ -163,6 +174,7 @@ struct RawRun {
     kill_grace: Option<String>,
     failure_tail: Option<String>,
     shutdown_grace: Option<String>,
+    max_dispatches: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -223,6 +235,7 @@ impl Default for Config {
                 kill_grace: Duration::from_secs(5),
                 failure_tail: 4096,
                 shutdown_grace: Duration::from_secs(30),
+                max_dispatches: None,
             },
             agents: Vec::new(),
             gates: Vec::new(),
@@ -321,7 +334,14 @@ impl Config {
                     .map_err(|e| err(find("failure_tail", None), format!("failure_tail: {e}")))?
                     as usize,
             },
+            max_dispatches: raw.run.max_dispatches,
         };
+        if run.max_dispatches == Some(0) {
+            return Err(err(
+                find("max_dispatches", None),
+                "max_dispatches must be at least 1".into(),
+            ));
+        }
         if run.jobs == 0 {
             return Err(err(find("jobs", None), "jobs must be at least 1".into()));
         }
@@ -357,6 +377,7 @@ impl Config {
                 timeout: dur("timeout", &a.timeout, Duration::from_secs(30 * 60))?,
                 cooldown: dur("cooldown", &a.cooldown, Duration::from_secs(5 * 60))?,
                 max_concurrent: a.max_concurrent.unwrap_or(usize::MAX).max(1),
+                line,
                 name: a.name,
                 command: a.command,
                 rate_limit,
@@ -391,6 +412,7 @@ impl Config {
             }
             gates.push(Gate {
                 timeout: dur("timeout", &g.timeout, Duration::from_secs(10 * 60))?,
+                line,
                 name: g.name,
                 command: g.command,
                 env: g.env,
@@ -439,6 +461,7 @@ impl Config {
                 }
             }
             merge.gates = m.gates.clone();
+            merge.into_line = find("into", Some(&m.into));
         }
         Ok(Config {
             run,

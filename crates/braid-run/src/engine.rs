@@ -24,7 +24,7 @@ pub use crate::sched::Report;
 pub use braid_app::Paths;
 
 use crate::config::{Config, Gate};
-use crate::sched::{Action, Core, Head, Input, Scope, Time};
+use crate::sched::{Action, Core, Head, Input, NotStarted, Scope, Time};
 use crate::supervise::{self, Exit, Spawner, Spec, Supervisor};
 use crate::telemetry::Telemetry;
 
@@ -200,10 +200,20 @@ impl<'a, S: Spawner, H: Host> Runner<'a, S, H> {
         } else {
             None
         };
+        let max_dispatches = config.run.max_dispatches.unwrap_or_else(|| {
+            // Ten dispatches for each task that may need one, at least 100
+            // (a run that follows may get its work later).
+            let unfinished = store.health().map_or(0, |h| {
+                let n = |s: State| h.by_state.get(&s).copied().unwrap_or(0) as usize;
+                n(State::Open) + n(State::InProgress)
+            });
+            (unfinished * 10).max(100)
+        });
         let scope = Scope {
             follow: opts.follow,
             max_tasks: opts.max_tasks,
             merge: opts.merge.is_some(),
+            max_dispatches,
         };
         Runner {
             core: Core::new(config.clone(), scope, seed),
@@ -698,21 +708,18 @@ impl<'a, S: Spawner, H: Host> Runner<'a, S, H> {
 
     fn start_agent(&mut self, key: u64, id: &TaskId, agent_name: &str, attempt: u32) {
         let Some(agent) = self.config.agent(agent_name).cloned() else {
-            let exit = Exit::SpawnFailed(format!("no agent named {agent_name}"));
-            let input = self.exited(key, exit);
-            return self.answer(input);
+            return self.answer(Input::NotStarted {
+                key,
+                why: NotStarted::Program(format!("no agent named {agent_name}")),
+            });
         };
         let workspace = self.paths.workspace(id);
         if let Err(e) = self.prepare_workspace(id, &workspace) {
-            let e = format!("{}: {e}", workspace.display());
-            let input = Input::Exited {
+            tracing::warn!(task = %id, workspace = %workspace.display(), error = %e, "preparing a workspace");
+            return self.answer(Input::NotStarted {
                 key,
-                exit: Exit::SpawnFailed(format!("preparing the workspace: {e}")),
-                tail: e,
-                rate_limited: None,
-                cached: None,
-            };
-            return self.answer(input);
+                why: NotStarted::Workspace(format!("{}: {e}", workspace.display())),
+            });
         }
         let logs = self.paths.logs(id);
         // Built only for agents that are told it (a command without
@@ -781,9 +788,12 @@ impl<'a, S: Spawner, H: Host> Runner<'a, S, H> {
             },
         );
         if let Err(e) = self.spawner.spawn(key, spec) {
+            self.procs.remove(&key);
             let program = spec.argv.first().map(String::as_str).unwrap_or("");
-            let input = self.exited(key, Exit::SpawnFailed(format!("{program}: {e}")));
-            self.answer(input);
+            self.answer(Input::NotStarted {
+                key,
+                why: NotStarted::Program(format!("{program}: {e}")),
+            });
         }
     }
 
@@ -814,8 +824,10 @@ impl<'a, S: Spawner, H: Host> Runner<'a, S, H> {
 
     fn start_gate(&mut self, key: u64, id: &TaskId, name: &str, attempt: u32) {
         let Some(gate) = self.gate(name) else {
-            let input = self.exited(key, Exit::SpawnFailed(format!("no gate named {name}")));
-            return self.answer(input);
+            return self.answer(Input::NotStarted {
+                key,
+                why: NotStarted::Program(format!("no gate named {name}")),
+            });
         };
         let cache_key = self
             .content

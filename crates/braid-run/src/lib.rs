@@ -9,6 +9,7 @@ pub mod gates;
 pub mod integrate;
 pub mod merge;
 pub mod metrics;
+pub mod preflight;
 pub mod sched;
 pub mod supervise;
 pub mod telemetry;

@@ -32,7 +32,7 @@ const MEMORY_FRESH: Duration = Duration::from_millis(100);
 pub const MEMORY_RECHECK: Duration = Duration::from_secs(1);
 
 /// What a run was asked to do.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Scope {
     /// Keep running when nothing is left (until a signal).
     pub follow: bool,
@@ -40,6 +40,33 @@ pub struct Scope {
     pub max_tasks: Option<usize>,
     /// A merge loop runs beside (finished work is handed to it).
     pub merge: bool,
+    /// The most agents this run may start, retries included (every loop
+    /// has a ceiling).
+    pub max_dispatches: usize,
+}
+
+impl Default for Scope {
+    fn default() -> Self {
+        Scope {
+            follow: false,
+            max_tasks: None,
+            merge: false,
+            max_dispatches: usize::MAX,
+        }
+    }
+}
+
+/// Why a process never started: not the agent's doing, so it costs no
+/// attempt.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NotStarted {
+    /// Its program could not be run (not found, not executable): the
+    /// config is wrong, and every task would meet it — the run stops
+    /// dispatching.
+    Program(String),
+    /// The task's workspace could not be made (git refused a worktree):
+    /// the task is given back and left alone by this run.
+    Workspace(String),
 }
 
 /// A task at the head of the ready queue: its id and preferred agent.
@@ -88,6 +115,8 @@ pub enum Input {
         rate_limited: Option<Duration>,
         cached: Option<u64>,
     },
+    /// A process was never started (see [`NotStarted`]).
+    NotStarted { key: u64, why: NotStarted },
     /// A finish was applied (`ok`) or refused (the claim was gone).
     Finished { id: TaskId, to: State, ok: bool },
     /// The passing work could not be committed.
@@ -187,11 +216,14 @@ pub struct Report {
     pub failed: usize,
     pub released: usize,
     pub interrupted: bool,
+    /// Why the run stopped dispatching before the work ran out (a program
+    /// that could not start, the dispatch limit).
+    pub halted: Option<String>,
 }
 
 impl Report {
     pub fn exit_code(&self) -> i32 {
-        if self.failed > 0 || self.interrupted {
+        if self.failed > 0 || self.interrupted || self.halted.is_some() {
             1
         } else {
             0
@@ -275,6 +307,11 @@ pub struct Core {
     fetch: Fetch,
     probing: bool,
     done: bool,
+    /// Agents started, retries included.
+    dispatches: usize,
+    /// Tasks this run gave back because their workspace could not be made:
+    /// not claimed again by it.
+    set_aside: std::collections::BTreeSet<TaskId>,
     report: Report,
 }
 
@@ -302,6 +339,8 @@ impl Core {
             fetch: Fetch::Stale,
             probing: false,
             done: false,
+            dispatches: 0,
+            set_aside: std::collections::BTreeSet::new(),
             report: Report::default(),
         }
     }
@@ -423,6 +462,11 @@ impl Core {
             } => {
                 if let Some(p) = self.procs.remove(&key) {
                     self.on_exit(now, key, p, exit, tail, rate_limited, cached, out);
+                }
+            }
+            Input::NotStarted { key, why } => {
+                if let Some(p) = self.procs.remove(&key) {
+                    self.not_started(now, p, why, out);
                 }
             }
             Input::Finished { id, to, ok } => self.finished(id, to, ok, out),
@@ -550,7 +594,10 @@ impl Core {
             .map(|(id, _)| id.clone())
             .collect();
         for id in due {
-            if self.slots_free() == 0 || self.stopping.is_some() {
+            if self.slots_free() == 0 || self.stopping.is_some() || self.halted() {
+                break;
+            }
+            if !self.may_dispatch() {
                 break;
             }
             let preferred = self.works[&id].agent.clone();
@@ -567,7 +614,7 @@ impl Core {
             out.push(Action::NextAttempt { id });
         }
         // New work.
-        if self.stopping.is_some() || self.config.agents.is_empty() {
+        if self.stopping.is_some() || self.halted() || self.config.agents.is_empty() {
             return self.maybe_probe(out);
         }
         while self.slots_free() > 0 && self.fetch != Fetch::Asked {
@@ -597,8 +644,11 @@ impl Core {
                 });
                 return;
             };
-            if self.works.contains_key(&head.id) {
+            if self.works.contains_key(&head.id) || self.set_aside.contains(&head.id) {
                 continue;
+            }
+            if !self.may_dispatch() {
+                break;
             }
             let Some(agent) = self.pick_agent(head.agent.as_deref(), now) else {
                 continue;
@@ -635,7 +685,7 @@ impl Core {
             && !self.probing
             && !self.done
         {
-            if self.stopping.is_some() {
+            if self.stopping.is_some() || self.halted() {
                 self.done = true;
                 return;
             }
@@ -691,6 +741,76 @@ impl Core {
         self.start_agent(now, &id, out);
     }
 
+    fn halted(&self) -> bool {
+        self.report.halted.is_some()
+    }
+
+    /// Whether another agent may start under the dispatch limit (agents
+    /// started and about to start); at the limit the run stops dispatching.
+    fn may_dispatch(&mut self) -> bool {
+        let starting = self.works.values().filter(|w| w.starting()).count();
+        if self.dispatches + starting < self.scope.max_dispatches {
+            return true;
+        }
+        if self.report.halted.is_none() {
+            self.report.halted = Some(format!(
+                "reached the dispatch limit: {} agents started (raise [run] max_dispatches to allow more)",
+                self.dispatches + starting
+            ));
+        }
+        false
+    }
+
+    /// A process that never started: the task is given back without
+    /// spending an attempt. A program that cannot run stops the run's
+    /// dispatching (every task would meet it); a workspace that cannot be
+    /// made sets that task aside for this run.
+    fn not_started(&mut self, now: Time, p: Proc, why: NotStarted, out: &mut Vec<Action>) {
+        if let ProcKind::Agent(name) = &p.kind
+            && let Some(n) = self.busy.get_mut(name)
+        {
+            *n = n.saturating_sub(1);
+        }
+        let (what, reason) = match (&p.kind, &why) {
+            (ProcKind::Agent(a), NotStarted::Program(e)) => {
+                (format!("agent {a:?}"), format!("could not start: {e}"))
+            }
+            (ProcKind::Gate(g), NotStarted::Program(e)) => {
+                (format!("gate {g:?}"), format!("could not start: {e}"))
+            }
+            (_, NotStarted::Workspace(e)) => (
+                "the workspace".to_owned(),
+                format!("could not be made: {e}"),
+            ),
+        };
+        if let ProcKind::Gate(g) = &p.kind {
+            out.push(Action::Record {
+                id: p.task.clone(),
+                kind: EventKind::GateFinished,
+                payload: json!({"gate": g, "passed": false, "exit": reason, "timed_out": false, "duration_ms": 0, "cached": false, "infrastructure": true}),
+            });
+        }
+        match why {
+            NotStarted::Program(_) => {
+                if self.report.halted.is_none() {
+                    self.report.halted = Some(format!(
+                        "{what} {reason}; no attempt was charged — fix the command in the config and run again"
+                    ));
+                }
+            }
+            NotStarted::Workspace(_) => {
+                self.set_aside.insert(p.task.clone());
+            }
+        }
+        // Other processes of the task (its other gates) stop too.
+        self.kill_task(now, &p.task, out);
+        self.release(
+            &p.task,
+            &format!("{what} {reason} (not the agent's failure)"),
+            out,
+        );
+    }
+
     fn start_agent(&mut self, now: Time, id: &TaskId, out: &mut Vec<Action>) {
         let Some(w) = self.works.get(id) else { return };
         let agent = w.agent.clone();
@@ -700,6 +820,7 @@ impl Core {
             .agent(&agent)
             .map_or(Duration::from_secs(3600), |a| a.timeout);
         *self.busy.entry(agent.clone()).or_insert(0) += 1;
+        self.dispatches += 1;
         let key = self.new_proc(now, id, ProcKind::Agent(agent.clone()), timeout);
         out.push(Action::StartAgent {
             key,

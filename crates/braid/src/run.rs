@@ -42,6 +42,17 @@ pub fn load_config(project: &Project) -> Result<Config> {
     Config::load(&project.dir.join("config.toml")).map_err(|e| Failure::usage(e.to_string()).into())
 }
 
+/// The config as `braid run` needs it: read, and checked against this
+/// machine and project before anything is claimed (every program found,
+/// the merge target there, workspaces possible). Exit 2 otherwise.
+pub fn load_run_config(project: &Project) -> Result<Config> {
+    let config = load_config(project)?;
+    let file = project.dir.join("config.toml").display().to_string();
+    braid_run::preflight::check(&config, &file, &paths(project))
+        .map_err(|e| Failure::usage(format!("{e}\n(nothing was claimed)")))?;
+    Ok(config)
+}
+
 pub fn paths(project: &Project) -> Paths {
     let root = project
         .dir
@@ -110,7 +121,7 @@ pub fn run(ctx: &Ctx, a: RunArgs) -> Result<i32> {
     if let Some(s) = store.sqlite() {
         s.checkpoint_in_background()?;
     }
-    let config = load_config(&project)?;
+    let config = load_run_config(&project)?;
     if config.agents.is_empty() {
         return Err(Failure::usage(format!(
             "no [[agent]] in {}: add one, e.g.\n\n[[agent]]\nname = \"claude\"\ncommand = [\"claude\", \"-p\", \"{{prompt}}\"]\n\n(see docs/config.md)",
@@ -199,7 +210,7 @@ pub fn run(ctx: &Ctx, a: RunArgs) -> Result<i32> {
             .map(|(p50, p99)| json!({"p50": p50, "p99": p99}));
         eprintln!(
             "{}",
-            json!({"dispatched": report.dispatched, "review": report.review, "done": report.done, "failed": report.failed, "released": report.released, "interrupted": report.interrupted, "dispatch_latency_ms": latency, "merged": landed, "merge_rejected": rejected})
+            json!({"dispatched": report.dispatched, "review": report.review, "done": report.done, "failed": report.failed, "released": report.released, "interrupted": report.interrupted, "halted": report.halted, "dispatch_latency_ms": latency, "merged": landed, "merge_rejected": rejected})
         );
     } else {
         println!(
@@ -208,6 +219,9 @@ pub fn run(ctx: &Ctx, a: RunArgs) -> Result<i32> {
         );
         if a.merge {
             println!("Merged {landed} branch(es); {rejected} sent back or blocked by a conflict.");
+        }
+        if let Some(why) = &report.halted {
+            println!("Stopped dispatching: {why}.");
         }
     }
     Ok(if failed_by_merge > 0 {

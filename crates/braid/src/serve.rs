@@ -66,7 +66,7 @@ pub fn run(ctx: &Ctx, a: ServeArgs) -> Result<i32> {
         .into());
     }
     let engine_config = if a.run {
-        let c = crate::run::load_config(&project)?;
+        let c = crate::run::load_run_config(&project)?;
         if c.agents.is_empty() {
             return Err(Failure::usage(
                 "--run needs an [[agent]] in .braid/config.toml (see docs/config.md)",

@@ -643,3 +643,109 @@ fn gates_run_after_a_passing_agent_and_a_failing_gate_feeds_the_retry() {
     }
     assert_eq!(state(&store, t.as_str()), State::Done, "{}", s.at());
 }
+
+#[test]
+fn an_agent_that_cannot_start_costs_no_attempt_and_stops_dispatching() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, clock, paths) = project(&dir);
+    let a = add(&store, "a", 0);
+    let b = add(&store, "b", 1);
+    let cfg = config(
+        &dir,
+        "[run]\njobs = 1\n[[agent]]\nname = \"typo\"\ncommand = [\"missing\"]\n",
+    );
+    let mut s = Sim::new(&store, clock, paths, cfg, RunOptions::default());
+    s.step("the program is not there");
+    s.start();
+    assert!(s.running().is_empty(), "{}", s.at());
+    s.step("a is given back, its attempt refunded");
+    let t = store.task(&a).unwrap();
+    assert_eq!(t.state, State::Open, "{}", s.at());
+    let released = events_of(&store, "released");
+    assert_eq!(released.len(), 1, "{}", s.at());
+    assert_eq!(released[0]["refund_attempt"], true, "{}", s.at());
+    assert!(
+        released[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("could not start"),
+        "{}",
+        s.at()
+    );
+    s.step("b is not tried: the run stopped dispatching and says why");
+    assert_eq!(state(&store, b.as_str()), State::Open, "{}", s.at());
+    assert!(s.runner.done(), "{}", s.at());
+    let report = s.runner.finish();
+    let why = report.halted.unwrap();
+    assert!(
+        why.contains("agent \"typo\"") && why.contains("no attempt"),
+        "{why}"
+    );
+    assert!(
+        events_of(&store, "retrying").is_empty(),
+        "no retry was scheduled"
+    );
+}
+
+#[test]
+fn a_gate_that_cannot_start_never_reruns_the_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, clock, paths) = project(&dir);
+    let t = add(&store, "t", 2);
+    let cfg = config(
+        &dir,
+        "[run]\njobs = 2\n[[agent]]\nname = \"a\"\ncommand = [\"a\"]\n[[gate]]\nname = \"tset\"\ncommand = [\"missing\"]\n[[gate]]\nname = \"lint\"\ncommand = [\"lint\"]\n",
+    );
+    let mut s = Sim::new(&store, clock, paths, cfg, RunOptions::default());
+    s.start();
+    s.step("the agent passes; one gate cannot start");
+    let key = s.only().key;
+    s.exit(key, 0);
+    s.step("the task goes back without an attempt, the other gate is stopped");
+    assert_eq!(state(&store, t.as_str()), State::Open, "{}", s.at());
+    let lint = s.running();
+    assert_eq!(lint.len(), 1, "{}", s.at());
+    assert_eq!(s.signals(), [(lint[0].key, false)], "{}", s.at());
+    s.exit(lint[0].key, 143);
+    s.step("and no agent runs again: one agent start in all");
+    let agents = s
+        .runner
+        .spawner()
+        .spawned
+        .iter()
+        .filter(|(_, sp)| !sp.log.to_string_lossy().contains("-gate-"))
+        .count();
+    assert_eq!(agents, 1, "{}", s.at());
+    assert!(s.runner.done(), "{}", s.at());
+    assert!(s.runner.finish().halted.unwrap().contains("gate \"tset\""));
+}
+
+#[test]
+fn a_run_starts_no_more_agents_than_max_dispatches() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, clock, paths) = project(&dir);
+    for i in 0..5 {
+        add(&store, &format!("t{i}"), 2);
+    }
+    let cfg = config(
+        &dir,
+        "[run]\njobs = 2\nmax_dispatches = 3\n[[agent]]\nname = \"a\"\ncommand = [\"a\"]\n",
+    );
+    let mut s = Sim::new(&store, clock, paths, cfg, RunOptions::default());
+    s.start();
+    s.step("two start, then one more as each ends, then no more");
+    for _ in 0..3 {
+        let r = s.running();
+        assert!(!r.is_empty(), "{}", s.at());
+        s.exit(r[0].key, 0);
+    }
+    for r in s.running() {
+        s.exit(r.key, 0);
+    }
+    let started = s.runner.spawner().spawned.len();
+    assert_eq!(started, 3, "{}", s.at());
+    assert!(s.runner.done(), "the run ends by itself {}", s.at());
+    let report = s.runner.finish();
+    assert_eq!(report.done, 3);
+    assert!(report.halted.unwrap().contains("max_dispatches"));
+}

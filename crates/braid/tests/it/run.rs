@@ -770,3 +770,75 @@ fn a_terminal_shows_live_progress_counts_and_running_agents() {
         "{plain}"
     );
 }
+
+#[test]
+fn bad_commands_and_a_missing_merge_target_fail_before_anything_is_claimed() {
+    let cases = [
+        (
+            "\n[[agent]]\nname = \"claude\"\ncommand = [\"claud-typo-braid\", \"-p\", \"{prompt}\"]\n",
+            vec![
+                "config.toml:3",
+                "agent \"claude\"",
+                "claud-typo-braid",
+                "not on PATH",
+            ],
+        ),
+        (
+            "\n[[agent]]\nname = \"ok\"\ncommand = [\"true\"]\n\n[[gate]]\nname = \"test\"\ncommand = [\"cargo-tset-braid\"]\n",
+            vec!["config.toml:7", "gate \"test\"", "cargo-tset-braid"],
+        ),
+        (
+            "\n[[agent]]\nname = \"ok\"\ncommand = [\"./scripts/agent.sh\"]\n",
+            vec!["config.toml:3", "does not exist", "scripts/agent.sh"],
+        ),
+        (
+            "\n[merge]\ninto = \"mian\"\n\n[[agent]]\nname = \"ok\"\ncommand = [\"true\"]\n",
+            vec!["config.toml:3", "\"mian\"", "no branch"],
+        ),
+    ];
+    for (config, needles) in cases {
+        let p = repo_project(config);
+        let a = p.add(&["x"]);
+        let err = p.fails(&["run"], 2);
+        for n in &needles {
+            assert!(err.contains(n), "{config}: missing {n:?} in {err}");
+        }
+        assert!(err.contains("nothing was claimed"), "{err}");
+        let kinds = kinds_for(&p, &a);
+        assert_eq!(
+            kinds,
+            vec!["created"],
+            "{config}: nothing happened to the task"
+        );
+    }
+}
+
+#[test]
+fn an_agent_that_cannot_start_during_a_run_costs_no_attempt_and_the_run_says_why() {
+    // Known only at dispatch (a placeholder in the program), so preflight
+    // lets it through; starting it fails.
+    let p = repo_project(
+        "\n[run]\njobs = 1\n\n[[agent]]\nname = \"late\"\ncommand = [\"{worktree}/no-such-agent.sh\"]\n",
+    );
+    let a = p.add(&["x"]);
+    let b = p.add(&["y"]);
+    let out = p.run(&["run"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("Stopped dispatching") && stdout.contains("could not start"),
+        "{stdout}"
+    );
+    let t = p.json(&["show", &a]);
+    assert_eq!(t["state"], "open", "{t}");
+    let again = p.json(&["claim", &a]);
+    assert_eq!(
+        again["lease"]["attempt"], 1,
+        "the failed start was not an attempt"
+    );
+    assert_eq!(
+        kinds_for(&p, &b),
+        vec!["created"],
+        "the other task was not tried"
+    );
+}
