@@ -123,6 +123,12 @@ pub struct Agent {
     pub rate_limit: Vec<RateLimit>,
     pub failover: Vec<String>,
     pub env: Option<Vec<String>>,
+    /// An exit 0 that changed nothing in the worktree counts as done
+    /// (default: it is a failed attempt, "made no changes").
+    pub allow_empty: bool,
+    /// No output and no worktree change for this long: the agent is
+    /// stopped and the attempt fails as stalled (default: never).
+    pub stall: Option<Duration>,
 }
 
 #[derive(Clone, Debug)]
@@ -197,6 +203,8 @@ struct RawAgent {
     #[serde(default)]
     failover: Vec<String>,
     env: Option<Vec<String>>,
+    allow_empty: Option<bool>,
+    stall: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -383,6 +391,12 @@ impl Config {
                 rate_limit,
                 failover: a.failover,
                 env: a.env,
+                allow_empty: a.allow_empty.unwrap_or(false),
+                stall: match &a.stall {
+                    None => None,
+                    Some(s) => Some(dur("stall", &Some(s.clone()), Duration::ZERO)?)
+                        .filter(|d| !d.is_zero()),
+                },
             });
         }
         for a in &agents {

@@ -129,6 +129,7 @@ impl Host for RealHost {
 
 /// What the runner keeps about a process it started.
 struct Proc {
+    task: TaskId,
     log: PathBuf,
     /// Where this process's output starts in its (appended) log.
     log_start: u64,
@@ -136,6 +137,9 @@ struct Proc {
     cache_key: Option<(String, String)>,
     agent: Option<String>,
     started: Instant,
+    /// For an agent with a stall limit: its log's length and its worktree's
+    /// content at the last look.
+    seen: Option<(u64, Option<blake3::Hash>)>,
 }
 
 /// Performs the core's actions.
@@ -159,6 +163,7 @@ pub struct Runner<'a, S: Spawner, H: Host> {
     /// A task's workspace identity for its gate round (the cache key's
     /// content part).
     content: HashMap<TaskId, String>,
+
     procs: HashMap<u64, Proc>,
     /// Processes that ended in this turn, until the core has decided about
     /// them (a passing gate's result is cached from its log).
@@ -442,6 +447,10 @@ impl<'a, S: Spawner, H: Host> Runner<'a, S, H> {
                 attempt,
             } => self.start_gate(key, &id, &gate, attempt),
             Action::CacheGate { key } => self.cache_gate(key),
+            Action::CheckActivity { key } => {
+                let active = self.activity(key);
+                self.answer(Input::Activity { key, active });
+            }
             Action::Signal { key, kill } => self.spawner.signal(key, kill),
             Action::Record { id, kind, payload } => self.record(id, kind, payload),
             Action::Finish {
@@ -765,13 +774,20 @@ impl<'a, S: Spawner, H: Host> Runner<'a, S, H> {
             EventKind::Dispatched,
             json!({"agent": agent_name, "attempt": attempt, "workspace": workspace, "log": spec.log}),
         );
-        self.spawn(key, &spec, None, Some(agent_name.to_owned()));
+        self.spawn(key, id, &spec, None, Some(agent_name.to_owned()));
+        if agent.stall.is_some() {
+            let content = self.worktree_content(&workspace);
+            if let Some(p) = self.procs.get_mut(&key) {
+                p.seen = Some((p.log_start, content));
+            }
+        }
         self.latencies.push(self.turn_began.elapsed());
     }
 
     fn spawn(
         &mut self,
         key: u64,
+        task: &TaskId,
         spec: &Spec,
         cache_key: Option<(String, String)>,
         agent: Option<String>,
@@ -780,11 +796,13 @@ impl<'a, S: Spawner, H: Host> Runner<'a, S, H> {
         self.procs.insert(
             key,
             Proc {
+                task: task.clone(),
                 log: spec.log.clone(),
                 log_start,
                 cache_key,
                 agent,
                 started: Instant::now(),
+                seen: None,
             },
         );
         if let Err(e) = self.spawner.spawn(key, spec) {
@@ -843,6 +861,7 @@ impl<'a, S: Spawner, H: Host> Runner<'a, S, H> {
                 tail: String::new(),
                 rate_limited: None,
                 cached: Some(hit.duration_ms),
+                empty: false,
             });
         }
         let spec = Spec {
@@ -855,7 +874,13 @@ impl<'a, S: Spawner, H: Host> Runner<'a, S, H> {
                 .logs(id)
                 .join(format!("{attempt}-gate-{}.log", gate.name)),
         };
-        self.spawn(key, &spec, cache_key.map(|k| (name.to_owned(), k)), None);
+        self.spawn(
+            key,
+            id,
+            &spec,
+            cache_key.map(|k| (name.to_owned(), k)),
+            None,
+        );
     }
 
     fn cache_gate(&mut self, key: u64) {
@@ -881,6 +906,16 @@ impl<'a, S: Spawner, H: Host> Runner<'a, S, H> {
     /// rate limit.
     fn exited(&mut self, key: u64, exit: Exit) -> Input {
         let proc = self.procs.remove(&key);
+        // An agent that exits 0 must leave work on its branch (unless its
+        // config allows an empty exit).
+        let empty = match &proc {
+            Some(p) if exit.success() => p
+                .agent
+                .as_deref()
+                .and_then(|a| self.config.agent(a))
+                .is_some_and(|a| !a.allow_empty && self.has_no_work(&p.task)),
+            _ => false,
+        };
         let (tail, rate_limited) = match (&proc, exit.success()) {
             (Some(p), false) => {
                 let tail = supervise::tail_since(&p.log, p.log_start, self.config.run.failure_tail);
@@ -904,6 +939,70 @@ impl<'a, S: Spawner, H: Host> Runner<'a, S, H> {
             tail,
             rate_limited,
             cached: None,
+            empty,
+        }
+    }
+
+    /// True when a task's worktree holds no work: no commit of its own (its
+    /// HEAD is already in the target, or the repository's HEAD without a
+    /// target) and no uncommitted change. Work an earlier attempt left
+    /// counts: the gates judge it. Outside git there is nothing to tell by.
+    fn has_no_work(&self, id: &TaskId) -> bool {
+        let Some(repo) = &self.paths.repo else {
+            return false;
+        };
+        let ws = self.paths.workspace(id);
+        let target = self.config.merge_into.as_deref().unwrap_or("HEAD");
+        let check = || -> Result<bool, braid_git::Error> {
+            let head = braid_git::rev_parse(&ws, "HEAD")?;
+            let base = braid_git::rev_parse(repo, target)?;
+            let own_commits = !braid_git::is_ancestor(repo, &head, &base)?;
+            let (_, dirty) = braid_git::content_identity(&ws)?;
+            Ok(!own_commits && dirty.is_empty())
+        };
+        match check() {
+            Ok(empty) => empty,
+            Err(e) => {
+                // Unknown is not empty: the gates still judge the work.
+                tracing::warn!(task = %id, error = %e, "telling whether an agent changed anything");
+                false
+            }
+        }
+    }
+
+    /// What a git worktree holds (HEAD's tree and any uncommitted change),
+    /// hashed; `None` outside git or when git cannot tell.
+    fn worktree_content(&self, ws: &std::path::Path) -> Option<blake3::Hash> {
+        self.paths.repo.as_ref()?;
+        match braid_git::content_identity(ws) {
+            Ok((tree, dirty)) => {
+                let mut h = blake3::Hasher::new();
+                h.update(tree.as_bytes());
+                h.update(&dirty);
+                Some(h.finalize())
+            }
+            Err(e) => {
+                tracing::debug!(workspace = %ws.display(), error = %e, "reading a worktree's content");
+                None
+            }
+        }
+    }
+
+    /// Whether agent `key` wrote output or changed its worktree since the
+    /// last look (a stall check).
+    fn activity(&mut self, key: u64) -> bool {
+        let Some(p) = self.procs.get(&key) else {
+            return true;
+        };
+        let len = supervise::log_len(&p.log);
+        let content = self.worktree_content(&self.paths.workspace(&p.task));
+        let Some(p) = self.procs.get_mut(&key) else {
+            return true;
+        };
+        let before = p.seen.replace((len, content));
+        match before {
+            Some((l, c)) => l != len || (content.is_some() && c != content),
+            None => true,
         }
     }
 

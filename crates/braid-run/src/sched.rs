@@ -114,7 +114,13 @@ pub enum Input {
         tail: String,
         rate_limited: Option<Duration>,
         cached: Option<u64>,
+        /// An agent that exited 0 without changing its worktree since the
+        /// attempt began (no commit, no diff), when that is not allowed.
+        empty: bool,
     },
+    /// Whether an agent showed any sign of life (output, a worktree
+    /// change) since it was last asked, answering [`Action::CheckActivity`].
+    Activity { key: u64, active: bool },
     /// A process was never started (see [`NotStarted`]).
     NotStarted { key: u64, why: NotStarted },
     /// A finish was applied (`ok`) or refused (the claim was gone).
@@ -171,6 +177,9 @@ pub enum Action {
     },
     /// The gate process `key` passed: keep its result in the cache.
     CacheGate { key: u64 },
+    /// Has agent `key` written output or changed its worktree since the
+    /// last look? Answer `Activity`.
+    CheckActivity { key: u64 },
     /// Send SIGTERM (or, with `kill`, SIGKILL) to process `key`'s group.
     Signal { key: u64, kill: bool },
     /// Append an event about `id` (batched by the runner).
@@ -238,6 +247,20 @@ struct Proc {
     started: Time,
     deadline: Time,
     killed_at: Option<Time>,
+    /// For an agent with a stall limit: how long it may stay silent, and
+    /// when it is next looked at (`None` while the look is answered).
+    stall: Option<(Duration, Option<Time>)>,
+    /// Stopped for staying silent too long.
+    stalled: bool,
+}
+
+/// How a process ended, as the core hears it.
+struct Outcome {
+    exit: Exit,
+    tail: String,
+    rate_limited: Option<Duration>,
+    cached: Option<u64>,
+    empty: bool,
 }
 
 /// A question about a task the core waits to hear answered.
@@ -375,6 +398,9 @@ impl Core {
         let mut at = |t: Time| d = Some(d.map_or(t, |x| x.min(t)));
         for p in self.procs.values() {
             at(p.deadline);
+            if let Some((_, Some(t))) = p.stall {
+                at(t);
+            }
         }
         for w in self.works.values() {
             // A retry that is due but cannot start waits for a slot or an
@@ -459,9 +485,35 @@ impl Core {
                 tail,
                 rate_limited,
                 cached,
+                empty,
             } => {
                 if let Some(p) = self.procs.remove(&key) {
-                    self.on_exit(now, key, p, exit, tail, rate_limited, cached, out);
+                    let outcome = Outcome {
+                        exit,
+                        tail,
+                        rate_limited,
+                        cached,
+                        empty,
+                    };
+                    self.on_exit(now, key, p, outcome, out);
+                }
+            }
+            Input::Activity { key, active } => {
+                let grace = self.config.run.kill_grace;
+                if let Some(p) = self.procs.get_mut(&key)
+                    && let Some((limit, at)) = p.stall.as_mut()
+                    && p.killed_at.is_none()
+                {
+                    if active {
+                        *at = Some(now + *limit);
+                    } else {
+                        // Silent for the whole limit: stopped, and the
+                        // attempt fails as stalled when it exits.
+                        p.stalled = true;
+                        p.killed_at = Some(now);
+                        p.deadline = now + grace;
+                        out.push(Action::Signal { key, kill: false });
+                    }
                 }
             }
             Input::NotStarted { key, why } => {
@@ -821,7 +873,11 @@ impl Core {
             .map_or(Duration::from_secs(3600), |a| a.timeout);
         *self.busy.entry(agent.clone()).or_insert(0) += 1;
         self.dispatches += 1;
+        let stall = self.config.agent(&agent).and_then(|a| a.stall);
         let key = self.new_proc(now, id, ProcKind::Agent(agent.clone()), timeout);
+        if let (Some(limit), Some(p)) = (stall, self.procs.get_mut(&key)) {
+            p.stall = Some((limit, Some(now + limit)));
+        }
         out.push(Action::StartAgent {
             key,
             id: id.clone(),
@@ -841,6 +897,8 @@ impl Core {
                 started: now,
                 deadline: now + timeout,
                 killed_at: None,
+                stall: None,
+                stalled: false,
             },
         );
         key
@@ -1024,18 +1082,14 @@ impl Core {
         self.gate_queue.retain(|(t, _)| t != id);
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn on_exit(
-        &mut self,
-        now: Time,
-        key: u64,
-        p: Proc,
-        exit: Exit,
-        tail: String,
-        rate_limited: Option<Duration>,
-        cached: Option<u64>,
-        out: &mut Vec<Action>,
-    ) {
+    fn on_exit(&mut self, now: Time, key: u64, p: Proc, o: Outcome, out: &mut Vec<Action>) {
+        let Outcome {
+            exit,
+            tail,
+            rate_limited,
+            cached,
+            empty,
+        } = o;
         let duration_ms = now.saturating_sub(p.started).as_millis() as u64;
         let timed_out = p.killed_at.is_some();
         if let ProcKind::Agent(name) = &p.kind
@@ -1053,8 +1107,16 @@ impl Core {
                     return; // cancelled meanwhile
                 }
                 let mut what = exit.describe();
-                if timed_out {
+                if p.stalled {
+                    let limit = p.stall.map(|(l, _)| l).unwrap_or_default();
+                    what = format!(
+                        "stalled: no output and no change for {} ({what})",
+                        humantime::format_duration(limit)
+                    );
+                } else if timed_out {
                     what = format!("timed out ({what})");
+                } else if exit.success() && empty {
+                    what = "made no changes: exit 0 with no commit and no diff".into();
                 }
                 out.push(Action::Record {
                     id: p.task.clone(),
@@ -1068,7 +1130,7 @@ impl Core {
                 {
                     return self.cool_down(now, &p.task, &name, rest, out);
                 }
-                if exit.success() && !timed_out {
+                if exit.success() && !timed_out && !empty {
                     if let Some(w) = self.works.get_mut(&p.task) {
                         w.pending = Some(Pending::Gates);
                     }
@@ -1166,6 +1228,15 @@ impl Core {
                 });
                 p.killed_at.get_or_insert(now);
                 p.deadline = now + grace;
+            }
+        }
+        for (key, p) in self.procs.iter_mut() {
+            if let Some((_, at)) = p.stall.as_mut()
+                && at.is_some_and(|t| t <= now)
+                && p.killed_at.is_none()
+            {
+                *at = None;
+                out.push(Action::CheckActivity { key: *key });
             }
         }
         if self.stopping.is_some_and(|t| t <= now) {

@@ -749,3 +749,44 @@ fn a_run_starts_no_more_agents_than_max_dispatches() {
     assert_eq!(report.done, 3);
     assert!(report.halted.unwrap().contains("max_dispatches"));
 }
+
+#[test]
+fn an_agent_silent_for_its_stall_limit_is_stopped_and_the_retry_is_told() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, clock, paths) = project(&dir);
+    let t = add(&store, "t", 2);
+    let cfg = config(
+        &dir,
+        "[run]\njobs = 1\nkill_grace = \"1s\"\nbackoff = { base = \"1s\", cap = \"1s\" }\n[[agent]]\nname = \"a\"\ncommand = [\"a\"]\nstall = \"10s\"\ntimeout = \"1h\"\n",
+    );
+    let mut s = Sim::new(&store, clock, paths, cfg, RunOptions::default());
+    s.start();
+    let r = s.only();
+    let log = s.runner.spawner().spawned[0].1.log.clone();
+    std::fs::create_dir_all(log.parent().unwrap()).unwrap();
+    s.step("output within the limit keeps it alive");
+    s.advance(Duration::from_secs(5));
+    std::fs::write(&log, "working...\n").unwrap();
+    s.advance(Duration::from_secs(5));
+    assert!(s.signals().is_empty(), "{}", s.at());
+    s.step("then ten silent seconds: SIGTERM");
+    s.advance(Duration::from_secs(10));
+    assert_eq!(s.signals(), [(r.key, false)], "{}", s.at());
+    s.step("it dies: the attempt failed as stalled, and the retry is told so");
+    s.deliver(Msg::Exited {
+        key: r.key,
+        exit: Exit::Signal(15),
+    });
+    let retrying = events_of(&store, "retrying");
+    assert_eq!(retrying.len(), 1, "{}", s.at());
+    let failed = retrying[0]["failed"].as_str().unwrap();
+    assert!(
+        failed.contains("stalled") && failed.contains("10s"),
+        "{failed}"
+    );
+    let prompt = braid_app::prompt::build(&store, &t).unwrap();
+    assert!(
+        prompt.contains("stalled"),
+        "the next attempt's prompt: {prompt}"
+    );
+}

@@ -842,3 +842,63 @@ fn an_agent_that_cannot_start_during_a_run_costs_no_attempt_and_the_run_says_why
         "the other task was not tried"
     );
 }
+
+#[test]
+fn an_agent_that_changes_nothing_has_failed_unless_its_config_allows_it() {
+    let cases = [
+        ("", "failed"),
+        ("\n[merge]\ninto = \"main\"\n", "failed"),
+        ("allow_empty = true\n", "done"),
+    ];
+    for (extra, want) in cases {
+        let (agent_extra, merge) = if extra.starts_with('\n') {
+            ("", extra)
+        } else {
+            (extra, "")
+        };
+        let p = repo_project(&format!(
+            "\n[run]\nmax_attempts = 1\n\n[[agent]]\nname = \"idle\"\ncommand = [\"true\"]\n{agent_extra}{merge}"
+        ));
+        let a = p.add(&["nothing to see"]);
+        p.run(&["run"]);
+        let t = p.json(&["show", &a]);
+        assert_eq!(t["state"], want, "{extra:?}: {t}");
+        if want == "failed" {
+            assert!(
+                t["close_reason"]
+                    .as_str()
+                    .unwrap()
+                    .contains("made no changes"),
+                "{t}"
+            );
+            assert!(
+                !kinds_for(&p, &a).iter().any(|k| k == "gate_finished"),
+                "no gate runs on empty work"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_silent_agent_is_stopped_at_its_stall_limit() {
+    let p = repo_project(&format!(
+        "\n[run]\nmax_attempts = 1\nkill_grace = \"200ms\"\n\n[[agent]]\nname = \"quiet\"\ncommand = [\"{}\", \"984\"]\nstall = \"500ms\"\n",
+        agent("hang.sh")
+    ));
+    let a = p.add(&["never says a word"]);
+    let group = GroupGone::new(&p);
+    let out = p
+        .cmd()
+        .arg("run")
+        .env("BRAID_TEST_FIFO", &group.fifo)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let t = p.json(&["show", &a]);
+    assert_eq!(t["state"], "failed", "{t}");
+    assert!(
+        t["close_reason"].as_str().unwrap().contains("stalled"),
+        "{t}"
+    );
+    group.wait("the stalled agent's group");
+}
