@@ -64,9 +64,24 @@ pub fn check(config: &Config, file: &str, paths: &Paths) -> Result<(), ConfigErr
     Ok(())
 }
 
+/// Why a command's program cannot run.
+#[derive(Debug, thiserror::Error)]
+pub enum ProgramError {
+    #[error(
+        "the program {name:?} is not on PATH ({path}); install it, or write its full path in command"
+    )]
+    NotOnPath { name: String, path: String },
+    #[error("the program {name:?} ({}) is not executable; chmod +x it", .full.display())]
+    NotExecutable { name: String, full: PathBuf },
+    #[error("the program {name:?} ({}) is not a file", .full.display())]
+    NotAFile { name: String, full: PathBuf },
+    #[error("the program {name:?} does not exist (looked for {}); fix the path in command", .full.display())]
+    Missing { name: String, full: PathBuf },
+}
+
 /// Where a command's program is, or why it cannot run. A program written
 /// with a placeholder (`{worktree}/x`) is known only at dispatch.
-fn program(name: &str, base: &Path) -> Result<PathBuf, String> {
+fn program(name: &str, base: &Path) -> Result<PathBuf, ProgramError> {
     if name.contains('{') {
         return Ok(PathBuf::from(name));
     }
@@ -77,20 +92,12 @@ fn program(name: &str, base: &Path) -> Result<PathBuf, String> {
         } else {
             base.join(p)
         };
+        let name = name.to_owned();
         return match std::fs::metadata(&full) {
             Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => Ok(full),
-            Ok(m) if m.is_file() => Err(format!(
-                "the program {name:?} ({}) is not executable; chmod +x it",
-                full.display()
-            )),
-            Ok(_) => Err(format!(
-                "the program {name:?} ({}) is not a file",
-                full.display()
-            )),
-            Err(_) => Err(format!(
-                "the program {name:?} does not exist (looked for {}); fix the path in command",
-                full.display()
-            )),
+            Ok(m) if m.is_file() => Err(ProgramError::NotExecutable { name, full }),
+            Ok(_) => Err(ProgramError::NotAFile { name, full }),
+            Err(_) => Err(ProgramError::Missing { name, full }),
         };
     }
     let path = std::env::var_os("PATH").unwrap_or_default();
@@ -99,11 +106,9 @@ fn program(name: &str, base: &Path) -> Result<PathBuf, String> {
         .find(|p| {
             std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
         })
-        .ok_or_else(|| {
-            format!(
-                "the program {name:?} is not on PATH ({}); install it, or write its full path in command",
-                path.to_string_lossy()
-            )
+        .ok_or_else(|| ProgramError::NotOnPath {
+            name: name.to_owned(),
+            path: path.to_string_lossy().into_owned(),
         })
 }
 
@@ -116,13 +121,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         assert!(program("sh", dir.path()).is_ok());
         assert!(program("/bin/true", dir.path()).is_ok());
-        let e = program("no-such-program-braid", dir.path()).unwrap_err();
+        let e = program("no-such-program-braid", dir.path())
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("not on PATH") && e.contains("no-such-program-braid"),
             "{e}"
         );
         std::fs::write(dir.path().join("x.sh"), "#!/bin/sh\n").unwrap();
-        let e = program("./x.sh", dir.path()).unwrap_err();
+        let e = program("./x.sh", dir.path()).unwrap_err().to_string();
         assert!(e.contains("not executable"), "{e}");
         let mut perm = std::fs::metadata(dir.path().join("x.sh"))
             .unwrap()
@@ -130,11 +137,8 @@ mod tests {
         perm.set_mode(0o755);
         std::fs::set_permissions(dir.path().join("x.sh"), perm).unwrap();
         assert!(program("./x.sh", dir.path()).is_ok());
-        assert!(
-            program("./y.sh", dir.path())
-                .unwrap_err()
-                .contains("does not exist")
-        );
+        let e = program("./y.sh", dir.path()).unwrap_err().to_string();
+        assert!(e.contains("does not exist"), "{e}");
         assert!(
             program("{worktree}/tool", dir.path()).is_ok(),
             "known at dispatch"
