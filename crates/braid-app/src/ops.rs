@@ -574,6 +574,45 @@ pub fn comments(store: &dyn Store, id: &str, limit: usize) -> Result<Vec<Comment
         .collect())
 }
 
+/// Cycles among `blocks` dependencies, each as the ids around it (at most
+/// 100), and how many such dependencies there are. The write path refuses
+/// a cycle; this finds any an import or an older braid let in.
+pub fn cycles(store: &dyn Store) -> Result<(Vec<Vec<String>>, usize)> {
+    let edges = store.blocks_edges()?;
+    let mut ids: Vec<&TaskId> = Vec::new();
+    let mut index: std::collections::HashMap<&TaskId, usize> = std::collections::HashMap::new();
+    let mut pairs = Vec::with_capacity(edges.len());
+    for (a, b) in &edges {
+        let mut idx = |id| {
+            *index.entry(id).or_insert_with(|| {
+                ids.push(id);
+                ids.len() - 1
+            })
+        };
+        let (x, y) = (idx(a), idx(b));
+        pairs.push((x, y));
+    }
+    let named = braid_core::graph::find_cycles(ids.len(), &pairs, 100)
+        .iter()
+        .map(|c| c.iter().map(|&i| ids[i].to_string()).collect())
+        .collect();
+    Ok((named, edges.len()))
+}
+
+/// Records that a task file was refused (nothing was applied): a
+/// `sync_rejected` event naming the file, its task and why.
+pub fn reject_file(
+    store: &dyn Store,
+    actor: &str,
+    file: &str,
+    task: Option<&str>,
+    error: &str,
+) -> Result<()> {
+    let payload = serde_json::json!({"file": file, "task": task, "error": error});
+    store.note(actor, EventKind::SyncRejected, payload)?;
+    Ok(())
+}
+
 /// The commands that make `t` what `doc` says, in order: fields, then
 /// dependencies removed and added, then the state.
 fn doc_commands(store: &dyn Store, t: &Task, doc: &TaskDoc) -> Result<Vec<Command>> {

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use braid_app::ops;
 use braid_app::wire::{DepIn, TaskDoc};
-use braid_core::{EventKind, Task, TaskId};
+use braid_core::{Task, TaskId};
 use braid_store::Store;
 use serde::{Deserialize, Serialize};
 
@@ -356,11 +356,13 @@ impl Syncer {
             }
             Err(r) => {
                 metric::sync_rejected();
-                let payload = serde_json::json!({"file": name, "task": r.task, "error": r.message});
-                if let Err(e) = self
-                    .store
-                    .note(&self.actor, EventKind::SyncRejected, payload)
-                {
+                if let Err(e) = ops::reject_file(
+                    self.store.as_ref(),
+                    &self.actor,
+                    &name,
+                    r.task.as_deref(),
+                    &r.message,
+                ) {
                     tracing::warn!(file = %name, error = %braid_core::error::chain(&e), "braid sync: recording a rejection");
                 }
                 Outcome {

@@ -2,7 +2,6 @@
 //! update and the state changes, health. Each translates its arguments to a
 //! braid-app operation and prints the answer, human or `--json`.
 
-use std::collections::HashMap;
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 
@@ -19,7 +18,7 @@ use serde_json::json;
 use crate::exit;
 use crate::project::{self, Project};
 use crate::style::{Style, table};
-use crate::{Cli, Command, Global};
+use crate::{Cli, Global, Verb};
 
 /// What every command gets: the global flags, output style, and (once
 /// opened) the store.
@@ -62,43 +61,43 @@ pub fn run(cli: Cli) -> Result<i32> {
         style: Style::detect(),
     };
     match cli.command {
-        Command::Init(a) => init(&ctx, a),
-        Command::Add(a) => add(&ctx, a),
-        Command::Show(a) => show(&ctx, a),
-        Command::List(a) => list(&ctx, a),
-        Command::Ready(a) => ready(&ctx, a),
-        Command::Tree(a) => tree(&ctx, a),
-        Command::Dep(a) => dep(&ctx, a),
-        Command::Claim(a) => claim(&ctx, a),
-        Command::Update(a) => update(&ctx, a),
-        Command::Done(a) => transition(&ctx, &a.ids, Transition::Done, a.reason),
-        Command::Comment(a) => comment(&ctx, a),
-        Command::Fail(a) => transition(
+        Verb::Init(a) => init(&ctx, a),
+        Verb::Add(a) => add(&ctx, a),
+        Verb::Show(a) => show(&ctx, a),
+        Verb::List(a) => list(&ctx, a),
+        Verb::Ready(a) => ready(&ctx, a),
+        Verb::Tree(a) => tree(&ctx, a),
+        Verb::Dep(a) => dep(&ctx, a),
+        Verb::Claim(a) => claim(&ctx, a),
+        Verb::Update(a) => update(&ctx, a),
+        Verb::Done(a) => transition(&ctx, &a.ids, Transition::Done, a.reason),
+        Verb::Comment(a) => comment(&ctx, a),
+        Verb::Fail(a) => transition(
             &ctx,
             std::slice::from_ref(&a.id),
             Transition::Fail,
             Some(a.reason),
         ),
-        Command::Reopen(a) => transition(&ctx, &a.ids, Transition::Reopen, None),
-        Command::Defer(a) => transition(&ctx, &a.ids, Transition::Defer, None),
-        Command::Cancel(a) => transition(&ctx, &a.ids, Transition::Cancel, a.reason),
-        Command::Health => health(&ctx),
-        Command::Events(a) => crate::events::run(&ctx, a),
-        Command::Import(a) => crate::transfer::import(&ctx, a),
-        Command::Export(a) => crate::transfer::export(&ctx, a),
-        Command::Snapshot(a) => crate::snapshot::run(&ctx, a),
-        Command::Migrate(a) => crate::migrate::run(&ctx, a),
-        Command::Demo(a) => crate::demo::run(&ctx, a),
-        Command::Run(a) => crate::run::run(&ctx, a),
-        Command::Context(a) => crate::run::context(&ctx, a),
-        Command::Logs(a) => crate::run::logs(&ctx, a),
-        Command::Gc => crate::run::gc(&ctx),
-        Command::Serve(a) => crate::serve::run(&ctx, a),
-        Command::Sync(a) => crate::serve::sync_once(&ctx, a),
-        Command::Mcp(a) => crate::serve::mcp(&ctx, a),
-        Command::Merge(a) => crate::merge::run(&ctx, a),
-        Command::Gate(a) => crate::run::gate(&ctx, a),
-        Command::Cache(a) => crate::run::cache(&ctx, a),
+        Verb::Reopen(a) => transition(&ctx, &a.ids, Transition::Reopen, None),
+        Verb::Defer(a) => transition(&ctx, &a.ids, Transition::Defer, None),
+        Verb::Cancel(a) => transition(&ctx, &a.ids, Transition::Cancel, a.reason),
+        Verb::Health => health(&ctx),
+        Verb::Events(a) => crate::events::run(&ctx, a),
+        Verb::Import(a) => crate::transfer::import(&ctx, a),
+        Verb::Export(a) => crate::transfer::export(&ctx, a),
+        Verb::Snapshot(a) => crate::snapshot::run(&ctx, a),
+        Verb::Migrate(a) => crate::migrate::run(&ctx, a),
+        Verb::Demo(a) => crate::demo::run(&ctx, a),
+        Verb::Run(a) => crate::run::run(&ctx, a),
+        Verb::Context(a) => crate::run::context(&ctx, a),
+        Verb::Logs(a) => crate::run::logs(&ctx, a),
+        Verb::Gc => crate::run::gc(&ctx),
+        Verb::Serve(a) => crate::serve::run(&ctx, a),
+        Verb::Sync(a) => crate::serve::sync_once(&ctx, a),
+        Verb::Mcp(a) => crate::serve::mcp(&ctx, a),
+        Verb::Merge(a) => crate::merge::run(&ctx, a),
+        Verb::Gate(a) => crate::run::gate(&ctx, a),
+        Verb::Cache(a) => crate::run::cache(&ctx, a),
     }
 }
 
@@ -606,29 +605,11 @@ fn dep(ctx: &Ctx, cmd: DepCmd) -> Result<i32> {
             }
         }
         DepCmd::Cycles => {
-            let edges = store.blocks_edges()?;
-            let mut ids: Vec<&TaskId> = Vec::new();
-            let mut index: HashMap<&TaskId, usize> = HashMap::new();
-            let mut pairs = Vec::with_capacity(edges.len());
-            for (a, b) in &edges {
-                let mut idx = |id| {
-                    *index.entry(id).or_insert_with(|| {
-                        ids.push(id);
-                        ids.len() - 1
-                    })
-                };
-                let (x, y) = (idx(a), idx(b));
-                pairs.push((x, y));
-            }
-            let cycles = braid_core::graph::find_cycles(ids.len(), &pairs, 100);
-            let named: Vec<Vec<String>> = cycles
-                .iter()
-                .map(|c| c.iter().map(|&i| ids[i].to_string()).collect())
-                .collect();
+            let (named, edges) = ops::cycles(&store)?;
             if ctx.global.json {
                 ctx.print_json(&named)?;
             } else if named.is_empty() {
-                println!("No cycles among {} blocks dependencies.", edges.len());
+                println!("No cycles among {edges} blocks dependencies.");
             } else {
                 for c in &named {
                     println!("cycle: {} -> {}", c.join(" -> "), c[0]);

@@ -324,17 +324,17 @@ pub fn run(ctx: &Ctx, a: DemoArgs) -> Result<i32> {
     println!("\n{}", s.bold("Ready to start (braid ready):"));
     crate::cmd::run(crate::Cli {
         global: sub.global.clone(),
-        command: crate::Command::Ready(crate::cmd::ReadyArgs { limit: 10 }),
+        command: crate::Verb::Ready(crate::cmd::ReadyArgs { limit: 10 }),
     })?;
     println!("\n{}", s.bold("The plan (braid tree):"));
     crate::cmd::run(crate::Cli {
         global: sub.global.clone(),
-        command: crate::Command::Tree(crate::cmd::TreeArgs { id: None }),
+        command: crate::Verb::Tree(crate::cmd::TreeArgs { id: None }),
     })?;
     println!("\n{}", s.bold("Health (braid health):"));
     crate::cmd::run(crate::Cli {
         global: sub.global.clone(),
-        command: crate::Command::Health,
+        command: crate::Verb::Health,
     })?;
     println!(
         "\nTry it: cd {} && braid claim && braid done <ID> && braid ready   (or pass --db {})",

@@ -32,7 +32,7 @@ pub struct Cli {
     #[command(flatten)]
     pub global: Global,
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Verb,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -51,7 +51,7 @@ pub struct Global {
 }
 
 #[derive(Subcommand, Debug)]
-pub enum Command {
+pub enum Verb {
     /// Create a project: .braid/ with the database and a config template.
     Init(cmd::InitArgs),
     /// Add a task (or epic, bug, chore).

@@ -398,13 +398,20 @@ fn crash_test_kill_9_at_random_points() {
         seed ^= seed << 17;
         let mut child = p
             .cmd()
-            .arg("run")
+            .args(["run", "--json"])
             .env("BRAID_TEST_DELAY", "0.05")
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        // The kill lands at a random point of the run: that is the test.
-        std::thread::sleep(Duration::from_millis(seed % 250));
+        // The kill lands at a random point of the run, counted in the
+        // events it has printed: that is the test.
+        let lines = lines_of(&mut child);
+        for _ in 0..seed % 16 {
+            if lines.recv_timeout(Duration::from_secs(60)).is_err() {
+                break; // the run ended first
+            }
+        }
         let _ = child.kill(); // SIGKILL
         let _ = child.wait();
     }
