@@ -54,6 +54,11 @@ impl Paths {
         self.braid_dir.join("merge")
     }
 
+    /// Records of the process groups braid runs: `.braid/procs`.
+    pub fn procs(&self) -> PathBuf {
+        self.braid_dir.join("procs")
+    }
+
     /// The task files: `.braid/tasks`.
     pub fn task_files(&self) -> PathBuf {
         self.braid_dir.join("tasks")

@@ -175,6 +175,8 @@ pub struct Runner<'a, S: Spawner, H: Host> {
     /// from it to the agent's spawn.
     turn_began: Instant,
     latencies: Vec<Duration>,
+    /// Processes another braid left working that this runner stopped.
+    stopped: Vec<String>,
     queue: VecDeque<Input>,
 }
 
@@ -242,6 +244,7 @@ impl<'a, S: Spawner, H: Host> Runner<'a, S, H> {
             last_checked_seq: 0,
             turn_began: Instant::now(),
             latencies: Vec::new(),
+            stopped: Vec::new(),
             queue: VecDeque::new(),
         }
     }
@@ -368,6 +371,7 @@ impl<'a, S: Spawner, H: Host> Runner<'a, S, H> {
         self.telemetry.flush();
         let mut report = self.core.report().clone();
         report.latency_ms = percentiles(&self.latencies);
+        report.stopped = std::mem::take(&mut self.stopped);
         report
     }
 
@@ -768,13 +772,33 @@ impl<'a, S: Spawner, H: Host> Runner<'a, S, H> {
                 ),
             ],
             log: logs.join(format!("{attempt}-{agent_name}.log")),
+            holds: Some(id.to_string()),
         };
-        self.record(
-            id.clone(),
-            EventKind::Dispatched,
-            json!({"agent": agent_name, "attempt": attempt, "workspace": workspace, "log": spec.log}),
-        );
-        self.spawn(key, id, &spec, None, Some(agent_name.to_owned()));
+        // Whatever another braid left working here (a run that died, or one
+        // whose lease ran out) stops before this agent starts: two agents
+        // never share a workspace.
+        let evicted: Vec<String> = self
+            .spawner
+            .evict(id.as_str())
+            .iter()
+            .map(|s| s.describe())
+            .collect();
+        self.stopped.extend(evicted.iter().cloned());
+        let mut payload = json!({"agent": agent_name, "attempt": attempt, "workspace": workspace, "log": spec.log});
+        if !evicted.is_empty() {
+            payload["stopped"] = json!(evicted);
+        }
+        let launched = self.launch(key, id, &spec, None, Some(agent_name.to_owned()));
+        // The attempt records its process group and the leader's start time
+        // (a recycled pid is never taken for it).
+        if let Some(leader) = self.spawner.identity(key).filter(|_| launched.is_ok()) {
+            payload["pgid"] = json!(leader.pid);
+            payload["started"] = json!(leader.start);
+        }
+        self.record(id.clone(), EventKind::Dispatched, payload);
+        if let Err(why) = launched {
+            return self.answer(Input::NotStarted { key, why });
+        }
         if agent.stall.is_some() {
             let content = self.worktree_content(&workspace);
             if let Some(p) = self.procs.get_mut(&key) {
@@ -792,6 +816,21 @@ impl<'a, S: Spawner, H: Host> Runner<'a, S, H> {
         cache_key: Option<(String, String)>,
         agent: Option<String>,
     ) {
+        if let Err(why) = self.launch(key, task, spec, cache_key, agent) {
+            self.answer(Input::NotStarted { key, why });
+        }
+    }
+
+    /// Starts a process; `Err` says why it could not start (the caller
+    /// answers the core).
+    fn launch(
+        &mut self,
+        key: u64,
+        task: &TaskId,
+        spec: &Spec,
+        cache_key: Option<(String, String)>,
+        agent: Option<String>,
+    ) -> Result<(), NotStarted> {
         let log_start = supervise::log_len(&spec.log);
         self.procs.insert(
             key,
@@ -808,11 +847,9 @@ impl<'a, S: Spawner, H: Host> Runner<'a, S, H> {
         if let Err(e) = self.spawner.spawn(key, spec) {
             self.procs.remove(&key);
             let program = spec.argv.first().map(String::as_str).unwrap_or("");
-            self.answer(Input::NotStarted {
-                key,
-                why: NotStarted::Program(format!("{program}: {e}")),
-            });
+            return Err(NotStarted::Program(format!("{program}: {e}")));
         }
+        Ok(())
     }
 
     /// The gates `id` must pass: its own (by name), else all of them. The
@@ -873,6 +910,7 @@ impl<'a, S: Spawner, H: Host> Runner<'a, S, H> {
                 .paths
                 .logs(id)
                 .join(format!("{attempt}-gate-{}.log", gate.name)),
+            holds: Some(id.to_string()),
         };
         self.spawn(
             key,
@@ -1072,10 +1110,19 @@ impl<'a> Engine<'a> {
     ) -> Engine<'a> {
         let (tx, rx) = mpsc::channel();
         let exits = tx.clone();
+        let registry = supervise::Registry::new(paths.procs());
+        // A braid that died (kill -9, a crash) left its agents and gates
+        // working: they stop before this run starts any.
+        let orphans: Vec<String> = registry
+            .sweep_orphans()
+            .iter()
+            .map(|s| s.describe())
+            .collect();
         let supervisor = Supervisor::new(Arc::new(move |key, exit| {
             // The engine is gone: nobody needs to hear of it.
             let _ = exits.send(Msg::Exited { key, exit });
-        }));
+        }))
+        .with_registry(registry);
         let mut seed = [0u8; 8];
         if let Err(e) = getrandom::fill(&mut seed) {
             tracing::debug!(error = %e, "no OS random source; the backoff jitter is fixed");
@@ -1090,6 +1137,8 @@ impl<'a> Engine<'a> {
             u64::from_le_bytes(seed),
             on_event,
         );
+        let mut runner = runner;
+        runner.stopped = orphans;
         Engine { runner, tx, rx }
     }
 

@@ -22,7 +22,10 @@ pub struct GateOutcome {
     pub log: Option<PathBuf>,
 }
 
-/// Runs `gates` in `dir`, writing logs to `log_dir`.
+/// Runs `gates` in `dir`, writing logs to `log_dir`. With `procs`, each
+/// gate's process group is recorded there under `holds` while it runs, so
+/// a later braid stops it if this one dies.
+#[allow(clippy::too_many_arguments)]
 pub fn run_gates(
     gates: &[Gate],
     dir: &Path,
@@ -30,6 +33,7 @@ pub fn run_gates(
     jobs: usize,
     grace: Duration,
     mut cache: Option<&mut Cache>,
+    procs: Option<(&supervise::Registry, &str)>,
 ) -> Vec<GateOutcome> {
     let content = cache.as_ref().and_then(|_| workspace_identity(dir).ok());
     let mut out = Vec::new();
@@ -56,6 +60,10 @@ pub fn run_gates(
         // The caller stopped waiting: nobody needs to hear of it.
         let _ = tx.send((key, exit));
     }));
+    if let Some((registry, _)) = procs {
+        sup = sup.with_registry(registry.clone());
+    }
+    let holds = procs.map(|(_, h)| h.to_owned());
     // Running gates by key: (gate, started, deadline, signalled).
     let mut running: HashMap<u64, (&Gate, Instant, Instant, bool)> = HashMap::new();
     let mut next_key = 0u64;
@@ -69,6 +77,7 @@ pub fn run_gates(
                 env_allow: Some(g.env.clone()),
                 extra_env: vec![],
                 log: log.clone(),
+                holds: holds.clone(),
             };
             let key = next_key;
             next_key += 1;

@@ -24,6 +24,9 @@ use crate::cache::{Cache, gate_key, tree_identity};
 use crate::config::{CacheConfig, Gate};
 use crate::merge::{Plan, PlanInput};
 
+/// What candidates' gates are recorded as working in.
+const MERGE_HOLDS: &str = "merge";
+
 /// How a merge run goes.
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -42,6 +45,9 @@ pub struct Settings {
     pub work_dir: PathBuf,
     /// Where gate logs go.
     pub log_dir: PathBuf,
+    /// Where candidates' gates are recorded while they run (`merge`), so a
+    /// later merge run stops those a killed one left.
+    pub procs: Option<crate::supervise::Registry>,
     pub max_attempts: u32,
     pub failure_tail: usize,
     pub actor: String,
@@ -326,6 +332,15 @@ impl<'a> Run<'a> {
                 Err(std::fs::TryLockError::Error(e)) => {
                     return Err(io_at(&lock_path)(e));
                 }
+            }
+        }
+        if !self.settings.dry_run
+            && let Some(registry) = &self.settings.procs
+        {
+            // Holding the lock, no other merge run is live: gates still
+            // working for one are left by a run that died.
+            for s in registry.evict(MERGE_HOLDS) {
+                tracing::warn!(what = %s.describe(), "a killed merge run's gate");
             }
         }
         if !self.settings.dry_run {
@@ -1077,6 +1092,7 @@ fn run_candidate(
         1,
         settings.kill_grace,
         cache.as_mut(),
+        settings.procs.as_ref().map(|r| (r, MERGE_HOLDS)),
     );
     {
         let _g = WORKTREES.lock().unwrap_or_else(|p| p.into_inner());

@@ -10,6 +10,7 @@ pub mod integrate;
 pub mod merge;
 pub mod metrics;
 pub mod preflight;
+pub mod procs;
 pub mod sched;
 pub mod supervise;
 pub mod telemetry;

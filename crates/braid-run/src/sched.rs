@@ -228,6 +228,9 @@ pub struct Report {
     /// Why the run stopped dispatching before the work ran out (a program
     /// that could not start, the dispatch limit).
     pub halted: Option<String>,
+    /// Processes another braid left working that this run stopped (its
+    /// owner died, or its lease passed to this run). Filled by the runner.
+    pub stopped: Vec<String>,
 }
 
 impl Report {

@@ -2,7 +2,9 @@
 //! `braid gate run` and the merge run's candidates): each process starts in
 //! its own process group with output going straight to a log file (nothing
 //! buffered in memory), is waited for by a thread that reports its exit,
-//! and is stopped as a group (SIGTERM, then SIGKILL).
+//! and is stopped as a group (SIGTERM, then SIGKILL). With a
+//! [`Registry`], each group is also recorded on disk while it runs, so a
+//! later braid can stop it if this one dies.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -15,6 +17,8 @@ use std::sync::Arc;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 
+pub use crate::procs::{Identity, Registry, Stopped};
+
 /// What to run.
 #[derive(Clone, Debug)]
 pub struct Spec {
@@ -24,6 +28,9 @@ pub struct Spec {
     pub env_allow: Option<Vec<String>>,
     pub extra_env: Vec<(String, String)>,
     pub log: PathBuf,
+    /// The workspace it works in (a task id, `merge`), under which a
+    /// [`Registry`] records it; `None`: not recorded.
+    pub holds: Option<String>,
 }
 
 /// How a process ended.
@@ -63,6 +70,16 @@ pub trait Spawner {
     fn signal(&mut self, key: u64, kill: bool);
     /// `key` ended: forget it.
     fn reaped(&mut self, key: u64);
+    /// The running process `key` as it can be recognised later (its
+    /// process group's leader).
+    fn identity(&self, _key: u64) -> Option<Identity> {
+        None
+    }
+    /// Stops processes another braid left working in `holds`, before this
+    /// one starts work there.
+    fn evict(&mut self, _holds: &str) -> Vec<Stopped> {
+        Vec::new()
+    }
 }
 
 /// The real spawner: process groups, log files, and waiting threads that
@@ -72,11 +89,20 @@ pub trait Spawner {
 /// own time on trivial tasks).
 pub struct Supervisor {
     on_exit: OnExit,
-    groups: HashMap<u64, u32>,
+    /// Running groups by key: the leader and where it is recorded.
+    groups: HashMap<u64, Group>,
+    registry: Option<Registry>,
     waiters: std::sync::mpsc::Sender<(u64, std::process::Child)>,
     queue: Arc<std::sync::Mutex<std::sync::mpsc::Receiver<(u64, std::process::Child)>>>,
     /// Waiting threads with no child to wait for and none reserved.
     idle: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// A running process group.
+struct Group {
+    pgid: u32,
+    identity: Option<Identity>,
+    holds: Option<String>,
 }
 
 impl Supervisor {
@@ -85,10 +111,17 @@ impl Supervisor {
         Supervisor {
             on_exit,
             groups: HashMap::new(),
+            registry: None,
             waiters,
             queue: Arc::new(std::sync::Mutex::new(rx)),
             idle: Arc::default(),
         }
+    }
+
+    /// Records every group started with a `holds` in `registry`.
+    pub fn with_registry(mut self, registry: Registry) -> Supervisor {
+        self.registry = Some(registry);
+        self
     }
 
     /// Processes started and not yet reaped.
@@ -152,14 +185,28 @@ impl Spawner for Supervisor {
             signal_group(pgid, Signal::SIGKILL);
             return Err(std::io::Error::other("no thread to wait for the process"));
         }
-        self.groups.insert(key, pgid);
+        let identity = match (&self.registry, &spec.holds) {
+            (Some(r), Some(holds)) => {
+                let program = spec.argv.first().map(String::as_str).unwrap_or("");
+                r.add(holds, pgid, program)
+            }
+            _ => Identity::of(pgid),
+        };
+        self.groups.insert(
+            key,
+            Group {
+                pgid,
+                identity,
+                holds: spec.holds.clone(),
+            },
+        );
         Ok(())
     }
 
     fn signal(&mut self, key: u64, kill: bool) {
-        if let Some(pgid) = self.groups.get(&key) {
+        if let Some(g) = self.groups.get(&key) {
             signal_group(
-                *pgid,
+                g.pgid,
                 if kill {
                     Signal::SIGKILL
                 } else {
@@ -170,7 +217,22 @@ impl Spawner for Supervisor {
     }
 
     fn reaped(&mut self, key: u64) {
-        self.groups.remove(&key);
+        if let Some(g) = self.groups.remove(&key)
+            && let (Some(r), Some(holds)) = (&self.registry, &g.holds)
+        {
+            r.remove(holds, g.pgid);
+        }
+    }
+
+    fn identity(&self, key: u64) -> Option<Identity> {
+        self.groups.get(&key)?.identity.clone()
+    }
+
+    fn evict(&mut self, holds: &str) -> Vec<Stopped> {
+        self.registry
+            .as_ref()
+            .map(|r| r.evict(holds))
+            .unwrap_or_default()
     }
 }
 
@@ -265,6 +327,7 @@ mod tests {
             env_allow: None,
             extra_env: Vec::new(),
             log: dir.join(log),
+            holds: None,
         }
     }
 

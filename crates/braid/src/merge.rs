@@ -305,6 +305,9 @@ fn settings(
         kill_grace: c.run.kill_grace,
         work_dir: project.dir.join("merge"),
         log_dir: project.dir.join("logs").join("merge"),
+        procs: Some(braid_run::supervise::Registry::new(
+            project.dir.join("procs"),
+        )),
         max_attempts: c.run.max_attempts,
         failure_tail: c.run.failure_tail,
         actor,

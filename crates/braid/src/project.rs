@@ -28,7 +28,7 @@ max_attempts = 3
 # command = ["cargo", "test"]
 "#;
 
-const GITIGNORE: &str = "# braid's local state: the database and its backups stay out of git.\n*.db\n*.db-*\n*.lock\nbackups/\nlogs/\ntelemetry/\nworktrees/\nwork/\n";
+const GITIGNORE: &str = "# braid's local state: the database and its backups stay out of git.\n*.db\n*.db-*\n*.lock\nbackups/\nlogs/\ntelemetry/\nworktrees/\nwork/\nprocs/\n";
 
 /// Where a project's files live.
 #[derive(Clone, Debug)]

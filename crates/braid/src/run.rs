@@ -210,7 +210,7 @@ pub fn run(ctx: &Ctx, a: RunArgs) -> Result<i32> {
             .map(|(p50, p99)| json!({"p50": p50, "p99": p99}));
         eprintln!(
             "{}",
-            json!({"dispatched": report.dispatched, "review": report.review, "done": report.done, "failed": report.failed, "released": report.released, "interrupted": report.interrupted, "halted": report.halted, "dispatch_latency_ms": latency, "merged": landed, "merge_rejected": rejected})
+            json!({"dispatched": report.dispatched, "review": report.review, "done": report.done, "failed": report.failed, "released": report.released, "interrupted": report.interrupted, "halted": report.halted, "stopped": report.stopped, "dispatch_latency_ms": latency, "merged": landed, "merge_rejected": rejected})
         );
     } else {
         println!(
@@ -222,6 +222,15 @@ pub fn run(ctx: &Ctx, a: RunArgs) -> Result<i32> {
         }
         if let Some(why) = &report.halted {
             println!("Stopped dispatching: {why}.");
+        }
+        if !report.stopped.is_empty() {
+            println!(
+                "Stopped {} process group(s) another braid left working:",
+                report.stopped.len()
+            );
+            for s in &report.stopped {
+                println!("  {s}");
+            }
         }
     }
     Ok(if failed_by_merge > 0 {
@@ -538,6 +547,7 @@ pub fn gate(ctx: &Ctx, cmd: GateCmd) -> Result<i32> {
         config.run.jobs,
         config.run.kill_grace,
         cache.as_mut(),
+        None,
     );
     let failed = outcomes.iter().filter(|o| !o.passed).count();
     if ctx.global.json {

@@ -909,3 +909,256 @@ fn a_silent_agent_is_stopped_at_its_stall_limit() {
     );
     group.wait("the stalled agent's group");
 }
+
+/// The spans agents wrote (`start|end TASK ATTEMPT PID`), once `want` start
+/// lines are there (bounded: a run that never starts them fails the test).
+fn spans_with(path: &std::path::Path, want: usize) -> Vec<Vec<String>> {
+    for _ in 0..600 {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let lines: Vec<Vec<String>> = text
+            .lines()
+            .map(|l| l.split(' ').map(str::to_owned).collect())
+            .collect();
+        if lines.iter().filter(|l| l[0] == "start").count() >= want {
+            return lines;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("fewer than {want} agents started: {path:?}");
+}
+
+fn alive(pid: &str) -> bool {
+    // A zombie still answers kill -0, but has stopped working.
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        !s.rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z')
+    })
+}
+
+/// No task ever has two agents at once: for each task, its spans open and
+/// close in turn, and every one that opened closed.
+fn assert_no_overlap(spans: &[Vec<String>]) {
+    let mut open: std::collections::HashMap<&str, &str> = Default::default();
+    for s in spans {
+        let (what, task, pid) = (s[0].as_str(), s[1].as_str(), s[3].as_str());
+        match what {
+            "start" => {
+                if let Some(other) = open.insert(task, pid) {
+                    panic!("{task}: agent {pid} started while {other} still worked: {spans:?}");
+                }
+            }
+            _ => assert_eq!(open.remove(task), Some(pid), "{spans:?}"),
+        }
+    }
+    assert!(open.is_empty(), "agents that never ended: {open:?}");
+}
+
+fn spans_project() -> (Proj, std::path::PathBuf, Vec<String>) {
+    let p = repo_project(&format!(
+        "\n[run]\njobs = 2\nlease = \"2s\"\n\n[[agent]]\nname = \"spans\"\ncommand = [\"{}\"]\n",
+        agent("spans.sh")
+    ));
+    let spans = p.path().join("spans");
+    let ids = vec![p.add(&["one"]), p.add(&["two"])];
+    (p, spans, ids)
+}
+
+#[test]
+fn agents_of_a_run_killed_with_sigkill_stop_before_the_next_run_starts_any() {
+    let (p, spans, ids) = spans_project();
+    let mut first = p
+        .cmd()
+        .args(["run"])
+        .env("BRAID_SPANS", &spans)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = spans_with(&spans, 2);
+    first.kill().unwrap(); // SIGKILL: nothing of it runs on
+    first.wait().unwrap();
+    let orphans: Vec<String> = started.iter().map(|s| s[3].clone()).collect();
+    assert!(
+        orphans.iter().all(|pid| alive(pid)),
+        "the agents outlived their run: the case to handle"
+    );
+    // Each was recorded as it started (its group, its leader's start time,
+    // its owner), before anything else could be lost.
+    for s in &started {
+        let rec = p.path().join(".braid/procs").join(&s[1]).join(&s[3]);
+        let rec: serde_json::Value = serde_json::from_slice(&std::fs::read(&rec).unwrap()).unwrap();
+        assert_eq!(rec["leader"]["pid"].to_string(), s[3], "{rec}");
+        assert!(rec["leader"]["start"].as_u64().is_some(), "{rec}");
+        assert_eq!(rec["holds"], s[1].as_str());
+    }
+
+    let out = p
+        .cmd()
+        .args(["run"])
+        .env("BRAID_SPANS", &spans)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("2 done"), "{stdout}");
+    assert!(
+        stdout.contains("Stopped 2 process group(s) another braid left working"),
+        "{stdout}"
+    );
+    for pid in &orphans {
+        assert!(!alive(pid), "agent {pid} of the killed run still runs");
+    }
+    let all = spans_with(&spans, 4);
+    assert_no_overlap(&all);
+    // The old agents ended before any new one began.
+    let first_new = all
+        .iter()
+        .position(|s| s[0] == "start" && s[2] == "2")
+        .unwrap();
+    let old_ends = all
+        .iter()
+        .rposition(|s| s[0] == "end" && s[2] == "1")
+        .unwrap();
+    assert!(old_ends < first_new, "{all:?}");
+    // Each attempt recorded its process group and its start time.
+    let evs = events(&p);
+    for id in &ids {
+        // (The killed run's own events may not have been written yet.)
+        let dispatched: Vec<_> = evs
+            .iter()
+            .filter(|e| e["task"] == id.as_str() && e["kind"] == "dispatched")
+            .filter(|e| e["payload"]["attempt"] == 2)
+            .collect();
+        assert_eq!(dispatched.len(), 1, "{dispatched:?}");
+        for d in dispatched {
+            assert!(d["payload"]["pgid"].as_u64().unwrap() > 1, "{d}");
+            assert!(d["payload"]["started"].as_u64().is_some(), "{d}");
+        }
+    }
+    assert_eq!(
+        std::fs::read_dir(p.path().join(".braid/procs")).map_or(0, |d| d
+            .flatten()
+            .filter(|e| std::fs::read_dir(e.path()).is_ok_and(|mut f| f.next().is_some()))
+            .count()),
+        0,
+        "no record of a process that ended is kept"
+    );
+}
+
+#[test]
+fn a_run_that_takes_over_an_expired_claim_stops_the_live_holders_agent_first() {
+    let (p, spans, ids) = spans_project();
+    let mut first = p
+        .cmd()
+        .args(["run"])
+        .env("BRAID_SPANS", &spans)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = spans_with(&spans, 2);
+    // Frozen, not dead: its leases run out while it and its agents live.
+    Command::new("kill")
+        .args(["-STOP", &first.id().to_string()])
+        .status()
+        .unwrap();
+    let out = p
+        .cmd()
+        .args(["run"])
+        .env("BRAID_SPANS", &spans)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    Command::new("kill")
+        .args(["-CONT", &first.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("2 done"), "{stdout}");
+    for s in &started {
+        assert!(!alive(&s[3]), "the frozen run's agent {} still runs", s[3]);
+    }
+    // The frozen run wakes to find its claims gone, and ends.
+    let status = first.wait().unwrap();
+    assert!(status.code().is_some(), "{status:?}");
+    assert_no_overlap(&spans_with(&spans, 4));
+    for id in &ids {
+        assert_eq!(p.json(&["show", id])["state"], "done");
+    }
+}
+
+#[test]
+fn gates_left_by_a_killed_run_or_merge_run_are_stopped_by_the_next_one() {
+    let p = Proj::empty();
+    git(p.path(), &["init", "-q", "-b", "main"]);
+    git(p.path(), &["config", "user.email", "t@example.com"]);
+    git(p.path(), &["config", "user.name", "t"]);
+    std::fs::write(p.path().join(".gitignore"), ".braid/\n").unwrap();
+    git(p.path(), &["add", "."]);
+    git(p.path(), &["commit", "-q", "-m", "init"]);
+    p.ok(&["init"]);
+    let spans = p.path().join("gate-spans");
+    let once = p.path().join("gate-once");
+    // The gate hangs the first time it runs, and passes after.
+    let gate = format!(
+        "echo start x 1 $$ >> {s}; trap 'echo end x 1 $$ >> {s}; exit 143' TERM; \
+         if [ -e {o} ]; then echo end x 1 $$ >> {s}; exit 0; fi; touch {o}; sleep 120 & wait",
+        s = spans.display(),
+        o = once.display()
+    );
+    std::fs::write(
+        p.path().join(".braid/config.toml"),
+        format!(
+            "[cache]\nenabled = false\n[run]\nlease = \"2s\"\n[merge]\ninto = \"main\"\n[[agent]]\nname = \"fake\"\ncommand = [\"{}\"]\n\
+             [[gate]]\nname = \"hang\"\ncommand = [\"sh\", \"-c\", {}]\n",
+            agent("commit.sh"),
+            serde_json::to_string(&gate).unwrap()
+        ),
+    )
+    .unwrap();
+    let id = p.add(&["x"]);
+
+    // The engine's gate.
+    let mut run = p.cmd().args(["run"]).stdout(Stdio::null()).spawn().unwrap();
+    let first = spans_with(&spans, 1);
+    run.kill().unwrap();
+    run.wait().unwrap();
+    assert!(alive(&first[0][3]), "the gate outlived its run");
+    let out = p.ok(&["run"]);
+    assert!(out.contains("Stopped 1 process group(s)"), "{out}");
+    assert!(!alive(&first[0][3]));
+    assert_eq!(p.json(&["show", &id])["state"], "review");
+    assert_no_overlap(&spans_with(&spans, 2));
+
+    // A merge candidate's gate.
+    std::fs::remove_file(&once).unwrap();
+    let mut merge = p
+        .cmd()
+        .args(["merge", "run"])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let second = spans_with(&spans, 3);
+    merge.kill().unwrap();
+    merge.wait().unwrap();
+    let orphan = second.iter().rev().find(|s| s[0] == "start").unwrap()[3].clone();
+    assert!(
+        alive(&orphan),
+        "the candidate's gate outlived its merge run"
+    );
+    p.ok(&["merge", "run"]);
+    assert!(!alive(&orphan));
+    assert_eq!(p.json(&["show", &id])["state"], "done");
+    assert_no_overlap(&spans_with(&spans, 4));
+}
