@@ -356,6 +356,52 @@ pub fn comment(store: &dyn Store, actor: &str, id: &str, input: CommentIn) -> Re
     Ok(CommentView::from(e))
 }
 
+/// The label on work braid will not try again by itself: a person must
+/// look (a conflict a resolve task could not settle, say). Removing it
+/// hands the task back to braid.
+pub const NEEDS_HUMAN: &str = "needs-human";
+/// The label on a task braid made to resolve a merge conflict.
+pub const MERGE_CONFLICT: &str = "merge-conflict";
+
+/// Hands a task to a person: the `needs-human` label and a comment saying
+/// why, in one transaction. A task already labelled gets only the comment
+/// when `why` is new to it (so a pass that finds the same thing again adds
+/// nothing). Answers the events written.
+pub fn escalate(
+    store: &dyn Store,
+    actor: &str,
+    id: &TaskId,
+    why: &str,
+) -> Result<Vec<braid_core::Event>> {
+    let t = store.task(id)?;
+    let labelled = t.labels.iter().any(|l| l == NEEDS_HUMAN);
+    if labelled
+        && store
+            .comments(id, SHOW_COMMENTS)?
+            .iter()
+            .any(|e| e.payload["text"] == why)
+    {
+        return Ok(Vec::new());
+    }
+    let mut cmds = Vec::new();
+    if !labelled {
+        cmds.push(Command::Update {
+            id: id.clone(),
+            patch: TaskPatch {
+                add_labels: vec![NEEDS_HUMAN.to_owned()],
+                ..TaskPatch::default()
+            },
+        });
+    }
+    cmds.push(Command::Record {
+        id: id.clone(),
+        kind: EventKind::Commented,
+        payload: braid_core::model::comment_payload(actor, why)?,
+    });
+    let applied = store.apply_all(actor, cmds)?;
+    Ok(applied.into_iter().flat_map(|a| a.events).collect())
+}
+
 /// One task. The exact id costs one read; a prefix one more.
 pub fn get(store: &dyn Store, id: &str) -> Result<TaskView> {
     Ok(TaskView::from(&task(store, id)?))

@@ -363,6 +363,30 @@ pub fn add_detached_worktree(repo: &Path, path: &Path, commit: &str) -> Result<(
     Ok(())
 }
 
+/// Points `refs/braid/<name>` at `commit`: a commit braid must remember
+/// (what a resolve branch has to contain), kept from garbage collection.
+pub fn pin(repo: &Path, name: &str, commit: &str) -> Result<()> {
+    git(repo, &["update-ref", &format!("refs/braid/{name}"), commit])?;
+    Ok(())
+}
+
+/// The commits pinned under `refs/braid/<prefix>/`, as (the rest of the
+/// name, commit), in name order.
+pub fn pins(repo: &Path, prefix: &str) -> Result<Vec<(String, String)>> {
+    let base = format!("refs/braid/{prefix}/");
+    let out = git(
+        repo,
+        &["for-each-ref", "--format=%(objectname) %(refname)", &base],
+    )?;
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let (commit, name) = l.split_once(' ')?;
+            Some((name.strip_prefix(&base)?.to_owned(), commit.to_owned()))
+        })
+        .collect())
+}
+
 /// Creates `branch` at `at` unless it exists.
 pub fn create_branch(repo: &Path, branch: &str, at: &str) -> Result<()> {
     if !rev_exists(repo, &format!("refs/heads/{branch}")) {

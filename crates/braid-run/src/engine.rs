@@ -898,7 +898,7 @@ impl<'a, S: Spawner, H: Host> Runner<'a, S, H> {
                 tail: String::new(),
                 rate_limited: None,
                 cached: Some(hit.duration_ms),
-                empty: false,
+                unfit: None,
             });
         }
         let spec = Spec {
@@ -944,15 +944,13 @@ impl<'a, S: Spawner, H: Host> Runner<'a, S, H> {
     /// rate limit.
     fn exited(&mut self, key: u64, exit: Exit) -> Input {
         let proc = self.procs.remove(&key);
-        // An agent that exits 0 must leave work on its branch (unless its
-        // config allows an empty exit).
-        let empty = match &proc {
-            Some(p) if exit.success() => p
-                .agent
-                .as_deref()
-                .and_then(|a| self.config.agent(a))
-                .is_some_and(|a| !a.allow_empty && self.has_no_work(&p.task)),
-            _ => false,
+        let unfit = match &proc {
+            Some(Proc {
+                agent: Some(agent),
+                task,
+                ..
+            }) if exit.success() => self.unfit(task, agent),
+            _ => None,
         };
         let (tail, rate_limited) = match (&proc, exit.success()) {
             (Some(p), false) => {
@@ -977,8 +975,60 @@ impl<'a, S: Spawner, H: Host> Runner<'a, S, H> {
             tail,
             rate_limited,
             cached: None,
-            empty,
+            unfit,
         }
+    }
+
+    /// Why an agent that exited 0 has not done its work: it must leave work
+    /// on its branch (unless its config allows an empty exit), and a task
+    /// resolving a merge conflict must hold both sides of it.
+    fn unfit(&self, id: &TaskId, agent: &str) -> Option<String> {
+        let allow_empty = self.config.agent(agent).is_some_and(|a| a.allow_empty);
+        if !allow_empty && self.has_no_work(id) {
+            return Some("made no changes: exit 0 with no commit and no diff".into());
+        }
+        self.unresolved(id)
+    }
+
+    /// For a task resolving a merge conflict (labelled `merge-conflict`):
+    /// which side of the conflict its branch does not contain, checked
+    /// with git against the commits pinned when the task was made (the
+    /// conflicting branch's tip, and the target as it was). Committing
+    /// over the conflict without merging is not resolving it.
+    fn unresolved(&self, id: &TaskId) -> Option<String> {
+        let repo = self.paths.repo.as_ref()?;
+        let task = self.store.task(id).ok()?;
+        if !task
+            .labels
+            .iter()
+            .any(|l| l == braid_app::ops::MERGE_CONFLICT)
+        {
+            return None;
+        }
+        let ws = self.paths.workspace(id);
+        let check = || -> Result<Option<String>, braid_git::Error> {
+            let head = braid_git::rev_parse(&ws, "HEAD")?;
+            for (side, commit) in braid_git::pins(repo, &crate::integrate::resolves_pin(id))? {
+                if !braid_git::is_ancestor(repo, &commit, &head)? {
+                    let name = match side.as_str() {
+                        "target" => self.config.merge_into.as_deref().unwrap_or("the target"),
+                        _ => "the conflicting branch",
+                    };
+                    return Ok(Some(format!(
+                        "did not resolve the conflict: its branch does not contain {name} at {} \
+                         (merge it with `git merge {}`, settle the conflicts, and commit the merge)",
+                        &commit[..commit.len().min(10)],
+                        &commit[..commit.len().min(10)],
+                    )));
+                }
+            }
+            Ok(None)
+        };
+        check().unwrap_or_else(|e| {
+            // Unknown is not unresolved: the merge run checks again.
+            tracing::warn!(task = %id, error = %e, "checking a resolve task's branch");
+            None
+        })
     }
 
     /// True when a task's worktree holds no work: no commit of its own (its
@@ -1082,13 +1132,44 @@ impl<'a, S: Spawner, H: Host> Runner<'a, S, H> {
             id: id.clone(),
             token: self.token(&id),
             to,
-            reason: Some(reason),
+            reason: Some(reason.clone()),
             refund_attempt: refund,
         };
         let ok = self.apply(cmd).is_ok();
+        if ok && to == State::Failed {
+            self.escalate_failed_resolution(&id, &reason);
+        }
         self.content.remove(&id);
         self.tokens.remove(&id);
         self.answer(Input::Finished { id, to, ok });
+    }
+}
+
+impl<S: Spawner, H: Host> Runner<'_, S, H> {
+    /// A task resolving a merge conflict that spent its attempts goes to a
+    /// person (the task it unblocks waits on it): braid makes no other
+    /// resolve task for the same pair.
+    fn escalate_failed_resolution(&mut self, id: &TaskId, reason: &str) {
+        let resolving = self
+            .store
+            .task(id)
+            .is_ok_and(|t| t.labels.iter().any(|l| l == braid_app::ops::MERGE_CONFLICT));
+        if !resolving {
+            return;
+        }
+        let why = format!(
+            "Needs a person: this conflict was not resolved ({reason}). braid will not make another \
+             resolve task for it. Resolve it on this task's branch and land it, or cancel this task \
+             and settle the conflict by hand; then remove the needs-human label."
+        );
+        let actor = self.opts.actor.clone();
+        match braid_app::ops::escalate(self.store, &actor, id, &why) {
+            // Its events reach the run's output like any other.
+            Ok(events) => self.emit(&events),
+            Err(e) => {
+                tracing::warn!(task = %id, error = %braid_core::error::chain(&e), "handing a failed resolution to a person");
+            }
+        }
     }
 }
 

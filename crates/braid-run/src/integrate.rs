@@ -24,6 +24,15 @@ use crate::cache::{Cache, gate_key, tree_identity};
 use crate::config::{CacheConfig, Gate};
 use crate::merge::{Plan, PlanInput};
 
+/// Where the commits a resolve task must contain are pinned
+/// (`refs/braid/resolves/<id>/{branch,target}`).
+pub fn resolves_pin(id: &TaskId) -> String {
+    format!("resolves/{id}")
+}
+
+/// A rejected branch's task state when the conflict went to a person.
+pub const NEEDS_A_PERSON: &str = "review, needs-human";
+
 /// What candidates' gates are recorded as working in.
 const MERGE_HOLDS: &str = "merge";
 
@@ -114,6 +123,11 @@ pub struct Rejected {
     pub task_state: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resolve_task: Option<String>,
+    /// The conflict went to a person (label `needs-human`) instead of a
+    /// resolve task: the branch resolves a conflict itself, or its task
+    /// already had a resolve task. Says why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub needs_human: Option<String>,
     /// The bisection round of its batch that isolated it (0: found while
     /// the candidate was built).
     pub isolated_in_round: usize,
@@ -275,6 +289,10 @@ pub struct Run<'a> {
     /// Built merge commits by (target, branch names in order).
     built: HashMap<(String, Vec<String>), Result<String, (String, Vec<String>)>>,
     gates_id: String,
+    /// A dry run's target: the merge commit of what it says would land so
+    /// far (made from objects, on no branch), so later batches are checked
+    /// against it exactly as the real run would check them.
+    dry_target: Option<String>,
 }
 
 impl<'a> Run<'a> {
@@ -307,6 +325,7 @@ impl<'a> Run<'a> {
             titles: HashMap::new(),
             built: HashMap::new(),
             gates_id: h.finalize().to_hex().to_string(),
+            dry_target: None,
         })
     }
 
@@ -571,7 +590,10 @@ impl<'a> Run<'a> {
         let mut tries = 0;
         'target: loop {
             tries += 1;
-            let target = braid_git::rev_parse(self.repo, &into)?;
+            let target = match &self.dry_target {
+                Some(t) => t.clone(),
+                None => braid_git::rev_parse(self.repo, &into)?,
+            };
             // Branches the target already holds are done; the rest are
             // merged in order, and one that conflicts with what is before
             // it is set aside.
@@ -595,8 +617,13 @@ impl<'a> Run<'a> {
                 self.land_tasks(&landed_now, inputs, &target)?;
             }
             if self.settings.dry_run {
-                let w = self.would(&target, batch, &members, &conflicts)?;
+                let w = self.would(&target, batch, &members, &conflicts, inputs)?;
                 self.outcome.would.push(w);
+                if !members.is_empty()
+                    && let Ok(commit) = self.build(&target, &members)?
+                {
+                    self.dry_target = Some(commit);
+                }
                 // Later levels are shown as if these landed.
                 return Ok(members);
             }
@@ -697,6 +724,7 @@ impl<'a> Run<'a> {
         batch: &[String],
         members: &[String],
         conflicts: &[(String, Vec<String>)],
+        inputs: &[PlanInput],
     ) -> Result<String, RunError> {
         let mut w = format!(
             "[{}] on {}:",
@@ -736,10 +764,12 @@ impl<'a> Run<'a> {
             w.push_str(&format!(" {} {known}", members.join(" ")));
         }
         for (b, files) in conflicts {
-            w.push_str(&format!(
-                "; {b} conflicts ({}): would get a resolve task",
-                files.join(", ")
-            ));
+            let task = Self::task_of(inputs, b);
+            let fate = match self.escalation(task.as_ref(), b, &self.settings.into, files)? {
+                Some(_) => "would need a person (needs-human)",
+                None => "would get a resolve task",
+            };
+            w.push_str(&format!("; {b} conflicts ({}): {fate}", files.join(", ")));
         }
         Ok(w)
     }
@@ -816,6 +846,10 @@ impl<'a> Run<'a> {
                 commit: commit.to_owned(),
             });
             let Some(id) = task else { continue };
+            if self.settings.dry_run {
+                // (Landed on the target as the dry run imagines it.)
+                continue;
+            }
             let t = self.store.task(&id)?;
             if t.state == State::Done {
                 continue;
@@ -866,6 +900,7 @@ impl<'a> Run<'a> {
             with: None,
             task_state: None,
             resolve_task: None,
+            needs_human: None,
             isolated_in_round: round,
         };
         if let Some(id) = Self::task_of(inputs, branch) {
@@ -924,6 +959,61 @@ impl<'a> Run<'a> {
         Ok(())
     }
 
+    /// Whether a conflict of `branch` (of `task`) goes to a person instead
+    /// of a new resolve task, and why: braid never makes a resolve task for
+    /// a resolve task, nor a second one for the same task (so at most one
+    /// per pair, and a careless resolver cannot start a chain).
+    fn escalation(
+        &self,
+        task: Option<&TaskId>,
+        branch: &str,
+        with: &str,
+        files: &[String],
+    ) -> Result<Option<(TaskId, String)>, RunError> {
+        let Some(id) = task else {
+            return Ok(None);
+        };
+        let t = self.store.task(id)?;
+        let files = files.join(", ");
+        if t.labels.iter().any(|l| l == braid_app::ops::MERGE_CONFLICT) {
+            return Ok(Some((
+                id.clone(),
+                format!(
+                    "{branch} resolves a merge conflict and conflicts itself with {with} in {files}; \
+                     braid makes no resolve task for a resolve task. Merge {with} into {branch}, settle \
+                     the conflict and commit, then remove the needs-human label."
+                ),
+            )));
+        }
+        let blockers: Vec<TaskId> = t
+            .deps
+            .iter()
+            .filter(|d| d.kind == DepKind::Blocks)
+            .map(|d| d.id.clone())
+            .collect();
+        for b in blockers {
+            let Ok(bt) = self.store.task(&b) else {
+                continue;
+            };
+            if bt
+                .labels
+                .iter()
+                .any(|l| l == braid_app::ops::MERGE_CONFLICT)
+            {
+                return Ok(Some((
+                    id.clone(),
+                    format!(
+                        "{branch} conflicts with {with} in {files} again; {b} ({}) already tried to \
+                         resolve a conflict of it. Merge {with} into {branch}, settle the conflict and \
+                         commit, then remove the needs-human label.",
+                        bt.state
+                    ),
+                )));
+            }
+        }
+        Ok(None)
+    }
+
     /// A branch that conflicts: a task "resolve conflict between X and Y"
     /// blocks its task, on a branch that starts from X's tip.
     fn reject_conflict(
@@ -963,9 +1053,20 @@ impl<'a> Run<'a> {
             with: Some(with.clone()),
             task_state: None,
             resolve_task: None,
+            needs_human: None,
             isolated_in_round: round,
         };
         let task = Self::task_of(inputs, branch);
+        if let Some((id, why)) = self.escalation(task.as_ref(), branch, &with, &files)? {
+            let text = format!("Needs a person: {why}");
+            braid_app::ops::escalate(self.store, &self.settings.actor, &id, &text)?;
+            r.task = Some(id.to_string());
+            r.task_state = Some(NEEDS_A_PERSON.into());
+            r.needs_human = Some(why);
+            self.step(Step::Rejected(&r));
+            self.outcome.rejected.push(r);
+            return Ok(());
+        }
         let (priority, parent) = match &task {
             Some(id) => {
                 let t = self.store.task(id)?;
@@ -1010,6 +1111,12 @@ impl<'a> Run<'a> {
             .cloned()
             .unwrap_or_else(|| branch.to_owned());
         braid_git::create_branch(self.repo, &format!("braid/{rid}"), &tip)?;
+        // What the resolution must contain, checked with git when its agent
+        // says it is done: both sides, as they are now.
+        let pins = resolves_pin(&rid);
+        braid_git::pin(self.repo, &format!("{pins}/branch"), &tip)?;
+        let target_now = braid_git::rev_parse(self.repo, &into)?;
+        braid_git::pin(self.repo, &format!("{pins}/target"), &target_now)?;
         self.store.apply_all(&self.settings.actor, cmds)?;
         if let Some(id) = &task {
             r.task = Some(id.to_string());

@@ -114,9 +114,10 @@ pub enum Input {
         tail: String,
         rate_limited: Option<Duration>,
         cached: Option<u64>,
-        /// An agent that exited 0 without changing its worktree since the
-        /// attempt began (no commit, no diff), when that is not allowed.
-        empty: bool,
+        /// Why an agent that exited 0 has still not done its work: it
+        /// changed nothing (when that is not allowed), or, resolving a
+        /// conflict, its branch lacks a side of it.
+        unfit: Option<String>,
     },
     /// Whether an agent showed any sign of life (output, a worktree
     /// change) since it was last asked, answering [`Action::CheckActivity`].
@@ -263,7 +264,7 @@ struct Outcome {
     tail: String,
     rate_limited: Option<Duration>,
     cached: Option<u64>,
-    empty: bool,
+    unfit: Option<String>,
 }
 
 /// A question about a task the core waits to hear answered.
@@ -488,7 +489,7 @@ impl Core {
                 tail,
                 rate_limited,
                 cached,
-                empty,
+                unfit,
             } => {
                 if let Some(p) = self.procs.remove(&key) {
                     let outcome = Outcome {
@@ -496,7 +497,7 @@ impl Core {
                         tail,
                         rate_limited,
                         cached,
-                        empty,
+                        unfit,
                     };
                     self.on_exit(now, key, p, outcome, out);
                 }
@@ -1091,7 +1092,7 @@ impl Core {
             tail,
             rate_limited,
             cached,
-            empty,
+            unfit,
         } = o;
         let duration_ms = now.saturating_sub(p.started).as_millis() as u64;
         let timed_out = p.killed_at.is_some();
@@ -1118,8 +1119,10 @@ impl Core {
                     );
                 } else if timed_out {
                     what = format!("timed out ({what})");
-                } else if exit.success() && empty {
-                    what = "made no changes: exit 0 with no commit and no diff".into();
+                } else if exit.success()
+                    && let Some(why) = &unfit
+                {
+                    what = why.clone();
                 }
                 out.push(Action::Record {
                     id: p.task.clone(),
@@ -1133,7 +1136,7 @@ impl Core {
                 {
                     return self.cool_down(now, &p.task, &name, rest, out);
                 }
-                if exit.success() && !timed_out && !empty {
+                if exit.success() && !timed_out && unfit.is_none() {
                     if let Some(w) = self.works.get_mut(&p.task) {
                         w.pending = Some(Pending::Gates);
                     }

@@ -362,6 +362,15 @@
     return null;
   }
 
+  // A task braid handed to a person (a conflict it will not retry, say).
+  const NEEDS_HUMAN = 'needs-human';
+
+  function needsHumanBadge(t) {
+    if (!(t.labels || []).includes(NEEDS_HUMAN)) return null;
+    return h('span', { class: 'badge badge-needs-human', 'data-testid': 'badge-needs-human',
+      title: 'braid will not retry this by itself: a person must look (see its comments)', text: 'needs you' });
+  }
+
   function buildCard(t, blockers) {
     const labels = (t.labels || []).slice(0, 4).map((l) => h('span', { class: 'label', text: l }));
     if ((t.labels || []).length > 4) labels.push(h('span', { class: 'label label-more', text: `+${t.labels.length - 4}` }));
@@ -377,6 +386,7 @@
       h('span', { class: 'card-id', text: t.id }),
       typeChip(t.type),
       h('span', { class: 'grow' }),
+      needsHumanBadge(t),
       priorityChip(t.priority)),
     h('div', { class: 'card-title', text: t.title }),
     h('div', { class: 'card-foot' },

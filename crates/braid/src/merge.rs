@@ -96,6 +96,13 @@ fn task_inputs(
     let mut candidates = Vec::new();
     for t in &tasks {
         let b = branch_of(t);
+        if only.is_empty() && t.labels.iter().any(|l| l == braid_app::ops::NEEDS_HUMAN) {
+            // Handed to a person: left alone until the label goes.
+            notes.push(format!(
+                "{b} waits for a person (label needs-human); left out"
+            ));
+            continue;
+        }
         if !only.is_empty() && t.state != State::Review {
             notes.push(format!(
                 "{} is {}, not in review; planned anyway",
@@ -322,6 +329,7 @@ pub fn pass(
     actor: String,
     style: crate::style::Style,
     quiet: bool,
+    said: &mut std::collections::HashSet<String>,
 ) -> Result<braid_run::integrate::Outcome> {
     let repo = repo_of(project)?;
     let store = project.open()?;
@@ -329,6 +337,11 @@ pub fn pass(
     let into = config.merge_into.clone().unwrap_or_else(|| "main".into());
     let settings = settings(project, config, &into, config.run.jobs, actor, None, false);
     let mut on_step = |step: braid_run::integrate::Step| {
+        if let braid_run::integrate::Step::Note(n) = &step
+            && !said.insert((*n).to_owned())
+        {
+            return;
+        }
         if !quiet {
             print_step(&style, &step);
         }
@@ -408,6 +421,14 @@ fn print_step(s: &crate::style::Style, step: &braid_run::integrate::Step) {
                 .as_deref()
                 .map(|t| format!(" ({t})"))
                 .unwrap_or_default();
+            if let Some(why) = &r.needs_human {
+                println!(
+                    "  {} {}{task}: {why}",
+                    s.paint("33", "needs a person"),
+                    r.branch
+                );
+                return;
+            }
             match (&r.resolve_task, &r.with) {
                 (Some(rt), Some(with)) => println!(
                     "  {} {}{task} conflicts with {with}: {rt} resolves it",

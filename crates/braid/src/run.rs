@@ -181,7 +181,7 @@ pub fn run(ctx: &Ctx, a: RunArgs) -> Result<i32> {
     };
     let engine = Engine::new(&store, config.clone(), paths(&project), opts, on_event);
     let waker = engine.waker();
-    let merged = std::sync::Arc::new(std::sync::Mutex::new((0usize, 0usize, 0usize)));
+    let merged = std::sync::Arc::new(std::sync::Mutex::new((0usize, 0usize, 0usize, 0usize)));
     let merge_thread = merger.map(|(hook, rx)| {
         let (project, config, actor) = (project.clone(), config.clone(), ctx.actor());
         let merged = merged.clone();
@@ -202,7 +202,8 @@ pub fn run(ctx: &Ctx, a: RunArgs) -> Result<i32> {
     if let Some(t) = merge_thread {
         let _ = t.join();
     }
-    let (landed, rejected, failed_by_merge) = *merged.lock().unwrap_or_else(|p| p.into_inner());
+    let (landed, rejected, failed_by_merge, needs_human) =
+        *merged.lock().unwrap_or_else(|p| p.into_inner());
     if json {
         // The summary goes to stderr so stdout stays pure JSON lines.
         let latency = report
@@ -210,7 +211,7 @@ pub fn run(ctx: &Ctx, a: RunArgs) -> Result<i32> {
             .map(|(p50, p99)| json!({"p50": p50, "p99": p99}));
         eprintln!(
             "{}",
-            json!({"dispatched": report.dispatched, "review": report.review, "done": report.done, "failed": report.failed, "released": report.released, "interrupted": report.interrupted, "halted": report.halted, "stopped": report.stopped, "dispatch_latency_ms": latency, "merged": landed, "merge_rejected": rejected})
+            json!({"dispatched": report.dispatched, "review": report.review, "done": report.done, "failed": report.failed, "released": report.released, "interrupted": report.interrupted, "halted": report.halted, "stopped": report.stopped, "dispatch_latency_ms": latency, "merged": landed, "merge_rejected": rejected, "needs_human": needs_human})
         );
     } else {
         println!(
@@ -219,6 +220,11 @@ pub fn run(ctx: &Ctx, a: RunArgs) -> Result<i32> {
         );
         if a.merge {
             println!("Merged {landed} branch(es); {rejected} sent back or blocked by a conflict.");
+            if needs_human > 0 {
+                println!(
+                    "{needs_human} conflict(s) need a person: see `braid list --label needs-human`."
+                );
+            }
         }
         if let Some(why) = &report.halted {
             println!("Stopped dispatching: {why}.");
@@ -255,14 +261,17 @@ fn merge_loop(
     ),
     rx: &std::sync::mpsc::Receiver<()>,
     engine: &braid_run::Waker,
-    merged: &std::sync::Mutex<(usize, usize, usize)>,
+    merged: &std::sync::Mutex<(usize, usize, usize, usize)>,
 ) {
     use std::sync::atomic::Ordering::SeqCst;
+    // Notes already printed by an earlier pass: a branch that waits is
+    // said once per run, not once per pass.
+    let mut said = std::collections::HashSet::new();
     while rx.recv().is_ok() {
         while rx.try_recv().is_ok() {}
         active.store(true, SeqCst);
         requested.store(false, SeqCst);
-        match crate::merge::pass(project, config, actor.clone(), style, quiet) {
+        match crate::merge::pass(project, config, actor.clone(), style, quiet, &mut said) {
             Ok(o) => {
                 let mut m = merged.lock().unwrap_or_else(|p| p.into_inner());
                 m.0 += o.landed.len();
@@ -271,6 +280,11 @@ fn merge_loop(
                     .rejected
                     .iter()
                     .filter(|r| r.task_state.as_deref() == Some("failed"))
+                    .count();
+                m.3 += o
+                    .rejected
+                    .iter()
+                    .filter(|r| r.needs_human.is_some())
                     .count();
             }
             Err(e) => eprintln!("braid: merge: {e:#}"),

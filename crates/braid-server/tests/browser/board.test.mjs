@@ -329,6 +329,14 @@ async function main() {
     await card('open', A.id).click();
     await waitVisible(page.locator(`[data-testid="blocker-${B.id}"]`), 2000, `"blocked by ${B.id}" again`);
     await shot('4-blocked');
+    // Work braid hands to a person carries a badge, live, and loses it when
+    // the label goes.
+    check(await card('open', B.id).locator('[data-testid="badge-needs-human"]').count() === 0, 'a needs-you badge before the label');
+    await api('PATCH', `/api/tasks/${B.id}`, { add_labels: ['needs-human'] });
+    await waitVisible(card('open', B.id).locator('[data-testid="badge-needs-human"]'), 2000, `the needs-you badge on ${B.id}`);
+    await api('PATCH', `/api/tasks/${B.id}`, { remove_labels: ['needs-human'] });
+    await page.waitForFunction((id) => !document.querySelector(`[data-testid="card-${id}"] [data-testid="badge-needs-human"]`),
+      B.id, { timeout: 2000 }).catch(() => { throw new Failure(`the needs-you badge stayed on ${B.id}`); });
   });
 
   await step('4a comments: made on the page, shown by braid show; made by the CLI, shown live', async () => {

@@ -444,17 +444,31 @@ fn a_kill_mid_run_resumes_without_repeating_a_recorded_result() {
 /// given a conflict to resolve, it merges the target and settles the
 /// conflict by writing "resolved".
 fn agent_config(p: &Proj, jobs: usize, max_attempts: u32, gate: &str) {
+    agent_config_resolving(p, jobs, max_attempts, gate, RESOLVES);
+}
+
+/// A resolver that merges the target and settles the conflict.
+const RESOLVES: &str = "git merge -q main >/dev/null 2>&1 || { echo resolved > shared.txt; git add shared.txt; git commit -qm resolved; }";
+/// A careless resolver: it commits over the conflict without merging.
+const CARELESS: &str =
+    "echo careless > shared.txt; git add shared.txt; git commit -qm 'resolved (not really)'";
+
+/// [`agent_config`] with `resolver` as what the agent does when asked to
+/// resolve a conflict.
+fn agent_config_resolving(p: &Proj, jobs: usize, max_attempts: u32, gate: &str, resolver: &str) {
     let script = p.path().join(".braid/agent.sh");
     std::fs::write(
         &script,
-        r#"case "$1" in
+        format!(
+            r#"case "$1" in
   *"Resolve conflict"*)
-    git merge -q main >/dev/null 2>&1 || { echo resolved > shared.txt; git add shared.txt; git commit -qm resolved; }
+    {resolver}
     exit 0;;
 esac
 F=$(printf '%s' "$1" | sed -n 's/.*EDIT:\([a-z.]*\).*/\1/p' | head -1)
 echo "$BRAID_TASK" > "$F"
-"#,
+"#
+        ),
     )
     .unwrap();
     std::fs::write(
@@ -646,4 +660,173 @@ fn run_with_merge_takes_an_epic_from_ready_to_merged() {
     .unwrap();
     let err = p.fails(&["run", "--merge"], 2);
     assert!(err.contains("[merge]"), "{err}");
+}
+
+fn with_label(p: &Proj, label: &str) -> Vec<serde_json::Value> {
+    p.json(&[
+        "list",
+        "--label",
+        label,
+        "--state",
+        "open,in_progress,review,done,failed,cancelled,deferred",
+    ])
+    .as_array()
+    .unwrap()
+    .clone()
+}
+
+#[test]
+fn a_careless_resolver_cannot_start_a_chain_the_run_ends_with_the_pair_waiting_for_a_person() {
+    let p = repo();
+    agent_config_resolving(&p, 2, 2, "true", CARELESS);
+    let a = p.add(&["a", "--description", "EDIT:shared.txt"]);
+    let b = p.add(&["b", "--description", "EDIT:shared.txt"]);
+    // The run must end by itself: a bound on the wait turns a runaway
+    // into a failure instead of a hung suite.
+    let mut child = p
+        .cmd()
+        .args(["run", "--merge"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("braid run --merge did not end by itself");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(p.json(&["show", &a])["state"], "done", "{stdout}");
+    // One resolve task, ever.
+    let resolvers = with_label(&p, "merge-conflict");
+    assert_eq!(resolvers.len(), 1, "{resolvers:?}\n{stdout}");
+    let rid = resolvers[0]["id"].as_str().unwrap().to_owned();
+    let r = p.json(&["show", &rid]);
+    // Its attempts were refused: the branch does not hold the target.
+    assert_eq!(r["state"], "failed", "{r}");
+    assert!(
+        r["close_reason"]
+            .as_str()
+            .unwrap()
+            .contains("did not resolve the conflict: its branch does not contain main"),
+        "{r}"
+    );
+    assert!(
+        r["labels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l == "needs-human"),
+        "{r}"
+    );
+    // b waits behind it, untouched, for a person.
+    let shown_b = p.json(&["show", &b]);
+    assert_eq!(shown_b["state"], "review", "{shown_b}");
+    assert!(
+        stdout.contains("agent edit (did not resolve the conflict"),
+        "{stdout}"
+    );
+    // Output linear in the branches: no note said twice.
+    let notes: Vec<&str> = stdout.lines().filter(|l| l.contains("note:")).collect();
+    let unique: std::collections::HashSet<&&str> = notes.iter().collect();
+    assert_eq!(notes.len(), unique.len(), "{stdout}");
+    assert!(stdout.lines().count() < 60, "{stdout}");
+}
+
+#[test]
+fn a_resolve_branch_that_conflicts_or_a_second_conflict_goes_to_a_person_and_dry_run_says_so() {
+    let p = repo();
+    agent_config(&p, 2, 3, "true");
+    let a = p.add(&["a", "--description", "EDIT:shared.txt"]);
+    let b = p.add(&["b", "--description", "EDIT:shared.txt"]);
+    p.ok(&["run"]);
+    // The dry run checks b against main as the real run will find it
+    // (with a landed), not against main as it is now.
+    let dry = json_exit(&p, &["merge", "run", "--dry-run"], 0);
+    let would = dry["would"].to_string();
+    assert!(
+        would.contains(&format!(
+            "braid/{b} conflicts (shared.txt): would get a resolve task"
+        )),
+        "{dry}"
+    );
+    let out = json_exit(&p, &["merge", "run"], 1);
+    assert_eq!(names(&out, "landed"), [format!("braid/{a}")], "{out}");
+    let rid = out["rejected"][0]["resolve_task"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // The resolver merges main properly; then main moves under it.
+    p.ok(&["run"]);
+    assert_eq!(p.json(&["show", &rid])["state"], "review");
+    std::fs::write(p.path().join("shared.txt"), "hotfix\n").unwrap();
+    git(p.path(), &["commit", "-qam", "hotfix on main"]);
+
+    let dry = json_exit(&p, &["merge", "run", "--dry-run"], 0);
+    assert!(
+        dry["would"].to_string().contains(&format!(
+            "braid/{rid} conflicts (shared.txt): would need a person"
+        )),
+        "{dry}"
+    );
+    let out = json_exit(&p, &["merge", "run"], 1);
+    let r = &out["rejected"][0];
+    assert_eq!(r["branch"], format!("braid/{rid}"), "{out}");
+    assert!(r["resolve_task"].is_null(), "{out}");
+    assert!(
+        r["needs_human"]
+            .as_str()
+            .unwrap()
+            .contains("resolves a merge conflict"),
+        "{out}"
+    );
+    let shown = p.json(&["show", &rid]);
+    assert!(
+        shown["labels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l == "needs-human"),
+        "{shown}"
+    );
+    assert!(
+        shown["comments"].to_string().contains("Needs a person"),
+        "{shown}"
+    );
+    assert_eq!(
+        with_label(&p, "merge-conflict").len(),
+        1,
+        "no resolve task for a resolve task"
+    );
+    // Left alone while a person has it: no new task, nothing said twice.
+    let out = json_exit(&p, &["merge", "run"], 0);
+    assert!(out["rejected"].as_array().unwrap().is_empty(), "{out}");
+    assert_eq!(with_label(&p, "merge-conflict").len(), 1);
+
+    // A person cancels the resolution: b is free, conflicts again, and this
+    // second conflict of the same pair goes to a person too.
+    p.ok(&["cancel", &rid, "--reason", "doing it by hand"]);
+    let out = json_exit(&p, &["merge", "run"], 1);
+    let r = &out["rejected"][0];
+    assert_eq!(r["branch"], format!("braid/{b}"), "{out}");
+    assert!(
+        r["needs_human"].as_str().unwrap().contains("again"),
+        "{out}"
+    );
+    assert_eq!(
+        with_label(&p, "merge-conflict").len(),
+        1,
+        "at most one per pair"
+    );
+    assert!(
+        p.json(&["show", &b])["labels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l == "needs-human")
+    );
 }
