@@ -208,3 +208,30 @@ fn a_document_is_applied_as_one_change_and_only_what_differs() {
     assert!(ops::put(&s, "sync", &now, &bad).is_err());
     assert_eq!(s.task(&t.id).unwrap().title, "retitled");
 }
+
+#[test]
+fn a_task_handed_to_a_person_is_labelled_once_and_told_each_new_thing_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(&dir);
+    let id = add_as(&s, "br-hand");
+    let first = ops::escalate(&s, "merge", &id, "Needs a person: a conflicts with b").unwrap();
+    assert_eq!(first.len(), 2, "the label and the comment, together");
+    let t = s.task(&id).unwrap();
+    assert_eq!(t.labels, vec![ops::NEEDS_HUMAN.to_owned()]);
+    // The same finding again adds nothing; a new one adds only a comment.
+    assert!(
+        ops::escalate(&s, "merge", &id, "Needs a person: a conflicts with b")
+            .unwrap()
+            .is_empty()
+    );
+    let again = ops::escalate(&s, "merge", &id, "Needs a person: a conflicts with c").unwrap();
+    assert_eq!(again.len(), 1);
+    let comments = s.comments(&id, 10).unwrap();
+    assert_eq!(comments.len(), 2);
+    assert_eq!(s.task(&id).unwrap().labels.len(), 1);
+    // An empty reason is refused and changes nothing.
+    assert!(ops::escalate(&s, "merge", &id, "  ").is_err());
+    let other = add_as(&s, "br-other");
+    assert!(ops::escalate(&s, "merge", &other, "").is_err());
+    assert!(s.task(&other).unwrap().labels.is_empty());
+}
