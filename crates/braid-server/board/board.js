@@ -97,6 +97,13 @@
       if (k === 'class') el.setAttribute('class', v);
       else if (k === 'text') el.textContent = String(v);
       else if (k.startsWith('on') && typeof v === 'function') el.addEventListener(k.slice(2), v);
+      // Through the CSSOM: the page's CSP refuses inline style attributes.
+      else if (k === 'style') {
+        for (const decl of String(v).split(';')) {
+          const i = decl.indexOf(':');
+          if (i > 0) el.style.setProperty(decl.slice(0, i).trim(), decl.slice(i + 1).trim());
+        }
+      }
       else el.setAttribute(k, v === true ? '' : String(v));
     }
   }

@@ -20,6 +20,13 @@ pub struct ServerConfig {
     pub sync_debounce: Duration,
     /// How long shutdown waits for requests and streams before it stops.
     pub shutdown_grace: Duration,
+    /// Names besides the listening address, `localhost`, `127.0.0.1` and
+    /// `[::1]` that the `Host` header may carry (`name` on any port, or
+    /// `name:port`).
+    pub allowed_hosts: Vec<String>,
+    /// Origins besides the board's own whose pages may write and stream
+    /// (`scheme://host[:port]`).
+    pub allowed_origins: Vec<String>,
 }
 
 /// Request and connection limits.
@@ -61,6 +68,8 @@ impl Default for ServerConfig {
             sync: true,
             sync_debounce: Duration::from_millis(50),
             shutdown_grace: Duration::from_secs(10),
+            allowed_hosts: Vec::new(),
+            allowed_origins: Vec::new(),
         }
     }
 }
@@ -87,6 +96,8 @@ struct RawServer {
     sync: Option<bool>,
     sync_debounce: Option<String>,
     shutdown_grace: Option<String>,
+    allowed_hosts: Option<Vec<String>>,
+    allowed_origins: Option<Vec<String>>,
 }
 
 impl ServerConfig {
@@ -166,6 +177,40 @@ impl ServerConfig {
         c.sync = r.sync.unwrap_or(c.sync);
         c.sync_debounce = dur("sync_debounce", &r.sync_debounce, c.sync_debounce)?;
         c.shutdown_grace = dur("shutdown_grace", &r.shutdown_grace, c.shutdown_grace)?;
+        for h in r.allowed_hosts.unwrap_or_default() {
+            // A name, with a port or not: nothing that widens it.
+            let ok = !h.is_empty()
+                && h.len() <= 255
+                && h.chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || "-.:[]".contains(ch));
+            if !ok {
+                return Err(bad(
+                    "allowed_hosts",
+                    format!(
+                        "{h:?} is not a host name (write braid.lan or braid.lan:7777; no scheme, path or wildcard)"
+                    ),
+                ));
+            }
+            c.allowed_hosts.push(h);
+        }
+        for o in r.allowed_origins.unwrap_or_default() {
+            let (scheme, rest) = o.split_once("://").unwrap_or(("", ""));
+            let ok = matches!(scheme, "http" | "https")
+                && !rest.is_empty()
+                && !rest.trim_end_matches('/').contains('/')
+                && rest
+                    .chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || "-.:[]/".contains(ch));
+            if !ok {
+                return Err(bad(
+                    "allowed_origins",
+                    format!(
+                        "{o:?} is not an origin (write https://dash.example or http://host:port; no path, no wildcard, not null)"
+                    ),
+                ));
+            }
+            c.allowed_origins.push(o);
+        }
         Ok(c)
     }
 }
@@ -184,6 +229,32 @@ mod tests {
         assert_eq!(c.bind.port(), 9000);
         assert_eq!(c.limits.max_body, 64 * 1024);
         assert_eq!(c.streams.send_timeout, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn allowed_hosts_and_origins_are_names_not_patterns() {
+        let c = ServerConfig::parse(
+            "c.toml",
+            "[server]\nallowed_hosts = [\"braid.lan\", \"ci:9000\"]\nallowed_origins = [\"https://dash.example\"]\n",
+        )
+        .unwrap();
+        assert_eq!(c.allowed_hosts, ["braid.lan", "ci:9000"]);
+        assert_eq!(c.allowed_origins, ["https://dash.example"]);
+        for (bad, key) in [
+            ("allowed_hosts = [\"*\"]", "allowed_hosts"),
+            ("allowed_hosts = [\"http://braid.lan\"]", "allowed_hosts"),
+            ("allowed_origins = [\"*\"]", "allowed_origins"),
+            ("allowed_origins = [\"null\"]", "allowed_origins"),
+            (
+                "allowed_origins = [\"https://a.example/path\"]",
+                "allowed_origins",
+            ),
+        ] {
+            let e = ServerConfig::parse("c.toml", &format!("[server]\n{bad}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.starts_with("c.toml:2:") && e.contains(key), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -7,6 +7,7 @@ mod auth;
 mod board;
 pub mod config;
 mod error;
+pub mod guard;
 pub mod hub;
 pub mod limits;
 mod logs;
@@ -18,6 +19,7 @@ pub mod sync;
 
 pub use auth::{Access, Auth};
 pub use error::{ApiError, Error};
+pub use guard::Guard;
 pub use routes::{ApiDoc, AppOptions, AppState, app};
 
 use std::future::Future;

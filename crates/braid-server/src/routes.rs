@@ -1,7 +1,8 @@
 //! Routes and handlers. The store is synchronous (SQLite); each call runs on
-//! the blocking pool so the async workers never wait on a disk. Layers:
-//! request metrics, per-IP rate limit, token auth, then (API only) body
-//! size and request timeouts.
+//! the blocking pool so the async workers never wait on a disk. Layers,
+//! outermost first: who may talk at all (`Host`, `Origin`, security
+//! headers: [`crate::guard`]), request metrics, per-IP rate limit, token
+//! auth, then (API only) body size and request timeouts.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -66,6 +67,9 @@ impl AppState {
 pub struct AppOptions {
     pub auth: Auth,
     pub limits: Limits,
+    /// Who may talk to the server at all (`Host`, `Origin`), and the
+    /// security headers: in front of every route.
+    pub guard: crate::guard::Guard,
 }
 
 type Result<T> = std::result::Result<T, ApiError>;
@@ -235,6 +239,10 @@ pub fn app(state: AppState, opts: &AppOptions) -> Router {
                 message: "no such route; the API is described at /openapi.json".into(),
             }
         })
+        .layer(middleware::from_fn_with_state(
+            Arc::new(opts.guard.clone()),
+            crate::guard::check,
+        ))
         .with_state(state)
 }
 

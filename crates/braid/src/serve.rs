@@ -128,15 +128,21 @@ pub fn run(ctx: &Ctx, a: ServeArgs) -> Result<i32> {
             braid_server::AppState::new(store.clone(), hub.clone(), ctx.actor(), readers + 1);
         state.paths = Some(crate::run::paths(&project));
         state.metrics = Some(metrics);
-        let opts = braid_server::AppOptions {
-            auth: auth.clone(),
-            limits: config.limits.clone(),
-        };
-        let app = braid_server::app(state, &opts);
         let listener = tokio::net::TcpListener::bind(bind)
             .await
             .with_context(|| format!("binding {bind}"))?;
         let addr = listener.local_addr()?;
+        let opts = braid_server::AppOptions {
+            auth: auth.clone(),
+            limits: config.limits.clone(),
+            // The address actually bound (a port of 0 becomes a real one).
+            guard: braid_server::Guard::new(
+                addr,
+                &config.allowed_hosts,
+                &config.allowed_origins,
+            ),
+        };
+        let app = braid_server::app(state, &opts);
         let listener = braid_server::limits::CappedListener::new(listener, &config.limits);
         let sync = if config.sync && !a.no_sync {
             let syncer = Syncer::new(project.dir.join("tasks"), store.clone(), "sync".into())

@@ -213,7 +213,9 @@ async function main() {
       executablePath: CHROMIUM,
       headless: true,
       args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-        '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+        '--disable-background-networking', '--disable-component-update', '--disable-sync',
+        // A name that resolves to this machine, as DNS rebinding makes one.
+        '--host-resolver-rules=MAP evil.example 127.0.0.1'],
       viewport: { width: 1440, height: 900 },
     });
     page = context.pages()[0] || await context.newPage();
@@ -226,6 +228,10 @@ async function main() {
           if (n.nodeType === 1 && n.matches('[data-testid="toast"]')) window.__braidToast(n.className + ': ' + n.querySelector('.toast-text').textContent);
         }
       }).observe(document, { childList: true, subtree: true });
+      // Anything the board's Content-Security-Policy stops is counted.
+      document.addEventListener('securitypolicyviolation', (e) => {
+        document.documentElement.dataset.cspViolations = `${document.documentElement.dataset.cspViolations || ''}${e.violatedDirective} ${e.blockedURI};`;
+      });
     });
     const res = await page.goto(server.base + '/', { waitUntil: 'domcontentloaded' });
     check(res && res.ok(), `GET / answered ${res && res.status()}`);
@@ -530,10 +536,73 @@ async function bigGraph() {
 }
 
 async function noErrors() {
-  await step('7 no script errors and no error toasts', async () => {
+  await step('7 no script errors, no error toasts, nothing the CSP had to stop', async () => {
     check(pageErrors.length === 0, `the page threw:\n${pageErrors.join('\n')}`);
     const bad = toasts.filter((t) => t.includes('toast-error'));
     check(bad.length === 0, `error toasts were shown:\n${bad.join('\n')}`);
+    const res = await fetch(server.base + '/');
+    const csp = res.headers.get('content-security-policy') || '';
+    check(csp.includes("default-src 'self'") && csp.includes("frame-ancestors 'none'"), `the board's CSP is ${csp}`);
+    const violations = await page.evaluate(() => document.documentElement.dataset.cspViolations || '');
+    check(violations === '', `the board broke its own CSP: ${violations}`);
+  });
+}
+
+async function attacker() {
+  await step('7a a page on another origin, and one rebound to this machine, get nothing', async () => {
+    const base = server.base;
+    const wsBase = base.replace('http://', 'ws://');
+    // The attacker's page, served from a second local origin.
+    const html = `<!doctype html><title>evil</title><iframe id="f" src="${base}/"></iframe><script>
+      (async () => {
+        const r = {};
+        try { const res = await fetch('${base}/api/tasks', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ title: 'planted by a page' }) }); r.fetch = 'status ' + res.status; } catch (e) { r.fetch = 'refused'; }
+        try { await fetch('${base}/api/tasks', { method: 'POST', mode: 'no-cors', headers: { 'content-type': 'text/plain' }, body: JSON.stringify({ title: 'planted without cors' }) }); r.nocors = 'sent'; } catch (e) { r.nocors = 'refused'; }
+        r.ws = await new Promise((res) => { const ws = new WebSocket('${wsBase}/ws'); ws.onopen = () => res('open'); ws.onerror = () => res('refused'); setTimeout(() => res('timeout'), 5000); });
+        r.sse = await new Promise((res) => { const es = new EventSource('${base}/events'); es.onopen = () => res('open'); es.onerror = () => { es.close(); res('refused'); }; setTimeout(() => res('timeout'), 5000); });
+        window.__results = r;
+      })();
+    </script>`;
+    const http = await import('node:http');
+    const evil = http.createServer((req, res) => { res.writeHead(200, { 'content-type': 'text/html' }); res.end(html); });
+    await new Promise((res) => evil.listen(0, '127.0.0.1', res));
+    const evilBase = `http://127.0.0.1:${evil.address().port}`;
+    const tab = await context.newPage();
+    try {
+      await tab.goto(evilBase + '/');
+      const r = await tab.waitForFunction(() => window.__results, null, { timeout: 15_000 }).then((h) => h.jsonValue())
+        .catch(() => { throw new Failure('the attacker page did not finish'); });
+      console.log(`    from ${evilBase}: ${JSON.stringify(r)}`);
+      check(r.fetch === 'refused', `a cross-site fetch POST got through: ${r.fetch}`);
+      check(r.ws === 'refused', `a cross-site WebSocket was ${r.ws}`);
+      check(r.sse === 'refused', `a cross-site EventSource was ${r.sse}`);
+      // The framed board: refused by frame-ancestors, so no board inside.
+      let framed = 0;
+      for (const f of tab.frames()) {
+        if (f === tab.mainFrame()) continue;
+        framed += await f.locator('[data-testid="col-open"]').count().catch(() => 0);
+      }
+      check(framed === 0, 'the board rendered inside another site\'s frame');
+      // DNS rebinding: the same server under the attacker's name.
+      const rebound = `http://evil.example:${server.port}`;
+      const res = await tab.goto(rebound + '/');
+      check(res && res.status() === 403, `GET / as evil.example answered ${res && res.status()}`);
+      const post = await tab.evaluate(() => fetch('/api/tasks', { method: 'POST', headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ title: 'planted by rebinding' }) }).then((x) => x.status));
+      check(post === 403, `a rebound POST answered ${post}`);
+      const ws = await tab.evaluate((u) => new Promise((res) => { const w = new WebSocket(u); w.onopen = () => res('open'); w.onerror = () => res('refused'); }),
+        `ws://evil.example:${server.port}/ws`);
+      check(ws === 'refused', `a rebound WebSocket was ${ws}`);
+    } finally {
+      await tab.close();
+      evil.close();
+    }
+    const all = await api('GET', '/api/tasks?limit=1000');
+    const planted = all.filter((t) => t.title.startsWith('planted'));
+    check(planted.length === 0, `tasks were planted: ${planted.map((t) => t.title).join(', ')}`);
+    // The board itself still works under its policy.
+    const t = await api('POST', '/api/tasks', { title: 'Still live after the attack' });
+    await waitVisible(card('open', t.id), 2000, `card ${t.id} after the attack`);
   });
 }
 
@@ -611,6 +680,7 @@ try {
   await main();
   await bigGraph();
   await noErrors();
+  await attacker();
   await tokens();
   await resync();
 } catch (_) {

@@ -131,9 +131,11 @@ async fn large_bodies_get_413_and_slow_requests_408() {
     assert_eq!(s.store.health().unwrap().total, 0, "nothing was created");
     // A body that never finishes arriving: the request times out.
     let mut c = tokio::net::TcpStream::connect(s.addr).await.unwrap();
-    c.write_all(b"POST /api/tasks HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"title\":")
-        .await
-        .unwrap();
+    let head = format!(
+        "POST /api/tasks HTTP/1.1\r\nhost: {}\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{{\"title\":",
+        s.addr
+    );
+    c.write_all(head.as_bytes()).await.unwrap();
     let mut raw = vec![0; 4096];
     let n = tokio::time::timeout(
         crate::common::WAIT,

@@ -34,6 +34,9 @@ pub struct Setup {
     pub auth: Option<Auth>,
     /// How long shutdown waits for open requests (default 5 s).
     pub grace: Option<Duration>,
+    /// `[server] allowed_hosts` and `allowed_origins`.
+    pub allowed_hosts: Vec<String>,
+    pub allowed_origins: Vec<String>,
 }
 
 impl Server {
@@ -50,15 +53,16 @@ impl Server {
             repo: None,
         });
         state.metrics = Some(braid_server::metric::install());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
         let app = braid_server::app(
             state,
             &AppOptions {
                 auth: setup.auth.unwrap_or_default(),
                 limits: limits.clone(),
+                guard: braid_server::Guard::new(addr, &setup.allowed_hosts, &setup.allowed_origins),
             },
         );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
         let listener = braid_server::limits::CappedListener::new(listener, &limits);
         let connections = listener.open_connections();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -132,7 +136,11 @@ pub async fn http(
 ) -> Response {
     tokio::time::timeout(WAIT, async {
         let mut s = TcpStream::connect(addr).await.unwrap();
-        let mut req = format!("{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n");
+        let mut req = format!("{method} {path} HTTP/1.1\r\nconnection: close\r\n");
+        // The server's own name unless the test forges another.
+        if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+            req.push_str(&format!("host: {addr}\r\n"));
+        }
         for (k, v) in headers {
             req.push_str(&format!("{k}: {v}\r\n"));
         }

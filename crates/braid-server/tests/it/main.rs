@@ -5,5 +5,6 @@
 mod api;
 mod auth_limits;
 mod common;
+mod guard;
 mod streams;
 mod sync;

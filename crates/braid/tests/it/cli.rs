@@ -290,7 +290,7 @@ fn serve_answers_the_api_and_stops_gracefully_on_sigterm() {
     let mut conn = std::net::TcpStream::connect(&addr).unwrap();
     write!(
         conn,
-        "GET /api/tasks/{id} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        "GET /api/tasks/{id} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
     )
     .unwrap();
     let mut resp = String::new();

@@ -48,7 +48,7 @@ fn http(addr: SocketAddr, method: &str, path: &str, body: Option<&str>) -> Optio
     let body = body.unwrap_or("");
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
         body.len()
     )
     .ok()?;
@@ -84,7 +84,7 @@ pub(crate) fn wait_for_event(addr: SocketAddr, rooms: &str, needles: &[&str]) {
     s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
     write!(
         s,
-        "GET /events?after=0&rooms={rooms} HTTP/1.1\r\nhost: x\r\n\r\n"
+        "GET /events?after=0&rooms={rooms} HTTP/1.1\r\nhost: {addr}\r\n\r\n"
     )
     .unwrap();
     for line in std::io::BufReader::new(s).lines() {
