@@ -42,6 +42,10 @@ pub const CHECKS: &[(&str, fn(&dyn Store, &ManualClock))] = &[
     ("notes_and_deps_of", notes_and_deps_of),
     ("comments_are_events", comments_are_events),
     (
+        "the_cost_ledger_is_the_agents_reports",
+        the_cost_ledger_is_the_agents_reports,
+    ),
+    (
         "every_change_a_reader_can_see_appends_an_event",
         every_change_a_reader_can_see_appends_an_event,
     ),
@@ -1033,4 +1037,124 @@ fn rows_and_events_carry_the_clocks_time(s: &dyn Store, clock: &ManualClock) {
     let at: Vec<i64> = s.events(0, 10).unwrap().iter().map(|e| e.at).collect();
     assert_eq!(at, [t0, t0 + 5_000]);
     assert_eq!(s.now_ms(), t0 + 5_000);
+}
+
+/// Every `agent_finished` event that carries a `usage` report is one row of
+/// the ledger, with exactly the figures reported; sums by each key.
+fn the_cost_ledger_is_the_agents_reports(s: &dyn Store, clock: &ManualClock) {
+    use crate::{UsageBy, UsageQuery};
+    let a = add(s, "a");
+    let b = add(s, "b");
+    let finished = |id: &TaskId, payload: serde_json::Value| {
+        s.apply(
+            "engine",
+            Command::Record {
+                id: id.clone(),
+                kind: braid_core::EventKind::AgentFinished,
+                payload,
+            },
+        )
+        .unwrap()
+        .events[0]
+            .seq
+    };
+    // Day one (2023-11-14 UTC).
+    let first = finished(
+        &a,
+        serde_json::json!({"agent": "claude", "attempt": 1, "exit": "exit 1", "duration_ms": 1500,
+            "usage": {"model": "claude-sonnet-4-5", "session": "s-1", "input_tokens": 1200,
+                "output_tokens": 340, "cache_read_tokens": 5000, "cache_write_tokens": 800,
+                "cost_usd": 0.012_345_678_9, "turns": 3}}),
+    );
+    // Without usage (a plain command agent): not in the ledger.
+    finished(
+        &a,
+        serde_json::json!({"agent": "sh", "exit": "exit 0", "duration_ms": 5}),
+    );
+    clock.advance(86_400_000);
+    finished(
+        &a,
+        serde_json::json!({"agent": "claude", "attempt": 2, "exit": "exit 0", "duration_ms": 900,
+            "usage": {"model": "claude-sonnet-4-5", "session": "s-1", "input_tokens": 100,
+                "output_tokens": 60, "cost_usd": 0.5, "turns": 1}}),
+    );
+    finished(
+        &b,
+        serde_json::json!({"agent": "codex", "attempt": 1, "exit": "exit 0", "duration_ms": 700,
+            "usage": {"model": "gpt-5-codex", "input_tokens": 10, "output_tokens": 20}}),
+    );
+    let rows = s.task_usage(&a).unwrap();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    let r = &rows[0];
+    assert_eq!(r.seq, first);
+    assert_eq!((r.agent.as_str(), r.attempt), ("claude", Some(1)));
+    assert_eq!(r.model.as_deref(), Some("claude-sonnet-4-5"));
+    assert_eq!(r.session.as_deref(), Some("s-1"));
+    assert_eq!(
+        (
+            r.input_tokens,
+            r.output_tokens,
+            r.cache_read_tokens,
+            r.cache_write_tokens
+        ),
+        (1200, 340, 5000, 800)
+    );
+    assert_eq!(
+        r.cost_usd,
+        Some(0.012_345_678_9),
+        "the cost exactly as reported"
+    );
+    assert_eq!((r.turns, r.duration_ms), (Some(3), 1500));
+    assert_eq!(r.outcome, "exit 1");
+    assert_eq!(rows[1].attempt, Some(2));
+
+    let q = |by, since, task: Option<&TaskId>| {
+        s.usage_totals(&UsageQuery {
+            by,
+            since,
+            task: task.cloned(),
+            limit: 100,
+        })
+        .unwrap()
+    };
+    let by_task = q(UsageBy::Task, None, None);
+    assert_eq!(by_task.len(), 2);
+    assert_eq!(by_task[0].key, a.as_str(), "costliest first");
+    assert_eq!(by_task[0].attempts, 2);
+    assert!(
+        (by_task[0].cost_usd - 0.512_345_678_9).abs() < 1e-12,
+        "{by_task:?}"
+    );
+    assert_eq!(by_task[0].input_tokens, 1300);
+    assert_eq!(by_task[0].cache_read_tokens, 5000);
+    assert_eq!(by_task[0].duration_ms, 2400);
+    assert_eq!(
+        (
+            by_task[1].key.as_str(),
+            by_task[1].unpriced,
+            by_task[1].cost_usd
+        ),
+        (b.as_str(), 1, 0.0)
+    );
+    let by_agent = q(UsageBy::Agent, None, None);
+    assert_eq!(
+        by_agent
+            .iter()
+            .map(|t| (t.key.as_str(), t.attempts))
+            .collect::<Vec<_>>(),
+        [("claude", 2), ("codex", 1)]
+    );
+    let by_model = q(UsageBy::Model, None, None);
+    assert_eq!(by_model[1].key, "gpt-5-codex");
+    let by_day = q(UsageBy::Day, None, None);
+    let mut days: Vec<&str> = by_day.iter().map(|t| t.key.as_str()).collect();
+    days.sort();
+    assert_eq!(days, ["2023-11-14", "2023-11-15"]);
+    // Since the second day, and for one task.
+    let since = q(UsageBy::Task, Some(1_700_000_000_000 + 86_400_000), None);
+    assert_eq!(since.iter().map(|t| t.attempts).sum::<i64>(), 2);
+    let only_b = q(UsageBy::Agent, None, Some(&b));
+    assert_eq!(only_b.len(), 1);
+    assert_eq!(only_b[0].key, "codex");
+    assert!(s.task_usage(&add(s, "c")).unwrap().is_empty());
 }

@@ -50,6 +50,13 @@ pub trait Store: Send + Sync {
     /// The latest `limit` events of one task, oldest first.
     fn task_events(&self, id: &TaskId, limit: usize) -> Result<Vec<Event>>;
 
+    /// One task's attempts in the cost ledger, oldest first.
+    fn task_usage(&self, id: &TaskId) -> Result<Vec<UsageRow>>;
+
+    /// The cost ledger summed by task, agent, model or day, the costliest
+    /// first.
+    fn usage_totals(&self, q: &UsageQuery) -> Result<Vec<UsageTotal>>;
+
     /// Imports a batch all-or-nothing (or, with `skip_invalid`, everything
     /// but the entries reported as skipped).
     fn import(&self, actor: &str, batch: ImportBatch, opts: ImportOptions) -> Result<ImportReport>;
@@ -161,6 +168,12 @@ impl Store for AnyStore {
     }
     fn task_events(&self, id: &TaskId, limit: usize) -> Result<Vec<Event>> {
         delegate!(self, s => s.task_events(id, limit))
+    }
+    fn task_usage(&self, id: &TaskId) -> Result<Vec<UsageRow>> {
+        delegate!(self, s => s.task_usage(id))
+    }
+    fn usage_totals(&self, q: &UsageQuery) -> Result<Vec<UsageTotal>> {
+        delegate!(self, s => s.usage_totals(q))
     }
     fn import(&self, actor: &str, batch: ImportBatch, opts: ImportOptions) -> Result<ImportReport> {
         delegate!(self, s => s.import(actor, batch, opts))

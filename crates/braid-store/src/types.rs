@@ -258,3 +258,81 @@ pub enum ExportItem {
     Task(Task),
     Event(Event),
 }
+
+/// One agent attempt in the cost ledger, as its agent reported it (taken
+/// from the attempt's `agent_finished` event).
+#[derive(Clone, Debug, PartialEq)]
+pub struct UsageRow {
+    /// The `agent_finished` event it came from.
+    pub seq: i64,
+    pub task: TaskId,
+    pub at: i64,
+    pub agent: String,
+    pub attempt: Option<i64>,
+    pub model: Option<String>,
+    pub session: Option<String>,
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    pub cache_read_tokens: i64,
+    pub cache_write_tokens: i64,
+    /// As reported (or priced from `[prices]`); `None`: unknown.
+    pub cost_usd: Option<f64>,
+    pub turns: Option<i64>,
+    pub duration_ms: i64,
+    /// How the agent's process ended (`exit 0`, `timed out (...)`, ...).
+    pub outcome: String,
+}
+
+/// What the ledger is summed by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UsageBy {
+    Task,
+    Agent,
+    Model,
+    /// The UTC day, `YYYY-MM-DD`.
+    Day,
+}
+
+/// A question to the ledger: totals by one key, since a time, for one task
+/// or all.
+#[derive(Clone, Debug)]
+pub struct UsageQuery {
+    pub by: UsageBy,
+    /// Only attempts that ended at or after this (epoch ms).
+    pub since: Option<i64>,
+    pub task: Option<TaskId>,
+    /// At most this many groups, the costliest first.
+    pub limit: usize,
+}
+
+/// The ledger's sums for one key.
+#[derive(Clone, Debug, PartialEq)]
+pub struct UsageTotal {
+    /// The task id, agent, model (`""` when unknown) or day.
+    pub key: String,
+    pub attempts: i64,
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    pub cache_read_tokens: i64,
+    pub cache_write_tokens: i64,
+    pub cost_usd: f64,
+    /// Attempts whose cost is unknown (counted in `attempts`, not in
+    /// `cost_usd`).
+    pub unpriced: i64,
+    pub duration_ms: i64,
+}
+
+/// The ledger's columns, in the order [`UsageRow`] is read from.
+pub(crate) const USAGE_COLS: &str = "seq, task, at, agent, attempt, model, session, input_tokens, \
+     output_tokens, cache_read_tokens, cache_write_tokens, cost_usd, turns, duration_ms, outcome";
+
+/// The sums [`UsageTotal`] is read from, after its key.
+pub(crate) const USAGE_SUMS: &str = "count(*), sum(input_tokens), sum(output_tokens), \
+     sum(cache_read_tokens), sum(cache_write_tokens), coalesce(sum(cost_usd), 0), \
+     sum(CASE WHEN cost_usd IS NULL THEN 1 ELSE 0 END), sum(duration_ms)";
+
+/// [`USAGE_SUMS`] typed for PostgreSQL (its sums of bigint are numeric).
+pub(crate) const USAGE_SUMS_PG: &str = "count(*), sum(input_tokens)::bigint, \
+     sum(output_tokens)::bigint, sum(cache_read_tokens)::bigint, sum(cache_write_tokens)::bigint, \
+     coalesce(sum(cost_usd), 0)::double precision, \
+     count(*) FILTER (WHERE cost_usd IS NULL), sum(duration_ms)::bigint";

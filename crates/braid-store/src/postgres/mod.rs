@@ -23,6 +23,7 @@ use crate::{
     Changes, Error, ExportItem, ImportBatch, ImportOptions, ImportReport, ListFilter, Result,
     Store, TreeRow,
 };
+use crate::{UsageBy, UsageQuery, UsageRow, UsageTotal};
 
 /// Each entry moves the schema one version forward; never edit one that has
 /// shipped, append a new one.
@@ -31,6 +32,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("schema2.sql"),
     include_str!("schema3.sql"),
     include_str!("schema4.sql"),
+    include_str!("schema5.sql"),
 ];
 
 pub(crate) const TASK_COLS: &str = "id, title, description, type, priority, state, parent, labels, \
@@ -386,6 +388,7 @@ impl PgStore {
 
 impl Store for PgStore {
     fn apply_all(&self, actor: &str, cmds: Vec<crate::Command>) -> Result<Vec<crate::Applied>> {
+        crate::apply::check_names(actor, &cmds)?;
         let actor = actor.to_owned();
         let write_id = TaskId::random(20).as_str()[3..].to_owned();
         // Only a retry can find its write already recorded.
@@ -415,7 +418,74 @@ impl Store for PgStore {
         self.latest_events(id, None, limit)
     }
 
+    fn task_usage(&self, id: &TaskId) -> Result<Vec<UsageRow>> {
+        let id = id.clone();
+        self.with(move |c| {
+            Ok(c.query(
+                &format!(
+                    "SELECT {} FROM usage WHERE task = $1 ORDER BY seq",
+                    crate::types::USAGE_COLS
+                ),
+                &[&id.as_str()],
+            )?
+            .iter()
+            .map(|r| UsageRow {
+                seq: r.get(0),
+                task: TaskId::trusted(r.get::<_, String>(1)),
+                at: r.get(2),
+                agent: r.get(3),
+                attempt: r.get(4),
+                model: r.get(5),
+                session: r.get(6),
+                input_tokens: r.get(7),
+                output_tokens: r.get(8),
+                cache_read_tokens: r.get(9),
+                cache_write_tokens: r.get(10),
+                cost_usd: r.get(11),
+                turns: r.get(12),
+                duration_ms: r.get(13),
+                outcome: r.get(14),
+            })
+            .collect())
+        })
+    }
+
+    fn usage_totals(&self, q: &UsageQuery) -> Result<Vec<UsageTotal>> {
+        let key = match q.by {
+            UsageBy::Task => "task",
+            UsageBy::Agent => "agent",
+            UsageBy::Model => "coalesce(model, '')",
+            UsageBy::Day => "to_char(to_timestamp(at / 1000.0) AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
+        };
+        let (since, task, limit) = (q.since, q.task.clone(), q.limit);
+        self.with(move |c| {
+            Ok(c.query(
+                &format!(
+                    "SELECT {key} AS k, {} FROM usage \
+                     WHERE ($1::bigint IS NULL OR at >= $1) AND ($2::text IS NULL OR task = $2) \
+                     GROUP BY k ORDER BY 7 DESC, k LIMIT {limit}",
+                    crate::types::USAGE_SUMS_PG
+                ),
+                &[&since, &task.as_ref().map(|t| t.as_str())],
+            )?
+            .iter()
+            .map(|r| UsageTotal {
+                key: r.get(0),
+                attempts: r.get(1),
+                input_tokens: r.get(2),
+                output_tokens: r.get(3),
+                cache_read_tokens: r.get(4),
+                cache_write_tokens: r.get(5),
+                cost_usd: r.get(6),
+                unpriced: r.get(7),
+                duration_ms: r.get(8),
+            })
+            .collect())
+        })
+    }
+
     fn import(&self, actor: &str, batch: ImportBatch, opts: ImportOptions) -> Result<ImportReport> {
+        crate::apply::check_names(actor, &[])?;
         let actor = actor.to_owned();
         let write_id = TaskId::random(20).as_str()[3..].to_owned();
         // Shared by the retries, not copied for each.

@@ -22,10 +22,11 @@ use crate::{
     Changes, Error, ExportItem, ImportBatch, ImportOptions, ImportReport, ListFilter, Result,
     Store, TreeRow,
 };
+use crate::{UsageBy, UsageQuery, UsageRow, UsageTotal};
 
 /// Each entry moves the schema one version forward; never edit one that has
 /// shipped, append a new one.
-const MIGRATIONS: &[&str] = &[include_str!("schema.sql")];
+const MIGRATIONS: &[&str] = &[include_str!("schema.sql"), include_str!("schema2.sql")];
 
 /// How long a write waits for another process's transaction.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -495,6 +496,7 @@ pub fn watch(db: &Path) -> Result<Changes> {
 
 impl Store for SqliteStore {
     fn apply_all(&self, actor: &str, cmds: Vec<crate::Command>) -> Result<Vec<crate::Applied>> {
+        crate::apply::check_names(actor, &cmds)?;
         let result = {
             let mut conn = self.conn();
             write::apply_all(&mut conn, actor, self.clock.now_ms(), cmds)
@@ -525,7 +527,71 @@ impl Store for SqliteStore {
         self.latest_events(id, None, limit)
     }
 
+    fn task_usage(&self, id: &TaskId) -> Result<Vec<UsageRow>> {
+        let conn = self.read();
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {} FROM usage WHERE task = ?1 ORDER BY seq",
+            crate::types::USAGE_COLS
+        ))?;
+        let rows = stmt
+            .query_map(params![id.as_str()], |r| {
+                Ok(UsageRow {
+                    seq: r.get(0)?,
+                    task: TaskId::trusted(r.get::<_, String>(1)?),
+                    at: r.get(2)?,
+                    agent: r.get(3)?,
+                    attempt: r.get(4)?,
+                    model: r.get(5)?,
+                    session: r.get(6)?,
+                    input_tokens: r.get(7)?,
+                    output_tokens: r.get(8)?,
+                    cache_read_tokens: r.get(9)?,
+                    cache_write_tokens: r.get(10)?,
+                    cost_usd: r.get(11)?,
+                    turns: r.get(12)?,
+                    duration_ms: r.get(13)?,
+                    outcome: r.get(14)?,
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    }
+
+    fn usage_totals(&self, q: &UsageQuery) -> Result<Vec<UsageTotal>> {
+        let key = match q.by {
+            UsageBy::Task => "task",
+            UsageBy::Agent => "agent",
+            UsageBy::Model => "coalesce(model, '')",
+            UsageBy::Day => "date(at / 1000, 'unixepoch')",
+        };
+        let conn = self.read();
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {key} AS k, {} FROM usage \
+             WHERE (?1 IS NULL OR at >= ?1) AND (?2 IS NULL OR task = ?2) \
+             GROUP BY k ORDER BY 7 DESC, k LIMIT {}",
+            crate::types::USAGE_SUMS,
+            q.limit
+        ))?;
+        let rows = stmt
+            .query_map(params![q.since, q.task.as_ref().map(|t| t.as_str())], |r| {
+                Ok(UsageTotal {
+                    key: r.get(0)?,
+                    attempts: r.get(1)?,
+                    input_tokens: r.get(2)?,
+                    output_tokens: r.get(3)?,
+                    cache_read_tokens: r.get(4)?,
+                    cache_write_tokens: r.get(5)?,
+                    cost_usd: r.get(6)?,
+                    unpriced: r.get(7)?,
+                    duration_ms: r.get(8)?,
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    }
+
     fn import(&self, actor: &str, batch: ImportBatch, opts: ImportOptions) -> Result<ImportReport> {
+        crate::apply::check_names(actor, &[])?;
         let result = {
             let mut conn = self.conn();
             import::import(&mut conn, actor, batch, opts, self.clock.now_ms())
