@@ -268,6 +268,9 @@ pub fn transition(
     if t == Transition::Fail && reason.is_none() {
         return Err(invalid("reason", "a failure needs a reason saying why"));
     }
+    if let Some(r) = &reason {
+        braid_core::model::check_text("reason", r)?;
+    }
     let ids = resolve_all(store, ids)?;
     let cmds = ids
         .into_iter()
@@ -366,13 +369,16 @@ pub const MERGE_CONFLICT: &str = "merge-conflict";
 /// Hands a task to a person: the `needs-human` label and a comment saying
 /// why, in one transaction. A task already labelled gets only the comment
 /// when `why` is new to it (so a pass that finds the same thing again adds
-/// nothing). Answers the events written.
+/// nothing). Answers the events written. `why` is braid's own sentence
+/// around names it did not choose (files and branches from git): a control
+/// character in one is written visibly rather than refusing the hand-over.
 pub fn escalate(
     store: &dyn Store,
     actor: &str,
     id: &TaskId,
     why: &str,
 ) -> Result<Vec<braid_core::Event>> {
+    let why = &*braid_core::text::escape(why, braid_core::text::Lines::Many);
     let t = store.task(id)?;
     let labelled = t.labels.iter().any(|l| l == NEEDS_HUMAN);
     if labelled

@@ -215,14 +215,28 @@ impl From<&Event> for EventView {
 
 impl EventView {
     /// Back to a stored event (imports).
+    /// The event as stored (an import). Its actor and, for a comment, its
+    /// author and text are checked as a comment made today is; other
+    /// payloads (agent output in a `retrying` tail, say) are kept as they
+    /// were recorded.
     pub fn into_event(self) -> Result<Event, braid_core::Error> {
+        braid_core::model::check_name("actor", &self.actor)?;
+        let kind = EventKind::parse(&self.kind).ok_or_else(|| {
+            braid_core::Error::invalid("kind", format!("unknown event kind {:?}", self.kind))
+        })?;
+        if kind == EventKind::Commented {
+            if let Some(author) = self.payload["author"].as_str() {
+                braid_core::model::check_name("author", author)?;
+            }
+            if let Some(text) = self.payload["text"].as_str() {
+                braid_core::model::check_text("text", text)?;
+            }
+        }
         Ok(Event {
             seq: self.seq,
             at: parse_ts("at", &self.at)?,
             actor: self.actor,
-            kind: EventKind::parse(&self.kind).ok_or_else(|| {
-                braid_core::Error::invalid("kind", format!("unknown event kind {:?}", self.kind))
-            })?,
+            kind,
             task: self.task.map(|t| id_of("task", &t)).transpose()?,
             payload: self.payload,
         })

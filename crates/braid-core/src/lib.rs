@@ -14,6 +14,7 @@ pub mod mem;
 pub mod merge;
 pub mod model;
 pub mod state;
+pub mod text;
 
 pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
 pub use error::{Error, ErrorKind, Result};

@@ -207,9 +207,13 @@ fn parse(text: &str) -> Result<(Front, String), Error> {
     if front.title.trim().is_empty() {
         return Err(bad("front matter: `title` is empty"));
     }
+    // Editors on Windows (and git's autocrlf) end lines with CRLF; a
+    // description's line ends are `\n` alone (a carriage return is a
+    // control character the store refuses).
+    let body = body.replace("\r\n", "\n");
     let body = body
         .strip_prefix('\n')
-        .unwrap_or(body)
+        .unwrap_or(&body)
         .trim_end()
         .to_owned();
     Ok((front, body))

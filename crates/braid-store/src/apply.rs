@@ -139,6 +139,20 @@ fn record_state<T: WriteTx>(
     tx.state_columns(id, now, closed_at, close_reason, drop_lease)
 }
 
+/// Checks the names a batch writes before any backend opens a
+/// transaction: who acts (every event records it) and who each claim is
+/// for. The rest of a command's input is checked as it applies (a
+/// [`NewTask`] or a patch validates itself).
+pub(crate) fn check_names(actor: &str, cmds: &[Command]) -> Result<()> {
+    braid_core::model::check_name("actor", actor)?;
+    for c in cmds {
+        if let Command::Claim { assignee, .. } = c {
+            braid_core::model::check_name("assignee", assignee)?;
+        }
+    }
+    Ok(())
+}
+
 /// Applies one command inside the backend's open write transaction, at
 /// `now` (ms since the epoch, from the store's clock).
 pub(crate) fn apply_one<T: WriteTx>(

@@ -73,6 +73,9 @@ pub(crate) fn validate(
                 problems.push(problem(i, t, e.to_string()));
             }
         }
+        if let Err(e) = t.check_text() {
+            problems.push(problem(i, t, e.to_string()));
+        }
         if !db_empty && existing.node(&t.id)?.is_some() {
             problems.push(problem(i, t, "id already exists in this project".into()));
         }

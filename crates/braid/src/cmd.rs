@@ -2,7 +2,6 @@
 //! update and the state changes, health. Each translates its arguments to a
 //! braid-app operation and prints the answer, human or `--json`.
 
-use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
@@ -48,9 +47,7 @@ impl Ctx {
     }
 
     pub fn print_json(&self, v: &impl serde::Serialize) -> Result<()> {
-        let mut out = std::io::stdout().lock();
-        serde_json::to_writer_pretty(&mut out, v)?;
-        writeln!(out)?;
+        crate::term::print_json(v)?;
         Ok(())
     }
 }
@@ -167,10 +164,10 @@ fn init(ctx: &Ctx, a: InitArgs) -> Result<i32> {
     if ctx.global.json {
         ctx.print_json(&json!({"db": db, "dir": p.dir, "created": created}))?;
     } else if created {
-        println!("Initialized braid in {} (database {db}).", p.dir.display());
-        println!("Next: braid add \"First task\"   then   braid ready");
+        outln!("Initialized braid in {} (database {db}).", p.dir.display());
+        outln!("Next: braid add \"First task\"   then   braid ready");
     } else {
-        println!(
+        outln!(
             "braid is already set up here ({}); nothing changed.",
             p.db.display()
         );
@@ -232,7 +229,7 @@ fn add(ctx: &Ctx, a: AddArgs) -> Result<i32> {
         ctx.print_json(&t)?;
     } else {
         let status = if t.ready { "ready" } else { "blocked" };
-        println!("{}  {}  ({status})", ctx.style.bold(&t.id), t.title);
+        outln!("{}  {}  ({status})", ctx.style.bold(&t.id), t.title);
     }
     Ok(exit::OK)
 }
@@ -267,7 +264,7 @@ fn comment(ctx: &Ctx, a: CommentArgs) -> Result<i32> {
     if ctx.global.json {
         ctx.print_json(&c)?;
     } else {
-        println!("Commented on {} (#{}).", a.id, c.seq);
+        outln!("Commented on {} (#{}).", a.id, c.seq);
     }
     Ok(exit::OK)
 }
@@ -296,10 +293,10 @@ fn show(ctx: &Ctx, a: ShowArgs) -> Result<i32> {
 fn print_task(ctx: &Ctx, shown: &ShowView) {
     let s = &ctx.style;
     let t = &shown.task;
-    println!("{}  {}", s.bold(&t.id), s.bold(&t.title));
+    outln!("{}  {}", s.bold(&t.id), s.bold(&t.title));
     let field = |name: &str, value: String| {
         if !value.is_empty() {
-            println!("  {:<11} {value}", s.dim(name));
+            outln!("  {:<11} {value}", s.dim(name));
         }
     };
     field("state", s.state(t.state, t.ready, t.kind));
@@ -340,27 +337,27 @@ fn print_task(ctx: &Ctx, shown: &ShowView) {
         field("children", shown.children.join(", "));
     }
     if !t.description.is_empty() {
-        println!("\n{}", indent(&t.description));
+        outln!("\n{}", indent(&t.description));
     }
     if !t.acceptance.is_empty() {
-        println!("\n  {}\n{}", s.dim("acceptance"), indent(&t.acceptance));
+        outln!("\n  {}\n{}", s.dim("acceptance"), indent(&t.acceptance));
     }
     if !shown.events.is_empty() {
-        println!("\n  {}", s.dim("events"));
+        outln!("\n  {}", s.dim("events"));
         for e in &shown.events {
-            println!("    #{:<6} {}  {:<13} {}", e.seq, e.at, e.kind, e.actor);
+            outln!("    #{:<6} {}  {:<13} {}", e.seq, e.at, e.kind, e.actor);
         }
     }
     if !shown.comments.is_empty() {
-        println!("\n  {}", s.dim("comments"));
+        outln!("\n  {}", s.dim("comments"));
         for c in &shown.comments {
-            println!("    {} {}", s.dim(&c.at), s.bold(&c.author));
+            outln!("    {} {}", s.dim(&c.at), s.bold(&c.author));
             for line in c.text.lines() {
-                println!("      {line}");
+                outln!("      {line}");
             }
         }
     }
-    println!();
+    outln!();
 }
 
 fn indent(s: &str) -> String {
@@ -396,9 +393,9 @@ fn print_tasks(ctx: &Ctx, tasks: &[Task], empty: &str) -> Result<()> {
         let views: Vec<TaskView> = tasks.iter().map(TaskView::from).collect();
         ctx.print_json(&views)?;
     } else if tasks.is_empty() {
-        println!("{empty}");
+        outln!("{empty}");
     } else {
-        print!("{}", task_rows(ctx, tasks));
+        out!("{}", task_rows(ctx, tasks));
     }
     Ok(())
 }
@@ -488,8 +485,10 @@ fn tree(ctx: &Ctx, a: TreeArgs) -> Result<i32> {
             _ => roots.push(i),
         }
     }
-    let stdout = std::io::stdout();
-    let mut out = BufWriter::with_capacity(1 << 16, stdout.lock());
+    let mut out = crate::term::Lines::stdout();
+    // One row at a time, written whole (the sanitizer sees a row's colour
+    // codes in one piece).
+    let mut row = String::new();
     // Depth-first with an explicit stack: (row, depth, is last sibling).
     let mut stack: Vec<(usize, usize, bool)> = Vec::new();
     for (k, &r) in roots.iter().enumerate().rev() {
@@ -497,49 +496,40 @@ fn tree(ctx: &Ctx, a: TreeArgs) -> Result<i32> {
     }
     let mut last_at: Vec<bool> = Vec::new();
     if ctx.global.json {
-        out.write_all(b"[")?;
+        out.text("[")?;
     }
     let mut first = true;
     while let Some((i, depth, last)) = stack.pop() {
         let r = &rows[i];
         if ctx.global.json {
-            if !first {
-                out.write_all(b",")?;
-            }
-            out.write_all(b"\n  ")?;
-            serde_json::to_writer(&mut out, &TreeRowView::new(r, depth))?;
+            out.text(if first { "\n  " } else { ",\n  " })?;
+            out.json(&TreeRowView::new(r, depth))?;
         } else {
+            row.clear();
             last_at.truncate(depth);
             last_at.push(last);
             if depth > MAX_INDENT {
-                write!(out, "[depth {depth}] ")?;
+                row.push_str(&format!("[depth {depth}] "));
             } else {
                 for &l in last_at.iter().take(depth).skip(1) {
-                    out.write_all(if l {
-                        "   ".as_bytes()
-                    } else {
-                        "│  ".as_bytes()
-                    })?;
+                    row.push_str(if l { "   " } else { "│  " });
                 }
                 if depth > 0 {
-                    out.write_all(if last {
-                        "└─ ".as_bytes()
-                    } else {
-                        "├─ ".as_bytes()
-                    })?;
+                    row.push_str(if last { "└─ " } else { "├─ " });
                 }
             }
-            out.write_all(r.id.as_str().as_bytes())?;
-            out.write_all(b"  ")?;
+            row.push_str(r.id.as_str());
+            row.push_str("  ");
             let (code, label) = crate::style::state_label(r.state, r.ready, r.kind);
-            ctx.style.write_painted(&mut out, code, label)?;
+            ctx.style.push_painted(&mut row, code, label);
             if r.kind == TaskType::Epic {
-                out.write_all(b" ")?;
-                ctx.style.write_painted(&mut out, "2", "epic")?;
+                row.push(' ');
+                ctx.style.push_painted(&mut row, "2", "epic");
             }
-            out.write_all(b"  ")?;
-            out.write_all(r.title.as_bytes())?;
-            out.write_all(b"\n")?;
+            row.push_str("  ");
+            row.push_str(&r.title);
+            row.push('\n');
+            out.text(&row)?;
         }
         first = false;
         let kids = &children[i];
@@ -548,9 +538,9 @@ fn tree(ctx: &Ctx, a: TreeArgs) -> Result<i32> {
         }
     }
     if ctx.global.json {
-        out.write_all(b"\n]\n")?;
+        out.text("\n]\n")?;
     } else if first {
-        writeln!(out, "No tasks yet. Add one with `braid add \"Title\"`.")?;
+        out.text("No tasks yet. Add one with `braid add \"Title\"`.\n")?;
     }
     out.flush()?;
     Ok(exit::OK)
@@ -592,7 +582,7 @@ fn dep(ctx: &Ctx, cmd: DepCmd) -> Result<i32> {
                 ctx.print_json(&t)?;
             } else {
                 let note = if t.ready { "ready" } else { "blocked" };
-                println!("{a} now depends on {b} ({kind}); {a} is {note}.");
+                outln!("{a} now depends on {b} ({kind}); {a} is {note}.");
             }
         }
         DepCmd::Rm { a, b } => {
@@ -601,7 +591,7 @@ fn dep(ctx: &Ctx, cmd: DepCmd) -> Result<i32> {
                 ctx.print_json(&t)?;
             } else {
                 let note = if t.ready { "ready" } else { "still blocked" };
-                println!("{a} no longer depends on {b}; {a} is {note}.");
+                outln!("{a} no longer depends on {b}; {a} is {note}.");
             }
         }
         DepCmd::Cycles => {
@@ -609,10 +599,10 @@ fn dep(ctx: &Ctx, cmd: DepCmd) -> Result<i32> {
             if ctx.global.json {
                 ctx.print_json(&named)?;
             } else if named.is_empty() {
-                println!("No cycles among {edges} blocks dependencies.");
+                outln!("No cycles among {edges} blocks dependencies.");
             } else {
                 for c in &named {
-                    println!("cycle: {} -> {}", c.join(" -> "), c[0]);
+                    outln!("cycle: {} -> {}", c.join(" -> "), c[0]);
                 }
             }
             return Ok(if named.is_empty() {
@@ -654,7 +644,7 @@ fn claim(ctx: &Ctx, a: ClaimArgs) -> Result<i32> {
         ctx.print_json(&t)?;
     } else {
         let attempt = t.lease.as_ref().map(|l| l.attempt).unwrap_or(1);
-        println!(
+        outln!(
             "{} claimed {}  {}  (attempt {attempt})",
             t.assignee.as_deref().unwrap_or_default(),
             ctx.style.bold(&t.id),
@@ -720,7 +710,7 @@ fn update(ctx: &Ctx, a: UpdateArgs) -> Result<i32> {
     if ctx.global.json {
         ctx.print_json(&u.task)?;
     } else {
-        println!("Updated {}: {}", u.task.id, u.fields.join(", "));
+        outln!("Updated {}: {}", u.task.id, u.fields.join(", "));
     }
     Ok(exit::OK)
 }
@@ -763,7 +753,7 @@ fn transition(ctx: &Ctx, ids: &[TaskId], t: Transition, reason: Option<String>) 
         }
     } else {
         for m in &moved {
-            println!(
+            outln!(
                 "{}  {} -> {}  {}",
                 ctx.style.bold(&m.task.id),
                 m.from,
@@ -773,7 +763,7 @@ fn transition(ctx: &Ctx, ids: &[TaskId], t: Transition, reason: Option<String>) 
         }
         if t.to().is_finished() {
             let h = store.health()?;
-            println!("{} ready now.", h.ready);
+            outln!("{} ready now.", h.ready);
         }
     }
     Ok(exit::OK)
@@ -786,7 +776,7 @@ fn health(ctx: &Ctx) -> Result<i32> {
         ctx.print_json(&h)?;
     } else {
         let s = &ctx.style;
-        println!(
+        outln!(
             "{} tasks ({} epics): {} ready, {} blocked",
             h.total,
             h.epics,
@@ -800,7 +790,7 @@ fn health(ctx: &Ctx) -> Result<i32> {
                 Some(vec![st.as_str().to_owned(), n.to_string()])
             })
             .collect();
-        print!("{}", table(s, &["STATE", "COUNT"], &rows));
+        out!("{}", table(s, &["STATE", "COUNT"], &rows));
     }
     Ok(exit::OK)
 }

@@ -317,26 +317,26 @@ pub fn run(ctx: &Ctx, a: DemoArgs) -> Result<i32> {
         return Ok(exit::OK);
     }
     let s = &ctx.style;
-    println!(
+    outln!(
         "{}",
         s.bold(&format!("A demo project in {}", dir.display()))
     );
-    println!("\n{}", s.bold("Ready to start (braid ready):"));
+    outln!("\n{}", s.bold("Ready to start (braid ready):"));
     crate::cmd::run(crate::Cli {
         global: sub.global.clone(),
         command: crate::Verb::Ready(crate::cmd::ReadyArgs { limit: 10 }),
     })?;
-    println!("\n{}", s.bold("The plan (braid tree):"));
+    outln!("\n{}", s.bold("The plan (braid tree):"));
     crate::cmd::run(crate::Cli {
         global: sub.global.clone(),
         command: crate::Verb::Tree(crate::cmd::TreeArgs { id: None }),
     })?;
-    println!("\n{}", s.bold("Health (braid health):"));
+    outln!("\n{}", s.bold("Health (braid health):"));
     crate::cmd::run(crate::Cli {
         global: sub.global.clone(),
         command: crate::Verb::Health,
     })?;
-    println!(
+    outln!(
         "\nTry it: cd {} && braid claim && braid done <ID> && braid ready   (or pass --db {})",
         dir.display(),
         project.db.display()

@@ -11,6 +11,7 @@ use clap::Args;
 
 use crate::cmd::Ctx;
 use crate::exit;
+use crate::term::Lines;
 use braid_app::wire::{EventView, ts};
 
 #[derive(Args, Debug)]
@@ -28,35 +29,39 @@ pub struct EventsArgs {
 
 const PAGE: usize = 1000;
 
-fn print(ctx: &Ctx, out: &mut impl Write, e: &Event) -> Result<()> {
+fn print(ctx: &Ctx, out: &mut Lines<impl Write>, e: &Event) -> Result<()> {
     if ctx.global.json {
-        serde_json::to_writer(&mut *out, &EventView::from(e))?;
-        writeln!(out)?;
+        out.json(&EventView::from(e))?;
+        out.text("\n")?;
     } else {
         let task = e.task.as_ref().map(|t| t.to_string()).unwrap_or_default();
-        let mut payload = e.payload.to_string();
+        // The payload as JSON shows a control character escaped; DEL and
+        // C1 too once through json_safe.
+        let mut payload = crate::term::json_safe(&e.payload.to_string()).into_owned();
         if payload.len() > 120 {
-            payload.truncate(117);
+            let mut cut = 117;
+            while !payload.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            payload.truncate(cut);
             payload.push_str("...");
         }
-        writeln!(
-            out,
-            "#{:<7} {}  {:<13} {:<10} {:<10} {}",
+        out.text(&format!(
+            "#{:<7} {}  {:<13} {:<10} {:<10} {}\n",
             e.seq,
             ts(e.at),
             e.kind,
             task,
             e.actor,
             ctx.style.dim(&payload)
-        )?;
+        ))?;
     }
     Ok(())
 }
 
 /// Prints every event after `after`, page by page; returns the last seq.
 fn drain(ctx: &Ctx, store: &dyn Store, mut after: i64, mut budget: Option<usize>) -> Result<i64> {
-    let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut out = Lines::stdout();
     loop {
         let page = budget.map_or(PAGE, |b| b.min(PAGE));
         if page == 0 {

@@ -1,6 +1,9 @@
 //! braid: the command line. Parses arguments (clap), finds the project,
 //! runs a command against the store and prints human or `--json` output.
-//! Exit codes are in [`exit`].
+//! Exit codes are in [`exit`]; everything printed goes through [`term`].
+
+#[macro_use]
+mod term;
 
 mod cmd;
 mod demo;
@@ -154,21 +157,40 @@ fn init_logging() {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(
-            std::io::IsTerminal::is_terminal(&std::io::stderr())
-                && std::env::var_os("NO_COLOR").is_none(),
-        )
+        .with_writer(|| term::ErrWriter)
+        .with_ansi(term::colour(term::To::Err))
         .without_time()
         .with_target(false)
         .compact()
         .init();
 }
 
+/// The arguments, or the end of the process: help and version on stdout,
+/// a usage error on stderr (exit 2), through [`term`] like everything else
+/// (an argument echoed back may hold an escape sequence).
+fn parse_args() -> Cli {
+    let e = match Cli::try_parse() {
+        Ok(cli) => return cli,
+        Err(e) => e,
+    };
+    let to = if e.use_stderr() {
+        term::To::Err
+    } else {
+        term::To::Out
+    };
+    let text = if term::colour(to) {
+        e.render().ansi().to_string()
+    } else {
+        e.render().to_string()
+    };
+    term::write(to, &text);
+    std::process::exit(e.exit_code());
+}
+
 fn main() {
     quiet_on_broken_pipe();
     init_logging();
-    let cli = Cli::parse();
+    let cli = parse_args();
     let json = cli.global.json;
     let code = match cmd::run(cli) {
         Ok(code) => code,
@@ -183,10 +205,10 @@ fn main() {
             if json {
                 let doc =
                     serde_json::json!({"error": {"code": name, "message": format!("{err:#}")}});
-                eprintln!("{doc}");
+                errln!("{}", term::json_safe(&doc.to_string()));
             } else {
-                let style = style::Style::detect();
-                eprintln!("{} {err:#}", style.paint("31", "error:"));
+                let style = style::Style::for_stderr();
+                errln!("{} {err:#}", style.paint("31", "error:"));
             }
             code
         }

@@ -262,7 +262,7 @@ fn merge_run(ctx: &Ctx, a: RunArgs) -> Result<i32> {
     let s = ctx.style;
     for n in &i.notes {
         if !json_out {
-            println!("{} {n}", s.dim("note:"));
+            outln!("{} {n}", s.dim("note:"));
         }
     }
     let mut on_step = |step: braid_run::integrate::Step| {
@@ -372,14 +372,14 @@ fn print_step(s: &crate::style::Style, step: &braid_run::integrate::Step) {
     use braid_run::integrate::Step;
     match step {
         Step::Batch { level, branches } => {
-            println!(
+            outln!(
                 "{} level {level}: [{}]",
                 s.bold("batch"),
                 branches.join(" ")
             )
         }
         Step::Round { round, candidates } => {
-            println!("  round {round}: testing {candidates} candidate(s)")
+            outln!("  round {round}: testing {candidates} candidate(s)")
         }
         Step::Tested(t) => {
             let how = if t.from_journal {
@@ -406,9 +406,9 @@ fn print_step(s: &crate::style::Style, step: &braid_run::integrate::Step) {
                     }
                 })
                 .unwrap_or_default();
-            println!("    {verdict} [{}]{how}{why}", t.branches.join(" "));
+            outln!("    {verdict} [{}]{how}{why}", t.branches.join(" "));
         }
-        Step::Landed { branches, from, to } => println!(
+        Step::Landed { branches, from, to } => outln!(
             "  {} {} ({} -> {})",
             s.paint("32", "landed"),
             branches.join(" "),
@@ -422,7 +422,7 @@ fn print_step(s: &crate::style::Style, step: &braid_run::integrate::Step) {
                 .map(|t| format!(" ({t})"))
                 .unwrap_or_default();
             if let Some(why) = &r.needs_human {
-                println!(
+                outln!(
                     "  {} {}{task}: {why}",
                     s.paint("33", "needs a person"),
                     r.branch
@@ -430,12 +430,12 @@ fn print_step(s: &crate::style::Style, step: &braid_run::integrate::Step) {
                 return;
             }
             match (&r.resolve_task, &r.with) {
-                (Some(rt), Some(with)) => println!(
+                (Some(rt), Some(with)) => outln!(
                     "  {} {}{task} conflicts with {with}: {rt} resolves it",
                     s.paint("31", "conflict"),
                     r.branch
                 ),
-                _ => println!(
+                _ => outln!(
                     "  {} {}{task}: {}",
                     s.paint("31", "rejected"),
                     r.branch,
@@ -446,24 +446,24 @@ fn print_step(s: &crate::style::Style, step: &braid_run::integrate::Step) {
                 ),
             }
         }
-        Step::TargetMoved { from, to } => println!(
+        Step::TargetMoved { from, to } => outln!(
             "  the target moved ({} -> {}) while the candidate was tested; rebuilding on it",
             short(from),
             short(to)
         ),
-        Step::Note(n) => println!("{} {n}", s.dim("note:")),
+        Step::Note(n) => outln!("{} {n}", s.dim("note:")),
     }
 }
 
 fn print_outcome(s: &crate::style::Style, o: &braid_run::integrate::Outcome) {
     if o.dry_run {
-        println!("{} nothing was changed and no gate ran", s.bold("dry run:"));
+        outln!("{} nothing was changed and no gate ran", s.bold("dry run:"));
         for w in &o.would {
-            println!("  {w}");
+            outln!("  {w}");
         }
         return;
     }
-    println!(
+    outln!(
         "{}: {} landed, {} rejected, {} waiting; {} at {} (was {}); {} batch(es), {} round(s), {} candidate(s), {} gate run(s), {} cached, {} recorded earlier",
         s.bold(&o.into),
         o.landed.len(),
@@ -483,7 +483,7 @@ fn print_outcome(s: &crate::style::Style, o: &braid_run::integrate::Outcome) {
 
 fn print_plan(ctx: &Ctx, p: &Plan, notes: &[String]) {
     let s = &ctx.style;
-    println!(
+    outln!(
         "Merge plan into {} ({}): {} branches, {} levels, {} conflicting pairs ({} pairs share files, each checked with merge-tree)",
         s.bold(&p.into),
         &p.target[..p.target.len().min(10)],
@@ -493,7 +493,7 @@ fn print_plan(ctx: &Ctx, p: &Plan, notes: &[String]) {
         p.pairs_checked
     );
     if p.branches.is_empty() {
-        println!("Nothing to merge.");
+        outln!("Nothing to merge.");
     }
     // The pyramid: the last level on top, level 0 (merged first) at the base.
     let rows: Vec<String> = p
@@ -508,13 +508,13 @@ fn print_plan(ctx: &Ctx, p: &Plan, notes: &[String]) {
         })
         .collect();
     let width = rows.iter().map(|r| r.chars().count()).max().unwrap_or(0);
-    println!();
+    outln!();
     for (l, row) in rows.iter().enumerate().rev() {
         let pad = (width - row.chars().count()) / 2;
-        println!("  level {l:<3} {}{row}", " ".repeat(pad));
+        outln!("  level {l:<3} {}{row}", " ".repeat(pad));
     }
     if !p.conflicts.is_empty() {
-        println!("\n{}", s.bold("conflicts"));
+        outln!("\n{}", s.bold("conflicts"));
         let names: Vec<&str> = p.branches.iter().map(|b| b.name.as_str()).collect();
         if names.len() <= 16 {
             // The matrix: x where a pair conflicts.
@@ -537,14 +537,14 @@ fn print_plan(ctx: &Ctx, p: &Plan, notes: &[String]) {
                         }
                     })
                     .collect();
-                println!("  {a:<w$} {cells}   {}", s.dim(&format!("#{}", i + 1)));
+                outln!("  {a:<w$} {cells}   {}", s.dim(&format!("#{}", i + 1)));
             }
         }
         for c in &p.conflicts {
-            println!("  {} x {}: {}", c.a, c.b, c.files.join(", "));
+            outln!("  {} x {}: {}", c.a, c.b, c.files.join(", "));
         }
     }
     for n in notes {
-        println!("{} {n}", s.dim("note:"));
+        outln!("{} {n}", s.dim("note:"));
     }
 }

@@ -173,7 +173,7 @@ pub fn run(ctx: &Ctx, a: MigrateArgs) -> Result<i32> {
             "ms": started.elapsed().as_millis() as u64,
         }))?;
     } else {
-        println!(
+        outln!(
             "Copied {} tasks, {} dependencies and {} events from {} to {shown} in {:.1} s.",
             report.tasks,
             report.deps,
@@ -182,15 +182,15 @@ pub fn run(ctx: &Ctx, a: MigrateArgs) -> Result<i32> {
             started.elapsed().as_secs_f64()
         );
         if verified {
-            println!(
+            outln!(
                 "Verified: counts and checksums match (tasks {}, events {}).",
                 &after.tasks_checksum[..16],
                 &after.events_checksum[..16]
             );
-            println!(
+            outln!(
                 "The gate cache stays where it is on this machine (its index lives beside its entries) and keeps answering."
             );
-            println!("Use it with --db {shown} (or BRAID_DB).");
+            outln!("Use it with --db {shown} (or BRAID_DB).");
         }
     }
     if !verified {

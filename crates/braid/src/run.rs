@@ -1,7 +1,6 @@
 //! `braid run`, `braid context`, `braid logs` and `braid gc`: the engine's
 //! commands.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -14,6 +13,7 @@ use serde_json::json;
 use crate::cmd::Ctx;
 use crate::exit::{self, Failure};
 use crate::project::Project;
+use crate::term;
 use braid_app::wire::{EventView, ts};
 
 fn parse_id(s: &str) -> Result<TaskId, String> {
@@ -143,14 +143,15 @@ pub fn run(ctx: &Ctx, a: RunArgs) -> Result<i32> {
     };
     let on_event: Box<dyn FnMut(&Event)> = if json {
         Box::new(|e: &Event| {
-            let mut out = std::io::stdout().lock();
-            let _ = serde_json::to_writer(&mut out, &EventView::from(e));
-            let _ = writeln!(out);
+            let mut out = term::Lines::stdout();
+            let _ = out.json(&EventView::from(e));
+            let _ = out.text("\n");
+            let _ = out.flush();
         })
-    } else if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
-        Box::new(live_progress(project.open()?, line))
+    } else if term::is_terminal(term::To::Out) {
+        Box::new(live_progress(project.open()?, line, style.color))
     } else {
-        Box::new(move |e: &Event| println!("{}", line(e)))
+        Box::new(move |e: &Event| outln!("{}", line(e)))
     };
     if a.merge && config.merge_into.is_none() {
         return Err(Failure::usage(format!(
@@ -209,33 +210,37 @@ pub fn run(ctx: &Ctx, a: RunArgs) -> Result<i32> {
         let latency = report
             .latency_ms
             .map(|(p50, p99)| json!({"p50": p50, "p99": p99}));
-        eprintln!(
+        errln!(
             "{}",
-            json!({"dispatched": report.dispatched, "review": report.review, "done": report.done, "failed": report.failed, "released": report.released, "interrupted": report.interrupted, "halted": report.halted, "stopped": report.stopped, "dispatch_latency_ms": latency, "merged": landed, "merge_rejected": rejected, "needs_human": needs_human})
+            term::json_safe(&json!({"dispatched": report.dispatched, "review": report.review, "done": report.done, "failed": report.failed, "released": report.released, "interrupted": report.interrupted, "halted": report.halted, "stopped": report.stopped, "dispatch_latency_ms": latency, "merged": landed, "merge_rejected": rejected, "needs_human": needs_human}).to_string())
         );
     } else {
-        println!(
+        outln!(
             "Run finished: {} dispatched, {} done, {} in review, {} failed, {} released.",
-            report.dispatched, report.done, report.review, report.failed, report.released
+            report.dispatched,
+            report.done,
+            report.review,
+            report.failed,
+            report.released
         );
         if a.merge {
-            println!("Merged {landed} branch(es); {rejected} sent back or blocked by a conflict.");
+            outln!("Merged {landed} branch(es); {rejected} sent back or blocked by a conflict.");
             if needs_human > 0 {
-                println!(
+                outln!(
                     "{needs_human} conflict(s) need a person: see `braid list --label needs-human`."
                 );
             }
         }
         if let Some(why) = &report.halted {
-            println!("Stopped dispatching: {why}.");
+            outln!("Stopped dispatching: {why}.");
         }
         if !report.stopped.is_empty() {
-            println!(
+            outln!(
                 "Stopped {} process group(s) another braid left working:",
                 report.stopped.len()
             );
             for s in &report.stopped {
-                println!("  {s}");
+                outln!("  {s}");
             }
         }
     }
@@ -287,7 +292,7 @@ fn merge_loop(
                     .filter(|r| r.needs_human.is_some())
                     .count();
             }
-            Err(e) => eprintln!("braid: merge: {e:#}"),
+            Err(e) => errln!("braid: merge: {e:#}"),
         }
         active.store(false, SeqCst);
         engine.wake();
@@ -296,9 +301,11 @@ fn merge_loop(
 
 /// On a terminal: a status line (ready, running, review, done, failed) and
 /// one line per running agent, with event lines scrolling above them.
+/// indicatif draws them; what it is given has passed [`term::clean`].
 fn live_progress(
     status_store: braid_store::AnyStore,
     line: impl Fn(&Event) -> String,
+    sgr_ok: bool,
 ) -> impl FnMut(&Event) {
     use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
     let mp = MultiProgress::new();
@@ -310,18 +317,21 @@ fn live_progress(
     let mut running: std::collections::HashMap<String, ProgressBar> =
         std::collections::HashMap::new();
     move |e: &Event| {
-        let _ = mp.println(line(e));
+        let _ = mp.println(term::clean(&line(e), sgr_ok));
         let task = e.task.as_ref().map(|t| t.to_string()).unwrap_or_default();
         match e.kind.as_str() {
             "dispatched" => {
                 let bar = mp.add(ProgressBar::new_spinner());
                 bar.set_style(agent_style.clone());
                 bar.enable_steady_tick(std::time::Duration::from_millis(120));
-                bar.set_message(format!(
-                    "{task}  {} (attempt {})",
-                    e.payload["agent"].as_str().unwrap_or("?"),
-                    e.payload["attempt"]
-                ));
+                let agent = e.payload["agent"].as_str().unwrap_or("?");
+                bar.set_message(
+                    term::clean(
+                        &format!("{task}  {agent} (attempt {})", e.payload["attempt"]),
+                        sgr_ok,
+                    )
+                    .into_owned(),
+                );
                 if let Some(old) = running.insert(task, bar) {
                     old.finish_and_clear();
                 }
@@ -368,7 +378,7 @@ pub fn context(ctx: &Ctx, a: ContextArgs) -> Result<i32> {
     if ctx.global.json {
         ctx.print_json(&json!({"id": a.id, "prompt": prompt}))?;
     } else {
-        print!("{prompt}");
+        out!("{prompt}");
     }
     Ok(exit::OK)
 }
@@ -407,36 +417,43 @@ fn log_files(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
+/// Agent and gate output as it may reach a terminal: through
+/// [`term::Lines`], so an escape sequence an agent printed is shown, not
+/// run (its colours pass to a terminal that takes them). Following, a
+/// character or colour code cut off at the end of what was written so far
+/// waits for the next read.
 pub fn logs(ctx: &Ctx, a: LogsArgs) -> Result<i32> {
     let (project, store) = ctx.open()?;
     store.task(&a.id)?;
     let dir = paths(&project).logs(&a.id);
     let mut offsets: std::collections::HashMap<PathBuf, u64> = std::collections::HashMap::new();
+    let follow = a.follow;
     let print_new = |offsets: &mut std::collections::HashMap<PathBuf, u64>| -> Result<()> {
-        let mut out = std::io::stdout().lock();
+        let mut out = term::Lines::stdout();
         for f in log_files(&dir) {
             let start = offsets.get(&f).copied().unwrap_or(0);
             let bytes = std::fs::read(&f).with_context(|| format!("reading {}", f.display()))?;
             if (bytes.len() as u64) > start {
-                let chunk = &bytes[start as usize..];
+                let mut chunk = &bytes[start as usize..];
+                if follow {
+                    chunk = &chunk[..term::complete_len(chunk)];
+                    if chunk.is_empty() {
+                        continue;
+                    }
+                }
+                let text = String::from_utf8_lossy(chunk);
                 if ctx.global.json {
                     // One JSON line per chunk: {"path", "text"}.
-                    serde_json::to_writer(
-                        &mut out,
-                        &json!({"path": f, "text": String::from_utf8_lossy(chunk)}),
-                    )?;
-                    writeln!(out)?;
+                    out.json(&json!({"path": f, "text": text}))?;
+                    out.text("\n")?;
                 } else {
                     if start == 0 {
-                        writeln!(
-                            out,
-                            "{}",
-                            ctx.style.bold(&format!("==> {} <==", f.display()))
-                        )?;
+                        let head = format!("==> {} <==", f.display());
+                        out.text(&format!("{}\n", ctx.style.bold(&head)))?;
                     }
-                    out.write_all(chunk)?;
+                    out.text(&text)?;
                 }
-                offsets.insert(f, bytes.len() as u64);
+                offsets.insert(f, start + chunk.len() as u64);
             }
         }
         out.flush()?;
@@ -445,7 +462,7 @@ pub fn logs(ctx: &Ctx, a: LogsArgs) -> Result<i32> {
     if !a.follow {
         print_new(&mut offsets)?;
         if offsets.is_empty() && !ctx.global.json {
-            println!("No logs for {} yet.", a.id);
+            outln!("No logs for {} yet.", a.id);
         }
         return Ok(exit::OK);
     }
@@ -495,14 +512,14 @@ pub fn gc(ctx: &Ctx) -> Result<i32> {
             };
             match r {
                 Ok(()) => removed.push(path),
-                Err(err) => eprintln!("could not remove {}: {err}", path.display()),
+                Err(err) => errln!("could not remove {}: {err}", path.display()),
             }
         }
     }
     if ctx.global.json {
         ctx.print_json(&json!({"removed": removed}))?;
     } else {
-        println!("Removed {} orphaned workspaces.", removed.len());
+        outln!("Removed {} orphaned workspaces.", removed.len());
     }
     Ok(exit::OK)
 }
@@ -578,14 +595,16 @@ pub fn gate(ctx: &Ctx, cmd: GateCmd) -> Result<i32> {
                 ctx.style.paint("31", "FAIL")
             };
             let cached = if o.cached { " (cached)" } else { "" };
-            println!(
+            outln!(
                 "{status}  {}  {} ms{cached}  {}",
-                o.name, o.duration_ms, o.exit
+                o.name,
+                o.duration_ms,
+                o.exit
             );
             if !o.passed
                 && let Some(log) = &o.log
             {
-                println!("{}", braid_run::supervise::tail(log, 2048));
+                outln!("{}", braid_run::supervise::tail(log, 2048));
             }
         }
     }
@@ -619,19 +638,19 @@ pub fn cache(ctx: &Ctx, cmd: CacheCmd) -> Result<i32> {
         }))?;
     } else {
         if let Some(n) = pruned {
-            println!("Pruned {n} entries.");
+            outln!("Pruned {n} entries.");
         }
         if s.rebuilt {
-            println!("(The index was corrupted and has been rebuilt from the entries.)");
+            outln!("(The index was corrupted and has been rebuilt from the entries.)");
         }
-        println!(
+        outln!(
             "{}: {} entries, {} bytes",
             cache.dir().display(),
             s.entries,
             s.size
         );
         for (n, c, b) in &s.namespaces {
-            println!("  {n}: {c} entries, {b} bytes");
+            outln!("  {n}: {c} entries, {b} bytes");
         }
     }
     Ok(exit::OK)

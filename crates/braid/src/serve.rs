@@ -13,6 +13,7 @@ use clap::Args;
 
 use crate::cmd::Ctx;
 use crate::exit::{self, Failure};
+use crate::style::Style;
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
@@ -154,14 +155,12 @@ pub fn run(ctx: &Ctx, a: ServeArgs) -> Result<i32> {
         } else {
             None
         };
-        println!(
+        outln!(
             "Serving braid on http://{addr} (board at /, API under /api, OpenAPI at /openapi.json{}{}{}). Ctrl-C stops.",
             if auth.is_open() { "" } else { "; token required" },
             if a.run { "; running agents" } else { "" },
             if sync.is_some() { "; syncing .braid/tasks" } else { "" }
         );
-        use std::io::Write;
-        std::io::stdout().flush()?;
         braid_server::serve(listener, app, hub, shutdown(), config.shutdown_grace)
             .await
             .context("serving")?;
@@ -177,8 +176,8 @@ pub fn run(ctx: &Ctx, a: ServeArgs) -> Result<i32> {
     rt.shutdown_timeout(config.shutdown_grace);
     if let Some(engine) = engine {
         match engine.join() {
-            Ok(Err(e)) => eprintln!("braid serve: the engine stopped: {e:#}"),
-            Err(_) => eprintln!("braid serve: the engine thread panicked"),
+            Ok(Err(e)) => errln!("braid serve: the engine stopped: {e:#}"),
+            Err(_) => errln!("braid serve: the engine thread panicked"),
             Ok(Ok(())) => {}
         }
     }
@@ -223,8 +222,12 @@ pub fn sync_once(ctx: &Ctx, _a: SyncArgs) -> Result<i32> {
     } else {
         for o in outcomes.iter().filter(|o| o.action != "unchanged") {
             match &o.error {
-                Some(e) => eprintln!("{} {}: {e}", ctx.style.paint("31", "rejected"), o.file),
-                None => println!(
+                Some(e) => errln!(
+                    "{} {}: {e}",
+                    Style::for_stderr().paint("31", "rejected"),
+                    o.file
+                ),
+                None => outln!(
                     "{:<9} {} {}",
                     o.action,
                     o.file,
@@ -232,7 +235,7 @@ pub fn sync_once(ctx: &Ctx, _a: SyncArgs) -> Result<i32> {
                 ),
             }
         }
-        println!(
+        outln!(
             "{} applied, {} created, {} written, {} rejected ({})",
             report.applied,
             report.created,

@@ -112,7 +112,7 @@ pub fn run(ctx: &Ctx, cmd: SnapshotCmd) -> Result<i32> {
             if ctx.global.json {
                 ctx.print_json(&json!({"path": dest, "bytes": size}))?;
             } else {
-                println!("Saved {} ({size} bytes).", dest.display());
+                outln!("Saved {} ({size} bytes).", dest.display());
             }
         }
         SnapshotCmd::List => {
@@ -124,13 +124,13 @@ pub fn run(ctx: &Ctx, cmd: SnapshotCmd) -> Result<i32> {
                     .collect();
                 ctx.print_json(&v)?;
             } else if snaps.is_empty() {
-                println!(
+                outln!(
                     "No snapshots in {} (make one with `braid snapshot save`).",
                     dir.display()
                 );
             } else {
                 for s in &snaps {
-                    println!("{}  {:>10} bytes", s.path.display(), s.size);
+                    outln!("{}  {:>10} bytes", s.path.display(), s.size);
                 }
             }
         }
@@ -161,7 +161,7 @@ pub fn run(ctx: &Ctx, cmd: SnapshotCmd) -> Result<i32> {
             if ctx.global.json {
                 ctx.print_json(&json!({"restored": src, "previous_kept_at": keep}))?;
             } else {
-                println!(
+                outln!(
                     "Restored {}; the replaced database is kept at {}.",
                     src.display(),
                     keep.display()
@@ -186,12 +186,12 @@ pub fn run(ctx: &Ctx, cmd: SnapshotCmd) -> Result<i32> {
                     "failed": failures.iter().map(|(p, e)| json!({"path": p, "error": e})).collect::<Vec<_>>(),
                 }))?;
             } else {
-                println!(
+                outln!(
                     "Deleted {deleted} snapshots; {} remain.",
                     snaps.len() - deleted
                 );
                 for (p, e) in &failures {
-                    eprintln!("could not delete {}: {e}", p.display());
+                    errln!("could not delete {}: {e}", p.display());
                 }
             }
             if !failures.is_empty() {

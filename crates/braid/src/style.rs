@@ -1,9 +1,9 @@
 //! Human output: colour only on a terminal and never with NO_COLOR, and
 //! aligned tables that fit the terminal's width.
 
-use std::io::IsTerminal;
-
 use braid_core::{State, TaskType};
+
+use crate::term::{self, To};
 
 #[derive(Clone, Copy, Debug)]
 pub struct Style {
@@ -12,16 +12,24 @@ pub struct Style {
 }
 
 impl Style {
+    /// The style of standard output: colour when [`term::colour`] says so.
     pub fn detect() -> Style {
-        let tty = std::io::stdout().is_terminal();
-        let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+        let tty = term::is_terminal(To::Out);
         let width = std::env::var("COLUMNS")
             .ok()
             .and_then(|c| c.parse().ok())
             .unwrap_or(if tty { 100 } else { 200 });
         Style {
-            color: tty && !no_color,
+            color: term::colour(To::Out),
             width,
+        }
+    }
+
+    /// The style of what goes to standard error (errors, warnings).
+    pub fn for_stderr() -> Style {
+        Style {
+            color: term::colour(To::Err),
+            ..Style::detect()
         }
     }
 
@@ -41,17 +49,16 @@ impl Style {
         self.paint("2", text)
     }
 
-    /// Writes text in a colour (or plain) without allocating.
-    pub fn write_painted(
-        &self,
-        out: &mut impl std::io::Write,
-        code: &str,
-        text: &str,
-    ) -> std::io::Result<()> {
+    /// Appends text in a colour (or plain) to a line being built.
+    pub fn push_painted(&self, out: &mut String, code: &str, text: &str) {
         if self.color {
-            write!(out, "\x1b[{code}m{text}\x1b[0m")
+            out.push_str("\x1b[");
+            out.push_str(code);
+            out.push('m');
+            out.push_str(text);
+            out.push_str("\x1b[0m");
         } else {
-            out.write_all(text.as_bytes())
+            out.push_str(text);
         }
     }
 
@@ -103,10 +110,20 @@ pub fn truncate(s: &str, max: usize) -> String {
 }
 
 /// Prints rows as aligned columns; the last column is cut to fit the width.
+/// Cells are measured as they will be shown ([`term::clean`]: an escape
+/// in a title takes the room of its visible form).
 pub fn table(style: &Style, header: &[&str], rows: &[Vec<String>]) -> String {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            r.iter()
+                .map(|c| term::clean(c, style.color).into_owned())
+                .collect()
+        })
+        .collect();
     let cols = header.len();
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for r in rows {
+    for r in &rows {
         for (i, c) in r.iter().enumerate().take(cols - 1) {
             widths[i] = widths[i].max(visible_len(c));
         }
@@ -127,7 +144,7 @@ pub fn table(style: &Style, header: &[&str], rows: &[Vec<String>]) -> String {
     };
     line(header.iter().map(|h| style.bold(h)).collect(), &mut out);
     for r in rows {
-        line(r.clone(), &mut out);
+        line(r, &mut out);
     }
     out
 }

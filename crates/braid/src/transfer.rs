@@ -11,6 +11,7 @@ use serde_json::json;
 use crate::cmd::Ctx;
 use crate::exit::{self, Failure};
 use crate::formats::{self, Format, braid::Line};
+use crate::term::Lines;
 use braid_app::wire::{EventView, TaskView};
 
 #[derive(Args, Debug)]
@@ -70,7 +71,7 @@ pub fn import(ctx: &Ctx, a: ImportArgs) -> Result<i32> {
         if ctx.global.json {
             ctx.print_json(&json!({"dry_run": true, "tasks": batch.tasks.len(), "events": batch.events.len(), "errors": parsed.errors, "not_mapped": parsed.notes}))?;
         } else {
-            println!(
+            outln!(
                 "Would import {} tasks and {} events from {name} ({format:?}); nothing changed.",
                 batch.tasks.len(),
                 batch.events.len()
@@ -122,17 +123,19 @@ pub fn import(ctx: &Ctx, a: ImportArgs) -> Result<i32> {
             "skipped": skipped, "not_mapped": parsed.notes,
         }))?;
     } else {
-        println!(
+        outln!(
             "Imported {} tasks, {} dependencies, {} events from {name}.",
-            report.tasks, report.deps, report.events
+            report.tasks,
+            report.deps,
+            report.events
         );
         for s in &skipped {
-            println!("  skipped {s}");
+            outln!("  skipped {s}");
         }
         if !parsed.notes.is_empty() {
-            println!("Not mapped exactly:");
+            outln!("Not mapped exactly:");
             for (what, n) in &parsed.notes {
-                println!("  {what} ({n}x)");
+                outln!("  {what} ({n}x)");
             }
         }
     }
@@ -159,18 +162,15 @@ pub fn export(ctx: &Ctx, a: ExportArgs) -> Result<i32> {
                 .with_context(|| format!("creating {}", p.display()))
         })
         .transpose()?;
-    let stdout = std::io::stdout();
-    let mut out: Box<dyn Write + '_> = match &file {
-        Some(f) => Box::new(BufWriter::with_capacity(1 << 16, f.file())),
-        None => Box::new(BufWriter::with_capacity(1 << 16, stdout.lock())),
+    // JSON lines, through the one writer: exact, and inert on a terminal.
+    let mut out: Lines<Box<dyn Write + '_>> = match &file {
+        Some(f) => Lines::new(Box::new(BufWriter::with_capacity(1 << 16, f.file())), false),
+        None => Lines::stdout().boxed(),
     };
-    serde_json::to_writer(
-        &mut out,
-        &Line::BraidExport {
-            version: formats::braid::VERSION,
-        },
-    )?;
-    out.write_all(b"\n")?;
+    out.json(&Line::BraidExport {
+        version: formats::braid::VERSION,
+    })?;
+    out.text("\n")?;
     let mut n = 0usize;
     let io = |e: std::io::Error| braid_store::Error::io(Path::new("export"), e);
     store.export(a.events, &mut |item| {
@@ -184,8 +184,8 @@ pub fn export(ctx: &Ctx, a: ExportArgs) -> Result<i32> {
             }
             ExportItem::Event(e) => Line::Event(EventView::from(&e)),
         };
-        serde_json::to_writer(&mut out, &line).map_err(|e| io(e.into()))?;
-        out.write_all(b"\n").map_err(io)?;
+        out.json(&line).map_err(io)?;
+        out.text("\n").map_err(io)?;
         n += 1;
         Ok(())
     })?;
@@ -194,7 +194,7 @@ pub fn export(ctx: &Ctx, a: ExportArgs) -> Result<i32> {
     if let (Some(f), Some(path)) = (file, &a.output) {
         f.commit()?;
         if !ctx.global.json {
-            eprintln!("Wrote {n} records to {}.", path.display());
+            errln!("Wrote {n} records to {}.", path.display());
         }
     }
     Ok(exit::OK)

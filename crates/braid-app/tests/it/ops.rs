@@ -235,3 +235,36 @@ fn a_task_handed_to_a_person_is_labelled_once_and_told_each_new_thing_once() {
     assert!(ops::escalate(&s, "merge", &other, "").is_err());
     assert!(s.task(&other).unwrap().labels.is_empty());
 }
+
+#[test]
+fn escalate_shows_a_control_character_in_a_name_from_git_instead_of_failing() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(&dir);
+    let id = add_as(&s, "br-hand");
+    // A file name can hold any byte but NUL; a person must still be told.
+    let why = "Needs a person: conflict in evil\u{1b}]0;x\u{7}.rs";
+    assert_eq!(ops::escalate(&s, "merge", &id, why).unwrap().len(), 2);
+    let comments = s.comments(&id, 10).unwrap();
+    assert_eq!(
+        comments[0].payload["text"],
+        "Needs a person: conflict in evil\\e]0;x\\a.rs"
+    );
+    // The same finding is still said once.
+    assert!(ops::escalate(&s, "merge", &id, why).unwrap().is_empty());
+    // A person's own comment is refused instead, naming the field.
+    let e = ops::comment(
+        &s,
+        "ann",
+        "br-hand",
+        braid_app::wire::CommentIn {
+            text: why.into(),
+            author: None,
+        },
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("invalid text: control character U+001B"),
+        "{e}"
+    );
+}

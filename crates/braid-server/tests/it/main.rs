@@ -5,6 +5,7 @@
 mod api;
 mod auth_limits;
 mod common;
+mod control;
 mod guard;
 mod streams;
 mod sync;

@@ -1,8 +1,12 @@
 //! The `braid` command line, run as a real process against real SQLite
 //! files in temp directories.
 
+// The tests' own notes are not braid's output (src/term.rs is for that).
+#![allow(clippy::disallowed_methods, clippy::disallowed_macros)]
+
 mod cli;
 mod concurrency;
+mod control;
 mod merge;
 mod postgres;
 mod run;
