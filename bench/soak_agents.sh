@@ -17,6 +17,8 @@
 #    end once the run has exited is an agent left behind;
 #  - every task ended: none left in_progress, no agent process alive (by
 #    the dispatched events' process groups and by the agent's path);
+#  - also: every agent started has its agent_finished event, nothing starts
+#    more than 5 s after the SIGINT, no (task, attempt) dispatched twice;
 #  - dispatches (`dispatched` events), done/failed/open counts, what the
 #    agents did (fast/work/hang/stall) against what braid recorded
 #    (exit 0/1, timed out, stalled, stopped), how long a hang or a stall
@@ -24,7 +26,8 @@
 #  - dispatch latency p50/p99 (the run's JSON summary);
 #  - the engine's RSS, open fds and threads after the first dispatch, at
 #    the end (before the SIGINT) and their maximum (sampled every 10 s).
-# Prints a short report and one JSON line; exits 1 if a check fails.
+# Prints a short report and one JSON line; exits 1 if a check fails. A 60 s
+# run takes about 85 s in all (the last hung agents need their 20 s timeout).
 #
 #   bash bench/soak_agents.sh [DURATION_SECONDS]     JOBS=32 bash bench/soak_agents.sh 600
 #
@@ -51,19 +54,36 @@ T0=
 export NO_COLOR=1 BRAID_CACHE_DIR="$W/cache" SOAK_SPANS="$W/spans"
 log() { echo "[soak $(date +%T)] $*" >&2; }
 
-# Leftovers: the run (if it still runs) and every agent process group it
-# started (found by the dispatched events' pgids and by the agent's path,
-# which is unique to this temp dir).
+# Leftovers: processes of the agents the run started, found by the agent's
+# path (unique to this temp dir) and by the dispatched events' process
+# groups. pids wrap fast here (pid_max is often 32768), so a group counts
+# only while its id was not given to a new leader since: a pgid cannot be
+# reused while any process of the group lives, so if a process with that pid
+# exists and started at another time than the recorded leader, the group is
+# gone (the same check braid makes with the `started` it records).
 leftover_pids() {
-  local pgids
-  pgids=$(grep -o '"pgid":[0-9]*' "$W/run.jsonl" 2>/dev/null | cut -d: -f2 | sort -u | tr '\n' ' ' || true)
   {
     pgrep -f "$W/agent.sh" || true
-    if [ -n "$pgids" ]; then
-      # only processes started since the run began (a pgid may be reused)
-      ps -eo pid=,pgid=,etimes= | awk -v g=" $pgids" -v age=$(( $(date +%s) - ${T0:-0} + 1 )) \
-        'index(g, " " $2 " ") && $3 <= age { print $1 }'
-    fi
+    [ -s "$W/run.jsonl" ] && python3 - "$W/run.jsonl" <<'PY' || true
+import json, os, sys
+groups = {}
+for line in open(sys.argv[1]):
+    if '"kind":"dispatched"' in line:
+        p = json.loads(line)["payload"]
+        if "pgid" in p:
+            groups[p["pgid"]] = p["started"]
+procs = {}
+for d in os.listdir("/proc"):
+    try:
+        f = open(f"/proc/{d}/stat").read().rsplit(")", 1)[1].split()
+        procs[int(d)] = (int(f[2]), int(f[19]))   # pgid, start (ticks since boot)
+    except (ValueError, OSError, IndexError):
+        pass
+for pid, (pgid, _) in procs.items():
+    leader = procs.get(pgid)
+    if pgid in groups and (leader is None or leader[1] == groups[pgid]):
+        print(pid)
+PY
   } | sort -u | grep -vx "$$" || true
 }
 cleanup() {
@@ -129,14 +149,16 @@ add_tasks() {
 json_num() { sed -nE "s/.*\"$1\": ?([0-9]+).*/\1/p" | head -1; }
 ready_now() { "$B" health --json | json_num ready; }
 
-# RSS (KiB), open fds and threads of the run; "" once it is gone.
+# One line per sample: TAG EPOCH RSS_KiB FDS THREADS CPU_TICKS (nothing once
+# the run is gone).
 SAMPLES="$W/samples"
 sample() {
-  local rss thr fds
+  local rss thr fds cpu
   rss=$(awk '/^VmRSS:/ { print $2 }' "/proc/$RUN_PID/status" 2>/dev/null) || return 0
   thr=$(awk '/^Threads:/ { print $2 }' "/proc/$RUN_PID/status" 2>/dev/null) || return 0
+  cpu=$(sed -E 's/.*\) //' "/proc/$RUN_PID/stat" 2>/dev/null | awk '{ print $12 + $13 }') || return 0
   fds=$(ls "/proc/$RUN_PID/fd" 2>/dev/null | wc -l)
-  [ -n "$rss" ] && echo "$1 $(date +%s) $rss $fds $thr" >>"$SAMPLES"
+  [ -n "$rss" ] && echo "$1 $(date +%s) $rss $fds $thr $cpu" >>"$SAMPLES"
   return 0
 }
 dispatched_so_far() { grep -c '"kind":"dispatched"' "$W/run.jsonl" 2>/dev/null || true; }
@@ -200,7 +222,6 @@ else
   if $exited_in_time && { [ "$rc" -gt 128 ] || [ "$rc" -eq 101 ]; }; then deaths=1; fi
 fi
 T_EXIT=$(date +%s%N)
-RUN_PID_DONE=$RUN_PID
 RUN_PID=
 sleep 1   # agents' last `end` lines
 alive=$(leftover_pids | tr '\n' ' ')
@@ -251,6 +272,7 @@ for e in finished:
              else "exit 1" if x == "exit 1" else x] += 1
 released = collections.Counter(e["payload"].get("reason") for e in events if e["kind"] == "released")
 retries = sum(1 for e in events if e["kind"] == "retrying")
+rescued = sum(1 for e in events if e["kind"] == "rescued")   # our own lease lapsed
 dup_attempts = [k for k, n in collections.Counter((e["task"], e["payload"].get("attempt")) for e in disp).items() if n > 1]
 done_twice = [t for t, n in collections.Counter(e["task"] for e in events
               if e["kind"] == "state_changed" and e["payload"].get("to") == "done").items() if n > 1]
@@ -283,6 +305,10 @@ for t, ss in by_task.items():
         e = s["end"] if s["end"] is not None else float("inf")
         open_until = e if open_until is None else max(open_until, e)
 no_end = [k for k, s in spans.items() if s["end"] is None]
+starts = sorted(s["start"] for s in spans.values())
+fill_s = round((starts[jobs - 1] - starts[0]) / 1e9, 2) if len(starts) >= jobs else None
+late = [(st - t_int_ns) / 1e9 for st in starts if t_int_ns and st > t_int_ns]
+launched = sum(1 for e in disp if "pgid" in e["payload"])
 hows = collections.Counter(s["how"] for s in spans.values())
 def took(how):
     d = sorted((s["end"] - s["start"]) / 1e9 for s in spans.values() if s["how"] == how and s["end"])
@@ -298,6 +324,8 @@ samples = [l.split() for l in open(f"{W}/samples")] if os.path.exists(f"{W}/samp
 def smp(tag):
     r = [s for s in samples if s[0] == tag]
     return {"rss_kib": int(r[0][2]), "fds": int(r[0][3]), "threads": int(r[0][4])} if r else None
+hz = os.sysconf("SC_CLK_TCK")
+cpu_s = round((int(samples[-1][5]) - int(samples[0][5])) / hz, 1) if len(samples) > 1 else None
 mx = {"rss_kib": max((int(s[2]) for s in samples), default=None),
       "fds": max((int(s[3]) for s in samples), default=None),
       "threads": max((int(s[4]) for s in samples), default=None)}
@@ -313,6 +341,10 @@ checks = {
     "in_progress_left": in_progress == 0,
     "agents_alive": not alive,
     "dispatched_something": len(disp) > 0,
+    # every agent started has its agent_finished event
+    "agents_finished": len(finished) == launched,
+    # nothing new after the first signal (a turn under way may finish)
+    "no_dispatch_after_sigint": not [x for x in late if x > 5],
 }
 ok = all(checks.values())
 res = {
@@ -323,13 +355,15 @@ res = {
     "engine_deaths": deaths, "run_exit": rc, "wind_down_s": wind_down,
     "overlaps": len(overlaps), "starts_without_end": len(no_end), "agents_alive": len(alive),
     "every_task_ended": in_progress == 0 and not alive and not no_end,
-    "dispatch_latency_ms": {"p50": lat.get("p50"), "p99": lat.get("p99")},
+    "dispatch_latency_ms": {k: lat.get(k) and round(lat[k], 2) for k in ("p50", "p99")},
+    "slots_filled_s": fill_s, "starts_after_sigint": len(late),
+    "agents_finished": len(finished), "engine_cpu_s": cpu_s,
     "busy_slots_mean": round(busy, 1) if busy is not None else None,
     "behaviours": dict(hows), "outcomes": dict(outcomes), "retries": retries,
     "released": sum(released.values()),
     "hang_stopped_s": took("hang"), "stall_stopped_s": took("stall"),
     "duplicate_task_attempts": len(dup_attempts), "done_twice": len(done_twice),
-    "over_max_attempts": len(over_attempts),
+    "over_max_attempts": len(over_attempts), "rescued": rescued,
     "rss_kib": {"start": start and start["rss_kib"], "end": end and end["rss_kib"], "max": mx["rss_kib"]},
     "fds": {"start": start and start["fds"], "end": end and end["fds"], "max": mx["fds"]},
     "threads": {"start": start and start["threads"], "end": end and end["threads"], "max": mx["threads"]},
@@ -340,19 +374,21 @@ s = res["state"]
 print(f"""
 == braid agent soak: {duration} s, jobs {jobs} ==
 tasks seeded        {seeded}
-agents started      {len(disp)} (dispatched events; {res['claims']} claims), {retries} retries, mean busy slots {res['busy_slots_mean']} of {jobs}
+agents started      {len(disp)} (dispatched events; {res['claims']} claims), {retries} retries, {len(finished)} agent_finished
+slots               mean busy {res['busy_slots_mean']} of {jobs}; the first {jobs} agents started over {fill_s} s
+after the SIGINT    {len(late)} agents started{f" (latest +{max(late):.2f} s)" if late else ""}; run exited after {wind_down} s
 agents did          {dict(hows)}
 braid recorded      {dict(outcomes)}; released {dict(released)}
 hang stopped after  {res['hang_stopped_s']} s (min/median/max; timeout 20 s + kill_grace 2 s)
 stall stopped after {res['stall_stopped_s']} s (stall 8 s, looked at once per period)
 tasks at the end    done {s['done']}, failed {s['failed']}, open {s['open']}, in_progress {s['in_progress']}
-engine deaths       {deaths} (run exit status {rc}, {wind_down} s from SIGINT to exit)
+engine deaths       {deaths} (run exit status {rc})
 overlapping agents  {len(overlaps)}; starts with no end {len(no_end)}; agent processes alive {len(alive)}
-dispatch latency    p50 {lat.get('p50')} ms, p99 {lat.get('p99')} ms
+dispatch latency    p50 {res['dispatch_latency_ms']['p50']} ms, p99 {res['dispatch_latency_ms']['p99']} ms (run summary)
 engine RSS (MiB)    start {start and round(start['rss_kib'] / 1024, 1)}, end {end and round(end['rss_kib'] / 1024, 1)}, max {mx['rss_kib'] and round(mx['rss_kib'] / 1024, 1)}
 engine fds          start {start and start['fds']}, end {end and end['fds']}, max {mx['fds']}
-engine threads      start {start and start['threads']}, end {end and end['threads']}, max {mx['threads']}
-other invariants    duplicate (task, attempt) dispatches {len(dup_attempts)}, done twice {len(done_twice)}, over 3 dispatches {len(over_attempts)}
+engine threads      start {start and start['threads']}, end {end and end['threads']}, max {mx['threads']}; CPU {cpu_s} s from start to end
+other invariants    duplicate (task, attempt) dispatches {len(dup_attempts)}, done twice {len(done_twice)}, over 3 dispatches {len(over_attempts)}, rescued {rescued}
 result              {'PASS' if ok else 'FAIL: ' + ', '.join(res['failed_checks'])}""")
 if overlaps:
     print("overlapping tasks:", " ".join(sorted(set(overlaps))[:20]))

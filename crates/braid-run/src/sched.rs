@@ -214,6 +214,9 @@ pub enum Action {
 }
 
 /// How a run ended.
+/// Why a claim whose attempt failed goes back without a retry.
+const STOPPED_BEFORE_RETRY: &str = "the run was stopped before the failed attempt's retry";
+
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Report {
     /// Dispatch latency in ms (p50, p99): from the moment a start became
@@ -1016,7 +1019,15 @@ impl Core {
         let attempt = w.attempt;
         let max = self.config.run.max_attempts;
         if attempt < max && self.stopping.is_some() {
-            return self.release(id, "the run was stopped before a retry", out);
+            // The attempt was spent: it counts, and the next run's prompt
+            // shows why it failed (a task that fails every interrupted run
+            // still reaches its limit).
+            out.push(Action::Record {
+                id: id.clone(),
+                kind: EventKind::Retrying,
+                payload: json!({"failed": what, "tail": tail, "attempt": attempt, "backoff_ms": 0}),
+            });
+            return self.give_back(id, STOPPED_BEFORE_RETRY, false, out);
         }
         if attempt < max {
             let backoff = self.backoff(attempt);
@@ -1059,6 +1070,12 @@ impl Core {
 
     /// Gives a claim back: the task returns to open, the attempt refunded.
     fn release(&mut self, id: &TaskId, why: &str, out: &mut Vec<Action>) {
+        self.give_back(id, why, true, out);
+    }
+
+    /// Gives a claim back: the task returns to open; `refund`: the attempt
+    /// does not count (it never ran its course through no fault of its own).
+    fn give_back(&mut self, id: &TaskId, why: &str, refund: bool, out: &mut Vec<Action>) {
         self.gate_queue.retain(|(t, _)| t != id);
         if let Some(w) = self.works.get_mut(id) {
             w.pending = Some(Pending::Finish);
@@ -1067,7 +1084,7 @@ impl Core {
                 id: id.clone(),
                 to: State::Open,
                 reason: why.into(),
-                refund: true,
+                refund,
                 commit: false,
             });
         }
@@ -1220,7 +1237,8 @@ impl Core {
             .map(|(id, _)| id.clone())
             .collect();
         for id in waiting {
-            self.release(&id, "the run was stopped before its retry", out);
+            // Their failed attempt was recorded and counts.
+            self.give_back(&id, STOPPED_BEFORE_RETRY, false, out);
         }
     }
 

@@ -547,6 +547,24 @@ fn a_first_signal_lets_work_finish_within_the_grace_and_a_second_stops_everythin
     assert!(s.runner.done(), "{}", s.at());
     let report = s.runner.finish();
     assert!(report.interrupted);
+    // b's failed attempt counted: the next claim is its second, and says why.
+    let next = store
+        .apply(
+            "t",
+            Command::Claim {
+                id: Some(b.clone()),
+                assignee: "t".into(),
+                lease_ms: 60_000,
+            },
+        )
+        .unwrap();
+    assert_eq!(next.task.lease.unwrap().attempt, 2);
+    assert!(
+        braid_app::prompt::build(&store, &b)
+            .unwrap()
+            .contains("exit 1"),
+        "the next attempt is told what failed"
+    );
 
     // The same start, then two signals.
     let dir = tempfile::tempdir().unwrap();
