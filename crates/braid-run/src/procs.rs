@@ -1,7 +1,7 @@
 //! Which braid started which process group, kept on disk so that a run
 //! that dies (kill -9, a crash, a lost machine) cannot leave an agent
 //! working where the next run puts another. Each group the supervisor
-//! starts is recorded in `.braid/procs/<holds>/<pgid>`, where `holds` names
+//! starts is recorded in `.braid/procs/<holds>@<pgid>`, where `holds` names
 //! the workspace it works in (a task id, `merge`): its process group, the
 //! start time of its leader (so a recycled pid is never taken for it), the
 //! machine's boot, and the braid process that owns it. The record goes when
@@ -114,8 +114,12 @@ impl Registry {
         self.me.is_some() && self.boot.is_some()
     }
 
+    /// One flat folder: a record costs one file created and one removed
+    /// (file creation is the dear part on some filesystems; see
+    /// bench/RESULTS.md), and the folder holds only running groups, so
+    /// reading it whole is cheap.
     fn path(&self, holds: &str, pgid: u32) -> PathBuf {
-        self.dir.join(holds).join(pgid.to_string())
+        self.dir.join(format!("{holds}@{pgid}"))
     }
 
     /// Records a group this process just started. A record that cannot be
@@ -134,15 +138,20 @@ impl Registry {
             program: program.to_owned(),
         };
         let path = self.path(holds, pgid);
-        let written = path
-            .parent()
-            .map_or(Ok(()), std::fs::create_dir_all)
-            .and_then(|()| {
-                let bytes = serde_json::to_vec(&record).map_err(std::io::Error::other)?;
-                // Nothing to lose on a crash but the record itself; a torn
-                // one is skipped (and removed) when read.
-                braid_store::fsx::write_replace(&path, &bytes)
-            });
+        let write = || -> std::io::Result<()> {
+            let bytes = serde_json::to_vec(&record).map_err(std::io::Error::other)?;
+            // Written in place, not through a temporary file: a record read
+            // half-written is skipped while fresh (see `stop_where`), and
+            // a crash loses only the record itself.
+            match std::fs::write(&path, &bytes) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    std::fs::create_dir_all(&self.dir)?;
+                    std::fs::write(&path, &bytes)
+                }
+                r => r,
+            }
+        };
+        let written = write();
         if let Err(e) = written {
             tracing::warn!(path = %path.display(), error = %e, "recording a process group");
         }
@@ -168,17 +177,7 @@ impl Registry {
         if !self.usable() {
             return Vec::new();
         }
-        let Ok(dirs) = std::fs::read_dir(&self.dir) else {
-            return Vec::new();
-        };
-        let mut stopped = Vec::new();
-        for d in dirs.flatten() {
-            let holds = d.file_name().to_string_lossy().into_owned();
-            stopped.extend(self.stop_where(&holds, |r| !r.owner.alive()));
-            // Empty folders go; one still in use stays (ENOTEMPTY).
-            let _ = std::fs::remove_dir(d.path());
-        }
-        stopped
+        self.stop_where(None, |r| !r.owner.alive())
     }
 
     /// Stops every recorded group working in `holds` that another braid
@@ -188,23 +187,38 @@ impl Registry {
             return Vec::new();
         }
         let me = self.me.clone();
-        self.stop_where(holds, |r| Some(&r.owner) != me.as_ref())
+        self.stop_where(Some(holds), |r| Some(&r.owner) != me.as_ref())
     }
 
-    /// Stops the groups recorded under `holds` that `pick` chooses.
-    fn stop_where(&self, holds: &str, pick: impl Fn(&Record) -> bool) -> Vec<Stopped> {
-        let Ok(entries) = std::fs::read_dir(self.dir.join(holds)) else {
+    /// Stops the groups recorded (under `holds`, or all) that `pick`
+    /// chooses.
+    fn stop_where(&self, holds: Option<&str>, pick: impl Fn(&Record) -> bool) -> Vec<Stopped> {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
             return Vec::new();
         };
         let mut stopped = Vec::new();
         for e in entries.flatten() {
+            let name = e.file_name();
+            let Some((h, _pgid)) = name.to_str().and_then(|n| n.rsplit_once('@')) else {
+                continue; // not a record
+            };
+            if holds.is_some_and(|want| want != h) {
+                continue;
+            }
             let path = e.path();
             let record = std::fs::read(&path)
                 .ok()
                 .and_then(|b| serde_json::from_slice::<Record>(&b).ok());
             let Some(record) = record else {
-                // Torn or foreign: nothing can be known of it.
-                forget(&path);
+                // Being written this instant, or torn by a crash: only a
+                // stale one is forgotten.
+                let stale = e
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > STOP_GRACE));
+                if stale {
+                    forget(&path);
+                }
                 continue;
             };
             if Some(&record.boot) != self.boot.as_ref() {
@@ -349,7 +363,7 @@ mod tests {
 
     fn write(reg: &Registry, holds: &str, record: &Record) {
         let p = reg.path(holds, record.leader.pid);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::create_dir_all(&reg.dir).unwrap();
         std::fs::write(p, serde_json::to_vec(record).unwrap()).unwrap();
     }
 
