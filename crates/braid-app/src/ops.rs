@@ -441,6 +441,11 @@ pub fn show(store: &dyn Store, id: &str, events: usize) -> Result<ShowView> {
         .iter()
         .map(|c| c.id.to_string())
         .collect();
+    let attempts: Vec<UsageView> = store
+        .task_usage(&t.id)?
+        .iter()
+        .map(UsageView::from)
+        .collect();
     Ok(ShowView {
         blocked_by,
         children,
@@ -454,9 +459,40 @@ pub fn show(store: &dyn Store, id: &str, events: usize) -> Result<ShowView> {
             .iter()
             .map(CommentView::from)
             .collect(),
+        cost_usd: attempts.iter().filter_map(|a| a.cost_usd).sum(),
+        attempts,
         task: TaskView::from(&t),
     })
 }
+
+/// What to sum the cost ledger by (`braid cost --by`).
+pub use braid_store::UsageBy;
+
+/// The cost ledger summed by task, agent, model or day, since a time
+/// (epoch ms), the costliest first; at most `limit` rows ([`COST_ROWS`]
+/// when not given, at most [`COST_ROWS_MAX`]).
+pub fn cost(
+    store: &dyn Store,
+    by: UsageBy,
+    since: Option<i64>,
+    limit: Option<usize>,
+) -> Result<Vec<CostView>> {
+    let limit = limit.unwrap_or(COST_ROWS).clamp(1, COST_ROWS_MAX);
+    Ok(store
+        .usage_totals(&braid_store::UsageQuery {
+            by,
+            since,
+            task: None,
+            limit,
+        })?
+        .iter()
+        .map(CostView::from)
+        .collect())
+}
+
+/// Rows `cost` answers unless asked, and at most.
+pub const COST_ROWS: usize = 50;
+pub const COST_ROWS_MAX: usize = 10_000;
 
 fn filter_of(store: &dyn Store, input: ListIn) -> Result<ListFilter> {
     let states = input

@@ -288,6 +288,85 @@ pub struct ShowView {
     pub events: Vec<EventView>,
     /// The latest comments, oldest first.
     pub comments: Vec<CommentView>,
+    /// Its agent attempts as the cost ledger holds them, oldest first.
+    pub attempts: Vec<UsageView>,
+    /// What its attempts cost in all, in USD (attempts of unknown cost
+    /// not included).
+    pub cost_usd: f64,
+}
+
+/// One agent attempt in the cost ledger: what its CLI reported.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, ToSchema, JsonSchema)]
+pub struct UsageView {
+    pub task: String,
+    pub attempt: Option<i64>,
+    pub agent: String,
+    pub model: Option<String>,
+    pub session: Option<String>,
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    pub cache_read_tokens: i64,
+    pub cache_write_tokens: i64,
+    /// As reported; `null` when the agent reports none.
+    pub cost_usd: Option<f64>,
+    pub turns: Option<i64>,
+    pub duration_ms: i64,
+    pub outcome: String,
+    /// When it ended (RFC 3339).
+    pub at: String,
+}
+
+impl From<&braid_store::UsageRow> for UsageView {
+    fn from(r: &braid_store::UsageRow) -> Self {
+        UsageView {
+            task: r.task.to_string(),
+            attempt: r.attempt,
+            agent: r.agent.clone(),
+            model: r.model.clone(),
+            session: r.session.clone(),
+            input_tokens: r.input_tokens,
+            output_tokens: r.output_tokens,
+            cache_read_tokens: r.cache_read_tokens,
+            cache_write_tokens: r.cache_write_tokens,
+            cost_usd: r.cost_usd,
+            turns: r.turns,
+            duration_ms: r.duration_ms,
+            outcome: r.outcome.clone(),
+            at: ts(r.at),
+        }
+    }
+}
+
+/// The ledger summed by one key (`braid cost`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, ToSchema, JsonSchema)]
+pub struct CostView {
+    /// The task id, agent, model or UTC day.
+    pub key: String,
+    pub attempts: i64,
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    pub cache_read_tokens: i64,
+    pub cache_write_tokens: i64,
+    pub cost_usd: f64,
+    /// Attempts whose agent reported no cost (counted in `attempts` only).
+    pub unpriced: i64,
+    pub duration_ms: i64,
+}
+
+impl From<&braid_store::UsageTotal> for CostView {
+    fn from(t: &braid_store::UsageTotal) -> Self {
+        CostView {
+            key: t.key.clone(),
+            attempts: t.attempts,
+            input_tokens: t.input_tokens,
+            output_tokens: t.output_tokens,
+            cache_read_tokens: t.cache_read_tokens,
+            cache_write_tokens: t.cache_write_tokens,
+            cost_usd: t.cost_usd,
+            unpriced: t.unpriced,
+            duration_ms: t.duration_ms,
+        }
+    }
 }
 
 /// One row of a tree: a flat list in depth-first order (never nested, so a

@@ -52,6 +52,41 @@ pub fn has_head(repo: &Path) -> bool {
     git(repo, &["rev-parse", "--verify", "-q", "HEAD"]).is_ok()
 }
 
+/// Held while worktrees are added, removed or pruned. `git worktree prune`
+/// forgets a worktree whose folder it does not find, and one being added
+/// has its metadata before its folder: a prune beside an add breaks the
+/// add ("preparing the workspace" failed under load). So these take turns:
+/// threads of one process on a mutex, processes on an OS lock of
+/// `.git/braid-worktrees.lock` (it dies with its holder).
+struct WorktreeLock {
+    _thread: std::sync::MutexGuard<'static, ()>,
+    _file: Option<std::fs::File>,
+}
+
+static WORKTREE_MUTEX: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn worktree_lock(repo: &Path) -> WorktreeLock {
+    let thread = WORKTREE_MUTEX.lock().unwrap_or_else(|p| p.into_inner());
+    // A repository whose `.git` is a folder (not a linked worktree's file).
+    let git_dir = repo.join(".git");
+    let file = git_dir
+        .is_dir()
+        .then(|| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(git_dir.join("braid-worktrees.lock"))
+                .ok()
+        })
+        .flatten()
+        .filter(|f| f.lock().is_ok());
+    WorktreeLock {
+        _thread: thread,
+        _file: file,
+    }
+}
+
 /// Creates the worktree at `path` on `branch` (from HEAD when the branch is
 /// new), or reuses it when it is already there.
 pub fn ensure_worktree(repo: &Path, path: &Path, branch: &str) -> Result<()> {
@@ -69,6 +104,7 @@ pub fn ensure_worktree(repo: &Path, path: &Path, branch: &str) -> Result<()> {
         ],
     )
     .is_ok();
+    let _turn = worktree_lock(repo);
     if exists {
         git(repo, &["worktree", "add", &p, branch])?;
     } else {
@@ -79,6 +115,7 @@ pub fn ensure_worktree(repo: &Path, path: &Path, branch: &str) -> Result<()> {
 
 /// Removes a worktree (its branch stays, for review and merging).
 pub fn remove_worktree(repo: &Path, path: &Path) -> Result<()> {
+    let _turn = worktree_lock(repo);
     if path.exists() {
         git(
             repo,
@@ -92,6 +129,7 @@ pub fn remove_worktree(repo: &Path, path: &Path) -> Result<()> {
 /// Removes a worktree without pruning others' metadata (safe beside other
 /// worktree operations of the same process).
 pub fn drop_worktree(repo: &Path, path: &Path) -> Result<()> {
+    let _turn = worktree_lock(repo);
     git(
         repo,
         &["worktree", "remove", "--force", &path.to_string_lossy()],
@@ -101,6 +139,7 @@ pub fn drop_worktree(repo: &Path, path: &Path) -> Result<()> {
 
 /// Forgets worktrees whose directories are gone.
 pub fn prune_worktrees(repo: &Path) -> Result<()> {
+    let _turn = worktree_lock(repo);
     git(repo, &["worktree", "prune"])?;
     Ok(())
 }
@@ -349,6 +388,7 @@ pub fn fast_forward_checkout(worktree: &Path, new: &str, old: &str) -> Result<bo
 
 /// Adds a detached worktree at `path` on `commit` (for testing a candidate).
 pub fn add_detached_worktree(repo: &Path, path: &Path, commit: &str) -> Result<()> {
+    let _turn = worktree_lock(repo);
     git(
         repo,
         &[
@@ -417,6 +457,50 @@ pub fn commit_all(worktree: &Path, message: &str) -> Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn worktrees_added_beside_prunes_and_removals_all_succeed() {
+        // Threads add worktrees while others prune and remove, as the
+        // engine and a merge pass do in one `braid run --merge`.
+        let d = repo();
+        let repo = d.path().to_owned();
+        let wt = tempfile::tempdir().unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let pruner = {
+            let (repo, stop) = (repo.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut n = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    prune_worktrees(&repo).unwrap();
+                    n += 1;
+                }
+                n
+            })
+        };
+        let adders: Vec<_> = (0..4)
+            .map(|t| {
+                let (repo, base) = (repo.clone(), wt.path().to_owned());
+                std::thread::spawn(move || {
+                    for i in 0..6 {
+                        let path = base.join(format!("w{t}-{i}"));
+                        ensure_worktree(&repo, &path, &format!("braid/t{t}-{i}"))
+                            .unwrap_or_else(|e| panic!("adding {}: {e}", path.display()));
+                        assert!(path.join(".git").exists());
+                        if i % 2 == 0 {
+                            remove_worktree(&repo, &path).unwrap();
+                        }
+                    }
+                })
+            })
+            .collect();
+        for a in adders {
+            a.join().unwrap();
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert!(pruner.join().unwrap() > 0);
+        let listed = worktrees(&repo).unwrap();
+        assert_eq!(listed.len(), 1 + 4 * 3, "{listed:?}");
+    }
 
     fn repo() -> tempfile::TempDir {
         let d = tempfile::tempdir().unwrap();

@@ -129,6 +129,9 @@ pub struct Agent {
     /// No output and no worktree change for this long: the agent is
     /// stopped and the attempt fails as stalled (default: never).
     pub stall: Option<Duration>,
+    /// Which CLI it is: how its structured output is read (usage, cost,
+    /// session, rate limits).
+    pub kind: crate::adapter::Kind,
 }
 
 #[derive(Clone, Debug)]
@@ -194,7 +197,9 @@ struct RawBackoff {
 #[serde(deny_unknown_fields)]
 struct RawAgent {
     name: String,
+    #[serde(default)]
     command: Vec<String>,
+    kind: Option<String>,
     max_concurrent: Option<usize>,
     timeout: Option<String>,
     cooldown: Option<String>,
@@ -362,6 +367,22 @@ impl Config {
         let mut agents = Vec::new();
         for a in raw.agent {
             let line = find("name", Some(&format!("\"{}\"", a.name)));
+            let kind = match a.kind.as_deref() {
+                None => crate::adapter::Kind::Command,
+                Some(k) => crate::adapter::Kind::parse(k).ok_or_else(|| {
+                    err(
+                        find("kind", Some(k)),
+                        format!(
+                            "agent {:?}: kind {k:?} is not one of claude, codex, command",
+                            a.name
+                        ),
+                    )
+                })?,
+            };
+            let mut a = a;
+            if a.command.is_empty() {
+                a.command = kind.default_command();
+            }
             if a.command.is_empty() {
                 return Err(err(
                     line,
@@ -397,6 +418,7 @@ impl Config {
                     Some(s) => Some(dur("stall", &Some(s.clone()), Duration::ZERO)?)
                         .filter(|d| !d.is_zero()),
                 },
+                kind,
             });
         }
         for a in &agents {

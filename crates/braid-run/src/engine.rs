@@ -140,6 +140,8 @@ struct Proc {
     /// For an agent with a stall limit: its log's length and its worktree's
     /// content at the last look.
     seen: Option<(u64, Option<blake3::Hash>)>,
+    /// For an agent: its attempt.
+    attempt: Option<u32>,
 }
 
 /// Performs the core's actions.
@@ -177,6 +179,9 @@ pub struct Runner<'a, S: Spawner, H: Host> {
     latencies: Vec<Duration>,
     /// Processes another braid left working that this runner stopped.
     stopped: Vec<String>,
+    /// What an agent CLI reported of its run, by task, until its
+    /// `agent_finished` event is recorded.
+    reports: HashMap<TaskId, serde_json::Value>,
     queue: VecDeque<Input>,
 }
 
@@ -245,6 +250,7 @@ impl<'a, S: Spawner, H: Host> Runner<'a, S, H> {
             turn_began: Instant::now(),
             latencies: Vec::new(),
             stopped: Vec::new(),
+            reports: HashMap::new(),
             queue: VecDeque::new(),
         }
     }
@@ -616,7 +622,13 @@ impl<'a, S: Spawner, H: Host> Runner<'a, S, H> {
 
     /// Queues an observability event (written with the next state change,
     /// or within [`RECORD_DELAY`]).
-    fn record(&mut self, id: TaskId, kind: EventKind, payload: serde_json::Value) {
+    fn record(&mut self, id: TaskId, kind: EventKind, mut payload: serde_json::Value) {
+        if kind == EventKind::AgentFinished
+            && let Some(extra) = self.reports.remove(&id)
+            && let (Some(p), Some(e)) = (payload.as_object_mut(), extra.as_object())
+        {
+            p.extend(e.clone());
+        }
         self.pending_since.get_or_insert_with(Instant::now);
         self.pending.push(Command::Record { id, kind, payload });
     }
@@ -799,6 +811,9 @@ impl<'a, S: Spawner, H: Host> Runner<'a, S, H> {
         if let Err(why) = launched {
             return self.answer(Input::NotStarted { key, why });
         }
+        if let Some(p) = self.procs.get_mut(&key) {
+            p.attempt = Some(attempt);
+        }
         if agent.stall.is_some() {
             let content = self.worktree_content(&workspace);
             if let Some(p) = self.procs.get_mut(&key) {
@@ -842,6 +857,7 @@ impl<'a, S: Spawner, H: Host> Runner<'a, S, H> {
                 agent,
                 started: Instant::now(),
                 seen: None,
+                attempt: None,
             },
         );
         if let Err(e) = self.spawner.spawn(key, spec) {
@@ -952,13 +968,43 @@ impl<'a, S: Spawner, H: Host> Runner<'a, S, H> {
             }) if exit.success() => self.unfit(task, agent),
             _ => None,
         };
+        // What an agent CLI's structured output said: its usage goes into
+        // the attempt's `agent_finished` event (and so the ledger), and a
+        // rate limit it reports is one, whatever the text says.
+        let report = proc.as_ref().and_then(|p| {
+            let agent = self.config.agent(p.agent.as_deref()?)?;
+            crate::adapter::read(agent.kind, &p.log, p.log_start).map(|r| (agent.cooldown, r))
+        });
+        if let (Some(p), Some((_, r))) = (&proc, &report) {
+            let mut usage = json!({"usage": r.usage_json()});
+            if let Some(a) = p.attempt {
+                usage["attempt"] = json!(a);
+            }
+            if !r.denials.is_empty() {
+                usage["denied"] = json!(r.denials);
+            }
+            if let Some(e) = &r.error {
+                usage["error"] = json!(e);
+            }
+            if let Some(m) = &r.final_message {
+                usage["final_message"] = json!(crate::adapter::clip(m, 2000));
+            }
+            crate::metrics::agent_usage(p.agent.as_deref().unwrap_or(""), r);
+            self.reports.insert(p.task.clone(), usage);
+        }
         let (tail, rate_limited) = match (&proc, exit.success()) {
             (Some(p), false) => {
                 let tail = supervise::tail_since(&p.log, p.log_start, self.config.run.failure_tail);
-                let rate = p
-                    .agent
-                    .as_deref()
-                    .and_then(|a| self.rate_limited(a, &p.log, p.log_start));
+                let rate = match &report {
+                    Some((cooldown, r)) if r.rate_limited => {
+                        crate::metrics::cooldown(p.agent.as_deref().unwrap_or(""));
+                        Some(*cooldown)
+                    }
+                    _ => p
+                        .agent
+                        .as_deref()
+                        .and_then(|a| self.rate_limited(a, &p.log, p.log_start)),
+                };
                 (tail, rate)
             }
             _ => (String::new(), None),

@@ -2,6 +2,7 @@
 //! work under leases, runs agents and gates in supervised process groups,
 //! retries with the failure fed back, and records everything as events.
 
+pub mod adapter;
 pub mod cache;
 pub mod config;
 pub mod engine;

@@ -79,6 +79,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Verb::Defer(a) => transition(&ctx, &a.ids, Transition::Defer, None),
         Verb::Cancel(a) => transition(&ctx, &a.ids, Transition::Cancel, a.reason),
         Verb::Health => health(&ctx),
+        Verb::Cost(a) => cost(&ctx, a),
         Verb::Events(a) => crate::events::run(&ctx, a),
         Verb::Import(a) => crate::transfer::import(&ctx, a),
         Verb::Export(a) => crate::transfer::export(&ctx, a),
@@ -235,6 +236,111 @@ fn add(ctx: &Ctx, a: AddArgs) -> Result<i32> {
 }
 
 #[derive(Args, Debug)]
+pub struct CostArgs {
+    /// Sum by: task, agent, model or day (UTC).
+    #[arg(long, default_value = "task", value_parser = parse_by)]
+    pub by: ops::UsageBy,
+    /// Only attempts since this long ago (`7d`, `24h`) or this UTC day
+    /// (`2026-12-01`).
+    #[arg(long, value_parser = parse_since)]
+    pub since: Option<i64>,
+    /// At most this many rows, the costliest first.
+    #[arg(short = 'n', long, default_value_t = ops::COST_ROWS)]
+    pub limit: usize,
+}
+
+fn parse_by(s: &str) -> Result<ops::UsageBy, String> {
+    match s {
+        "task" => Ok(ops::UsageBy::Task),
+        "agent" => Ok(ops::UsageBy::Agent),
+        "model" => Ok(ops::UsageBy::Model),
+        "day" => Ok(ops::UsageBy::Day),
+        _ => Err(format!("{s:?}: sum by task, agent, model or day")),
+    }
+}
+
+/// A time as epoch ms: a span back from now (`7d`) or a UTC day.
+fn parse_since(s: &str) -> Result<i64, String> {
+    if let Ok(d) = humantime::parse_duration(s) {
+        return Ok(braid_core::clock::now_ms() - d.as_millis() as i64);
+    }
+    s.parse::<jiff::civil::Date>()
+        .ok()
+        .and_then(|d| {
+            d.at(0, 0, 0, 0)
+                .to_zoned_datetime(jiff::tz::TimeZone::UTC)
+                .ok()
+        })
+        .map(|z| z.timestamp().as_millisecond())
+        .ok_or_else(|| format!("{s:?}: give a span back from now (7d, 24h) or a day (2026-12-01)"))
+}
+
+fn cost(ctx: &Ctx, a: CostArgs) -> Result<i32> {
+    let (_, store) = ctx.open()?;
+    let rows = ops::cost(&store, a.by, a.since, Some(a.limit))?;
+    if ctx.global.json {
+        ctx.print_json(&rows)?;
+        return Ok(exit::OK);
+    }
+    if rows.is_empty() {
+        outln!("No agent attempt has reported its usage yet (agents of kind claude or codex do).");
+        return Ok(exit::OK);
+    }
+    let key = match a.by {
+        ops::UsageBy::Task => "TASK",
+        ops::UsageBy::Agent => "AGENT",
+        ops::UsageBy::Model => "MODEL",
+        ops::UsageBy::Day => "DAY",
+    };
+    let usd = |c: f64| format!("${c:.4}");
+    let table_rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            vec![
+                if r.key.is_empty() {
+                    "?".into()
+                } else {
+                    r.key.clone()
+                },
+                r.attempts.to_string(),
+                r.input_tokens.to_string(),
+                r.output_tokens.to_string(),
+                r.cache_read_tokens.to_string(),
+                r.cache_write_tokens.to_string(),
+                if r.unpriced > 0 {
+                    format!("{} ({} unpriced)", usd(r.cost_usd), r.unpriced)
+                } else {
+                    usd(r.cost_usd)
+                },
+            ]
+        })
+        .collect();
+    out!(
+        "{}",
+        table(
+            &ctx.style,
+            &[
+                key,
+                "ATTEMPTS",
+                "INPUT",
+                "OUTPUT",
+                "CACHE READ",
+                "CACHE WRITE",
+                "COST"
+            ],
+            &table_rows
+        )
+    );
+    let total: f64 = rows.iter().map(|r| r.cost_usd).sum();
+    outln!(
+        "total {} over {} attempt(s)",
+        usd(total),
+        rows.iter().map(|r| r.attempts).sum::<i64>()
+    );
+    Ok(exit::OK)
+}
+
+#[derive(Args, Debug)]
 pub struct ShowArgs {
     #[arg(required = true, value_parser = parse_id)]
     pub ids: Vec<TaskId>,
@@ -346,6 +452,27 @@ fn print_task(ctx: &Ctx, shown: &ShowView) {
         outln!("\n  {}", s.dim("events"));
         for e in &shown.events {
             outln!("    #{:<6} {}  {:<13} {}", e.seq, e.at, e.kind, e.actor);
+        }
+    }
+    if !shown.attempts.is_empty() {
+        outln!("\n  {} (${:.4} in all)", s.dim("attempts"), shown.cost_usd);
+        for u in &shown.attempts {
+            outln!(
+                "    #{} {} {}  {} in / {} out / {} cache read / {} cache write  {}  {}",
+                u.attempt
+                    .map(|a| a.to_string())
+                    .unwrap_or_else(|| "?".into()),
+                u.agent,
+                u.model.as_deref().unwrap_or("?"),
+                u.input_tokens,
+                u.output_tokens,
+                u.cache_read_tokens,
+                u.cache_write_tokens,
+                u.cost_usd
+                    .map(|c| format!("${c:.4}"))
+                    .unwrap_or_else(|| "cost unknown".into()),
+                u.outcome
+            );
         }
     }
     if !shown.comments.is_empty() {

@@ -88,6 +88,9 @@ pub enum Verb {
     Cancel(cmd::ReasonArgs),
     /// Counts by state, ready and blocked work (maintained counters, instant).
     Health,
+    /// What agents cost: the ledger of their attempts, summed by task,
+    /// agent, model or day (tokens and USD as each agent's CLI reported).
+    Cost(cmd::CostArgs),
     /// Print the event log; --follow keeps printing new events.
     Events(events::EventsArgs),
     /// Import tasks from braid's JSONL export, beads' issues.jsonl or task-master's tasks.json.

@@ -117,6 +117,14 @@ fn the_per_command_shapes_name_the_wire_fields() {
         "show adds these to the task"
     );
     assert_eq!(
+        row_names(&doc, "`cost`"),
+        fields::<CostView>()
+            .union(&fields::<UsageView>())
+            .cloned()
+            .collect(),
+        "cost's rows and show's attempts"
+    );
+    assert_eq!(
         fields::<ErrorBody>(),
         set(&["code", "message"]),
         "errors: {{\"error\": {{\"code\", \"message\"}}}}"

@@ -4,6 +4,7 @@
 // The tests' own notes are not braid's output (src/term.rs is for that).
 #![allow(clippy::disallowed_methods, clippy::disallowed_macros)]
 
+mod agents;
 mod cli;
 mod concurrency;
 mod control;

@@ -1,0 +1,395 @@
+//! What braid knows of the agent CLIs it runs (`[[agent]] kind`): how to
+//! start each non-interactively with structured output, and how to read
+//! that output — the session, the model, tokens, the cost, turns, the final
+//! message, a rate limit, permission denials. `command` agents are opaque:
+//! an exit code and text. The formats are those of the real CLIs, captured
+//! in crates/braid/tests/agents/FORMATS.md.
+//!
+//! An agent's output goes to its log file; the report is read from the log
+//! after it exits, a line at a time (a line longer than [`MAX_LINE`] is
+//! skipped), so a flood of output costs no memory.
+
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
+use std::path::Path;
+
+use serde_json::{Value, json};
+
+/// Lines longer than this are not parsed (a report line is a few KiB).
+const MAX_LINE: u64 = 4 << 20;
+
+/// Which CLI an agent is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Kind {
+    /// Anything: argv in, exit code and text out.
+    #[default]
+    Command,
+    /// Claude Code: `claude -p --output-format stream-json`.
+    Claude,
+    /// Codex: `codex exec --json`.
+    Codex,
+}
+
+impl Kind {
+    pub fn parse(s: &str) -> Option<Kind> {
+        match s {
+            "command" => Some(Kind::Command),
+            "claude" => Some(Kind::Claude),
+            "codex" => Some(Kind::Codex),
+            _ => None,
+        }
+    }
+
+    /// The command an agent of this kind runs when its config names none:
+    /// non-interactive, structured output, allowed to edit its worktree,
+    /// the prompt last (after `--`, which Claude's list-taking options
+    /// would otherwise swallow).
+    pub fn default_command(self) -> Vec<String> {
+        let argv: &[&str] = match self {
+            Kind::Command => &[],
+            Kind::Claude => &[
+                "claude",
+                "-p",
+                "--output-format",
+                "stream-json",
+                "--verbose",
+                "--permission-mode",
+                "acceptEdits",
+                "--",
+                "{prompt}",
+            ],
+            Kind::Codex => &[
+                "codex",
+                "exec",
+                "--json",
+                "-s",
+                "workspace-write",
+                "--skip-git-repo-check",
+                "{prompt}",
+            ],
+        };
+        argv.iter().map(|s| (*s).to_owned()).collect()
+    }
+}
+
+/// What an agent's structured output said about its run.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Report {
+    pub session: Option<String>,
+    pub model: Option<String>,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cache_read_tokens: u64,
+    pub cache_write_tokens: u64,
+    /// As the CLI reported it; `None` when it reports none (Codex).
+    pub cost_usd: Option<f64>,
+    pub turns: Option<u64>,
+    pub final_message: Option<String>,
+    /// It ended on a rate limit (HTTP 429 or the provider's rate-limit
+    /// error), as its structured output says.
+    pub rate_limited: bool,
+    /// It ended on an error (the API's, after the CLI's own retries).
+    pub error: Option<String>,
+    /// Tools it was refused (Claude's `permission_denials`).
+    pub denials: Vec<String>,
+    /// Tool calls it made.
+    pub tool_calls: u64,
+    /// The run's closing line was seen (a CLI killed mid-stream has none;
+    /// what it printed before is kept).
+    pub complete: bool,
+}
+
+impl Report {
+    /// The ledger's fields, as the `usage` object of `agent_finished`.
+    pub fn usage_json(&self) -> Value {
+        json!({
+            "model": self.model,
+            "session": self.session,
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "cache_read_tokens": self.cache_read_tokens,
+            "cache_write_tokens": self.cache_write_tokens,
+            "cost_usd": self.cost_usd,
+            "turns": self.turns,
+            "tool_calls": self.tool_calls,
+            "complete": self.complete,
+        })
+    }
+}
+
+/// At most `max` bytes of `s`, cut on a character boundary.
+pub fn clip(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// Reads the report of an agent of `kind` from its log, from byte `from`
+/// (where this attempt's output began). `None` for `command` agents, or
+/// when the log holds nothing structured.
+pub fn read(kind: Kind, log: &Path, from: u64) -> Option<Report> {
+    if kind == Kind::Command {
+        return None;
+    }
+    let mut f = std::fs::File::open(log).ok()?;
+    f.seek(SeekFrom::Start(from)).ok()?;
+    let mut r = BufReader::new(f);
+    let mut report = Report::default();
+    let mut seen = false;
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let n = (&mut r).take(MAX_LINE).read_until(b'\n', &mut line).ok()?;
+        if n == 0 {
+            break;
+        }
+        if line.last() != Some(&b'\n') && n as u64 == MAX_LINE {
+            // Too long to be a report line: skip to its end, holding
+            // nothing.
+            loop {
+                let buf = r.fill_buf().ok()?;
+                if buf.is_empty() {
+                    break;
+                }
+                if let Some(i) = buf.iter().position(|&b| b == b'\n') {
+                    r.consume(i + 1);
+                    break;
+                }
+                let n = buf.len();
+                r.consume(n);
+            }
+            continue;
+        }
+        let Ok(v) = serde_json::from_slice::<Value>(&line) else {
+            continue; // stderr text, a progress line
+        };
+        seen |= match kind {
+            Kind::Claude => claude_line(&v, &mut report),
+            Kind::Codex => codex_line(&v, &mut report),
+            Kind::Command => false,
+        };
+    }
+    seen.then_some(report)
+}
+
+fn u(v: &Value) -> u64 {
+    v.as_u64().unwrap_or(0)
+}
+
+fn s(v: &Value) -> Option<String> {
+    v.as_str().map(str::to_owned)
+}
+
+/// One line of `claude -p --output-format stream-json --verbose`.
+fn claude_line(v: &Value, r: &mut Report) -> bool {
+    match v["type"].as_str() {
+        Some("system") if v["subtype"] == "init" => {
+            r.session = s(&v["session_id"]).or(r.session.take());
+            r.model = s(&v["model"]).or(r.model.take());
+            true
+        }
+        Some("assistant") => {
+            if let Some(items) = v["message"]["content"].as_array() {
+                r.tool_calls += items.iter().filter(|i| i["type"] == "tool_use").count() as u64;
+            }
+            if v["api_error_status"] == 429 || v["error"] == "rate_limit" {
+                r.rate_limited = true;
+            }
+            true
+        }
+        Some("result") => {
+            // The sum over this invocation's model calls (the assistant
+            // lines carry only a snapshot at each message's start).
+            let usage = &v["usage"];
+            r.input_tokens = u(&usage["input_tokens"]);
+            r.output_tokens = u(&usage["output_tokens"]);
+            r.cache_read_tokens = u(&usage["cache_read_input_tokens"]);
+            r.cache_write_tokens = u(&usage["cache_creation_input_tokens"]);
+            r.cost_usd = v["total_cost_usd"].as_f64();
+            r.turns = v["num_turns"].as_u64();
+            r.final_message = s(&v["result"]);
+            r.session = s(&v["session_id"]).or(r.session.take());
+            if r.model.is_none()
+                && let Some(m) = v["modelUsage"].as_object().and_then(|m| m.keys().next())
+            {
+                r.model = Some(m.clone());
+            }
+            // `subtype` says "success" even when the run died on API
+            // errors: `is_error` tells.
+            if v["is_error"] == true {
+                r.error = s(&v["result"]).or_else(|| Some("error".into()));
+            }
+            if v["api_error_status"] == 429 || v["api_error_type"] == "rate_limit_error" {
+                r.rate_limited = true;
+            }
+            r.denials = v["permission_denials"]
+                .as_array()
+                .map(|d| {
+                    d.iter()
+                        .map(|x| x["tool_name"].as_str().unwrap_or("?").to_owned())
+                        .collect()
+                })
+                .unwrap_or_default();
+            r.complete = true;
+            true
+        }
+        Some("user") => true,
+        _ => false,
+    }
+}
+
+/// One line of `codex exec --json`.
+fn codex_line(v: &Value, r: &mut Report) -> bool {
+    match v["type"].as_str() {
+        Some("thread.started") => {
+            r.session = s(&v["thread_id"]);
+            true
+        }
+        Some("item.completed") => {
+            let item = &v["item"];
+            match item["type"].as_str() {
+                Some("agent_message") => r.final_message = s(&item["text"]),
+                Some("command_execution" | "file_change" | "mcp_tool_call" | "web_search") => {
+                    r.tool_calls += 1
+                }
+                _ => {}
+            }
+            true
+        }
+        Some("turn.completed") => {
+            // OpenAI's meaning: input includes the cached tokens; braid's
+            // ledger keeps Anthropic's (input apart from cache reads).
+            let usage = &v["usage"];
+            let cached = u(&usage["cached_input_tokens"]);
+            r.input_tokens = u(&usage["input_tokens"]).saturating_sub(cached);
+            r.cache_read_tokens = cached;
+            r.cache_write_tokens = u(&usage["cache_write_input_tokens"]);
+            r.output_tokens = u(&usage["output_tokens"]);
+            r.complete = true;
+            true
+        }
+        Some("turn.failed") | Some("error") => {
+            let msg = s(&v["error"]["message"]).or_else(|| s(&v["message"]));
+            if let Some(m) = &msg {
+                let l = m.to_ascii_lowercase();
+                if (l.contains("429") || l.contains("rate limit")) && !l.starts_with("reconnecting")
+                {
+                    r.rate_limited = true;
+                }
+            }
+            if v["type"] == "turn.failed" {
+                r.error = msg;
+                r.complete = true;
+            }
+            true
+        }
+        Some(_) => true,
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn log(lines: &[&str]) -> tempfile::NamedTempFile {
+        let f = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(f.path(), lines.join("\n") + "\n").unwrap();
+        f
+    }
+
+    #[test]
+    fn claude_reports_are_read_from_the_result_line() {
+        // Lines as Claude Code 2.1.332 printed them (FORMATS.md 1.4).
+        let f = log(&[
+            "earlier attempt's text",
+            r#"{"type":"system","subtype":"init","session_id":"4c14a0e4","model":"claude-opus-5-5"}"#,
+            r#"{"type":"assistant","message":{"content":[{"type":"tool_use","id":"t1","name":"Write","input":{}}],"usage":{"input_tokens":100,"output_tokens":1}}}"#,
+            r#"{"type":"user","message":{"content":[]}}"#,
+            r#"{"type":"result","subtype":"success","is_error":false,"num_turns":2,"result":"I wrote hello.txt.","session_id":"4c14a0e4","total_cost_usd":0.0018180000000000002,"usage":{"input_tokens":250,"cache_creation_input_tokens":40,"cache_read_input_tokens":90,"output_tokens":30},"permission_denials":[]}"#,
+        ]);
+        let r = read(Kind::Claude, f.path(), 0).unwrap();
+        assert_eq!(r.session.as_deref(), Some("4c14a0e4"));
+        assert_eq!(r.model.as_deref(), Some("claude-opus-5-5"));
+        assert_eq!(
+            (
+                r.input_tokens,
+                r.output_tokens,
+                r.cache_read_tokens,
+                r.cache_write_tokens
+            ),
+            (250, 30, 90, 40)
+        );
+        assert_eq!(r.cost_usd, Some(0.0018180000000000002));
+        assert_eq!((r.turns, r.tool_calls), (Some(2), 1));
+        assert_eq!(r.final_message.as_deref(), Some("I wrote hello.txt."));
+        assert!(r.complete && !r.rate_limited && r.error.is_none());
+        assert_eq!(read(Kind::Command, f.path(), 0), None);
+    }
+
+    #[test]
+    fn a_claude_rate_limit_or_denial_is_recognised_and_a_cut_run_keeps_what_it_said() {
+        let f = log(&[
+            r#"{"type":"system","subtype":"init","session_id":"s","model":"m"}"#,
+            r#"{"type":"system","subtype":"api_retry","attempt":1,"error_status":429,"error":"rate_limit"}"#,
+            r#"{"type":"result","subtype":"success","is_error":true,"num_turns":1,"result":"API Error: Request rejected (429)","api_error_status":429,"api_error_type":"rate_limit_error","total_cost_usd":0,"usage":{"input_tokens":0,"output_tokens":0},"permission_denials":[{"tool_name":"Bash","tool_use_id":"x","tool_input":{}}]}"#,
+        ]);
+        let r = read(Kind::Claude, f.path(), 0).unwrap();
+        assert!(r.rate_limited);
+        assert_eq!(
+            r.error.as_deref(),
+            Some("API Error: Request rejected (429)")
+        );
+        assert_eq!(r.denials, ["Bash"]);
+        // Killed mid-stream: no result line.
+        let f = log(&[r#"{"type":"system","subtype":"init","session_id":"s2","model":"m"}"#]);
+        let r = read(Kind::Claude, f.path(), 0).unwrap();
+        assert_eq!(r.session.as_deref(), Some("s2"));
+        assert!(!r.complete);
+        assert_eq!(r.cost_usd, None);
+    }
+
+    #[test]
+    fn codex_reports_count_input_apart_from_cache_reads() {
+        let f = log(&[
+            r#"{"type":"thread.started","thread_id":"01a23bf9"}"#,
+            r#"{"type":"turn.started"}"#,
+            r#"{"type":"item.completed","item":{"id":"item_0","type":"file_change","changes":[],"status":"completed"}}"#,
+            r#"{"type":"item.completed","item":{"id":"item_2","type":"agent_message","text":"I created hello.txt."}}"#,
+            r#"{"type":"turn.completed","usage":{"input_tokens":3300,"cached_input_tokens":2100,"cache_write_input_tokens":300,"output_tokens":90,"reasoning_output_tokens":4}}"#,
+        ]);
+        let r = read(Kind::Codex, f.path(), 0).unwrap();
+        assert_eq!(r.session.as_deref(), Some("01a23bf9"));
+        assert_eq!(
+            (
+                r.input_tokens,
+                r.cache_read_tokens,
+                r.cache_write_tokens,
+                r.output_tokens
+            ),
+            (1200, 2100, 300, 90)
+        );
+        assert_eq!((r.cost_usd, r.tool_calls), (None, 1));
+        let f = log(&[
+            r#"{"type":"error","message":"Reconnecting... 1/2 (exceeded retry limit, last status: 429 Too Many Requests)"}"#,
+            r#"{"type":"turn.failed","error":{"message":"exceeded retry limit, last status: 429 Too Many Requests"}}"#,
+        ]);
+        let r = read(Kind::Codex, f.path(), 0).unwrap();
+        assert!(r.rate_limited && r.complete);
+    }
+
+    #[test]
+    fn a_flood_line_is_skipped_not_held() {
+        let f = tempfile::NamedTempFile::new().unwrap();
+        let mut text = vec![b'x'; (MAX_LINE + 10) as usize];
+        text.push(b'\n');
+        text.extend_from_slice(br#"{"type":"thread.started","thread_id":"t"}"#);
+        text.push(b'\n');
+        std::fs::write(f.path(), &text).unwrap();
+        assert_eq!(
+            read(Kind::Codex, f.path(), 0).unwrap().session.as_deref(),
+            Some("t")
+        );
+    }
+}
