@@ -690,15 +690,31 @@ fn a_careless_resolver_cannot_start_a_chain_the_run_ends_with_the_pair_waiting_f
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    while child.try_wait().unwrap().is_none() {
-        if std::time::Instant::now() > deadline {
-            child.kill().unwrap();
-            panic!("braid run --merge did not end by itself");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
+    // Read both pipes while it runs, so a full pipe never holds it up.
+    let (stdout, stderr) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+    let drain = |mut pipe: Box<dyn std::io::Read + Send>| {
+        std::thread::spawn(move || {
+            let mut out = Vec::new();
+            pipe.read_to_end(&mut out).unwrap();
+            out
+        })
+    };
+    let reader = drain(Box::new(stdout));
+    let errors = drain(Box::new(stderr));
+    use wait_timeout::ChildExt;
+    if child
+        .wait_timeout(std::time::Duration::from_secs(120))
+        .unwrap()
+        .is_none()
+    {
+        child.kill().unwrap();
+        panic!("braid run --merge did not end by itself");
     }
-    let out = child.wait_with_output().unwrap();
+    let out = std::process::Output {
+        status: child.wait().unwrap(),
+        stdout: reader.join().unwrap(),
+        stderr: errors.join().unwrap(),
+    };
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(p.json(&["show", &a])["state"], "done", "{stdout}");
     // One resolve task, ever.

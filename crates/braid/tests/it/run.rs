@@ -910,21 +910,40 @@ fn a_silent_agent_is_stopped_at_its_stall_limit() {
     group.wait("the stalled agent's group");
 }
 
+/// Waits until `ready` answers something, looking again each time the
+/// folder `dir` changes (bounded: what never comes fails the test).
+fn when_changed<T>(dir: &std::path::Path, what: &str, mut ready: impl FnMut() -> Option<T>) -> T {
+    use notify::Watcher;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut watcher = notify::recommended_watcher(move |_| {
+        // The test may have what it waited for already.
+        let _ = tx.send(());
+    })
+    .unwrap();
+    std::fs::create_dir_all(dir).unwrap();
+    watcher
+        .watch(dir, notify::RecursiveMode::NonRecursive)
+        .unwrap();
+    loop {
+        if let Some(v) = ready() {
+            return v;
+        }
+        rx.recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("waited 60 s for {what}"));
+    }
+}
+
 /// The spans agents wrote (`start|end TASK ATTEMPT PID`), once `want` start
-/// lines are there (bounded: a run that never starts them fails the test).
+/// lines are there.
 fn spans_with(path: &std::path::Path, want: usize) -> Vec<Vec<String>> {
-    for _ in 0..600 {
+    when_changed(path.parent().unwrap(), "agents to start", || {
         let text = std::fs::read_to_string(path).unwrap_or_default();
         let lines: Vec<Vec<String>> = text
             .lines()
             .map(|l| l.split(' ').map(str::to_owned).collect())
             .collect();
-        if lines.iter().filter(|l| l[0] == "start").count() >= want {
-            return lines;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("fewer than {want} agents started: {path:?}");
+        (lines.iter().filter(|l| l[0] == "start").count() >= want).then_some(lines)
+    })
 }
 
 fn alive(pid: &str) -> bool {
@@ -956,6 +975,39 @@ fn assert_no_overlap(spans: &[Vec<String>]) {
     assert!(open.is_empty(), "agents that never ended: {open:?}");
 }
 
+/// A `braid run` of the spans project, once both its agents have started.
+fn start_spans_run(p: &Proj, spans: &std::path::Path) -> (std::process::Child, Vec<Vec<String>>) {
+    let run = p
+        .cmd()
+        .args(["run"])
+        .env("BRAID_SPANS", spans)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = spans_with(spans, 2);
+    for s in &started {
+        recorded(p, &s[3]);
+    }
+    (run, started)
+}
+
+/// Waits until braid has recorded the process group led by `pid` (it
+/// writes the record right after the spawn returns, a moment after the
+/// process may have begun: a kill in that moment would leave it
+/// unrecorded, which the tests do not aim at).
+fn recorded(p: &Proj, pid: &str) -> serde_json::Value {
+    let procs = p.path().join(".braid/procs");
+    let suffix = format!("@{pid}");
+    when_changed(&procs, "the process record", || {
+        std::fs::read_dir(&procs)
+            .ok()?
+            .flatten()
+            .find(|e| e.file_name().to_string_lossy().ends_with(&suffix))
+            .and_then(|e| serde_json::from_slice(&std::fs::read(e.path()).ok()?).ok())
+    })
+}
+
 fn spans_project() -> (Proj, std::path::PathBuf, Vec<String>) {
     let p = repo_project(&format!(
         "\n[run]\njobs = 2\nlease = \"2s\"\n\n[[agent]]\nname = \"spans\"\ncommand = [\"{}\"]\n",
@@ -969,15 +1021,7 @@ fn spans_project() -> (Proj, std::path::PathBuf, Vec<String>) {
 #[test]
 fn agents_of_a_run_killed_with_sigkill_stop_before_the_next_run_starts_any() {
     let (p, spans, ids) = spans_project();
-    let mut first = p
-        .cmd()
-        .args(["run"])
-        .env("BRAID_SPANS", &spans)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let started = spans_with(&spans, 2);
+    let (mut first, started) = start_spans_run(&p, &spans);
     first.kill().unwrap(); // SIGKILL: nothing of it runs on
     first.wait().unwrap();
     let orphans: Vec<String> = started.iter().map(|s| s[3].clone()).collect();
@@ -988,11 +1032,12 @@ fn agents_of_a_run_killed_with_sigkill_stop_before_the_next_run_starts_any() {
     // Each was recorded as it started (its group, its leader's start time,
     // its owner), before anything else could be lost.
     for s in &started {
-        let rec = p
+        let path = p
             .path()
             .join(".braid/procs")
             .join(format!("{}@{}", s[1], s[3]));
-        let rec: serde_json::Value = serde_json::from_slice(&std::fs::read(&rec).unwrap()).unwrap();
+        let rec: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
         assert_eq!(rec["leader"]["pid"].to_string(), s[3], "{rec}");
         assert!(rec["leader"]["start"].as_u64().is_some(), "{rec}");
         assert_eq!(rec["holds"], s[1].as_str());
@@ -1055,15 +1100,7 @@ fn agents_of_a_run_killed_with_sigkill_stop_before_the_next_run_starts_any() {
 #[test]
 fn a_run_that_takes_over_an_expired_claim_stops_the_live_holders_agent_first() {
     let (p, spans, ids) = spans_project();
-    let mut first = p
-        .cmd()
-        .args(["run"])
-        .env("BRAID_SPANS", &spans)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let started = spans_with(&spans, 2);
+    let (mut first, started) = start_spans_run(&p, &spans);
     // Frozen, not dead: its leases run out while it and its agents live.
     Command::new("kill")
         .args(["-STOP", &first.id().to_string()])
@@ -1132,6 +1169,7 @@ fn gates_left_by_a_killed_run_or_merge_run_are_stopped_by_the_next_one() {
     // The engine's gate.
     let mut run = p.cmd().args(["run"]).stdout(Stdio::null()).spawn().unwrap();
     let first = spans_with(&spans, 1);
+    recorded(&p, &first[0][3]);
     run.kill().unwrap();
     run.wait().unwrap();
     assert!(alive(&first[0][3]), "the gate outlived its run");
@@ -1150,9 +1188,10 @@ fn gates_left_by_a_killed_run_or_merge_run_are_stopped_by_the_next_one() {
         .spawn()
         .unwrap();
     let second = spans_with(&spans, 3);
+    let orphan = second.iter().rev().find(|s| s[0] == "start").unwrap()[3].clone();
+    recorded(&p, &orphan);
     merge.kill().unwrap();
     merge.wait().unwrap();
-    let orphan = second.iter().rev().find(|s| s[0] == "start").unwrap()[3].clone();
     assert!(
         alive(&orphan),
         "the candidate's gate outlived its merge run"
