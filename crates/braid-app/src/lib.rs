@@ -1,12 +1,13 @@
 //! braid-app: the application layer between the store and git below and
 //! everything that acts on the work graph above (the command line, the HTTP
 //! API, the MCP server, task files, the engine). It holds the wire types
-//! ([`wire`]), the operations with every policy written once ([`ops`]),
+//! ([`wire`]), budgets ([`budget`]), the operations with every policy written once ([`ops`]),
 //! what an agent is told ([`prompt`]), where a project keeps things
 //! ([`paths`]) and how sizes and durations read ([`units`]). A front-end
 //! translates its input to an operation and the answer to its output; it
 //! never builds a store command itself.
 
+pub mod budget;
 pub mod ops;
 pub mod paths;
 pub mod prompt;

@@ -366,28 +366,43 @@ pub const NEEDS_HUMAN: &str = "needs-human";
 /// The label on a task braid made to resolve a merge conflict.
 pub const MERGE_CONFLICT: &str = "merge-conflict";
 
-/// Hands a task to a person: the `needs-human` label and a comment saying
-/// why, in one transaction. A task already labelled gets only the comment
-/// when `why` is new to it (so a pass that finds the same thing again adds
-/// nothing). Answers the events written. `why` is braid's own sentence
-/// around names it did not choose (files and branches from git): a control
-/// character in one is written visibly rather than refusing the hand-over.
-pub fn escalate(
-    store: &dyn Store,
+/// What a task waits on a person for: the question as asked, why it was
+/// asked (`question`, `denied`, `budget`, `escalation`), and the agent
+/// session an answer resumes.
+#[derive(Clone, Debug, Default)]
+pub struct Attention {
+    pub question: String,
+    pub reason: &'static str,
+    pub agent: Option<String>,
+    pub session: Option<String>,
+}
+
+/// Questions longer than this are cut (the agent's log keeps it whole).
+const MAX_QUESTION: usize = 4000;
+
+/// The commands that hand `id` to a person, after whatever moved it (the
+/// engine's finish, under its lease): the `needs-human` label (unless
+/// `labelled`), an `attention` event and a comment with the question. The
+/// question is text braid did not choose (an agent's words, file names):
+/// control characters in it are written visibly, not refused.
+pub fn attention_commands(
     actor: &str,
     id: &TaskId,
-    why: &str,
-) -> Result<Vec<braid_core::Event>> {
-    let why = &*braid_core::text::escape(why, braid_core::text::Lines::Many);
-    let t = store.task(id)?;
-    let labelled = t.labels.iter().any(|l| l == NEEDS_HUMAN);
-    if labelled
-        && store
-            .comments(id, SHOW_COMMENTS)?
-            .iter()
-            .any(|e| e.payload["text"] == why)
-    {
-        return Ok(Vec::new());
+    labelled: bool,
+    a: &Attention,
+) -> Result<Vec<Command>> {
+    let q = braid_core::text::escape(a.question.trim(), braid_core::text::Lines::Many);
+    let mut q = q.into_owned();
+    if q.len() > MAX_QUESTION {
+        let mut end = MAX_QUESTION;
+        while !q.is_char_boundary(end) {
+            end -= 1;
+        }
+        q.truncate(end);
+        q.push_str(" …");
+    }
+    if q.is_empty() {
+        q = "(no question given)".into();
     }
     let mut cmds = Vec::new();
     if !labelled {
@@ -401,11 +416,160 @@ pub fn escalate(
     }
     cmds.push(Command::Record {
         id: id.clone(),
-        kind: EventKind::Commented,
-        payload: braid_core::model::comment_payload(actor, why)?,
+        kind: EventKind::Attention,
+        payload: serde_json::json!({
+            "question": q, "reason": a.reason, "agent": a.agent, "session": a.session,
+        }),
     });
+    cmds.push(Command::Record {
+        id: id.clone(),
+        kind: EventKind::Commented,
+        payload: braid_core::model::comment_payload(actor, &q)?,
+    });
+    Ok(cmds)
+}
+
+/// Hands a task to a person: the `needs-human` label, an `attention`
+/// event and a comment saying why, in one transaction. A task already
+/// labelled gets nothing more when `why` is not new to it (so a pass that
+/// finds the same thing again adds nothing). Answers the events written.
+/// `why` is braid's own sentence around names it did not choose (files
+/// and branches from git): a control character in one is written visibly
+/// rather than refusing the hand-over.
+pub fn escalate(
+    store: &dyn Store,
+    actor: &str,
+    id: &TaskId,
+    why: &str,
+) -> Result<Vec<braid_core::Event>> {
+    if why.trim().is_empty() {
+        return Err(invalid("text", "say why the task needs a person"));
+    }
+    let escaped = &*braid_core::text::escape(why.trim(), braid_core::text::Lines::Many);
+    let t = store.task(id)?;
+    let labelled = t.labels.iter().any(|l| l == NEEDS_HUMAN);
+    if labelled
+        && store
+            .comments(id, SHOW_COMMENTS)?
+            .iter()
+            .any(|e| e.payload["text"] == escaped)
+    {
+        return Ok(Vec::new());
+    }
+    let cmds = attention_commands(
+        actor,
+        id,
+        labelled,
+        &Attention {
+            question: why.to_owned(),
+            reason: "escalation",
+            ..Attention::default()
+        },
+    )?;
     let applied = store.apply_all(actor, cmds)?;
     Ok(applied.into_iter().flat_map(|a| a.events).collect())
+}
+
+/// A person answers a task that waits on one: the answer is recorded (an
+/// `answered` event and a comment), the `needs-human` label comes off and
+/// a task parked for the question (deferred) is open again, all in one
+/// transaction. The engine then resumes the agent's session with the
+/// answer. A task not waiting for an answer is an error, and changes
+/// nothing.
+pub fn answer(store: &dyn Store, actor: &str, id: &str, input: AnswerIn) -> Result<TaskView> {
+    let id = resolve(store, id)?;
+    let t = store.task(&id)?;
+    let text = input.text.trim();
+    if text.is_empty() {
+        return Err(invalid("text", "an answer needs some text"));
+    }
+    braid_core::model::check_text("text", text)?;
+    if !t.labels.iter().any(|l| l == NEEDS_HUMAN) {
+        return Err(invalid(
+            "id",
+            format!(
+                "{id} is not waiting for an answer (it has no {NEEDS_HUMAN} label; `braid list --label {NEEDS_HUMAN}` shows those that are)"
+            ),
+        ));
+    }
+    let mut cmds = vec![
+        Command::Record {
+            id: id.clone(),
+            kind: EventKind::Commented,
+            payload: braid_core::model::comment_payload(actor, text)?,
+        },
+        Command::Record {
+            id: id.clone(),
+            kind: EventKind::Answered,
+            payload: serde_json::json!({"text": text, "by": actor}),
+        },
+        Command::Update {
+            id: id.clone(),
+            patch: TaskPatch {
+                remove_labels: vec![NEEDS_HUMAN.to_owned()],
+                ..TaskPatch::default()
+            },
+        },
+    ];
+    if t.state == State::Deferred {
+        cmds.push(Command::SetState {
+            id: id.clone(),
+            to: State::Open,
+            reason: Some("answered".into()),
+        });
+    }
+    let mut applied = store.apply_all(actor, cmds)?;
+    let last = applied.pop().expect("one result per command");
+    Ok(TaskView::from(&last.task))
+}
+
+/// The latest agent attempt on a task that reported a session (the one
+/// `braid attach` continues), from the ledger.
+pub fn last_session(store: &dyn Store, id: &str) -> Result<Option<UsageView>> {
+    let id = resolve(store, id)?;
+    Ok(store
+        .task_usage(&id)?
+        .iter()
+        .rev()
+        .find(|r| r.session.is_some())
+        .map(UsageView::from))
+}
+
+/// The tasks waiting for a person (labelled `needs-human`), each with what
+/// was asked, the newest question first; at most `limit`.
+pub fn needs_you(store: &dyn Store, limit: usize) -> Result<Vec<AttentionView>> {
+    let tasks = store.list(&ListFilter {
+        label: Some(NEEDS_HUMAN.to_owned()),
+        limit: Some(limit),
+        ..ListFilter::default()
+    })?;
+    let mut out = Vec::with_capacity(tasks.len());
+    for t in tasks {
+        let asked = store
+            .task_events(&t.id, 50)?
+            .into_iter()
+            .rev()
+            .find(|e| e.kind == EventKind::Attention);
+        let p = asked.as_ref().map(|e| &e.payload);
+        let field = |k: &str| p.and_then(|p| p[k].as_str()).map(str::to_owned);
+        out.push(AttentionView {
+            id: t.id.to_string(),
+            title: t.title.clone(),
+            state: t.state.as_str().to_owned(),
+            question: field("question").unwrap_or_else(|| {
+                format!(
+                    "labelled {NEEDS_HUMAN}; see its comments (`braid show {}`)",
+                    t.id
+                )
+            }),
+            reason: field("reason").unwrap_or_else(|| "escalation".into()),
+            agent: field("agent"),
+            session: field("session"),
+            at: asked.as_ref().map(|e| ts(e.at)),
+        });
+    }
+    out.sort_by(|a, b| b.at.cmp(&a.at));
+    Ok(out)
 }
 
 /// One task. The exact id costs one read; a prefix one more.
@@ -488,6 +652,55 @@ pub fn cost(
         .iter()
         .map(CostView::from)
         .collect())
+}
+
+/// The cost summary the board shows: the total, each task's, each
+/// parent's over its descendants (each ancestor read once), and the
+/// budgets with what was spent against them (`run_spent`: what the
+/// costliest live run has spent, if one runs).
+pub fn cost_summary(
+    store: &dyn Store,
+    budget: &crate::budget::Budget,
+    run_spent: Option<f64>,
+) -> Result<CostSummaryView> {
+    let rows = store.usage_totals(&braid_store::UsageQuery {
+        by: UsageBy::Task,
+        since: None,
+        task: None,
+        limit: COST_ROWS_MAX,
+    })?;
+    let mut parents: std::collections::HashMap<TaskId, Option<TaskId>> =
+        std::collections::HashMap::new();
+    let mut epics: std::collections::BTreeMap<String, f64> = std::collections::BTreeMap::new();
+    let mut tasks = std::collections::BTreeMap::new();
+    for r in &rows {
+        tasks.insert(r.key.clone(), r.cost_usd);
+        let Ok(mut cur) = TaskId::parse(&r.key) else {
+            continue;
+        };
+        // Up the hierarchy (bounded: hierarchy loops are refused, and the
+        // walk stops at 100 levels regardless).
+        for _ in 0..100 {
+            let parent = match parents.get(&cur) {
+                Some(p) => p.clone(),
+                None => {
+                    let p = store.task(&cur).ok().and_then(|t| t.parent);
+                    parents.insert(cur.clone(), p.clone());
+                    p
+                }
+            };
+            let Some(p) = parent else { break };
+            *epics.entry(p.to_string()).or_default() += r.cost_usd;
+            cur = p;
+        }
+    }
+    Ok(CostSummaryView {
+        total_usd: rows.iter().map(|r| r.cost_usd).sum(),
+        attempts: rows.iter().map(|r| r.attempts).sum(),
+        tasks,
+        epics,
+        budgets: budget.views(store, run_spent, store.now_ms())?,
+    })
 }
 
 /// Rows `cost` answers unless asked, and at most.

@@ -54,6 +54,12 @@ impl Paths {
         self.braid_dir.join("merge")
     }
 
+    /// Where each running run keeps what it has spent (for the board's
+    /// `run_usd`): `.braid/runs`.
+    pub fn runs(&self) -> PathBuf {
+        self.braid_dir.join("runs")
+    }
+
     /// Records of the process groups braid runs: `.braid/procs`.
     pub fn procs(&self) -> PathBuf {
         self.braid_dir.join("procs")

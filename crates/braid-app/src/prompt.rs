@@ -73,13 +73,10 @@ pub fn build(store: &dyn Store, id: &TaskId) -> Result<String, braid_store::Erro
     match store.task_events(id, 50) {
         Ok(events) => {
             if let Some(e) = events.iter().rev().find(|e| e.kind == EventKind::Retrying) {
-                let what = e.payload["failed"].as_str().unwrap_or("a check");
-                let tail = e.payload["tail"].as_str().unwrap_or("");
-                line!(
-                    p,
-                    "\n## The previous attempt failed\n\n{what} failed. The end of its output:\n\n```\n{}\n```\n\nFix the cause, then finish the task.",
-                    tail.trim_end()
-                );
+                line!(p, "\n## The previous attempt failed\n\n{}", failure(e));
+            }
+            if let Some(m) = answered(&events) {
+                line!(p, "\n## A person answered\n\n{m}");
             }
         }
         Err(e) => degraded.push(format!("history: {e}")),
@@ -96,4 +93,53 @@ pub fn build(store: &dyn Store, id: &TaskId) -> Result<String, braid_store::Erro
         "\n## How to finish\n\nWork in the current directory (a worktree for this task). Commit your changes. Exit 0 when the task is done; braid then runs the project's checks."
     );
     Ok(p)
+}
+
+/// What a `retrying` event says failed, and what to do.
+fn failure(e: &braid_core::Event) -> String {
+    let what = e.payload["failed"].as_str().unwrap_or("a check");
+    let tail = e.payload["tail"].as_str().unwrap_or("");
+    format!(
+        "{what} failed. The end of its output:\n\n```\n{}\n```\n\nFix the cause, then finish the task.",
+        tail.trim_end()
+    )
+}
+
+/// The latest answer, when it came after the latest question: what was
+/// asked and what the person said.
+fn answered(events: &[braid_core::Event]) -> Option<String> {
+    let i = events.iter().rposition(|e| e.kind == EventKind::Answered)?;
+    let answer = events[i].payload["text"].as_str().unwrap_or("");
+    let asked = events[..i]
+        .iter()
+        .rev()
+        .find(|e| e.kind == EventKind::Attention)
+        .and_then(|e| e.payload["question"].as_str());
+    Some(match asked {
+        Some(q) => format!(
+            "You stopped to ask:\n\n> {}\n\nThe answer:\n\n{answer}\n\nGo on with the task.",
+            q.trim().replace('\n', "\n> ")
+        ),
+        None => format!("{answer}\n\nGo on with the task."),
+    })
+}
+
+/// Why a resumed session is being resumed, from the task's events after
+/// its latest agent run: a person's answer, or the checks that failed.
+/// This is the whole message a resumed agent gets (it has the task in its
+/// context already). `None`: nothing new to say (start afresh).
+pub fn resume_message(events: &[braid_core::Event]) -> Option<String> {
+    let after = events
+        .iter()
+        .rposition(|e| e.kind == EventKind::AgentFinished)
+        .map_or(0, |i| i + 1);
+    let newer = &events[after..];
+    if let Some(m) = answered(newer) {
+        return Some(format!("A person answered your question. {m}"));
+    }
+    let e = newer.iter().rev().find(|e| e.kind == EventKind::Retrying)?;
+    Some(format!(
+        "Your last attempt did not pass. {}\nCommit your changes and exit 0 when it is done; braid then runs the checks again.",
+        failure(e)
+    ))
 }

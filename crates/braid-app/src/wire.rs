@@ -611,6 +611,57 @@ pub struct ClaimIn {
     pub lease_seconds: Option<u64>,
 }
 
+/// A person's answer to a task that waits on one (`braid answer`).
+#[derive(Clone, Debug, Deserialize, Serialize, ToSchema, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AnswerIn {
+    pub text: String,
+}
+
+/// A task waiting for a person: what was asked, and by whom.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, ToSchema, JsonSchema)]
+pub struct AttentionView {
+    pub id: String,
+    pub title: String,
+    pub state: String,
+    /// The question (or why it waits), as the agent or braid put it.
+    pub question: String,
+    /// `question` (the agent asked), `denied` (it was refused a
+    /// permission), `budget`, or `escalation` (braid gave up on it).
+    pub reason: String,
+    pub agent: Option<String>,
+    /// The agent session an answer resumes.
+    pub session: Option<String>,
+    /// When it was asked (RFC 3339).
+    pub at: Option<String>,
+}
+
+/// What agents cost, for the board: the project total, each task's and
+/// each epic's (the sum over everything under it), and the budgets.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, ToSchema, JsonSchema)]
+pub struct CostSummaryView {
+    pub total_usd: f64,
+    pub attempts: i64,
+    /// Task id → USD, for tasks that cost anything.
+    pub tasks: BTreeMap<String, f64>,
+    /// Epic (or any parent) id → USD over all its descendants.
+    pub epics: BTreeMap<String, f64>,
+    pub budgets: Vec<BudgetView>,
+}
+
+/// One budget: its limit and what was spent against it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, ToSchema, JsonSchema)]
+pub struct BudgetView {
+    /// `task_usd`, `run_usd` or `day_usd`.
+    pub budget: String,
+    pub limit_usd: f64,
+    /// For `task_usd`: the costliest task's spend; for `run_usd`: the
+    /// current run's (0 when none runs); for `day_usd`: today's (UTC).
+    pub spent_usd: f64,
+    /// For `task_usd`: the costliest task.
+    pub task: Option<String>,
+}
+
 /// A comment to add.
 #[derive(Clone, Debug, Deserialize, Serialize, ToSchema, JsonSchema)]
 #[serde(deny_unknown_fields)]

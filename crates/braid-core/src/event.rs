@@ -36,10 +36,20 @@ pub enum EventKind {
     /// A task file could not be applied (does not parse, unknown
     /// dependency, cycle, name outside the tasks folder); nothing changed.
     SyncRejected,
+    /// An agent stopped to ask a person something (a permission it was
+    /// refused, a question): the task waits, deferred, labelled
+    /// `needs-human`. Also a budget that stopped work.
+    Attention,
+    /// A person answered an attention: the task is open again and its
+    /// agent's session resumes with the answer.
+    Answered,
+    /// What a running agent is doing (the tool it calls, its last line of
+    /// text), throttled.
+    Activity,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 17] = [
+    pub const ALL: [EventKind; 20] = [
         EventKind::Created,
         EventKind::Updated,
         EventKind::StateChanged,
@@ -57,6 +67,9 @@ impl EventKind {
         EventKind::Cooldown,
         EventKind::Retrying,
         EventKind::SyncRejected,
+        EventKind::Attention,
+        EventKind::Answered,
+        EventKind::Activity,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -78,6 +91,9 @@ impl EventKind {
             EventKind::Cooldown => "cooldown",
             EventKind::Retrying => "retrying",
             EventKind::SyncRejected => "sync_rejected",
+            EventKind::Attention => "attention",
+            EventKind::Answered => "answered",
+            EventKind::Activity => "activity",
         }
     }
 

@@ -78,7 +78,7 @@ impl State {
         use State::*;
         match self {
             Open => &[InProgress, Done, Cancelled, Deferred],
-            InProgress => &[Open, Review, Done, Failed, Cancelled],
+            InProgress => &[Open, Review, Done, Failed, Cancelled, Deferred],
             Review => &[InProgress, Open, Done, Failed, Cancelled],
             Done => &[Open],
             Failed => &[Open, Cancelled],

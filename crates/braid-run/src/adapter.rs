@@ -71,6 +71,35 @@ impl Kind {
     }
 }
 
+/// The argv that resumes `session` with a new message, from the agent's
+/// own argv template (before `{prompt}` is put in): Claude takes
+/// `--resume ID` before the `--` that ends its options; Codex takes
+/// `resume ID` between its options and the prompt (its `-s` and `--json`
+/// stay before, where `exec resume` honours them). `None` for `command`
+/// agents, or a template without `{prompt}` (nothing to say the message
+/// with).
+pub fn resume_argv(kind: Kind, argv: &[String], session: &str) -> Option<Vec<String>> {
+    let prompt_at = argv.iter().rposition(|a| a.contains("{prompt"))?;
+    let mut out = argv.to_vec();
+    match kind {
+        Kind::Command => return None,
+        Kind::Claude => {
+            let at = argv[..prompt_at]
+                .iter()
+                .position(|a| a == "--")
+                .unwrap_or(prompt_at);
+            out.splice(at..at, ["--resume".to_owned(), session.to_owned()]);
+        }
+        Kind::Codex => {
+            out.splice(
+                prompt_at..prompt_at,
+                ["resume".to_owned(), session.to_owned()],
+            );
+        }
+    }
+    Some(out)
+}
+
 /// What an agent's structured output said about its run.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Report {
@@ -91,14 +120,65 @@ pub struct Report {
     pub error: Option<String>,
     /// Tools it was refused (Claude's `permission_denials`).
     pub denials: Vec<String>,
+    /// What each refusal said (Claude's `permission_denied` lines: the
+    /// tool, what it would have done, why it needs approval).
+    pub denied: Vec<String>,
     /// Tool calls it made.
     pub tool_calls: u64,
     /// The run's closing line was seen (a CLI killed mid-stream has none;
     /// what it printed before is kept).
     pub complete: bool,
+    /// The cost was computed from `[prices]`, not reported.
+    pub priced: bool,
 }
 
 impl Report {
+    /// Prices the tokens when the CLI reported no cost (USD per million
+    /// tokens of each sort); `true` when it did.
+    pub fn price(&mut self, p: &crate::config::Price) -> bool {
+        if self.cost_usd.is_some() {
+            return false;
+        }
+        let m = |tokens: u64, usd: f64| tokens as f64 * usd / 1e6;
+        self.cost_usd = Some(
+            m(self.input_tokens, p.input)
+                + m(self.output_tokens, p.output)
+                + m(self.cache_read_tokens, p.cache_read)
+                + m(self.cache_write_tokens, p.cache_write),
+        );
+        true
+    }
+
+    /// What the agent stopped to ask a person, when it did: it was refused
+    /// a permission, or its final message is a question, and it left no
+    /// work behind (`no_work`) — an agent that did its work and was
+    /// refused something on the way is judged by the gates. The rules are
+    /// the same for both CLIs (docs/agents.md).
+    pub fn asks(&self, no_work: bool) -> Option<(&'static str, String)> {
+        if !no_work || !self.complete || self.error.is_some() {
+            return None;
+        }
+        let last = self.final_message.as_deref().unwrap_or("").trim();
+        if !self.denials.is_empty() {
+            let mut q = format!("The agent was refused: {}.", self.denials.join(", "));
+            for d in &self.denied {
+                q.push_str("\n- ");
+                q.push_str(d);
+            }
+            if !last.is_empty() {
+                q.push_str("\nIt said: ");
+                q.push_str(last);
+            }
+            return Some(("denied", q));
+        }
+        let asks = last
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .is_some_and(|l| l.trim_end().ends_with('?'));
+        asks.then(|| ("question", last.to_owned()))
+    }
+
     /// The ledger's fields, as the `usage` object of `agent_finished`.
     pub fn usage_json(&self) -> Value {
         json!({
@@ -112,6 +192,11 @@ impl Report {
             "turns": self.turns,
             "tool_calls": self.tool_calls,
             "complete": self.complete,
+            "cost_source": match (self.cost_usd, self.priced) {
+                (None, _) => None,
+                (Some(_), true) => Some("prices"),
+                (Some(_), false) => Some("reported"),
+            },
         })
     }
 }
@@ -173,6 +258,103 @@ pub fn read(kind: Kind, log: &Path, from: u64) -> Option<Report> {
     seen.then_some(report)
 }
 
+/// The latest action in a stretch of an agent's structured output: the
+/// tool it called (with what it names: a file, a command) or the last line
+/// of text it wrote, one line of at most 120 bytes. `None` when the stretch
+/// shows none (or the agent is a `command`).
+pub fn latest_action(kind: Kind, bytes: &[u8]) -> Option<String> {
+    let mut latest = None;
+    for line in bytes.split(|&b| b == b'\n') {
+        let Ok(v) = serde_json::from_slice::<Value>(line) else {
+            continue;
+        };
+        let found = match kind {
+            Kind::Command => return None,
+            Kind::Claude => claude_action(&v),
+            Kind::Codex => codex_action(&v),
+        };
+        if found.is_some() {
+            latest = found;
+        }
+    }
+    let one_line = latest?.split_whitespace().collect::<Vec<_>>().join(" ");
+    let clipped = clip(&one_line, 120);
+    Some(if clipped.len() < one_line.len() {
+        format!("{clipped}…")
+    } else {
+        one_line
+    })
+}
+
+fn last_line(text: &str) -> Option<String> {
+    text.lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .map(|l| l.trim().to_owned())
+}
+
+fn claude_action(v: &Value) -> Option<String> {
+    if v["type"] != "assistant" {
+        return None;
+    }
+    let mut out = None;
+    for item in v["message"]["content"].as_array()? {
+        match item["type"].as_str() {
+            Some("tool_use") => {
+                let name = item["name"].as_str().unwrap_or("a tool");
+                let input = &item["input"];
+                let what = [
+                    "file_path",
+                    "command",
+                    "pattern",
+                    "path",
+                    "url",
+                    "description",
+                ]
+                .iter()
+                .find_map(|k| input[*k].as_str());
+                out = Some(match what {
+                    Some(w) => format!("{name} {w}"),
+                    None => name.to_owned(),
+                });
+            }
+            Some("text") => {
+                if let Some(l) = item["text"].as_str().and_then(last_line) {
+                    out = Some(l);
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+fn codex_action(v: &Value) -> Option<String> {
+    if v["type"] != "item.started" && v["type"] != "item.completed" {
+        return None;
+    }
+    let item = &v["item"];
+    match item["type"].as_str()? {
+        "command_execution" => Some(format!("$ {}", item["command"].as_str().unwrap_or(""))),
+        "file_change" => {
+            let paths: Vec<&str> = item["changes"]
+                .as_array()?
+                .iter()
+                .filter_map(|c| c["path"].as_str())
+                .collect();
+            Some(format!("edit {}", paths.join(", ")))
+        }
+        "agent_message" => item["text"].as_str().and_then(last_line),
+        "mcp_tool_call" => Some(format!(
+            "{} {}",
+            item["server"].as_str().unwrap_or(""),
+            item["tool"].as_str().unwrap_or("")
+        )),
+        "web_search" => Some(format!("search {}", item["query"].as_str().unwrap_or(""))),
+        _ => None,
+    }
+}
+
 fn u(v: &Value) -> u64 {
     v.as_u64().unwrap_or(0)
 }
@@ -184,6 +366,15 @@ fn s(v: &Value) -> Option<String> {
 /// One line of `claude -p --output-format stream-json --verbose`.
 fn claude_line(v: &Value, r: &mut Report) -> bool {
     match v["type"].as_str() {
+        Some("system") if v["subtype"] == "permission_denied" => {
+            let tool = v["tool_name"].as_str().unwrap_or("a tool");
+            let msg = v["message"].as_str().unwrap_or("");
+            if r.denied.len() < 10 {
+                r.denied
+                    .push(clip(&format!("{tool}: {msg}"), 1000).to_owned());
+            }
+            true
+        }
         Some("system") if v["subtype"] == "init" => {
             r.session = s(&v["session_id"]).or(r.session.take());
             r.model = s(&v["model"]).or(r.model.take());

@@ -25,6 +25,25 @@ pub struct Config {
     pub merge_into: Option<String>,
     pub merge: MergeConfig,
     pub cache: CacheConfig,
+    /// `[budget]`: no attempt starts once a budget it falls under is spent.
+    pub budget: braid_app::budget::Budget,
+    /// `[prices."MODEL"]`: what a model's tokens cost, for agents whose CLI
+    /// reports tokens but no cost (Codex).
+    pub prices: Vec<(String, Price)>,
+    /// `[notify] command`: run with each attention event as JSON on stdin.
+    pub notify: Option<Vec<String>>,
+}
+
+/// USD per million tokens of each sort.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Price {
+    pub input: f64,
+    pub output: f64,
+    #[serde(default)]
+    pub cache_read: f64,
+    #[serde(default)]
+    pub cache_write: f64,
 }
 
 /// `[merge]`: how finished branches are integrated (`braid merge run`).
@@ -132,6 +151,12 @@ pub struct Agent {
     /// Which CLI it is: how its structured output is read (usage, cost,
     /// session, rate limits).
     pub kind: crate::adapter::Kind,
+    /// A retry (or an answer) resumes the agent's session instead of
+    /// starting cold (default: true; only claude and codex have sessions).
+    pub resume: bool,
+    /// The model it runs, when its CLI does not say (Codex): the ledger's
+    /// model and the key into `[prices]`.
+    pub model: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -160,6 +185,26 @@ struct RawFile {
     server: Option<toml::Table>,
     #[serde(default)]
     cache: Option<RawCache>,
+    #[serde(default)]
+    budget: Option<RawBudget>,
+    #[serde(default)]
+    prices: std::collections::BTreeMap<String, Price>,
+    #[serde(default)]
+    notify: Option<RawNotify>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBudget {
+    task_usd: Option<f64>,
+    run_usd: Option<f64>,
+    day_usd: Option<f64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNotify {
+    command: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -210,6 +255,8 @@ struct RawAgent {
     env: Option<Vec<String>>,
     allow_empty: Option<bool>,
     stall: Option<String>,
+    resume: Option<bool>,
+    model: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -255,6 +302,9 @@ impl Default for Config {
             merge_into: None,
             merge: MergeConfig::default(),
             cache: CacheConfig::default(),
+            budget: braid_app::budget::Budget::default(),
+            prices: Vec::new(),
+            notify: None,
         }
     }
 }
@@ -382,6 +432,10 @@ impl Config {
             let mut a = a;
             if a.command.is_empty() {
                 a.command = kind.default_command();
+                if let (Some(m), true) = (&a.model, kind != crate::adapter::Kind::Command) {
+                    // `claude -p --model M …`, `codex exec --model M …`
+                    a.command.splice(2..2, ["--model".to_owned(), m.clone()]);
+                }
             }
             if a.command.is_empty() {
                 return Err(err(
@@ -419,6 +473,8 @@ impl Config {
                         .filter(|d| !d.is_zero()),
                 },
                 kind,
+                resume: a.resume.unwrap_or(true),
+                model: a.model,
             });
         }
         for a in &agents {
@@ -499,6 +555,52 @@ impl Config {
             merge.gates = m.gates.clone();
             merge.into_line = find("into", Some(&m.into));
         }
+        let mut budget = braid_app::budget::Budget::default();
+        if let Some(b) = raw.budget {
+            for (key, v) in [
+                ("task_usd", b.task_usd),
+                ("run_usd", b.run_usd),
+                ("day_usd", b.day_usd),
+            ] {
+                if let Some(v) = v
+                    && !(v.is_finite() && v >= 0.0)
+                {
+                    return Err(err(
+                        find(key, None),
+                        format!("[budget] {key} = {v}: give a number of US dollars, 0 or more"),
+                    ));
+                }
+            }
+            budget = braid_app::budget::Budget {
+                task_usd: b.task_usd,
+                run_usd: b.run_usd,
+                day_usd: b.day_usd,
+            };
+        }
+        for (model, p) in &raw.prices {
+            if [p.input, p.output, p.cache_read, p.cache_write]
+                .iter()
+                .any(|v| !(v.is_finite() && *v >= 0.0))
+            {
+                return Err(err(
+                    find(&format!("[prices.\"{model}\"]"), None).max(find("[prices", None)),
+                    format!(
+                        "[prices] {model:?}: prices are US dollars per million tokens, 0 or more"
+                    ),
+                ));
+            }
+        }
+        let notify = match raw.notify {
+            Some(n) if n.command.is_empty() => {
+                return Err(err(
+                    find("command", None),
+                    "[notify] command must not be empty (leave [notify] out to notify nobody)"
+                        .into(),
+                ));
+            }
+            Some(n) => Some(n.command),
+            None => None,
+        };
         Ok(Config {
             run,
             agents,
@@ -506,11 +608,28 @@ impl Config {
             merge_into: raw.merge.map(|m| m.into),
             merge,
             cache,
+            budget,
+            prices: raw.prices.into_iter().collect(),
+            notify,
         })
     }
 
     pub fn agent(&self, name: &str) -> Option<&Agent> {
         self.agents.iter().find(|a| a.name == name)
+    }
+
+    /// The price of a model's tokens: its own entry, else the longest
+    /// entry ending in `*` that it starts with (`"gpt-5*"`).
+    pub fn price(&self, model: &str) -> Option<Price> {
+        if let Some((_, p)) = self.prices.iter().find(|(m, _)| m == model) {
+            return Some(*p);
+        }
+        self.prices
+            .iter()
+            .filter_map(|(m, p)| Some((m.strip_suffix('*')?, p)))
+            .filter(|(prefix, _)| model.starts_with(prefix))
+            .max_by_key(|(prefix, _)| prefix.len())
+            .map(|(_, p)| *p)
     }
 }
 

@@ -142,6 +142,14 @@ struct Proc {
     seen: Option<(u64, Option<blake3::Hash>)>,
     /// For an agent: its attempt.
     attempt: Option<u32>,
+    /// For an agent whose CLI braid reads: how far its log has been read
+    /// for its latest action, and the action last recorded.
+    activity: Option<(u64, Option<String>)>,
+    /// For an agent: the session it resumed, if it did.
+    resumed: Option<String>,
+    /// For an agent: where it may write a question for a person
+    /// (`$BRAID_QUESTION`).
+    question: Option<PathBuf>,
 }
 
 /// Performs the core's actions.
@@ -182,8 +190,21 @@ pub struct Runner<'a, S: Spawner, H: Host> {
     /// What an agent CLI reported of its run, by task, until its
     /// `agent_finished` event is recorded.
     reports: HashMap<TaskId, serde_json::Value>,
+    /// What a task waits on a person for, until it is parked.
+    asked: HashMap<TaskId, braid_app::ops::Attention>,
+    /// What this run's agents reported they cost (for `run_usd`).
+    run_spent: f64,
+    /// When the running agents' latest actions are next looked at.
+    activity_at: Option<Instant>,
     queue: VecDeque<Input>,
 }
+
+/// How often a running agent's latest action is looked for (and, when it
+/// changed, recorded as an `activity` event).
+const ACTIVITY_EVERY: Duration = Duration::from_secs(3);
+/// The most of an agent's new output read per look (the latest action is
+/// near the end).
+const ACTIVITY_READ: u64 = 64 << 10;
 
 impl<'a, S: Spawner, H: Host> Runner<'a, S, H> {
     #[allow(clippy::too_many_arguments)]
@@ -251,6 +272,9 @@ impl<'a, S: Spawner, H: Host> Runner<'a, S, H> {
             latencies: Vec::new(),
             stopped: Vec::new(),
             reports: HashMap::new(),
+            asked: HashMap::new(),
+            run_spent: 0.0,
+            activity_at: None,
             queue: VecDeque::new(),
         }
     }
@@ -305,6 +329,7 @@ impl<'a, S: Spawner, H: Host> Runner<'a, S, H> {
     pub fn tick(&mut self) {
         self.turn_began = Instant::now();
         self.turn(Input::Tick);
+        self.look_at_activity();
         if self
             .telemetry
             .deadline()
@@ -320,6 +345,8 @@ impl<'a, S: Spawner, H: Host> Runner<'a, S, H> {
         let now = self.host.now();
         if self.core.deadline(now).is_some_and(|t| t <= now) {
             self.tick();
+        } else if self.activity_at.is_some_and(|t| t <= Instant::now()) {
+            self.look_at_activity();
         } else if self
             .telemetry
             .deadline()
@@ -346,6 +373,7 @@ impl<'a, S: Spawner, H: Host> Runner<'a, S, H> {
                 .map(|t| t.saturating_duration_since(real)),
             self.pending_since
                 .map(|t| (t + RECORD_DELAY).saturating_duration_since(real)),
+            self.activity_at.map(|t| t.saturating_duration_since(real)),
         ]
         .into_iter()
         .flatten()
@@ -376,6 +404,14 @@ impl<'a, S: Spawner, H: Host> Runner<'a, S, H> {
         self.flush_all();
         self.telemetry.flush();
         let mut report = self.core.report().clone();
+        if self.config.budget.run_usd.is_some() {
+            let file = self.run_file();
+            if let Err(e) = std::fs::remove_file(&file)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!(file = %file.display(), error = %e, "removing the run's spend file");
+            }
+        }
         report.latency_ms = percentiles(&self.latencies);
         report.stopped = std::mem::take(&mut self.stopped);
         report
@@ -470,6 +506,7 @@ impl<'a, S: Spawner, H: Host> Runner<'a, S, H> {
                 refund,
                 commit,
             } => self.finish_work(id, to, reason, refund, commit),
+            Action::Park { id } => self.park(id),
             Action::Renew { ids } => {
                 let lease_ms = self.lease_ms();
                 for id in ids {
@@ -612,6 +649,9 @@ impl<'a, S: Spawner, H: Host> Runner<'a, S, H> {
         self.own_since_check += events.len();
         for e in events {
             (self.on_event)(e);
+            if let Some(cmd) = &self.config.notify {
+                crate::notify::send(cmd, e);
+            }
             let line = json!({
                 "seq": e.seq, "at": e.at, "actor": e.actor, "kind": e.kind.as_str(),
                 "task": e.task, "payload": e.payload,
@@ -657,6 +697,27 @@ impl<'a, S: Spawner, H: Host> Runner<'a, S, H> {
         if let Ok(a) = &r {
             let events = a.events.clone();
             self.emit(&events);
+        }
+        r
+    }
+
+    /// Applies several commands in one transaction, with any queued
+    /// observability events.
+    fn apply_batch(
+        &mut self,
+        cmds: Vec<Command>,
+    ) -> Result<Vec<braid_store::Applied>, braid_store::Error> {
+        self.flush_records();
+        let actor = self.opts.actor.clone();
+        let r = self.store.apply_all(&actor, cmds);
+        match &r {
+            Ok(applied) => {
+                let events: Vec<Event> = applied.iter().flat_map(|a| a.events.clone()).collect();
+                self.emit(&events);
+            }
+            Err(e) => {
+                tracing::warn!(error = %braid_core::error::chain(e), "applying the engine's commands");
+            }
         }
         r
     }
@@ -738,6 +799,9 @@ impl<'a, S: Spawner, H: Host> Runner<'a, S, H> {
                 why: NotStarted::Program(format!("no agent named {agent_name}")),
             });
         };
+        if let Some(why) = self.budget_spent(id, agent_name) {
+            return self.answer(Input::NotStarted { key, why });
+        }
         let workspace = self.paths.workspace(id);
         if let Err(e) = self.prepare_workspace(id, &workspace) {
             tracing::warn!(task = %id, workspace = %workspace.display(), error = %e, "preparing a workspace");
@@ -747,19 +811,28 @@ impl<'a, S: Spawner, H: Host> Runner<'a, S, H> {
             });
         }
         let logs = self.paths.logs(id);
-        // Built only for agents that are told it (a command without
-        // {prompt} or {prompt_file} reads the task itself, if at all).
-        let prompt = if agent.command.iter().any(|a| a.contains("{prompt")) {
-            match braid_app::prompt::build(self.store, id) {
-                Ok(p) => p,
-                Err(e) => format!("Task {id}. (The task could not be read: {e}.)"),
+        // A retry, or a task a person answered, resumes the agent's own
+        // session with only what is new (the failure, the answer).
+        let resume = self.resume_of(id, &agent);
+        let (template, prompt) = match &resume {
+            Some((argv, message)) => (argv.clone(), message.clone()),
+            None => {
+                // Built only for agents that are told it (a command without
+                // {prompt} or {prompt_file} reads the task itself, if at all).
+                let prompt = if agent.command.iter().any(|a| a.contains("{prompt")) {
+                    match braid_app::prompt::build(self.store, id) {
+                        Ok(p) => p,
+                        Err(e) => format!("Task {id}. (The task could not be read: {e}.)"),
+                    }
+                } else {
+                    String::new()
+                };
+                (agent.command.clone(), prompt)
             }
-        } else {
-            String::new()
         };
         let prompt_file = logs.join(format!("{attempt}-prompt.md"));
         // Written only for agents that read it (one file fewer per task).
-        if agent.command.iter().any(|a| a.contains("{prompt_file}"))
+        if template.iter().any(|a| a.contains("{prompt_file}"))
             && let Err(e) =
                 std::fs::create_dir_all(&logs).and_then(|()| std::fs::write(&prompt_file, &prompt))
         {
@@ -771,8 +844,16 @@ impl<'a, S: Spawner, H: Host> Runner<'a, S, H> {
                 .replace("{task}", id.as_str())
                 .replace("{worktree}", &workspace.to_string_lossy())
         };
+        // Where the agent may leave a question for a person (any agent:
+        // a plain command asks this way).
+        let question = logs.join(format!("{attempt}-question.md"));
+        if let Err(e) = std::fs::remove_file(&question)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(task = %id, error = %e, "removing an old question file");
+        }
         let spec = Spec {
-            argv: agent.command.iter().map(|a| subst(a)).collect(),
+            argv: template.iter().map(|a| subst(a)).collect(),
             cwd: workspace.clone(),
             env_allow: agent.env.clone(),
             extra_env: vec![
@@ -781,6 +862,10 @@ impl<'a, S: Spawner, H: Host> Runner<'a, S, H> {
                 (
                     "BRAID_DB".into(),
                     self.paths.db.to_string_lossy().into_owned(),
+                ),
+                (
+                    "BRAID_QUESTION".into(),
+                    question.to_string_lossy().into_owned(),
                 ),
             ],
             log: logs.join(format!("{attempt}-{agent_name}.log")),
@@ -796,7 +881,13 @@ impl<'a, S: Spawner, H: Host> Runner<'a, S, H> {
             .map(|s| s.describe())
             .collect();
         self.stopped.extend(evicted.iter().cloned());
+        let session = resume
+            .as_ref()
+            .and_then(|_| self.last_session(id, agent_name));
         let mut payload = json!({"agent": agent_name, "attempt": attempt, "workspace": workspace, "log": spec.log});
+        if let Some(s) = &session {
+            payload["resumed"] = json!(s);
+        }
         if !evicted.is_empty() {
             payload["stopped"] = json!(evicted);
         }
@@ -811,8 +902,17 @@ impl<'a, S: Spawner, H: Host> Runner<'a, S, H> {
         if let Err(why) = launched {
             return self.answer(Input::NotStarted { key, why });
         }
+        let reads_stream = agent.kind != crate::adapter::Kind::Command;
         if let Some(p) = self.procs.get_mut(&key) {
             p.attempt = Some(attempt);
+            p.resumed = session;
+            p.question = Some(question);
+            if reads_stream {
+                p.activity = Some((p.log_start, None));
+            }
+        }
+        if reads_stream && self.activity_at.is_none() {
+            self.activity_at = Some(Instant::now() + ACTIVITY_EVERY);
         }
         if agent.stall.is_some() {
             let content = self.worktree_content(&workspace);
@@ -821,6 +921,181 @@ impl<'a, S: Spawner, H: Host> Runner<'a, S, H> {
             }
         }
         self.latencies.push(self.turn_began.elapsed());
+    }
+
+    /// Whether a budget stops this attempt: the day's or the run's stops
+    /// the run's dispatching; the task's parks the task for a person.
+    fn budget_spent(&mut self, id: &TaskId, agent: &str) -> Option<NotStarted> {
+        let budget = self.config.budget;
+        if budget.is_empty() {
+            return None;
+        }
+        let now = self.store.now_ms();
+        match budget.spent(self.store, Some(id), self.run_spent, now) {
+            Ok(None) => None,
+            Ok(Some(spent)) => {
+                let why = spent.to_string();
+                let halt = spent.budget != "task_usd";
+                if !halt {
+                    self.asked.insert(
+                        id.clone(),
+                        braid_app::ops::Attention {
+                            question: format!(
+                                "{why}. Raise the budget and answer this task (`braid answer {id} \"go on\"`) to let it try again, or cancel it."
+                            ),
+                            reason: "budget",
+                            agent: Some(agent.to_owned()),
+                            session: self.last_session(id, agent),
+                        },
+                    );
+                }
+                Some(NotStarted::Budget { why, halt })
+            }
+            Err(e) => {
+                // Unknown spend is not spent: the ledger is read again at
+                // the next attempt.
+                tracing::warn!(task = %id, error = %braid_core::error::chain(&e), "reading the cost ledger for the budget");
+                None
+            }
+        }
+    }
+
+    /// The session `agent` last reported for `id` (from the ledger).
+    fn last_session(&self, id: &TaskId, agent: &str) -> Option<String> {
+        let rows = self.store.task_usage(id).ok()?;
+        rows.iter()
+            .rev()
+            .filter(|r| r.agent == agent)
+            .find_map(|r| r.session.clone())
+    }
+
+    /// The argv template and message that resume `agent`'s session on
+    /// `id`, when there is one to resume and something new to tell it.
+    fn resume_of(
+        &self,
+        id: &TaskId,
+        agent: &crate::config::Agent,
+    ) -> Option<(Vec<String>, String)> {
+        if !agent.resume || agent.kind == crate::adapter::Kind::Command {
+            return None;
+        }
+        let session = self.last_session(id, &agent.name)?;
+        let events = self.store.task_events(id, 100).ok()?;
+        // Only a session of this agent's latest run on the task (a
+        // failover agent's run in between starts it afresh).
+        let last_run = events
+            .iter()
+            .rev()
+            .find(|e| e.kind == EventKind::AgentFinished)?;
+        if last_run.payload["agent"] != agent.name.as_str() {
+            return None;
+        }
+        let message = braid_app::prompt::resume_message(&events)?;
+        let argv = crate::adapter::resume_argv(agent.kind, &agent.command, &session)?;
+        Some((argv, message))
+    }
+
+    /// Looks at each running agent's new output for its latest action and
+    /// records those that changed (throttled to one look per
+    /// [`ACTIVITY_EVERY`]; only the last [`ACTIVITY_READ`] bytes of new
+    /// output are read).
+    fn look_at_activity(&mut self) {
+        if self.activity_at.is_none_or(|t| t > Instant::now()) {
+            return;
+        }
+        self.activity_at = None;
+        let mut found = Vec::new();
+        let mut any = false;
+        for p in self.procs.values_mut() {
+            let (Some((offset, last)), Some(agent)) = (p.activity.as_mut(), p.agent.as_deref())
+            else {
+                continue;
+            };
+            any = true;
+            let Some(a) = self.config.agent(agent) else {
+                continue;
+            };
+            let (action, read_to) = read_action(a.kind, &p.log, *offset);
+            *offset = read_to;
+            if let Some(action) = action
+                && last.as_ref() != Some(&action)
+            {
+                *last = Some(action.clone());
+                found.push((p.task.clone(), agent.to_owned(), p.attempt, action));
+            }
+        }
+        for (task, agent, attempt, action) in found {
+            self.record(
+                task,
+                EventKind::Activity,
+                json!({"agent": agent, "attempt": attempt, "action": action}),
+            );
+        }
+        if any {
+            self.activity_at = Some(Instant::now() + ACTIVITY_EVERY);
+        }
+    }
+
+    /// Parks a task for a person: the claim ends with the task deferred,
+    /// labelled `needs-human`, and an `attention` event saying what was
+    /// asked — one transaction. The attempt is not charged.
+    fn park(&mut self, id: TaskId) {
+        let attention = self
+            .asked
+            .remove(&id)
+            .unwrap_or_else(|| braid_app::ops::Attention {
+                question: "The agent stopped to ask something; its log has the question.".into(),
+                reason: "question",
+                ..Default::default()
+            });
+        let labelled = self
+            .store
+            .task(&id)
+            .is_ok_and(|t| t.labels.iter().any(|l| l == braid_app::ops::NEEDS_HUMAN));
+        let actor = self.opts.actor.clone();
+        let mut cmds = vec![Command::Finish {
+            id: id.clone(),
+            token: self.token(&id),
+            to: State::Deferred,
+            reason: Some(format!("waits for a person ({})", attention.reason)),
+            refund_attempt: true,
+        }];
+        match braid_app::ops::attention_commands(&actor, &id, labelled, &attention) {
+            Ok(c) => cmds.extend(c),
+            Err(e) => {
+                tracing::warn!(task = %id, error = %braid_core::error::chain(&e), "recording a question");
+            }
+        }
+        let ok = self.apply_batch(cmds).is_ok();
+        self.content.remove(&id);
+        self.tokens.remove(&id);
+        self.answer(Input::Finished {
+            id,
+            to: State::Deferred,
+            ok,
+        });
+    }
+
+    /// Writes what this run has spent where the board reads it.
+    fn publish_run_spend(&self) {
+        let spend = braid_app::budget::RunSpend {
+            pid: std::process::id(),
+            spent_usd: self.run_spent,
+        };
+        let file = self.run_file();
+        let write = || -> std::io::Result<()> {
+            std::fs::create_dir_all(self.paths.runs())?;
+            braid_store::fsx::write_replace(&file, serde_json::to_string(&spend)?.as_bytes())
+        };
+        if let Err(e) = write() {
+            tracing::warn!(file = %file.display(), error = %e, "writing the run's spend");
+        }
+    }
+
+    fn run_file(&self) -> PathBuf {
+        self.paths
+            .runs()
+            .join(format!("{}.json", std::process::id()))
     }
 
     fn spawn(
@@ -858,6 +1133,9 @@ impl<'a, S: Spawner, H: Host> Runner<'a, S, H> {
                 started: Instant::now(),
                 seen: None,
                 attempt: None,
+                activity: None,
+                resumed: None,
+                question: None,
             },
         );
         if let Err(e) = self.spawner.spawn(key, spec) {
@@ -915,6 +1193,7 @@ impl<'a, S: Spawner, H: Host> Runner<'a, S, H> {
                 rate_limited: None,
                 cached: Some(hit.duration_ms),
                 unfit: None,
+                asks: false,
             });
         }
         let spec = Spec {
@@ -973,7 +1252,31 @@ impl<'a, S: Spawner, H: Host> Runner<'a, S, H> {
         // rate limit it reports is one, whatever the text says.
         let report = proc.as_ref().and_then(|p| {
             let agent = self.config.agent(p.agent.as_deref()?)?;
-            crate::adapter::read(agent.kind, &p.log, p.log_start).map(|r| (agent.cooldown, r))
+            crate::adapter::read(agent.kind, &p.log, p.log_start).map(|r| (agent.clone(), r))
+        });
+        let mut asks = false;
+        if let Some(p) = &proc
+            && let Some(q) = p.question.as_deref().and_then(read_question)
+        {
+            self.asked.insert(
+                p.task.clone(),
+                braid_app::ops::Attention {
+                    question: q,
+                    reason: "question",
+                    agent: p.agent.clone(),
+                    session: report.as_ref().and_then(|(_, r)| r.session.clone()),
+                },
+            );
+            asks = true;
+        }
+        let report = report.map(|(agent, mut r)| {
+            if r.model.is_none() {
+                r.model = agent.model.clone();
+            }
+            if let Some(p) = &proc {
+                self.own_usage(&p.task, p.resumed.as_deref(), &agent, &mut r);
+            }
+            (agent.cooldown, r)
         });
         if let (Some(p), Some((_, r))) = (&proc, &report) {
             let mut usage = json!({"usage": r.usage_json()});
@@ -991,6 +1294,29 @@ impl<'a, S: Spawner, H: Host> Runner<'a, S, H> {
             }
             crate::metrics::agent_usage(p.agent.as_deref().unwrap_or(""), r);
             self.reports.insert(p.task.clone(), usage);
+            if let Some(c) = r.cost_usd {
+                self.run_spent += c;
+                if self.config.budget.run_usd.is_some() {
+                    self.publish_run_spend();
+                }
+            }
+            // An agent that stopped to ask, leaving no work: a person
+            // answers (the rules: Report::asks).
+            if !asks
+                && r.asks(true).is_some()
+                && let Some((reason, q)) = r.asks(self.has_no_work(&p.task))
+            {
+                self.asked.insert(
+                    p.task.clone(),
+                    braid_app::ops::Attention {
+                        question: q,
+                        reason,
+                        agent: p.agent.clone(),
+                        session: r.session.clone(),
+                    },
+                );
+                asks = true;
+            }
         }
         let (tail, rate_limited) = match (&proc, exit.success()) {
             (Some(p), false) => {
@@ -1022,6 +1348,39 @@ impl<'a, S: Spawner, H: Host> Runner<'a, S, H> {
             rate_limited,
             cached: None,
             unfit,
+            asks,
+        }
+    }
+
+    /// Makes `r` this attempt's own usage, priced: Codex reports a resumed
+    /// thread's running total, so what the session's earlier attempts
+    /// reported is taken off; a CLI that reports no cost is priced from
+    /// `[prices]` (marked `cost_source = "prices"`).
+    fn own_usage(
+        &self,
+        id: &TaskId,
+        resumed: Option<&str>,
+        agent: &crate::config::Agent,
+        r: &mut crate::adapter::Report,
+    ) {
+        if agent.kind == crate::adapter::Kind::Codex
+            && let Some(session) = resumed
+            && r.session.as_deref() == Some(session)
+            && let Ok(rows) = self.store.task_usage(id)
+        {
+            for row in rows
+                .iter()
+                .filter(|x| x.session.as_deref() == Some(session))
+            {
+                let sub = |v: &mut u64, by: i64| *v = v.saturating_sub(by.max(0) as u64);
+                sub(&mut r.input_tokens, row.input_tokens);
+                sub(&mut r.output_tokens, row.output_tokens);
+                sub(&mut r.cache_read_tokens, row.cache_read_tokens);
+                sub(&mut r.cache_write_tokens, row.cache_write_tokens);
+            }
+        }
+        if let Some(price) = r.model.as_deref().and_then(|m| self.config.price(m)) {
+            r.priced = r.price(&price);
         }
     }
 
@@ -1404,4 +1763,57 @@ mod tests {
         }
         assert!(until_clock("soon").is_none());
     }
+}
+
+/// The latest action in `log` from byte `from` (reading at most the last
+/// [`ACTIVITY_READ`] bytes of what is new), and where the next look
+/// starts: after the last whole line read.
+fn read_action(
+    kind: crate::adapter::Kind,
+    log: &std::path::Path,
+    from: u64,
+) -> (Option<String>, u64) {
+    use std::io::{Read, Seek, SeekFrom};
+    let len = supervise::log_len(log);
+    if len <= from {
+        return (None, from);
+    }
+    let start = from.max(len.saturating_sub(ACTIVITY_READ));
+    let mut buf = Vec::new();
+    let read = std::fs::File::open(log).and_then(|mut f| {
+        f.seek(SeekFrom::Start(start))?;
+        f.take(len - start).read_to_end(&mut buf)
+    });
+    if read.is_err() {
+        return (None, from);
+    }
+    let Some(end) = buf.iter().rposition(|&b| b == b'\n') else {
+        // No whole line yet: a long one is still being written.
+        return (
+            None,
+            if len - start >= ACTIVITY_READ {
+                len
+            } else {
+                from
+            },
+        );
+    };
+    (
+        crate::adapter::latest_action(kind, &buf[..end]),
+        start + end as u64 + 1,
+    )
+}
+
+/// What an agent wrote to `$BRAID_QUESTION`, when it wrote something (at
+/// most 16 KiB of it are read).
+fn read_question(path: &std::path::Path) -> Option<String> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .ok()?
+        .take(16 << 10)
+        .read_to_string(&mut text)
+        .ok()?;
+    let text = text.trim();
+    (!text.is_empty()).then(|| text.to_owned())
 }

@@ -10,6 +10,7 @@ pub mod gates;
 pub mod integrate;
 pub mod merge;
 pub mod metrics;
+pub mod notify;
 pub mod preflight;
 pub mod procs;
 pub mod sched;

@@ -67,6 +67,10 @@ pub enum NotStarted {
     /// The task's workspace could not be made (git refused a worktree):
     /// the task is given back and left alone by this run.
     Workspace(String),
+    /// A budget it falls under is spent. `halt`: the run's or the day's —
+    /// the run stops dispatching; else the task's own — the task waits for
+    /// a person (the runner holds what to tell them).
+    Budget { why: String, halt: bool },
 }
 
 /// A task at the head of the ready queue: its id and preferred agent.
@@ -118,6 +122,9 @@ pub enum Input {
         /// changed nothing (when that is not allowed), or, resolving a
         /// conflict, its branch lacks a side of it.
         unfit: Option<String>,
+        /// The agent stopped to ask a person something (the runner holds
+        /// the question): the task waits for an answer.
+        asks: bool,
     },
     /// Whether an agent showed any sign of life (output, a worktree
     /// change) since it was last asked, answering [`Action::CheckActivity`].
@@ -198,6 +205,11 @@ pub enum Action {
         refund: bool,
         commit: bool,
     },
+    /// Park `id` for a person: end the claim by deferring the task, with
+    /// the `needs-human` label and an `attention` event saying what the
+    /// runner was told (an agent's question, a spent budget); answer
+    /// `Finished`.
+    Park { id: TaskId },
     /// Extend these claims; answer `Lost` for each refused.
     Renew { ids: Vec<TaskId> },
     /// Check these claims are still ours (someone else wrote); answer
@@ -228,6 +240,8 @@ pub struct Report {
     pub done: usize,
     pub failed: usize,
     pub released: usize,
+    /// Tasks that wait for a person's answer (`braid answer`).
+    pub waiting: usize,
     pub interrupted: bool,
     /// Why the run stopped dispatching before the work ran out (a program
     /// that could not start, the dispatch limit).
@@ -268,6 +282,7 @@ struct Outcome {
     rate_limited: Option<Duration>,
     cached: Option<u64>,
     unfit: Option<String>,
+    asks: bool,
 }
 
 /// A question about a task the core waits to hear answered.
@@ -493,6 +508,7 @@ impl Core {
                 rate_limited,
                 cached,
                 unfit,
+                asks,
             } => {
                 if let Some(p) = self.procs.remove(&key) {
                     let outcome = Outcome {
@@ -501,6 +517,7 @@ impl Core {
                         rate_limited,
                         cached,
                         unfit,
+                        asks,
                     };
                     self.on_exit(now, key, p, outcome, out);
                 }
@@ -841,6 +858,7 @@ impl Core {
                 "the workspace".to_owned(),
                 format!("could not be made: {e}"),
             ),
+            (_, NotStarted::Budget { why, .. }) => (String::new(), why.clone()),
         };
         if let ProcKind::Gate(g) = &p.kind {
             out.push(Action::Record {
@@ -860,14 +878,35 @@ impl Core {
             NotStarted::Workspace(_) => {
                 self.set_aside.insert(p.task.clone());
             }
+            NotStarted::Budget { halt: true, .. } => {
+                if self.report.halted.is_none() {
+                    self.report.halted = Some(reason.clone());
+                }
+            }
+            NotStarted::Budget { halt: false, .. } => {
+                self.kill_task(now, &p.task, out);
+                return self.park(&p.task, out);
+            }
         }
         // Other processes of the task (its other gates) stop too.
         self.kill_task(now, &p.task, out);
-        self.release(
-            &p.task,
-            &format!("{what} {reason} (not the agent's failure)"),
-            out,
-        );
+        let why = if what.is_empty() {
+            format!("{reason} (not the agent's failure)")
+        } else {
+            format!("{what} {reason} (not the agent's failure)")
+        };
+        self.release(&p.task, &why, out);
+    }
+
+    /// The task waits for a person: its claim ends with it deferred and
+    /// labelled (the attempt is not charged: asking is not failing).
+    fn park(&mut self, id: &TaskId, out: &mut Vec<Action>) {
+        self.gate_queue.retain(|(t, _)| t != id);
+        if let Some(w) = self.works.get_mut(id) {
+            w.pending = Some(Pending::Finish);
+            w.retry_at = None;
+            out.push(Action::Park { id: id.clone() });
+        }
     }
 
     fn start_agent(&mut self, now: Time, id: &TaskId, out: &mut Vec<Action>) {
@@ -1003,6 +1042,7 @@ impl Core {
             }
             State::Failed => self.report.failed += 1,
             State::Open => self.report.released += 1,
+            State::Deferred => self.report.waiting += 1,
             _ => {}
         }
     }
@@ -1110,6 +1150,7 @@ impl Core {
             rate_limited,
             cached,
             unfit,
+            asks,
         } = o;
         let duration_ms = now.saturating_sub(p.started).as_millis() as u64;
         let timed_out = p.killed_at.is_some();
@@ -1146,6 +1187,9 @@ impl Core {
                     kind: EventKind::AgentFinished,
                     payload: json!({"agent": name, "exit": what, "duration_ms": duration_ms}),
                 });
+                if asks && !timed_out {
+                    return self.park(&p.task, out);
+                }
                 // Only a failed run is a rate limit: a successful agent may
                 // well mention limits in its output.
                 if !exit.success()

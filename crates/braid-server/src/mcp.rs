@@ -7,7 +7,9 @@
 use std::sync::Arc;
 
 use braid_app::ops::{self, Page};
-use braid_app::wire::{ClaimIn, CommentIn, DepIn, NewTaskIn, PatchIn, ReasonIn, TaskView};
+use braid_app::wire::{
+    AnswerIn, ClaimIn, CommentIn, DepIn, NewTaskIn, PatchIn, ReasonIn, TaskView,
+};
 use braid_store::Store;
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::wrapper::Parameters;
@@ -169,6 +171,14 @@ pub struct CommentArgs {
     pub id: String,
     #[serde(flatten)]
     pub comment: CommentIn,
+}
+
+/// `answer`'s arguments: the task and the answer.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct AnswerArgs {
+    pub id: String,
+    #[serde(flatten)]
+    pub answer: AnswerIn,
 }
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
@@ -382,6 +392,26 @@ impl BraidMcp {
         let c = ops::comment(self.store.as_ref(), &self.actor, &a.id, a.comment).map_err(err)?;
         let id = ops::resolve(self.store.as_ref(), &a.id).map_err(err)?;
         self.answer(&json!({"id": id, "commented": true, "seq": c.seq}))
+    }
+
+    #[tool(
+        description = "Tasks waiting for a person: an agent stopped to ask (a permission it was refused, a question), a budget or braid handed it over. Each with the question."
+    )]
+    async fn needs(&self) -> Result<CallToolResult, McpError> {
+        let rows = ops::needs_you(self.store.as_ref(), 50).map_err(err)?;
+        self.answer(&json!(rows))
+    }
+
+    #[tool(
+        name = "answer",
+        description = "Answer a task that waits for a person (see `needs`): the answer is recorded, the task is open again, and its agent's session resumes with the answer at the next dispatch."
+    )]
+    async fn answer_task(
+        &self,
+        Parameters(a): Parameters<AnswerArgs>,
+    ) -> Result<CallToolResult, McpError> {
+        let t = ops::answer(self.store.as_ref(), &self.actor, &a.id, a.answer).map_err(err)?;
+        self.answer(&self.task_brief(&t))
     }
 
     #[tool(

@@ -40,6 +40,8 @@ pub struct AppState {
     pub paths: Option<braid_app::Paths>,
     /// Renders `/metrics`.
     pub metrics: Option<PrometheusHandle>,
+    /// `[budget]`, shown against what was spent (`/api/cost`).
+    pub budget: braid_app::budget::Budget,
     /// Store calls in flight at once. More would only queue on the store's
     /// connections as blocked threads; past this, requests wait as tasks.
     slots: Arc<tokio::sync::Semaphore>,
@@ -56,6 +58,7 @@ impl AppState {
             hub,
             paths: None,
             metrics: None,
+            budget: Default::default(),
             slots: Arc::new(tokio::sync::Semaphore::new(slots.max(1))),
             ready_cache: Arc::default(),
         }
@@ -137,6 +140,9 @@ fn body<T>(b: std::result::Result<Json<T>, JsonRejection>) -> Result<T> {
         task_events,
         comments,
         add_comment,
+        answer,
+        needs,
+        cost,
         crate::logs::runs,
         crate::logs::list,
         crate::logs::tail,
@@ -160,6 +166,9 @@ pub fn app(state: AppState, opts: &AppOptions) -> Router {
         .route("/api/tasks/{id}/logs", get(logs::list))
         .route("/api/tasks/{id}/logs/{name}", get(logs::tail))
         .route("/api/tasks/{id}/{action}", post(transition))
+        .route("/api/tasks/{id}/answer", post(answer))
+        .route("/api/needs", get(needs))
+        .route("/api/cost", get(cost))
         .route("/api/runs", get(logs::runs))
         .route("/api/ready", get(ready))
         .route("/api/health", get(health))
@@ -564,4 +573,41 @@ async fn add_comment(
     let actor = st.actor.clone();
     let c = blocking(&st, move |s| ops::comment(s, &actor, &raw, input)).await?;
     Ok((StatusCode::CREATED, Json(c)))
+}
+
+/// Answer a task that waits for a person: the agent's session resumes with
+/// the answer at the next dispatch.
+#[utoipa::path(post, path = "/api/tasks/{id}/answer", request_body = AnswerIn,
+    params(("id" = String, Path, description = "task id or unique prefix")),
+    responses((status = 200, body = TaskView), (status = 400, description = "not waiting for an answer, or an empty answer")))]
+async fn answer(
+    State(st): State<AppState>,
+    Path(raw): Path<String>,
+    b: std::result::Result<Json<AnswerIn>, JsonRejection>,
+) -> Result<Json<TaskView>> {
+    let input = body(b)?;
+    let actor = st.actor.clone();
+    Ok(Json(
+        blocking(&st, move |s| ops::answer(s, &actor, &raw, input)).await?,
+    ))
+}
+
+/// What waits for a person, the newest question first.
+#[utoipa::path(get, path = "/api/needs", responses((status = 200, body = Vec<AttentionView>)))]
+async fn needs(State(st): State<AppState>) -> Result<Json<Vec<AttentionView>>> {
+    Ok(Json(blocking(&st, |s| ops::needs_you(s, 200)).await?))
+}
+
+/// What agents cost: the total, per task, per epic, and the budgets.
+#[utoipa::path(get, path = "/api/cost", responses((status = 200, body = CostSummaryView)))]
+async fn cost(State(st): State<AppState>) -> Result<Json<CostSummaryView>> {
+    let budget = st.budget;
+    let runs = st.paths.as_ref().map(|p| p.runs());
+    Ok(Json(
+        blocking(&st, move |s| {
+            let run_spent = runs.as_deref().and_then(braid_app::budget::live_run_spend);
+            ops::cost_summary(s, &budget, run_spent)
+        })
+        .await?,
+    ))
 }

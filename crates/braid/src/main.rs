@@ -5,6 +5,7 @@
 #[macro_use]
 mod term;
 
+mod attend;
 mod cmd;
 mod demo;
 mod events;
@@ -91,6 +92,15 @@ pub enum Verb {
     /// What agents cost: the ledger of their attempts, summed by task,
     /// agent, model or day (tokens and USD as each agent's CLI reported).
     Cost(cmd::CostArgs),
+    /// What waits for you: tasks whose agent stopped to ask (a permission
+    /// it was refused, a question), or that a budget or braid handed over.
+    Needs(attend::NeedsArgs),
+    /// Answer a task that waits for you: its agent's session resumes with
+    /// the answer at the next `braid run`.
+    Answer(attend::AnswerArgs),
+    /// Continue a task's agent session yourself, interactively, in its
+    /// worktree (`claude --resume` / `codex resume`); --print prints it.
+    Attach(attend::AttachArgs),
     /// Print the event log; --follow keeps printing new events.
     Events(events::EventsArgs),
     /// Import tasks from braid's JSONL export, beads' issues.jsonl or task-master's tasks.json.

@@ -72,13 +72,33 @@ fn describe(e: &Event) -> String {
     let s = |k: &str| p[k].as_str().unwrap_or("").to_owned();
     match e.kind.as_str() {
         "claimed" => format!("claimed by {} (attempt {})", s("assignee"), p["attempt"]),
-        "dispatched" => format!("agent {} started (attempt {})", s("agent"), p["attempt"]),
+        "dispatched" => format!(
+            "agent {} started (attempt {}{})",
+            s("agent"),
+            p["attempt"],
+            p["resumed"]
+                .as_str()
+                .map(|r| format!(", resuming session {r}"))
+                .unwrap_or_default()
+        ),
         "agent_finished" => format!(
-            "agent {} finished: {} in {} ms",
+            "agent {} finished: {} in {} ms{}",
             s("agent"),
             s("exit"),
-            p["duration_ms"]
+            p["duration_ms"],
+            p["usage"]["cost_usd"]
+                .as_f64()
+                .map(|c| format!(", ${c:.4}"))
+                .unwrap_or_default()
         ),
+        "activity" => format!("agent {}: {}", s("agent"), s("action")),
+        "attention" => format!(
+            "NEEDS YOU ({}): {} — answer with `braid answer {} \"…\"`",
+            s("reason"),
+            s("question").lines().next().unwrap_or(""),
+            e.task.as_ref().map(|t| t.as_str()).unwrap_or("ID")
+        ),
+        "answered" => format!("answered by {}: {}", s("by"), s("text")),
         "gate_finished" => format!(
             "gate {} {} in {} ms{}",
             s("gate"),
@@ -212,17 +232,24 @@ pub fn run(ctx: &Ctx, a: RunArgs) -> Result<i32> {
             .map(|(p50, p99)| json!({"p50": p50, "p99": p99}));
         errln!(
             "{}",
-            term::json_safe(&json!({"dispatched": report.dispatched, "review": report.review, "done": report.done, "failed": report.failed, "released": report.released, "interrupted": report.interrupted, "halted": report.halted, "stopped": report.stopped, "dispatch_latency_ms": latency, "merged": landed, "merge_rejected": rejected, "needs_human": needs_human}).to_string())
+            term::json_safe(&json!({"dispatched": report.dispatched, "review": report.review, "done": report.done, "failed": report.failed, "released": report.released, "waiting": report.waiting, "interrupted": report.interrupted, "halted": report.halted, "stopped": report.stopped, "dispatch_latency_ms": latency, "merged": landed, "merge_rejected": rejected, "needs_human": needs_human}).to_string())
         );
     } else {
         outln!(
-            "Run finished: {} dispatched, {} done, {} in review, {} failed, {} released.",
+            "Run finished: {} dispatched, {} done, {} in review, {} failed, {} released, {} waiting for you.",
             report.dispatched,
             report.done,
             report.review,
             report.failed,
-            report.released
+            report.released,
+            report.waiting
         );
+        if report.waiting > 0 {
+            outln!(
+                "{} task(s) wait for an answer: `braid needs` lists them, `braid answer ID \"…\"` answers.",
+                report.waiting
+            );
+        }
         if a.merge {
             outln!("Merged {landed} branch(es); {rejected} sent back or blocked by a conflict.");
             if needs_human > 0 {

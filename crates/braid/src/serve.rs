@@ -66,6 +66,11 @@ pub fn run(ctx: &Ctx, a: ServeArgs) -> Result<i32> {
         ))
         .into());
     }
+    // The board shows spend against `[budget]` (a config that does not
+    // read was refused above, by the server's own reading of it).
+    let budget = crate::run::load_config(&project)
+        .map(|c| c.budget)
+        .unwrap_or_default();
     let engine_config = if a.run {
         let c = crate::run::load_run_config(&project)?;
         if c.agents.is_empty() {
@@ -129,6 +134,7 @@ pub fn run(ctx: &Ctx, a: ServeArgs) -> Result<i32> {
             braid_server::AppState::new(store.clone(), hub.clone(), ctx.actor(), readers + 1);
         state.paths = Some(crate::run::paths(&project));
         state.metrics = Some(metrics);
+        state.budget = budget;
         let listener = tokio::net::TcpListener::bind(bind)
             .await
             .with_context(|| format!("binding {bind}"))?;

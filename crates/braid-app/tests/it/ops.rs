@@ -215,7 +215,12 @@ fn a_task_handed_to_a_person_is_labelled_once_and_told_each_new_thing_once() {
     let s = store(&dir);
     let id = add_as(&s, "br-hand");
     let first = ops::escalate(&s, "merge", &id, "Needs a person: a conflicts with b").unwrap();
-    assert_eq!(first.len(), 2, "the label and the comment, together");
+    assert_eq!(
+        first.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>(),
+        ["updated", "attention", "commented"],
+        "the label, the attention and the comment, together"
+    );
+    assert_eq!(first[1].payload["reason"], "escalation");
     let t = s.task(&id).unwrap();
     assert_eq!(t.labels, vec![ops::NEEDS_HUMAN.to_owned()]);
     // The same finding again adds nothing; a new one adds only a comment.
@@ -225,7 +230,7 @@ fn a_task_handed_to_a_person_is_labelled_once_and_told_each_new_thing_once() {
             .is_empty()
     );
     let again = ops::escalate(&s, "merge", &id, "Needs a person: a conflicts with c").unwrap();
-    assert_eq!(again.len(), 1);
+    assert_eq!(again.len(), 2, "an attention and a comment");
     let comments = s.comments(&id, 10).unwrap();
     assert_eq!(comments.len(), 2);
     assert_eq!(s.task(&id).unwrap().labels.len(), 1);
@@ -243,7 +248,7 @@ fn escalate_shows_a_control_character_in_a_name_from_git_instead_of_failing() {
     let id = add_as(&s, "br-hand");
     // A file name can hold any byte but NUL; a person must still be told.
     let why = "Needs a person: conflict in evil\u{1b}]0;x\u{7}.rs";
-    assert_eq!(ops::escalate(&s, "merge", &id, why).unwrap().len(), 2);
+    assert_eq!(ops::escalate(&s, "merge", &id, why).unwrap().len(), 3);
     let comments = s.comments(&id, 10).unwrap();
     assert_eq!(
         comments[0].payload["text"],

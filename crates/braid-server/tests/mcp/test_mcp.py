@@ -64,7 +64,7 @@ async def main():
             check("claim" in (init.instructions or ""), "the server's instructions teach the workflow")
 
             tools = {t.name: t for t in (await session.list_tools()).tools}
-            want = {"ready", "show", "add", "claim", "update", "done", "fail", "dep_add", "comment", "context"}
+            want = {"ready", "show", "add", "claim", "update", "done", "fail", "dep_add", "comment", "context", "needs", "answer"}
             check(want <= set(tools), f"tools missing: {want - set(tools)}")
             check("claim" in tools["ready"].description, "ready's description points to claim")
             print(f"ok tools: {sorted(tools)}")
