@@ -723,4 +723,56 @@ into = "main"
             "{e}"
         );
     }
+
+    #[test]
+    fn every_example_in_docs_config_md_parses() {
+        let doc = include_str!("../../../docs/config.md");
+        let mut blocks = 0;
+        for block in doc.split("```toml\n").skip(1) {
+            let block = block.split("```").next().unwrap();
+            // A fragment may name the gate the page defines elsewhere.
+            let text = if block.contains("name = \"test\"") {
+                block.to_owned()
+            } else {
+                format!("[[gate]]\nname = \"test\"\ncommand = [\"true\"]\n{block}")
+            };
+            Config::parse("docs/config.md", &text)
+                .unwrap_or_else(|e| panic!("{e}\nin this example:\n{text}"));
+            blocks += 1;
+        }
+        assert!(blocks >= 3, "{blocks} examples");
+    }
+
+    #[test]
+    fn budgets_prices_and_notify_are_read_and_checked() {
+        let c = Config::parse(
+            "c",
+            "[[agent]]\nname = \"codex\"\nkind = \"codex\"\nmodel = \"gpt-5.5\"\nresume = false\n\
+             [budget]\ntask_usd = 1.5\nday_usd = 10\n\
+             [prices.\"gpt-5.5\"]\ninput = 1.25\noutput = 10.0\n\
+             [prices.\"gpt-5*\"]\ninput = 2.0\noutput = 20.0\n\
+             [notify]\ncommand = [\"notify-send\", \"braid\"]\n",
+        )
+        .unwrap();
+        assert_eq!(c.budget.task_usd, Some(1.5));
+        assert_eq!(c.budget.day_usd, Some(10.0));
+        assert_eq!(c.budget.run_usd, None);
+        assert_eq!(c.price("gpt-5.5").unwrap().input, 1.25, "an exact name wins");
+        assert_eq!(c.price("gpt-5.6-sol").unwrap().input, 2.0, "a prefix covers the rest");
+        assert!(c.price("claude-opus").is_none());
+        let a = c.agent("codex").unwrap();
+        assert!(!a.resume);
+        assert_eq!(a.command[..4], ["codex", "exec", "--model", "gpt-5.5"]);
+        assert_eq!(c.notify.as_deref().unwrap(), ["notify-send", "braid"]);
+        for (bad, says) in [
+            ("[budget]\nrun_usd = -1\n", "run_usd"),
+            ("[budget]\nweek_usd = 1\n", "week_usd"),
+            ("[prices.m]\ninput = -2\noutput = 1\n", "per million tokens"),
+            ("[prices.m]\ninput = 1\n", "output"),
+            ("[notify]\ncommand = []\n", "must not be empty"),
+        ] {
+            let e = Config::parse("c", bad).unwrap_err().to_string();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+    }
 }
