@@ -1751,20 +1751,6 @@ pub fn until_clock(s: &str) -> Option<Duration> {
     Some(Duration::from_secs(secs))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn clock_times_parse() {
-        for s in ["3pm", "3:30 pm", "15:30", "12am", "9"] {
-            let d = until_clock(s).unwrap_or_else(|| panic!("{s}"));
-            assert!(d <= Duration::from_secs(86_400), "{s}: {d:?}");
-        }
-        assert!(until_clock("soon").is_none());
-    }
-}
-
 /// The latest action in `log` from byte `from` (reading at most the last
 /// [`ACTIVITY_READ`] bytes of what is new), and where the next look
 /// starts: after the last whole line read.
@@ -1816,4 +1802,18 @@ fn read_question(path: &std::path::Path) -> Option<String> {
         .ok()?;
     let text = text.trim();
     (!text.is_empty()).then(|| text.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clock_times_parse() {
+        for s in ["3pm", "3:30 pm", "15:30", "12am", "9"] {
+            let d = until_clock(s).unwrap_or_else(|| panic!("{s}"));
+            assert!(d <= Duration::from_secs(86_400), "{s}: {d:?}");
+        }
+        assert!(until_clock("soon").is_none());
+    }
 }

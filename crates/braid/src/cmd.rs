@@ -279,7 +279,7 @@ fn parse_since(s: &str) -> Result<i64, String> {
 }
 
 fn cost(ctx: &Ctx, a: CostArgs) -> Result<i32> {
-    let (_, store) = ctx.open()?;
+    let (project, store) = ctx.open()?;
     let rows = ops::cost(&store, a.by, a.since, Some(a.limit))?;
     if ctx.global.json {
         ctx.print_json(&rows)?;
@@ -340,6 +340,26 @@ fn cost(ctx: &Ctx, a: CostArgs) -> Result<i32> {
         usd(total),
         rows.iter().map(|r| r.attempts).sum::<i64>()
     );
+    // Each budget against what was spent (a config that does not read
+    // shows none: `braid run` says what is wrong with it).
+    if let Ok(config) = crate::run::load_config(&project) {
+        let runs = crate::run::paths(&project).runs();
+        let live = braid_app::budget::live_run_spend(&runs);
+        for b in config.budget.views(&store, live, store.now_ms())? {
+            let whose = match (b.budget.as_str(), &b.task) {
+                ("task_usd", Some(t)) => format!(" (the costliest task, {t})"),
+                ("run_usd", _) if live.is_none() => " (no run is running)".to_owned(),
+                ("day_usd", _) => " (today, UTC)".to_owned(),
+                _ => String::new(),
+            };
+            outln!(
+                "budget {}: {} of {}{whose}",
+                b.budget,
+                usd(b.spent_usd),
+                usd(b.limit_usd)
+            );
+        }
+    }
     Ok(exit::OK)
 }
 

@@ -344,9 +344,22 @@ fn live_progress(
     let mut running: std::collections::HashMap<String, ProgressBar> =
         std::collections::HashMap::new();
     move |e: &Event| {
-        let _ = mp.println(term::clean(&line(e), sgr_ok));
         let task = e.task.as_ref().map(|t| t.to_string()).unwrap_or_default();
+        // An agent's latest action shows on its own line of the display,
+        // not as a line of history.
+        if e.kind.as_str() != "activity" {
+            let _ = mp.println(term::clean(&line(e), sgr_ok));
+        }
         match e.kind.as_str() {
+            "activity" => {
+                if let Some(bar) = running.get(&task) {
+                    let agent = e.payload["agent"].as_str().unwrap_or("?");
+                    let action = e.payload["action"].as_str().unwrap_or("");
+                    bar.set_message(
+                        term::clean(&format!("{task}  {agent}: {action}"), sgr_ok).into_owned(),
+                    );
+                }
+            }
             "dispatched" => {
                 let bar = mp.add(ProgressBar::new_spinner());
                 bar.set_style(agent_style.clone());
