@@ -757,8 +757,16 @@ into = "main"
         assert_eq!(c.budget.task_usd, Some(1.5));
         assert_eq!(c.budget.day_usd, Some(10.0));
         assert_eq!(c.budget.run_usd, None);
-        assert_eq!(c.price("gpt-5.5").unwrap().input, 1.25, "an exact name wins");
-        assert_eq!(c.price("gpt-5.6-sol").unwrap().input, 2.0, "a prefix covers the rest");
+        assert_eq!(
+            c.price("gpt-5.5").unwrap().input,
+            1.25,
+            "an exact name wins"
+        );
+        assert_eq!(
+            c.price("gpt-5.6-sol").unwrap().input,
+            2.0,
+            "a prefix covers the rest"
+        );
         assert!(c.price("claude-opus").is_none());
         let a = c.agent("codex").unwrap();
         assert!(!a.resume);
