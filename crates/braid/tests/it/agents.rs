@@ -551,6 +551,18 @@ fn a_claude_permission_denial_waits_for_a_person_and_the_answer_resumes_its_sess
     let e = p.fails(&["answer", &other, "yes"], 2);
     assert!(e.contains("not waiting for an answer"), "{e}");
 
+    // A person may take the session over instead, in the task's worktree.
+    let attach = p.ok(&["attach", &id, "--print"]);
+    assert_eq!(
+        attach.trim(),
+        format!(
+            "cd {} && claude --resume {session}",
+            p.path().join(".braid/worktrees").join(&id).display()
+        )
+    );
+    let e = p.fails(&["attach", &other], 2);
+    assert!(e.contains("no agent session"), "{e}");
+
     p.ok(&["answer", &id, "Yes, use the Write tool."]);
     let t = p.json(&["show", &id]);
     assert_eq!(t["state"], "open");
@@ -705,4 +717,41 @@ fn a_claude_killed_mid_stream_fails_cleanly_and_the_ledger_keeps_what_it_said() 
         .map(|d| d.flatten().map(|e| e.file_name()).collect())
         .unwrap_or_default();
     assert!(left.is_empty(), "process records left: {left:?}");
+}
+
+#[test]
+fn task_usd_parks_the_task_for_a_person_instead_of_retrying() {
+    let Some(clis) = clis() else { return };
+    let p = repo_project(&format!(
+        "[run]\njobs = 1\nmax_attempts = 3\nbackoff = {{ base = \"10ms\", cap = \"20ms\" }}\n\
+         [budget]\ntask_usd = 0.000001\n{CLAUDE}\
+         [[gate]]\nname = \"right\"\ncommand = [\"grep\", \"-q\", \"right\", \"hello.txt\"]\n"
+    ));
+    let id = p.add(&["Write hello.txt saying right"]);
+    let file = in_worktree(&p, &id, "hello.txt");
+    let m = Models::start(
+        &p,
+        &clis,
+        serde_json::json!({"anthropic": [
+            {"tool_use": [{"id": "toolu_w1", "name": "Write",
+                           "input": {"file_path": file, "content": "wrong\n"}}]},
+            {"text": "Done."}
+        ]}),
+    );
+    let out = m.braid(&p, &["run"]);
+    assert!(out.status.success(), "{}", said(&out));
+    let t = p.json(&["show", &id]);
+    assert_eq!(t["state"], "deferred", "{}", said(&out));
+    assert_eq!(
+        t["attempts"].as_array().unwrap().len(),
+        1,
+        "no second attempt"
+    );
+    let needs = p.json(&["needs"]);
+    assert_eq!(needs[0]["reason"], "budget");
+    let q = needs[0]["question"].as_str().unwrap();
+    assert!(q.contains("budget task_usd is spent"), "{q}");
+    assert_eq!(m.main_calls().len(), 2);
+    let cost = p.ok(&["cost"]);
+    assert!(cost.contains("budget task_usd: $"), "{cost}");
 }
