@@ -273,3 +273,81 @@ fn escalate_shows_a_control_character_in_a_name_from_git_instead_of_failing() {
         "{e}"
     );
 }
+
+/// An attempt in the ledger: what the engine records when an agent ends.
+fn spend(s: &dyn Store, id: &TaskId, usd: f64) {
+    s.apply(
+        "engine",
+        braid_store::Command::Record {
+            id: id.clone(),
+            kind: braid_core::EventKind::AgentFinished,
+            payload: serde_json::json!({"agent": "claude", "exit": "exit 0", "duration_ms": 5,
+                "usage": {"model": "m", "session": "s", "input_tokens": 1, "output_tokens": 1,
+                          "cache_read_tokens": 0, "cache_write_tokens": 0, "cost_usd": usd}}),
+        },
+    )
+    .unwrap();
+}
+
+#[test]
+fn budgets_say_which_is_spent_from_the_ledger() {
+    use braid_app::budget::Budget;
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(&dir);
+    let (a, b) = (add_as(&s, "br-a"), add_as(&s, "br-b"));
+    let now = s.now_ms();
+    let budget = Budget {
+        task_usd: Some(1.0),
+        run_usd: Some(5.0),
+        day_usd: Some(2.0),
+    };
+    assert_eq!(budget.spent(&s, Some(&a), 0.0, now).unwrap(), None);
+    spend(&s, &a, 0.6);
+    spend(&s, &a, 0.4);
+    // a has spent its own budget; b has not, and the day has room.
+    let spent = budget.spent(&s, Some(&a), 1.0, now).unwrap().unwrap();
+    assert_eq!(spent.budget, "task_usd");
+    assert!((spent.spent_usd - 1.0).abs() < 1e-9);
+    assert!(
+        spent.to_string().contains("by this task of $1.00"),
+        "{spent}"
+    );
+    assert_eq!(budget.spent(&s, Some(&b), 1.0, now).unwrap(), None);
+    // The run's own spend, then the day's (all runs), stop everything.
+    let run = budget.spent(&s, Some(&b), 5.0, now).unwrap().unwrap();
+    assert_eq!(run.budget, "run_usd");
+    spend(&s, &b, 0.9);
+    assert_eq!(budget.spent(&s, Some(&b), 1.9, now).unwrap(), None);
+    spend(&s, &b, 0.1);
+    let day = budget.spent(&s, Some(&b), 2.0, now).unwrap().unwrap();
+    assert_eq!(day.budget, "day_usd");
+    // Tomorrow the day budget is fresh (the task's is not).
+    let tomorrow = braid_app::budget::day_start(now) + 86_400_000;
+    assert_eq!(
+        budget
+            .spent(&s, Some(&a), 0.0, tomorrow)
+            .unwrap()
+            .unwrap()
+            .budget,
+        "task_usd"
+    );
+    let c = add_as(&s, "br-c");
+    assert_eq!(
+        budget
+            .spent(&s, Some(&c), 0.0, now)
+            .unwrap()
+            .unwrap()
+            .budget,
+        "day_usd"
+    );
+    assert_eq!(budget.spent(&s, Some(&c), 0.0, tomorrow).unwrap(), None);
+    // What the board shows: each budget against its spend.
+    let views = budget.views(&s, Some(3.0), now).unwrap();
+    let by = |k: &str| views.iter().find(|v| v.budget == k).unwrap().clone();
+    assert!((by("day_usd").spent_usd - 2.0).abs() < 1e-9);
+    assert_eq!(by("run_usd").spent_usd, 3.0);
+    assert_eq!(by("task_usd").task.as_deref(), Some("br-a"));
+    let summary = ops::cost_summary(&s, &budget, None).unwrap();
+    assert!((summary.total_usd - 2.0).abs() < 1e-9);
+    assert_eq!(summary.attempts, 4);
+}
