@@ -37,6 +37,13 @@
   const RUN_KINDS = new Set(['state_changed', 'claimed', 'dispatched', 'agent_finished', 'gate_finished',
     'cooldown', 'retrying', 'rescued', 'released']);
   const LOG_KINDS = new Set(['dispatched', 'agent_finished', 'gate_finished', 'retrying', 'rescued', 'released']);
+  // Events that may change what waits for a person (an `updated` event only
+  // when it changed labels).
+  const NEEDS_KINDS = new Set(['attention', 'answered', 'imported', 'restored']);
+  // Events after which the cost ledger may say something new.
+  const COST_KINDS = new Set(['agent_finished', 'imported', 'restored']);
+  // Events that end what a running agent was last seen doing.
+  const ACTIVITY_ENDS = new Set(['agent_finished', 'dispatched', 'released', 'rescued']);
 
   const MAX_CARDS_PER_COLUMN = 300;
   const COALESCE_MS = 100;
@@ -51,6 +58,11 @@
   const RUN_TAILS_LIVE = 3;
   const RUN_TAIL_LINES = 5;
   const DETAIL_LOG_MAX = 256 * 1024;
+  // /api/cost sums the whole ledger: asked at most once per COST_GAP ms.
+  const COST_GAP = 2000;
+  const ACTIVITY_MAX = 300;
+  // How many waiting tasks /api/needs lists at most.
+  const NEEDS_LISTED = 200;
 
   // -------------------------------------------------------------------- token
 
@@ -131,6 +143,12 @@
     if (diff >= 0 && diff < 3600) return Math.floor(diff / 60) + ' min ago';
     if (diff >= 0 && diff < 86400) return Math.floor(diff / 3600) + ' h ago';
     return d.toLocaleString();
+  }
+
+  // Dollars: four places under $1 (one attempt often costs cents), two above.
+  function usd(v) {
+    const x = Number(v) || 0;
+    return '$' + (x !== 0 && Math.abs(x) < 1 ? x.toFixed(4) : x.toFixed(2));
   }
 
   function clip(text, n) {
@@ -230,6 +248,7 @@
   const tasks = new Map(); // id -> Task
   const cards = new Map(); // id -> { key, el }
   let health = null;
+  let cost = null; // the last CostSummaryView
   let lastSeq = 0;
   let filterText = '';
   let selectedId = null;
@@ -340,7 +359,7 @@
   function cardFor(t) {
     const blockers = isBlocked(t) ? unfinishedBlockers(t) : [];
     const key = JSON.stringify([t.title, t.type, t.priority, t.state, t.labels, t.ready, t.assignee,
-      blockers, selectedId === t.id, t.lease ? t.lease.attempt : 0]);
+      blockers, selectedId === t.id, t.lease ? t.lease.attempt : 0, costOf(t)]);
     const cached = cards.get(t.id);
     if (cached && cached.key === key) return cached.el;
     const el = buildCard(t, blockers);
@@ -378,6 +397,26 @@
       title: 'braid will not retry this by itself: a person must look (see its comments)', text: 'needs you' });
   }
 
+  // What a card shows as its cost: a task's own attempts; an epic's, the sum
+  // over everything under it (and its own, should it have any). Null: none.
+  function costOf(t) {
+    if (!cost) return null;
+    const own = cost.tasks[t.id] || 0;
+    const v = t.type === 'epic' ? (cost.epics[t.id] || 0) + own : own;
+    return v > 0 ? v : null;
+  }
+
+  function costChip(t) {
+    const v = costOf(t);
+    if (v === null) return null;
+    const epic = t.type === 'epic';
+    return h('span', {
+      class: 'cost-chip' + (epic ? ' cost-epic' : ''), 'data-testid': 'card-cost',
+      title: epic ? 'What the agents on this epic\'s tasks cost, together' : 'What the agents on this task cost',
+      text: usd(v),
+    });
+  }
+
   function buildCard(t, blockers) {
     const labels = (t.labels || []).slice(0, 4).map((l) => h('span', { class: 'label', text: l }));
     if ((t.labels || []).length > 4) labels.push(h('span', { class: 'label label-more', text: `+${t.labels.length - 4}` }));
@@ -400,6 +439,7 @@
       labels,
       h('span', { class: 'grow' }),
       t.assignee ? h('span', { class: 'assignee', title: 'Assignee', text: t.assignee }) : null,
+      costChip(t),
       blockers.length ? h('span', { class: 'blockers', title: 'Blocked by ' + blockers.join(', '), text: '⊘ ' + blockers.length }) : null,
       readyBadge(t, blockers)));
     return el;
@@ -444,8 +484,160 @@
         h('span', { class: 'ready-title', title: t.title, text: t.title }))));
   }
 
+  // The project's spend and each budget against its limit.
+  const BUDGET_TITLE = {
+    task_usd: 'What one task may cost in all; the figure is the costliest task\'s',
+    run_usd: 'What one run may spend; the figure is the running run\'s',
+    day_usd: 'What every run together may spend in a UTC day; the figure is today\'s',
+  };
+
+  function renderCost() {
+    const box = $('[data-testid="cost"]');
+    if (!cost) { box.hidden = true; return; }
+    box.hidden = cost.attempts === 0 && cost.budgets.length === 0;
+    const total = $('[data-testid="cost-total"]');
+    total.querySelector('b').textContent = usd(cost.total_usd);
+    total.title = `What ${cost.attempts} agent attempt${cost.attempts === 1 ? '' : 's'} cost, as the agents reported it`;
+    put($('[data-testid="budgets"]'), ...cost.budgets.map(budgetMeter));
+  }
+
+  function budgetMeter(b) {
+    const frac = b.limit_usd > 0 ? b.spent_usd / b.limit_usd : 1;
+    const fill = h('span', { class: 'bar-fill' });
+    fill.style.width = `${(Math.min(1, Math.max(0, frac)) * 100).toFixed(1)}%`;
+    const text = `${b.budget} ${usd(b.spent_usd)} / ${usd(b.limit_usd)}`;
+    let title = BUDGET_TITLE[b.budget] || b.budget;
+    if (b.task) title += ` (${b.task})`;
+    if (frac >= 1) title += '. Spent: no attempt starts until it is raised in .braid/config.toml.';
+    return h('span', {
+      class: 'budget ' + (frac >= 1 ? 'budget-spent' : frac >= 0.8 ? 'budget-near' : 'budget-ok'),
+      'data-testid': `budget-${b.budget}`, role: 'meter', 'aria-label': text, title,
+      'aria-valuemin': '0', 'aria-valuemax': String(b.limit_usd), 'aria-valuenow': String(Math.min(b.spent_usd, b.limit_usd)),
+    },
+    h('span', { class: 'bar', 'aria-hidden': 'true' }, fill),
+    h('span', { class: 'budget-text', text }));
+  }
+
+  // Needs you: the tasks braid handed to a person (label needs-human, as the
+  // card badge says), each with what was asked and a box to answer it. An
+  // item is built once per question, so a refresh keeps what is being typed.
+  const REASON_LABEL = {
+    question: 'question', denied: 'permission denied', budget: 'budget spent', escalation: 'escalated',
+  };
+  let needsList = []; // AttentionView[], newest first
+  const needItems = new Map(); // task id -> { key, el, input }
+  let needsGen = 0;
+
+  function renderNeeds(list) {
+    needsList = list;
+    const panel = $('[data-testid="needs"]');
+    panel.querySelector('.count').textContent = String(list.length);
+    panel.dataset.count = String(list.length);
+    panel.querySelector('.empty').hidden = list.length > 0;
+    const ol = panel.querySelector('.needs-list');
+    const active = document.activeElement;
+    const keep = new Set();
+    const els = list.map((n) => {
+      keep.add(n.id);
+      const key = JSON.stringify([n.title, n.state, n.question, n.reason, n.agent, n.at]);
+      const cur = needItems.get(n.id);
+      if (cur && cur.key === key) return cur.el;
+      const item = buildNeed(n);
+      if (cur) {
+        // A new question on the same task: keep the draft.
+        item.input.value = cur.input.value;
+        if (active === cur.input) queueMicrotask(() => item.input.focus());
+      }
+      needItems.set(n.id, { key, ...item });
+      return item.el;
+    });
+    for (const id of [...needItems.keys()]) if (!keep.has(id)) needItems.delete(id);
+    const same = ol.children.length === els.length && els.every((el, i) => ol.children[i] === el);
+    if (same) return;
+    const sel = active && ol.contains(active) && 'selectionStart' in active ? [active.selectionStart, active.selectionEnd] : null;
+    put(ol, ...els);
+    // Moving a focused box blurs it: give the focus back.
+    if (active && ol.contains(active) && document.activeElement !== active) {
+      active.focus();
+      if (sel) active.setSelectionRange(sel[0], sel[1]);
+    }
+  }
+
+  function buildNeed(n) {
+    const input = h('textarea', {
+      name: 'answer', rows: 2, maxlength: '20000', 'data-testid': `need-answer-${n.id}`,
+      placeholder: 'Your answer… (Ctrl+Enter sends)', 'aria-label': `Answer to ${n.id}`,
+    });
+    const send = h('button', { type: 'submit', class: 'primary', 'data-testid': `need-send-${n.id}`, text: 'Answer' });
+    const error = h('p', { class: 'need-error', 'data-testid': `need-error-${n.id}`, role: 'alert', hidden: true });
+    const form = h('form', { class: 'need-form', autocomplete: 'off' }, input, send);
+    form.addEventListener('submit', (e) => {
+      e.preventDefault();
+      sendAnswer(n.id, input, send, error);
+    });
+    input.addEventListener('keydown', (e) => {
+      if (e.key === 'Enter' && (e.ctrlKey || e.metaKey)) {
+        e.preventDefault();
+        form.requestSubmit();
+      }
+    });
+    const el = h('li', { class: 'need', 'data-testid': `need-${n.id}`, 'data-reason': n.reason },
+      h('div', { class: 'need-head' },
+        idLink(n.id),
+        h('span', { class: 'need-reason reason-' + n.reason, 'data-testid': 'need-reason', title: `reason: ${n.reason}`, text: REASON_LABEL[n.reason] || n.reason }),
+        n.agent ? h('span', { class: 'need-agent', 'data-testid': 'need-agent', title: 'The agent that asked', text: n.agent }) : null,
+        h('span', { class: 'grow' }),
+        n.at ? h('time', { class: 'need-at', datetime: n.at, title: n.at, text: fmtTime(n.at) }) : null),
+      h('div', { class: 'need-title', title: n.title, text: n.title }),
+      h('div', { class: 'need-question', 'data-testid': 'need-question', text: n.question }),
+      form,
+      error);
+    return { el, input };
+  }
+
+  async function sendAnswer(id, input, send, error) {
+    send.disabled = true;
+    error.hidden = true;
+    try {
+      // The server trims and judges the text (an empty answer is its 400).
+      const t = await api('POST', `/api/tasks/${enc(id)}/answer`, { text: input.value }, { quiet: true });
+      putTask(t);
+      // A list asked for before the answer would bring the item back.
+      needsGen++;
+      renderNeeds(needsList.filter((n) => n.id !== id));
+      pending.health = true;
+      schedule();
+      toast(`Answered ${id}: it is ${STATE_LABEL[t.state] || t.state} again`, 'ok');
+    } catch (e) {
+      error.textContent = e.message;
+      error.hidden = false;
+    } finally {
+      send.disabled = false;
+    }
+  }
+
   // Running agents: one entry per in-progress task, its newest log tailed.
   const runTails = new Map(); // task id -> { name, es, text, pre, live }
+  // What each running agent did last (`activity` events), by task; shown
+  // under its run until the attempt ends.
+  const activity = new Map(); // task id -> { action, agent, attempt, at }
+  const activityEls = new Map(); // task id -> its line in the runs panel
+
+  function showActivity(id) {
+    const el = activityEls.get(id);
+    if (!el) return;
+    const a = activity.get(id);
+    el.hidden = !a;
+    el.textContent = a ? clip(a.action, ACTIVITY_MAX) : '';
+    el.title = a ? `${a.action}\n${[a.agent, a.attempt ? `attempt ${a.attempt}` : null, fmtTime(a.at)].filter(Boolean).join(' · ')}` : '';
+  }
+
+  function onActivity(ev) {
+    const p = ev.payload || {};
+    if (!ev.task || typeof p.action !== 'string') return;
+    activity.set(ev.task, { action: p.action, agent: p.agent || null, attempt: p.attempt ?? null, at: ev.at });
+    showActivity(ev.task);
+  }
 
   function renderRuns(runs) {
     const panel = $('[data-testid="runs"]');
@@ -476,6 +668,9 @@
         showRunTail(tail);
       }
       const meta = [t.agent, t.assignee, t.lease ? `attempt ${t.lease.attempt}` : null].filter(Boolean).join(' · ');
+      const act = h('div', { class: 'run-activity', 'data-testid': `run-activity-${t.id}`, hidden: true });
+      activityEls.set(t.id, act);
+      showActivity(t.id);
       return h('div', { class: 'run', 'data-testid': `run-${t.id}` },
         h('div', { class: 'run-head', 'data-id': t.id, role: 'button', tabindex: '0' },
           h('span', { class: 'pulse', 'aria-hidden': 'true' }),
@@ -484,6 +679,7 @@
         h('div', { class: 'run-meta' },
           h('span', { text: meta || 'no agent recorded' }),
           newest ? h('span', { class: 'run-log', text: newest.name + (tail && tail.es ? ' · live' : '') }) : null),
+        act,
         newest ? tail.pre : h('pre', { class: 'run-tail muted', text: 'no log yet' }));
     });
     for (const [id, tail] of runTails) {
@@ -491,6 +687,14 @@
         if (tail.es) tail.es.close();
         runTails.delete(id);
       }
+    }
+    const running = new Set(runs.map((r) => r.task.id));
+    for (const id of [...activityEls.keys()]) if (!running.has(id)) activityEls.delete(id);
+    // An activity may arrive before the run list shows its task: forget only
+    // what belongs to tasks known to have stopped.
+    for (const id of [...activity.keys()]) {
+      const t = tasks.get(id);
+      if (!running.has(id) && (!t || t.state !== 'in_progress')) activity.delete(id);
     }
     put(panel.querySelector('.run-list'), ...items);
   }
@@ -549,6 +753,44 @@
     renderRuns(await api('GET', '/api/runs', undefined, { what: 'Loading running agents', ...opts }));
   }
 
+  async function refreshNeeds(opts = BG) {
+    const gen = ++needsGen;
+    const list = await api('GET', '/api/needs', undefined, { what: 'Loading what needs you', ...opts });
+    if (gen === needsGen) renderNeeds(list);
+  }
+
+  let costGen = 0;
+  let costAt = -Infinity;
+  let costTimer = null;
+
+  async function refreshCost(opts = BG) {
+    const gen = ++costGen;
+    costAt = performance.now();
+    const c = await api('GET', '/api/cost', undefined, { what: 'Loading costs', ...opts });
+    if (gen !== costGen) return;
+    const before = cost;
+    cost = c;
+    // Redraw only the columns holding a card whose figure changed.
+    const ids = new Set([...Object.keys(c.tasks), ...Object.keys(c.epics)]);
+    if (before) for (const id of [...Object.keys(before.tasks), ...Object.keys(before.epics)]) ids.add(id);
+    for (const id of ids) {
+      if (before && before.tasks[id] === c.tasks[id] && before.epics[id] === c.epics[id]) continue;
+      const t = tasks.get(id);
+      if (t) markDirty(t.state);
+    }
+    renderCost();
+  }
+
+  // After agent_finished events: one /api/cost at most every COST_GAP ms.
+  function scheduleCost() {
+    if (costTimer !== null || !connected) return;
+    costTimer = setTimeout(() => {
+      costTimer = null;
+      // Unreachable: the reconnect's full load asks again.
+      refreshCost().catch(() => {});
+    }, Math.max(0, costAt + COST_GAP - performance.now()));
+  }
+
   async function reloadTasks(opts = BG) {
     const list = await api('GET', '/api/tasks?limit=10000', undefined, { what: 'Loading tasks', ...opts });
     const seen = new Set();
@@ -565,7 +807,7 @@
   let loads = 0;
   async function loadAll() {
     const hl = await refreshHealth();
-    await Promise.all([reloadTasks(), refreshReady(), refreshRuns()]);
+    await Promise.all([reloadTasks(), refreshReady(), refreshRuns(), refreshNeeds(), refreshCost()]);
     // How many full loads this page has made (reconnect diagnostics).
     document.body.dataset.loads = String(++loads);
     if (selectedId) refreshDetail({ task: true, why: true, events: true, logs: true, graph: true, background: true });
@@ -574,7 +816,7 @@
 
   // ------------------------------------------------------------ live updates
 
-  const pending = { ids: new Set(), expand: new Set(), health: false, runs: false, logsFor: new Set() };
+  const pending = { ids: new Set(), expand: new Set(), health: false, runs: false, needs: false, logsFor: new Set() };
   let flushTimer = null;
   let flushing = false;
   let lastFlushAt = -Infinity;
@@ -588,13 +830,20 @@
   }
 
   function hasPending() {
-    return pending.ids.size > 0 || pending.health || pending.runs || pending.logsFor.size > 0;
+    return pending.ids.size > 0 || pending.health || pending.runs || pending.needs || pending.logsFor.size > 0;
   }
 
   function onEvent(ev) {
     if (typeof ev.seq === 'number' && ev.seq > lastSeq) lastSeq = ev.seq;
     renderSeq();
+    // Progress reports, many per attempt: shown as they come, nothing to fetch.
+    if (ev.kind === 'activity') { onActivity(ev); return; }
     if (ev.kind === 'sync_rejected') showSyncRejected(ev);
+    if (ev.task && ACTIVITY_ENDS.has(ev.kind) && activity.delete(ev.task)) showActivity(ev.task);
+    const changed = ev.kind === 'updated' && ev.payload && typeof ev.payload === 'object' ? ev.payload : {};
+    if (NEEDS_KINDS.has(ev.kind) || (ev.task && needItems.has(ev.task)) || changed.labels) pending.needs = true;
+    // A task moved to another epic moves its cost with it.
+    if (COST_KINDS.has(ev.kind) || changed.parent) scheduleCost();
     if (ev.task) {
       pending.ids.add(ev.task);
       if (GRAPH_KINDS.has(ev.kind)) pending.expand.add(ev.task);
@@ -683,11 +932,13 @@
     const wantHealth = pending.health;
     const logsFor = new Set(pending.logsFor);
     let wantRuns = pending.runs;
+    const wantNeeds = pending.needs;
     pending.ids.clear();
     pending.expand.clear();
     pending.logsFor.clear();
     pending.health = false;
     pending.runs = false;
+    pending.needs = false;
     try {
       const before = new Map();
       for (const id of direct) before.set(id, tasks.get(id));
@@ -705,7 +956,16 @@
         jobs.push(refreshHealth().catch(retry(() => { pending.health = true; })));
         jobs.push(refreshReady().catch(retry(() => { pending.health = true; })));
       }
+      if (wantNeeds) jobs.push(refreshNeeds().catch(retry(() => { pending.needs = true; })));
       await Promise.all(jobs);
+      // The list and the cards' needs-you badges both follow the label: a
+      // task fetched with it but not listed (or listed without it) means
+      // the list is behind (unless the list is full).
+      const behind = needsList.length < NEEDS_LISTED && [...all].some((id) => {
+        const t = tasks.get(id);
+        return Boolean(t && (t.labels || []).includes(NEEDS_HUMAN)) !== needItems.has(id);
+      });
+      if (behind) await refreshNeeds().catch(retry(() => { pending.needs = true; }));
       for (const id of direct) {
         const was = before.get(id);
         const is = tasks.get(id);
@@ -830,6 +1090,8 @@
         } else {
           pending.health = true;
           pending.runs = true;
+          pending.needs = true;
+          scheduleCost();
           if (selectedId) refreshDetail({ task: true, why: true, events: true, logs: true, graph: true, background: true });
           schedule();
         }

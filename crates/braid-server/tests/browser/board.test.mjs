@@ -7,7 +7,7 @@
 // "N passed, N failed" line; exits non-zero when any assertion fails.
 
 import { spawn, execFile } from 'node:child_process';
-import { mkdtempSync, mkdirSync, readdirSync, rmSync, writeFileSync, appendFileSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, readdirSync, rmSync, writeFileSync, appendFileSync, utimesSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -62,6 +62,58 @@ async function cliJson(args) {
   } catch (_) {
     throw new Failure(`braid ${args.join(' ')} --json printed no JSON: ${out.slice(0, 300)}`);
   }
+}
+
+// Appends an event to the project's log as braid's own write path does:
+// one row in `events` (a trigger fills the cost ledger from an
+// agent_finished row), then a bump of the change marker, which is how a
+// committed write tells the server to read the log.
+const APPEND_EVENT = `
+import sqlite3, sys
+db, kind, task, payload, at = sys.argv[1:6]
+c = sqlite3.connect(db, timeout=10)
+with c:
+    cur = c.execute("INSERT INTO events (at, actor, kind, task, payload) VALUES (?, 'braid', ?, ?, ?)",
+                    (int(at), kind, task, payload))
+print(cur.lastrowid)
+c.close()
+`;
+
+function appendEvent(kind, task, payload) {
+  const db = join(project, '.braid', 'braid.db');
+  return new Promise((res, rej) => {
+    execFile('python3', ['-c', APPEND_EVENT, db, kind, task, JSON.stringify(payload), String(Date.now())], { timeout: 20_000 },
+      (err, stdout, stderr) => {
+        if (err) { rej(new Failure(`appending a ${kind} event failed: ${stderr || err.message}`)); return; }
+        const now = new Date();
+        utimesSync(`${db}.lock`, now, now);
+        res(Number(stdout.trim()));
+      });
+  });
+}
+
+// An agent attempt's end as the engine records it, with what it cost.
+function finished(agent, costUsd, session) {
+  return {
+    agent, attempt: 1, duration_ms: 61_250, exit: 'exit 0',
+    usage: {
+      model: 'claude-sonnet-4-5', session, input_tokens: 12_400, output_tokens: 930,
+      cache_read_tokens: 48_000, cache_write_tokens: 2_100, cost_usd: costUsd, turns: 7,
+    },
+  };
+}
+
+// Dollars as the board writes them.
+function usd(v) {
+  return '$' + (v !== 0 && Math.abs(v) < 1 ? v.toFixed(4) : v.toFixed(2));
+}
+
+async function waitText(selector, want, ms, what) {
+  await page.waitForFunction(([sel, w]) => document.querySelector(sel)?.textContent === w, [selector, want], { timeout: ms, polling: 50 })
+    .catch(async () => {
+      const got = await page.evaluate((sel) => document.querySelector(sel)?.textContent ?? null, selector);
+      throw new Failure(`${what} did not read ${JSON.stringify(want)} within ${ms} ms (it reads ${JSON.stringify(got)})`);
+    });
 }
 
 async function api(method, path, body) {
@@ -198,6 +250,18 @@ async function main() {
   console.log(`chromium: ${CHROMIUM}`);
   console.log(`project:  ${project}`);
   await sh(['init']);
+  // An agent that only asks a question (step 4e parks a task with it: what
+  // braid does when an agent writes to $BRAID_QUESTION and exits), and a
+  // daily budget for the header to show (step 4f). Before [server]: later
+  // steps append to that table.
+  appendFileSync(join(project, '.braid', 'config.toml'), `
+[[agent]]
+name = "asker"
+command = ["sh", "-c", 'printf "Which database should I use?\\nPostgreSQL or SQLite?\\n" > "$BRAID_QUESTION"']
+
+[budget]
+day_usd = 10.0
+`);
   // A short resume window, so step 5c can make the server answer a resume
   // with recovered:false.
   appendFileSync(join(project, '.braid', 'config.toml'), '\n[server]\nresume_window = 3\n');
@@ -393,6 +457,61 @@ async function main() {
     await shot('4b-epic-graph');
   });
 
+  await step('4b1 needs you: an agent\'s question is listed and answered from the board', async () => {
+    // The detail panel would cover the side panels.
+    if (await page.locator('[data-testid="detail"]').isVisible()) await page.locator('[data-testid="detail-close"]').click();
+    const W = await api('POST', '/api/tasks', { title: 'Pick the database for invoices', priority: 1, labels: ['db'] });
+    await waitVisible(card('open', W.id), 2000, `card ${W.id}`);
+    // A real run: the agent writes its question and exits; braid parks the
+    // task. (Before step 4c claims a task: a run waits for other runners'
+    // leases to end.)
+    const out = await sh(['run', '--only', W.id]);
+    console.log(`    braid run: ${out.trim().split('\n').pop()}`);
+    const parked = await cliJson(['show', W.id]);
+    check(parked.state === 'deferred' && parked.labels.includes('needs-human'),
+      `the run left ${W.id} ${parked.state} with labels ${JSON.stringify(parked.labels)}, want deferred with needs-human`);
+    const item = page.locator(`[data-testid="needs"] [data-testid="need-${W.id}"]`);
+    await waitVisible(item, 3000, `${W.id} under Needs you`);
+    const question = await item.locator('[data-testid="need-question"]').evaluate((el) =>
+      ({ text: el.textContent, shown: el.innerText, ws: getComputedStyle(el).whiteSpace }));
+    check(question.text === 'Which database should I use?\nPostgreSQL or SQLite?', `the question reads ${JSON.stringify(question.text)}`);
+    check(question.shown.includes('\n') && question.ws === 'pre-wrap', `the question's lines are not kept apart (white-space ${question.ws})`);
+    check(await item.locator('[data-testid="need-reason"]').textContent() === 'question', 'the reason is not shown as question');
+    check(await item.locator('[data-testid="need-agent"]').textContent() === 'asker', 'the agent is not shown');
+    const count = Number(await page.locator('[data-testid="needs"] h2 .count').textContent());
+    check(count === await page.locator('[data-testid="needs"] .need').count() && count >= 1, `the Needs you count reads ${count}`);
+    // The card says the same as the list.
+    await waitVisible(card('deferred', W.id).locator('[data-testid="badge-needs-human"]'), 2000, `the needs-you badge on ${W.id}`);
+    await shot('4b1-needs-you');
+    // An empty answer: the server's refusal is shown beside the box.
+    await item.locator(`[data-testid="need-send-${W.id}"]`).click();
+    const error = item.locator(`[data-testid="need-error-${W.id}"]`);
+    await waitVisible(error, 2000, 'the error beside the answer box');
+    const message = await error.textContent();
+    check(/answer needs some text/.test(message), `the error reads ${JSON.stringify(message)}`);
+    console.log(`    empty answer refused: ${message}`);
+    await item.locator(`[data-testid="need-answer-${W.id}"]`).fill('PostgreSQL.\nBilling already runs on it.');
+    await item.locator(`[data-testid="need-send-${W.id}"]`).click();
+    await item.waitFor({ state: 'detached', timeout: 3000 })
+      .catch(() => { throw new Failure(`${W.id} stayed under Needs you after the answer`); });
+    const shown = await cliJson(['show', W.id]);
+    check(shown.state === 'open', `braid show ${W.id} reports state ${shown.state}, want open`);
+    check(!shown.labels.includes('needs-human'), `braid show ${W.id} still has the needs-human label: ${JSON.stringify(shown.labels)}`);
+    check((shown.comments || []).some((c) => c.text === 'PostgreSQL.\nBilling already runs on it.'),
+      `the answer is not among the comments: ${JSON.stringify(shown.comments)}`);
+    await waitVisible(card('open', W.id), 2000, `card ${W.id} back in col-open`);
+    check(await card('open', W.id).locator('[data-testid="badge-needs-human"]').count() === 0, 'the needs-you badge stayed');
+    // Also when the question is answered elsewhere: the list follows the events.
+    const V = await api('POST', '/api/tasks', { title: 'Name the invoice queue', priority: 2 });
+    await sh(['run', '--only', V.id]);
+    const other = page.locator(`[data-testid="needs"] [data-testid="need-${V.id}"]`);
+    await waitVisible(other, 3000, `${V.id} under Needs you`);
+    await cliJson(['answer', V.id, 'invoices-out']);
+    await other.waitFor({ state: 'detached', timeout: 3000 })
+      .catch(() => { throw new Failure(`${V.id}, answered by the CLI, stayed under Needs you`); });
+    await waitVisible(page.locator('[data-testid="needs"] .empty'), 2000, 'the empty Needs you panel');
+  });
+
   let R;
   await step('4c running agents and live log tails', async () => {
     R = await api('POST', '/api/tasks', { title: 'Agent at work', priority: 1, agent: 'demo' });
@@ -442,6 +561,54 @@ async function main() {
     const h2 = await api('GET', '/api/health');
     console.log(`    sync_rejected events for the unchanged file in one second: ${h2.last_seq - h1.last_seq}`);
     rmSync(join(project, '.braid', 'tasks', 'not-a-task.md'));
+  });
+
+  await step('4e costs: each card, each epic\'s sum, the total and the day budget', async () => {
+    // The detail panel would cover the header's right end and the side panels
+    // (step 4f opens it again).
+    if (await page.locator('[data-testid="detail"]').isVisible()) await page.locator('[data-testid="detail-close"]').click();
+    const epic = await api('POST', '/api/tasks', { title: 'Invoices v1', type: 'epic', priority: 1 });
+    const c1 = await api('POST', '/api/tasks', { title: 'Invoice table', parent: epic.id });
+    const c2 = await api('POST', '/api/tasks', { title: 'Invoice PDF', parent: epic.id });
+    await waitVisible(card('open', c2.id), 2000, `card ${c2.id}`);
+    const before = await api('GET', '/api/cost');
+    check(before.total_usd === 0, `the ledger is not empty before the step: ${JSON.stringify(before)}`);
+    await appendEvent('agent_finished', c1.id, finished('asker', 0.0123, 'sess-c1'));
+    await appendEvent('agent_finished', c2.id, finished('asker', 0.025, 'sess-c2'));
+    const sum = 0.0123 + 0.025;
+    const cost = (id) => `[data-testid="card-${id}"] [data-testid="card-cost"]`;
+    await waitText(cost(c1.id), usd(0.0123), 5000, `the cost on ${c1.id}`);
+    await waitText(cost(c2.id), usd(0.025), 2000, `the cost on ${c2.id}`);
+    await waitText(cost(epic.id), usd(sum), 2000, `the cost on epic ${epic.id}`);
+    const server = await api('GET', '/api/cost');
+    check(Math.abs(server.total_usd - sum) < 1e-9, `/api/cost says ${server.total_usd}, want ${sum}`);
+    await waitText('[data-testid="cost-total"] b', usd(sum), 2000, 'the header total');
+    await waitText('[data-testid="budget-day_usd"] .budget-text', `day_usd ${usd(sum)} / $10.00`, 2000, 'the day budget');
+    const width = await page.locator('[data-testid="budget-day_usd"] .bar-fill').evaluate((el) => el.style.width);
+    check(width === `${(sum / 10 * 100).toFixed(1)}%`, `the budget bar is ${width} wide`);
+    console.log(`    cards ${usd(0.0123)} + ${usd(0.025)}, epic ${usd(sum)}, header total ${usd(sum)}, day_usd ${usd(sum)} / $10.00 (bar ${width})`);
+    await shot('4e-costs');
+  });
+
+  await step('4f the running agent\'s latest action, until its attempt ends', async () => {
+    const line = `[data-testid="runs"] [data-testid="run-activity-${R.id}"]`;
+    await appendEvent('activity', R.id, { agent: 'demo', attempt: 1, action: 'Write /work/src/billing/hello.txt' });
+    await waitText(line, 'Write /work/src/billing/hello.txt', 3000, `the activity of ${R.id}`);
+    await appendEvent('activity', R.id, { agent: 'demo', attempt: 1, action: '$ cargo test -p billing' });
+    await waitText(line, '$ cargo test -p billing', 3000, `the latest activity of ${R.id}`);
+    await shot('4f-activity');
+    // The attempt ends (with what it cost): the line goes, the cost comes.
+    await appendEvent('agent_finished', R.id, finished('demo', 0.5, 'sess-r'));
+    await page.waitForFunction((sel) => document.querySelector(sel)?.hidden === true, line, { timeout: 3000 })
+      .catch(() => { throw new Failure(`the activity of ${R.id} stayed after agent_finished`); });
+    const total = 0.0123 + 0.025 + 0.5;
+    await waitText(`[data-testid="card-${R.id}"] [data-testid="card-cost"]`, usd(0.5), 5000, `the cost on ${R.id}`);
+    await waitText('[data-testid="cost-total"] b', usd(total), 2000, 'the header total');
+    await waitText('[data-testid="budget-day_usd"] .budget-text', `day_usd ${usd(total)} / $10.00`, 2000, 'the day budget');
+    // Step 5 follows this task's log in the detail panel.
+    await card('in_progress', R.id).click();
+    await page.waitForFunction(() => document.querySelector('[data-testid="detail"] [data-testid="log"]')?.textContent.includes('tests pass'),
+      null, { timeout: 3000 }).catch(() => { throw new Failure('reopening the task did not show its log'); });
   });
 
   await step('5 the page rides out a server restart and catches up', async () => {

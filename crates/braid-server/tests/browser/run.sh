@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the board's browser test: Debian's Chromium, playwright-core from npm,
-# and a braid built from this checkout (or $BRAID_BIN).
+# python3 (to seed the event log), and a braid built from this checkout (or
+# $BRAID_BIN).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -25,6 +26,12 @@ fi
 if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
   echo "run.sh: installing node and npm" >&2
   apt_install nodejs npm
+fi
+
+# The test appends events to the project's SQLite log with python3's sqlite3.
+if ! command -v python3 >/dev/null 2>&1; then
+  echo "run.sh: installing python3" >&2
+  apt_install python3
 fi
 
 if [ ! -d "$here/node_modules" ]; then
