@@ -631,11 +631,20 @@ impl<'a, S: Spawner, H: Host> Runner<'a, S, H> {
         };
         let now = self.host.now();
         let wall = self.store.now_ms();
-        let lease_expiry = self
-            .store
-            .next_lease_expiry()
-            .ok()
-            .flatten()
+        // A run limited to some tasks waits only on their claims (another
+        // runner's work elsewhere is not its business).
+        let next_expiry = if self.opts.only.is_empty() {
+            self.store.next_lease_expiry().ok().flatten()
+        } else {
+            self.opts
+                .only
+                .iter()
+                .filter_map(|id| self.store.task(id).ok())
+                .filter(|t| t.state == State::InProgress)
+                .filter_map(|t| t.lease.map(|l| l.expires_at))
+                .min()
+        };
+        let lease_expiry = next_expiry
             // A few ms past the expiry, so the lease has expired by then.
             .map(|ms| now + Duration::from_millis((ms - wall).max(0) as u64 + 5));
         Input::Idle {

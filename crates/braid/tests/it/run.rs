@@ -681,9 +681,13 @@ fn max_tasks_and_only_bound_a_run() {
         "the highest priority went first"
     );
     assert_eq!(p.json(&["health"])["by_state"]["done"], 1);
+    // A claim someone holds elsewhere (30 min) does not keep a run that
+    // is limited to other tasks waiting for it.
+    p.ok(&["--actor", "elsewhere", "claim", &ids[2]]);
     p.ok(&["run", "--only", &ids[3]]);
     assert_eq!(p.json(&["show", &ids[3]])["state"], "done");
     assert_eq!(p.json(&["show", &ids[1]])["state"], "open");
+    assert_eq!(p.json(&["show", &ids[2]])["state"], "in_progress");
     // Telemetry: every event of both runs, one JSON line each.
     let day = std::fs::read_dir(p.path().join(".braid/telemetry"))
         .unwrap()
