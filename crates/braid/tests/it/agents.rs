@@ -755,3 +755,69 @@ fn task_usd_parks_the_task_for_a_person_instead_of_retrying() {
     let cost = p.ok(&["cost"]);
     assert!(cost.contains("budget task_usd: $"), "{cost}");
 }
+
+#[test]
+fn a_failed_gate_resumes_the_same_codex_thread_and_the_ledger_counts_each_run_once() {
+    let Some(clis) = clis() else { return };
+    let p = repo_project(
+        "[run]\njobs = 1\nmax_attempts = 2\nbackoff = { base = \"10ms\", cap = \"20ms\" }\n\
+         [[agent]]\nname = \"codex\"\nkind = \"codex\"\n\
+         [[gate]]\nname = \"right\"\ncommand = [\"grep\", \"-q\", \"right\", \"hello.txt\"]\n",
+    );
+    let id = p.add(&["Write hello.txt saying right"]);
+    let m = Models::start(
+        &p,
+        &clis,
+        serde_json::json!({"openai": [
+            {"custom_tool_call": [{"call_id": "call_first", "name": "apply_patch",
+              "input": "*** Begin Patch\n*** Add File: hello.txt\n+wrong\n*** End Patch\n"}],
+             "usage": {"input_tokens": 1000, "output_tokens": 50, "cached_tokens": 200}},
+            {"text": "Done.", "usage": {"input_tokens": 1100, "output_tokens": 10, "cached_tokens": 900}},
+            {"custom_tool_call": [{"call_id": "call_second", "name": "apply_patch",
+              "input": "*** Begin Patch\n*** Update File: hello.txt\n@@\n-wrong\n+right\n*** End Patch\n"}],
+             "usage": {"input_tokens": 1500, "output_tokens": 20, "cached_tokens": 1000}},
+            {"text": "Fixed.", "usage": {"input_tokens": 1600, "output_tokens": 5, "cached_tokens": 1400}}
+        ]}),
+    );
+    let out = m.braid(&p, &["run"]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        said(&out),
+        agent_logs(&p, &id)
+    );
+    let t = p.json(&["show", &id]);
+    assert_eq!(t["state"], "done", "{}{}", said(&out), agent_logs(&p, &id));
+    let attempts = t["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 2);
+    assert_eq!(attempts[0]["session"], attempts[1]["session"], "one thread");
+    // The resumed call carried the first run's turns and the failure.
+    let calls: Vec<serde_json::Value> = m
+        .requests()
+        .into_iter()
+        .filter(|r| r["api"] == "openai" && r["path"] == "/v1/responses")
+        .collect();
+    assert_eq!(calls.len(), 4);
+    let resumed = serde_json::to_string(&calls[2]["body"]["input"]).unwrap();
+    assert!(resumed.contains("call_first"), "{resumed}");
+    assert!(resumed.contains("gate right"), "{resumed}");
+    // Codex reports the thread's running total; each ledger row is its
+    // own run's: input apart from cache reads.
+    let n = |a: &serde_json::Value, k: &str| a[k].as_i64().unwrap();
+    assert_eq!(
+        (
+            n(&attempts[0], "input_tokens"),
+            n(&attempts[0], "cache_read_tokens"),
+            n(&attempts[0], "output_tokens")
+        ),
+        (2100 - 1100, 1100, 60)
+    );
+    assert_eq!(
+        (
+            n(&attempts[1], "input_tokens"),
+            n(&attempts[1], "cache_read_tokens"),
+            n(&attempts[1], "output_tokens")
+        ),
+        (3100 - 2400, 2400, 25)
+    );
+}
