@@ -122,6 +122,17 @@ async def main():
             check(failed["state"] == "failed", f"fail: {failed}")
             print("ok add, comment, update, fail")
 
+            # needs and answer: a task waiting for a person is listed, and an
+            # answer reopens it; answering again is refused.
+            waiting = json.loads(text_of(await session.call_tool("add", {"title": "Which database?", "labels": ["needs-human"]})))
+            listed = json.loads(text_of(await session.call_tool("needs", {})))
+            check(any(n["id"] == waiting["id"] for n in listed), f"needs lists the waiting task: {listed}")
+            text_of(await session.call_tool("answer", {"id": waiting["id"], "text": "PostgreSQL"}))
+            after = braid(project, "show", waiting["id"])
+            check("needs-human" not in after["labels"] and after["comments"][-1]["text"] == "PostgreSQL", f"answered: {after}")
+            await expect_error(session, "answer", {"id": waiting["id"], "text": "again"}, "not waiting for an answer")
+            print("ok needs and answer")
+
             # Bad arguments: clear errors, and the server keeps serving.
             for name, args, needle in [
                 ("show", {"id": "not an id!"}, "not an id!"),
