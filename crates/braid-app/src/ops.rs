@@ -625,6 +625,7 @@ pub fn show(store: &dyn Store, id: &str, events: usize) -> Result<ShowView> {
             .collect(),
         cost_usd: attempts.iter().filter_map(|a| a.cost_usd).sum(),
         attempts,
+        git: None,
         task: TaskView::from(&t),
     })
 }

@@ -75,6 +75,27 @@ pub fn build(store: &dyn Store, id: &TaskId) -> Result<String, braid_store::Erro
             if let Some(e) = events.iter().rev().find(|e| e.kind == EventKind::Retrying) {
                 line!(p, "\n## The previous attempt failed\n\n{}", failure(e));
             }
+            if let Some(b) = events
+                .iter()
+                .rev()
+                .find(|e| e.kind == EventKind::Dispatched)
+                .map(|e| &e.payload["base"])
+                .filter(|b| b["stacked"].as_array().is_some_and(|s| !s.is_empty()))
+            {
+                let deps: Vec<&str> = b["stacked"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|d| d.as_str())
+                    .collect();
+                line!(
+                    p,
+                    "\n## Where your branch starts\n\nFrom {} with the finished work of {} merged in (it has not landed on {} yet; it will before yours).",
+                    b["target"].as_str().unwrap_or("the target"),
+                    deps.join(", "),
+                    b["target"].as_str().unwrap_or("the target"),
+                );
+            }
             if let Some(m) = answered(&events) {
                 line!(p, "\n## A person answered\n\n{m}");
             }

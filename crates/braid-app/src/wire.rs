@@ -293,6 +293,28 @@ pub struct ShowView {
     /// What its attempts cost in all, in USD (attempts of unknown cost
     /// not included).
     pub cost_usd: f64,
+    /// Its branch, where it started and whether it landed (filled where
+    /// the repository is at hand: the command line).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git: Option<GitView>,
+}
+
+/// A task's branch: where it started, and whether its work is on the
+/// target.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, ToSchema, JsonSchema)]
+pub struct GitView {
+    /// `braid/<id>`.
+    pub branch: String,
+    /// The branch is there (an agent has started on the task).
+    pub exists: bool,
+    /// The branch finished work lands on (`HEAD` without `[merge]`).
+    pub target: String,
+    /// The commit the branch started at, as its first attempt recorded it.
+    pub base: Option<String>,
+    /// Dependencies whose unlanded work its base holds.
+    pub stacked: Vec<String>,
+    /// Every commit of the branch is on the target.
+    pub landed: bool,
 }
 
 /// One agent attempt in the cost ledger: what its CLI reported.

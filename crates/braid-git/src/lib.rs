@@ -87,9 +87,18 @@ fn worktree_lock(repo: &Path) -> WorktreeLock {
     }
 }
 
-/// Creates the worktree at `path` on `branch` (from HEAD when the branch is
-/// new), or reuses it when it is already there.
-pub fn ensure_worktree(repo: &Path, path: &Path, branch: &str) -> Result<()> {
+/// The branch checked out in `repo` (`None` on a detached HEAD or outside
+/// git).
+pub fn current_branch(repo: &Path) -> Option<String> {
+    git(repo, &["symbolic-ref", "--short", "-q", "HEAD"])
+        .ok()
+        .map(text)
+        .filter(|b| !b.is_empty())
+}
+
+/// Creates the worktree at `path` on `branch` (starting at `start` when the
+/// branch is new), or reuses it when it is already there.
+pub fn ensure_worktree(repo: &Path, path: &Path, branch: &str, start: &str) -> Result<()> {
     if path.join(".git").exists() {
         return Ok(());
     }
@@ -108,7 +117,7 @@ pub fn ensure_worktree(repo: &Path, path: &Path, branch: &str) -> Result<()> {
     if exists {
         git(repo, &["worktree", "add", &p, branch])?;
     } else {
-        git(repo, &["worktree", "add", "-b", branch, &p, "HEAD"])?;
+        git(repo, &["worktree", "add", "-b", branch, &p, start])?;
     }
     Ok(())
 }
@@ -483,7 +492,7 @@ mod tests {
                 std::thread::spawn(move || {
                     for i in 0..6 {
                         let path = base.join(format!("w{t}-{i}"));
-                        ensure_worktree(&repo, &path, &format!("braid/t{t}-{i}"))
+                        ensure_worktree(&repo, &path, &format!("braid/t{t}-{i}"), "HEAD")
                             .unwrap_or_else(|e| panic!("adding {}: {e}", path.display()));
                         assert!(path.join(".git").exists());
                         if i % 2 == 0 {
@@ -530,9 +539,9 @@ mod tests {
         let root = repo_root(r.path()).unwrap();
         assert!(has_head(&root));
         let wt = r.path().join(".braid/worktrees/br-1");
-        ensure_worktree(&root, &wt, "braid/br-1").unwrap();
+        ensure_worktree(&root, &wt, "braid/br-1", "HEAD").unwrap();
         assert!(wt.join("a.txt").exists());
-        ensure_worktree(&root, &wt, "braid/br-1").unwrap(); // reused
+        ensure_worktree(&root, &wt, "braid/br-1", "HEAD").unwrap(); // reused
         let list = worktrees(&root).unwrap();
         assert!(list.iter().any(|(_, b)| b.as_deref() == Some("braid/br-1")));
         let (tree, dirty) = content_identity(&wt).unwrap();
@@ -549,7 +558,7 @@ mod tests {
         remove_worktree(&root, &wt).unwrap();
         assert!(!wt.exists());
         // The branch survives; re-creating the worktree checks it out again.
-        ensure_worktree(&root, &wt, "braid/br-1").unwrap();
+        ensure_worktree(&root, &wt, "braid/br-1", "HEAD").unwrap();
         assert!(wt.join("a.txt").exists());
         assert!(repo_root(tempfile::tempdir().unwrap().path()).is_none());
     }

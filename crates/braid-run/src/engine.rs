@@ -320,7 +320,9 @@ impl<'a, S: Spawner, H: Host> Runner<'a, S, H> {
                     self.turn(Input::StoreChanged);
                 }
             }
-            Msg::Wake => self.turn(Input::StoreChanged),
+            // The merge loop ended a pass: what it landed may settle a
+            // task that waited for its dependencies' work.
+            Msg::Wake => self.turn(Input::Landed),
             Msg::Signal => self.turn(Input::Signal),
         }
     }
@@ -786,19 +788,40 @@ impl<'a, S: Spawner, H: Host> Runner<'a, S, H> {
     }
 
     /// Makes the task's workspace: its git worktree, or a scratch folder.
+    /// A new branch starts from its base (the target, with the unlanded
+    /// work of finished dependencies merged in): answered so the attempt
+    /// records it. `None`: the workspace was there already.
     fn prepare_workspace(
         &self,
         id: &TaskId,
         path: &std::path::Path,
-    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-        match &self.paths.repo {
-            Some(repo) => Ok(braid_git::ensure_worktree(
-                repo,
-                path,
-                &format!("braid/{id}"),
-            )?),
-            None => Ok(std::fs::create_dir_all(path)?),
+    ) -> Result<Option<crate::base::Base>, NotStarted> {
+        let Some(repo) = &self.paths.repo else {
+            return std::fs::create_dir_all(path)
+                .map(|()| None)
+                .map_err(|e| NotStarted::Workspace(format!("{}: {e}", path.display())));
+        };
+        let failed = |e: &dyn std::fmt::Display| {
+            tracing::warn!(task = %id, workspace = %path.display(), error = %e, "preparing a workspace");
+            NotStarted::Workspace(format!("{}: {e}", path.display()))
+        };
+        let branch = format!("braid/{id}");
+        if path.join(".git").exists()
+            || braid_git::rev_exists(repo, &format!("refs/heads/{branch}"))
+        {
+            braid_git::ensure_worktree(repo, path, &branch, "HEAD").map_err(|e| failed(&e))?;
+            return Ok(None);
         }
+        let target = self.config.merge_into.as_deref().unwrap_or("HEAD");
+        let base = match crate::base::base_for(self.store, repo, target, id) {
+            Ok(b) => b,
+            Err(e @ crate::base::BaseError::Conflict { .. }) => {
+                return Err(NotStarted::Base(e.to_string()));
+            }
+            Err(e) => return Err(failed(&e)),
+        };
+        braid_git::ensure_worktree(repo, path, &branch, &base.commit).map_err(|e| failed(&e))?;
+        Ok(Some(base))
     }
 
     fn start_agent(&mut self, key: u64, id: &TaskId, agent_name: &str, attempt: u32) {
@@ -812,13 +835,10 @@ impl<'a, S: Spawner, H: Host> Runner<'a, S, H> {
             return self.answer(Input::NotStarted { key, why });
         }
         let workspace = self.paths.workspace(id);
-        if let Err(e) = self.prepare_workspace(id, &workspace) {
-            tracing::warn!(task = %id, workspace = %workspace.display(), error = %e, "preparing a workspace");
-            return self.answer(Input::NotStarted {
-                key,
-                why: NotStarted::Workspace(format!("{}: {e}", workspace.display())),
-            });
-        }
+        let base = match self.prepare_workspace(id, &workspace) {
+            Ok(b) => b,
+            Err(why) => return self.answer(Input::NotStarted { key, why }),
+        };
         let logs = self.paths.logs(id);
         // A retry, or a task a person answered, resumes the agent's own
         // session with only what is new (the failure, the answer).
@@ -896,6 +916,9 @@ impl<'a, S: Spawner, H: Host> Runner<'a, S, H> {
         let mut payload = json!({"agent": agent_name, "attempt": attempt, "workspace": workspace, "log": spec.log});
         if let Some(s) = &session {
             payload["resumed"] = json!(s);
+        }
+        if let Some(b) = &base {
+            payload["base"] = json!({"commit": b.commit, "target": b.target, "stacked": b.stacked});
         }
         if !evicted.is_empty() {
             payload["stopped"] = json!(evicted);

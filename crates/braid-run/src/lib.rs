@@ -3,6 +3,7 @@
 //! retries with the failure fed back, and records everything as events.
 
 pub mod adapter;
+pub mod base;
 pub mod cache;
 pub mod config;
 pub mod engine;

@@ -67,6 +67,10 @@ pub enum NotStarted {
     /// The task's workspace could not be made (git refused a worktree):
     /// the task is given back and left alone by this run.
     Workspace(String),
+    /// Its dependencies' unlanded branches conflict: it cannot start on
+    /// their work. Given back and left alone until a merge pass lands
+    /// something (or the next run).
+    Base(String),
     /// A budget it falls under is spent. `halt`: the run's or the day's —
     /// the run stops dispatching; else the task's own — the task waits for
     /// a person (the runner holds what to tell them).
@@ -140,6 +144,9 @@ pub enum Input {
     Lost { id: TaskId, cancelled: bool },
     /// Someone else wrote to the store.
     StoreChanged,
+    /// A merge pass ended (and the store may have changed): tasks waiting
+    /// for their dependencies' work are tried again.
+    Landed,
     /// SIGINT or SIGTERM.
     Signal,
     /// Whether anything may still come when nothing runs, answering
@@ -357,6 +364,9 @@ pub struct Core {
     /// Tasks this run gave back because their workspace could not be made:
     /// not claimed again by it.
     set_aside: std::collections::BTreeSet<TaskId>,
+    /// Set aside because its dependencies' branches conflict: tried again
+    /// after a merge pass (a landing may settle it).
+    waiting_base: std::collections::BTreeSet<TaskId>,
     report: Report,
 }
 
@@ -386,6 +396,7 @@ impl Core {
             done: false,
             dispatches: 0,
             set_aside: std::collections::BTreeSet::new(),
+            waiting_base: std::collections::BTreeSet::new(),
             report: Report::default(),
         }
     }
@@ -559,6 +570,12 @@ impl Core {
                     // A cancelled task's workspace goes (its branch stays).
                     out.push(Action::RemoveWorkspace { id });
                 }
+            }
+            Input::Landed => {
+                for id in std::mem::take(&mut self.waiting_base) {
+                    self.set_aside.remove(&id);
+                }
+                return self.handle(now, Input::StoreChanged, out);
             }
             Input::StoreChanged => {
                 let ids: Vec<TaskId> = self
@@ -859,6 +876,7 @@ impl Core {
                 format!("could not be made: {e}"),
             ),
             (_, NotStarted::Budget { why, .. }) => (String::new(), why.clone()),
+            (_, NotStarted::Base(why)) => ("it".to_owned(), format!("waits: {why}")),
         };
         if let ProcKind::Gate(g) = &p.kind {
             out.push(Action::Record {
@@ -877,6 +895,10 @@ impl Core {
             }
             NotStarted::Workspace(_) => {
                 self.set_aside.insert(p.task.clone());
+            }
+            NotStarted::Base(_) => {
+                self.set_aside.insert(p.task.clone());
+                self.waiting_base.insert(p.task.clone());
             }
             NotStarted::Budget { halt: true, .. } => {
                 if self.report.halted.is_none() {

@@ -160,15 +160,25 @@ fn init(ctx: &Ctx, a: InitArgs) -> Result<i32> {
         None => std::env::current_dir()?,
     };
     std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
-    let (p, created) = project::init(&root, ctx.global.db.as_deref())?;
+    let done = project::init(&root, ctx.global.db.as_deref())?;
+    let (p, created) = (&done.project, done.created);
     let db = match &p.url {
         Some(url) => braid_store::postgres::redact(url),
         None => p.db.display().to_string(),
     };
     if ctx.global.json {
-        ctx.print_json(&json!({"db": db, "dir": p.dir, "created": created}))?;
+        ctx.print_json(
+            &json!({"db": db, "dir": p.dir, "created": created, "merge_into": done.merge_into}),
+        )?;
     } else if created {
         outln!("Initialized braid in {} (database {db}).", p.dir.display());
+        if let Some(b) = &done.merge_into {
+            outln!(
+                "Finished work lands on {b}: `braid run --merge` merges it in dependency order \
+                 ([merge] into = {b:?} in {}; remove that table to leave work on its branches).",
+                p.dir.join("config.toml").display()
+            );
+        }
         outln!("Next: braid add \"First task\"   then   braid ready");
     } else {
         outln!(
@@ -399,10 +409,11 @@ fn comment(ctx: &Ctx, a: CommentArgs) -> Result<i32> {
 }
 
 fn show(ctx: &Ctx, a: ShowArgs) -> Result<i32> {
-    let (_, store) = ctx.open()?;
+    let (project, store) = ctx.open()?;
     let mut docs = Vec::new();
     for id in &a.ids {
-        let shown = ops::show(&store, id.as_str(), a.events)?;
+        let mut shown = ops::show(&store, id.as_str(), a.events)?;
+        shown.git = git_view(&project, &store, &shown.task.id);
         if ctx.global.json {
             docs.push(shown);
         } else {
@@ -417,6 +428,15 @@ fn show(ctx: &Ctx, a: ShowArgs) -> Result<i32> {
         }
     }
     Ok(exit::OK)
+}
+
+/// A task's branch, when the project is in git (and the config reads).
+fn git_view(project: &Project, store: &dyn Store, id: &str) -> Option<braid_app::wire::GitView> {
+    let repo = crate::run::paths(project).repo?;
+    let config = crate::run::load_config(project).ok()?;
+    let target = config.merge_into.as_deref().unwrap_or("HEAD");
+    let id = TaskId::parse(id).ok()?;
+    braid_run::base::git_view(store, &repo, target, &id).ok()
 }
 
 fn print_task(ctx: &Ctx, shown: &ShowView) {
@@ -437,6 +457,26 @@ fn print_task(ctx: &Ctx, shown: &ShowView) {
     field("agent", t.agent.clone().unwrap_or_default());
     field("gates", t.gates.join(", "));
     field("branch", t.branch.clone().unwrap_or_default());
+    if let Some(g) = &shown.git
+        && g.exists
+    {
+        let base = match (&g.base, g.stacked.is_empty()) {
+            (Some(b), true) => format!(", from {} at {}", g.target, &b[..b.len().min(10)]),
+            (Some(b), false) => format!(
+                ", from {} with {}'s work at {}",
+                g.target,
+                g.stacked.join(", "),
+                &b[..b.len().min(10)]
+            ),
+            (None, _) => String::new(),
+        };
+        let landed = if g.landed {
+            format!("landed on {}", g.target)
+        } else {
+            format!("not on {} yet", g.target)
+        };
+        field("git", format!("{}{base}; {landed}", g.branch));
+    }
     field("created", t.created_at.clone());
     field("updated", t.updated_at.clone());
     if let Some(c) = &t.closed_at {

@@ -249,7 +249,7 @@ pub fn run(ctx: &Ctx, a: DemoArgs) -> Result<i32> {
         ))
         .into());
     }
-    let (project, _) = crate::project::init(&dir, None)?;
+    let project = crate::project::init(&dir, None)?.project;
     let store = SqliteStore::open(&project.db)?;
     let actor = "demo";
     let mut ids: std::collections::HashMap<&str, String> = std::collections::HashMap::new();

@@ -20,13 +20,39 @@ max_attempts = 3
 
 # [[agent]]
 # name = "claude"
-# command = ["claude", "-p", "{prompt}"]
-# max_concurrent = 2
+# kind = "claude"
 
 # [[gate]]
 # name = "test"
 # command = ["cargo", "test"]
 "#;
+
+/// The `[merge]` table `braid init` writes in a git repository: finished
+/// work lands on the branch that was checked out.
+fn merge_table(branch: &str) -> String {
+    format!(
+        "\n# Work that passes its gates waits in review on its branch braid/<id>;\n\
+         # `braid run --merge` (or `braid merge run`) lands it here, in dependency\n\
+         # order. Remove this table to leave finished work on its branches.\n\
+         [merge]\ninto = {}\n",
+        toml_string(branch)
+    )
+}
+
+/// A TOML basic string (a branch name may hold `"` or `\\`).
+fn toml_string(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04X}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
 
 const GITIGNORE: &str = "# braid's local state: the database and its backups stay out of git.\n*.db\n*.db-*\n*.lock\nbackups/\nlogs/\ntelemetry/\nworktrees/\nwork/\nprocs/\n";
 
@@ -120,9 +146,25 @@ pub fn locate(db: Option<&Path>) -> Result<Project> {
     .into())
 }
 
-/// Creates `.braid/` in `root` (or the database at `db`); returns the
-/// project and whether it was new.
-pub fn init(root: &Path, db: Option<&Path>) -> Result<(Project, bool)> {
+/// What `braid init` did.
+pub struct Initialized {
+    pub project: Project,
+    pub created: bool,
+    /// The branch finished work lands on, when a config was written with
+    /// `[merge]` (a git repository with a branch checked out).
+    pub merge_into: Option<String>,
+}
+
+/// Creates `.braid/` in `root` (or the database at `db`).
+pub fn init(root: &Path, db: Option<&Path>) -> Result<Initialized> {
+    let config = root.join(DIR).join("config.toml");
+    let merge_into = (!config.exists())
+        .then(|| braid_git::repo_root(root).and_then(|r| braid_git::current_branch(&r)))
+        .flatten();
+    let template = match &merge_into {
+        Some(b) => format!("{CONFIG_TEMPLATE}{}", merge_table(b)),
+        None => CONFIG_TEMPLATE.to_owned(),
+    };
     if let Some(url) = db
         .and_then(|d| d.to_str())
         .filter(|d| braid_store::postgres::is_url(d))
@@ -132,14 +174,18 @@ pub fn init(root: &Path, db: Option<&Path>) -> Result<(Project, bool)> {
         let dir = root.join(DIR);
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         braid_store::PgStore::open(url)?;
-        write_if_missing(&dir.join("config.toml"), CONFIG_TEMPLATE)?;
+        write_if_missing(&dir.join("config.toml"), &template)?;
         write_if_missing(&dir.join(".gitignore"), GITIGNORE)?;
         let project = Project {
             db: dir.join(DB_FILE),
             dir,
             url: Some(url.to_owned()),
         };
-        return Ok((project, true));
+        return Ok(Initialized {
+            project,
+            created: true,
+            merge_into,
+        });
     }
     let project = match db {
         Some(db) => from_db_path(db.to_owned()),
@@ -149,11 +195,16 @@ pub fn init(root: &Path, db: Option<&Path>) -> Result<(Project, bool)> {
     std::fs::create_dir_all(&project.dir)
         .with_context(|| format!("creating {}", project.dir.display()))?;
     braid_store::SqliteStore::create(&project.db)?;
+    let wrote_config = db.is_none() && !project.dir.join("config.toml").exists();
     if db.is_none() {
-        write_if_missing(&project.dir.join("config.toml"), CONFIG_TEMPLATE)?;
+        write_if_missing(&project.dir.join("config.toml"), &template)?;
         write_if_missing(&project.dir.join(".gitignore"), GITIGNORE)?;
     }
-    Ok((project, !existed))
+    Ok(Initialized {
+        project,
+        created: !existed,
+        merge_into: merge_into.filter(|_| wrote_config),
+    })
 }
 
 fn write_if_missing(path: &Path, content: &str) -> Result<()> {

@@ -250,6 +250,27 @@ pub fn run(ctx: &Ctx, a: RunArgs) -> Result<i32> {
                 report.waiting
             );
         }
+        // Where the work went.
+        match &config.merge_into {
+            Some(target) if a.merge => {
+                outln!("{landed} landed on {target}.");
+                let waiting = report.review.saturating_sub(landed);
+                if waiting > 0 {
+                    outln!(
+                        "{waiting} waiting in review on braid/<id> (`braid merge run` lands them on {target})."
+                    );
+                }
+            }
+            Some(target) if report.review > 0 => outln!(
+                "{} waiting in review on braid/<id> branches: `braid merge run` lands them on {target} (or run with --merge).",
+                report.review
+            ),
+            None if report.done > 0 => outln!(
+                "{} done on branches braid/<id>: nothing lands without a [merge] target (dependents start from this work; add [merge] into = \"main\" to land it).",
+                report.done
+            ),
+            _ => {}
+        }
         if a.merge {
             outln!("Merged {landed} branch(es); {rejected} sent back or blocked by a conflict.");
             if needs_human > 0 {

@@ -13,6 +13,7 @@ mod postgres;
 mod run;
 mod serve;
 mod snapshot;
+mod stack;
 mod transfer;
 
 use std::path::{Path, PathBuf};
@@ -163,4 +164,16 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap()
+}
+
+/// Runs git in `dir`; whether it succeeded.
+pub fn git_ok(dir: &Path, args: &[&str]) -> bool {
+    Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .output()
+        .unwrap()
+        .status
+        .success()
 }
