@@ -87,6 +87,101 @@ fn worktree_lock(repo: &Path) -> WorktreeLock {
     }
 }
 
+/// How a push ended, when git ran it to the end.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Pushed {
+    /// The remote took it.
+    Done,
+    /// The remote refused it (not a fast-forward, or the lease's expected
+    /// value was stale: someone else moved the ref). Never forced.
+    Rejected(String),
+}
+
+/// Whether a failed git command failed for the network (worth trying
+/// again) rather than for what it asked.
+pub fn is_network(e: &Error) -> bool {
+    match e {
+        Error::Spawn(_) => false,
+        Error::Git { message, .. } => {
+            let m = message.to_ascii_lowercase();
+            [
+                "could not read from remote",
+                "unable to access",
+                "connection",
+                "timed out",
+                "could not resolve",
+                "early eof",
+                "the remote end hung up",
+                "does not appear to be a git repository",
+            ]
+            .iter()
+            .any(|n| m.contains(n))
+        }
+    }
+}
+
+/// Whether `repo` has a remote named `remote`.
+pub fn remote_exists(repo: &Path, remote: &str) -> bool {
+    git(repo, &["remote", "get-url", "--", remote]).is_ok()
+}
+
+/// Fetches `refspecs` from `remote` (git's own credentials and config).
+pub fn fetch(repo: &Path, remote: &str, refspecs: &[&str]) -> Result<()> {
+    let mut args = vec!["fetch", "--quiet", "--no-tags", remote];
+    args.extend_from_slice(refspecs);
+    git(repo, &args)?;
+    Ok(())
+}
+
+/// Pushes `src` to `dst` (a full ref) on `remote`. With `expect`, only if
+/// the remote's `dst` is that commit (`--force-with-lease=dst:expect`: a
+/// compare-and-swap on the remote; `""` expects it absent); without, only
+/// as a fast-forward. Refused pushes answer `Rejected`; others fail.
+pub fn push(
+    repo: &Path,
+    remote: &str,
+    src: &str,
+    dst: &str,
+    expect: Option<&str>,
+) -> Result<Pushed> {
+    let lease;
+    let mut args = vec!["push", "--quiet", "--porcelain"];
+    if let Some(old) = expect {
+        lease = format!("--force-with-lease={dst}:{old}");
+        args.push(&lease);
+    }
+    let spec = format!("{src}:{dst}");
+    args.extend_from_slice(&[remote, &spec]);
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(repo)
+        .args(&args)
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    // --porcelain: one line per ref, "!" flags a refused one.
+    if let Some(line) = stdout.lines().find(|l| l.starts_with('!')) {
+        return Ok(Pushed::Rejected(
+            line.trim_start_matches('!').trim().to_owned(),
+        ));
+    }
+    if !out.status.success() {
+        return Err(Error::Git {
+            args: args.join(" "),
+            message: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        });
+    }
+    Ok(Pushed::Done)
+}
+
+/// Deletes `branch` on `remote` (nothing when it is not there).
+pub fn delete_remote_branch(repo: &Path, remote: &str, branch: &str) -> Result<()> {
+    match git(repo, &["push", "--quiet", remote, "--delete", branch]) {
+        Err(Error::Git { message, .. }) if message.contains("remote ref does not exist") => Ok(()),
+        r => r.map(|_| ()),
+    }
+}
+
 /// The branch checked out in `repo` (`None` on a detached HEAD or outside
 /// git).
 pub fn current_branch(repo: &Path) -> Option<String> {
@@ -432,6 +527,22 @@ pub fn pins(repo: &Path, prefix: &str) -> Result<Vec<(String, String)>> {
         .filter_map(|l| {
             let (commit, name) = l.split_once(' ')?;
             Some((name.strip_prefix(&base)?.to_owned(), commit.to_owned()))
+        })
+        .collect())
+}
+
+/// The refs under `prefix` (ending in `/`), as (name after the prefix,
+/// commit).
+pub fn refs_under(repo: &Path, prefix: &str) -> Result<Vec<(String, String)>> {
+    let out = git(
+        repo,
+        &["for-each-ref", "--format=%(objectname) %(refname)", prefix],
+    )?;
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let (commit, name) = l.split_once(' ')?;
+            Some((name.strip_prefix(prefix)?.to_owned(), commit.to_owned()))
         })
         .collect())
 }

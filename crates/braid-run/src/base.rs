@@ -41,11 +41,14 @@ pub enum BaseError {
     Store(#[from] braid_store::Error),
 }
 
-/// The base for `id`'s new branch in `repo`, on `target`.
+/// The base for `id`'s new branch in `repo`, on `target`. With a
+/// `remote`, a dependency's branch this clone does not have is taken from
+/// the remote (fetched before).
 pub fn base_for(
     store: &dyn Store,
     repo: &Path,
     target: &str,
+    remote: Option<&str>,
     id: &TaskId,
 ) -> Result<Base, BaseError> {
     let task = store.task(id)?;
@@ -70,7 +73,13 @@ pub fn base_for(
             // dispatch before this is asked.
             continue;
         }
-        let branch = format!("refs/heads/braid/{dep}");
+        let local = format!("refs/heads/braid/{dep}");
+        let branch = match remote {
+            Some(r) if !braid_git::rev_exists(repo, &local) => {
+                crate::remote::tracking(r, &format!("braid/{dep}"))
+            }
+            _ => local,
+        };
         if !braid_git::rev_exists(repo, &branch)
             || braid_git::is_ancestor(repo, &branch, &base.commit)?
         {

@@ -32,6 +32,9 @@ pub struct Config {
     pub prices: Vec<(String, Price)>,
     /// `[notify] command`: run with each attention event as JSON on stdin.
     pub notify: Option<Vec<String>>,
+    /// `[git] remote`: task branches are pushed there, worktrees start
+    /// from its target, and the merge run lands on it (compare-and-swap).
+    pub remote: Option<String>,
 }
 
 /// USD per million tokens of each sort.
@@ -191,6 +194,14 @@ struct RawFile {
     prices: std::collections::BTreeMap<String, Price>,
     #[serde(default)]
     notify: Option<RawNotify>,
+    #[serde(default)]
+    git: Option<RawGit>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGit {
+    remote: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -305,6 +316,7 @@ impl Default for Config {
             budget: braid_app::budget::Budget::default(),
             prices: Vec::new(),
             notify: None,
+            remote: None,
         }
     }
 }
@@ -590,6 +602,17 @@ impl Config {
                 ));
             }
         }
+        let remote = raw.git.and_then(|g| g.remote);
+        if let Some(r) = &remote
+            && (r.is_empty()
+                || r.starts_with('-')
+                || r.chars().any(|c| c.is_whitespace() || c.is_control()))
+        {
+            return Err(err(
+                find("remote", None),
+                format!("[git] remote = {r:?}: name a git remote (`git remote -v` lists them)"),
+            ));
+        }
         let notify = match raw.notify {
             Some(n) if n.command.is_empty() => {
                 return Err(err(
@@ -611,6 +634,7 @@ impl Config {
             budget,
             prices: raw.prices.into_iter().collect(),
             notify,
+            remote,
         })
     }
 

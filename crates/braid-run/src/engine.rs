@@ -812,8 +812,24 @@ impl<'a, S: Spawner, H: Host> Runner<'a, S, H> {
             braid_git::ensure_worktree(repo, path, &branch, "HEAD").map_err(|e| failed(&e))?;
             return Ok(None);
         }
-        let target = self.config.merge_into.as_deref().unwrap_or("HEAD");
-        let base = match crate::base::base_for(self.store, repo, target, id) {
+        let mut target = self
+            .config
+            .merge_into
+            .clone()
+            .unwrap_or_else(|| "HEAD".into());
+        let remote = self.config.remote.as_deref();
+        if let Some(r) = remote {
+            // The remote's target and every pushed task branch: work a
+            // node that died pushed is continued, not started again.
+            crate::remote::fetch_work(repo, r, &target).map_err(|e| failed(&e))?;
+            let theirs = crate::remote::tracking(r, &branch);
+            if braid_git::rev_exists(repo, &theirs) {
+                braid_git::ensure_worktree(repo, path, &branch, &theirs).map_err(|e| failed(&e))?;
+                return Ok(None);
+            }
+            target = crate::remote::tracking(r, &target);
+        }
+        let base = match crate::base::base_for(self.store, repo, &target, remote, id) {
             Ok(b) => b,
             Err(e @ crate::base::BaseError::Conflict { .. }) => {
                 return Err(NotStarted::Base(e.to_string()));
@@ -1563,6 +1579,24 @@ impl<'a, S: Spawner, H: Host> Runner<'a, S, H> {
                     id,
                     error: e.to_string(),
                 });
+            }
+        }
+        let mut reason = reason;
+        if commit && let (Some(repo), Some(remote)) = (&self.paths.repo, &self.config.remote) {
+            // Shared: any node may merge it, or continue it.
+            let branch = format!("braid/{id}");
+            match crate::remote::push_branch(repo, remote, &branch) {
+                Ok(braid_git::Pushed::Done) => reason.push_str(&format!("; pushed to {remote}")),
+                Ok(braid_git::Pushed::Rejected(why)) => {
+                    tracing::warn!(task = %id, %remote, %why, "the remote refused the task's branch");
+                    reason.push_str(&format!(
+                        "; {remote} refused its branch ({why}); not forced"
+                    ));
+                }
+                Err(e) => {
+                    tracing::warn!(task = %id, %remote, error = %e, "pushing the task's branch");
+                    reason.push_str(&format!("; not pushed to {remote}: {e}"));
+                }
             }
         }
         let cmd = Command::Finish {

@@ -60,6 +60,9 @@ pub struct Settings {
     pub max_attempts: u32,
     pub failure_tail: usize,
     pub actor: String,
+    /// `[git] remote`: fetch the target and the task branches from it
+    /// first, and land on it by compare-and-swap.
+    pub remote: Option<String>,
 }
 
 /// Why a candidate failed.
@@ -373,6 +376,15 @@ impl<'a> Run<'a> {
             }
         }
         let into = self.settings.into.clone();
+        if let Some(remote) = self.settings.remote.clone() {
+            // Every node's work, and the target as the remote has it: this
+            // clone's branches follow where the remote is ahead.
+            crate::remote::fetch_work(self.repo, &remote, &into)?;
+            crate::remote::follow(self.repo, &remote, &into)?;
+            for i in inputs {
+                crate::remote::follow(self.repo, &remote, &i.name)?;
+            }
+        }
         if !braid_git::rev_exists(self.repo, &format!("refs/heads/{into}")) {
             return Err(RunError::Input(format!(
                 "the target branch {into:?} does not exist in {}",
@@ -808,7 +820,32 @@ impl<'a> Run<'a> {
     /// changes are kept, or the landing is refused naming them). `false`:
     /// the target had moved.
     fn move_target(&mut self, old: &str, new: &str) -> Result<bool, RunError> {
-        let into = &self.settings.into;
+        let into = &self.settings.into.clone();
+        if let Some(remote) = self.settings.remote.clone() {
+            // Compare-and-swap on the remote; this clone follows.
+            let dst = format!("refs/heads/{into}");
+            let pushed = crate::remote::retry("push", || {
+                braid_git::push(self.repo, &remote, new, &dst, Some(old))
+            })?;
+            crate::remote::fetch_work(self.repo, &remote, into)?;
+            let theirs = braid_git::rev_parse(self.repo, &crate::remote::tracking(&remote, into))?;
+            let ours = braid_git::rev_parse(self.repo, into)?;
+            if ours != theirs {
+                let checkout = braid_git::worktrees(self.repo)?
+                    .into_iter()
+                    .find(|(_, b)| b.as_deref() == Some(into.as_str()));
+                let moved = match checkout {
+                    None => braid_git::update_branch(self.repo, into, &theirs, &ours)?,
+                    Some((wt, _)) => {
+                        braid_git::fast_forward_checkout(&wt, &theirs, &ours).unwrap_or(false)
+                    }
+                };
+                if !moved {
+                    tracing::warn!(%into, "the local target could not follow the remote's");
+                }
+            }
+            return Ok(pushed == braid_git::Pushed::Done);
+        }
         let checkout = braid_git::worktrees(self.repo)?
             .into_iter()
             .find(|(_, b)| b.as_deref() == Some(into.as_str()));

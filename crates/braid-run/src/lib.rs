@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod notify;
 pub mod preflight;
 pub mod procs;
+pub mod remote;
 pub mod sched;
 pub mod supervise;
 pub mod telemetry;

@@ -47,6 +47,29 @@ pub fn check(config: &Config, file: &str, paths: &Paths) -> Result<(), ConfigErr
             ),
         ));
     }
+    if let Some(remote) = &config.remote {
+        let Some(repo) = &paths.repo else {
+            return Err(err(
+                0,
+                format!("[git] remote = {remote:?}: this project is not in a git repository"),
+            ));
+        };
+        if !braid_git::remote_exists(repo, remote) {
+            return Err(err(
+                0,
+                format!(
+                    "[git] remote = {remote:?}: {} has no such remote; add it (git remote add {remote} URL) or remove [git] remote",
+                    repo.display()
+                ),
+            ));
+        }
+        if config.merge_into.is_none() {
+            return Err(err(
+                0,
+                "[git] remote needs a [merge] into = \"BRANCH\" target: work is shared by landing it there".into(),
+            ));
+        }
+    }
     let workspaces = if paths.repo.is_some() {
         paths.worktrees()
     } else {

@@ -71,11 +71,17 @@ pub fn run(ctx: &Ctx, cmd: MergeCmd) -> Result<i32> {
 
 /// The branches of tasks in review, their dependencies among themselves,
 /// and those that must wait for unfinished work outside the plan.
+/// With a `remote` (and its target), every node's pushed branches are
+/// fetched first and this clone's follow them.
 fn task_inputs(
     store: &dyn Store,
     repo: &Path,
     only: &[TaskId],
+    remote: Option<(&str, &str)>,
 ) -> Result<(Vec<PlanInput>, Vec<String>)> {
+    if let Some((remote, into)) = remote {
+        braid_run::remote::fetch_work(repo, remote, into)?;
+    }
     let tasks = if only.is_empty() {
         store.list(&ListFilter {
             states: vec![State::Review],
@@ -108,6 +114,9 @@ fn task_inputs(
                 "{} is {}, not in review; planned anyway",
                 t.id, t.state
             ));
+        }
+        if let Some((remote, _)) = remote {
+            braid_run::remote::follow(repo, remote, &b)?;
         }
         if braid_git::rev_exists(repo, &b) {
             candidates.push((t, b));
@@ -201,7 +210,9 @@ fn inputs(ctx: &Ctx, a: &PlanArgs) -> Result<Inputs> {
         }
         None => {
             let (_, store) = ctx.open()?;
-            let (i, n) = task_inputs(&store, &repo, &a.ids)?;
+            let into = a.into.clone().or(config.merge_into.clone());
+            let remote = config.remote.as_deref().zip(into.as_deref());
+            let (i, n) = task_inputs(&store, &repo, &a.ids, remote)?;
             (i, n, None)
         }
     };
@@ -318,6 +329,7 @@ fn settings(
         max_attempts: c.run.max_attempts,
         failure_tail: c.run.failure_tail,
         actor,
+        remote: c.remote.clone(),
     }
 }
 
@@ -333,8 +345,9 @@ pub fn pass(
 ) -> Result<braid_run::integrate::Outcome> {
     let repo = repo_of(project)?;
     let store = project.open()?;
-    let (inputs, _) = task_inputs(&store, &repo, &[])?;
     let into = config.merge_into.clone().unwrap_or_else(|| "main".into());
+    let remote = config.remote.as_deref().map(|r| (r, into.as_str()));
+    let (inputs, _) = task_inputs(&store, &repo, &[], remote)?;
     let settings = settings(project, config, &into, config.run.jobs, actor, None, false);
     let mut on_step = |step: braid_run::integrate::Step| {
         if let braid_run::integrate::Step::Note(n) = &step

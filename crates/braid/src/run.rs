@@ -577,10 +577,43 @@ pub fn gc(ctx: &Ctx) -> Result<i32> {
             }
         }
     }
+    // With a remote: the branches of landed tasks go from it (their work
+    // is on the target; nobody needs them).
+    let mut deleted = Vec::new();
+    if let (Some(repo), Ok(config)) = (&paths.repo, load_config(&project))
+        && let (Some(remote), Some(into)) = (&config.remote, &config.merge_into)
+    {
+        braid_run::remote::fetch_work(repo, remote, into)?;
+        let target = braid_run::remote::tracking(remote, into);
+        let prefix = format!("{}/", braid_run::remote::tracking(remote, "braid"));
+        for (name, commit) in braid_git::refs_under(repo, &prefix)? {
+            let done = TaskId::parse(&name)
+                .ok()
+                .and_then(|id| store.task(&id).ok())
+                .is_some_and(|t| matches!(t.state, State::Done | State::Cancelled));
+            if !done || !braid_git::is_ancestor(repo, &commit, &target)? {
+                continue;
+            }
+            let branch = format!("braid/{name}");
+            match braid_run::remote::retry("push --delete", || {
+                braid_git::delete_remote_branch(repo, remote, &branch)
+            }) {
+                Ok(()) => deleted.push(branch),
+                Err(e) => errln!("could not delete {branch} on {remote}: {e}"),
+            }
+        }
+    }
     if ctx.global.json {
-        ctx.print_json(&json!({"removed": removed}))?;
+        ctx.print_json(&json!({"removed": removed, "remote_branches_deleted": deleted}))?;
     } else {
         outln!("Removed {} orphaned workspaces.", removed.len());
+        if !deleted.is_empty() {
+            outln!(
+                "Deleted {} landed task branch(es) on the remote: {}",
+                deleted.len(),
+                deleted.join(", ")
+            );
+        }
     }
     Ok(exit::OK)
 }

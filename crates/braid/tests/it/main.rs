@@ -10,6 +10,7 @@ mod concurrency;
 mod control;
 mod merge;
 mod postgres;
+mod remote;
 mod run;
 mod serve;
 mod snapshot;

@@ -8,16 +8,16 @@ use std::process::Command;
 use crate::Proj;
 
 /// A schema on the test server, dropped at the end, and the URL of it.
-struct Schema {
+pub(crate) struct Schema {
     server: String,
     name: String,
-    url: String,
+    pub(crate) url: String,
     /// Drops the schema when done (a view of another schema does not).
     owned: bool,
 }
 
 impl Schema {
-    fn new() -> Option<Schema> {
+    pub(crate) fn new() -> Option<Schema> {
         let Ok(server) = std::env::var("BRAID_TEST_POSTGRES") else {
             let _ = writeln!(
                 std::io::stderr(),
