@@ -321,3 +321,82 @@ fn json_state(p: &Proj, db: Option<&str>, id: &str) -> String {
         serde_json::from_str(&on(p, db, &["show", id, "--json"])).unwrap();
     shown["state"].as_str().unwrap().to_owned()
 }
+
+#[test]
+fn a_push_that_fails_for_the_network_is_retried_and_a_refused_one_is_never_forced() {
+    let origin = origin();
+    let p = node(origin.path(), None, &agent_config());
+    // Fetches work; pushes go to a path that is not there (the network,
+    // as git sees it).
+    git(
+        p.path(),
+        &[
+            "remote",
+            "set-url",
+            "--push",
+            "origin",
+            "/nonexistent/origin.git",
+        ],
+    );
+    let a = id_of(&on(&p, None, &["add", "a", "--json"]));
+    let out = p.run(&["run"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(
+        stderr
+            .matches("a git remote is out of reach; trying again")
+            .count(),
+        3,
+        "four tries: {stderr}"
+    );
+    let t = p.json(&["show", &a]);
+    assert_eq!(
+        t["state"], "review",
+        "the work is kept, in review on this clone"
+    );
+    let moved = t["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "state_changed")
+        .unwrap()
+        .to_string();
+    assert!(moved.contains("not pushed to origin"), "{moved}");
+
+    // The remote refuses task branches (a hook): reported, not forced.
+    git(
+        p.path(),
+        &[
+            "remote",
+            "set-url",
+            "--push",
+            "origin",
+            &origin.path().to_string_lossy(),
+        ],
+    );
+    let hook = origin.path().join("hooks/pre-receive");
+    std::fs::write(
+        &hook,
+        "#!/bin/sh\necho 'no task branches here' >&2\nexit 1\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let b = id_of(&on(&p, None, &["add", "b", "--json"]));
+    let out = p.run(&["run", "--only", &b]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let t = p.json(&["show", &b]);
+    assert_eq!(t["state"], "review");
+    let moved = t["events"].to_string();
+    assert!(
+        moved.contains("origin refused its branch") && moved.contains("not forced"),
+        "{moved}"
+    );
+    assert!(
+        origin_branches(origin.path()).is_empty(),
+        "nothing was forced onto origin"
+    );
+}
