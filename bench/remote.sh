@@ -45,17 +45,18 @@ PY
 }
 
 config() { # config DIR [remote]
-  cat > "$1/.braid/config.toml" <<TOML
+  cat > "$1/.braid/config.toml" <<'TOML'
 [cache]
 enabled = false
 [merge]
 into = "main"
-${2:+[git]
-remote = "$2"}
 [[gate]]
 name = "nobad"
 command = ["sh", "-c", "! grep -rq BAD --exclude-dir=.git ."]
 TOML
+  if [ -n "${2:-}" ]; then
+    printf '[git]\nremote = "%s"\n' "$2" >> "$1/.braid/config.toml"
+  fi
 }
 
 report() { # report JSON NAME START END

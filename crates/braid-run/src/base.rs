@@ -65,7 +65,9 @@ pub fn base_for(
         .map(|d| d.id.clone())
         .collect();
     deps.sort();
-    let date = braid_git::commit_date(repo, &tip)?;
+    // Fixed, so the same merge gives the same commit (read only if one is
+    // made).
+    let mut date = None;
     for dep in deps {
         let Ok(t) = store.task(&dep) else { continue };
         if t.state != braid_core::State::Done {
@@ -86,8 +88,19 @@ pub fn base_for(
             // No branch of its own (done by hand), or its work is there.
             continue;
         }
+        if braid_git::is_ancestor(repo, &base.commit, &branch)? {
+            // Its branch already holds everything so far (it started from
+            // the same target): start at its tip, no merge needed.
+            base.commit = braid_git::rev_parse(repo, &branch)?;
+            base.stacked.push(dep);
+            continue;
+        }
+        let date = match &date {
+            Some(d) => d,
+            None => date.insert(braid_git::commit_date(repo, &tip)?),
+        };
         let message = format!("braid: {id} starts from {dep}'s work");
-        match braid_git::merge_onto(repo, &base.commit, &branch, &message, &date)? {
+        match braid_git::merge_onto(repo, &base.commit, &branch, &message, date)? {
             braid_git::Merged::Commit(c) => {
                 base.commit = c;
                 base.stacked.push(dep);
