@@ -64,9 +64,20 @@ struct WorktreeLock {
 }
 
 static WORKTREE_MUTEX: std::sync::Mutex<()> = std::sync::Mutex::new(());
+static FETCH_MUTEX: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn worktree_lock(repo: &Path) -> WorktreeLock {
-    let thread = WORKTREE_MUTEX.lock().unwrap_or_else(|p| p.into_inner());
+    repo_lock(repo, &WORKTREE_MUTEX, "braid-worktrees.lock")
+}
+
+/// Fetches into one repository take turns too: two at once race on the
+/// remote-tracking refs ("cannot lock ref … expected …").
+fn fetch_lock(repo: &Path) -> WorktreeLock {
+    repo_lock(repo, &FETCH_MUTEX, "braid-fetch.lock")
+}
+
+fn repo_lock(repo: &Path, mutex: &'static std::sync::Mutex<()>, file: &str) -> WorktreeLock {
+    let thread = mutex.lock().unwrap_or_else(|p| p.into_inner());
     // A repository whose `.git` is a folder (not a linked worktree's file).
     let git_dir = repo.join(".git");
     let file = git_dir
@@ -76,7 +87,7 @@ fn worktree_lock(repo: &Path) -> WorktreeLock {
                 .create(true)
                 .truncate(false)
                 .write(true)
-                .open(git_dir.join("braid-worktrees.lock"))
+                .open(git_dir.join(file))
                 .ok()
         })
         .flatten()
@@ -127,6 +138,7 @@ pub fn remote_exists(repo: &Path, remote: &str) -> bool {
 
 /// Fetches `refspecs` from `remote` (git's own credentials and config).
 pub fn fetch(repo: &Path, remote: &str, refspecs: &[&str]) -> Result<()> {
+    let _turn = fetch_lock(repo);
     let mut args = vec!["fetch", "--quiet", "--no-tags", remote];
     args.extend_from_slice(refspecs);
     git(repo, &args)?;

@@ -231,16 +231,30 @@ fn two_nodes_on_postgres_share_work_through_the_remote() {
     assert!(files.contains(&format!("{b}.txt")), "{files}");
     assert_eq!(json_state(&a_node, db, &b), "done");
 
-    // Two mergers race over the same two branches: one lands them, the
-    // other finds them landed; no commit is lost.
+    // Two mergers race. B's candidate gate holds until A has landed, so
+    // B's compare-and-swap finds the target moved: B rebuilds on A's
+    // landing and lands the rest; no commit is lost.
     let c = id_of(&on(&a_node, db, &["add", "c", "--json"]));
     let d = id_of(&on(&a_node, db, &["add", "d", "--json"]));
     on(&a_node, db, &["run", "--only", &c, "--only", &d]);
     let before = git(origin.path(), &["rev-parse", "main"]);
-    let (x, y) = (
-        spawn(&a_node, &schema.url, &["merge", "run"]),
-        spawn(&b_node, &schema.url, &["merge", "run"]),
+    let gate = |cmd: &str| {
+        format!(
+            "{}[[gate]]\nname = \"settle\"\ncommand = {cmd}\n[merge]\ninto = \"main\"\n[git]\nremote = \"origin\"\n",
+            agent_config()
+        )
+    };
+    let held = format!(
+        "[\"timeout\", \"60\", \"sh\", \"-c\", \"until git -C {} cat-file -e main:{c}.txt 2>/dev/null; do sleep 0.05; done\"]",
+        origin.path().display()
     );
+    std::fs::write(b_node.path().join(".braid/config.toml"), gate(&held)).unwrap();
+    std::fs::write(a_node.path().join(".braid/config.toml"), gate("[\"true\"]")).unwrap();
+    // A lands c alone; B builds c and d together. (Two nodes building the
+    // same candidate make the same commit, so that race is no race: the
+    // second push finds it there.)
+    let y = spawn(&b_node, &schema.url, &["merge", "run"]);
+    let x = spawn(&a_node, &schema.url, &["merge", "run", &c]);
     let (x, y) = (finish(x), finish(y));
     for o in [&x, &y] {
         assert!(
@@ -250,6 +264,14 @@ fn two_nodes_on_postgres_share_work_through_the_remote() {
             String::from_utf8_lossy(&o.stderr)
         );
     }
+    let b_said = String::from_utf8_lossy(&y.stdout);
+    assert!(
+        b_said.contains("the target moved") && b_said.contains("rebuilding"),
+        "B lost the race and rebuilt: {b_said}\n--- A ---\n{}{}\n--- B stderr ---\n{}",
+        String::from_utf8_lossy(&x.stdout),
+        String::from_utf8_lossy(&x.stderr),
+        String::from_utf8_lossy(&y.stderr)
+    );
     let files = origin_files(origin.path());
     for t in [&a, &b, &c, &d] {
         assert!(files.contains(&format!("{t}.txt")), "{t} lost: {files}");
@@ -286,7 +308,16 @@ fn two_nodes_on_postgres_share_work_through_the_remote() {
                 .any(|f| f.file_name().to_string_lossy().starts_with("merge@"))
         }))
     {
-        assert!(waited < 1200, "node A never reached its merge gate");
+        if waited >= 1200 {
+            let _ = killed.kill();
+            let o = killed.wait_with_output().unwrap();
+            panic!(
+                "node A never reached its merge gate: {}{}\n{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr),
+                on(&a_node, db, &["show", &e])
+            );
+        }
         std::thread::sleep(std::time::Duration::from_millis(50));
         waited += 1;
     }
