@@ -194,6 +194,9 @@ pub struct Runner<'a, S: Spawner, H: Host> {
     asked: HashMap<TaskId, braid_app::ops::Attention>,
     /// What this run's agents reported they cost (for `run_usd`).
     run_spent: f64,
+    /// Where each task's branch started, when this run made it (its
+    /// `dispatched` event may still wait to be written).
+    bases: HashMap<TaskId, String>,
     /// When the running agents' latest actions are next looked at.
     activity_at: Option<Instant>,
     queue: VecDeque<Input>,
@@ -274,6 +277,7 @@ impl<'a, S: Spawner, H: Host> Runner<'a, S, H> {
             reports: HashMap::new(),
             asked: HashMap::new(),
             run_spent: 0.0,
+            bases: HashMap::new(),
             activity_at: None,
             queue: VecDeque::new(),
         }
@@ -553,6 +557,7 @@ impl<'a, S: Spawner, H: Host> Runner<'a, S, H> {
             Action::Rescue => self.rescue_expired(),
             Action::RemoveWorkspace { id } => {
                 self.tokens.remove(&id);
+                self.bases.remove(&id);
                 if let Some(repo) = &self.paths.repo {
                     let ws = self.paths.workspace(&id);
                     if let Err(e) = braid_git::remove_worktree(repo, &ws) {
@@ -935,6 +940,7 @@ impl<'a, S: Spawner, H: Host> Runner<'a, S, H> {
         }
         if let Some(b) = &base {
             payload["base"] = json!({"commit": b.commit, "target": b.target, "stacked": b.stacked});
+            self.bases.insert(id.clone(), b.commit.clone());
         }
         if !evicted.is_empty() {
             payload["stopped"] = json!(evicted);
@@ -1494,10 +1500,26 @@ impl<'a, S: Spawner, H: Host> Runner<'a, S, H> {
         };
         let ws = self.paths.workspace(id);
         let target = self.config.merge_into.as_deref().unwrap_or("HEAD");
+        // Where its branch started, as its first attempt recorded it: a
+        // base holding its dependencies' work (or the remote's target) is
+        // not work of its own.
+        let started = self.bases.get(id).cloned().or_else(|| {
+            self.store.task_events(id, 200).ok().and_then(|events| {
+                events
+                    .iter()
+                    .filter(|e| e.kind == EventKind::Dispatched)
+                    .find_map(|e| e.payload["base"]["commit"].as_str().map(str::to_owned))
+            })
+        });
         let check = || -> Result<bool, braid_git::Error> {
             let head = braid_git::rev_parse(&ws, "HEAD")?;
             let base = braid_git::rev_parse(repo, target)?;
-            let own_commits = !braid_git::is_ancestor(repo, &head, &base)?;
+            let own_commits = !braid_git::is_ancestor(repo, &head, &base)?
+                && !started
+                    .as_deref()
+                    .map(|s| braid_git::is_ancestor(repo, &head, s))
+                    .transpose()?
+                    .unwrap_or(false);
             let (_, dirty) = braid_git::content_identity(&ws)?;
             Ok(!own_commits && dirty.is_empty())
         };

@@ -54,7 +54,7 @@ fn toml_string(s: &str) -> String {
     out
 }
 
-const GITIGNORE: &str = "# braid's local state: the database and its backups stay out of git.\n*.db\n*.db-*\n*.lock\nbackups/\nlogs/\ntelemetry/\nworktrees/\nwork/\nprocs/\n";
+const GITIGNORE: &str = "# braid's local state: the database and its backups stay out of git.\n*.db\n*.db-*\n*.lock\nbackups/\nlogs/\ntelemetry/\nworktrees/\nwork/\nprocs/\nruns/\n";
 
 /// Where a project's files live.
 #[derive(Clone, Debug)]

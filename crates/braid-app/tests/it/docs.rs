@@ -117,6 +117,11 @@ fn the_per_command_shapes_name_the_wire_fields() {
         "show adds these to the task"
     );
     assert_eq!(
+        row_names(&doc, "GIT"),
+        fields::<braid_app::wire::GitView>(),
+        "show's git"
+    );
+    assert_eq!(
         row_names(&doc, "`cost`"),
         fields::<CostView>()
             .union(&fields::<UsageView>())

@@ -167,3 +167,33 @@ fn init_in_git_writes_the_current_branch_as_the_merge_target_and_says_so() {
     let config = std::fs::read_to_string(q.path().join(".braid/config.toml")).unwrap();
     assert!(!config.contains("[merge]"), "{config}");
 }
+
+#[test]
+fn an_agent_that_adds_nothing_to_its_stacked_base_made_no_changes() {
+    // The base holds a's work; b's agent does nothing: that is not work.
+    let p = repo_project(&format!(
+        "[run]\nmax_attempts = 1\n[[agent]]\nname = \"a\"\ncommand = [\"{}\"]\n\
+         [[agent]]\nname = \"idle\"\ncommand = [\"true\"]\n",
+        agent("commit.sh")
+    ));
+    let a = p.add(&["Make a"]);
+    let b = p.add(&["Make b", "--dep", &a, "--agent", "idle"]);
+    let out = p.run(&["run"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(p.json(&["show", &a])["state"], "done");
+    let t = p.json(&["show", &b]);
+    assert_eq!(t["state"], "failed");
+    let finished = events_of(&p, &b, "agent_finished");
+    assert!(
+        finished[0]["payload"]["exit"]
+            .as_str()
+            .unwrap()
+            .contains("made no changes"),
+        "{finished:?}"
+    );
+}
