@@ -116,11 +116,7 @@ fn the_per_command_shapes_name_the_wire_fields() {
         show_extra,
         "show adds these to the task"
     );
-    assert_eq!(
-        row_names(&doc, "GIT"),
-        fields::<braid_app::wire::GitView>(),
-        "show's git"
-    );
+    assert_eq!(row_names(&doc, "GIT"), fields::<GitView>(), "show's git");
     assert_eq!(
         row_names(&doc, "`cost`"),
         fields::<CostView>()
