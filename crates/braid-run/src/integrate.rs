@@ -381,6 +381,18 @@ impl<'a> Run<'a> {
             // clone's branches follow where the remote is ahead.
             crate::remote::fetch_work(self.repo, &remote, &into)?;
             crate::remote::follow(self.repo, &remote, &into)?;
+            // Landing compares against the remote's tip: a target holding
+            // commits the remote lacks could never land (nor should braid
+            // publish them for you).
+            let theirs = crate::remote::tracking(&remote, &into);
+            if braid_git::rev_exists(self.repo, &theirs)
+                && braid_git::rev_exists(self.repo, &format!("refs/heads/{into}"))
+                && !braid_git::is_ancestor(self.repo, &into, &theirs)?
+            {
+                return Err(RunError::Input(format!(
+                    "{into} in this clone holds commits {remote}/{into} does not have; push them (git push {remote} {into}) or drop them, then merge again"
+                )));
+            }
             for i in inputs {
                 crate::remote::follow(self.repo, &remote, &i.name)?;
             }

@@ -431,3 +431,33 @@ fn a_push_that_fails_for_the_network_is_retried_and_a_refused_one_is_never_force
         "nothing was forced onto origin"
     );
 }
+
+#[test]
+fn a_target_ahead_of_the_remote_is_named_instead_of_landing_blindly() {
+    let origin = origin();
+    let p = node(origin.path(), None, &agent_config());
+    let a = id_of(&on(&p, None, &["add", "a", "--json"]));
+    on(&p, None, &["run"]);
+    assert_eq!(p.json(&["show", &a])["state"], "review");
+    // Someone committed on this clone's main and did not push.
+    std::fs::write(p.path().join("local.txt"), "mine\n").unwrap();
+    git(p.path(), &["add", "local.txt"]);
+    git(p.path(), &["commit", "-q", "-m", "local only"]);
+    let before = git(origin.path(), &["rev-parse", "main"]);
+    let err = p.fails(&["merge", "run"], 2);
+    assert!(
+        err.contains("main in this clone holds commits origin/main does not have")
+            && err.contains("git push origin main"),
+        "{err}"
+    );
+    assert_eq!(
+        git(origin.path(), &["rev-parse", "main"]),
+        before,
+        "origin unchanged"
+    );
+    assert_eq!(p.json(&["show", &a])["state"], "review");
+    // Pushed: it lands.
+    git(p.path(), &["push", "-q", "origin", "main"]);
+    on(&p, None, &["merge", "run"]);
+    assert_eq!(p.json(&["show", &a])["state"], "done");
+}
