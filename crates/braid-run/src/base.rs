@@ -117,6 +117,16 @@ pub fn base_for(
     Ok(base)
 }
 
+/// Where `id`'s branch started, as its first attempt recorded it (the
+/// `base` of its `dispatched` event).
+pub fn recorded(store: &dyn Store, id: &TaskId) -> braid_store::Result<Option<serde_json::Value>> {
+    Ok(store
+        .task_events(id, 200)?
+        .into_iter()
+        .filter(|e| e.kind == braid_core::EventKind::Dispatched)
+        .find_map(|e| e.payload.get("base").cloned()))
+}
+
 /// `id`'s branch as `braid show` tells it: whether it is there, where it
 /// started (from its attempts' `dispatched` events) and whether it landed
 /// on `target`.
@@ -131,11 +141,7 @@ pub fn git_view(
     let landed = exists
         && braid_git::rev_exists(repo, target)
         && braid_git::is_ancestor(repo, &format!("refs/heads/{branch}"), target)?;
-    let started = store
-        .task_events(id, 200)?
-        .into_iter()
-        .filter(|e| e.kind == braid_core::EventKind::Dispatched)
-        .find_map(|e| e.payload.get("base").cloned());
+    let started = recorded(store, id)?;
     Ok(braid_app::wire::GitView {
         branch,
         exists,

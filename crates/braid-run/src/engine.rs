@@ -865,7 +865,7 @@ impl<'a, S: Spawner, H: Host> Runner<'a, S, H> {
         // session with only what is new (the failure, the answer).
         let resume = self.resume_of(id, &agent);
         let (template, prompt) = match &resume {
-            Some((argv, message)) => (argv.clone(), message.clone()),
+            Some((argv, message, _)) => (argv.clone(), message.clone()),
             None => {
                 // Built only for agents that are told it (a command without
                 // {prompt} or {prompt_file} reads the task itself, if at all).
@@ -931,9 +931,7 @@ impl<'a, S: Spawner, H: Host> Runner<'a, S, H> {
             .map(|s| s.describe())
             .collect();
         self.stopped.extend(evicted.iter().cloned());
-        let session = resume
-            .as_ref()
-            .and_then(|_| self.last_session(id, agent_name));
+        let session = resume.map(|(_, _, s)| s);
         let mut payload = json!({"agent": agent_name, "attempt": attempt, "workspace": workspace, "log": spec.log});
         if let Some(s) = &session {
             payload["resumed"] = json!(s);
@@ -1023,13 +1021,14 @@ impl<'a, S: Spawner, H: Host> Runner<'a, S, H> {
             .find_map(|r| r.session.clone())
     }
 
-    /// The argv template and message that resume `agent`'s session on
-    /// `id`, when there is one to resume and something new to tell it.
+    /// The argv template, message and session that resume `agent`'s
+    /// session on `id`, when there is one to resume and something new to
+    /// tell it.
     fn resume_of(
         &self,
         id: &TaskId,
         agent: &crate::config::Agent,
-    ) -> Option<(Vec<String>, String)> {
+    ) -> Option<(Vec<String>, String, String)> {
         if !agent.resume || agent.kind == crate::adapter::Kind::Command {
             return None;
         }
@@ -1046,7 +1045,7 @@ impl<'a, S: Spawner, H: Host> Runner<'a, S, H> {
         }
         let message = braid_app::prompt::resume_message(&events)?;
         let argv = crate::adapter::resume_argv(agent.kind, &agent.command, &session)?;
-        Some((argv, message))
+        Some((argv, message, session))
     }
 
     /// Looks at each running agent's new output for its latest action and
@@ -1504,12 +1503,10 @@ impl<'a, S: Spawner, H: Host> Runner<'a, S, H> {
         // base holding its dependencies' work (or the remote's target) is
         // not work of its own.
         let started = self.bases.get(id).cloned().or_else(|| {
-            self.store.task_events(id, 200).ok().and_then(|events| {
-                events
-                    .iter()
-                    .filter(|e| e.kind == EventKind::Dispatched)
-                    .find_map(|e| e.payload["base"]["commit"].as_str().map(str::to_owned))
-            })
+            crate::base::recorded(self.store, id)
+                .ok()
+                .flatten()
+                .and_then(|b| b["commit"].as_str().map(str::to_owned))
         });
         let check = || -> Result<bool, braid_git::Error> {
             let head = braid_git::rev_parse(&ws, "HEAD")?;

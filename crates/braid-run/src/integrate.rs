@@ -840,21 +840,10 @@ impl<'a> Run<'a> {
                 braid_git::push(self.repo, &remote, new, &dst, Some(old))
             })?;
             crate::remote::fetch_work(self.repo, &remote, into)?;
-            let theirs = braid_git::rev_parse(self.repo, &crate::remote::tracking(&remote, into))?;
-            let ours = braid_git::rev_parse(self.repo, into)?;
-            if ours != theirs {
-                let checkout = braid_git::worktrees(self.repo)?
-                    .into_iter()
-                    .find(|(_, b)| b.as_deref() == Some(into.as_str()));
-                let moved = match checkout {
-                    None => braid_git::update_branch(self.repo, into, &theirs, &ours)?,
-                    Some((wt, _)) => {
-                        braid_git::fast_forward_checkout(&wt, &theirs, &ours).unwrap_or(false)
-                    }
-                };
-                if !moved {
-                    tracing::warn!(%into, "the local target could not follow the remote's");
-                }
+            if let Err(e) = crate::remote::follow(self.repo, &remote, into) {
+                // Landed on the remote all the same; the local copy
+                // catches up at the next run.
+                tracing::warn!(%into, error = %e, "the local target could not follow the remote's");
             }
             return Ok(pushed == braid_git::Pushed::Done);
         }

@@ -35,23 +35,10 @@ fn merge_table(branch: &str) -> String {
          # `braid run --merge` (or `braid merge run`) lands it here, in dependency\n\
          # order. Remove this table to leave finished work on its branches.\n\
          [merge]\ninto = {}\n",
-        toml_string(branch)
+        // A JSON string is a TOML basic string for any name git allows
+        // (git refuses control characters in ref names).
+        serde_json::Value::from(branch)
     )
-}
-
-/// A TOML basic string (a branch name may hold `"` or `\\`).
-fn toml_string(s: &str) -> String {
-    let mut out = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if c.is_control() => out.push_str(&format!("\\u{:04X}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 const GITIGNORE: &str = "# braid's local state: the database and its backups stay out of git.\n*.db\n*.db-*\n*.lock\nbackups/\nlogs/\ntelemetry/\nworktrees/\nwork/\nprocs/\nruns/\n";

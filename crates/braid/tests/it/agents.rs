@@ -514,33 +514,15 @@ fn a_claude_permission_denial_waits_for_a_person_and_the_answer_resumes_its_sess
     );
     let session = t["attempts"][0]["session"].as_str().unwrap().to_owned();
     assert_eq!(needs[0]["session"], session.as_str());
-    // [notify] was run with the attention event on stdin (it runs beside
-    // the loop: wait for it, boundedly).
-    let notified = p
-        .path()
-        .join(".braid/worktrees")
-        .join(&id)
-        .join("notified.jsonl");
-    let notified_top = p.path().join("notified.jsonl");
-    let mut seen = None;
-    for _ in 0..200 {
-        seen = [&notified_top, &notified].iter().find_map(|f| {
-            std::fs::read_to_string(f)
-                .ok()
-                .filter(|s| s.ends_with('\n'))
-        });
-        if seen.is_some() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    let event: serde_json::Value = serde_json::from_str(
-        seen.expect("the notify command ran")
-            .lines()
-            .next()
-            .unwrap(),
-    )
-    .unwrap();
+    // [notify] was run with the attention event on stdin (beside the
+    // loop: wait for its file to change).
+    let notified = p.path().join("notified.jsonl");
+    let seen = crate::run::when_changed(p.path(), "the notify command", || {
+        std::fs::read_to_string(&notified)
+            .ok()
+            .filter(|s| s.ends_with('\n'))
+    });
+    let event: serde_json::Value = serde_json::from_str(seen.lines().next().unwrap()).unwrap();
     assert_eq!(event["kind"], "attention");
     assert_eq!(event["task"], id.as_str());
     assert_eq!(event["payload"]["reason"], "denied");

@@ -301,26 +301,17 @@ fn two_nodes_on_postgres_share_work_through_the_remote() {
     // Pushed, and its merge candidate's gate running (recorded in the
     // node's process records): then SIGKILL.
     let procs = a_node.path().join(".braid/procs");
-    let mut waited = 0;
-    while !(origin_branches(origin.path()).contains(&format!("braid/{e}"))
-        && std::fs::read_dir(&procs).is_ok_and(|d| {
-            d.flatten()
-                .any(|f| f.file_name().to_string_lossy().starts_with("merge@"))
-        }))
-    {
-        if waited >= 1200 {
-            let _ = killed.kill();
-            let o = killed.wait_with_output().unwrap();
-            panic!(
-                "node A never reached its merge gate: {}{}\n{}",
-                String::from_utf8_lossy(&o.stdout),
-                String::from_utf8_lossy(&o.stderr),
-                on(&a_node, db, &["show", &e])
-            );
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-        waited += 1;
-    }
+    crate::run::when_changed(&procs, "node A's merge gate", || {
+        std::fs::read_dir(&procs)
+            .ok()?
+            .flatten()
+            .any(|f| f.file_name().to_string_lossy().starts_with("merge@"))
+            .then_some(())
+    });
+    assert!(
+        origin_branches(origin.path()).contains(&format!("braid/{e}")),
+        "pushed before its merge began"
+    );
     killed.kill().unwrap();
     let _ = killed.wait();
     assert!(

@@ -916,7 +916,11 @@ fn a_silent_agent_is_stopped_at_its_stall_limit() {
 
 /// Waits until `ready` answers something, looking again each time the
 /// folder `dir` changes (bounded: what never comes fails the test).
-fn when_changed<T>(dir: &std::path::Path, what: &str, mut ready: impl FnMut() -> Option<T>) -> T {
+pub(crate) fn when_changed<T>(
+    dir: &std::path::Path,
+    what: &str,
+    mut ready: impl FnMut() -> Option<T>,
+) -> T {
     use notify::Watcher;
     let (tx, rx) = std::sync::mpsc::channel();
     let mut watcher = notify::recommended_watcher(move |_| {
