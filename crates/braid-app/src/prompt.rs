@@ -1,6 +1,6 @@
 //! What an agent is told: the task, its acceptance criteria, its parent
-//! chain, the state of its dependencies and, on a retry, the tail of the
-//! failure. A piece that cannot be read degrades the prompt (and says so); it
+//! chain, the state of its dependencies, on a retry the tail of the
+//! failure, and what a reviewer asked to change. A piece that cannot be read degrades the prompt (and says so); it
 //! never fails the dispatch. `braid context ID` prints exactly this.
 
 use std::fmt::Write;
@@ -70,7 +70,7 @@ pub fn build(store: &dyn Store, id: &TaskId) -> Result<String, braid_store::Erro
             }
         }
     }
-    match store.task_events(id, 50) {
+    match store.task_events(id, 200) {
         Ok(events) => {
             if let Some(e) = events.iter().rev().find(|e| e.kind == EventKind::Retrying) {
                 line!(p, "\n## The previous attempt failed\n\n{}", failure(e));
@@ -98,6 +98,12 @@ pub fn build(store: &dyn Store, id: &TaskId) -> Result<String, braid_store::Erro
             }
             if let Some(m) = answered(&events) {
                 line!(p, "\n## A person answered\n\n{m}");
+            }
+            if let Some(r) = crate::review::asked_for(&events) {
+                line!(
+                    p,
+                    "\n## A reviewer sent your work back\n\n{r}\nYour branch already holds your earlier work: change it as asked."
+                );
             }
         }
         Err(e) => degraded.push(format!("history: {e}")),
@@ -157,6 +163,13 @@ pub fn resume_message(events: &[braid_core::Event]) -> Option<String> {
     let newer = &events[after..];
     if let Some(m) = answered(newer) {
         return Some(format!("A person answered your question. {m}"));
+    }
+    if newer.iter().any(|e| e.kind == EventKind::ChangesRequested)
+        && let Some(r) = crate::review::asked_for(newer)
+    {
+        return Some(format!(
+            "A reviewer looked at your work and sent it back. {r}\nMake these changes, commit them and exit 0 when they are done; braid then runs the checks again."
+        ));
     }
     let e = newer.iter().rev().find(|e| e.kind == EventKind::Retrying)?;
     Some(format!(

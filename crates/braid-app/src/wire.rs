@@ -748,3 +748,196 @@ pub struct TaskDoc {
     #[serde(default)]
     pub deps: Vec<DepIn>,
 }
+
+/// One file a branch changed.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, ToSchema, JsonSchema)]
+pub struct DiffFileView {
+    pub path: String,
+    /// Where a renamed or copied file came from.
+    pub old_path: Option<String>,
+    /// `added`, `modified`, `deleted`, `renamed`, `copied` or `type changed`.
+    pub status: String,
+    pub added: u64,
+    pub removed: u64,
+    /// A binary file: no line counts, no text diff.
+    pub binary: bool,
+    /// More changed lines than a page shows at once: summarised, its diff
+    /// sent only when asked for by name (`file`).
+    pub large: bool,
+}
+
+/// A task's branch against where it started: the files it changed and,
+/// unless only the summary was asked for, the unified diff of a page of
+/// them.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, ToSchema, JsonSchema)]
+pub struct DiffView {
+    pub id: String,
+    pub branch: String,
+    /// The commit the branch is compared with (where it started).
+    pub base: String,
+    /// The branch's tip.
+    pub head: String,
+    pub files: Vec<DiffFileView>,
+    pub added: u64,
+    pub removed: u64,
+    /// `git diff` text of `files[offset..next]` (large files left out
+    /// unless named); `null` with `stat`.
+    pub patch: Option<String>,
+    pub offset: usize,
+    /// Where the next page starts, when the patch stops before the last file.
+    pub next: Option<usize>,
+}
+
+/// Which part of a diff to send.
+#[derive(Clone, Debug, Deserialize, Serialize, ToSchema, JsonSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct DiffIn {
+    /// Only the file list and counts.
+    #[serde(default)]
+    pub stat: bool,
+    /// The first file of the page (default 0).
+    #[serde(default)]
+    pub offset: Option<usize>,
+    /// Changed lines a page holds, at least one file (default 5000).
+    #[serde(default)]
+    pub lines: Option<usize>,
+    /// Only this file, however large.
+    #[serde(default)]
+    pub file: Option<String>,
+}
+
+/// A comment on one line of a branch's file (the new side of the diff).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, ToSchema, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LineCommentIn {
+    pub file: String,
+    /// 1-based, in the file as the branch has it.
+    pub line: u64,
+    pub text: String,
+}
+
+/// A person sends work back: why, and what to change where.
+#[derive(Clone, Debug, Deserialize, Serialize, ToSchema, JsonSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RejectIn {
+    pub message: String,
+    #[serde(default)]
+    pub comments: Vec<LineCommentIn>,
+}
+
+/// A person approves a branch as it stands.
+#[derive(Clone, Debug, Deserialize, Serialize, ToSchema, JsonSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ApproveIn {
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
+/// A line comment as recorded, and whether its line still reads the same.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, ToSchema, JsonSchema)]
+pub struct LineCommentView {
+    pub seq: i64,
+    pub at: String,
+    pub author: String,
+    pub file: String,
+    pub line: u64,
+    pub text: String,
+    /// The line as it read when the comment was made.
+    pub code: String,
+    /// The lines around it then (up to two each side), from `start`.
+    pub snippet: String,
+    pub start: u64,
+    /// The branch's tip the comment was made on.
+    pub commit: String,
+    /// The line reads differently on the branch now (or is gone).
+    pub outdated: bool,
+}
+
+/// An approval or a request for changes.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, ToSchema, JsonSchema)]
+pub struct DecisionView {
+    pub seq: i64,
+    pub at: String,
+    pub by: String,
+    /// `approved` or `changes_requested`.
+    pub kind: String,
+    pub message: Option<String>,
+    /// The branch's tip it was made on.
+    pub head: String,
+    /// Line comments sent with it.
+    pub comments: usize,
+}
+
+/// A gate's result in one attempt, with its log's name.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, ToSchema, JsonSchema)]
+pub struct GateRunView {
+    pub attempt: Option<i64>,
+    pub gate: String,
+    pub passed: bool,
+    pub cached: bool,
+    pub exit: Option<String>,
+    pub duration_ms: i64,
+    pub at: String,
+    /// `<attempt>-gate-<name>.log` under the task's logs, when it ran.
+    pub log: Option<String>,
+}
+
+/// What the merge plan makes of a branch now.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, ToSchema, JsonSchema)]
+pub struct MergeView {
+    /// The branch lands with the next merge run.
+    pub planned: bool,
+    /// Its level in the merge pyramid (after the branches it depends on).
+    pub level: Option<usize>,
+    /// The branches it is tested with.
+    pub batch: Vec<String>,
+    /// Other branches it conflicts with, and the files.
+    pub conflicts: Vec<ConflictView>,
+    /// What keeps it out of the plan (a person, an approval, unfinished
+    /// work), in the plan's words.
+    pub waits: Vec<String>,
+    /// The plan could not be made (no target branch, say).
+    pub error: Option<String>,
+}
+
+/// A conflict between two branches.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, ToSchema, JsonSchema)]
+pub struct ConflictView {
+    pub with: String,
+    pub files: Vec<String>,
+}
+
+/// A task waiting for review, as `braid review list` shows it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, ToSchema, JsonSchema)]
+pub struct ReviewItemView {
+    pub id: String,
+    pub title: String,
+    pub state: String,
+    pub branch: String,
+    /// The branch is approved as it stands.
+    pub approved: bool,
+    pub files: usize,
+    pub added: u64,
+    pub removed: u64,
+    /// Line comments made on it so far.
+    pub comments: usize,
+    /// When it last changed (RFC 3339).
+    pub updated_at: String,
+}
+
+/// Everything a reviewer looks at: the task, the diff's file list, the
+/// decisions and line comments (across attempts), the gates, the attempts
+/// and the merge plan's view.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, ToSchema, JsonSchema)]
+pub struct ReviewView {
+    pub task: TaskView,
+    pub diff: DiffView,
+    pub approved: bool,
+    /// `[merge] require_approval`: nothing lands without an approval.
+    pub require_approval: bool,
+    pub decisions: Vec<DecisionView>,
+    pub comments: Vec<LineCommentView>,
+    pub gates: Vec<GateRunView>,
+    pub attempts: Vec<UsageView>,
+    pub merge: MergeView,
+}

@@ -46,10 +46,16 @@ pub enum EventKind {
     /// What a running agent is doing (the tool it calls, its last line of
     /// text), throttled.
     Activity,
+    /// A person approved a branch's work as it stands (the commit is in the
+    /// payload): the merge queue may take it.
+    Approved,
+    /// A person sent work back with a message and line comments: the task
+    /// is open again and its next attempt is told what to change.
+    ChangesRequested,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 20] = [
+    pub const ALL: [EventKind; 22] = [
         EventKind::Created,
         EventKind::Updated,
         EventKind::StateChanged,
@@ -70,6 +76,8 @@ impl EventKind {
         EventKind::Attention,
         EventKind::Answered,
         EventKind::Activity,
+        EventKind::Approved,
+        EventKind::ChangesRequested,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -94,6 +102,8 @@ impl EventKind {
             EventKind::Attention => "attention",
             EventKind::Answered => "answered",
             EventKind::Activity => "activity",
+            EventKind::Approved => "approved",
+            EventKind::ChangesRequested => "changes_requested",
         }
     }
 

@@ -686,3 +686,118 @@ mod tests {
         assert!(repo_root(tempfile::tempdir().unwrap().path()).is_none());
     }
 }
+
+/// One file `git diff` changed between two commits.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileChange {
+    pub path: String,
+    /// Where a renamed or copied file came from.
+    pub old_path: Option<String>,
+    /// git's status letter: A added, M modified, D deleted, R renamed, C
+    /// copied, T type changed.
+    pub status: char,
+    /// Lines added and removed; both `None` for a binary file.
+    pub added: Option<u64>,
+    pub removed: Option<u64>,
+}
+
+/// The merge base of `a` and `b`, if they share history.
+pub fn merge_base(repo: &Path, a: &str, b: &str) -> Result<Option<String>> {
+    match git(repo, &["merge-base", a, b]) {
+        Ok(out) => Ok(Some(text(out))),
+        // Exit 1 with no output: no common ancestor.
+        Err(Error::Git { message, .. }) if message.is_empty() => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// The files changed from `base` to `head` with their line counts, in
+/// git's order (renames found).
+pub fn diff_files(repo: &Path, base: &str, head: &str) -> Result<Vec<FileChange>> {
+    let range = [base, head];
+    let status = git(
+        repo,
+        &[
+            &["diff", "--no-color", "--name-status", "-z", "-M"][..],
+            &range,
+        ]
+        .concat(),
+    )?;
+    let counts = git(
+        repo,
+        &[&["diff", "--no-color", "--numstat", "-z", "-M"][..], &range].concat(),
+    )?;
+    let mut files = Vec::new();
+    let mut fields = status.stdout.split(|&b| b == 0).filter(|f| !f.is_empty());
+    let lossy = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    while let Some(code) = fields.next() {
+        let letter = code.first().copied().unwrap_or(b'M') as char;
+        let first = fields.next().map(lossy).unwrap_or_default();
+        let (old_path, path) = if matches!(letter, 'R' | 'C') {
+            (Some(first), fields.next().map(lossy).unwrap_or_default())
+        } else {
+            (None, first)
+        };
+        files.push(FileChange {
+            path,
+            old_path,
+            status: letter,
+            added: None,
+            removed: None,
+        });
+    }
+    // numstat -z: "added\tremoved\tpath\0", or for a rename
+    // "added\tremoved\t\0old\0new\0"; "-\t-" for a binary file.
+    let mut at = 0;
+    let mut rest = counts.stdout.split(|&b| b == 0);
+    while let Some(rec) = rest.next() {
+        if rec.is_empty() {
+            continue;
+        }
+        let mut parts = rec.splitn(3, |&b| b == b'\t');
+        let (a, r, p) = (parts.next(), parts.next(), parts.next().unwrap_or(b""));
+        let path = if p.is_empty() {
+            rest.next();
+            rest.next().map(lossy).unwrap_or_default()
+        } else {
+            lossy(p)
+        };
+        let num = |v: Option<&[u8]>| {
+            v.and_then(|v| std::str::from_utf8(v).ok())
+                .and_then(|v| v.parse().ok())
+        };
+        // The two listings come in the same order; match by path to be sure.
+        let i = if files.get(at).is_some_and(|f| f.path == path) {
+            at
+        } else if let Some(i) = files.iter().position(|f| f.path == path) {
+            i
+        } else {
+            continue;
+        };
+        files[i].added = num(a);
+        files[i].removed = num(r);
+        at = i + 1;
+    }
+    Ok(files)
+}
+
+/// The unified diff from `base` to `head`, limited to `paths` when any are
+/// given (renames found, 3 lines of context, binary files named only).
+pub fn diff_patch(repo: &Path, base: &str, head: &str, paths: &[&str]) -> Result<String> {
+    let mut args = vec!["diff", "--no-color", "--no-ext-diff", "-M", base, head];
+    if !paths.is_empty() {
+        args.push("--");
+        args.extend(paths.iter().copied());
+    }
+    let out = git(repo, &args)?;
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The text of `path` at `rev`, or `None` when the file is not there.
+pub fn file_at(repo: &Path, rev: &str, path: &str) -> Result<Option<Vec<u8>>> {
+    match git(repo, &["cat-file", "blob", &format!("{rev}:{path}")]) {
+        Ok(out) => Ok(Some(out.stdout)),
+        Err(Error::Git { .. }) if rev_exists(repo, rev) => Ok(None),
+        Err(e) => Err(e),
+    }
+}

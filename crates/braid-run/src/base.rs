@@ -117,15 +117,7 @@ pub fn base_for(
     Ok(base)
 }
 
-/// Where `id`'s branch started, as its first attempt recorded it (the
-/// `base` of its `dispatched` event).
-pub fn recorded(store: &dyn Store, id: &TaskId) -> braid_store::Result<Option<serde_json::Value>> {
-    Ok(store
-        .task_events(id, 200)?
-        .into_iter()
-        .filter(|e| e.kind == braid_core::EventKind::Dispatched)
-        .find_map(|e| e.payload.get("base").cloned()))
-}
+pub use braid_app::review::recorded;
 
 /// `id`'s branch as `braid show` tells it: whether it is there, where it
 /// started (from its attempts' `dispatched` events) and whether it landed

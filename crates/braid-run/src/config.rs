@@ -59,6 +59,9 @@ pub struct MergeConfig {
     pub max_batch: usize,
     /// The gates a merge candidate must pass (empty: every gate).
     pub gates: Vec<String>,
+    /// `require_approval = true`: nothing lands without a person's
+    /// approval of the branch as it stands (`braid review approve`).
+    pub require_approval: bool,
 }
 
 impl Default for MergeConfig {
@@ -67,6 +70,7 @@ impl Default for MergeConfig {
             into_line: 0,
             max_batch: 8,
             gates: Vec::new(),
+            require_approval: false,
         }
     }
 }
@@ -287,6 +291,8 @@ struct RawMerge {
     max_batch: Option<usize>,
     #[serde(default)]
     gates: Vec<String>,
+    #[serde(default)]
+    require_approval: bool,
 }
 
 fn default_gate_env() -> Vec<String> {
@@ -547,6 +553,7 @@ impl Config {
         }
         let mut merge = MergeConfig::default();
         if let Some(m) = &raw.merge {
+            merge.require_approval = m.require_approval;
             if let Some(n) = m.max_batch {
                 if n == 0 {
                     return Err(err(

@@ -9,7 +9,8 @@ pub mod config;
 pub mod engine;
 pub mod gates;
 pub mod integrate;
-pub mod merge;
+/// The merge plan lives in the application layer (the board shows it too).
+pub use braid_app::plan as merge;
 pub mod metrics;
 pub mod notify;
 pub mod preflight;

@@ -7,6 +7,10 @@ use axum::response::IntoResponse;
 const PAGE: &str = include_str!("../board/index.html");
 const SCRIPT: &str = include_str!("../board/board.js");
 const STYLE: &str = include_str!("../board/board.css");
+/// The review page's diff renderer and highlighter (see board/vendor).
+const DIFF_SCRIPT: &str = include_str!("../board/vendor/diff2html-ui-slim.min.js");
+const DIFF_STYLE: &str = include_str!("../board/vendor/diff2html.min.css");
+const HIGHLIGHT_STYLE: &str = include_str!("../board/vendor/highlight-github.min.css");
 
 pub async fn page() -> impl IntoResponse {
     (
@@ -36,4 +40,25 @@ pub async fn style() -> impl IntoResponse {
         ],
         STYLE,
     )
+}
+
+/// A vendored file by name (`/vendor/NAME`), cached for a day: it changes
+/// only with braid.
+pub async fn vendor(
+    axum::extract::Path(name): axum::extract::Path<String>,
+) -> axum::response::Response {
+    let (kind, body) = match name.as_str() {
+        "diff2html.js" => ("text/javascript; charset=utf-8", DIFF_SCRIPT),
+        "diff2html.css" => ("text/css; charset=utf-8", DIFF_STYLE),
+        "highlight.css" => ("text/css; charset=utf-8", HIGHLIGHT_STYLE),
+        _ => return axum::http::StatusCode::NOT_FOUND.into_response(),
+    };
+    (
+        [
+            (header::CONTENT_TYPE, kind),
+            (header::CACHE_CONTROL, "public, max-age=86400"),
+        ],
+        body,
+    )
+        .into_response()
 }

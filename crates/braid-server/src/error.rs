@@ -101,6 +101,32 @@ impl From<braid_core::Error> for ApiError {
     }
 }
 
+impl From<braid_app::review::Error> for ApiError {
+    fn from(e: braid_app::review::Error) -> Self {
+        use braid_app::review::Error as R;
+        match e {
+            R::Store(e) => e.into(),
+            R::Git(g) => {
+                // git's message names paths of this machine: logged, not sent.
+                tracing::error!(error = %braid_core::error::chain(&g), "braid-server: git failed");
+                ApiError::internal()
+            }
+            other => {
+                let (status, code) = match other.kind() {
+                    Some(ErrorKind::NotFound) => (StatusCode::NOT_FOUND, "not_found"),
+                    Some(ErrorKind::Conflict) => (StatusCode::CONFLICT, "conflict"),
+                    _ => (StatusCode::BAD_REQUEST, "invalid"),
+                };
+                ApiError {
+                    status,
+                    code,
+                    message: other.to_string(),
+                }
+            }
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = ErrorView {

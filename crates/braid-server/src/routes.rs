@@ -42,6 +42,9 @@ pub struct AppState {
     pub metrics: Option<PrometheusHandle>,
     /// `[budget]`, shown against what was spent (`/api/cost`).
     pub budget: braid_app::budget::Budget,
+    /// The repository and merge settings review reads (`None` outside git:
+    /// the review routes answer 404).
+    pub review: Option<Arc<braid_app::review::Site>>,
     /// Store calls in flight at once. More would only queue on the store's
     /// connections as blocked threads; past this, requests wait as tasks.
     slots: Arc<tokio::sync::Semaphore>,
@@ -59,6 +62,7 @@ impl AppState {
             paths: None,
             metrics: None,
             budget: Default::default(),
+            review: None,
             slots: Arc::new(tokio::sync::Semaphore::new(slots.max(1))),
             ready_cache: Arc::default(),
         }
@@ -143,6 +147,11 @@ fn body<T>(b: std::result::Result<Json<T>, JsonRejection>) -> Result<T> {
         answer,
         needs,
         cost,
+        review_list,
+        review_show,
+        diff,
+        approve,
+        reject,
         crate::logs::runs,
         crate::logs::list,
         crate::logs::tail,
@@ -167,6 +176,11 @@ pub fn app(state: AppState, opts: &AppOptions) -> Router {
         .route("/api/tasks/{id}/logs/{name}", get(logs::tail))
         .route("/api/tasks/{id}/{action}", post(transition))
         .route("/api/tasks/{id}/answer", post(answer))
+        .route("/api/tasks/{id}/approve", post(approve))
+        .route("/api/tasks/{id}/reject", post(reject))
+        .route("/api/tasks/{id}/review", get(review_show))
+        .route("/api/tasks/{id}/diff", get(diff))
+        .route("/api/review", get(review_list))
         .route("/api/needs", get(needs))
         .route("/api/cost", get(cost))
         .route("/api/runs", get(logs::runs))
@@ -238,6 +252,7 @@ pub fn app(state: AppState, opts: &AppOptions) -> Router {
         .route("/", get(board::page))
         .route("/board.js", get(board::script))
         .route("/board.css", get(board::style))
+        .route("/vendor/{name}", get(board::vendor))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .layer(middleware::from_fn(record_request))
@@ -589,6 +604,118 @@ async fn answer(
     let actor = st.actor.clone();
     Ok(Json(
         blocking(&st, move |s| ops::answer(s, &actor, &raw, input)).await?,
+    ))
+}
+
+/// Runs a review call on the blocking pool (git and the store both block).
+async fn reviewing<T: Send + 'static>(
+    st: &AppState,
+    f: impl FnOnce(&dyn Store, &braid_app::review::Site) -> braid_app::review::Result<T>
+    + Send
+    + 'static,
+) -> Result<T> {
+    let Some(site) = st.review.clone() else {
+        return Err(ApiError {
+            status: StatusCode::NOT_FOUND,
+            code: "not_found",
+            message:
+                "this server's project is not in a git repository: there are no branches to review"
+                    .into(),
+        });
+    };
+    let store = st.store.clone();
+    let _slot = st.slots.acquire().await.map_err(|_| ApiError::internal())?;
+    tokio::task::spawn_blocking(move || f(store.as_ref(), &site))
+        .await
+        .map_err(|_| ApiError::internal())?
+        .map_err(ApiError::from)
+}
+
+/// The tasks in review, oldest first: each branch's size, approval and
+/// line comments.
+#[utoipa::path(get, path = "/api/review", responses((status = 200, body = Vec<ReviewItemView>)))]
+async fn review_list(State(st): State<AppState>) -> Result<Json<Vec<ReviewItemView>>> {
+    Ok(Json(
+        reviewing(&st, |s, site| braid_app::review::list(s, site, 200)).await?,
+    ))
+}
+
+/// Everything to review a task's branch: the diff's files, decisions and
+/// line comments across attempts (outdated ones marked), gates with their
+/// logs, attempts with their cost, and the merge plan's view.
+#[utoipa::path(get, path = "/api/tasks/{id}/review",
+    params(("id" = String, Path, description = "task id or unique prefix")),
+    responses((status = 200, body = ReviewView), (status = 404, body = ErrorView, description = "no such task, or it has no branch")))]
+async fn review_show(
+    State(st): State<AppState>,
+    Path(raw): Path<String>,
+) -> Result<Json<ReviewView>> {
+    Ok(Json(
+        reviewing(&st, move |s, site| braid_app::review::show(s, site, &raw)).await?,
+    ))
+}
+
+/// A task's branch against where it started: the files and, unless
+/// `stat`, the unified diff of a page of them (`next` says where the next
+/// page starts; a large file comes only when named by `file`).
+#[utoipa::path(get, path = "/api/tasks/{id}/diff",
+    params(("id" = String, Path, description = "task id or unique prefix"),
+        ("stat" = Option<bool>, Query, description = "only the files and counts"),
+        ("offset" = Option<usize>, Query, description = "the page's first file"),
+        ("lines" = Option<usize>, Query, description = "changed lines a page holds (default 5000)"),
+        ("file" = Option<String>, Query, description = "only this file, however large")),
+    responses((status = 200, body = DiffView), (status = 404, body = ErrorView)))]
+async fn diff(
+    State(st): State<AppState>,
+    Path(raw): Path<String>,
+    q: std::result::Result<Query<DiffIn>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<DiffView>> {
+    let Query(q) = q.map_err(|e| ApiError::invalid(e.body_text()))?;
+    Ok(Json(
+        reviewing(&st, move |s, site| {
+            braid_app::review::diff(s, site, &raw, &q)
+        })
+        .await?,
+    ))
+}
+
+/// Approve a task's branch as it stands: the merge queue takes it (with
+/// `[merge] require_approval`, only approved work lands).
+#[utoipa::path(post, path = "/api/tasks/{id}/approve", request_body = ApproveIn,
+    params(("id" = String, Path, description = "task id or unique prefix")),
+    responses((status = 200, body = DecisionView), (status = 409, body = ErrorView, description = "not in review")))]
+async fn approve(
+    State(st): State<AppState>,
+    Path(raw): Path<String>,
+    b: std::result::Result<Json<ApproveIn>, JsonRejection>,
+) -> Result<Json<DecisionView>> {
+    let input = body(b)?;
+    let actor = st.actor.clone();
+    Ok(Json(
+        reviewing(&st, move |s, site| {
+            braid_app::review::approve(s, site, &actor, &raw, &input)
+        })
+        .await?,
+    ))
+}
+
+/// Send a task's work back with a message and line comments: it is open
+/// again, and its next attempt is told each comment with its code.
+#[utoipa::path(post, path = "/api/tasks/{id}/reject", request_body = RejectIn,
+    params(("id" = String, Path, description = "task id or unique prefix")),
+    responses((status = 200, body = TaskView), (status = 400, body = ErrorView, description = "no message, or a comment on a line the branch does not have"), (status = 409, body = ErrorView, description = "not in review")))]
+async fn reject(
+    State(st): State<AppState>,
+    Path(raw): Path<String>,
+    b: std::result::Result<Json<RejectIn>, JsonRejection>,
+) -> Result<Json<TaskView>> {
+    let input = body(b)?;
+    let actor = st.actor.clone();
+    Ok(Json(
+        reviewing(&st, move |s, site| {
+            braid_app::review::reject(s, site, &actor, &raw, &input)
+        })
+        .await?,
     ))
 }
 

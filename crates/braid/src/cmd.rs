@@ -97,6 +97,8 @@ pub fn run(cli: Cli) -> Result<i32> {
         Verb::Sync(a) => crate::serve::sync_once(&ctx, a),
         Verb::Mcp(a) => crate::serve::mcp(&ctx, a),
         Verb::Merge(a) => crate::merge::run(&ctx, a),
+        Verb::Diff(a) => crate::review::diff(&ctx, a),
+        Verb::Review(a) => crate::review::run(&ctx, a),
         Verb::Gate(a) => crate::run::gate(&ctx, a),
         Verb::Cache(a) => crate::run::cache(&ctx, a),
     }

@@ -14,6 +14,7 @@ mod formats;
 mod merge;
 mod migrate;
 mod project;
+mod review;
 mod run;
 mod serve;
 mod snapshot;
@@ -101,6 +102,13 @@ pub enum Verb {
     /// Continue a task's agent session yourself, interactively, in its
     /// worktree (`claude --resume` / `codex resume`); --print prints it.
     Attach(attend::AttachArgs),
+    /// Show a task's branch against where it started (the whole diff, or
+    /// --stat for the files).
+    Diff(review::DiffArgs),
+    /// Review finished work before it lands: list, show, approve, or send
+    /// back with line comments the agent is told.
+    #[command(subcommand)]
+    Review(review::ReviewCmd),
     /// Print the event log; --follow keeps printing new events.
     Events(events::EventsArgs),
     /// Import tasks from braid's JSONL export, beads' issues.jsonl or task-master's tasks.json.

@@ -6,9 +6,9 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use braid_core::{DepKind, State, TaskId};
+use braid_core::TaskId;
 use braid_run::merge::{Plan, PlanFile, PlanInput};
-use braid_store::{ListFilter, Store};
+use braid_store::Store;
 use clap::{Args, Subcommand};
 use serde_json::json;
 
@@ -69,107 +69,30 @@ pub fn run(ctx: &Ctx, cmd: MergeCmd) -> Result<i32> {
     }
 }
 
-/// The branches of tasks in review, their dependencies among themselves,
-/// and those that must wait for unfinished work outside the plan.
-/// With a `remote` (and its target), every node's pushed branches are
-/// fetched first and this clone's follow them.
+/// The branches of tasks in review (or `only`), as the merge plan takes
+/// them ([`braid_app::plan::task_inputs`]). With a `remote` (and its
+/// target), every node's pushed branches are fetched first and this
+/// clone's follow them.
 fn task_inputs(
     store: &dyn Store,
     repo: &Path,
     only: &[TaskId],
     remote: Option<(&str, &str)>,
+    require_approval: bool,
 ) -> Result<(Vec<PlanInput>, Vec<String>)> {
     if let Some((remote, into)) = remote {
         braid_run::remote::fetch_work(repo, remote, into)?;
     }
-    let tasks = if only.is_empty() {
-        store.list(&ListFilter {
-            states: vec![State::Review],
-            limit: Some(100_000),
-            ..ListFilter::default()
-        })?
-    } else {
-        only.iter()
-            .map(|id| store.task(id))
-            .collect::<Result<Vec<_>, _>>()?
+    let take = braid_app::plan::Take {
+        only,
+        require_approval,
     };
-    let branch_of = |t: &braid_core::Task| {
-        t.branch
-            .clone()
-            .unwrap_or_else(|| format!("braid/{}", t.id))
-    };
-    let mut notes = Vec::new();
-    let mut candidates = Vec::new();
-    for t in &tasks {
-        let b = branch_of(t);
-        if only.is_empty() && t.labels.iter().any(|l| l == braid_app::ops::NEEDS_HUMAN) {
-            // Handed to a person: left alone until the label goes.
-            notes.push(format!(
-                "{b} waits for a person (label needs-human); left out"
-            ));
-            continue;
-        }
-        if !only.is_empty() && t.state != State::Review {
-            notes.push(format!(
-                "{} is {}, not in review; planned anyway",
-                t.id, t.state
-            ));
-        }
+    braid_app::plan::task_inputs(store, repo, take, |b| -> Result<()> {
         if let Some((remote, _)) = remote {
-            braid_run::remote::follow(repo, remote, &b)?;
+            braid_run::remote::follow(repo, remote, b)?;
         }
-        if braid_git::rev_exists(repo, &b) {
-            candidates.push((t, b));
-        } else {
-            notes.push(format!("{} has no branch {b}; left out", t.id));
-        }
-    }
-    let names: std::collections::HashMap<&TaskId, &str> = candidates
-        .iter()
-        .map(|(t, b)| (&t.id, b.as_str()))
-        .collect();
-    let mut inputs = Vec::new();
-    for (t, b) in &candidates {
-        let mut deps = Vec::new();
-        let mut waits = Vec::new();
-        for d in t.deps.iter().filter(|d| d.kind == DepKind::Blocks) {
-            match names.get(&d.id) {
-                Some(name) => deps.push((*name).to_owned()),
-                None => {
-                    let dep = store.task(&d.id)?;
-                    if !dep.state.is_finished() {
-                        waits.push(format!("{} ({})", d.id, dep.state));
-                    }
-                }
-            }
-        }
-        if waits.is_empty() {
-            inputs.push(PlanInput {
-                name: b.clone(),
-                task: Some(t.id.to_string()),
-                deps,
-            });
-        } else {
-            notes.push(format!("{b} waits for {}; left out", waits.join(", ")));
-        }
-    }
-    // A branch whose dependency was left out waits too (repeat until stable).
-    loop {
-        let present: std::collections::HashSet<String> =
-            inputs.iter().map(|i| i.name.clone()).collect();
-        let before = inputs.len();
-        inputs.retain(|i| {
-            let ok = i.deps.iter().all(|d| present.contains(d));
-            if !ok {
-                notes.push(format!("{} waits for a branch that is left out", i.name));
-            }
-            ok
-        });
-        if inputs.len() == before {
-            break;
-        }
-    }
-    Ok((inputs, notes))
+        Ok(())
+    })
 }
 
 /// The git repository the project lives in.
@@ -212,7 +135,7 @@ fn inputs(ctx: &Ctx, a: &PlanArgs) -> Result<Inputs> {
             let (_, store) = ctx.open()?;
             let into = a.into.clone().or(config.merge_into.clone());
             let remote = config.remote.as_deref().zip(into.as_deref());
-            let (i, n) = task_inputs(&store, &repo, &a.ids, remote)?;
+            let (i, n) = task_inputs(&store, &repo, &a.ids, remote, config.merge.require_approval)?;
             (i, n, None)
         }
     };
@@ -347,7 +270,7 @@ pub fn pass(
     let store = project.open()?;
     let into = config.merge_into.clone().unwrap_or_else(|| "main".into());
     let remote = config.remote.as_deref().map(|r| (r, into.as_str()));
-    let (inputs, _) = task_inputs(&store, &repo, &[], remote)?;
+    let (inputs, _) = task_inputs(&store, &repo, &[], remote, config.merge.require_approval)?;
     let settings = settings(project, config, &into, config.run.jobs, actor, None, false);
     let mut on_step = |step: braid_run::integrate::Step| {
         if let braid_run::integrate::Step::Note(n) = &step

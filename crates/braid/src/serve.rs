@@ -135,6 +135,8 @@ pub fn run(ctx: &Ctx, a: ServeArgs) -> Result<i32> {
         state.paths = Some(crate::run::paths(&project));
         state.metrics = Some(metrics);
         state.budget = budget;
+        // Outside git (or before the first commit) there is nothing to review.
+        state.review = crate::review::site(&project).ok().map(Arc::new);
         let listener = tokio::net::TcpListener::bind(bind)
             .await
             .with_context(|| format!("binding {bind}"))?;

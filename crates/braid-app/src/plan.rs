@@ -8,7 +8,8 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use braid_core::merge;
+use braid_core::{DepKind, State, TaskId, merge};
+use braid_store::{ListFilter, Store};
 use serde::{Deserialize, Serialize};
 
 /// A branch to plan, with the names of the branches it must follow.
@@ -74,7 +75,6 @@ pub struct Plan {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
 pub enum PlanError {
     #[error("{0}")]
     Input(String),
@@ -223,4 +223,120 @@ fn check_pairs(
     let mut found = found.into_inner().unwrap_or_else(|p| p.into_inner());
     found.sort();
     Ok(found)
+}
+
+/// Which tasks a merge plan takes: every task in review (or those named),
+/// and whether each must carry an approval of its branch as it stands.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Take<'a> {
+    /// Only these tasks (empty: every task in review).
+    pub only: &'a [TaskId],
+    /// `[merge] require_approval`: a branch no person approved (as it
+    /// stands now) is left out.
+    pub require_approval: bool,
+}
+
+/// The branches of tasks in review, their dependencies among themselves,
+/// and notes on those left out: waiting for a person, for an approval, for
+/// unfinished work outside the plan, or without a branch. `follow` is
+/// called with each branch before it is looked at (a remote's newer copy
+/// replaces this clone's).
+pub fn task_inputs<E>(
+    store: &dyn Store,
+    repo: &Path,
+    take: Take<'_>,
+    mut follow: impl FnMut(&str) -> Result<(), E>,
+) -> Result<(Vec<PlanInput>, Vec<String>), E>
+where
+    E: From<braid_store::Error> + From<braid_git::Error>,
+{
+    let only = take.only;
+    let tasks = if only.is_empty() {
+        store.list(&ListFilter {
+            states: vec![State::Review],
+            limit: Some(100_000),
+            ..ListFilter::default()
+        })?
+    } else {
+        only.iter()
+            .map(|id| store.task(id))
+            .collect::<Result<Vec<_>, _>>()?
+    };
+    let mut notes = Vec::new();
+    let mut candidates = Vec::new();
+    for t in &tasks {
+        let b = crate::review::branch_of(t);
+        if only.is_empty() && t.labels.iter().any(|l| l == crate::ops::NEEDS_HUMAN) {
+            // Handed to a person: left alone until the label goes.
+            notes.push(format!(
+                "{b} waits for a person (label needs-human); left out"
+            ));
+            continue;
+        }
+        if !only.is_empty() && t.state != State::Review {
+            notes.push(format!(
+                "{} is {}, not in review; planned anyway",
+                t.id, t.state
+            ));
+        }
+        follow(&b)?;
+        if !braid_git::rev_exists(repo, &b) {
+            notes.push(format!("{} has no branch {b}; left out", t.id));
+            continue;
+        }
+        if take.require_approval {
+            let head = braid_git::rev_parse(repo, &b)?;
+            if let Some(why) = crate::review::unapproved(store, &t.id, &head)? {
+                notes.push(format!("{b} {why}; left out"));
+                continue;
+            }
+        }
+        candidates.push((t, b));
+    }
+    let names: std::collections::HashMap<&TaskId, &str> = candidates
+        .iter()
+        .map(|(t, b)| (&t.id, b.as_str()))
+        .collect();
+    let mut inputs = Vec::new();
+    for (t, b) in &candidates {
+        let mut deps = Vec::new();
+        let mut waits = Vec::new();
+        for d in t.deps.iter().filter(|d| d.kind == DepKind::Blocks) {
+            match names.get(&d.id) {
+                Some(name) => deps.push((*name).to_owned()),
+                None => {
+                    let dep = store.task(&d.id)?;
+                    if !dep.state.is_finished() {
+                        waits.push(format!("{} ({})", d.id, dep.state));
+                    }
+                }
+            }
+        }
+        if waits.is_empty() {
+            inputs.push(PlanInput {
+                name: b.clone(),
+                task: Some(t.id.to_string()),
+                deps,
+            });
+        } else {
+            notes.push(format!("{b} waits for {}; left out", waits.join(", ")));
+        }
+    }
+    // A branch whose dependency was left out waits too (repeat until stable).
+    loop {
+        let present: std::collections::HashSet<String> =
+            inputs.iter().map(|i| i.name.clone()).collect();
+        let before = inputs.len();
+        inputs.retain(|i| {
+            let ok = i.deps.iter().all(|d| present.contains(d));
+            if !ok {
+                notes.push(format!("{} waits for a branch that is left out", i.name));
+            }
+            ok
+        });
+        if inputs.len() == before {
+            break;
+        }
+    }
+    Ok((inputs, notes))
 }
