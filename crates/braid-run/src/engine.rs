@@ -318,9 +318,15 @@ impl<'a, S: Spawner, H: Host> Runner<'a, S, H> {
                     return;
                 };
                 let outside = latest - self.last_checked_seq > self.own_since_check as i64;
+                let since = self.last_checked_seq;
                 self.last_checked_seq = latest;
                 self.own_since_check = 0;
                 if outside {
+                    if self.opts.merge.is_some() && self.approved_since(since) {
+                        // A person approved work in review: the merge queue
+                        // looks again (it left unapproved work out).
+                        self.perform(Action::RequestMerge);
+                    }
                     self.turn(Input::StoreChanged);
                 }
             }
@@ -328,6 +334,18 @@ impl<'a, S: Spawner, H: Host> Runner<'a, S, H> {
             // task that waited for its dependencies' work.
             Msg::Wake => self.turn(Input::Landed),
             Msg::Signal => self.turn(Input::Signal),
+        }
+    }
+
+    /// Whether an approval was recorded after `seq` (a bounded read of the
+    /// log's newest events).
+    fn approved_since(&self, seq: i64) -> bool {
+        match self.store.events(seq, 1000) {
+            Ok(events) => events.iter().any(|e| e.kind == EventKind::Approved),
+            Err(e) => {
+                tracing::warn!(error = %e, "reading new events for approvals");
+                false
+            }
         }
     }
 

@@ -1,5 +1,6 @@
 //! `[notify] command`: run once for each `attention` event (an agent asks,
-//! a budget stops work, braid hands a task to a person), with the event as
+//! a budget stops work, braid hands a task to a person) and each task that
+//! becomes ready for review (`state_changed` to `review`), with the event as
 //! one line of JSON on stdin — `notify-send`, a webhook through curl, a
 //! chat bot. The command is the user's own; braid never waits for it in
 //! its loop: a thread feeds it, waits at most [`NOTIFY_TIMEOUT`] and then
@@ -31,17 +32,27 @@ pub fn line(e: &Event) -> String {
     .to_string()
 }
 
+/// The events a person is told about: an attention, and work that is
+/// ready for review.
+pub fn wanted(e: &Event) -> bool {
+    match e.kind {
+        braid_core::EventKind::Attention => true,
+        braid_core::EventKind::StateChanged => e.payload["to"] == "review",
+        _ => false,
+    }
+}
+
 /// Runs `argv` with `e` on stdin, in the background. Does nothing for an
-/// event that is not an attention.
+/// event nobody is told about ([`wanted`]).
 pub fn send(argv: &[String], e: &Event) {
-    if e.kind != braid_core::EventKind::Attention || argv.is_empty() {
+    if !wanted(e) || argv.is_empty() {
         return;
     }
     if IN_FLIGHT.fetch_add(1, Ordering::SeqCst) >= MAX_IN_FLIGHT {
         IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
         tracing::warn!(
             seq = e.seq,
-            "{MAX_IN_FLIGHT} notify commands still run; this attention is not sent"
+            "{MAX_IN_FLIGHT} notify commands still run; this event is not sent"
         );
         return;
     }

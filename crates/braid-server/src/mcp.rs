@@ -8,7 +8,8 @@ use std::sync::Arc;
 
 use braid_app::ops::{self, Page};
 use braid_app::wire::{
-    AnswerIn, ClaimIn, CommentIn, DepIn, NewTaskIn, PatchIn, ReasonIn, TaskView,
+    AnswerIn, ApproveIn, ClaimIn, CommentIn, DepIn, DiffIn, NewTaskIn, PatchIn, ReasonIn, RejectIn,
+    TaskView,
 };
 use braid_store::Store;
 use rmcp::handler::server::router::tool::ToolRouter;
@@ -35,6 +36,8 @@ pub struct BraidMcp {
     actor: String,
     /// Characters an answer may take (the token budget × 4).
     budget: usize,
+    /// Where review looks (`None` outside git: the review tools say so).
+    review: Option<Arc<braid_app::review::Site>>,
     // Read by the code `#[tool_handler]` generates.
     #[allow(dead_code)]
     tool_router: ToolRouter<Self>,
@@ -53,8 +56,10 @@ pub async fn serve_stdio(
     store: Arc<dyn Store>,
     actor: String,
     budget_tokens: usize,
+    review: Option<braid_app::review::Site>,
 ) -> Result<(), crate::Error> {
-    let server = BraidMcp::new(store, actor, budget_tokens);
+    let mut server = BraidMcp::new(store, actor, budget_tokens);
+    server.review = review.map(Arc::new);
     let running = server
         .serve(rmcp::transport::stdio())
         .await
@@ -186,14 +191,60 @@ pub struct IdArgs {
     pub id: String,
 }
 
+/// `diff`'s arguments: the task, and which page or file.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct DiffArgs {
+    pub id: String,
+    /// The first file of the page (the previous answer's `next`).
+    #[serde(default)]
+    pub offset: Option<usize>,
+    /// Only this file, however large.
+    #[serde(default)]
+    pub file: Option<String>,
+}
+
+/// `approve`'s arguments.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct ApproveArgs {
+    pub id: String,
+    #[serde(flatten)]
+    pub approve: ApproveIn,
+}
+
+/// `reject`'s arguments: the task, what to change, and line comments.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct RejectArgs {
+    pub id: String,
+    #[serde(flatten)]
+    pub reject: RejectIn,
+}
+
+fn review_err(e: braid_app::review::Error) -> McpError {
+    match e {
+        braid_app::review::Error::Store(s) => err(s),
+        braid_app::review::Error::Git(g) => {
+            tracing::error!(error = %braid_core::error::chain(&g), "braid mcp: git failed");
+            McpError::internal_error("git failed (see the server's log)", None)
+        }
+        other => bad(other.to_string()),
+    }
+}
+
 impl BraidMcp {
     pub fn new(store: Arc<dyn Store>, actor: String, budget_tokens: usize) -> BraidMcp {
         BraidMcp {
             store,
             actor,
             budget: budget_tokens.max(500) * 4,
+            review: None,
             tool_router: Self::tool_router(),
         }
+    }
+
+    fn site(&self) -> Result<&braid_app::review::Site, McpError> {
+        self.review.as_deref().ok_or_else(|| {
+            bad("this project is not in a git repository with a commit: there are no branches to review")
+        })
     }
 
     /// An answer, guaranteed within the budget.
@@ -411,6 +462,80 @@ impl BraidMcp {
         Parameters(a): Parameters<AnswerArgs>,
     ) -> Result<CallToolResult, McpError> {
         let t = ops::answer(self.store.as_ref(), &self.actor, &a.id, a.answer).map_err(err)?;
+        self.answer(&self.task_brief(&t))
+    }
+
+    #[tool(
+        description = "Tasks in review (finished, gates passed, waiting to land): each branch's size, whether it is approved, its line comments."
+    )]
+    async fn review_list(&self) -> Result<CallToolResult, McpError> {
+        let site = self.site()?;
+        let rows = braid_app::review::list(self.store.as_ref(), site, 100).map_err(review_err)?;
+        self.answer(&json!(rows))
+    }
+
+    #[tool(
+        description = "What to look at before a task's branch lands: its files with counts, gate results, attempts, approvals and requests for changes, line comments (outdated ones marked), and the merge plan's view. `diff` gives the diff itself."
+    )]
+    async fn review_show(
+        &self,
+        Parameters(a): Parameters<IdArgs>,
+    ) -> Result<CallToolResult, McpError> {
+        let site = self.site()?;
+        let v = braid_app::review::show(self.store.as_ref(), site, &a.id).map_err(review_err)?;
+        self.answer(&json!(v))
+    }
+
+    #[tool(
+        description = "A task's branch against where it started, as a unified diff, a page at a time: `next` in the answer is the `offset` of the following page. Large files come only when named with `file`."
+    )]
+    async fn diff(&self, Parameters(a): Parameters<DiffArgs>) -> Result<CallToolResult, McpError> {
+        let site = self.site()?;
+        // A page sized to the answer budget (about 60 characters a line).
+        let input = DiffIn {
+            offset: a.offset,
+            file: a.file,
+            lines: Some((self.budget / 60).max(20)),
+            ..DiffIn::default()
+        };
+        let mut v = braid_app::review::diff(self.store.as_ref(), site, &a.id, &input)
+            .map_err(review_err)?;
+        let patch = v.patch.take().unwrap_or_default();
+        let room = self.budget.saturating_sub(json!(v).to_string().len() + 300);
+        let (kept, cut_at) = cut(&patch, room);
+        v.patch = Some(match cut_at {
+            None => kept,
+            Some(n) => {
+                format!("{kept}\n[patch cut at {n} characters; ask for one `file` at a time]")
+            }
+        });
+        self.answer(&json!(v))
+    }
+
+    #[tool(
+        description = "Approve a task's branch as it stands (the task must be in review): the merge queue takes it. A branch that changes afterwards needs a new approval."
+    )]
+    async fn approve(
+        &self,
+        Parameters(a): Parameters<ApproveArgs>,
+    ) -> Result<CallToolResult, McpError> {
+        let site = self.site()?;
+        let d =
+            braid_app::review::approve(self.store.as_ref(), site, &self.actor, &a.id, &a.approve)
+                .map_err(review_err)?;
+        self.answer(&json!(d))
+    }
+
+    #[tool(
+        description = "Send a task's work back (it must be in review) with a message and comments on lines of its branch ({file, line, text}; line as the branch has the file, from 1). The task is open again; its next attempt is told the message and each comment with its code."
+    )]
+    async fn reject(
+        &self,
+        Parameters(a): Parameters<RejectArgs>,
+    ) -> Result<CallToolResult, McpError> {
+        let site = self.site()?;
+        let t = braid_app::review::reject(self.store.as_ref(), site, &self.actor, &a.id, &a.reject)
+            .map_err(review_err)?;
         self.answer(&self.task_brief(&t))
     }
 

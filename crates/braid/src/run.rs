@@ -99,6 +99,13 @@ fn describe(e: &Event) -> String {
             e.task.as_ref().map(|t| t.as_str()).unwrap_or("ID")
         ),
         "answered" => format!("answered by {}: {}", s("by"), s("text")),
+        "approved" => format!("approved by {}", s("by")),
+        "changes_requested" => format!(
+            "changes requested by {} ({} line comment(s)): {}",
+            s("by"),
+            p["comments"].as_array().map_or(0, Vec::len),
+            s("message").lines().next().unwrap_or("")
+        ),
         "gate_finished" => format!(
             "gate {} {} in {} ms{}",
             s("gate"),

@@ -270,8 +270,9 @@ pub struct McpArgs {
 /// `braid mcp`: the MCP server on stdin/stdout (stdout carries only the
 /// protocol; messages go to stderr).
 pub fn mcp(ctx: &Ctx, a: McpArgs) -> Result<i32> {
-    let (_, store) = ctx.open()?;
+    let (project, store) = ctx.open()?;
     let store: Arc<dyn Store> = Arc::new(store);
+    let review = crate::review::site(&project).ok();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -280,6 +281,7 @@ pub fn mcp(ctx: &Ctx, a: McpArgs) -> Result<i32> {
         store,
         ctx.actor(),
         a.budget as usize,
+        review,
     ))
     .map_err(anyhow::Error::msg)?;
     Ok(exit::OK)

@@ -132,3 +132,32 @@ fn the_per_command_shapes_name_the_wire_fields() {
     );
     assert!(doc.contains(r#"`{"error": {"code": CODE, "message": TEXT}}`"#));
 }
+
+#[test]
+fn the_review_shapes_name_the_wire_fields() {
+    let doc = doc();
+    assert_eq!(row_names(&doc, "`diff ID`"), fields::<DiffView>(), "diff");
+    assert_eq!(row_names(&doc, "FILE"), fields::<DiffFileView>(), "file");
+    assert_eq!(
+        row_names(&doc, "`review list`"),
+        fields::<ReviewItemView>(),
+        "review list"
+    );
+    assert_eq!(
+        row_names(&doc, "`review show ID`"),
+        fields::<ReviewView>(),
+        "review show"
+    );
+    assert_eq!(
+        row_names(&doc, "DECISION"),
+        fields::<DecisionView>(),
+        "decision"
+    );
+    assert_eq!(row_names(&doc, "LINE"), fields::<LineCommentView>(), "line");
+    assert_eq!(row_names(&doc, "GATE"), fields::<GateRunView>(), "gate");
+    let merge: BTreeSet<String> = fields::<MergeView>()
+        .union(&fields::<ConflictView>())
+        .cloned()
+        .collect();
+    assert_eq!(row_names(&doc, "MERGE"), merge, "merge");
+}
