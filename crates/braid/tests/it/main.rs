@@ -11,6 +11,7 @@ mod control;
 mod merge;
 mod postgres;
 mod remote;
+mod review;
 mod run;
 mod serve;
 mod snapshot;
