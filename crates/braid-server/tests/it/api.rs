@@ -282,6 +282,11 @@ async fn openapi_document_and_health_endpoints() {
         "/api/ready",
         "/api/health",
         "/api/events",
+        "/api/review",
+        "/api/tasks/{id}/review",
+        "/api/tasks/{id}/diff",
+        "/api/tasks/{id}/approve",
+        "/api/tasks/{id}/reject",
     ] {
         assert!(
             paths.contains_key(p),
@@ -433,4 +438,158 @@ async fn ids_resolve_from_a_unique_prefix_and_claims_keep_the_shared_bounds() {
         v["error"]["message"].as_str().unwrap().contains("reason"),
         "{v}"
     );
+}
+
+fn git(dir: &std::path::Path, args: &[&str]) -> String {
+    let out = std::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "git {args:?}");
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+#[tokio::test]
+async fn review_routes_show_the_diff_and_take_decisions_with_clear_errors() {
+    let mut t = T::new();
+    let repo = t._dir.path().join("repo");
+    std::fs::create_dir(&repo).unwrap();
+    git(&repo, &["init", "-q", "-b", "main"]);
+    git(&repo, &["config", "user.email", "t@example.com"]);
+    git(&repo, &["config", "user.name", "t"]);
+    std::fs::write(repo.join("a.txt"), "one\n").unwrap();
+    git(&repo, &["add", "."]);
+    git(&repo, &["commit", "-q", "-m", "init"]);
+    let id = t.add(json!({"title": "edit a"})).await;
+    git(&repo, &["checkout", "-q", "-b", &format!("braid/{id}")]);
+    std::fs::write(repo.join("a.txt"), "one\ntwo\n").unwrap();
+    git(&repo, &["commit", "-q", "-am", "two"]);
+    git(&repo, &["checkout", "-q", "main"]);
+
+    // Outside git the routes say why there is nothing to review.
+    let (s, v) = t.call(Method::GET, "/api/review", None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not in a git repository")
+    );
+    t.state.review = Some(Arc::new(braid_app::review::Site {
+        repo,
+        target: "main".into(),
+        require_approval: false,
+        jobs: 1,
+    }));
+
+    let (s, d) = t
+        .call(Method::GET, &format!("/api/tasks/{id}/diff"), None)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{d}");
+    assert_eq!(d["files"][0]["path"], "a.txt");
+    assert!(d["patch"].as_str().unwrap().contains("+two"), "{d}");
+    let (s, d) = t
+        .call(
+            Method::GET,
+            &format!("/api/tasks/{id}/diff?stat=true"),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(d["patch"].is_null());
+    let (s, e) = t
+        .call(Method::GET, &format!("/api/tasks/{id}/diff?offset=9"), None)
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{e}");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("past the last file")
+    );
+
+    // Open work: a decision is a conflict, and nothing is recorded.
+    let (s, e) = t
+        .call(
+            Method::POST,
+            &format!("/api/tasks/{id}/approve"),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{e}");
+    let (s, e) = t
+        .call(
+            Method::POST,
+            &format!("/api/tasks/{id}/reject"),
+            Some(json!({"message": "x", "extra": 1})),
+        )
+        .await;
+    assert_eq!(
+        s,
+        StatusCode::BAD_REQUEST,
+        "{e}: unknown fields are refused"
+    );
+
+    // In review (claimed and finished as the engine does).
+    let store = t.state.store.clone();
+    let tid = braid_core::TaskId::parse(&id).unwrap();
+    let claimed = store
+        .apply(
+            "engine",
+            braid_store::Command::Claim {
+                id: Some(tid.clone()),
+                assignee: "engine".into(),
+                lease_ms: 60_000,
+            },
+        )
+        .unwrap();
+    store
+        .apply(
+            "engine",
+            braid_store::Command::Finish {
+                id: tid,
+                token: claimed.lease_token.unwrap(),
+                to: braid_core::State::Review,
+                reason: None,
+                refund_attempt: false,
+            },
+        )
+        .unwrap();
+    let (s, list) = t.call(Method::GET, "/api/review", None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(list[0]["id"], id.as_str());
+    let (s, e) = t
+        .call(
+            Method::POST,
+            &format!("/api/tasks/{id}/reject"),
+            Some(
+                json!({"message": "more", "comments": [{"file": "a.txt", "line": 3, "text": "x"}]}),
+            ),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{e}");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("a.txt has 2 line(s)")
+    );
+    let (s, task) = t
+        .call(
+            Method::POST,
+            &format!("/api/tasks/{id}/reject"),
+            Some(json!({"message": "more", "comments": [{"file": "a.txt", "line": 2, "text": "say three"}]})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{task}");
+    assert_eq!(task["state"], "open");
+    let (s, v) = t
+        .call(Method::GET, &format!("/api/tasks/{id}/review"), None)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["comments"][0]["code"], "two");
+    assert_eq!(v["comments"][0]["outdated"], false);
+    assert_eq!(v["decisions"][0]["kind"], "changes_requested");
 }

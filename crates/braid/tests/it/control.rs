@@ -430,7 +430,7 @@ fn agent_output_in_logs_is_shown_not_run_and_json_keeps_it() {
 
 /// `braid mcp` as a coding agent's client drives it: JSON-RPC lines on
 /// stdin and stdout.
-struct Mcp {
+pub(crate) struct Mcp {
     _child: Reap,
     stdin: std::process::ChildStdin,
     stdout: BufReader<std::process::ChildStdout>,
@@ -438,7 +438,7 @@ struct Mcp {
 }
 
 impl Mcp {
-    fn start(p: &Proj) -> Mcp {
+    pub(crate) fn start(p: &Proj) -> Mcp {
         let mut child = p
             .cmd()
             .arg("mcp")
@@ -468,7 +468,7 @@ impl Mcp {
         self.stdin.flush().unwrap();
     }
 
-    fn call(&mut self, method: &str, params: Value) -> Value {
+    pub(crate) fn call(&mut self, method: &str, params: Value) -> Value {
         let id = self.next;
         self.next += 1;
         self.send(&json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}));
@@ -486,7 +486,7 @@ impl Mcp {
     }
 
     /// A tool's error message (a JSON-RPC error or an error result).
-    fn tool_error(&mut self, tool: &str, args: Value) -> String {
+    pub(crate) fn tool_error(&mut self, tool: &str, args: Value) -> String {
         let r = self.call("tools/call", json!({"name": tool, "arguments": args}));
         if let Some(m) = r["error"]["message"].as_str() {
             return m.to_owned();

@@ -160,3 +160,54 @@ fn with_require_approval_nothing_lands_until_approved_as_it_stands() {
     let err = p.fails(&["review", "approve", &id], 4);
     assert!(err.contains("not in review"), "{err}");
 }
+
+#[test]
+fn a_reviewing_agent_does_the_same_over_mcp() {
+    use serde_json::json;
+    let p = project("");
+    let id = p.add(&["add fn b"]);
+    p.ok(&["run"]);
+    let mut mcp = crate::control::Mcp::start(&p);
+    let text = |r: &serde_json::Value| -> serde_json::Value {
+        assert_ne!(r["result"]["isError"], true, "{r}");
+        serde_json::from_str(r["result"]["content"][0]["text"].as_str().unwrap()).unwrap()
+    };
+    let tool = |mcp: &mut crate::control::Mcp, name: &str, args: serde_json::Value| {
+        mcp.call("tools/call", json!({"name": name, "arguments": args}))
+    };
+    let listed = text(&tool(&mut mcp, "review_list", json!({})));
+    assert_eq!(listed[0]["id"], id.as_str());
+    let diff = text(&tool(&mut mcp, "diff", json!({"id": id})));
+    assert!(
+        diff["patch"]
+            .as_str()
+            .unwrap()
+            .contains("+fn b() { attempt 1 }"),
+        "{diff}"
+    );
+    let shown = text(&tool(&mut mcp, "review_show", json!({"id": id})));
+    assert_eq!(shown["merge"]["planned"], true, "{shown}");
+    let m = mcp.tool_error(
+        "reject",
+        json!({"id": id, "message": "no", "comments": [{"file": "lib.rs", "line": 40, "text": "x"}]}),
+    );
+    assert!(m.contains("lib.rs has 2 line(s)"), "{m}");
+    let t = text(&tool(
+        &mut mcp,
+        "reject",
+        json!({"id": id, "message": "say more", "comments": [{"file": "lib.rs", "line": 2, "text": "which attempt?"}]}),
+    ));
+    assert_eq!(t["state"], "open", "{t}");
+    let m = mcp.tool_error("approve", json!({"id": id}));
+    assert!(m.contains("is open, not in review"), "{m}");
+    p.ok(&["run"]);
+    let d = text(&tool(
+        &mut mcp,
+        "approve",
+        json!({"id": id, "message": "fine now"}),
+    ));
+    assert_eq!(d["kind"], "approved");
+    let v = p.json(&["review", "show", &id]);
+    assert_eq!(v["approved"], true);
+    assert_eq!(v["decisions"].as_array().unwrap().len(), 2, "{v}");
+}
