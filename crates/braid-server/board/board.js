@@ -454,6 +454,7 @@
 
   // ------------------------------------------------------- header and panels
 
+  let lastInReview = null;
   function renderHealth() {
     if (!health) return;
     const set = (k, v) => {
@@ -465,7 +466,10 @@
     set('blocked', health.blocked);
     set('epics', health.epics);
     set('in_progress', (health.by_state || {}).in_progress || 0);
-    set('review', (health.by_state || {}).review || 0);
+    const inReview = (health.by_state || {}).review || 0;
+    set('review', inReview);
+    // Work moved into or out of review: the badge counts again.
+    if (inReview !== lastInReview) { lastInReview = inReview; scheduleReviewBadge(); }
     document.querySelector('[data-stat="blocked"]').classList.toggle('hot', (health.blocked || 0) > 0);
   }
 
@@ -811,6 +815,8 @@
     // How many full loads this page has made (reconnect diagnostics).
     document.body.dataset.loads = String(++loads);
     if (selectedId) refreshDetail({ task: true, why: true, events: true, logs: true, graph: true, background: true });
+    refreshReviewBadge();
+    if (R) refreshReview();
     return hl.last_seq;
   }
 
@@ -851,6 +857,7 @@
     }
     if (RUN_KINDS.has(ev.kind)) pending.runs = true;
     pending.health = true;
+    reviewOnEvent(ev);
     schedule();
   }
 
@@ -1093,6 +1100,8 @@
           pending.needs = true;
           scheduleCost();
           if (selectedId) refreshDetail({ task: true, why: true, events: true, logs: true, graph: true, background: true });
+          refreshReviewBadge();
+          if (R) refreshReview();
           schedule();
         }
       } else if (msg.type === 'event') {
@@ -1141,6 +1150,12 @@
   window.addEventListener('resize', () => { if (selectedId) placeDrawer(); });
 
   function closeDetail() {
+    hideDetail();
+    if (location.hash) history.replaceState(null, '', location.pathname + location.search);
+  }
+
+  // Closes the panel and leaves the address as it is.
+  function hideDetail() {
     closeDetailLog();
     detailLog = null;
     const was = selectedId;
@@ -1151,7 +1166,6 @@
     document.body.classList.remove('has-detail');
     detailEl.replaceChildren();
     if (was && tasks.has(was)) markDirty(tasks.get(was).state);
-    if (location.hash) history.replaceState(null, '', location.pathname + location.search);
   }
 
   function openDetail(id) {
@@ -1205,6 +1219,12 @@
       }));
     }
     actions.append(h('button', { type: 'button', 'data-testid': 'action-claim', 'data-to': 'in_progress', text: 'Claim', title: 'Take this task (starts it)', onclick: () => doClaim(id) }));
+    // Shown for work in review, or once the task is known to have a branch.
+    const reviewLink = h('a', {
+      class: 'button-link', href: `#review/${id}`, 'data-testid': 'action-review', hidden: true,
+      title: 'Read the branch\'s changes and approve them or ask for changes', text: 'Review',
+    });
+    actions.prepend(reviewLink);
 
     const why = h('div', { class: 'why', 'data-testid': 'why' });
     const fields = h('dl', { class: 'fields' });
@@ -1260,7 +1280,7 @@
       h('div', { class: 'd-bar' }, head,
         h('button', { type: 'button', class: 'd-close', 'data-testid': 'detail-close', 'aria-label': 'Close', title: 'Close (Esc)', text: '×', onclick: closeDetail })),
       body);
-    detailParts = { id, head, title, actions, why, fields, desc, deps, graph, graphSec, logTabs, logPre, logNote, events, comments, gen: detailGen };
+    detailParts = { id, head, title, actions, reviewLink, hasBranch: false, why, fields, desc, deps, graph, graphSec, logTabs, logPre, logNote, events, comments, gen: detailGen };
     const t = tasks.get(id);
     if (t) renderDetailTask(t);
   }
@@ -1282,6 +1302,8 @@
       typeChip(t.type), priorityChip(t.priority), stateChip(t.state),
       ...(badge ? [badge] : []));
     p.title.textContent = t.title;
+    p.reviewLink.hidden = !(t.state === 'review' || t.branch || p.hasBranch);
+    p.reviewLink.classList.toggle('primary', t.state === 'review');
     const allowed = ALLOWED_NEXT[t.state] || [];
     for (const b of p.actions.querySelectorAll('button')) {
       const ok = allowed.includes(b.dataset.to) && (b.dataset.testid !== 'action-claim' || t.type !== 'epic');
@@ -1489,6 +1511,13 @@
     }
     await Promise.all(jobs);
     const t = tasks.get(id);
+    // Work that went through an agent may have a branch to review: ask.
+    if (what.task && alive() && t && t.state !== 'review' && !t.branch && !p.hasBranch && !reviewUnavailable &&
+        (t.assignee || t.agent) && t.type !== 'epic') {
+      api('GET', `/api/tasks/${enc(id)}/diff?stat=true`, undefined, { quiet: true })
+        .then(() => { if (alive()) { p.hasBranch = true; renderDetailTask(tasks.get(id) || t); } })
+        .catch(() => {});
+    }
     if (what.graph && alive() && t && t.type === 'epic') {
       try {
         const g = await api('GET', `/api/tasks/${enc(id)}/graph`, undefined, { what: `Graph of ${id}`, ...bg });
@@ -1714,6 +1743,1073 @@
     put(p.graph, legend, h('div', { class: 'graph-scroll' }, svg));
   }
 
+  // ------------------------------------------------------------------ review
+
+  // The review page (#review/ID): a branch's diff, drawn by diff2html (loaded
+  // on first use) a page at a time as the reader scrolls; line comments
+  // gathered in a pending list and sent with "Request changes"; beside it the
+  // decisions, every line comment, the gates, the attempts and the merge
+  // plan. The diff's text is escaped by diff2html; everything else the API
+  // says reaches the page through textContent.
+
+  const VIEW_KEY = 'braid.review.view';
+  const PENDING_KEY = 'braid.review.pending.';
+  const VIEWS = { unified: 'line-by-line', split: 'side-by-side' };
+  // Events after which the open review reads its task again.
+  const REVIEW_OWN_KINDS = new Set(['approved', 'changes_requested', 'state_changed', 'commented', 'updated',
+    'dispatched', 'agent_finished', 'gate_finished', 'imported', 'restored']);
+  // Another task's state change can change the merge plan (its batch, its
+  // conflicts): read again, at most once per REVIEW_OTHERS_GAP ms.
+  const REVIEW_OTHERS_GAP = 1500;
+  // Start the next page when the end of the diff is this close (px).
+  const MORE_MARGIN = 1600;
+  // Yield to the browser after drawing this many diff lines in one go.
+  const DRAW_SLICE = 2000;
+  const GATE_LOG_BYTES = 64 * 1024;
+
+  let R = null; // the open review, or null
+  let reviewGen = 0;
+
+  let vendorReady = null;
+  // diff2html's script and styles: asked for once, when a review first opens.
+  function loadVendor() {
+    if (vendorReady) return vendorReady;
+    const load = (el, what) => new Promise((res, rej) => {
+      el.addEventListener('load', res, { once: true });
+      el.addEventListener('error', () => rej(new Error(`could not load ${what}`)), { once: true });
+      document.head.append(el);
+    });
+    vendorReady = Promise.all([
+      load(h('link', { rel: 'stylesheet', href: '/vendor/diff2html.css' }), 'the diff styles'),
+      load(h('link', { rel: 'stylesheet', href: '/vendor/highlight.css' }), 'the highlighting styles'),
+      load(h('script', { src: '/vendor/diff2html.js' }), 'the diff renderer'),
+    ]).then(() => {
+      if (typeof window.Diff2HtmlUI !== 'function') throw new Error('the diff renderer did not start');
+    }).catch((e) => { vendorReady = null; throw e; });
+    return vendorReady;
+  }
+
+  const reviewEl = $('[data-testid="review"]');
+
+  function short(sha) {
+    return sha ? String(sha).slice(0, 10) : '';
+  }
+
+  function plural(n, one, many) {
+    return `${n} ${n === 1 ? one : (many || one + 's')}`;
+  }
+
+  function fmtMs(ms) {
+    const v = Number(ms) || 0;
+    if (v < 1000) return `${v} ms`;
+    if (v < 60000) return `${(v / 1000).toFixed(1)} s`;
+    return `${Math.floor(v / 60000)} min ${Math.round((v % 60000) / 1000)} s`;
+  }
+
+  function loadPending(id) {
+    try {
+      const v = JSON.parse(sessionStorage.getItem(PENDING_KEY + id) || '[]');
+      return Array.isArray(v) ? v.filter((c) => c && typeof c.file === 'string' && c.line > 0 && typeof c.text === 'string') : [];
+    } catch (_) { return []; }
+  }
+
+  function savePending() {
+    if (!R) return;
+    try {
+      if (R.pending.length) sessionStorage.setItem(PENDING_KEY + R.id, JSON.stringify(R.pending));
+      else sessionStorage.removeItem(PENDING_KEY + R.id);
+    } catch (_) { /* storage off: the list lives as long as the page */ }
+  }
+
+  function savedView() {
+    try { return localStorage.getItem(VIEW_KEY) === 'split' ? 'split' : 'unified'; } catch (_) { return 'unified'; }
+  }
+
+  function openReview(id) {
+    if (R && R.id === id) return;
+    closeReview(true);
+    const gen = ++reviewGen;
+    R = {
+      id, gen, t0: performance.now(),
+      view: savedView(),
+      data: null, // the last ReviewView
+      head: null, // the commit the drawn diff shows
+      files: [], // DiffFileView[] of the drawn diff
+      blocks: new Map(), // file index -> block
+      loadedTo: 0, // files [0, loadedTo) have their blocks
+      next: null, // the next page's first file, or null: all asked for
+      loading: null, // the page request in flight
+      diffState: 'loading',
+      comments: [],
+      pending: loadPending(id),
+      form: null, // { file, line, draft }
+      io: null,
+      ro: null,
+      spacers: new WeakMap(),
+      refreshing: false,
+      again: false,
+      othersTimer: null,
+      othersAt: -Infinity,
+      logName: null,
+    };
+    document.body.classList.add('reviewing');
+    closeReviewList();
+    buildReview();
+    reviewEl.hidden = false;
+    const t = tasks.get(id);
+    if (t) renderReviewTask(t);
+    refreshReview();
+    startDiff(gen);
+  }
+
+  // `quiet`: another review opens at once (the hash stays as it is).
+  function closeReview(quiet) {
+    if (!R) return;
+    if (R.io) R.io.disconnect();
+    if (R.ro) R.ro.disconnect();
+    clearTimeout(R.othersTimer);
+    R = null;
+    reviewGen++;
+    reviewEl.replaceChildren();
+    if (quiet) return;
+    reviewEl.hidden = true;
+    document.body.classList.remove('reviewing');
+  }
+
+  function reviewAlive(gen) {
+    return R !== null && R.gen === gen;
+  }
+
+  function rsec(title, testid, ...body) {
+    return h('section', { class: 'rv-sec', 'data-testid': testid }, h('h3', { text: title }), ...body);
+  }
+
+  function buildReview() {
+    const E = {};
+    E.id = h('span', { class: 'd-id', 'data-testid': 'review-id', text: R.id });
+    E.state = h('span', { class: 'state-chip', 'data-testid': 'review-state' });
+    E.title = h('h1', { class: 'rv-title', 'data-testid': 'review-title', text: '' });
+    E.approved = h('span', { class: 'rv-approved', 'data-testid': 'review-approved', hidden: true, text: 'Approved' });
+    E.summary = h('div', { class: 'rv-summary', 'data-testid': 'review-summary' });
+    E.notice = h('p', { class: 'rv-notice', role: 'status', hidden: true });
+    E.unified = h('button', { type: 'button', 'data-testid': 'review-view-unified', text: 'Unified', onclick: () => setView('unified') });
+    E.split = h('button', { type: 'button', 'data-testid': 'review-view-split', text: 'Side by side', onclick: () => setView('split') });
+    E.fileCount = h('span', { class: 'muted small', 'data-testid': 'review-file-count' });
+    E.files = h('ol', { class: 'rv-files', 'data-testid': 'review-files' });
+    E.diff = h('div', { class: 'rv-diff', 'data-testid': 'review-diff', 'data-state': 'loading' });
+    E.more = h('div', { class: 'rv-more', 'data-testid': 'review-more', text: 'Loading the diff…' });
+    E.main = h('section', { class: 'rv-main', 'aria-label': 'Changes' },
+      E.summary, E.notice,
+      h('div', { class: 'rv-tools' },
+        h('div', { class: 'seg', role: 'group', 'aria-label': 'Diff layout' }, E.unified, E.split),
+        h('span', { class: 'grow' }), E.fileCount),
+      E.files, E.diff, E.more);
+
+    // The decision.
+    E.pendingList = h('ol', { class: 'rv-pending', 'data-testid': 'review-pending' });
+    E.pendingHint = h('p', { class: 'muted small', text: 'Click a line number on the new side of the diff to comment on that line.' });
+    E.message = h('textarea', {
+      rows: 3, maxlength: '20000', 'data-testid': 'review-message', 'aria-label': 'Message to the agent',
+      placeholder: 'What to change (needed to request changes; optional with an approval)',
+    });
+    E.approve = h('button', { type: 'button', class: 'ok', 'data-testid': 'review-approve', text: 'Approve', onclick: () => decide('approve') });
+    E.reject = h('button', { type: 'button', class: 'danger', 'data-testid': 'review-reject', text: 'Request changes', onclick: () => decide('reject') });
+    E.error = h('p', { class: 'rv-error', 'data-testid': 'review-error', role: 'alert', hidden: true });
+    E.decideNote = h('p', { class: 'muted small', 'data-testid': 'review-decide-note' });
+    E.decisions = h('ol', { class: 'rv-decisions', 'data-testid': 'review-decisions' });
+    E.comments = h('ol', { class: 'rv-comments', 'data-testid': 'review-comments' });
+    E.gates = h('ol', { class: 'rv-gates', 'data-testid': 'review-gates' });
+    E.logTitle = h('div', { class: 'rv-log-title muted small', hidden: true });
+    E.log = h('pre', { class: 'log rv-log', 'data-testid': 'review-log', hidden: true });
+    E.attempts = h('ol', { class: 'rv-attempts', 'data-testid': 'review-attempts' });
+    E.merge = h('div', { class: 'rv-merge', 'data-testid': 'review-merge' });
+    E.commentsTitle = h('h3', { text: 'Line comments' });
+    E.side = h('aside', { class: 'rv-side', 'aria-label': 'Decision and history' },
+      h('section', { class: 'rv-sec rv-decide', 'data-testid': 'review-decide' },
+        h('h3', { text: 'Your review' }),
+        E.pendingList, E.pendingHint, E.message,
+        h('div', { class: 'rv-buttons' }, E.reject, E.approve),
+        E.error, E.decideNote),
+      rsec('Decisions', 'review-decisions-section', E.decisions),
+      h('section', { class: 'rv-sec', 'data-testid': 'review-comments-section' }, E.commentsTitle, E.comments),
+      rsec('Gates', 'review-gates-section', E.gates, E.logTitle, E.log),
+      rsec('Attempts', 'review-attempts-section', E.attempts),
+      rsec('Merge plan', 'review-merge-section', E.merge));
+
+    put(reviewEl,
+      h('div', { class: 'rv-bar' },
+        h('a', { class: 'rv-back', href: '#', 'data-testid': 'review-back', title: 'Back to the board (Esc)', text: '← Board' }),
+        E.id, E.state, E.title, h('span', { class: 'grow' }), E.approved),
+      h('div', { class: 'rv-cols' }, E.main, E.side));
+    R.els = E;
+    R.ro = new ResizeObserver((entries) => {
+      for (const en of entries) {
+        const spacer = R && R.spacers.get(en.target);
+        if (spacer) spacer.firstElementChild.style.height = `${en.target.getBoundingClientRect().height}px`;
+      }
+    });
+    E.diff.addEventListener('click', onDiffClick);
+    renderView();
+    renderPending();
+  }
+
+  // ---- the task, the decision and the history
+
+  async function refreshReview() {
+    if (!R) return;
+    if (R.refreshing) { R.again = true; return; }
+    const { id, gen } = R;
+    R.refreshing = true;
+    try {
+      const v = await api('GET', `/api/tasks/${enc(id)}/review`, undefined, { quiet: true });
+      if (!reviewAlive(gen)) return;
+      R.data = v;
+      putTask(v.task);
+      renderReviewTask(v.task);
+      renderReviewData(v);
+      R.comments = v.comments || [];
+      // The branch moved on: what is drawn is out of date.
+      if (R.head && v.diff && v.diff.head !== R.head && R.diffState !== 'loading') {
+        noticeReview(`The branch moved on to ${short(v.diff.head)}: the diff was read again.`);
+        startDiff(gen);
+      } else {
+        for (const b of R.blocks.values()) if (b.drawn) placeNotes(b);
+      }
+    } catch (e) {
+      if (!reviewAlive(gen)) return;
+      if (e.status === 404) {
+        // No branch (or no task): say so; show the task if there is one.
+        noticeReview(e.message);
+        R.els.decideNote.textContent = 'Nothing to decide: there is no branch to review.';
+        R.els.approve.disabled = true;
+        R.els.reject.disabled = true;
+        const t = await fetchTask(id);
+        if (t && reviewAlive(gen)) renderReviewTask(t);
+      } else if (e.status !== 0) {
+        noticeReview(`Could not read the review: ${e.message}`);
+      }
+    } finally {
+      if (reviewAlive(gen)) {
+        R.refreshing = false;
+        if (R.again) { R.again = false; refreshReview(); }
+      }
+    }
+  }
+
+  function noticeReview(text) {
+    if (!R) return;
+    R.els.notice.textContent = text;
+    R.els.notice.hidden = !text;
+  }
+
+  function renderReviewTask(t) {
+    if (!R || t.id !== R.id) return;
+    const E = R.els;
+    E.state.className = `state-chip st-${t.state}`;
+    E.state.textContent = STATE_LABEL[t.state] || t.state;
+    E.title.textContent = t.title;
+    document.title = `Review ${t.id} · braid`;
+  }
+
+  function renderReviewData(v) {
+    const E = R.els;
+    const inReview = v.task.state === 'review';
+    const d = v.diff;
+    E.approved.hidden = !v.approved;
+    E.approved.title = v.approved ? `Approved as the branch stands (${short(d.head)})` : '';
+    put(E.summary,
+      h('code', { class: 'rv-branch', title: 'The task\'s branch', text: d.branch }),
+      h('span', { class: 'muted', title: `${d.base} → ${d.head}`, text: ` ${short(d.base)} → ${short(d.head)}` }),
+      h('span', { class: 'rv-sum-files', text: ` · ${plural(d.files.length, 'file')} changed ` }),
+      h('span', { class: 'add', text: `+${d.added}` }), ' ',
+      h('span', { class: 'del', text: `−${d.removed}` }),
+      v.require_approval ? h('span', { class: 'rv-req', title: '[merge] require_approval: nothing lands without an approval', text: 'approval required to land' }) : null);
+    // The decision box.
+    E.approve.disabled = !inReview;
+    E.reject.disabled = !inReview;
+    const why = inReview ? null : `Not in review (it is ${STATE_LABEL[v.task.state] || v.task.state}): decisions are made on finished work waiting to land.`;
+    E.approve.title = why || 'Approve the branch as it stands';
+    E.reject.title = why || 'Send the work back with your message and the pending line comments';
+    E.decideNote.textContent = why || (v.approved ? `You approved it at ${short(d.head)}; it lands with the next merge run.` : '');
+    // Decisions, newest first.
+    const decisions = [...(v.decisions || [])].reverse();
+    put(E.decisions, decisions.map((x) => h('li', { class: `rv-decision rv-${x.kind}`, 'data-kind': x.kind },
+      h('div', { class: 'rv-meta' },
+        h('span', { class: 'rv-kind', text: x.kind === 'approved' ? 'Approved' : x.kind === 'changes_requested' ? 'Changes requested' : x.kind }),
+        h('span', { class: 'muted', text: ` by ${x.by}` }),
+        h('span', { class: 'grow' }),
+        h('time', { class: 'muted', datetime: x.at, title: `#${x.seq} at ${x.at}`, text: fmtTime(x.at) })),
+      x.message ? h('div', { class: 'pre rv-text', text: x.message }) : null,
+      h('div', { class: 'muted small' },
+        h('span', { title: x.head, text: `on ${short(x.head)}` }),
+        x.head !== d.head ? h('span', { class: 'rv-older', text: ' (an earlier commit)' }) : null,
+        x.comments ? h('span', { text: ` · ${plural(x.comments, 'line comment')}` }) : null))));
+    if (!decisions.length) E.decisions.append(h('li', { class: 'muted', text: 'No decision yet.' }));
+    renderReviewComments(v.comments || []);
+    renderGates(v.gates || []);
+    renderAttempts(v.attempts || []);
+    renderMerge(v.merge);
+  }
+
+  function renderReviewComments(list) {
+    const E = R.els;
+    const outdated = list.filter((c) => c.outdated).length;
+    E.commentsTitle.textContent = `Line comments${list.length ? ` (${list.length}${outdated ? `, ${outdated} outdated` : ''})` : ''}`;
+    put(E.comments, [...list].reverse().map((c) => {
+      const lines = String(c.snippet || '').split('\n');
+      const snippet = h('pre', { class: 'rv-snippet' }, lines.map((text, i) => {
+        const n = Number(c.start) + i;
+        return h('span', { class: 'rv-sline' + (n === Number(c.line) ? ' rv-sline-on' : '') },
+          h('span', { class: 'rv-sno', text: String(n) }), h('span', { text }));
+      }));
+      return h('li', { class: 'rv-comment' + (c.outdated ? ' is-outdated' : ''), 'data-file': c.file, 'data-line': String(c.line) },
+        h('div', { class: 'rv-meta' },
+          h('button', {
+            type: 'button', class: 'rv-loc', title: c.outdated ? 'The line reads differently now' : 'Show the line in the diff',
+            text: `${c.file}:${c.line}`, onclick: () => goToLine(c.file, c.line),
+          }),
+          c.outdated ? h('span', { class: 'rv-outdated', 'data-testid': 'review-outdated', title: 'The branch changed this line (or removed it) since the comment', text: 'outdated' }) : null,
+          h('span', { class: 'grow' }),
+          h('time', { class: 'muted', datetime: c.at, title: `#${c.seq} at ${c.at}, on ${c.commit}`, text: `${c.author} · ${fmtTime(c.at)}` })),
+        h('div', { class: 'pre rv-text', text: c.text }),
+        c.snippet ? snippet : null);
+    }));
+    if (!list.length) E.comments.append(h('li', { class: 'muted', text: 'No line comments.' }));
+  }
+
+  function renderGates(gates) {
+    const E = R.els;
+    put(E.gates, gates.map((g) => h('li', { class: 'rv-gate ' + (g.passed ? 'is-pass' : 'is-fail') },
+      h('span', { class: 'rv-mark', 'aria-hidden': 'true', text: g.passed ? '✓' : '✗' }),
+      h('span', { class: 'rv-gate-name', text: g.gate }),
+      h('span', { class: 'muted small', text: [
+        g.attempt !== null && g.attempt !== undefined ? `attempt ${g.attempt}` : null,
+        g.passed ? 'passed' : 'failed',
+        g.cached ? 'cached' : fmtMs(g.duration_ms),
+        !g.passed && g.exit ? g.exit : null,
+      ].filter(Boolean).join(' · ') }),
+      h('span', { class: 'grow' }),
+      g.log ? h('button', {
+        type: 'button', class: 'rv-small', 'data-testid': 'review-gate-log', 'data-name': g.log, text: 'Log',
+        title: `Open ${g.log}`, onclick: () => showGateLog(g.log),
+      }) : h('span', { class: 'muted small', text: 'no log' }))));
+    if (!gates.length) E.gates.append(h('li', { class: 'muted', text: 'No gate has run.' }));
+    if (R.logName && !gates.some((g) => g.log === R.logName)) hideGateLog();
+  }
+
+  function hideGateLog() {
+    R.logName = null;
+    R.els.log.hidden = true;
+    R.els.logTitle.hidden = true;
+  }
+
+  async function showGateLog(name) {
+    if (!R) return;
+    const { id, gen, els: E } = R;
+    if (R.logName === name && !E.log.hidden) { hideGateLog(); return; }
+    R.logName = name;
+    E.logTitle.hidden = false;
+    E.logTitle.textContent = name;
+    E.log.hidden = false;
+    E.log.textContent = 'Loading…';
+    try {
+      const text = await api('GET', `/api/tasks/${enc(id)}/logs/${enc(name)}?bytes=${GATE_LOG_BYTES}`, undefined, { quiet: true, text: true });
+      if (reviewAlive(gen) && R.logName === name) E.log.textContent = text || '(empty)';
+    } catch (e) {
+      if (reviewAlive(gen) && R.logName === name) E.log.textContent = `Could not read ${name}: ${e.message}`;
+    }
+  }
+
+  function renderAttempts(list) {
+    const E = R.els;
+    let total = 0;
+    put(E.attempts, list.map((a) => {
+      total += Number(a.cost_usd) || 0;
+      return h('li', { class: 'rv-attempt' },
+        h('div', { class: 'rv-meta' },
+          h('strong', { text: a.attempt !== null && a.attempt !== undefined ? `#${a.attempt}` : '#?' }),
+          h('span', { text: ` ${a.agent}` }),
+          a.model ? h('span', { class: 'muted', text: ` · ${a.model}` }) : null,
+          h('span', { class: 'grow' }),
+          h('span', { class: 'rv-outcome', 'data-outcome': a.outcome, text: a.outcome })),
+        h('div', { class: 'muted small' }, [
+          a.cost_usd === null || a.cost_usd === undefined ? 'cost not reported' : usd(a.cost_usd),
+          fmtMs(a.duration_ms),
+          `${a.input_tokens} in / ${a.output_tokens} out tokens`,
+          a.turns ? plural(a.turns, 'turn') : null,
+          fmtTime(a.at),
+        ].filter(Boolean).join(' · ')));
+    }));
+    if (!list.length) E.attempts.append(h('li', { class: 'muted', text: 'No attempt reported its usage.' }));
+    else E.attempts.append(h('li', { class: 'rv-total muted small', text: `${plural(list.length, 'attempt')}, ${usd(total)} in all` }));
+  }
+
+  function renderMerge(m) {
+    const E = R.els;
+    if (!m) { put(E.merge, h('p', { class: 'muted', text: 'No merge plan.' })); return; }
+    const branch = R.data ? R.data.diff.branch : '';
+    put(E.merge,
+      m.error ? h('p', { class: 'rv-error', text: m.error }) : null,
+      h('p', { class: 'rv-plan ' + (m.planned ? 'is-planned' : 'is-waiting'), 'data-testid': 'review-merge-status',
+        text: m.planned ? `Lands with the next merge run${m.level !== null && m.level !== undefined ? `, at level ${m.level}` : ''}.` : 'Not in the next merge run.' }),
+      m.batch && m.batch.length ? h('div', { class: 'rv-kv' },
+        h('span', { class: 'muted', text: 'Tested with' }),
+        h('span', { class: 'chips' }, m.batch.map((b) => h('code', { class: 'label' + (b === branch ? ' is-self' : ''), text: b })))) : null,
+      m.conflicts && m.conflicts.length ? h('div', { class: 'rv-kv' },
+        h('span', { class: 'muted', text: 'Conflicts' }),
+        h('ul', { class: 'rv-conflicts' }, m.conflicts.map((c) => h('li', {},
+          h('code', { text: c.with }), h('span', { class: 'muted', text: ' in ' }),
+          h('span', { text: (c.files || []).join(', ') || 'files git did not name' }))))) : null,
+      m.waits && m.waits.length ? h('div', { class: 'rv-kv' },
+        h('span', { class: 'muted', text: 'Waits for' }),
+        h('ul', { class: 'rv-waits' }, m.waits.map((w) => h('li', { text: w })))) : null);
+  }
+
+  // ---- the pending comments and the decision
+
+  function renderPending() {
+    const E = R.els;
+    put(E.pendingList, R.pending.map((p, i) => h('li', { class: 'rv-pend', 'data-testid': 'review-pending-item' },
+      h('button', { type: 'button', class: 'rv-loc', text: `${p.file}:${p.line}`, onclick: () => goToLine(p.file, p.line) }),
+      h('span', { class: 'pre rv-text', text: p.text }),
+      h('button', {
+        type: 'button', class: 'icon-btn', title: 'Remove this comment', 'aria-label': 'Remove this comment', text: '×',
+        onclick: () => removePending(i),
+      }))));
+    E.pendingList.hidden = R.pending.length === 0;
+    E.reject.textContent = R.pending.length ? `Request changes (${R.pending.length})` : 'Request changes';
+  }
+
+  function removePending(i) {
+    const [p] = R.pending.splice(i, 1);
+    savePending();
+    renderPending();
+    if (p) redrawNotesFor(p.file);
+  }
+
+  function redrawNotesFor(file) {
+    for (const b of R.blocks.values()) if (b.drawn && b.file.path === file) placeNotes(b);
+  }
+
+  function showReviewError(text) {
+    R.els.error.textContent = text;
+    R.els.error.hidden = !text;
+  }
+
+  async function decide(kind) {
+    if (!R) return;
+    const { id, gen, els: E } = R;
+    const message = E.message.value.trim();
+    showReviewError('');
+    if (kind === 'approve' && R.pending.length) {
+      showReviewError(`${plural(R.pending.length, 'line comment is', 'line comments are')} pending: send them with Request changes, or remove them before approving.`);
+      return;
+    }
+    const body = kind === 'approve'
+      ? (message ? { message } : {})
+      : { message, comments: R.pending.map((p) => ({ file: p.file, line: p.line, text: p.text })) };
+    E.approve.disabled = true;
+    E.reject.disabled = true;
+    try {
+      const out = await api('POST', `/api/tasks/${enc(id)}/${kind}`, body, { quiet: true });
+      if (!reviewAlive(gen)) return;
+      E.message.value = '';
+      if (kind === 'reject') {
+        R.pending = [];
+        savePending();
+        renderPending();
+        putTask(out);
+        toast(`Sent ${id} back: it is ${STATE_LABEL[out.state] || out.state} again`, 'ok');
+      } else {
+        toast(`Approved ${id} at ${short(out.head)}`, 'ok');
+      }
+      refreshReviewBadge();
+    } catch (e) {
+      if (reviewAlive(gen)) showReviewError(e.status === 0 ? 'Could not reach the server: nothing was sent.' : e.message);
+    } finally {
+      if (reviewAlive(gen)) refreshReview();
+    }
+  }
+
+  // ---- the diff
+
+  function setView(view) {
+    if (!R || R.view === view) return;
+    R.view = view;
+    try { localStorage.setItem(VIEW_KEY, view); } catch (_) { /* storage off */ }
+    renderView();
+    redrawAll();
+  }
+
+  function renderView() {
+    const E = R.els;
+    E.unified.classList.toggle('on', R.view === 'unified');
+    E.split.classList.toggle('on', R.view === 'split');
+    E.unified.setAttribute('aria-pressed', String(R.view === 'unified'));
+    E.split.setAttribute('aria-pressed', String(R.view === 'split'));
+    E.diff.dataset.view = R.view;
+  }
+
+  async function redrawAll() {
+    const gen = R.gen;
+    let since = 0;
+    for (const b of [...R.blocks.values()]) {
+      if (!reviewAlive(gen)) return;
+      if (!b.drawn) continue;
+      drawBlock(b);
+      since += b.file.added + b.file.removed;
+      if (since >= DRAW_SLICE) { since = 0; await nextTask(); }
+    }
+  }
+
+  // A macrotask later: lets the browser paint and take input between files.
+  function nextTask() {
+    return new Promise((res) => {
+      const ch = new MessageChannel();
+      ch.port1.onmessage = () => res();
+      ch.port2.postMessage(null);
+    });
+  }
+
+  function diffUrl(id, q) {
+    return `/api/tasks/${enc(id)}/diff?${q}`;
+  }
+
+  // (Re)reads the diff from its first page.
+  async function startDiff(gen) {
+    if (!reviewAlive(gen)) return;
+    const E = R.els;
+    R.diffState = 'loading';
+    R.head = null;
+    R.blocks = new Map();
+    R.loadedTo = 0;
+    R.next = null;
+    R.loading = null;
+    if (R.io) { R.io.disconnect(); R.io = null; }
+    E.diff.dataset.state = 'loading';
+    E.diff.replaceChildren();
+    E.more.textContent = 'Loading the diff…';
+    let page;
+    try {
+      [page] = await Promise.all([api('GET', diffUrl(R.id, 'offset=0'), undefined, { quiet: true }), loadVendor()]);
+    } catch (e) {
+      if (!reviewAlive(gen)) return;
+      R.diffState = 'error';
+      E.diff.dataset.state = 'error';
+      put(E.more, h('span', { text: e.status === 404 ? e.message : `Could not load the diff: ${e.message}` }), ' ',
+        h('button', { type: 'button', class: 'rv-small', text: 'Try again', onclick: () => startDiff(gen) }));
+      return;
+    }
+    if (!reviewAlive(gen)) return;
+    R.head = page.head;
+    R.files = page.files;
+    renderFileList();
+    await drawPage(page, gen);
+    if (!reviewAlive(gen)) return;
+    R.diffState = 'ready';
+    E.diff.dataset.state = 'ready';
+    reviewEl.dataset.renderMs = String(Math.round(performance.now() - R.t0));
+    R.io = new IntersectionObserver((entries) => {
+      if (entries.some((x) => x.isIntersecting)) loadMore();
+    }, { root: E.main, rootMargin: `0px 0px ${MORE_MARGIN}px 0px` });
+    R.io.observe(E.more);
+  }
+
+  function renderFileList() {
+    const E = R.els;
+    const max = R.files.reduce((m, f) => Math.max(m, f.added + f.removed), 0) || 1;
+    E.fileCount.textContent = R.files.length ? plural(R.files.length, 'file') : '';
+    put(E.files, R.files.map((f, i) => {
+      const bar = h('span', { class: 'rv-bar-fill' });
+      const share = (f.added + f.removed) / max;
+      bar.style.width = `${Math.max(f.added + f.removed ? 4 : 0, Math.round(share * 100))}%`;
+      const addShare = f.added + f.removed ? f.added / (f.added + f.removed) : 0;
+      bar.style.setProperty('--add', `${Math.round(addShare * 100)}%`);
+      return h('li', { class: 'rv-frow', 'data-path': f.path, 'data-index': String(i) },
+        h('span', { class: `rv-status st-file-${f.status.replace(/\s+/g, '-')}`, title: f.status, text: statusLetter(f.status) }),
+        h('button', {
+          type: 'button', class: 'rv-fname', title: f.old_path ? `${f.old_path} → ${f.path}` : f.path,
+          onclick: () => goToFile(i),
+        }, f.old_path ? h('span', { class: 'muted', text: `${f.old_path} → ` }) : null, f.path),
+        f.binary ? h('span', { class: 'rv-ftag', text: 'binary' }) : null,
+        f.large ? h('span', { class: 'rv-ftag', title: 'Too many changed lines to show at once', text: 'large' }) : null,
+        h('span', { class: 'grow' }),
+        f.binary ? null : h('span', { class: 'rv-fstat' }, h('span', { class: 'add', text: `+${f.added}` }), ' ', h('span', { class: 'del', text: `−${f.removed}` })),
+        h('span', { class: 'rv-bar', 'aria-hidden': 'true' }, bar));
+    }));
+    if (!R.files.length) E.files.append(h('li', { class: 'muted', text: 'The branch changes no file.' }));
+  }
+
+  function statusLetter(s) {
+    return { added: 'A', modified: 'M', deleted: 'D', renamed: 'R', copied: 'C', 'type changed': 'T' }[s] || '?';
+  }
+
+  // Each file's part of a patch, in order: each starts with "diff --git ".
+  function splitPatch(patch) {
+    const starts = [];
+    const re = /^diff --git /gm;
+    for (let m = re.exec(patch); m; m = re.exec(patch)) starts.push(m.index);
+    return starts.map((s, i) => patch.slice(s, i + 1 < starts.length ? starts[i + 1] : patch.length));
+  }
+
+  function headerOf(f) {
+    return `diff --git a/${f.old_path || f.path} b/${f.path}`;
+  }
+
+  // Pairs a page's files with their parts of the patch. git writes them in
+  // the order it listed them; a path git had to quote is matched by order.
+  function pairParts(files, parts) {
+    const out = new Map();
+    let j = 0;
+    for (const part of parts) {
+      const nl = part.indexOf('\n');
+      const head = nl < 0 ? part : part.slice(0, nl);
+      let k = j;
+      while (k < files.length && headerOf(files[k]) !== head) k++;
+      if (k === files.length) k = j; // a quoted path: by order
+      if (k >= files.length) break;
+      out.set(files[k], part);
+      j = k + 1;
+    }
+    return out;
+  }
+
+  async function drawPage(page, gen) {
+    const end = page.next === null || page.next === undefined ? R.files.length : page.next;
+    const want = [];
+    for (let i = page.offset; i < end; i++) if (!R.files[i].large) want.push(R.files[i]);
+    const parts = pairParts(want, splitPatch(page.patch || ''));
+    let since = 0;
+    for (let i = page.offset; i < end; i++) {
+      const f = R.files[i];
+      const b = fileBlock(f, i);
+      R.blocks.set(i, b);
+      R.els.diff.append(b.el);
+      if (f.binary) {
+        summary(b, 'Binary file: not shown.');
+      } else if (f.large) {
+        summary(b, `${plural(f.added + f.removed, 'line')} changed`,
+          h('button', { type: 'button', class: 'rv-small', 'data-testid': 'review-show-large', text: 'Show', onclick: () => showLarge(b) }));
+      } else if (parts.has(f)) {
+        b.part = parts.get(f);
+        drawBlock(b);
+        since += f.added + f.removed;
+        if (since >= DRAW_SLICE && i + 1 < end) {
+          since = 0;
+          await nextTask();
+          if (!reviewAlive(gen)) return;
+        }
+      } else {
+        summary(b, f.status === 'renamed' || f.status === 'copied' ? 'Same content under the new name.' : 'No change to the text.');
+      }
+    }
+    R.loadedTo = end;
+    R.next = page.next === null || page.next === undefined ? null : page.next;
+    renderMore();
+  }
+
+  function renderMore() {
+    const E = R.els;
+    if (R.next === null) {
+      const shown = R.files.length;
+      E.more.textContent = shown ? `End of the changes: ${plural(shown, 'file')}.` : '';
+    } else {
+      E.more.textContent = `${R.loadedTo} of ${R.files.length} files shown; more load as you scroll…`;
+    }
+    E.more.dataset.done = String(R.next === null);
+  }
+
+  function loadMore() {
+    if (!R || R.next === null || R.diffState !== 'ready') return Promise.resolve();
+    if (R.loading) return R.loading;
+    const { id, gen } = R;
+    const offset = R.next;
+    R.els.more.textContent = `Loading files ${offset + 1}–…`;
+    R.loading = (async () => {
+      try {
+        const page = await api('GET', diffUrl(id, `offset=${offset}`), undefined, { quiet: true });
+        if (!reviewAlive(gen)) return;
+        if (page.head !== R.head) {
+          noticeReview(`The branch moved on to ${short(page.head)}: the diff was read again.`);
+          R.loading = null;
+          startDiff(gen);
+          return;
+        }
+        await drawPage(page, gen);
+      } catch (e) {
+        if (!reviewAlive(gen)) return;
+        put(R.els.more, h('span', { text: `Could not load more of the diff: ${e.message}` }), ' ',
+          h('button', { type: 'button', class: 'rv-small', text: 'Try again', onclick: () => loadMore() }));
+      } finally {
+        if (reviewAlive(gen)) R.loading = null;
+      }
+      // Still near the end (a short page): the observer will not fire again.
+      if (reviewAlive(gen) && R.next !== null) {
+        const mainBox = R.els.main.getBoundingClientRect();
+        if (R.els.more.getBoundingClientRect().top < mainBox.bottom + MORE_MARGIN) loadMore();
+      }
+    })();
+    return R.loading;
+  }
+
+  function fileBlock(f, i) {
+    const el = h('section', { class: 'rv-file', 'data-path': f.path, 'data-index': String(i) });
+    return { file: f, index: i, el, part: null, drawn: false, rows: null };
+  }
+
+  function summary(b, text, ...extra) {
+    const f = b.file;
+    put(b.el,
+      h('div', { class: 'rv-fhead' },
+        h('span', { class: `rv-status st-file-${f.status.replace(/\s+/g, '-')}`, title: f.status, text: statusLetter(f.status) }),
+        h('span', { class: 'rv-fhead-name' }, f.old_path ? h('span', { class: 'muted', text: `${f.old_path} → ` }) : null, f.path),
+        h('span', { class: 'grow' }),
+        f.binary ? null : h('span', { class: 'rv-fstat' }, h('span', { class: 'add', text: `+${f.added}` }), ' ', h('span', { class: 'del', text: `−${f.removed}` }))),
+      h('div', { class: 'rv-fbody', 'data-testid': 'review-file-summary' }, h('span', { text }), ...extra));
+    b.drawn = false;
+  }
+
+  async function showLarge(b) {
+    const { id, gen } = R;
+    const btn = b.el.querySelector('[data-testid="review-show-large"]');
+    if (btn) { btn.disabled = true; btn.textContent = 'Loading…'; }
+    try {
+      const page = await api('GET', diffUrl(id, `file=${enc(b.file.path)}`), undefined, { quiet: true });
+      if (!reviewAlive(gen)) return;
+      const parts = splitPatch(page.patch || '');
+      b.part = pairParts([b.file], parts).get(b.file) || parts[0] || '';
+      drawBlock(b);
+    } catch (e) {
+      if (!reviewAlive(gen)) return;
+      if (btn) { btn.disabled = false; btn.textContent = 'Show'; }
+      toast(`Loading ${b.file.path}: ${e.message}`);
+    }
+  }
+
+  function drawBlock(b) {
+    const body = h('div', { class: 'rv-d2h' });
+    const ui = new window.Diff2HtmlUI(body, b.part, {
+      outputFormat: VIEWS[R.view],
+      drawFileList: false,
+      fileListToggle: false,
+      highlight: true,
+      matching: 'none',
+      colorScheme: 'auto',
+      fileContentToggle: true,
+      stickyFileHeaders: true,
+      synchronisedScroll: true,
+    });
+    ui.draw();
+    // Each file's counts beside its name (diff2html shows none).
+    const name = body.querySelector('.d2h-file-name-wrapper');
+    if (name) {
+      name.append(h('span', { class: 'rv-fstat' },
+        h('span', { class: 'add', text: `+${b.file.added}` }), ' ', h('span', { class: 'del', text: `−${b.file.removed}` })));
+    }
+    put(b.el, body);
+    b.drawn = true;
+    b.rows = null;
+    placeNotes(b);
+  }
+
+  // New line number -> its row (and, side by side, the row beside it).
+  function rowIndex(b) {
+    if (b.rows) return b.rows;
+    const map = new Map();
+    const sides = b.el.querySelectorAll('.d2h-file-side-diff');
+    if (sides.length === 2) {
+      const left = [...sides[0].querySelectorAll('tbody > tr')].filter((r) => !r.classList.contains('rv-note-row'));
+      const right = [...sides[1].querySelectorAll('tbody > tr')].filter((r) => !r.classList.contains('rv-note-row'));
+      right.forEach((tr, i) => {
+        const td = tr.firstElementChild;
+        if (!td || !td.classList.contains('d2h-code-side-linenumber')) return;
+        const n = parseInt(td.textContent, 10);
+        if (n > 0) map.set(n, { row: tr, left: left[i] || null });
+      });
+    } else {
+      for (const tr of b.el.querySelectorAll('tbody > tr')) {
+        const n2 = tr.querySelector(':scope > td.d2h-code-linenumber > .line-num2');
+        const n = n2 ? parseInt(n2.textContent, 10) : NaN;
+        if (n > 0) map.set(n, { row: tr, left: null });
+      }
+    }
+    b.rows = map;
+    return map;
+  }
+
+  // Comments (not outdated), pending comments and the open form, each under
+  // its line where the diff shows that line.
+  function placeNotes(b) {
+    for (const el of b.el.querySelectorAll('tr.rv-note-row')) {
+      if (R.ro) R.ro.unobserve(el);
+      el.remove();
+    }
+    const path = b.file.path;
+    const byLine = new Map();
+    const add = (line, note) => {
+      if (!byLine.has(line)) byLine.set(line, []);
+      byLine.get(line).push(note);
+    };
+    for (const c of R.comments) if (!c.outdated && c.file === path) add(Number(c.line), noteComment(c));
+    R.pending.forEach((p, i) => { if (p.file === path) add(p.line, notePending(p, i)); });
+    if (R.form && R.form.file === path) add(R.form.line, noteForm(R.form));
+    if (!byLine.size) return;
+    const idx = rowIndex(b);
+    const cols = R.view === 'split' ? 2 : 2;
+    for (const [line, notes] of byLine) {
+      const at = idx.get(line);
+      if (!at) continue; // outside the hunks git shows
+      const row = h('tr', { class: 'rv-note-row', 'data-line': String(line) },
+        h('td', { class: 'rv-note-cell', colspan: String(cols) }, h('div', { class: 'rv-notes' }, notes)));
+      at.row.after(row);
+      if (at.left) {
+        const spacer = h('tr', { class: 'rv-note-row rv-note-spacer' }, h('td', { colspan: String(cols) }));
+        at.left.after(spacer);
+        R.spacers.set(row, spacer);
+        R.ro.observe(row);
+      }
+    }
+    const input = b.el.querySelector('[data-testid="review-comment-input"]');
+    if (input && R.form && R.form.focus) { R.form.focus = false; input.focus(); }
+  }
+
+  function noteComment(c) {
+    return h('div', { class: 'rv-note rv-note-comment', 'data-kind': 'comment', 'data-testid': 'review-inline-comment' },
+      h('div', { class: 'rv-meta' },
+        h('strong', { text: c.author }),
+        h('span', { class: 'muted', title: `#${c.seq} at ${c.at}`, text: ` · ${fmtTime(c.at)}` })),
+      h('div', { class: 'pre rv-text', text: c.text }));
+  }
+
+  function notePending(p, i) {
+    return h('div', { class: 'rv-note rv-note-pending', 'data-kind': 'pending', 'data-testid': 'review-inline-pending' },
+      h('div', { class: 'rv-meta' },
+        h('span', { class: 'rv-pending-tag', text: 'pending' }),
+        h('span', { class: 'muted', text: ' sent with Request changes' }),
+        h('span', { class: 'grow' }),
+        h('button', { type: 'button', class: 'rv-small', text: 'Remove', onclick: () => removePending(i) })),
+      h('div', { class: 'pre rv-text', text: p.text }));
+  }
+
+  function noteForm(form) {
+    const input = h('textarea', {
+      rows: 3, maxlength: '20000', 'data-testid': 'review-comment-input', 'aria-label': `Comment on ${form.file}:${form.line}`,
+      placeholder: `Comment on ${form.file}:${form.line}… (Ctrl+Enter adds it)`,
+    });
+    input.value = form.draft || '';
+    input.addEventListener('input', () => { form.draft = input.value; });
+    const el = h('form', { class: 'rv-note rv-note-form', autocomplete: 'off' },
+      input,
+      h('div', { class: 'rv-buttons' },
+        h('button', { type: 'button', 'data-testid': 'review-comment-cancel', text: 'Cancel', onclick: () => closeForm() }),
+        h('button', { type: 'submit', class: 'primary', 'data-testid': 'review-comment-add', text: 'Add comment' })));
+    el.addEventListener('submit', (e) => {
+      e.preventDefault();
+      const text = input.value.trim();
+      if (!text) { input.focus(); return; }
+      R.pending.push({ file: form.file, line: form.line, text });
+      savePending();
+      R.form = null;
+      renderPending();
+      redrawNotesFor(form.file);
+    });
+    input.addEventListener('keydown', (e) => {
+      if (e.key === 'Enter' && (e.ctrlKey || e.metaKey)) { e.preventDefault(); el.requestSubmit(); }
+      else if (e.key === 'Escape') { e.preventDefault(); e.stopPropagation(); closeForm(); }
+    });
+    return el;
+  }
+
+  function closeForm() {
+    if (!R || !R.form) return;
+    const file = R.form.file;
+    R.form = null;
+    redrawNotesFor(file);
+  }
+
+  function onDiffClick(e) {
+    const t = e.target instanceof Element ? e.target : null;
+    if (!t || !R) return;
+    const fileEl = t.closest('.rv-file');
+    if (!fileEl) return;
+    let line = NaN;
+    const unified = t.closest('td.d2h-code-linenumber');
+    if (unified) {
+      const n2 = unified.querySelector('.line-num2');
+      line = n2 ? parseInt(n2.textContent, 10) : NaN;
+      if (!(line > 0) && unified.querySelector('.line-num1')?.textContent.trim()) {
+        toast('A removed line is not on the branch: comment on a line of the new side.', 'info');
+        return;
+      }
+    }
+    const side = t.closest('td.d2h-code-side-linenumber');
+    if (side) {
+      const sides = [...fileEl.querySelectorAll('.d2h-file-side-diff')];
+      if (sides.indexOf(side.closest('.d2h-file-side-diff')) !== 1) {
+        if (side.textContent.trim()) toast('The left side is the old version: comment on a line of the right side.', 'info');
+        return;
+      }
+      line = parseInt(side.textContent, 10);
+    }
+    if (!(line > 0)) return;
+    const file = fileEl.dataset.path;
+    const prev = R.form;
+    R.form = { file, line, draft: prev && prev.file === file && prev.line === line ? prev.draft : '', focus: true };
+    if (prev && prev.file !== file) redrawNotesFor(prev.file);
+    redrawNotesFor(file);
+  }
+
+  async function goToFile(i) {
+    if (!R) return;
+    const gen = R.gen;
+    while (reviewAlive(gen) && i >= R.loadedTo && R.next !== null) {
+      await (R.loading || loadMore());
+      if (R && R.loading === null && i >= R.loadedTo && R.els.more.querySelector('button')) return; // failed: shown
+    }
+    if (!reviewAlive(gen)) return;
+    const b = R.blocks.get(i);
+    if (b) b.el.scrollIntoView({ block: 'start' });
+  }
+
+  async function goToLine(file, line) {
+    if (!R) return;
+    const i = R.files.findIndex((f) => f.path === file);
+    if (i < 0) return;
+    await goToFile(i);
+    if (!R) return;
+    const b = R.blocks.get(i);
+    const at = b && b.drawn ? rowIndex(b).get(Number(line)) : null;
+    if (at) {
+      at.row.scrollIntoView({ block: 'center' });
+      at.row.classList.add('rv-flash');
+      setTimeout(() => at.row.classList.remove('rv-flash'), 1600);
+    }
+  }
+
+  // ---- live
+
+  function reviewOnEvent(ev) {
+    if (REVIEW_BADGE_KINDS.has(ev.kind)) scheduleReviewBadge();
+    if (!R) return;
+    if (ev.task === R.id) {
+      if (REVIEW_OWN_KINDS.has(ev.kind)) refreshReview();
+    } else if (ev.kind === 'state_changed' || ev.kind === 'approved' || ev.kind === 'changes_requested') {
+      if (R.othersTimer) return;
+      const wait = Math.max(0, R.othersAt + REVIEW_OTHERS_GAP - performance.now());
+      const gen = R.gen;
+      R.othersTimer = setTimeout(() => {
+        if (!reviewAlive(gen)) return;
+        R.othersTimer = null;
+        R.othersAt = performance.now();
+        refreshReview();
+      }, wait);
+    }
+  }
+
+  // ---- the header badge: what waits for a decision
+
+  const REVIEW_BADGE_KINDS = new Set(['approved', 'changes_requested', 'commented', 'imported', 'restored']);
+  const reviewBadge = $('[data-testid="review-badge"]');
+  const reviewPop = $('[data-testid="review-list"]');
+  let reviewItems = null; // the last /api/review answer
+  let reviewUnavailable = false; // the project is not in git: no badge
+  let badgeBusy = false;
+  let badgeAgain = false;
+  let badgeTimer = null;
+
+  function scheduleReviewBadge() {
+    if (badgeTimer !== null || reviewUnavailable) return;
+    badgeTimer = setTimeout(() => { badgeTimer = null; refreshReviewBadge(); }, COALESCE_MS);
+  }
+
+  async function refreshReviewBadge() {
+    if (reviewUnavailable) return;
+    if (badgeBusy) { badgeAgain = true; return; }
+    badgeBusy = true;
+    try {
+      reviewItems = await api('GET', '/api/review', undefined, { quiet: true });
+      renderReviewBadge();
+    } catch (e) {
+      // Outside git there is nothing to review (and nothing will be).
+      if (e.status === 404) { reviewUnavailable = true; reviewBadge.hidden = true; }
+    } finally {
+      badgeBusy = false;
+      if (badgeAgain) { badgeAgain = false; scheduleReviewBadge(); }
+    }
+  }
+
+  function renderReviewBadge() {
+    const list = reviewItems || [];
+    const waiting = list.filter((x) => !x.approved).length;
+    const approved = list.length - waiting;
+    reviewBadge.hidden = false;
+    reviewBadge.dataset.count = String(waiting);
+    reviewBadge.querySelector('b').textContent = String(waiting);
+    reviewBadge.title = `${plural(waiting, 'task waits', 'tasks wait')} for a review` +
+      (approved ? `; ${plural(approved, 'approved task waits', 'approved tasks wait')} to be merged` : '');
+    if (!reviewPop.hidden) renderReviewList();
+  }
+
+  function renderReviewList() {
+    const list = reviewItems || [];
+    put(reviewPop,
+      h('div', { class: 'rp-head' }, h('strong', { text: 'In review' }), h('span', { class: 'muted small', text: ` ${list.length}` })),
+      list.length ? h('ol', { class: 'rp-list' }, list.map((x) => h('li', {},
+        h('a', { class: 'rp-item', href: `#review/${x.id}`, 'data-testid': `review-item-${x.id}` },
+          h('span', { class: 'rp-top' },
+            h('span', { class: 'card-id', text: x.id }),
+            x.approved ? h('span', { class: 'rv-approved small', text: 'approved' }) : null,
+            h('span', { class: 'grow' }),
+            h('span', { class: 'rv-fstat' }, h('span', { class: 'add', text: `+${x.added}` }), ' ', h('span', { class: 'del', text: `−${x.removed}` }))),
+          h('span', { class: 'rp-title', text: x.title }),
+          h('span', { class: 'muted small', text: [plural(x.files, 'file'), x.comments ? plural(x.comments, 'comment') : null, fmtTime(x.updated_at)].filter(Boolean).join(' · ') })))))
+        : h('p', { class: 'muted', text: 'Nothing waits for review.' }));
+  }
+
+  function openReviewList() {
+    renderReviewList();
+    const r = reviewBadge.getBoundingClientRect();
+    reviewPop.style.left = `${Math.round(Math.max(8, Math.min(r.left, window.innerWidth - 380)))}px`;
+    reviewPop.style.top = `${Math.round(r.bottom + 6)}px`;
+    reviewPop.hidden = false;
+    reviewBadge.setAttribute('aria-expanded', 'true');
+    refreshReviewBadge();
+  }
+
+  function closeReviewList() {
+    reviewPop.hidden = true;
+    reviewBadge.setAttribute('aria-expanded', 'false');
+  }
+
+  reviewBadge.addEventListener('click', (e) => {
+    e.stopPropagation();
+    if (reviewPop.hidden) openReviewList(); else closeReviewList();
+  });
+  document.addEventListener('click', (e) => {
+    if (reviewPop.hidden) return;
+    const t = e.target instanceof Element ? e.target : null;
+    if (t && (t.closest('.rp-item') || !reviewPop.contains(t))) closeReviewList();
+  });
+
+  // ------------------------------------------------------------------ routes
+
+  // #ID opens a task's detail; #review/ID its review page.
+  function route() {
+    const raw = decodeURIComponent(location.hash.slice(1));
+    if (raw.startsWith('review/')) {
+      const id = raw.slice('review/'.length);
+      if (!id) return;
+      if (selectedId) hideDetail();
+      openReview(id);
+      return;
+    }
+    if (R) {
+      closeReview();
+      document.title = 'braid';
+    }
+    if (raw && raw !== selectedId) openDetail(raw);
+  }
+
   // ------------------------------------------------------------------ wiring
 
   document.addEventListener('click', (e) => {
@@ -1731,10 +2827,12 @@
     const typing = t && t.closest('input, textarea, select');
     if (e.key === 'Escape') {
       if (typing) { t.blur(); return; }
+      if (!reviewPop.hidden) { closeReviewList(); return; }
+      if (R) { location.hash = ''; return; }
       if (selectedId) closeDetail();
       return;
     }
-    if (typing) return;
+    if (typing || R) return;
     if ((e.key === 'Enter' || e.key === ' ') && t && t.matches('.card, .ready-item, .run-head, g.node') && t.dataset.id) {
       e.preventDefault();
       openDetail(t.dataset.id);
@@ -1781,10 +2879,7 @@
     }, 80);
   });
 
-  window.addEventListener('hashchange', () => {
-    const id = decodeURIComponent(location.hash.slice(1));
-    if (id && id !== selectedId) openDetail(id);
-  });
+  window.addEventListener('hashchange', route);
 
   window.addEventListener('pagehide', () => {
     closeRunTails();
@@ -1796,9 +2891,6 @@
 
   setConn(false);
   renderSeq();
-  {
-    const id = decodeURIComponent(location.hash.slice(1));
-    if (id) openDetail(id);
-  }
+  route();
   connect();
 })();
