@@ -433,7 +433,7 @@ fn an_approval_holds_for_the_commit_it_saw_and_the_plan_waits_for_one() {
     assert_eq!(inputs.len(), 1, "approved work is planned");
     let v = review::show(&w.store, &w.site, id.as_str()).unwrap();
     assert!(v.approved && v.merge.planned && v.merge.level == Some(0));
-    assert_eq!(v.merge.batch, [branch.clone()]);
+    assert_eq!(v.merge.batch, std::slice::from_ref(&branch));
     let listed = review::list(&w.store, &w.site, 10).unwrap();
     assert!(listed[0].approved && listed[0].files == 1);
 
