@@ -2335,7 +2335,7 @@
         f.large ? h('span', { class: 'rv-ftag', title: 'Too many changed lines to show at once', text: 'large' }) : null,
         h('span', { class: 'grow' }),
         f.binary ? null : h('span', { class: 'rv-fstat' }, h('span', { class: 'add', text: `+${f.added}` }), ' ', h('span', { class: 'del', text: `−${f.removed}` })),
-        h('span', { class: 'rv-bar', 'aria-hidden': 'true' }, bar));
+        h('span', { class: 'rv-sizebar', 'aria-hidden': 'true' }, bar));
     }));
     if (!R.files.length) E.files.append(h('li', { class: 'muted', text: 'The branch changes no file.' }));
   }
@@ -2507,6 +2507,9 @@
         h('span', { class: 'add', text: `+${b.file.added}` }), ' ', h('span', { class: 'del', text: `−${b.file.removed}` })));
     }
     put(b.el, body);
+    // Its height before it is first laid out: about a row per line.
+    const lines = body.querySelectorAll('tbody > tr').length;
+    b.el.style.setProperty('contain-intrinsic-size', `auto ${Math.round(lines * 20 / (R.view === 'split' ? 2 : 1) + 60)}px`);
     b.drawn = true;
     b.rows = null;
     placeNotes(b);

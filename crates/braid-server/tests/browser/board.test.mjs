@@ -2,6 +2,7 @@
 // playwright-core against a real `braid serve` in a temporary project.
 //
 //   BRAID_BIN=target/debug/braid node board.test.mjs
+//   ONLY=review BRAID_BIN=target/debug/braid node board.test.mjs   (steps 10*)
 //
 // Prints one line per step, screenshots under ./screenshots, and a closing
 // "N passed, N failed" line; exits non-zero when any assertion fails.
@@ -21,14 +22,20 @@ const CHROMIUM = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
 const SHOTS = join(here, 'screenshots');
 const KEEP = process.env.KEEP_TMP === '1';
 
+const ONLY = process.env.ONLY || '';
+
 const work = mkdtempSync(join(tmpdir(), 'braid-board-'));
 const project = join(work, 'project');
+// Steps 10*: a git repository whose agents leave work in review.
+const rproject = join(work, 'review-project');
 const profile = join(work, 'chromium-profile');
 mkdirSync(project);
+mkdirSync(rproject);
 mkdirSync(SHOTS, { recursive: true });
 for (const f of readdirSync(SHOTS)) if (f.endsWith('.png')) rmSync(join(SHOTS, f)); // this run's only
 
 let server = null; // { proc, port, base, exited, stderr }
+let rserver = null; // the same, serving rproject
 let context = null;
 let page = null;
 const pageErrors = [];
@@ -55,8 +62,8 @@ function sh(args, opts = {}) {
   });
 }
 
-async function cliJson(args) {
-  const out = await sh([...args, '--json']);
+async function cliJson(args, opts = {}) {
+  const out = await sh([...args, '--json'], opts);
   try {
     return JSON.parse(out);
   } catch (_) {
@@ -79,8 +86,8 @@ print(cur.lastrowid)
 c.close()
 `;
 
-function appendEvent(kind, task, payload) {
-  const db = join(project, '.braid', 'braid.db');
+function appendEvent(kind, task, payload, dir = project) {
+  const db = join(dir, '.braid', 'braid.db');
   return new Promise((res, rej) => {
     execFile('python3', ['-c', APPEND_EVENT, db, kind, task, JSON.stringify(payload), String(Date.now())], { timeout: 20_000 },
       (err, stdout, stderr) => {
@@ -127,10 +134,10 @@ async function api(method, path, body) {
   return text ? JSON.parse(text) : null;
 }
 
-function startServer(port, extra = []) {
+function startServer(port, extra = [], cwd = project) {
   return new Promise((res, rej) => {
     const proc = spawn(BRAID, ['serve', '--bind', `127.0.0.1:${port}`, ...extra], {
-      cwd: project, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NO_COLOR: '1' },
+      cwd, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NO_COLOR: '1' },
     });
     const s = { proc, port: null, base: null, stderr: '', stdout: '' };
     s.exited = new Promise((done) => proc.on('exit', (code, signal) => done({ code, signal })));
@@ -225,21 +232,54 @@ async function step(name, fn) {
 async function cleanup() {
   if (context) await context.close().catch(() => {});
   context = null;
-  if (server && server.proc.exitCode === null && server.proc.signalCode === null) {
-    server.proc.kill('SIGTERM');
-    const out = await Promise.race([server.exited, sleep(5000).then(() => null)]);
-    if (!out) server.proc.kill('SIGKILL');
+  for (const s of [server, rserver]) {
+    if (s && s.proc.exitCode === null && s.proc.signalCode === null) {
+      s.proc.kill('SIGTERM');
+      const out = await Promise.race([s.exited, sleep(5000).then(() => null)]);
+      if (!out) s.proc.kill('SIGKILL');
+    }
   }
   if (!KEEP) rmSync(work, { recursive: true, force: true });
   else console.log(`kept ${work}`);
 }
 
 process.on('exit', () => {
-  if (server && server.proc.exitCode === null && server.proc.signalCode === null) server.proc.kill('SIGKILL');
+  for (const s of [server, rserver]) {
+    if (s && s.proc.exitCode === null && s.proc.signalCode === null) s.proc.kill('SIGKILL');
+  }
 });
 for (const sig of ['SIGINT', 'SIGTERM']) {
   process.on(sig, () => {
     cleanup().finally(() => process.exit(130));
+  });
+}
+
+// Headless Chromium with one page, watched for script errors, toasts and
+// anything the Content-Security-Policy stops.
+async function openBrowser() {
+  context = await chromium.launchPersistentContext(profile, {
+    executablePath: CHROMIUM,
+    headless: true,
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync',
+      // A name that resolves to this machine, as DNS rebinding makes one.
+      '--host-resolver-rules=MAP evil.example 127.0.0.1'],
+    viewport: { width: 1440, height: 900 },
+  });
+  page = context.pages()[0] || await context.newPage();
+  page.on('pageerror', (e) => pageErrors.push(String(e && e.stack || e)));
+  page.on('console', (m) => { if (m.type() === 'error') consoleErrors.push(m.text()); });
+  await page.exposeFunction('__braidToast', (text) => toasts.push(text));
+  await page.addInitScript(() => {
+    new MutationObserver((ms) => {
+      for (const m of ms) for (const n of m.addedNodes) {
+        if (n.nodeType === 1 && n.matches('[data-testid="toast"]')) window.__braidToast(n.className + ': ' + n.querySelector('.toast-text').textContent);
+      }
+    }).observe(document, { childList: true, subtree: true });
+    // Anything the board's Content-Security-Policy stops is counted.
+    document.addEventListener('securitypolicyviolation', (e) => {
+      document.documentElement.dataset.cspViolations = `${document.documentElement.dataset.cspViolations || ''}${e.violatedDirective} ${e.blockedURI};`;
+    });
   });
 }
 
@@ -273,30 +313,7 @@ day_usd = 10.0
   await step('1 serve, open the board, connection goes live', async () => {
     server = await startServer(0);
     console.log(`    serving on ${server.base}`);
-    context = await chromium.launchPersistentContext(profile, {
-      executablePath: CHROMIUM,
-      headless: true,
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-        '--disable-background-networking', '--disable-component-update', '--disable-sync',
-        // A name that resolves to this machine, as DNS rebinding makes one.
-        '--host-resolver-rules=MAP evil.example 127.0.0.1'],
-      viewport: { width: 1440, height: 900 },
-    });
-    page = context.pages()[0] || await context.newPage();
-    page.on('pageerror', (e) => pageErrors.push(String(e && e.stack || e)));
-    page.on('console', (m) => { if (m.type() === 'error') consoleErrors.push(m.text()); });
-    await page.exposeFunction('__braidToast', (text) => toasts.push(text));
-    await page.addInitScript(() => {
-      new MutationObserver((ms) => {
-        for (const m of ms) for (const n of m.addedNodes) {
-          if (n.nodeType === 1 && n.matches('[data-testid="toast"]')) window.__braidToast(n.className + ': ' + n.querySelector('.toast-text').textContent);
-        }
-      }).observe(document, { childList: true, subtree: true });
-      // Anything the board's Content-Security-Policy stops is counted.
-      document.addEventListener('securitypolicyviolation', (e) => {
-        document.documentElement.dataset.cspViolations = `${document.documentElement.dataset.cspViolations || ''}${e.violatedDirective} ${e.blockedURI};`;
-      });
-    });
+    await openBrowser();
     const res = await page.goto(server.base + '/', { waitUntil: 'domcontentloaded' });
     check(res && res.ok(), `GET / answered ${res && res.status()}`);
     await waitConn('live', 10_000);

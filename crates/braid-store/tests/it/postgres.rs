@@ -7,16 +7,37 @@ use std::io::Write as _;
 
 use braid_store::{PgStore, Store, contract};
 
+/// Says once per `cargo test` (not once per test, nor per test binary)
+/// that the PostgreSQL tests were skipped: the first test binary that
+/// skips, among those cargo runs, makes a marker named by cargo's pid.
+fn say_skipped() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let marker = std::env::temp_dir().join(format!(
+            "braid-postgres-skipped-{}",
+            std::os::unix::process::parent_id()
+        ));
+        if std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(marker)
+            .is_ok()
+        {
+            // Straight to the terminal: the test harness captures print!.
+            let _ = writeln!(
+                std::io::stderr(),
+                "\nSKIPPED: the PostgreSQL tests (set BRAID_TEST_POSTGRES=postgres://... to run them)"
+            );
+        }
+    });
+}
+
 /// The server to test against, or `None` (the test says it skipped).
 pub fn server() -> Option<String> {
     match std::env::var("BRAID_TEST_POSTGRES") {
         Ok(url) if !url.is_empty() => Some(url),
         _ => {
-            // Straight to the terminal: the test harness captures print!.
-            let _ = writeln!(
-                std::io::stderr(),
-                "\nSKIPPED: the PostgreSQL contract suite (set BRAID_TEST_POSTGRES=postgres://... to run it)"
-            );
+            say_skipped();
             None
         }
     }

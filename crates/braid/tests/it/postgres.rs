@@ -7,6 +7,31 @@ use std::process::Command;
 
 use crate::Proj;
 
+/// Says once per `cargo test` (not once per test, nor per test binary)
+/// that the PostgreSQL tests were skipped: the first test binary that
+/// skips, among those cargo runs, makes a marker named by cargo's pid.
+fn say_skipped() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let marker = std::env::temp_dir().join(format!(
+            "braid-postgres-skipped-{}",
+            std::os::unix::process::parent_id()
+        ));
+        if std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(marker)
+            .is_ok()
+        {
+            // Straight to the terminal: the test harness captures print!.
+            let _ = writeln!(
+                std::io::stderr(),
+                "\nSKIPPED: the PostgreSQL tests (set BRAID_TEST_POSTGRES=postgres://... to run them)"
+            );
+        }
+    });
+}
+
 /// A schema on the test server, dropped at the end, and the URL of it.
 pub(crate) struct Schema {
     server: String,
@@ -19,10 +44,7 @@ pub(crate) struct Schema {
 impl Schema {
     pub(crate) fn new() -> Option<Schema> {
         let Ok(server) = std::env::var("BRAID_TEST_POSTGRES") else {
-            let _ = writeln!(
-                std::io::stderr(),
-                "\nSKIPPED: the command line on PostgreSQL (set BRAID_TEST_POSTGRES=postgres://... to run it)"
-            );
+            say_skipped();
             return None;
         };
         let name = format!("braid_cli{}_{}", std::process::id(), rand_suffix());
