@@ -1915,6 +1915,8 @@
     E.approve = h('button', { type: 'button', class: 'ok', 'data-testid': 'review-approve', text: 'Approve', onclick: () => decide('approve') });
     E.reject = h('button', { type: 'button', class: 'danger', 'data-testid': 'review-reject', text: 'Request changes', onclick: () => decide('reject') });
     E.error = h('p', { class: 'rv-error', 'data-testid': 'review-error', role: 'alert', hidden: true });
+    // An old refusal goes once the reader changes what was refused.
+    E.message.addEventListener('input', () => showReviewError(''));
     E.decideNote = h('p', { class: 'muted small', 'data-testid': 'review-decide-note' });
     E.decisions = h('ol', { class: 'rv-decisions', 'data-testid': 'review-decisions' });
     E.comments = h('ol', { class: 'rv-comments', 'data-testid': 'review-comments' });
@@ -2033,7 +2035,7 @@
     E.decideNote.textContent = why || (v.approved ? `You approved it at ${short(d.head)}; it lands with the next merge run.` : '');
     // Decisions, newest first.
     const decisions = [...(v.decisions || [])].reverse();
-    put(E.decisions, decisions.map((x) => h('li', { class: `rv-decision rv-${x.kind}`, 'data-kind': x.kind },
+    put(E.decisions, decisions.map((x) => h('li', { class: 'rv-decision', 'data-kind': x.kind },
       h('div', { class: 'rv-meta' },
         h('span', { class: 'rv-kind', text: x.kind === 'approved' ? 'Approved' : x.kind === 'changes_requested' ? 'Changes requested' : x.kind }),
         h('span', { class: 'muted', text: ` by ${x.by}` }),
@@ -2146,6 +2148,13 @@
 
   function renderMerge(m) {
     const E = R.els;
+    const t = R.data ? R.data.task : null;
+    // Landed (or closed otherwise): the plan has nothing more to say.
+    if (t && (t.state === 'done' || t.state === 'cancelled')) {
+      put(E.merge, h('p', { class: 'rv-plan' + (t.state === 'done' ? ' is-planned' : ''), 'data-testid': 'review-merge-status',
+        text: t.close_reason ? `${STATE_LABEL[t.state]}: ${t.close_reason}.` : `${STATE_LABEL[t.state]}.` }));
+      return;
+    }
     if (!m) { put(E.merge, h('p', { class: 'muted', text: 'No merge plan.' })); return; }
     const branch = R.data ? R.data.diff.branch : '';
     put(E.merge,
@@ -2612,6 +2621,7 @@
       if (!text) { input.focus(); return; }
       R.pending.push({ file: form.file, line: form.line, text });
       savePending();
+      showReviewError('');
       R.form = null;
       renderPending();
       redrawNotesFor(form.file);

@@ -55,6 +55,7 @@ pub fn needs(ctx: &Ctx, a: NeedsArgs) -> Result<i32> {
 
 #[derive(Args, Debug)]
 pub struct AnswerArgs {
+    /// The task that waits for an answer (`braid needs` lists them).
     #[arg(value_parser = parse_id)]
     pub id: TaskId,
     /// The answer. The agent's session resumes with it as its next message.
@@ -84,6 +85,7 @@ pub fn answer(ctx: &Ctx, a: AnswerArgs) -> Result<i32> {
 
 #[derive(Args, Debug)]
 pub struct AttachArgs {
+    /// The task whose agent session to continue.
     #[arg(value_parser = parse_id)]
     pub id: TaskId,
     /// Print the command instead of running it (the default when stdout

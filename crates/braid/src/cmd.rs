@@ -98,6 +98,20 @@ pub fn run(cli: Cli) -> Result<i32> {
         Verb::Mcp(a) => crate::serve::mcp(&ctx, a),
         Verb::Merge(a) => crate::merge::run(&ctx, a),
         Verb::Diff(a) => crate::review::diff(&ctx, a),
+        Verb::Status => crate::status::run(&ctx),
+        Verb::Completions(a) => {
+            let mut out = Vec::new();
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(a.shell, &mut cmd, "braid", &mut out);
+            crate::term::write(crate::term::To::Out, &String::from_utf8_lossy(&out));
+            Ok(exit::OK)
+        }
+        Verb::Man => {
+            let mut out = Vec::new();
+            clap_mangen::Man::new(<Cli as clap::CommandFactory>::command()).render(&mut out)?;
+            crate::term::write(crate::term::To::Out, &String::from_utf8_lossy(&out));
+            Ok(exit::OK)
+        }
         Verb::Review(a) => crate::review::run(&ctx, a),
         Verb::Gate(a) => crate::run::gate(&ctx, a),
         Verb::Cache(a) => crate::run::cache(&ctx, a),
@@ -205,7 +219,7 @@ pub struct AddArgs {
     #[arg(long, value_parser = parse_id)]
     pub parent: Option<TaskId>,
     /// A task this one depends on: ID (blocks) or KIND:ID (related, discovered-from). Repeatable.
-    #[arg(long = "dep", short = 'd', value_parser = parse_dep)]
+    #[arg(long = "dep", value_parser = parse_dep)]
     pub deps: Vec<DepIn>,
     /// A label. Repeatable.
     #[arg(long = "label", short = 'l')]
@@ -213,11 +227,23 @@ pub struct AddArgs {
     /// A gate (name or command) this task must pass. Repeatable.
     #[arg(long = "gate")]
     pub gates: Vec<String>,
-    #[arg(long, default_value = "")]
-    pub description: String,
-    /// Acceptance criteria.
-    #[arg(long, default_value = "")]
-    pub acceptance: String,
+    /// What the task is about (Markdown; the agent is told it). `-` reads
+    /// it from stdin.
+    #[arg(long, short = 'd', value_name = "TEXT|-", conflicts_with_all = ["description_file", "edit"])]
+    pub description: Option<String>,
+    /// Read the description from this file.
+    #[arg(long, value_name = "FILE", conflicts_with = "edit")]
+    pub description_file: Option<PathBuf>,
+    /// Write the description in $VISUAL or $EDITOR.
+    #[arg(long, short = 'e')]
+    pub edit: bool,
+    /// Acceptance criteria (what done means). `-` reads them from stdin.
+    #[arg(long, value_name = "TEXT|-", conflicts_with = "acceptance_file")]
+    pub acceptance: Option<String>,
+    /// Read the acceptance criteria from this file.
+    #[arg(long, value_name = "FILE")]
+    pub acceptance_file: Option<PathBuf>,
+    /// Who the task is for (a person or an agent's name).
     #[arg(long)]
     pub assignee: Option<String>,
     /// The agent that should do this task.
@@ -229,14 +255,16 @@ fn add(ctx: &Ctx, a: AddArgs) -> Result<i32> {
     let (_, store) = ctx.open()?;
     let input = NewTaskIn {
         title: a.title,
-        description: a.description,
+        description: long_text("description", a.description, a.description_file, a.edit, "")?
+            .unwrap_or_default(),
         kind: Some(a.kind.as_str().to_owned()),
         priority: Some(i64::from(a.priority)),
         parent: a.parent.map(|p| p.to_string()),
         deps: a.deps,
         labels: a.labels,
         gates: a.gates,
-        acceptance: a.acceptance,
+        acceptance: long_text("acceptance", a.acceptance, a.acceptance_file, false, "")?
+            .unwrap_or_default(),
         assignee: a.assignee,
         agent: a.agent,
     };
@@ -244,10 +272,80 @@ fn add(ctx: &Ctx, a: AddArgs) -> Result<i32> {
     if ctx.global.json {
         ctx.print_json(&t)?;
     } else {
-        let status = if t.ready { "ready" } else { "blocked" };
+        // An epic is never ready (it is not dispatched): its state says more.
+        let status = if t.kind == TaskType::Epic {
+            t.state.as_str()
+        } else if t.ready {
+            "ready"
+        } else {
+            "blocked"
+        };
         outln!("{}  {}  ({status})", ctx.style.bold(&t.id), t.title);
     }
     Ok(exit::OK)
+}
+
+/// Long text from the command line: the value itself, `-` for stdin, a
+/// file, or (with `edit`) what the user writes in `$VISUAL`/`$EDITOR`,
+/// starting from `current`. `None`: not given.
+pub fn long_text(
+    field: &str,
+    value: Option<String>,
+    file: Option<PathBuf>,
+    edit: bool,
+    current: &str,
+) -> Result<Option<String>> {
+    use std::io::Read as _;
+    if edit {
+        return edit_text(field, current).map(Some);
+    }
+    if let Some(path) = file {
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            exit::Failure::usage(format!("reading the {field} from {}: {e}", path.display()))
+        })?;
+        return Ok(Some(text));
+    }
+    match value.as_deref() {
+        Some("-") => {
+            let mut text = String::new();
+            std::io::stdin().read_to_string(&mut text).map_err(|e| {
+                exit::Failure::usage(format!("reading the {field} from stdin: {e}"))
+            })?;
+            Ok(Some(text))
+        }
+        _ => Ok(value),
+    }
+}
+
+/// Opens `$VISUAL` (else `$EDITOR`, else `vi`) on a temporary file holding
+/// `current`, and answers what was saved. The editor is the user's own
+/// command line: run through `sh -c` so `EDITOR="code --wait"` works.
+fn edit_text(field: &str, current: &str) -> Result<String> {
+    let editor = std::env::var("VISUAL")
+        .ok()
+        .or_else(|| std::env::var("EDITOR").ok())
+        .filter(|e| !e.trim().is_empty())
+        .unwrap_or_else(|| "vi".to_owned());
+    let file = tempfile::Builder::new()
+        .prefix("braid-")
+        .suffix(".md")
+        .tempfile()
+        .context("making a file to edit")?;
+    std::fs::write(file.path(), current).context("writing the file to edit")?;
+    let status = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("{editor} \"$1\""))
+        .arg("sh")
+        .arg(file.path())
+        .status()
+        .with_context(|| format!("starting the editor {editor:?}"))?;
+    if !status.success() {
+        return Err(exit::Failure::usage(format!(
+            "the editor {editor:?} exited with {status}; the {field} was not changed"
+        ))
+        .into());
+    }
+    Ok(std::fs::read_to_string(file.path()).context("reading the edited file")?)
 }
 
 #[derive(Args, Debug)]
@@ -377,6 +475,7 @@ fn cost(ctx: &Ctx, a: CostArgs) -> Result<i32> {
 
 #[derive(Args, Debug)]
 pub struct ShowArgs {
+    /// The tasks to show (ids or unique prefixes).
     #[arg(required = true, value_parser = parse_id)]
     pub ids: Vec<TaskId>,
     /// How many recent events to show per task.
@@ -386,6 +485,7 @@ pub struct ShowArgs {
 
 #[derive(Args, Debug)]
 pub struct CommentArgs {
+    /// The task to comment on.
     #[arg(value_parser = parse_id)]
     pub id: TaskId,
     /// The comment (Markdown).
@@ -600,11 +700,13 @@ pub struct ListArgs {
     /// Only these types.
     #[arg(long = "type", short = 't', value_parser = parse_type, value_delimiter = ',')]
     pub kind: Vec<TaskType>,
+    /// Only tasks with this label.
     #[arg(long, short)]
     pub label: Option<String>,
     /// Only direct children of this task.
     #[arg(long, value_parser = parse_id)]
     pub parent: Option<TaskId>,
+    /// Only tasks assigned to this name.
     #[arg(long)]
     pub assignee: Option<String>,
     /// Only ready (or with --ready=false, only not ready) tasks.
@@ -742,8 +844,10 @@ fn tree(ctx: &Ctx, a: TreeArgs) -> Result<i32> {
 pub enum DepCmd {
     /// Record that A depends on B (A cannot start until B is done, for `blocks`).
     Add {
+        /// The task that waits (the dependent).
         #[arg(value_parser = parse_id)]
         a: TaskId,
+        /// The task it waits for (the dependency).
         #[arg(value_parser = parse_id)]
         b: TaskId,
         /// blocks, related or discovered-from.
@@ -752,8 +856,10 @@ pub enum DepCmd {
     },
     /// Remove the dependency of A on B.
     Rm {
+        /// The dependent task.
         #[arg(value_parser = parse_id)]
         a: TaskId,
+        /// The task it no longer depends on.
         #[arg(value_parser = parse_id)]
         b: TaskId,
     },
@@ -848,28 +954,48 @@ fn claim(ctx: &Ctx, a: ClaimArgs) -> Result<i32> {
 
 #[derive(Args, Debug)]
 pub struct UpdateArgs {
+    /// The task to change (an id or a unique prefix).
     #[arg(value_parser = parse_id)]
     pub id: TaskId,
+    /// New title.
     #[arg(long)]
     pub title: Option<String>,
-    #[arg(long)]
+    /// New description (Markdown). `-` reads it from stdin.
+    #[arg(long, short = 'd', value_name = "TEXT|-", conflicts_with_all = ["description_file", "edit"])]
     pub description: Option<String>,
+    /// Read the new description from this file.
+    #[arg(long, value_name = "FILE", conflicts_with = "edit")]
+    pub description_file: Option<PathBuf>,
+    /// Edit the description in $VISUAL or $EDITOR.
+    #[arg(long, short = 'e')]
+    pub edit: bool,
+    /// New type: task, epic, bug or chore.
     #[arg(long = "type", value_parser = parse_type)]
     pub kind: Option<TaskType>,
+    /// New priority: 0 (highest) to 4.
     #[arg(long, short, value_parser = parse_priority)]
     pub priority: Option<u8>,
     /// New parent; `none` moves the task to the top level.
     #[arg(long)]
     pub parent: Option<String>,
+    /// Add a label (repeatable).
     #[arg(long = "add-label")]
     pub add_labels: Vec<String>,
+    /// Remove a label (repeatable).
     #[arg(long = "remove-label")]
     pub remove_labels: Vec<String>,
     /// New assignee; empty clears it.
     #[arg(long)]
     pub assignee: Option<String>,
-    #[arg(long)]
+    /// New acceptance criteria. `-` reads them from stdin.
+    #[arg(long, value_name = "TEXT|-", conflicts_with = "acceptance_file")]
     pub acceptance: Option<String>,
+    /// Read the new acceptance criteria from this file.
+    #[arg(long, value_name = "FILE")]
+    pub acceptance_file: Option<PathBuf>,
+    /// Dependencies are not changed here (hidden: says where they are).
+    #[arg(long = "dep", hide = true, num_args = 0..)]
+    pub dep: Option<Vec<String>>,
     /// Replace the gates (repeatable).
     #[arg(long = "gate")]
     pub gates: Option<Vec<String>>,
@@ -882,18 +1008,39 @@ pub struct UpdateArgs {
 }
 
 fn update(ctx: &Ctx, a: UpdateArgs) -> Result<i32> {
+    if let Some(deps) = &a.dep {
+        let on = deps.first().map_or("OTHER", String::as_str);
+        return Err(exit::Failure::usage(format!(
+            "update does not change dependencies: `braid dep add {} {on}` makes {} wait for {on} (`braid dep rm` removes one)",
+            a.id, a.id
+        ))
+        .into());
+    }
     let (_, store) = ctx.open()?;
+    let current = if a.edit {
+        ops::get(&store, a.id.as_str())?.description
+    } else {
+        String::new()
+    };
+    let description = long_text(
+        "description",
+        a.description,
+        a.description_file,
+        a.edit,
+        &current,
+    )?;
+    let acceptance = long_text("acceptance", a.acceptance, a.acceptance_file, false, "")?;
     // An empty value (or `none` for the parent) clears the field.
     let input = PatchIn {
         title: a.title,
-        description: a.description,
+        description,
         kind: a.kind.map(|k| k.as_str().to_owned()),
         priority: a.priority.map(i64::from),
         parent: a.parent.map(Some),
         add_labels: a.add_labels,
         remove_labels: a.remove_labels,
         assignee: a.assignee.map(Some),
-        acceptance: a.acceptance,
+        acceptance,
         gates: a.gates,
         agent: a.agent.map(Some),
         branch: a.branch.map(Some),
@@ -909,6 +1056,7 @@ fn update(ctx: &Ctx, a: UpdateArgs) -> Result<i32> {
 
 #[derive(Args, Debug)]
 pub struct IdsArgs {
+    /// The tasks (ids or unique prefixes); all change or none.
     #[arg(required = true, value_parser = parse_id)]
     pub ids: Vec<TaskId>,
 }
@@ -916,14 +1064,17 @@ pub struct IdsArgs {
 /// Task ids and an optional reason (recorded as the close reason).
 #[derive(Args, Debug)]
 pub struct ReasonArgs {
+    /// The tasks (ids or unique prefixes); all change or none.
     #[arg(required = true, value_parser = parse_id)]
     pub ids: Vec<TaskId>,
+    /// Why, recorded as the close reason and in the event.
     #[arg(long, short)]
     pub reason: Option<String>,
 }
 
 #[derive(Args, Debug)]
 pub struct FailArgs {
+    /// The task that failed.
     #[arg(value_parser = parse_id)]
     pub id: TaskId,
     /// What went wrong (required).
@@ -969,9 +1120,9 @@ fn health(ctx: &Ctx) -> Result<i32> {
     } else {
         let s = &ctx.style;
         outln!(
-            "{} tasks ({} epics): {} ready, {} blocked",
-            h.total,
-            h.epics,
+            "{} ({}): {} ready, {} blocked",
+            crate::style::plural(h.total, "task", "tasks"),
+            crate::style::plural(h.epics, "epic", "epics"),
             s.paint("32", &h.ready.to_string()),
             s.paint("33", &h.blocked.to_string())
         );

@@ -18,6 +18,7 @@ mod review;
 mod run;
 mod serve;
 mod snapshot;
+mod status;
 mod style;
 mod transfer;
 
@@ -43,15 +44,27 @@ pub struct Cli {
 #[derive(Args, Debug, Clone)]
 pub struct Global {
     /// Print JSON (one document; JSON lines for streams). Shapes: docs/json.md.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = "Global options")]
     pub json: bool,
     /// The database: a file path, a directory holding braid.db, or a
     /// PostgreSQL server (postgres://user@host:port/db). Default: $BRAID_DB,
     /// else the nearest .braid/ upward.
-    #[arg(long, global = true, env = "BRAID_DB", value_name = "PATH|URL")]
+    #[arg(
+        long,
+        global = true,
+        env = "BRAID_DB",
+        value_name = "PATH|URL",
+        help_heading = "Global options"
+    )]
     pub db: Option<PathBuf>,
     /// Who is acting, as recorded in events. Default: $BRAID_ACTOR, else $USER.
-    #[arg(long, global = true, env = "BRAID_ACTOR", value_name = "NAME")]
+    #[arg(
+        long,
+        global = true,
+        env = "BRAID_ACTOR",
+        value_name = "NAME",
+        help_heading = "Global options"
+    )]
     pub actor: Option<String>,
 }
 
@@ -90,6 +103,9 @@ pub enum Verb {
     Cancel(cmd::ReasonArgs),
     /// Counts by state, ready and blocked work (maintained counters, instant).
     Health,
+    /// The project at a glance: health, what is being worked on, what
+    /// needs you, what awaits review.
+    Status,
     /// What agents cost: the ledger of their attempts, summed by task,
     /// agent, model or day (tokens and USD as each agent's CLI reported).
     Cost(cmd::CostArgs),
@@ -137,7 +153,8 @@ pub enum Verb {
     /// Serve the board, the JSON API (OpenAPI at /openapi.json), event
     /// streams (/ws, /events) and /metrics; mirror tasks to .braid/tasks.
     Serve(serve::ServeArgs),
-    /// Plan how finished branches merge into the target (merge pyramid).
+    /// Plan how finished branches merge into the target (merge pyramid),
+    /// and land them: `merge plan` shows the order, `merge run` merges.
     #[command(subcommand)]
     Merge(merge::MergeCmd),
     /// Apply edited task files in .braid/tasks and rewrite stale ones, once.
@@ -147,6 +164,20 @@ pub enum Verb {
     Mcp(serve::McpArgs),
     /// Create a sample project (an epic tree of ~30 tasks) and show it.
     Demo(demo::DemoArgs),
+    /// Print a shell completion script: `braid completions bash >
+    /// ~/.local/share/bash-completion/completions/braid` (zsh: a file
+    /// named `_braid` on your $fpath; fish:
+    /// ~/.config/fish/completions/braid.fish).
+    Completions(CompletionsArgs),
+    /// Print braid's man page (roff): `braid man > ~/.local/share/man/man1/braid.1`.
+    Man,
+}
+
+#[derive(Args, Debug)]
+pub struct CompletionsArgs {
+    /// The shell to complete in.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 /// `braid list | head` closes our stdout early: end quietly, as a process
@@ -235,4 +266,30 @@ fn main() {
         }
     };
     std::process::exit(code);
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Every argument of every command, with the command's path, that has
+    /// no help text.
+    fn undescribed(cmd: &clap::Command, path: &str, out: &mut Vec<String>) {
+        for a in cmd.get_arguments() {
+            if a.is_hide_set() || a.get_help().is_some() {
+                continue;
+            }
+            out.push(format!("{path} {}", a.get_id()));
+        }
+        for sub in cmd.get_subcommands() {
+            undescribed(sub, &format!("{path} {}", sub.get_name()), out);
+        }
+    }
+
+    #[test]
+    fn every_argument_and_option_says_what_it_is() {
+        let mut missing = Vec::new();
+        undescribed(&super::Cli::command(), "braid", &mut missing);
+        assert!(missing.is_empty(), "no help text: {missing:#?}");
+    }
 }

@@ -14,6 +14,7 @@ use serde_json::json;
 
 use crate::cmd::{Ctx, parse_id};
 use crate::exit::{self, Failure};
+use crate::style::plural;
 
 #[derive(Subcommand, Debug)]
 pub enum MergeCmd {
@@ -420,13 +421,17 @@ fn print_outcome(s: &crate::style::Style, o: &braid_run::integrate::Outcome) {
 fn print_plan(ctx: &Ctx, p: &Plan, notes: &[String]) {
     let s = &ctx.style;
     outln!(
-        "Merge plan into {} ({}): {} branches, {} levels, {} conflicting pairs ({} pairs share files, each checked with merge-tree)",
+        "Merge plan into {} ({}): {}, {}, {} ({} share files, each checked with merge-tree)",
         s.bold(&p.into),
         &p.target[..p.target.len().min(10)],
-        p.branches.len(),
-        p.order.len(),
-        p.conflicts.len(),
-        p.pairs_checked
+        plural(p.branches.len() as u64, "branch", "branches"),
+        plural(p.order.len() as u64, "level", "levels"),
+        plural(
+            p.conflicts.len() as u64,
+            "conflicting pair",
+            "conflicting pairs"
+        ),
+        plural(p.pairs_checked as u64, "pair", "pairs")
     );
     if p.branches.is_empty() {
         outln!("Nothing to merge.");

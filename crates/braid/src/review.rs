@@ -11,6 +11,7 @@ use clap::{Args, Subcommand};
 
 use crate::cmd::{Ctx, parse_id};
 use crate::exit::{self, Failure};
+use crate::style::plural;
 
 #[derive(Args, Debug)]
 pub struct DiffArgs {
@@ -263,8 +264,8 @@ fn print_stat(ctx: &Ctx, d: &braid_app::wire::DiffView) {
         outln!("{:<width$}  {counts}  {}{from}", f.path, f.status);
     }
     outln!(
-        "{} file(s) changed on {} since {}: +{} -{}",
-        d.files.len(),
+        "{} changed on {} since {}: +{} -{}",
+        plural(d.files.len() as u64, "file", "files"),
         d.branch,
         &d.base[..d.base.len().min(10)],
         d.added,
@@ -290,15 +291,15 @@ pub fn run(ctx: &Ctx, cmd: ReviewCmd) -> Result<i32> {
             }
             for r in &rows {
                 outln!(
-                    "{}  {}  {} file(s) +{} -{}{}{}",
+                    "{}  {}  {} +{} -{}{}{}",
                     s.bold(&r.id),
                     r.title,
-                    r.files,
+                    plural(r.files as u64, "file", "files"),
                     r.added,
                     r.removed,
                     if r.approved { "  approved" } else { "" },
                     if r.comments > 0 {
-                        format!("  {} comment(s)", r.comments)
+                        format!("  {}", plural(r.comments as u64, "comment", "comments"))
                     } else {
                         String::new()
                     }
@@ -439,8 +440,9 @@ pub fn run(ctx: &Ctx, cmd: ReviewCmd) -> Result<i32> {
                 ctx.print_json(&t)?;
             } else {
                 outln!(
-                    "Sent {} back with {n} line comment(s); it is {} again, and its next attempt is told what to change (`braid context {}` shows it).",
+                    "Sent {} back with {}; it is {} again, and its next attempt is told what to change (`braid context {}` shows it).",
                     t.id,
+                    plural(n as u64, "line comment", "line comments"),
                     t.state,
                     t.id
                 );

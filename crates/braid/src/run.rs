@@ -101,9 +101,13 @@ fn describe(e: &Event) -> String {
         "answered" => format!("answered by {}: {}", s("by"), s("text")),
         "approved" => format!("approved by {}", s("by")),
         "changes_requested" => format!(
-            "changes requested by {} ({} line comment(s)): {}",
+            "changes requested by {} ({}): {}",
             s("by"),
-            p["comments"].as_array().map_or(0, Vec::len),
+            crate::style::plural(
+                p["comments"].as_array().map_or(0, Vec::len) as u64,
+                "line comment",
+                "line comments"
+            ),
             s("message").lines().next().unwrap_or("")
         ),
         "gate_finished" => format!(
@@ -253,8 +257,8 @@ pub fn run(ctx: &Ctx, a: RunArgs) -> Result<i32> {
         );
         if report.waiting > 0 {
             outln!(
-                "{} task(s) wait for an answer: `braid needs` lists them, `braid answer ID \"…\"` answers.",
-                report.waiting
+                "{} for an answer: `braid needs` lists them, `braid answer ID \"…\"` answers.",
+                crate::style::plural(report.waiting as u64, "task waits", "tasks wait")
             );
         }
         // Where the work went.
@@ -279,10 +283,14 @@ pub fn run(ctx: &Ctx, a: RunArgs) -> Result<i32> {
             _ => {}
         }
         if a.merge {
-            outln!("Merged {landed} branch(es); {rejected} sent back or blocked by a conflict.");
+            outln!(
+                "Merged {}; {rejected} sent back or blocked by a conflict.",
+                crate::style::plural(landed as u64, "branch", "branches")
+            );
             if needs_human > 0 {
                 outln!(
-                    "{needs_human} conflict(s) need a person: see `braid list --label needs-human`."
+                    "{} a person: see `braid list --label needs-human`.",
+                    crate::style::plural(needs_human as u64, "conflict needs", "conflicts need")
                 );
             }
         }
@@ -436,6 +444,7 @@ fn live_progress(
 
 #[derive(Args, Debug)]
 pub struct ContextArgs {
+    /// The task (an id or a unique prefix).
     #[arg(value_parser = parse_id)]
     pub id: TaskId,
 }
@@ -453,6 +462,7 @@ pub fn context(ctx: &Ctx, a: ContextArgs) -> Result<i32> {
 
 #[derive(Args, Debug)]
 pub struct LogsArgs {
+    /// The task whose logs to show.
     #[arg(value_parser = parse_id)]
     pub id: TaskId,
     /// Keep printing as the logs grow.
@@ -630,6 +640,7 @@ pub enum GateCmd {
     /// Run a task's gates now, in its workspace (or the project's root when
     /// it has none), answering from the cache when possible.
     Run {
+        /// The task whose gates to run (in its worktree).
         #[arg(value_parser = parse_id)]
         id: TaskId,
         /// Ignore the cache (and do not record results in it).

@@ -148,3 +148,9 @@ pub fn table(style: &Style, header: &[&str], rows: &[Vec<String>]) -> String {
     }
     out
 }
+
+/// `1 epic`, `2 epics`: a count with its noun in the right number.
+pub fn plural(n: impl Into<u64>, one: &str, many: &str) -> String {
+    let n = n.into();
+    format!("{n} {}", if n == 1 { one } else { many })
+}
