@@ -613,6 +613,14 @@ pub fn show(store: &dyn Store, id: &str, events: usize) -> Result<ShowView> {
     Ok(ShowView {
         blocked_by,
         children,
+        dependents: store
+            .dependents_of(&t.id, 100)?
+            .into_iter()
+            .map(|(id, kind)| DepView {
+                id: id.to_string(),
+                kind,
+            })
+            .collect(),
         events: store
             .task_events(&t.id, events)?
             .iter()

@@ -77,3 +77,51 @@ mod tests {
         assert!(parse_duration("soon").is_err());
     }
 }
+
+/// A config parser's message in words a person uses: `expected usize`
+/// becomes "expected a whole number, 0 or more", `invalid type: string
+/// "x"` becomes "found the text \"x\"".
+pub fn in_words(message: &str) -> String {
+    let mut m = message.to_owned();
+    for (from, to) in [
+        ("expected usize", "expected a whole number, 0 or more"),
+        ("expected u64", "expected a whole number, 0 or more"),
+        ("expected u32", "expected a whole number, 0 or more"),
+        ("expected u16", "expected a whole number, 0 or more"),
+        ("expected u8", "expected a whole number, 0 or more"),
+        ("expected i64", "expected a whole number"),
+        ("expected i32", "expected a whole number"),
+        ("expected f64", "expected a number"),
+        ("expected f32", "expected a number"),
+        ("expected a string", "expected text in quotes"),
+        ("invalid type: string ", "found the text "),
+        ("invalid type: floating point ", "found the number "),
+        ("invalid type: integer ", "found the number "),
+        ("invalid type: boolean ", "found "),
+        ("invalid type: sequence", "found a list"),
+        ("invalid type: map", "found a table"),
+        ("invalid value: integer ", "out of range: "),
+    ] {
+        m = m.replace(from, to);
+    }
+    m.replace('`', "")
+}
+
+#[cfg(test)]
+mod words {
+    #[test]
+    fn parser_types_read_as_words() {
+        assert_eq!(
+            super::in_words("invalid type: string \"four\", expected usize"),
+            "found the text \"four\", expected a whole number, 0 or more"
+        );
+        assert_eq!(
+            super::in_words("invalid value: integer `-2`, expected usize"),
+            "out of range: -2, expected a whole number, 0 or more"
+        );
+        assert_eq!(
+            super::in_words("invalid type: floating point `2.5`, expected u32"),
+            "found the number 2.5, expected a whole number, 0 or more"
+        );
+    }
+}

@@ -208,9 +208,21 @@ impl From<&Event> for EventView {
             actor: e.actor.clone(),
             kind: e.kind.as_str().to_owned(),
             task: e.task.as_ref().map(|t| t.to_string()),
-            payload: e.payload.clone(),
+            payload: payload_view(e.kind, &e.payload),
         }
     }
+}
+
+/// A stored payload as the wire shows it: times as RFC 3339 (a claim's
+/// `lease_expires` is kept as ms since the epoch).
+pub fn payload_view(kind: EventKind, payload: &serde_json::Value) -> serde_json::Value {
+    let mut p = payload.clone();
+    if kind == EventKind::Claimed
+        && let Some(ms) = p["lease_expires"].as_i64()
+    {
+        p["lease_expires"] = serde_json::Value::String(ts(ms));
+    }
+    p
 }
 
 impl EventView {
@@ -232,13 +244,19 @@ impl EventView {
                 braid_core::model::check_text("text", text)?;
             }
         }
+        let mut payload = self.payload;
+        if kind == EventKind::Claimed
+            && let Some(t) = payload["lease_expires"].as_str()
+        {
+            payload["lease_expires"] = parse_ts("lease_expires", t)?.into();
+        }
         Ok(Event {
             seq: self.seq,
             at: parse_ts("at", &self.at)?,
             actor: self.actor,
             kind,
             task: self.task.map(|t| id_of("task", &t)).transpose()?,
-            payload: self.payload,
+            payload,
         })
     }
 }
@@ -284,6 +302,8 @@ pub struct ShowView {
     /// Why it is not ready, in words.
     pub blocked_by: Vec<String>,
     pub children: Vec<String>,
+    /// The tasks that depend on it (any kind), at most 100.
+    pub dependents: Vec<DepView>,
     /// The latest events, oldest first.
     pub events: Vec<EventView>,
     /// The latest comments, oldest first.

@@ -372,7 +372,13 @@ impl Config {
                 .nth(line.saturating_sub(1))
                 .unwrap_or("")
                 .trim();
-            err(line, format!("{} (at `{src}`)", e.message().trim()))
+            err(
+                line,
+                format!(
+                    "{} (at `{src}`)",
+                    braid_app::units::in_words(e.message().trim())
+                ),
+            )
         })?;
         let dur =
             |key: &str, v: &Option<String>, default: Duration| -> Result<Duration, ConfigError> {

@@ -2495,13 +2495,22 @@
     }
   }
 
+  // Files highlight.js would only call plain text: highlighting them costs
+  // about half of drawing them and changes nothing.
+  const PLAIN_EXT = new Set(['txt', 'text', 'log', 'csv', 'tsv']);
+  function worthHighlighting(path) {
+    const name = path.slice(path.lastIndexOf('/') + 1);
+    const dot = name.lastIndexOf('.');
+    return dot > 0 && !PLAIN_EXT.has(name.slice(dot + 1).toLowerCase());
+  }
+
   function drawBlock(b) {
     const body = h('div', { class: 'rv-d2h' });
     const ui = new window.Diff2HtmlUI(body, b.part, {
       outputFormat: VIEWS[R.view],
       drawFileList: false,
       fileListToggle: false,
-      highlight: true,
+      highlight: worthHighlighting(b.file.path),
       matching: 'none',
       colorScheme: 'auto',
       fileContentToggle: true,

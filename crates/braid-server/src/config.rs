@@ -121,7 +121,7 @@ impl ServerConfig {
         let raw: RawTop = toml::from_str(text).map_err(|e| Error::Config {
             file: file.to_owned(),
             line: e.span().map(|s| line_of(s.start)).unwrap_or(0),
-            message: e.message().trim().to_owned(),
+            message: braid_app::units::in_words(e.message().trim()),
         })?;
         let mut c = ServerConfig::default();
         let Some(r) = raw.server else { return Ok(c) };

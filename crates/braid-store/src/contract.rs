@@ -871,6 +871,19 @@ fn notes_and_deps_of(s: &dyn Store, _clock: &ManualClock) {
     ];
     want.sort_by(|x, y| x.1.cmp(&y.1));
     assert_eq!(got, want, "only the deps of the ids asked for");
+    let mut want = vec![(a.clone(), DepKind::Related), (b.clone(), DepKind::Blocks)];
+    want.sort_by(|x, y| x.0.cmp(&y.0));
+    assert_eq!(
+        s.dependents_of(&c, 10).unwrap(),
+        want,
+        "what depends on c, any kind, in id order"
+    );
+    assert_eq!(
+        s.dependents_of(&c, 1).unwrap(),
+        want[..1],
+        "at most the limit"
+    );
+    assert!(s.dependents_of(&a, 10).unwrap().is_empty());
 
     let before = s.last_seq().unwrap();
     let health = s.health().unwrap();

@@ -86,6 +86,9 @@ pub trait Store: Send + Sync {
     /// The dependencies of the given tasks, as `(from, to, kind)`: from
     /// depends on to. Costs one index lookup per id.
     fn deps_of(&self, ids: &[TaskId]) -> Result<Vec<(TaskId, TaskId, DepKind)>>;
+    /// The tasks that depend on `id` (any kind), as `(from, kind)` in id
+    /// order; at most `limit`. One index range read.
+    fn dependents_of(&self, id: &TaskId, limit: usize) -> Result<Vec<(TaskId, DepKind)>>;
     /// Every `blocks` edge `(from, to)`: from depends on to.
     fn blocks_edges(&self) -> Result<Vec<(TaskId, TaskId)>>;
     fn events(&self, after: i64, limit: usize) -> Result<Vec<Event>>;
@@ -204,6 +207,9 @@ impl Store for AnyStore {
     }
     fn deps_of(&self, ids: &[TaskId]) -> Result<Vec<(TaskId, TaskId, DepKind)>> {
         delegate!(self, s => s.deps_of(ids))
+    }
+    fn dependents_of(&self, id: &TaskId, limit: usize) -> Result<Vec<(TaskId, DepKind)>> {
+        delegate!(self, s => s.dependents_of(id, limit))
     }
     fn blocks_edges(&self) -> Result<Vec<(TaskId, TaskId)>> {
         delegate!(self, s => s.blocks_edges())

@@ -128,8 +128,23 @@ fn parse_type(s: &str) -> Result<TaskType, String> {
     TaskType::parse(s).map_err(|e| e.to_string())
 }
 
-fn parse_state(s: &str) -> Result<State, String> {
-    State::parse(s).map_err(|e| e.to_string())
+/// What `list --state` takes: a stored state, or `ready` / `blocked`
+/// (derived: open work that can start, or that waits on something).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StateFilter {
+    Is(State),
+    Ready,
+    Blocked,
+}
+
+fn parse_state_filter(s: &str) -> Result<StateFilter, String> {
+    match s.trim() {
+        "ready" => Ok(StateFilter::Ready),
+        "blocked" => Ok(StateFilter::Blocked),
+        other => State::parse(other).map(StateFilter::Is).map_err(|e| {
+            format!("{e} (or ready, blocked: open work that can start, or that waits)")
+        }),
+    }
 }
 
 fn parse_kind(s: &str) -> Result<DepKind, String> {
@@ -296,14 +311,17 @@ pub fn long_text(
     current: &str,
 ) -> Result<Option<String>> {
     use std::io::Read as _;
+    // Text from a file, stdin or an editor ends with a newline the user
+    // did not mean as part of it.
+    let trimmed = |t: String| Some(t.trim_end().to_owned());
     if edit {
-        return edit_text(field, current).map(Some);
+        return edit_text(field, current).map(trimmed);
     }
     if let Some(path) = file {
         let text = std::fs::read_to_string(&path).map_err(|e| {
             exit::Failure::usage(format!("reading the {field} from {}: {e}", path.display()))
         })?;
-        return Ok(Some(text));
+        return Ok(trimmed(text));
     }
     match value.as_deref() {
         Some("-") => {
@@ -607,6 +625,14 @@ fn print_task(ctx: &Ctx, shown: &ShowView) {
     if !shown.children.is_empty() {
         field("children", shown.children.join(", "));
     }
+    if !shown.dependents.is_empty() {
+        let d: Vec<String> = shown
+            .dependents
+            .iter()
+            .map(|d| format!("{} ({})", d.id, d.kind))
+            .collect();
+        field("unblocks", d.join(", "));
+    }
     if !t.description.is_empty() {
         outln!("\n{}", indent(&t.description));
     }
@@ -616,7 +642,18 @@ fn print_task(ctx: &Ctx, shown: &ShowView) {
     if !shown.events.is_empty() {
         outln!("\n  {}", s.dim("events"));
         for e in &shown.events {
-            outln!("    #{:<6} {}  {:<13} {}", e.seq, e.at, e.kind, e.actor);
+            let what = e
+                .clone()
+                .into_event()
+                .map(|ev| crate::run::describe(&ev))
+                .unwrap_or_default();
+            outln!(
+                "    #{:<6} {}  {:<17} {:<10} {what}",
+                e.seq,
+                e.at,
+                e.kind,
+                e.actor
+            );
         }
     }
     if !shown.attempts.is_empty() {
@@ -694,9 +731,11 @@ fn print_tasks(ctx: &Ctx, tasks: &[Task], empty: &str) -> Result<()> {
 
 #[derive(Args, Debug)]
 pub struct ListArgs {
-    /// Only these states (repeatable, or comma-separated).
-    #[arg(long, short, value_parser = parse_state, value_delimiter = ',')]
-    pub state: Vec<State>,
+    /// Only these states (repeatable, or comma-separated): open,
+    /// in_progress, review, done, failed, cancelled, deferred; or ready,
+    /// blocked (derived from dependencies).
+    #[arg(long, short, value_parser = parse_state_filter, value_delimiter = ',')]
+    pub state: Vec<StateFilter>,
     /// Only these types.
     #[arg(long = "type", short = 't', value_parser = parse_type, value_delimiter = ',')]
     pub kind: Vec<TaskType>,
@@ -709,27 +748,64 @@ pub struct ListArgs {
     /// Only tasks assigned to this name.
     #[arg(long)]
     pub assignee: Option<String>,
-    /// Only ready (or with --ready=false, only not ready) tasks.
+    /// Only work that can start now (as `--state ready`).
+    #[arg(long, conflicts_with = "blocked")]
+    pub ready: bool,
+    /// Only open work that waits on a dependency or an ancestor (as
+    /// `--state blocked`).
     #[arg(long)]
-    pub ready: Option<bool>,
-    /// At most this many tasks.
+    pub blocked: bool,
+    /// At most this many tasks (default 1000).
     #[arg(long, short = 'n')]
     pub limit: Option<usize>,
 }
 
 fn list(ctx: &Ctx, a: ListArgs) -> Result<i32> {
     let (_, store) = ctx.open()?;
+    let mut ready = a.ready.then_some(true);
+    if a.blocked {
+        ready = Some(false);
+    }
+    let mut states = Vec::new();
+    for f in &a.state {
+        match f {
+            StateFilter::Is(s) => states.push(s.as_str().to_owned()),
+            StateFilter::Ready => ready = Some(true),
+            StateFilter::Blocked => ready = Some(false),
+        }
+    }
+    let mut types: Vec<String> = a.kind.iter().map(|t| t.as_str().to_owned()).collect();
+    if ready == Some(false) {
+        // Blocked: open work that waits (an epic is never ready, and done
+        // work is not blocked).
+        if states.is_empty() {
+            states.push(State::Open.as_str().to_owned());
+        }
+        if types.is_empty() {
+            types = [TaskType::Task, TaskType::Bug, TaskType::Chore]
+                .iter()
+                .map(|t| t.as_str().to_owned())
+                .collect();
+        }
+    }
+    let limit = ops::Page::TASKS.size(a.limit);
     let input = ListIn {
-        states: a.state.iter().map(|s| s.as_str().to_owned()).collect(),
-        types: a.kind.iter().map(|t| t.as_str().to_owned()).collect(),
+        states,
+        types,
         label: a.label,
         parent: a.parent.map(|p| p.to_string()),
         assignee: a.assignee,
-        ready: a.ready,
-        limit: a.limit,
+        ready,
+        // One more than shown says whether there is more.
+        limit: Some(limit + 1),
     };
-    let tasks = ops::list_tasks(&store, input)?;
+    let mut tasks = ops::list_tasks(&store, input)?;
+    let cut = tasks.len() > limit;
+    tasks.truncate(limit);
     print_tasks(ctx, &tasks, "No tasks match.")?;
+    if cut && !ctx.global.json {
+        outln!("… more than {limit} match (--limit N shows more)");
+    }
     Ok(exit::OK)
 }
 
@@ -746,8 +822,17 @@ fn ready(ctx: &Ctx, a: ReadyArgs) -> Result<i32> {
     print_tasks(
         ctx,
         &tasks,
-        "Nothing is ready. `braid list --state open` shows what waits, `braid show ID` says why.",
+        "Nothing is ready. `braid list --blocked` shows what waits, `braid show ID` says why.",
     )?;
+    if tasks.len() == a.limit && !ctx.global.json {
+        // The ready count is a maintained counter: exact, and cheap.
+        let more = ops::health(&store)?
+            .ready
+            .saturating_sub(tasks.len() as u64);
+        if more > 0 {
+            outln!("… {more} more (--limit N)");
+        }
+    }
     Ok(exit::OK)
 }
 

@@ -37,7 +37,8 @@ fn print(ctx: &Ctx, out: &mut Lines<impl Write>, e: &Event) -> Result<()> {
         let task = e.task.as_ref().map(|t| t.to_string()).unwrap_or_default();
         // The payload as JSON shows a control character escaped; DEL and
         // C1 too once through json_safe.
-        let mut payload = crate::term::json_safe(&e.payload.to_string()).into_owned();
+        let shown = braid_app::wire::payload_view(e.kind, &e.payload);
+        let mut payload = crate::term::json_safe(&shown.to_string()).into_owned();
         if payload.len() > 120 {
             let mut cut = 117;
             while !payload.is_char_boundary(cut) {
@@ -47,10 +48,10 @@ fn print(ctx: &Ctx, out: &mut Lines<impl Write>, e: &Event) -> Result<()> {
             payload.push_str("...");
         }
         out.text(&format!(
-            "#{:<7} {}  {:<13} {:<10} {:<10} {}\n",
+            "#{:<7} {:<24}  {:<17} {:<10} {:<10} {}\n",
             e.seq,
             ts(e.at),
-            e.kind,
+            e.kind.as_str(),
             task,
             e.actor,
             ctx.style.dim(&payload)

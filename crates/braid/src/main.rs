@@ -230,6 +230,25 @@ fn parse_args() -> Cli {
     } else {
         term::To::Out
     };
+    // Asked for JSON: a usage error is a JSON document too (docs/json.md),
+    // with the message clap would print (its first line, and the tip).
+    if e.use_stderr() && std::env::args_os().any(|a| a == "--json") {
+        let message = e
+            .render()
+            .to_string()
+            .lines()
+            .filter(|l| {
+                !l.trim().is_empty() && !l.starts_with("Usage:") && !l.starts_with("For more")
+            })
+            .map(str::trim)
+            .collect::<Vec<_>>()
+            .join(" ")
+            .trim_start_matches("error: ")
+            .to_owned();
+        let doc = serde_json::json!({"error": {"code": "invalid", "message": message}});
+        errln!("{}", term::json_safe(&doc.to_string()));
+        std::process::exit(e.exit_code());
+    }
     let text = if term::colour(to) {
         e.render().ansi().to_string()
     } else {

@@ -67,7 +67,7 @@ pub fn paths(project: &Project) -> Paths {
     }
 }
 
-fn describe(e: &Event) -> String {
+pub(crate) fn describe(e: &Event) -> String {
     let p = &e.payload;
     let s = |k: &str| p[k].as_str().unwrap_or("").to_owned();
     match e.kind.as_str() {

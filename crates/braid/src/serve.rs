@@ -191,6 +191,7 @@ pub fn run(ctx: &Ctx, a: ServeArgs) -> Result<i32> {
     }
     drop(store);
     result?;
+    outln!("braid serve stopped: streams closed, requests finished.");
     Ok(exit::OK)
 }
 

@@ -647,6 +647,19 @@ impl Store for PgStore {
         })
     }
 
+    fn dependents_of(&self, id: &TaskId, limit: usize) -> Result<Vec<(TaskId, DepKind)>> {
+        let id = id.as_str().to_owned();
+        self.with(move |c| {
+            c.query(
+                "SELECT from_id, kind FROM deps WHERE to_id = $1 ORDER BY from_id COLLATE \"C\" LIMIT $2",
+                &[&id, &(limit as i64)],
+            )?
+            .iter()
+            .map(|r| Ok((TaskId::parse(r.get(0))?, DepKind::parse(r.get(1))?)))
+            .collect()
+        })
+    }
+
     fn ids_with_prefix(&self, prefix: &str, limit: usize) -> Result<Vec<TaskId>> {
         let prefix = prefix.to_owned();
         self.with(move |c| {

@@ -844,6 +844,21 @@ impl Store for SqliteStore {
         Ok(out)
     }
 
+    fn dependents_of(&self, id: &TaskId, limit: usize) -> Result<Vec<(TaskId, DepKind)>> {
+        let conn = self.read();
+        let mut stmt = conn.prepare_cached(
+            "SELECT from_id, kind FROM deps WHERE to_id = ?1 ORDER BY from_id LIMIT ?2",
+        )?;
+        let rows = stmt
+            .query_map(rusqlite::params![id.as_str(), limit as i64], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        rows.into_iter()
+            .map(|(from, kind)| Ok((TaskId::parse(&from)?, DepKind::parse(&kind)?)))
+            .collect()
+    }
+
     fn blocks_edges(&self) -> Result<Vec<(TaskId, TaskId)>> {
         let conn = self.read();
         let mut stmt =

@@ -9,6 +9,7 @@ mod cli;
 mod concurrency;
 mod control;
 mod merge;
+mod newcomer;
 mod postgres;
 mod remote;
 mod review;

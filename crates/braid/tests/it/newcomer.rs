@@ -1,0 +1,275 @@
+//! A newcomer's first hour: help that explains, the conventions of `gh`,
+//! `cargo` and `bd` (completions, a man page, `-d`, stdin, `$EDITOR`,
+//! `status`, suggestions), and output that does not mislead.
+
+use std::io::{BufRead, Write};
+use std::process::Stdio;
+
+use crate::Proj;
+
+fn stderr_of(p: &Proj, args: &[&str]) -> String {
+    String::from_utf8(p.run(args).stderr).unwrap()
+}
+
+#[test]
+fn help_describes_every_argument_and_keeps_global_options_apart() {
+    let p = Proj::init();
+    let dep = p.ok(&["dep", "add", "--help"]);
+    assert!(dep.contains("The task that waits (the dependent)"), "{dep}");
+    assert!(
+        dep.contains("The task it waits for (the dependency)"),
+        "{dep}"
+    );
+    let done = p.ok(&["done", "--help"]);
+    assert!(done.contains("Why, recorded as the close reason"), "{done}");
+    let (options, global) = done.split_once("Global options:").expect("a heading");
+    assert!(
+        options.contains("--reason") && !options.contains("--db"),
+        "{done}"
+    );
+    assert!(
+        global.contains("--db") && global.contains("--json"),
+        "{done}"
+    );
+    let merge = p.ok(&["--help"]);
+    assert!(merge.contains("and land them"), "{merge}");
+    // A user reaching for --dep on update is told where dependencies change.
+    let id = p.add(&["one"]);
+    let e = p.fails(&["update", &id, "--dep", "br-zz"], 2);
+    assert!(e.contains(&format!("braid dep add {id} br-zz")), "{e}");
+    // A typo gets a suggestion.
+    let e = p.fails(&["stauts"], 2);
+    assert!(e.contains("similar subcommand exists: 'status'"), "{e}");
+}
+
+#[test]
+fn completions_and_a_man_page_are_printed_for_installing() {
+    let p = Proj::init();
+    for (shell, mark) in [
+        ("bash", "_braid()"),
+        ("zsh", "#compdef braid"),
+        ("fish", "complete -c braid"),
+        ("powershell", "Register-ArgumentCompleter"),
+    ] {
+        let out = p.ok(&["completions", shell]);
+        assert!(
+            out.contains(mark),
+            "{shell}: {}",
+            &out[..200.min(out.len())]
+        );
+        assert!(out.contains("review"), "{shell} completes subcommands");
+    }
+    let man = p.ok(&["man"]);
+    assert!(man.contains(".TH braid 1"), "{}", &man[..200]);
+    assert!(man.contains("status"), "the man page lists the commands");
+}
+
+#[test]
+fn long_text_comes_from_d_stdin_a_file_or_the_editor() {
+    let p = Proj::init();
+    let a = p.add(&["short", "-d", "from -d"]);
+    assert_eq!(p.json(&["show", &a])["description"], "from -d");
+
+    let mut child = p
+        .cmd()
+        .args(["add", "piped", "--description", "-", "--json"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let long = "line one\n".repeat(40_000);
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = {
+        let long = long.clone();
+        std::thread::spawn(move || stdin.write_all(long.as_bytes()).unwrap())
+    };
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        v["description"].as_str().unwrap().len(),
+        long.trim_end().len()
+    );
+
+    let file = p.path().join("desc.md");
+    std::fs::write(&file, "from a file\n").unwrap();
+    let b = p.add(&["filed", "--description-file", file.to_str().unwrap()]);
+    assert_eq!(p.json(&["show", &b])["description"], "from a file");
+    let e = p.fails(&["add", "x", "--description-file", "/no/such/file"], 2);
+    assert!(
+        e.contains("reading the description from /no/such/file"),
+        "{e}"
+    );
+
+    // -e: the editor is the user's command; it gets the current text.
+    let editor = p.path().join("editor.sh");
+    std::fs::write(
+        &editor,
+        "#!/bin/sh\ngrep -q 'from a file' \"$1\" && echo 'edited' > \"$1\"\n",
+    )
+    .unwrap();
+    let out = p
+        .cmd()
+        .args(["update", &b, "-e"])
+        .env("VISUAL", format!("sh {}", editor.display()))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(p.json(&["show", &b])["description"], "edited");
+}
+
+#[test]
+fn output_says_what_was_cut_and_words_its_counts() {
+    let p = Proj::init();
+    for i in 0..25 {
+        p.add(&[&format!("task {i}")]);
+    }
+    let ready = p.ok(&["ready"]);
+    assert!(ready.contains("… 5 more (--limit N)"), "{ready}");
+    assert!(!p.ok(&["ready", "-n", "30"]).contains("more"));
+
+    let epic = p.ok(&["add", "An epic", "--type", "epic"]);
+    assert!(
+        epic.contains("(open)") && !epic.contains("blocked"),
+        "{epic}"
+    );
+    let health = p.ok(&["health"]);
+    assert!(health.starts_with("26 tasks (1 epic)"), "{health}");
+
+    // ready and blocked are filters, not states.
+    let first = p.add(&["first"]);
+    let second = p.add(&["second", "--dep", &first]);
+    let blocked = p.json(&["list", "--blocked"]);
+    let ids: Vec<&str> = blocked
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [second.as_str()], "only the task that waits");
+    assert_eq!(p.json(&["list", "--state", "blocked"]), blocked);
+    let ready = p.json(&["list", "--ready", "-n", "1000"]);
+    assert_eq!(ready.as_array().unwrap().len(), 26, "25 tasks and first");
+    let e = p.fails(&["list", "--state", "waiting"], 2);
+    assert!(e.contains("or ready, blocked"), "{e}");
+
+    // show names what a task unblocks, and says what each event did.
+    let shown = p.ok(&["show", &first]);
+    assert!(
+        shown.contains(&format!("unblocks    {second} (blocks)")),
+        "{shown}"
+    );
+    p.ok(&["claim", &first, "--as", "kim"]);
+    p.ok(&["fail", &first, "-r", "the disk is full"]);
+    let shown = p.ok(&["show", &first]);
+    assert!(
+        shown.contains("in_progress -> failed (the disk is full)"),
+        "{shown}"
+    );
+    assert_eq!(
+        p.json(&["show", &first])["dependents"],
+        serde_json::json!([{"id": second, "kind": "blocks"}])
+    );
+}
+
+#[test]
+fn events_align_and_every_time_is_rfc_3339() {
+    let p = Proj::init();
+    let id = p.add(&["one"]);
+    p.ok(&["claim", &id, "--as", "kim"]);
+    let events = p.ok(&["events"]);
+    let lines: Vec<&str> = events.lines().collect();
+    let col = |l: &str, word: &str| l.find(word).unwrap();
+    assert_eq!(
+        col(lines[0], "created"),
+        col(lines[1], "claimed"),
+        "{events}"
+    );
+    assert_eq!(col(lines[0], &id), col(lines[1], &id), "{events}");
+    let shown = p.json(&["show", &id]);
+    let claimed = &shown["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "claimed")
+        .unwrap()["payload"]["lease_expires"];
+    let t = claimed.as_str().unwrap_or_else(|| panic!("{claimed}"));
+    assert!(t.parse::<jiff::Timestamp>().is_ok(), "{t}");
+}
+
+#[test]
+fn errors_are_in_words_and_json_when_asked() {
+    let p = Proj::init();
+    std::fs::write(
+        p.path().join(".braid/config.toml"),
+        "[run]\njobs = \"four\"\n",
+    )
+    .unwrap();
+    let e = p.fails(&["run"], 2);
+    assert!(
+        e.contains("found the text \"four\", expected a whole number, 0 or more"),
+        "{e}"
+    );
+    let e = stderr_of(&p, &["add", "--json"]);
+    let v: serde_json::Value =
+        serde_json::from_str(e.trim()).unwrap_or_else(|x| panic!("{x}: {e}"));
+    assert_eq!(v["error"]["code"], "invalid");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("<TITLE>"),
+        "{v}"
+    );
+}
+
+#[test]
+fn status_shows_what_is_worked_on_what_needs_you_and_what_awaits_review() {
+    let p = Proj::init();
+    let a = p.add(&["by hand"]);
+    p.add(&["waiting"]);
+    p.ok(&["claim", &a, "--as", "kim"]);
+    let out = p.ok(&["status"]);
+    assert!(out.contains("2 tasks: 1 ready"), "{out}");
+    assert!(
+        out.contains(&format!(
+            "{a}  by hand  [claimed by kim (no agent), attempt 1]"
+        )),
+        "{out}"
+    );
+    assert!(out.contains("Nothing waits for you."), "{out}");
+    let v = p.json(&["status"]);
+    assert_eq!(v["working"][0]["task"]["id"], a.as_str());
+    assert!(v["working"][0]["agent"].is_null());
+}
+
+#[test]
+fn serve_says_when_it_stops() {
+    let p = Proj::init();
+    let mut child = p
+        .cmd()
+        .args(["serve", "--bind", "127.0.0.1:0", "--no-sync"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    assert!(first.starts_with("Serving braid on"), "{first}");
+    let pid = child.id().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(child.wait().unwrap().success());
+    assert!(
+        rest.iter().any(|l| l.starts_with("braid serve stopped")),
+        "{rest:?}"
+    );
+}
