@@ -1769,6 +1769,9 @@
 
   let R = null; // the open review, or null
   let reviewGen = 0;
+  // Each reading of a diff from its first page: what an older one was
+  // still doing (a page, a large file) is dropped when it comes back.
+  let diffSeq = 0;
 
   let vendorReady = null;
   // diff2html's script and styles: asked for once, when a review first opens.
@@ -1840,6 +1843,7 @@
       next: null, // the next page's first file, or null: all asked for
       loading: null, // the page request in flight
       diffState: 'loading',
+      diffGen: 0,
       comments: [],
       pending: loadPending(id),
       form: null, // { file, line, draft }
@@ -1859,7 +1863,7 @@
     const t = tasks.get(id);
     if (t) renderReviewTask(t);
     refreshReview();
-    startDiff(gen);
+    startDiff();
   }
 
   // `quiet`: another review opens at once (the hash stays as it is).
@@ -1878,6 +1882,10 @@
 
   function reviewAlive(gen) {
     return R !== null && R.gen === gen;
+  }
+
+  function diffAlive(dg) {
+    return R !== null && R.diffGen === dg;
   }
 
   function rsec(title, testid, ...body) {
@@ -1973,7 +1981,7 @@
       // The branch moved on: what is drawn is out of date.
       if (R.head && v.diff && v.diff.head !== R.head && R.diffState !== 'loading') {
         noticeReview(`The branch moved on to ${short(v.diff.head)}: the diff was read again.`);
-        startDiff(gen);
+        startDiff();
       } else {
         for (const b of R.blocks.values()) if (b.drawn) placeNotes(b);
       }
@@ -2260,10 +2268,10 @@
   }
 
   async function redrawAll() {
-    const gen = R.gen;
+    const dg = R.diffGen;
     let since = 0;
     for (const b of [...R.blocks.values()]) {
-      if (!reviewAlive(gen)) return;
+      if (!diffAlive(dg)) return;
       if (!b.drawn) continue;
       drawBlock(b);
       since += b.file.added + b.file.removed;
@@ -2285,8 +2293,10 @@
   }
 
   // (Re)reads the diff from its first page.
-  async function startDiff(gen) {
-    if (!reviewAlive(gen)) return;
+  async function startDiff() {
+    if (!R) return;
+    const dg = ++diffSeq;
+    R.diffGen = dg;
     const E = R.els;
     R.diffState = 'loading';
     R.head = null;
@@ -2302,19 +2312,19 @@
     try {
       [page] = await Promise.all([api('GET', diffUrl(R.id, 'offset=0'), undefined, { quiet: true }), loadVendor()]);
     } catch (e) {
-      if (!reviewAlive(gen)) return;
+      if (!diffAlive(dg)) return;
       R.diffState = 'error';
       E.diff.dataset.state = 'error';
       put(E.more, h('span', { text: e.status === 404 ? e.message : `Could not load the diff: ${e.message}` }), ' ',
-        h('button', { type: 'button', class: 'rv-small', text: 'Try again', onclick: () => startDiff(gen) }));
+        h('button', { type: 'button', class: 'rv-small', text: 'Try again', onclick: () => startDiff() }));
       return;
     }
-    if (!reviewAlive(gen)) return;
+    if (!diffAlive(dg)) return;
     R.head = page.head;
     R.files = page.files;
     renderFileList();
-    await drawPage(page, gen);
-    if (!reviewAlive(gen)) return;
+    await drawPage(page, dg);
+    if (!diffAlive(dg)) return;
     R.diffState = 'ready';
     E.diff.dataset.state = 'ready';
     reviewEl.dataset.renderMs = String(Math.round(performance.now() - R.t0));
@@ -2383,7 +2393,7 @@
     return out;
   }
 
-  async function drawPage(page, gen) {
+  async function drawPage(page, dg) {
     const end = page.next === null || page.next === undefined ? R.files.length : page.next;
     const want = [];
     for (let i = page.offset; i < end; i++) if (!R.files[i].large) want.push(R.files[i]);
@@ -2406,7 +2416,7 @@
         if (since >= DRAW_SLICE && i + 1 < end) {
           since = 0;
           await nextTask();
-          if (!reviewAlive(gen)) return;
+          if (!diffAlive(dg)) return;
         }
       } else {
         summary(b, f.status === 'renamed' || f.status === 'copied' ? 'Same content under the new name.' : 'No change to the text.');
@@ -2428,35 +2438,39 @@
     E.more.dataset.done = String(R.next === null);
   }
 
+  // The next page, once at a time; resolves whether it was drawn.
   function loadMore() {
-    if (!R || R.next === null || R.diffState !== 'ready') return Promise.resolve();
+    if (!R || R.next === null || R.diffState !== 'ready') return Promise.resolve(false);
     if (R.loading) return R.loading;
-    const { id, gen } = R;
+    const { id } = R;
+    const dg = R.diffGen;
     const offset = R.next;
     R.els.more.textContent = `Loading files ${offset + 1}–…`;
     R.loading = (async () => {
+      let drawn = false;
       try {
         const page = await api('GET', diffUrl(id, `offset=${offset}`), undefined, { quiet: true });
-        if (!reviewAlive(gen)) return;
+        if (!diffAlive(dg)) return false;
         if (page.head !== R.head) {
           noticeReview(`The branch moved on to ${short(page.head)}: the diff was read again.`);
-          R.loading = null;
-          startDiff(gen);
-          return;
+          startDiff();
+          return false;
         }
-        await drawPage(page, gen);
+        await drawPage(page, dg);
+        drawn = diffAlive(dg);
       } catch (e) {
-        if (!reviewAlive(gen)) return;
+        if (!diffAlive(dg)) return false;
         put(R.els.more, h('span', { text: `Could not load more of the diff: ${e.message}` }), ' ',
           h('button', { type: 'button', class: 'rv-small', text: 'Try again', onclick: () => loadMore() }));
       } finally {
-        if (reviewAlive(gen)) R.loading = null;
+        if (diffAlive(dg)) R.loading = null;
       }
       // Still near the end (a short page): the observer will not fire again.
-      if (reviewAlive(gen) && R.next !== null) {
+      if (drawn && R.next !== null) {
         const mainBox = R.els.main.getBoundingClientRect();
         if (R.els.more.getBoundingClientRect().top < mainBox.bottom + MORE_MARGIN) loadMore();
       }
+      return drawn;
     })();
     return R.loading;
   }
@@ -2479,17 +2493,18 @@
   }
 
   async function showLarge(b) {
-    const { id, gen } = R;
+    const { id } = R;
+    const dg = R.diffGen;
     const btn = b.el.querySelector('[data-testid="review-show-large"]');
     if (btn) { btn.disabled = true; btn.textContent = 'Loading…'; }
     try {
       const page = await api('GET', diffUrl(id, `file=${enc(b.file.path)}`), undefined, { quiet: true });
-      if (!reviewAlive(gen)) return;
+      if (!diffAlive(dg)) return;
       const parts = splitPatch(page.patch || '');
       b.part = pairParts([b.file], parts).get(b.file) || parts[0] || '';
       drawBlock(b);
     } catch (e) {
-      if (!reviewAlive(gen)) return;
+      if (!diffAlive(dg)) return;
       if (btn) { btn.disabled = false; btn.textContent = 'Show'; }
       toast(`Loading ${b.file.path}: ${e.message}`);
     }
@@ -2683,12 +2698,11 @@
 
   async function goToFile(i) {
     if (!R) return;
-    const gen = R.gen;
-    while (reviewAlive(gen) && i >= R.loadedTo && R.next !== null) {
-      await (R.loading || loadMore());
-      if (R && R.loading === null && i >= R.loadedTo && R.els.more.querySelector('button')) return; // failed: shown
+    const dg = R.diffGen;
+    while (diffAlive(dg) && i >= R.loadedTo && R.next !== null) {
+      if (!await loadMore()) return; // the page says why
     }
-    if (!reviewAlive(gen)) return;
+    if (!diffAlive(dg)) return;
     const b = R.blocks.get(i);
     if (b) b.el.scrollIntoView({ block: 'start' });
   }

@@ -329,7 +329,7 @@ pub fn long_text(
             std::io::stdin().read_to_string(&mut text).map_err(|e| {
                 exit::Failure::usage(format!("reading the {field} from stdin: {e}"))
             })?;
-            Ok(Some(text))
+            Ok(trimmed(text))
         }
         _ => Ok(value),
     }
