@@ -99,6 +99,10 @@ pub fn run(cli: Cli) -> Result<i32> {
         Verb::Merge(a) => crate::merge::run(&ctx, a),
         Verb::Diff(a) => crate::review::diff(&ctx, a),
         Verb::Status => crate::status::run(&ctx),
+        Verb::Config => {
+            crate::term::write(crate::term::To::Out, crate::CONFIG_DOC);
+            Ok(exit::OK)
+        }
         Verb::Completions(a) => {
             let mut out = Vec::new();
             let mut cmd = <Cli as clap::CommandFactory>::command();
@@ -210,7 +214,15 @@ fn init(ctx: &Ctx, a: InitArgs) -> Result<i32> {
                 p.dir.join("config.toml").display()
             );
         }
-        outln!("Next: braid add \"First task\"   then   braid ready");
+        if p.url.is_none() && braid_git::repo_root(&root).is_some() {
+            outln!(
+                "Commit {0}/config.toml and {0}/.gitignore (the database, logs and worktrees stay out of git: {0}/.gitignore lists them).",
+                p.dir.strip_prefix(&root).unwrap_or(&p.dir).display()
+            );
+        }
+        outln!(
+            "Next: braid add \"First task\"   then   braid ready   (`braid config` explains every setting)"
+        );
     } else {
         outln!(
             "braid is already set up here ({}); nothing changed.",

@@ -336,10 +336,28 @@ pub fn run(ctx: &Ctx, a: DemoArgs) -> Result<i32> {
         global: sub.global.clone(),
         command: crate::Verb::Health,
     })?;
+    // `cargo run -- demo` leaves braid in target/: name the binary that
+    // ran, unless `braid` on the PATH is this very program.
+    let me = std::env::current_exe().ok();
+    let on_path = std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path).any(|d| {
+            let candidate = d.join("braid");
+            candidate.is_file()
+                && me.as_ref().is_some_and(|m| {
+                    std::fs::canonicalize(&candidate).ok() == std::fs::canonicalize(m).ok()
+                })
+        })
+    });
+    let braid = match (&me, on_path) {
+        (Some(m), false) => m.display().to_string(),
+        _ => "braid".to_owned(),
+    };
     outln!(
-        "\nTry it: cd {} && braid claim && braid done <ID> && braid ready   (or pass --db {})",
+        "\nTry it: cd {} && {braid} claim && {braid} done <ID> && {braid} ready",
         dir.display(),
-        project.db.display()
     );
+    if braid != "braid" {
+        outln!("(braid is not on your PATH: `cargo install --path crates/braid` puts it there.)");
+    }
     Ok(exit::OK)
 }

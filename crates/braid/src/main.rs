@@ -171,6 +171,10 @@ pub enum Verb {
     Completions(CompletionsArgs),
     /// Print braid's man page (roff): `braid man > ~/.local/share/man/man1/braid.1`.
     Man,
+    /// Print the reference of .braid/config.toml: every key, its default
+    /// and examples (the text of docs/config.md).
+    #[command(long_about = CONFIG_DOC)]
+    Config,
 }
 
 #[derive(Args, Debug)]
@@ -179,6 +183,9 @@ pub struct CompletionsArgs {
     #[arg(value_enum)]
     pub shell: clap_complete::Shell,
 }
+
+/// docs/config.md, built in: `braid config` and `braid help config`.
+pub const CONFIG_DOC: &str = include_str!("../../../docs/config.md");
 
 /// `braid list | head` closes our stdout early: end quietly, as a process
 /// killed by SIGPIPE would (status 141), instead of printing a panic.

@@ -12,16 +12,24 @@ use crate::exit::Failure;
 pub const DIR: &str = ".braid";
 pub const DB_FILE: &str = "braid.db";
 
-const CONFIG_TEMPLATE: &str = r#"# braid project configuration. See docs/config.md.
+const CONFIG_TEMPLATE: &str = r#"# braid project configuration. Every key, with examples: `braid config`
+# (or `braid help config`).
 
 [run]
 jobs = 4
 max_attempts = 3
 
+# An agent: Claude Code in print mode. kind = "claude" runs
+#   claude -p --output-format stream-json --verbose --permission-mode acceptEdits -- {prompt}
+# (acceptEdits lets it write files in its worktree without asking; a
+# permission it is refused parks the task for you: `braid needs`).
 # [[agent]]
 # name = "claude"
 # kind = "claude"
+# max_concurrent = 2
+# timeout = "30m"
 
+# A gate every task must pass before its work can land.
 # [[gate]]
 # name = "test"
 # command = ["cargo", "test"]

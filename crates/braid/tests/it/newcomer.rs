@@ -273,3 +273,39 @@ fn serve_says_when_it_stops() {
         "{rest:?}"
     );
 }
+
+#[test]
+fn init_and_the_demo_say_what_to_do_next() {
+    let p = Proj::empty();
+    crate::git(p.path(), &["init", "-q", "-b", "main"]);
+    crate::git(p.path(), &["config", "user.email", "t@example.com"]);
+    crate::git(p.path(), &["config", "user.name", "t"]);
+    crate::git(p.path(), &["commit", "-q", "--allow-empty", "-m", "init"]);
+    let out = p.ok(&["init"]);
+    assert!(
+        out.contains("Commit .braid/config.toml and .braid/.gitignore"),
+        "{out}"
+    );
+    let ignore = std::fs::read_to_string(p.path().join(".braid/.gitignore")).unwrap();
+    for kept_out in ["*.db", "logs/", "worktrees/"] {
+        assert!(ignore.contains(kept_out), "{ignore}");
+    }
+    let config = std::fs::read_to_string(p.path().join(".braid/config.toml")).unwrap();
+    assert!(config.contains("`braid config`"), "{config}");
+    assert!(!config.contains("docs/config.md"), "no path the user lacks");
+    assert!(config.contains("--permission-mode acceptEdits"), "{config}");
+    assert!(config.contains("[merge]\ninto = \"main\""), "{config}");
+    let reference = p.ok(&["config"]);
+    assert!(
+        reference.starts_with("# `.braid/config.toml`"),
+        "{reference}"
+    );
+    assert!(p.ok(&["help", "config"]).contains("require_approval"));
+
+    // The demo names the binary that ran when `braid` on the PATH is not it.
+    let demo = p.ok(&["demo"]);
+    let line = demo.lines().find(|l| l.starts_with("Try it:")).unwrap();
+    let bin = env!("CARGO_BIN_EXE_braid");
+    assert!(line.contains(&format!("&& {bin} claim")), "{line}");
+    assert!(demo.contains("cargo install --path crates/braid"), "{demo}");
+}
