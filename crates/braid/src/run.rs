@@ -538,11 +538,7 @@ pub fn logs(ctx: &Ctx, a: LogsArgs) -> Result<i32> {
         Ok(())
     };
     if !a.follow {
-        print_new(&mut offsets)?;
-        if offsets.is_empty() && !ctx.global.json {
-            outln!("No logs for {} yet.", a.id);
-        }
-        return Ok(exit::OK);
+        return print_attempts(ctx, &store, &a.id, &dir);
     }
     use notify::Watcher;
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -556,6 +552,148 @@ pub fn logs(ctx: &Ctx, a: LogsArgs) -> Result<i32> {
         while rx.try_recv().is_ok() {}
         print_new(&mut offsets)?;
     }
+    Ok(exit::OK)
+}
+
+/// One log an attempt made (or would have made): whose, how it ended,
+/// and its file.
+struct AttemptLog {
+    attempt: Option<u64>,
+    /// `agent NAME` or `gate NAME`, or the file's name for a log no event
+    /// names.
+    name: String,
+    outcome: String,
+    path: Option<PathBuf>,
+}
+
+/// Every attempt's agent and gate logs with their outcome, from the
+/// task's events (so one that could not start is listed too), then any
+/// other log file in its folder.
+fn attempt_logs(store: &dyn Store, id: &TaskId, dir: &Path) -> Result<Vec<AttemptLog>> {
+    let mut out: Vec<AttemptLog> = Vec::new();
+    let mut attempt = None;
+    let mut agent_at = None;
+    for e in store.task_events(id, 2000)? {
+        let p = &e.payload;
+        match e.kind {
+            braid_core::EventKind::Dispatched => {
+                attempt = p["attempt"].as_u64();
+                let agent = p["agent"].as_str().unwrap_or("?");
+                let path = p["log"]
+                    .as_str()
+                    .map(PathBuf::from)
+                    .or_else(|| attempt.map(|n| dir.join(format!("{n}-{agent}.log"))));
+                agent_at = Some(out.len());
+                out.push(AttemptLog {
+                    attempt,
+                    name: format!("agent {agent}"),
+                    outcome: "running".into(),
+                    path,
+                });
+            }
+            braid_core::EventKind::AgentFinished => {
+                if let Some(i) = agent_at.take() {
+                    out[i].outcome = p["exit"].as_str().unwrap_or("ended").to_owned();
+                }
+            }
+            braid_core::EventKind::Released => {
+                // Given back before its agent ended: it could not start,
+                // or the run stopped.
+                if let Some(i) = agent_at.take() {
+                    out[i].outcome =
+                        format!("given back: {}", p["reason"].as_str().unwrap_or("released"));
+                }
+            }
+            braid_core::EventKind::GateFinished => {
+                let gate = p["gate"].as_str().unwrap_or("?");
+                let outcome = if p["cached"] == true {
+                    "passed (cached)".to_owned()
+                } else if p["passed"] == true {
+                    "passed".to_owned()
+                } else {
+                    format!("FAILED: {}", p["exit"].as_str().unwrap_or("?"))
+                };
+                out.push(AttemptLog {
+                    attempt,
+                    name: format!("gate {gate}"),
+                    outcome,
+                    path: attempt.map(|n| dir.join(format!("{n}-gate-{gate}.log"))),
+                });
+            }
+            _ => {}
+        }
+    }
+    for f in log_files(dir) {
+        if !out.iter().any(|l| l.path.as_deref() == Some(f.as_path())) {
+            out.push(AttemptLog {
+                attempt: None,
+                name: f
+                    .file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned(),
+                outcome: String::new(),
+                path: Some(f),
+            });
+        }
+    }
+    Ok(out)
+}
+
+fn print_attempts(ctx: &Ctx, store: &dyn Store, id: &TaskId, dir: &Path) -> Result<i32> {
+    let logs = attempt_logs(store, id, dir)?;
+    let mut out = term::Lines::stdout();
+    if logs.is_empty() {
+        if ctx.global.json {
+            // JSON lines: none.
+            return Ok(exit::OK);
+        }
+        outln!("No logs for {id} yet: no attempt has started.");
+        return Ok(exit::OK);
+    }
+    for l in &logs {
+        let text = match &l.path {
+            Some(p) => match std::fs::read(p) {
+                Ok(b) => Some(String::from_utf8_lossy(&b).into_owned()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                Err(e) => return Err(e).with_context(|| format!("reading {}", p.display())),
+            },
+            None => None,
+        };
+        if ctx.global.json {
+            out.json(&json!({
+                "attempt": l.attempt, "name": l.name, "outcome": l.outcome,
+                "path": l.path, "text": text,
+            }))?;
+            out.text("\n")?;
+            continue;
+        }
+        let mut head = String::from("==> ");
+        if let Some(n) = l.attempt {
+            head.push_str(&format!("attempt {n} · "));
+        }
+        head.push_str(&l.name);
+        if !l.outcome.is_empty() {
+            head.push_str(&format!(" · {}", l.outcome));
+        }
+        match (&l.path, &text) {
+            (Some(p), Some(_)) => head.push_str(&format!(" · {}", p.display())),
+            _ => head.push_str(" · no log"),
+        }
+        head.push_str(" <==");
+        out.text(&format!("{}\n", ctx.style.bold(&head)))?;
+        match text.as_deref() {
+            Some("") => out.text("(empty)\n")?,
+            Some(t) => {
+                out.text(t)?;
+                if !t.ends_with('\n') {
+                    out.text("\n")?;
+                }
+            }
+            None => {}
+        }
+    }
+    out.flush()?;
     Ok(exit::OK)
 }
 

@@ -309,3 +309,51 @@ fn init_and_the_demo_say_what_to_do_next() {
     assert!(line.contains(&format!("&& {bin} claim")), "{line}");
     assert!(demo.contains("cargo install --path crates/braid"), "{demo}");
 }
+
+#[test]
+fn logs_list_every_attempt_with_its_outcome_even_empty_or_never_started() {
+    let p = Proj::init();
+    std::fs::write(
+        p.path().join(".braid/config.toml"),
+        "[run]\njobs = 1\nmax_attempts = 1\n[[agent]]\nname = \"quiet\"\ncommand = [\"true\"]\n\
+         [[gate]]\nname = \"lint\"\ncommand = [\"./lint.sh\"]\n",
+    )
+    .unwrap();
+    // There for the preflight, in the project; not in the task's scratch
+    // workspace (outside git), where the gate then cannot start.
+    std::fs::write(p.path().join("lint.sh"), "#!/bin/sh\nexit 0\n").unwrap();
+    std::process::Command::new("chmod")
+        .args(["+x", p.path().join("lint.sh").to_str().unwrap()])
+        .status()
+        .unwrap();
+    let id = p.add(&["one"]);
+    assert_eq!(
+        p.ok(&["logs", &id]).trim(),
+        format!("No logs for {id} yet: no attempt has started.")
+    );
+    p.run(&["run"]);
+    let out = p.ok(&["logs", &id]);
+    assert!(
+        out.contains("==> attempt 1 · agent quiet · exit 0 · ") && out.contains("(empty)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("attempt 1 · gate lint · FAILED: could not start: ./lint.sh"),
+        "{out}"
+    );
+    let lines: Vec<serde_json::Value> = p
+        .ok(&["logs", &id, "--json"])
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(lines[0]["name"], "agent quiet");
+    assert_eq!(lines[0]["text"], "");
+    assert!(
+        lines[1]["outcome"]
+            .as_str()
+            .unwrap()
+            .starts_with("FAILED: could not start"),
+        "{lines:?}"
+    );
+}
