@@ -52,7 +52,16 @@ try {
     const rows = await page.evaluate(() => document.querySelectorAll('[data-testid="review-diff"] td.d2h-code-linenumber:not(.d2h-info)').length);
     if (rows !== WANT) throw new Error(`run ${i}: ${rows} rows, want ${WANT}`);
     walls.push(wall);
-    console.log(`run ${i}: review render ${WANT} lines: ${wall} ms (page load to every row in the page; from the review's opening to drawn: ${own} ms)`);
+    // Back to the board and into the review again, as a click does: the
+    // page and the diff renderer are loaded already.
+    await page.evaluate(() => { location.hash = ''; });
+    await page.waitForFunction(() => document.querySelector('[data-testid="review"]').hidden, null, { timeout: 10_000 });
+    const t1 = Date.now();
+    await page.evaluate((id) => { location.hash = `#review/${id}`; }, task);
+    await page.waitForFunction((n) => document.querySelectorAll('[data-testid="review-diff"] td.d2h-code-linenumber:not(.d2h-info)').length >= n,
+      WANT, { timeout: 60_000, polling: 10 });
+    const again = Date.now() - t1;
+    console.log(`run ${i}: review render ${WANT} lines: ${wall} ms (page load to every row in the page; from the review's opening to drawn: ${own} ms); opened again from the board: ${again} ms`);
     await context.close();
   }
   const sorted = [...walls].sort((a, b) => a - b);

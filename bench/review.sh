@@ -3,7 +3,9 @@
 # writes 10 new files of 500 lines): headless Chromium opens the page RUNS
 # times (default 3), each in a fresh browser context (nothing cached), and
 # prints for each how long from asking for the page to all 5,000 rows being
-# in it, and the page's own count from opening the review to the diff drawn.
+# in it, the page's own count from opening the review to the diff drawn, and
+# how long opening it again from the board takes (page and diff renderer
+# loaded already, as when a reader clicks Review).
 #
 #   bench/review.sh                      # release build
 #   BRAID_BIN=target/debug/braid RUNS=5 bench/review.sh

@@ -52,10 +52,12 @@ pub enum EventKind {
     /// A person sent work back with a message and line comments: the task
     /// is open again and its next attempt is told what to change.
     ChangesRequested,
+    /// Every child of an epic is done: the epic is done too.
+    EpicCompleted,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 22] = [
+    pub const ALL: [EventKind; 23] = [
         EventKind::Created,
         EventKind::Updated,
         EventKind::StateChanged,
@@ -78,6 +80,7 @@ impl EventKind {
         EventKind::Activity,
         EventKind::Approved,
         EventKind::ChangesRequested,
+        EventKind::EpicCompleted,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -104,6 +107,7 @@ impl EventKind {
             EventKind::Activity => "activity",
             EventKind::Approved => "approved",
             EventKind::ChangesRequested => "changes_requested",
+            EventKind::EpicCompleted => "epic_completed",
         }
     }
 

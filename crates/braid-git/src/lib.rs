@@ -784,7 +784,16 @@ pub fn diff_files(repo: &Path, base: &str, head: &str) -> Result<Vec<FileChange>
 /// The unified diff from `base` to `head`, limited to `paths` when any are
 /// given (renames found, 3 lines of context, binary files named only).
 pub fn diff_patch(repo: &Path, base: &str, head: &str, paths: &[&str]) -> Result<String> {
-    let mut args = vec!["diff", "--no-color", "--no-ext-diff", "-M", base, head];
+    // Paths are names, never patterns (a file may be called `*.rs`).
+    let mut args = vec![
+        "--literal-pathspecs",
+        "diff",
+        "--no-color",
+        "--no-ext-diff",
+        "-M",
+        base,
+        head,
+    ];
     if !paths.is_empty() {
         args.push("--");
         args.extend(paths.iter().copied());

@@ -129,6 +129,9 @@ pub struct RunConfig {
     /// The most agents a run may start, retries included (`None`: ten
     /// times the unfinished tasks when the run starts, at least 100).
     pub max_dispatches: Option<usize>,
+    /// An epic whose children are all done is done too (`false` keeps
+    /// epics open until closed by hand).
+    pub close_epics: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -244,6 +247,7 @@ struct RawRun {
     failure_tail: Option<String>,
     shutdown_grace: Option<String>,
     max_dispatches: Option<usize>,
+    close_epics: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -313,6 +317,7 @@ impl Default for Config {
                 failure_tail: 4096,
                 shutdown_grace: Duration::from_secs(30),
                 max_dispatches: None,
+                close_epics: true,
             },
             agents: Vec::new(),
             gates: Vec::new(),
@@ -422,6 +427,7 @@ impl Config {
                     as usize,
             },
             max_dispatches: raw.run.max_dispatches,
+            close_epics: raw.run.close_epics.unwrap_or(true),
         };
         if run.max_dispatches == Some(0) {
             return Err(err(

@@ -1856,6 +1856,7 @@
       othersAt: -Infinity,
       logName: null,
     };
+    delete reviewEl.dataset.renderMs;
     document.body.classList.add('reviewing');
     closeReviewList();
     buildReview();
@@ -1866,7 +1867,8 @@
     startDiff();
   }
 
-  // `quiet`: another review opens at once (the hash stays as it is).
+  // `quiet`: another review takes its place at once (the page stays a
+  // review page).
   function closeReview(quiet) {
     if (!R) return;
     if (R.io) R.io.disconnect();
@@ -1925,7 +1927,7 @@
     E.error = h('p', { class: 'rv-error', 'data-testid': 'review-error', role: 'alert', hidden: true });
     // An old refusal goes once the reader changes what was refused.
     E.message.addEventListener('input', () => showReviewError(''));
-    E.decideNote = h('p', { class: 'muted small', 'data-testid': 'review-decide-note' });
+    E.decideNote = h('p', { class: 'rv-decide-note muted small', 'data-testid': 'review-decide-note' });
     E.decisions = h('ol', { class: 'rv-decisions', 'data-testid': 'review-decisions' });
     E.comments = h('ol', { class: 'rv-comments', 'data-testid': 'review-comments' });
     E.gates = h('ol', { class: 'rv-gates', 'data-testid': 'review-gates' });
@@ -2591,15 +2593,15 @@
     if (R.form && R.form.file === path) add(R.form.line, noteForm(R.form));
     if (!byLine.size) return;
     const idx = rowIndex(b);
-    const cols = R.view === 'split' ? 2 : 2;
     for (const [line, notes] of byLine) {
       const at = idx.get(line);
       if (!at) continue; // outside the hunks git shows
       const row = h('tr', { class: 'rv-note-row', 'data-line': String(line) },
-        h('td', { class: 'rv-note-cell', colspan: String(cols) }, h('div', { class: 'rv-notes' }, notes)));
+        h('td', { class: 'rv-note-cell', colspan: '2' }, h('div', { class: 'rv-notes' }, notes)));
       at.row.after(row);
       if (at.left) {
-        const spacer = h('tr', { class: 'rv-note-row rv-note-spacer' }, h('td', { colspan: String(cols) }));
+        // Side by side: a row as tall on the left keeps the sides in step.
+        const spacer = h('tr', { class: 'rv-note-row rv-note-spacer' }, h('td', { colspan: '2' }));
         at.left.after(spacer);
         R.spacers.set(row, spacer);
         R.ro.observe(row);

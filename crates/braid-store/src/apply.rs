@@ -23,6 +23,11 @@ pub(crate) type LeaseRow = (String, Option<String>, Option<i64>);
 /// An open write transaction of a backend.
 pub(crate) trait WriteTx: GraphTx<Error = Error> {
     fn exists(&mut self, id: &TaskId) -> Result<bool>;
+    /// The state of each child of `id` as this transaction sees it,
+    /// without locking the children (the caller holds the parent).
+    fn child_states(&mut self, id: &TaskId) -> Result<Vec<State>>;
+    /// A project setting (the `meta` table), if set.
+    fn setting(&mut self, key: &str) -> Result<Option<String>>;
     /// Inserts a new open task (labels and gates as given, already sorted);
     /// false, changing nothing, when the id is taken.
     fn insert_task(
@@ -155,6 +160,64 @@ pub(crate) fn check_names(actor: &str, cmds: &[Command]) -> Result<()> {
 
 /// Applies one command inside the backend's open write transaction, at
 /// `now` (ms since the epoch, from the store's clock).
+/// The project setting that keeps epics open when their children are
+/// done (`[run] close_epics = false`).
+pub const CLOSE_EPICS: &str = "close_epics";
+
+/// After `id` finished: each epic above it whose children are now all
+/// done (or cancelled, with at least one done) is done too, with an
+/// `epic_completed` event — up the chain, in the same transaction. The
+/// parent is read (and, on PostgreSQL, locked) before its children, so two
+/// siblings finishing at once on two nodes take turns and the second sees
+/// the first.
+fn close_epics<T: WriteTx>(
+    tx: &mut T,
+    actor: &str,
+    now: i64,
+    id: &TaskId,
+    delta: &mut HealthDelta,
+    events: &mut Vec<braid_core::Event>,
+) -> Result<()> {
+    if tx.setting(CLOSE_EPICS)?.as_deref() == Some("false") {
+        return Ok(());
+    }
+    let mut cur = tx.parent(id)?;
+    // Bounded by the depth of the hierarchy; a loop, not recursion.
+    while let Some(p) = cur {
+        let Some(node) = tx.node(&p)? else { break };
+        if node.kind != TaskType::Epic || !node.state.can_move_to(State::Done) {
+            break;
+        }
+        let kids = tx.child_states(&p)?;
+        let finished = kids
+            .iter()
+            .all(|s| matches!(s, State::Done | State::Cancelled));
+        let done = kids.iter().filter(|s| **s == State::Done).count();
+        if !finished || done == 0 {
+            break;
+        }
+        let reason = "every child is done";
+        let from = graph::set_state(tx, &p, State::Done, delta)?;
+        record_state(tx, &p, from, State::Done, Some(reason), now)?;
+        events.push(tx.append_event(
+            now,
+            actor,
+            EventKind::StateChanged,
+            Some(&p),
+            json!({"from": from.as_str(), "to": "done", "reason": reason}),
+        )?);
+        events.push(tx.append_event(
+            now,
+            actor,
+            EventKind::EpicCompleted,
+            Some(&p),
+            json!({"children": kids.len(), "done": done, "last": id}),
+        )?);
+        cur = tx.parent(&p)?;
+    }
+    Ok(())
+}
+
 pub(crate) fn apply_one<T: WriteTx>(
     tx: &mut T,
     actor: &str,
@@ -346,6 +409,9 @@ pub(crate) fn apply_one<T: WriteTx>(
                 Some(&id),
                 json!({"from": from.as_str(), "to": to.as_str(), "reason": reason}),
             )?);
+            if matches!(to, State::Done | State::Cancelled) {
+                close_epics(tx, actor, now, &id, &mut delta, &mut events)?;
+            }
             id
         }
         Command::Claim {
@@ -430,6 +496,9 @@ pub(crate) fn apply_one<T: WriteTx>(
                 Some(&id),
                 json!({"from": from.as_str(), "to": to.as_str(), "reason": reason, "refund_attempt": refund_attempt}),
             )?);
+            if to == State::Done {
+                close_epics(tx, actor, now, &id, &mut delta, &mut events)?;
+            }
             id
         }
         Command::Rescue { id, token } => {

@@ -40,6 +40,10 @@ pub const CHECKS: &[(&str, fn(&dyn Store, &ManualClock))] = &[
         reopened_work_gets_fresh_attempts,
     ),
     ("notes_and_deps_of", notes_and_deps_of),
+    (
+        "an_epic_is_done_when_every_child_is",
+        an_epic_is_done_when_every_child_is,
+    ),
     ("comments_are_events", comments_are_events),
     (
         "the_cost_ledger_is_the_agents_reports",
@@ -846,6 +850,80 @@ fn reopened_work_gets_fresh_attempts(s: &dyn Store, _clock: &ManualClock) {
     s.apply("t", fail).unwrap();
     set(s, &a, State::Open).unwrap();
     assert_eq!(claim(s).task.lease.unwrap().attempt, 1);
+}
+
+fn an_epic_is_done_when_every_child_is(s: &dyn Store, _clock: &ManualClock) {
+    let epic = |title: &str, parent: Option<&TaskId>| {
+        add_with(
+            s,
+            NewTask {
+                kind: Some(TaskType::Epic),
+                parent: parent.cloned(),
+                ..NewTask::titled(title)
+            },
+        )
+    };
+    let child = |title: &str, parent: &TaskId| {
+        add_with(
+            s,
+            NewTask {
+                parent: Some(parent.clone()),
+                ..NewTask::titled(title)
+            },
+        )
+    };
+    let outer = epic("outer", None);
+    let inner = epic("inner", Some(&outer));
+    let a = child("a", &inner);
+    let b = child("b", &inner);
+    let c = child("c", &outer);
+    set(s, &a, State::Done).unwrap();
+    assert_eq!(s.task(&inner).unwrap().state, State::Open, "b is not done");
+    // Cancelled work does not hold an epic open; the last done child
+    // closes it, and its parent when that was the last open child.
+    set(s, &c, State::Cancelled).unwrap();
+    assert_eq!(s.task(&outer).unwrap().state, State::Open);
+    let token = claim(s, &b, 60_000);
+    let applied = s
+        .apply(
+            "engine",
+            Command::Finish {
+                id: b.clone(),
+                token,
+                to: State::Done,
+                reason: None,
+                refund_attempt: false,
+            },
+        )
+        .unwrap();
+    assert_eq!(s.task(&inner).unwrap().state, State::Done);
+    assert_eq!(s.task(&outer).unwrap().state, State::Done);
+    let completed: Vec<&TaskId> = applied
+        .events
+        .iter()
+        .filter(|e| e.kind == braid_core::EventKind::EpicCompleted)
+        .filter_map(|e| e.task.as_ref())
+        .collect();
+    assert_eq!(completed, [&inner, &outer], "inner first, then outer");
+    let h = s.health().unwrap();
+    assert_eq!(h.by_state.get(&State::Done).copied(), Some(4), "{h:?}");
+
+    // Reopened work reopens nothing by itself; with the setting off, an
+    // epic stays open.
+    s.set_setting(crate::CLOSE_EPICS, "false").unwrap();
+    let e = epic("kept open", None);
+    let d = child("d", &e);
+    set(s, &d, State::Done).unwrap();
+    assert_eq!(s.task(&e).unwrap().state, State::Open);
+    s.set_setting(crate::CLOSE_EPICS, "true").unwrap();
+    let only_cancelled = epic("nothing done", None);
+    let x = child("x", &only_cancelled);
+    set(s, &x, State::Cancelled).unwrap();
+    assert_eq!(
+        s.task(&only_cancelled).unwrap().state,
+        State::Open,
+        "an epic of cancelled work is not done"
+    );
 }
 
 fn notes_and_deps_of(s: &dyn Store, _clock: &ManualClock) {

@@ -3,6 +3,7 @@
 //! SQLite backend. Only this crate knows SQL.
 
 mod apply;
+pub use apply::CLOSE_EPICS;
 mod changes;
 pub mod contract;
 pub mod fsx;
@@ -89,6 +90,9 @@ pub trait Store: Send + Sync {
     /// The tasks that depend on `id` (any kind), as `(from, kind)` in id
     /// order; at most `limit`. One index range read.
     fn dependents_of(&self, id: &TaskId, limit: usize) -> Result<Vec<(TaskId, DepKind)>>;
+    /// Sets a project setting the write path reads (e.g.
+    /// [`CLOSE_EPICS`]).
+    fn set_setting(&self, key: &str, value: &str) -> Result<()>;
     /// Every `blocks` edge `(from, to)`: from depends on to.
     fn blocks_edges(&self) -> Result<Vec<(TaskId, TaskId)>>;
     fn events(&self, after: i64, limit: usize) -> Result<Vec<Event>>;
@@ -210,6 +214,9 @@ impl Store for AnyStore {
     }
     fn dependents_of(&self, id: &TaskId, limit: usize) -> Result<Vec<(TaskId, DepKind)>> {
         delegate!(self, s => s.dependents_of(id, limit))
+    }
+    fn set_setting(&self, key: &str, value: &str) -> Result<()> {
+        delegate!(self, s => s.set_setting(key, value))
     }
     fn blocks_edges(&self) -> Result<Vec<(TaskId, TaskId)>> {
         delegate!(self, s => s.blocks_edges())

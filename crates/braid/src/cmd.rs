@@ -99,6 +99,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Verb::Merge(a) => crate::merge::run(&ctx, a),
         Verb::Diff(a) => crate::review::diff(&ctx, a),
         Verb::Status => crate::status::run(&ctx),
+        Verb::Epic(a) => crate::epic::run(&ctx, a),
         Verb::Config => {
             crate::term::write(crate::term::To::Out, crate::CONFIG_DOC);
             Ok(exit::OK)
@@ -1181,7 +1182,10 @@ pub struct FailArgs {
 
 /// Moves every named task in one transaction: all or none.
 fn transition(ctx: &Ctx, ids: &[TaskId], t: Transition, reason: Option<String>) -> Result<i32> {
-    let (_, store) = ctx.open()?;
+    let (project, store) = ctx.open()?;
+    if matches!(t, Transition::Done | Transition::Cancel) {
+        crate::run::sync_settings(&project, &store)?;
+    }
     let ids: Vec<String> = ids.iter().map(TaskId::to_string).collect();
     let moved = ops::transition(&store, &ctx.actor(), &ids, t, reason)?;
     if ctx.global.json {

@@ -8,6 +8,7 @@ mod term;
 mod attend;
 mod cmd;
 mod demo;
+mod epic;
 mod events;
 mod exit;
 mod formats;
@@ -82,6 +83,9 @@ pub enum Verb {
     Ready(cmd::ReadyArgs),
     /// Show the hierarchy of epics and tasks.
     Tree(cmd::TreeArgs),
+    /// Epics: `braid epic status` shows how far each one is.
+    #[command(subcommand)]
+    Epic(epic::EpicCmd),
     /// Add, remove or check dependencies.
     #[command(subcommand)]
     Dep(cmd::DepCmd),

@@ -184,6 +184,7 @@ fn merge_run(ctx: &Ctx, a: RunArgs) -> Result<i32> {
     }
     let i = inputs(ctx, &a.plan)?;
     let store = i.project.open()?;
+    crate::run::sync_settings(&i.project, &store)?;
     let settings = settings(
         &i.project,
         &i.config,

@@ -42,6 +42,21 @@ pub fn load_config(project: &Project) -> Result<Config> {
     Config::load(&project.dir.join("config.toml")).map_err(|e| Failure::usage(e.to_string()).into())
 }
 
+/// Hands the write path the project settings it reads (`[run]
+/// close_epics`), from the config as it is now. A config that does not
+/// read changes nothing here (the command that needs it says why).
+pub fn sync_settings(project: &Project, store: &dyn Store) -> Result<()> {
+    if let Ok(config) = load_config(project) {
+        let close = if config.run.close_epics {
+            "true"
+        } else {
+            "false"
+        };
+        store.set_setting(braid_store::CLOSE_EPICS, close)?;
+    }
+    Ok(())
+}
+
 /// The config as `braid run` needs it: read, and checked against this
 /// machine and project before anything is claimed (every program found,
 /// the merge target there, workspaces possible). Exit 2 otherwise.
@@ -100,6 +115,10 @@ pub(crate) fn describe(e: &Event) -> String {
         ),
         "answered" => format!("answered by {}: {}", s("by"), s("text")),
         "approved" => format!("approved by {}", s("by")),
+        "epic_completed" => format!(
+            "epic done: every child is done ({} of {})",
+            p["done"], p["children"]
+        ),
         "changes_requested" => format!(
             "changes requested by {} ({}): {}",
             s("by"),
@@ -153,6 +172,7 @@ pub fn run(ctx: &Ctx, a: RunArgs) -> Result<i32> {
         s.checkpoint_in_background()?;
     }
     let config = load_run_config(&project)?;
+    sync_settings(&project, &store)?;
     if config.agents.is_empty() {
         return Err(Failure::usage(format!(
             "no [[agent]] in {}: add one, e.g.\n\n[[agent]]\nname = \"claude\"\ncommand = [\"claude\", \"-p\", \"{{prompt}}\"]\n\n(see docs/config.md)",

@@ -96,6 +96,7 @@ pub fn run(ctx: &Ctx, a: ServeArgs) -> Result<i32> {
             Arc::new(store)
         }
     };
+    crate::run::sync_settings(&project, store.as_ref())?;
     let metrics = braid_server::metric::install();
     // The engine runs on its own thread with its own connection; it stops
     // on the same SIGINT/SIGTERM, finishing or giving back its work, and

@@ -233,6 +233,26 @@ fn the_diff_is_against_where_the_branch_started_and_pages_by_lines() {
     assert!(patch.contains("+big 2999"));
     assert!(!patch.contains("src/f0.txt"));
 
+    // A file name is a name, not a pattern: `glob[1].txt` is not `glob1.txt`.
+    let g = w.task("globs");
+    w.commit(
+        &g,
+        &[("glob[1].txt", b"bracket\n"), ("glob1.txt", b"plain\n")],
+    );
+    let one = review::diff(
+        &w.store,
+        &w.site,
+        g.as_str(),
+        &DiffIn {
+            file: Some("glob[1].txt".into()),
+            ..DiffIn::default()
+        },
+    )
+    .unwrap()
+    .patch
+    .unwrap();
+    assert!(one.contains("+bracket") && !one.contains("+plain"), "{one}");
+
     let err = review::diff(
         &w.store,
         &w.site,

@@ -647,6 +647,18 @@ impl Store for PgStore {
         })
     }
 
+    fn set_setting(&self, key: &str, value: &str) -> Result<()> {
+        let (key, value) = (key.to_owned(), value.to_owned());
+        self.with(move |c| {
+            c.execute(
+                "INSERT INTO meta (key, value) VALUES ($1, $2) \
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                &[&key, &value],
+            )?;
+            Ok(())
+        })
+    }
+
     fn dependents_of(&self, id: &TaskId, limit: usize) -> Result<Vec<(TaskId, DepKind)>> {
         let id = id.as_str().to_owned();
         self.with(move |c| {

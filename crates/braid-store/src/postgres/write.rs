@@ -865,6 +865,32 @@ fn replay(c: &Conn<'_>, record: &str, last: i64) -> Result<Vec<Applied>> {
 }
 
 impl WriteTx for PgGraph<'_, '_> {
+    fn child_states(&mut self, id: &TaskId) -> Result<Vec<State>> {
+        // Unlocked (a sibling's row may be held by a node finishing it;
+        // the parent's lock orders the two), and what this transaction
+        // changed but has not written back yet wins.
+        let rows = self.tx.query(
+            "SELECT id, state FROM tasks WHERE parent = $1",
+            &[&id.as_str()],
+        )?;
+        rows.iter()
+            .map(|r| {
+                let child = TaskId::parse(r.get(0))?;
+                Ok(match self.rows.get(&child) {
+                    Some(held) => held.task.state,
+                    None => State::parse(r.get(1))?,
+                })
+            })
+            .collect()
+    }
+
+    fn setting(&mut self, key: &str) -> Result<Option<String>> {
+        Ok(self
+            .tx
+            .query_opt("SELECT value FROM meta WHERE key = $1", &[&key])?
+            .map(|r| r.get(0)))
+    }
+
     fn exists(&mut self, id: &TaskId) -> Result<bool> {
         if self.rows.contains_key(id) {
             return Ok(true);

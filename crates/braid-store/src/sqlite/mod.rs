@@ -844,6 +844,16 @@ impl Store for SqliteStore {
         Ok(out)
     }
 
+    fn set_setting(&self, key: &str, value: &str) -> Result<()> {
+        let conn = self.conn();
+        conn.execute(
+            "INSERT INTO meta (key, value) VALUES (?1, ?2) \
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            [key, value],
+        )?;
+        Ok(())
+    }
+
     fn dependents_of(&self, id: &TaskId, limit: usize) -> Result<Vec<(TaskId, DepKind)>> {
         let conn = self.read();
         let mut stmt = conn.prepare_cached(

@@ -213,6 +213,23 @@ pub(crate) fn apply_all(
 }
 
 impl WriteTx for SqlGraph<'_> {
+    fn child_states(&mut self, id: &TaskId) -> Result<Vec<State>> {
+        let mut stmt = self
+            .tx
+            .prepare_cached("SELECT state FROM tasks WHERE parent = ?1")?;
+        let states = stmt
+            .query_map([id.as_str()], |r| r.get::<_, String>(0))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        states.iter().map(|s| Ok(State::parse(s)?)).collect()
+    }
+
+    fn setting(&mut self, key: &str) -> Result<Option<String>> {
+        let mut stmt = self
+            .tx
+            .prepare_cached("SELECT value FROM meta WHERE key = ?1")?;
+        Ok(stmt.query_row([key], |r| r.get(0)).optional()?)
+    }
+
     fn exists(&mut self, id: &TaskId) -> Result<bool> {
         let mut stmt = self
             .tx

@@ -357,3 +357,35 @@ fn logs_list_every_attempt_with_its_outcome_even_empty_or_never_started() {
         "{lines:?}"
     );
 }
+
+#[test]
+fn an_epic_finishes_with_its_children_unless_configured_not_to() {
+    let p = Proj::init();
+    let epic = p.add(&["Storage", "--type", "epic"]);
+    let a = p.add(&["schema", "--parent", &epic]);
+    let b = p.add(&["migrations", "--parent", &epic]);
+    p.ok(&["done", &a]);
+    let status = p.json(&["epic", "status"]);
+    assert_eq!(status[0]["done"], 1);
+    assert_eq!(status[0]["total"], 2);
+    let human = p.ok(&["epic", "status"]);
+    assert!(human.contains("1 of 2 tasks done (50%)"), "{human}");
+    p.ok(&["done", &b]);
+    assert_eq!(p.json(&["show", &epic])["state"], "done");
+    let events = p.ok(&["events"]);
+    assert!(events.contains("epic_completed"), "{events}");
+    assert!(p.ok(&["epic", "status"]).contains("No open epics"));
+    assert_eq!(p.json(&["epic", "status", "--all"])[0]["done"], 2);
+
+    // Opted out: the epic stays open.
+    let config = std::fs::read_to_string(p.path().join(".braid/config.toml")).unwrap();
+    std::fs::write(
+        p.path().join(".braid/config.toml"),
+        config.replace("[run]\n", "[run]\nclose_epics = false\n"),
+    )
+    .unwrap();
+    let kept = p.add(&["Kept", "--type", "epic"]);
+    let c = p.add(&["only", "--parent", &kept]);
+    p.ok(&["done", &c]);
+    assert_eq!(p.json(&["show", &kept])["state"], "open");
+}
