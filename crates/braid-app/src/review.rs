@@ -561,6 +561,15 @@ fn merge_view(store: &dyn Store, site: &Site, t: &Task) -> Result<MergeView> {
         waits: Vec::new(),
         error: None,
     };
+    if t.state == State::Done
+        && braid_git::rev_exists(&site.repo, &branch)
+        && braid_git::rev_exists(&site.repo, &site.target)
+        && braid_git::is_ancestor(&site.repo, &branch, &site.target)?
+    {
+        view.waits
+            .push(format!("{} is done: its work is on {}", t.id, site.target));
+        return Ok(view);
+    }
     if t.state != State::Review {
         view.waits
             .push(format!("{} is {}, not in review", t.id, t.state));

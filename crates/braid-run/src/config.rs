@@ -35,6 +35,13 @@ pub struct Config {
     /// `[git] remote`: task branches are pushed there, worktrees start
     /// from its target, and the merge run lands on it (compare-and-swap).
     pub remote: Option<String>,
+    /// `[gc] keep`: the logs, worktrees and telemetry of tasks that ended
+    /// longer ago than this are removed by `braid gc`.
+    pub gc_keep: Duration,
+    /// `[snapshot]`: how often `run` and `serve` save a snapshot of the
+    /// database, and how many are kept.
+    pub snapshot_every: Duration,
+    pub snapshot_keep: usize,
 }
 
 /// USD per million tokens of each sort.
@@ -132,6 +139,12 @@ pub struct RunConfig {
     /// An epic whose children are all done is done too (`false` keeps
     /// epics open until closed by hand).
     pub close_epics: bool,
+    /// Bytes an attempt's log keeps at most: its head and its tail, with
+    /// a marker of what was left out between.
+    pub log_max: u64,
+    /// Start no agent while the filesystem of `.braid` or of the
+    /// worktrees has less free space than this many bytes.
+    pub disk_floor: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -203,6 +216,23 @@ struct RawFile {
     notify: Option<RawNotify>,
     #[serde(default)]
     git: Option<RawGit>,
+    #[serde(default)]
+    gc: Option<RawGc>,
+    #[serde(default)]
+    snapshot: Option<RawSnapshot>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGc {
+    keep: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSnapshot {
+    every: Option<String>,
+    keep: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -248,6 +278,8 @@ struct RawRun {
     shutdown_grace: Option<String>,
     max_dispatches: Option<usize>,
     close_epics: Option<bool>,
+    log_max: Option<String>,
+    disk_floor: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -318,6 +350,8 @@ impl Default for Config {
                 shutdown_grace: Duration::from_secs(30),
                 max_dispatches: None,
                 close_epics: true,
+                log_max: 32 << 20,
+                disk_floor: 1 << 30,
             },
             agents: Vec::new(),
             gates: Vec::new(),
@@ -328,6 +362,9 @@ impl Default for Config {
             prices: Vec::new(),
             notify: None,
             remote: None,
+            gc_keep: Duration::from_secs(14 * 86_400),
+            snapshot_every: Duration::from_secs(6 * 3600),
+            snapshot_keep: 10,
         }
     }
 }
@@ -428,7 +465,23 @@ impl Config {
             },
             max_dispatches: raw.run.max_dispatches,
             close_epics: raw.run.close_epics.unwrap_or(true),
+            log_max: match &raw.run.log_max {
+                None => d.log_max,
+                Some(s) => parse_size(s)
+                    .map_err(|e| err(find("log_max", None), format!("log_max: {e}")))?,
+            },
+            disk_floor: match &raw.run.disk_floor {
+                None => d.disk_floor,
+                Some(s) => parse_size(s)
+                    .map_err(|e| err(find("disk_floor", None), format!("disk_floor: {e}")))?,
+            },
         };
+        if run.log_max < 64 << 10 {
+            return Err(err(
+                find("log_max", None),
+                "log_max must be at least 64KiB (its head and tail are kept)".into(),
+            ));
+        }
         if run.max_dispatches == Some(0) {
             return Err(err(
                 find("max_dispatches", None),
@@ -643,7 +696,39 @@ impl Config {
             Some(n) => Some(n.command),
             None => None,
         };
+        let d = Config::default();
+        let gc_keep = dur(
+            "keep",
+            &raw.gc.as_ref().and_then(|g| g.keep.clone()),
+            d.gc_keep,
+        )?;
+        let snapshot_every = dur(
+            "every",
+            &raw.snapshot.as_ref().and_then(|s| s.every.clone()),
+            d.snapshot_every,
+        )?;
+        let snapshot_keep = raw
+            .snapshot
+            .as_ref()
+            .and_then(|s| s.keep)
+            .unwrap_or(d.snapshot_keep);
+        if snapshot_keep == 0 {
+            return Err(err(
+                find("keep", None),
+                "[snapshot] keep must be at least 1 (the newest snapshot is what a restore needs)"
+                    .into(),
+            ));
+        }
+        if snapshot_every < Duration::from_secs(60) {
+            return Err(err(
+                find("every", None),
+                "[snapshot] every must be at least 1m".into(),
+            ));
+        }
         Ok(Config {
+            gc_keep,
+            snapshot_every,
+            snapshot_keep,
             run,
             agents,
             gates,
