@@ -71,6 +71,28 @@ impl Kind {
     }
 }
 
+/// The most bytes an argument may hold (Linux's `MAX_ARG_STRLEN`, 32
+/// pages, with its terminating NUL), less a margin.
+pub const ARG_MAX: usize = 128 * 1024 - 1024;
+
+/// `argv` (with `{prompt}` still in it) changed to read the prompt from
+/// standard input, for a prompt too large for an argument: Claude reads it
+/// from stdin when none is given after `--`; Codex when the prompt is `-`.
+/// `None` for a `command` agent (its program's way to read a prompt is its
+/// own: `{prompt_file}` says where the file is).
+pub fn prompt_on_stdin(kind: Kind, argv: &[String]) -> Option<Vec<String>> {
+    let at = argv.iter().position(|a| a == "{prompt}")?;
+    let mut out = argv.to_vec();
+    match kind {
+        Kind::Command => return None,
+        Kind::Claude => {
+            out.remove(at);
+        }
+        Kind::Codex => out[at] = "-".to_owned(),
+    }
+    Some(out)
+}
+
 /// The argv that resumes `session` with a new message, from the agent's
 /// own argv template (before `{prompt}` is put in): Claude takes
 /// `--resume ID` before the `--` that ends its options; Codex takes

@@ -899,12 +899,46 @@ impl<'a, S: Spawner, H: Host> Runner<'a, S, H> {
             }
         };
         let prompt_file = logs.join(format!("{attempt}-prompt.md"));
+        // A prompt too large for an argument goes through stdin (the
+        // adapters), or cannot be given as `{prompt}` at all.
+        let mut template = template;
+        let mut stdin = None;
+        if prompt.len() > crate::adapter::ARG_MAX && template.iter().any(|a| a.contains("{prompt}"))
+        {
+            match crate::adapter::prompt_on_stdin(agent.kind, &template) {
+                Some(argv) => {
+                    template = argv;
+                    stdin = Some(prompt_file.clone());
+                }
+                None => {
+                    let why = format!(
+                        "its prompt is {} KiB, more than one argument can hold ({} KiB): give agent {agent_name:?} the prompt as a file ({{prompt_file}} in its command) instead of {{prompt}}",
+                        prompt.len() / 1024,
+                        crate::adapter::ARG_MAX / 1024
+                    );
+                    return self.answer(Input::NotStarted {
+                        key,
+                        why: NotStarted::Prompt(why),
+                    });
+                }
+            }
+        }
         // Written only for agents that read it (one file fewer per task).
-        if template.iter().any(|a| a.contains("{prompt_file}"))
+        if (stdin.is_some() || template.iter().any(|a| a.contains("{prompt_file}")))
             && let Err(e) =
                 std::fs::create_dir_all(&logs).and_then(|()| std::fs::write(&prompt_file, &prompt))
         {
             tracing::warn!(task = %id, error = %e, "writing the prompt file");
+            if stdin.is_some() {
+                let why = format!(
+                    "the prompt file {} could not be written: {e}",
+                    prompt_file.display()
+                );
+                return self.answer(Input::NotStarted {
+                    key,
+                    why: NotStarted::Workspace(why),
+                });
+            }
         }
         let subst = |s: &str| {
             s.replace("{prompt_file}", &prompt_file.to_string_lossy())
@@ -924,6 +958,7 @@ impl<'a, S: Spawner, H: Host> Runner<'a, S, H> {
             argv: template.iter().map(|a| subst(a)).collect(),
             cwd: workspace.clone(),
             env_allow: agent.env.clone(),
+            stdin,
             extra_env: vec![
                 ("BRAID_TASK".into(), id.to_string()),
                 ("BRAID_ATTEMPT".into(), attempt.to_string()),
@@ -1277,6 +1312,7 @@ impl<'a, S: Spawner, H: Host> Runner<'a, S, H> {
                 .logs(id)
                 .join(format!("{attempt}-gate-{}.log", gate.name)),
             holds: Some(id.to_string()),
+            stdin: None,
         };
         self.spawn(
             key,

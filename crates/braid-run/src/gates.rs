@@ -78,6 +78,7 @@ pub fn run_gates(
                 extra_env: vec![],
                 log: log.clone(),
                 holds: holds.clone(),
+                stdin: None,
             };
             let key = next_key;
             next_key += 1;

@@ -75,6 +75,10 @@ pub enum NotStarted {
     /// the run stops dispatching; else the task's own — the task waits for
     /// a person (the runner holds what to tell them).
     Budget { why: String, halt: bool },
+    /// The task's prompt cannot be given to its agent as the agent's
+    /// command asks (too large for an argument): given back and left
+    /// alone by this run; the reason says what to change.
+    Prompt(String),
 }
 
 /// A task at the head of the ready queue: its id and preferred agent.
@@ -877,6 +881,7 @@ impl Core {
             ),
             (_, NotStarted::Budget { why, .. }) => (String::new(), why.clone()),
             (_, NotStarted::Base(why)) => ("it".to_owned(), format!("waits: {why}")),
+            (_, NotStarted::Prompt(why)) => ("it".to_owned(), format!("cannot start: {why}")),
         };
         if let ProcKind::Gate(g) = &p.kind {
             out.push(Action::Record {
@@ -893,7 +898,7 @@ impl Core {
                     ));
                 }
             }
-            NotStarted::Workspace(_) => {
+            NotStarted::Workspace(_) | NotStarted::Prompt(_) => {
                 self.set_aside.insert(p.task.clone());
             }
             NotStarted::Base(_) => {

@@ -31,6 +31,9 @@ pub struct Spec {
     /// The workspace it works in (a task id, `merge`), under which a
     /// [`Registry`] records it; `None`: not recorded.
     pub holds: Option<String>,
+    /// A file given to the process as its standard input (a prompt too
+    /// large for an argument); `None`: no input.
+    pub stdin: Option<PathBuf>,
 }
 
 /// How a process ended.
@@ -255,7 +258,10 @@ fn start(spec: &Spec) -> std::io::Result<std::process::Child> {
     let mut cmd = Command::new(program);
     cmd.args(&spec.argv[1..])
         .current_dir(&spec.cwd)
-        .stdin(Stdio::null())
+        .stdin(match &spec.stdin {
+            Some(path) => Stdio::from(File::open(path)?),
+            None => Stdio::null(),
+        })
         .stdout(log.try_clone()?)
         .stderr(log)
         .process_group(0);
@@ -328,6 +334,7 @@ mod tests {
             extra_env: Vec::new(),
             log: dir.join(log),
             holds: None,
+            stdin: None,
         }
     }
 

@@ -519,8 +519,12 @@ pub struct CommentArgs {
     /// The task to comment on.
     #[arg(value_parser = parse_id)]
     pub id: TaskId,
-    /// The comment (Markdown).
-    pub text: String,
+    /// The comment (Markdown); `-` reads it from stdin.
+    #[arg(required_unless_present = "file", conflicts_with = "file")]
+    pub text: Option<String>,
+    /// Read the comment from this file.
+    #[arg(long, value_name = "FILE")]
+    pub file: Option<PathBuf>,
     /// Who says it (default: --actor, $BRAID_ACTOR or $USER).
     #[arg(long = "as")]
     pub author: Option<String>,
@@ -529,7 +533,7 @@ pub struct CommentArgs {
 fn comment(ctx: &Ctx, a: CommentArgs) -> Result<i32> {
     let (_, store) = ctx.open()?;
     let input = CommentIn {
-        text: a.text,
+        text: long_text("comment", a.text, a.file, false, "")?.unwrap_or_default(),
         author: a.author,
     };
     let c = ops::comment(&store, &ctx.actor(), a.id.as_str(), input)?;

@@ -803,3 +803,62 @@ fn a_failed_gate_resumes_the_same_codex_thread_and_the_ledger_counts_each_run_on
         (3100 - 2400, 2400, 25)
     );
 }
+
+#[test]
+fn a_prompt_too_large_for_an_argument_reaches_claude_and_codex_on_stdin() {
+    let Some(clis) = clis() else { return };
+    let p = repo_project(&format!(
+        "[run]\njobs = 1\nmax_attempts = 1\n{CLAUDE}allow_empty = true\n[[agent]]\nname = \"codex\"\nkind = \"codex\"\nallow_empty = true\n"
+    ));
+    // About 300 KB, with a mark at its very end.
+    let description = format!(
+        "{}THE-END-OF-THE-DESCRIPTION\n",
+        "Read all of this before you start.\n".repeat(8_500)
+    );
+    let file = p.path().join("desc.md");
+    std::fs::write(&file, &description).unwrap();
+    let a = p.add(&[
+        "Large for claude",
+        "--description-file",
+        file.to_str().unwrap(),
+        "--agent",
+        "claude",
+    ]);
+    let b = p.add(&[
+        "Large for codex",
+        "--description-file",
+        file.to_str().unwrap(),
+        "--agent",
+        "codex",
+    ]);
+    let m = Models::start(
+        &p,
+        &clis,
+        serde_json::json!({
+            "anthropic": [{"text": "Read it all.", "usage": {"input_tokens": 90000, "output_tokens": 4}}],
+            "openai": [{"text": "Read it all.", "usage": {"input_tokens": 90000, "output_tokens": 4}}]
+        }),
+    );
+    let out = m.braid(&p, &["run"]);
+    assert!(
+        out.status.success(),
+        "{}{}{}",
+        said(&out),
+        agent_logs(&p, &a),
+        agent_logs(&p, &b)
+    );
+    for id in [&a, &b] {
+        assert_eq!(p.json(&["show", id])["state"], "done", "{id}");
+    }
+    // Each CLI sent the whole prompt, its last line included.
+    let calls = m.main_calls();
+    for api in ["anthropic", "openai"] {
+        let call = calls
+            .iter()
+            .find(|c| c["api"] == api)
+            .unwrap_or_else(|| panic!("no {api} call: {calls:?}"));
+        let body = call["body"].to_string();
+        assert!(body.contains("THE-END-OF-THE-DESCRIPTION"), "{api}");
+        assert!(body.len() > 290_000, "{api}: {} bytes", body.len());
+    }
+}

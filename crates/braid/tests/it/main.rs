@@ -8,6 +8,7 @@ mod agents;
 mod cli;
 mod concurrency;
 mod control;
+mod faults;
 mod merge;
 mod newcomer;
 mod postgres;
