@@ -92,7 +92,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Verb::Run(a) => crate::run::run(&ctx, a),
         Verb::Context(a) => crate::run::context(&ctx, a),
         Verb::Logs(a) => crate::run::logs(&ctx, a),
-        Verb::Gc => crate::run::gc(&ctx),
+        Verb::Gc(a) => crate::gc::run(&ctx, a),
         Verb::Serve(a) => crate::serve::run(&ctx, a),
         Verb::Sync(a) => crate::serve::sync_once(&ctx, a),
         Verb::Mcp(a) => crate::serve::mcp(&ctx, a),

@@ -12,6 +12,7 @@ mod epic;
 mod events;
 mod exit;
 mod formats;
+mod gc;
 mod merge;
 mod migrate;
 mod project;
@@ -146,8 +147,10 @@ pub enum Verb {
     Context(run::ContextArgs),
     /// Show a task's agent and gate logs; --follow keeps printing.
     Logs(run::LogsArgs),
-    /// Remove workspaces of tasks that no longer need them.
-    Gc,
+    /// Remove what nobody needs: workspaces of ended tasks, logs of tasks
+    /// ended longer ago than [gc] keep, old telemetry (--dry-run lists
+    /// what, and how many bytes).
+    Gc(gc::GcArgs),
     /// Run a task's gates by hand.
     #[command(subcommand)]
     Gate(run::GateCmd),

@@ -173,6 +173,8 @@ pub fn run(ctx: &Ctx, a: RunArgs) -> Result<i32> {
     }
     let config = load_run_config(&project)?;
     sync_settings(&project, &store)?;
+    // What nobody needs goes now and daily while the run lasts.
+    let _gc = crate::gc::periodic(project.clone(), config.gc_keep)?;
     if config.agents.is_empty() {
         return Err(Failure::usage(format!(
             "no [[agent]] in {}: add one, e.g.\n\n[[agent]]\nname = \"claude\"\ncommand = [\"claude\", \"-p\", \"{{prompt}}\"]\n\n(see docs/config.md)",
@@ -717,80 +719,56 @@ fn print_attempts(ctx: &Ctx, store: &dyn Store, id: &TaskId, dir: &Path) -> Resu
     Ok(exit::OK)
 }
 
-pub fn gc(ctx: &Ctx) -> Result<i32> {
-    let (project, store) = ctx.open()?;
-    let paths = paths(&project);
-    let mut removed = Vec::new();
-    for (dir, in_git) in [(paths.worktrees(), true), (paths.scratch(), false)] {
-        let Ok(rd) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for e in rd.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let keep = TaskId::parse(&name)
-                .ok()
-                .and_then(|id| store.task(&id).ok())
-                .is_some_and(|t| {
-                    matches!(
-                        t.state,
-                        State::InProgress | State::Review | State::Open | State::Failed
-                    )
-                });
-            if keep {
-                continue;
-            }
-            let path = e.path();
-            let r = match (&paths.repo, in_git) {
-                (Some(repo), true) => {
-                    braid_git::remove_worktree(repo, &path).map_err(|e| e.to_string())
-                }
-                _ => std::fs::remove_dir_all(&path).map_err(|e| e.to_string()),
-            };
-            match r {
-                Ok(()) => removed.push(path),
-                Err(err) => errln!("could not remove {}: {err}", path.display()),
-            }
-        }
+/// Sizes as people read them: `512 B`, `3.2 MiB`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
     }
-    // With a remote: the branches of landed tasks go from it (their work
-    // is on the target; nobody needs them).
-    let mut deleted = Vec::new();
-    if let (Some(repo), Ok(config)) = (&paths.repo, load_config(&project))
-        && let (Some(remote), Some(into)) = (&config.remote, &config.merge_into)
-    {
-        braid_run::remote::fetch_work(repo, remote, into)?;
-        let target = braid_run::remote::tracking(remote, into);
-        let prefix = format!("{}/", braid_run::remote::tracking(remote, "braid"));
-        for (name, commit) in braid_git::refs_under(repo, &prefix)? {
-            let done = TaskId::parse(&name)
-                .ok()
-                .and_then(|id| store.task(&id).ok())
-                .is_some_and(|t| matches!(t.state, State::Done | State::Cancelled));
-            if !done || !braid_git::is_ancestor(repo, &commit, &target)? {
-                continue;
-            }
-            let branch = format!("braid/{name}");
-            match braid_run::remote::retry("push --delete", || {
-                braid_git::delete_remote_branch(repo, remote, &branch)
-            }) {
-                Ok(()) => deleted.push(branch),
-                Err(e) => errln!("could not delete {branch} on {remote}: {e}"),
-            }
-        }
-    }
-    if ctx.global.json {
-        ctx.print_json(&json!({"removed": removed, "remote_branches_deleted": deleted}))?;
+    if u == 0 {
+        format!("{n} B")
     } else {
-        outln!("Removed {} orphaned workspaces.", removed.len());
-        if !deleted.is_empty() {
-            outln!(
-                "Deleted {} landed task branch(es) on the remote: {}",
-                deleted.len(),
-                deleted.join(", ")
-            );
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// With a remote: deletes there the branches of tasks that are done and
+/// whose work is on the target (nobody needs them). Answers their names.
+pub fn delete_landed_remote_branches(
+    project: &Project,
+    store: &dyn Store,
+    config: &Config,
+) -> Result<Vec<String>> {
+    let mut deleted = Vec::new();
+    let Some(repo) = paths(project).repo else {
+        return Ok(deleted);
+    };
+    let (Some(remote), Some(into)) = (&config.remote, &config.merge_into) else {
+        return Ok(deleted);
+    };
+    braid_run::remote::fetch_work(&repo, remote, into)?;
+    let target = braid_run::remote::tracking(remote, into);
+    let prefix = format!("{}/", braid_run::remote::tracking(remote, "braid"));
+    for (name, commit) in braid_git::refs_under(&repo, &prefix)? {
+        let done = TaskId::parse(&name)
+            .ok()
+            .and_then(|id| store.task(&id).ok())
+            .is_some_and(|t| matches!(t.state, State::Done | State::Cancelled));
+        if !done || !braid_git::is_ancestor(&repo, &commit, &target)? {
+            continue;
+        }
+        let branch = format!("braid/{name}");
+        match braid_run::remote::retry("push --delete", || {
+            braid_git::delete_remote_branch(&repo, remote, &branch)
+        }) {
+            Ok(()) => deleted.push(branch),
+            Err(e) => errln!("could not delete {branch} on {remote}: {e}"),
         }
     }
-    Ok(exit::OK)
+    Ok(deleted)
 }
 
 #[derive(clap::Subcommand, Debug)]

@@ -97,6 +97,10 @@ pub fn run(ctx: &Ctx, a: ServeArgs) -> Result<i32> {
         }
     };
     crate::run::sync_settings(&project, store.as_ref())?;
+    let gc_keep = crate::run::load_config(&project)
+        .map(|c| c.gc_keep)
+        .unwrap_or(braid_run::Config::default().gc_keep);
+    let _gc = crate::gc::periodic(project.clone(), gc_keep)?;
     let metrics = braid_server::metric::install();
     // The engine runs on its own thread with its own connection; it stops
     // on the same SIGINT/SIGTERM, finishing or giving back its work, and

@@ -84,3 +84,77 @@ fn a_comment_comes_from_stdin_or_a_file() {
         .collect();
     assert_eq!(texts, ["from stdin", "from a file"]);
 }
+
+#[test]
+fn gc_removes_what_ended_longer_ago_than_keep_and_dry_run_only_lists_it() {
+    let p = crate::Proj::init();
+    std::fs::write(
+        p.path().join(".braid/config.toml"),
+        "[run]\njobs = 1\n[[agent]]\nname = \"talk\"\ncommand = [\"sh\", \"-c\", \"echo working; echo more\"]\n\
+         [gc]\nkeep = \"0s\"\n",
+    )
+    .unwrap();
+    let done = p.add(&["done soon"]);
+    p.ok(&["run"]);
+    assert_eq!(p.json(&["show", &done])["state"], "done");
+    let open = p.add(&["still open"]);
+    let open_logs = p.path().join(".braid/logs").join(&open);
+    std::fs::create_dir_all(&open_logs).unwrap();
+    std::fs::write(open_logs.join("1-talk.log"), "kept\n").unwrap();
+    let telemetry = p.path().join(".braid/telemetry");
+    std::fs::create_dir_all(&telemetry).unwrap();
+    let old = telemetry.join("2026-01-01.jsonl");
+    std::fs::write(&old, "{}\n").unwrap();
+    assert!(
+        std::process::Command::new("touch")
+            .args(["-d", "30 days ago", old.to_str().unwrap()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let done_logs = p.path().join(".braid/logs").join(&done);
+    assert!(done_logs.is_dir());
+
+    let dry = p.json(&["gc", "--dry-run"]);
+    let items = dry["items"].as_array().unwrap();
+    let listed = |what: &str, path: &std::path::Path| {
+        items
+            .iter()
+            .any(|i| i["what"] == what && i["path"] == path.to_str().unwrap())
+    };
+    assert!(listed("logs", &done_logs), "{dry}");
+    assert!(listed("telemetry", &old), "{dry}");
+    assert!(
+        !listed("logs", &open_logs),
+        "open work keeps its logs: {dry}"
+    );
+    assert!(dry["bytes"].as_u64().unwrap() > 0, "{dry}");
+    assert!(
+        done_logs.is_dir() && old.exists(),
+        "a dry run removes nothing"
+    );
+    let human = p.ok(&["gc", "--dry-run"]);
+    assert!(human.contains("Would remove"), "{human}");
+
+    let out = p.json(&["gc"]);
+    assert!(!done_logs.exists() && !old.exists(), "{out}");
+    assert!(open_logs.join("1-talk.log").exists());
+    // Logs the default keeps: 14 days, so a fresh end is kept.
+    std::fs::write(
+        p.path().join(".braid/config.toml"),
+        "[run]\njobs = 1\n[[agent]]\nname = \"talk\"\ncommand = [\"sh\", \"-c\", \"echo hi\"]\n",
+    )
+    .unwrap();
+    let again = p.add(&["again"]);
+    p.ok(&["run"]);
+    let dry = p.json(&["gc", "--dry-run"]);
+    let again_logs = p.path().join(".braid/logs").join(&again);
+    assert!(
+        !dry["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i["path"] == again_logs.to_str().unwrap()),
+        "{dry}"
+    );
+}
