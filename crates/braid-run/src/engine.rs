@@ -99,6 +99,19 @@ pub trait Host {
     fn now(&self) -> Time;
     /// Available memory in bytes, if known.
     fn available_memory(&self) -> Option<u64>;
+    /// Free bytes on the filesystem holding `path` (or its nearest
+    /// existing ancestor), if known.
+    fn free_disk(&self, path: &std::path::Path) -> Option<u64> {
+        free_disk(path)
+    }
+}
+
+/// Free bytes for an unprivileged writer on the filesystem holding `path`
+/// (its nearest existing ancestor), from `statvfs`.
+pub fn free_disk(path: &std::path::Path) -> Option<u64> {
+    let existing = path.ancestors().find(|p| p.exists())?;
+    let st = nix::sys::statvfs::statvfs(existing).ok()?;
+    Some(st.blocks_available() as u64 * st.fragment_size() as u64)
 }
 
 /// The real machine: `Instant` and `/proc/meminfo`.
@@ -470,6 +483,15 @@ impl<'a, S: Spawner, H: Host> Runner<'a, S, H> {
                 let m = self.host.available_memory();
                 self.answer(Input::Memory(m));
             }
+            Action::ReadDisk => {
+                let places = [self.paths.braid_dir.clone(), self.paths.worktrees()];
+                let least = places
+                    .iter()
+                    .filter_map(|p| Some((p.display().to_string(), self.host.free_disk(p)?)))
+                    .min_by_key(|(_, free)| *free);
+                self.answer(Input::Disk(least));
+            }
+            Action::Note(text) => tracing::warn!("{text}"),
             Action::Claim { id, agent } => {
                 let claim = Command::Claim {
                     id: Some(id.clone()),

@@ -107,6 +107,10 @@ pub enum Input {
     /// Available memory in bytes (`None`: unknown), answering
     /// [`Action::ReadMemory`].
     Memory(Option<u64>),
+    /// Free disk space, answering [`Action::ReadDisk`]: the place with the
+    /// least room (`.braid` or the worktrees) and its free bytes (`None`:
+    /// unknown).
+    Disk(Option<(String, u64)>),
     /// A claim was granted.
     Claimed { id: TaskId, attempt: u32 },
     /// A claim was refused (another runner took the task).
@@ -172,6 +176,10 @@ pub enum Action {
     Fetch { want: usize },
     /// Read available memory: answer `Memory`.
     ReadMemory,
+    /// Read free disk space: answer `Disk`.
+    ReadDisk,
+    /// Tell the person running this something (once per occasion).
+    Note(String),
     /// Claim `id` for `agent`: answer `Claimed` or `ClaimRefused`.
     Claim { id: TaskId, agent: String },
     /// Start the next attempt under the claim: answer `Attempt`.
@@ -356,6 +364,11 @@ pub struct Core {
     memory: Option<(Time, Option<u64>)>,
     memory_asked: bool,
     memory_wait: Option<Time>,
+    disk: Option<(Time, Option<(String, u64)>)>,
+    disk_asked: bool,
+    disk_wait: Option<Time>,
+    /// The run said it waits for disk space (said once per wait).
+    disk_said: bool,
     next_heartbeat: Time,
     lease_timer: Option<Time>,
     /// Heads fetched and not yet tried.
@@ -392,6 +405,10 @@ impl Core {
             memory: None,
             memory_asked: false,
             memory_wait: None,
+            disk: None,
+            disk_asked: false,
+            disk_wait: None,
+            disk_said: false,
             next_heartbeat: beat,
             lease_timer: None,
             candidates: VecDeque::new(),
@@ -455,6 +472,9 @@ impl Core {
         if let Some(t) = self.memory_wait {
             at(t);
         }
+        if let Some(t) = self.disk_wait {
+            at(t);
+        }
         if let Some(t) = self.stopping.filter(|t| *t > now) {
             at(t);
         }
@@ -496,6 +516,10 @@ impl Core {
             Input::Memory(avail) => {
                 self.memory_asked = false;
                 self.memory = Some((now, avail));
+            }
+            Input::Disk(least) => {
+                self.disk_asked = false;
+                self.disk = Some((now, least));
             }
             Input::Claimed { id, attempt } => self.claimed(now, id, attempt, out),
             Input::ClaimRefused { id } => {
@@ -672,6 +696,49 @@ impl Core {
         }
     }
 
+    /// Whether an agent may start now for disk space's sake (`[run]
+    /// disk_floor` on `.braid` and the worktrees), like [`Self::memory_ok`];
+    /// says once why it waits.
+    fn disk_ok(&mut self, now: Time, out: &mut Vec<Action>) -> bool {
+        let floor = self.config.run.disk_floor;
+        if floor == 0 {
+            return true;
+        }
+        match &self.disk {
+            Some((at, least)) if now.saturating_sub(*at) < MEMORY_FRESH => match least {
+                Some((path, free)) if *free < floor => {
+                    if !self.disk_said {
+                        self.disk_said = true;
+                        out.push(Action::Note(format!(
+                            "no agent starts: {path} has {} MiB free, below [run] disk_floor ({} MiB); waiting for space (free some, or lower disk_floor)",
+                            free >> 20,
+                            floor >> 20
+                        )));
+                    }
+                    self.disk_wait = Some(now + MEMORY_RECHECK);
+                    false
+                }
+                _ => {
+                    if self.disk_said {
+                        self.disk_said = false;
+                        out.push(Action::Note(
+                            "disk space is back above [run] disk_floor: agents start again".into(),
+                        ));
+                    }
+                    self.disk_wait = None;
+                    true
+                }
+            },
+            _ => {
+                if !self.disk_asked {
+                    self.disk_asked = true;
+                    out.push(Action::ReadDisk);
+                }
+                false
+            }
+        }
+    }
+
     fn dispatch(&mut self, now: Time, out: &mut Vec<Action>) {
         if self.done {
             return;
@@ -701,7 +768,7 @@ impl Core {
             let Some(agent) = self.pick_agent(Some(&preferred), now) else {
                 continue;
             };
-            if !self.memory_ok(now, out) {
+            if !self.memory_ok(now, out) || !self.disk_ok(now, out) {
                 break;
             }
             let w = self.works.get_mut(&id).expect("due work present");
@@ -750,8 +817,9 @@ impl Core {
             let Some(agent) = self.pick_agent(head.agent.as_deref(), now) else {
                 continue;
             };
-            if !self.memory_ok(now, out) {
-                // Tried again when memory is read (this turn) or comes back.
+            if !self.memory_ok(now, out) || !self.disk_ok(now, out) {
+                // Tried again when memory or disk is read (this turn) or
+                // comes back.
                 self.candidates.push_front(head);
                 return;
             }
@@ -825,7 +893,8 @@ impl Core {
         // Ready work that only waits for an agent's cooldown or for memory
         // keeps the run.
         let cooling = self.cooldown.values().any(|t| *t > now);
-        self.done = !(ready_waiting && (cooling || self.memory_wait.is_some()));
+        self.done =
+            !(ready_waiting && (cooling || self.memory_wait.is_some() || self.disk_wait.is_some()));
     }
 
     fn claimed(&mut self, now: Time, id: TaskId, attempt: u32, out: &mut Vec<Action>) {
@@ -1363,6 +1432,9 @@ impl Core {
         }
         if self.memory_wait.is_some_and(|t| t <= now) {
             self.memory_wait = None;
+        }
+        if self.disk_wait.is_some_and(|t| t <= now) {
+            self.disk_wait = None;
         }
     }
 }

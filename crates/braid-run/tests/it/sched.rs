@@ -46,6 +46,8 @@ struct FakeHost {
     now: Duration,
     memory: Cell<Option<u64>>,
     reads: Cell<usize>,
+    /// Free disk space it decides, for every place asked about.
+    disk: Cell<Option<u64>>,
 }
 
 impl Host for FakeHost {
@@ -55,6 +57,9 @@ impl Host for FakeHost {
     fn available_memory(&self) -> Option<u64> {
         self.reads.set(self.reads.get() + 1);
         self.memory.get()
+    }
+    fn free_disk(&self, _path: &std::path::Path) -> Option<u64> {
+        self.disk.get()
     }
 }
 
@@ -110,6 +115,7 @@ impl<'a> Sim<'a> {
             now: Duration::ZERO,
             memory: Cell::new(Some(64 << 30)),
             reads: Cell::new(0),
+            disk: Cell::new(Some(500 << 30)),
         };
         let opts = RunOptions {
             actor: "engine".into(),
@@ -512,6 +518,36 @@ fn below_the_memory_floor_nothing_starts_until_memory_comes_back() {
     assert!(s.running().is_empty(), "{}", s.at());
     s.step("memory comes back: the agent starts at the next look");
     s.runner.host().memory.set(Some(2 << 30));
+    s.advance(Duration::from_secs(1));
+    assert_eq!(s.only().task, t.as_str(), "{}", s.at());
+}
+
+#[test]
+fn below_the_disk_floor_nothing_starts_and_the_run_says_why_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, clock, paths) = project(&dir);
+    let t = add(&store, "t", 2);
+    let cfg = config(
+        &dir,
+        "[run]\njobs = 1\ndisk_floor = \"1GiB\"\n[[agent]]\nname = \"a\"\ncommand = [\"a\"]\n",
+    );
+    let mut s = Sim::new(&store, clock, paths, cfg, RunOptions::default());
+    s.runner.host().disk.set(Some(300 << 20));
+    s.start();
+    s.step("300 MiB free: no agent, and the run waits");
+    assert!(s.running().is_empty(), "{}", s.at());
+    assert_eq!(
+        state(&store, t.as_str()),
+        State::Open,
+        "nothing claimed {}",
+        s.at()
+    );
+    assert!(!s.runner.done(), "{}", s.at());
+    s.step("still short a second later");
+    s.advance(Duration::from_secs(1));
+    assert!(s.running().is_empty(), "{}", s.at());
+    s.step("space comes back: the agent starts at the next look");
+    s.runner.host().disk.set(Some(5 << 30));
     s.advance(Duration::from_secs(1));
     assert_eq!(s.only().task, t.as_str(), "{}", s.at());
 }

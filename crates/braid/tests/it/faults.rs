@@ -158,3 +158,35 @@ fn gc_removes_what_ended_longer_ago_than_keep_and_dry_run_only_lists_it() {
         "{dry}"
     );
 }
+
+#[test]
+fn below_the_disk_floor_no_agent_starts_and_the_run_says_why() {
+    use std::io::BufRead;
+    let p = crate::Proj::init();
+    std::fs::write(
+        p.path().join(".braid/config.toml"),
+        "[run]\njobs = 1\ndisk_floor = \"100000TiB\"\n[[agent]]\nname = \"a\"\ncommand = [\"true\"]\n",
+    )
+    .unwrap();
+    let id = p.add(&["waits for space"]);
+    let mut child = p
+        .cmd()
+        .arg("run")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let err = std::io::BufReader::new(child.stderr.take().unwrap());
+    // Stopped however the test ends.
+    let _run = crate::Reap(child);
+    let said = err
+        .lines()
+        .map_while(Result::ok)
+        .find(|l| l.contains("no agent starts"))
+        .expect("the run says why");
+    assert!(
+        said.contains("below [run] disk_floor") && said.contains(".braid"),
+        "{said}"
+    );
+    assert_eq!(p.json(&["show", &id])["state"], "open", "nothing claimed");
+}
