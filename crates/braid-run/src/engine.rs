@@ -995,6 +995,7 @@ impl<'a, S: Spawner, H: Host> Runner<'a, S, H> {
             ],
             log: logs.join(format!("{attempt}-{agent_name}.log")),
             holds: Some(id.to_string()),
+            log_max: Some(self.config.run.log_max),
         };
         // Whatever another braid left working here (a run that died, or one
         // whose lease ran out) stops before this agent starts: two agents
@@ -1335,6 +1336,7 @@ impl<'a, S: Spawner, H: Host> Runner<'a, S, H> {
                 .join(format!("{attempt}-gate-{}.log", gate.name)),
             holds: Some(id.to_string()),
             stdin: None,
+            log_max: Some(self.config.run.log_max),
         };
         self.spawn(
             key,

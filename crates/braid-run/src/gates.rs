@@ -79,6 +79,7 @@ pub fn run_gates(
                 log: log.clone(),
                 holds: holds.clone(),
                 stdin: None,
+                log_max: None,
             };
             let key = next_key;
             next_key += 1;

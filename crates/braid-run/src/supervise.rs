@@ -34,6 +34,8 @@ pub struct Spec {
     /// A file given to the process as its standard input (a prompt too
     /// large for an argument); `None`: no input.
     pub stdin: Option<PathBuf>,
+    /// The most bytes its log keeps ([`cap_log`]); `None`: no cap.
+    pub log_max: Option<u64>,
 }
 
 /// How a process ended.
@@ -95,11 +97,27 @@ pub struct Supervisor {
     /// Running groups by key: the leader and where it is recorded.
     groups: HashMap<u64, Group>,
     registry: Option<Registry>,
-    waiters: std::sync::mpsc::Sender<(u64, std::process::Child)>,
-    queue: Arc<std::sync::Mutex<std::sync::mpsc::Receiver<(u64, std::process::Child)>>>,
+    waiters: std::sync::mpsc::Sender<Waited>,
+    queue: Arc<std::sync::Mutex<std::sync::mpsc::Receiver<Waited>>>,
+    /// Keeps running processes' logs within their cap.
+    keeper: Option<std::sync::mpsc::Sender<Keep>>,
     /// Waiting threads with no child to wait for and none reserved.
     idle: Arc<std::sync::atomic::AtomicUsize>,
 }
+
+/// A child to wait for, and the log to cap when it ends.
+type Waited = (u64, std::process::Child, Option<(PathBuf, u64)>);
+
+/// What the log keeper is told.
+enum Keep {
+    /// Keep `path` within `max` bytes while `key` runs.
+    Add(u64, PathBuf, u64),
+    Remove(u64),
+}
+
+/// How often the log keeper looks at running processes' logs: a file's
+/// growth is not announced, and a look is one `stat` per running process.
+const KEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// A running process group.
 struct Group {
@@ -118,7 +136,24 @@ impl Supervisor {
             waiters,
             queue: Arc::new(std::sync::Mutex::new(rx)),
             idle: Arc::default(),
+            keeper: None,
         }
+    }
+
+    /// The log keeper's channel, started on first use.
+    fn keeper(&mut self) -> Option<&std::sync::mpsc::Sender<Keep>> {
+        if self.keeper.is_none() {
+            let (tx, rx) = std::sync::mpsc::channel::<Keep>();
+            let started = std::thread::Builder::new()
+                .name("braid-logs".into())
+                .stack_size(64 * 1024)
+                .spawn(move || keep_logs(&rx));
+            match started {
+                Ok(_) => self.keeper = Some(tx),
+                Err(e) => tracing::warn!(error = %e, "starting the log keeper"),
+            }
+        }
+        self.keeper.as_ref()
     }
 
     /// Records every group started with a `holds` in `registry`.
@@ -143,11 +178,18 @@ impl Supervisor {
             .spawn(move || {
                 loop {
                     let next = queue.lock().unwrap_or_else(|p| p.into_inner()).recv();
-                    let Ok((key, mut child)) = next else { return };
+                    let Ok((key, mut child, cap)) = next else {
+                        return;
+                    };
                     let exit = match child.wait() {
                         Ok(s) => exit_of(s),
                         Err(e) => Exit::SpawnFailed(e.to_string()),
                     };
+                    if let Some((log, max)) = cap
+                        && let Err(e) = cap_log(&log, max)
+                    {
+                        tracing::warn!(log = %log.display(), error = %e, "capping a log");
+                    }
                     // Free for another child before this one is reported, so
                     // a spawn answering the report finds it.
                     idle.fetch_add(1, SeqCst);
@@ -182,7 +224,15 @@ impl Spawner for Supervisor {
             }
         };
         let pgid = child.id();
-        if self.waiters.send((key, child)).is_err() {
+        let cap = spec.log_max.map(|m| (spec.log.clone(), m));
+        if let Some((log, max)) = &cap
+            && let Some(k) = self.keeper()
+        {
+            // The keeper is gone only if its thread died: logs then are
+            // capped when their process ends.
+            let _ = k.send(Keep::Add(key, log.clone(), *max));
+        }
+        if self.waiters.send((key, child, cap)).is_err() {
             // Cannot happen while the supervisor holds the queue; stop the
             // child rather than leave it unwatched.
             signal_group(pgid, Signal::SIGKILL);
@@ -220,6 +270,10 @@ impl Spawner for Supervisor {
     }
 
     fn reaped(&mut self, key: u64) {
+        if let Some(k) = &self.keeper {
+            // See spawn: a dead keeper has nothing to forget.
+            let _ = k.send(Keep::Remove(key));
+        }
         if let Some(g) = self.groups.remove(&key)
             && let (Some(r), Some(holds)) = (&self.registry, &g.holds)
         {
@@ -298,6 +352,87 @@ pub fn tail(path: &Path, max: usize) -> String {
     tail_since(path, 0, max)
 }
 
+/// Half of a capped log is its head, half its tail.
+fn halves(max: u64) -> (u64, u64) {
+    (max / 2, max - max / 2)
+}
+
+/// The log keeper: every [`KEEP_EVERY`] while processes run, frees the
+/// disk blocks of the middle of each log past its cap (a hole punched in
+/// the file, which keeps its length, so a process appending to it is not
+/// disturbed). Blocks while nothing runs.
+fn keep_logs(rx: &std::sync::mpsc::Receiver<Keep>) {
+    use std::sync::mpsc::RecvTimeoutError;
+    // key → (log, cap, where the punched part ends).
+    let mut logs: HashMap<u64, (PathBuf, u64, u64)> = HashMap::new();
+    loop {
+        let msg = if logs.is_empty() {
+            rx.recv().map_err(|_| RecvTimeoutError::Disconnected)
+        } else {
+            rx.recv_timeout(KEEP_EVERY)
+        };
+        match msg {
+            Ok(Keep::Add(key, path, max)) => {
+                logs.insert(key, (path, max, 0));
+            }
+            Ok(Keep::Remove(key)) => {
+                logs.remove(&key);
+            }
+            Err(RecvTimeoutError::Timeout) => {
+                for (path, max, punched) in logs.values_mut() {
+                    match punch(path, *max, *punched) {
+                        Ok(to) => *punched = to,
+                        Err(e) => {
+                            tracing::debug!(log = %path.display(), error = %e, "freeing a log's middle");
+                        }
+                    }
+                }
+            }
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
+    }
+}
+
+/// Frees the blocks of `path` between its head and its tail (each half of
+/// `max`) not freed before `punched`; answers where the freed part ends.
+fn punch(path: &Path, max: u64, punched: u64) -> std::io::Result<u64> {
+    use nix::fcntl::{FallocateFlags, fallocate};
+    let f = OpenOptions::new().write(true).open(path)?;
+    let len = f.metadata()?.len();
+    let (head, tail) = halves(max);
+    let (from, to) = (punched.max(head), len.saturating_sub(tail));
+    if len <= max || to <= from {
+        return Ok(punched);
+    }
+    fallocate(
+        &f,
+        FallocateFlags::FALLOC_FL_PUNCH_HOLE | FallocateFlags::FALLOC_FL_KEEP_SIZE,
+        from as i64,
+        (to - from) as i64,
+    )
+    .map_err(std::io::Error::from)?;
+    Ok(to)
+}
+
+/// Caps a finished process's log at `max` bytes: its first and last
+/// halves, with `… N bytes omitted …` between, written to a new file that
+/// replaces it. The tail is the real end, so what failed is still there.
+pub fn cap_log(path: &Path, max: u64) -> std::io::Result<()> {
+    let mut f = File::open(path)?;
+    let len = f.metadata()?.len();
+    if len <= max {
+        return Ok(());
+    }
+    let (head, tail) = halves(max);
+    let mut out = Vec::with_capacity(max as usize + 64);
+    (&mut f).take(head).read_to_end(&mut out)?;
+    let omitted = len - head - tail;
+    out.extend_from_slice(format!("\n… {omitted} bytes omitted …\n").as_bytes());
+    f.seek(SeekFrom::Start(len - tail))?;
+    f.take(tail).read_to_end(&mut out)?;
+    braid_store::fsx::write_atomic(path, &out)
+}
+
 /// A log's current length (where the next process's output will start).
 pub fn log_len(path: &Path) -> u64 {
     std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
@@ -326,6 +461,57 @@ pub fn tail_since(path: &Path, from: u64, max: usize) -> String {
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_capped_log_keeps_its_head_and_real_tail_and_says_what_it_left_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("big.log");
+        let mut text = String::new();
+        for i in 0..20_000 {
+            text.push_str(&format!("line {i:05}\n"));
+        }
+        std::fs::write(&log, &text).unwrap();
+        let max = 4096;
+        cap_log(&log, max).unwrap();
+        let capped = std::fs::read_to_string(&log).unwrap();
+        assert!(capped.starts_with("line 00000\n"), "{}", &capped[..40]);
+        assert!(capped.ends_with("line 19999\n"), "the real end");
+        let omitted = text.len() as u64 - max;
+        assert!(
+            capped.contains(&format!("\n… {omitted} bytes omitted …\n")),
+            "the marker"
+        );
+        assert!(capped.len() < max as usize + 64, "{}", capped.len());
+        // Under the cap: untouched.
+        let small = dir.path().join("small.log");
+        std::fs::write(&small, "short\n").unwrap();
+        cap_log(&small, max).unwrap();
+        assert_eq!(std::fs::read_to_string(&small).unwrap(), "short\n");
+    }
+
+    #[test]
+    fn a_running_logs_middle_is_freed_while_its_length_and_ends_stay() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("running.log");
+        std::fs::write(&log, vec![b'x'; 8 << 20]).unwrap();
+        let before = std::fs::metadata(&log).unwrap().blocks();
+        let punched = punch(&log, 1 << 20, 0).unwrap();
+        assert_eq!(punched, (8 << 20) - (512 << 10));
+        let m = std::fs::metadata(&log).unwrap();
+        assert_eq!(
+            m.len(),
+            8 << 20,
+            "the length stays: appends go on at the end"
+        );
+        // Where the filesystem can punch holes (tmpfs, ext4, xfs), the
+        // middle's blocks are free.
+        if m.blocks() < before {
+            assert!(m.blocks() * 512 <= (1 << 20) + (64 << 10), "{}", m.blocks());
+        }
+        // Nothing more to free until it grows again.
+        assert_eq!(punch(&log, 1 << 20, punched).unwrap(), punched);
+    }
+
     fn spec(dir: &Path, argv: &[&str], log: &str) -> Spec {
         Spec {
             argv: argv.iter().map(|s| (*s).to_owned()).collect(),
@@ -335,6 +521,7 @@ mod tests {
             log: dir.join(log),
             holds: None,
             stdin: None,
+            log_max: None,
         }
     }
 

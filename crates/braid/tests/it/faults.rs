@@ -190,3 +190,44 @@ fn below_the_disk_floor_no_agent_starts_and_the_run_says_why() {
     );
     assert_eq!(p.json(&["show", &id])["state"], "open", "nothing claimed");
 }
+
+#[test]
+fn a_flood_of_output_is_capped_and_the_next_attempt_still_sees_the_real_end() {
+    let p = crate::Proj::init();
+    std::fs::write(
+        p.path().join(".braid/config.toml"),
+        "[run]\njobs = 1\nmax_attempts = 2\nlog_max = \"1MiB\"\nbackoff = { base = \"10ms\", cap = \"10ms\" }\n\
+         [[agent]]\nname = \"loud\"\n\
+         command = [\"sh\", \"-c\", \"head -c 300000000 /dev/zero | tr '\\\\0' x; echo; echo THE-REAL-END; exit 3\"]\n",
+    )
+    .unwrap();
+    let id = p.add(&["loud"]);
+    p.run(&["run"]);
+    assert_eq!(p.json(&["show", &id])["state"], "failed");
+    let log = p.path().join(".braid/logs").join(&id).join("1-loud.log");
+    let meta = std::fs::metadata(&log).unwrap();
+    assert!(
+        meta.len() <= (1 << 20) + 100,
+        "capped: {} bytes",
+        meta.len()
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("bytes omitted"), "the marker");
+    assert!(
+        text.trim_end().ends_with("THE-REAL-END"),
+        "the real end is kept"
+    );
+    let events = p.ok(&["events", "--json"]);
+    let retrying = events
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|e| e["kind"] == "retrying")
+        .expect("a retry");
+    assert!(
+        retrying["payload"]["tail"]
+            .as_str()
+            .unwrap()
+            .contains("THE-REAL-END"),
+        "{retrying}"
+    );
+}
