@@ -20,6 +20,15 @@ fn git(dir: &Path, args: &[&str]) -> Result<Output> {
     let out = Command::new("git")
         .arg("-C")
         .arg(dir)
+        // An automatic gc runs before git answers, not as a daemon left
+        // behind (braid reaps the daemons attempts leave; git's are not an
+        // attempt's).
+        .args([
+            "-c",
+            "gc.autoDetach=false",
+            "-c",
+            "maintenance.autoDetach=false",
+        ])
         .args(args)
         .env("GIT_TERMINAL_PROMPT", "0")
         .output()?;

@@ -203,6 +203,9 @@ pub struct Runner<'a, S: Spawner, H: Host> {
     /// What an agent CLI reported of its run, by task, until its
     /// `agent_finished` event is recorded.
     reports: HashMap<TaskId, serde_json::Value>,
+    /// What a task's gates left running and braid stopped, for the next
+    /// `gate_finished` event.
+    gate_left: HashMap<TaskId, Vec<String>>,
     /// What a task waits on a person for, until it is parked.
     asked: HashMap<TaskId, braid_app::ops::Attention>,
     /// What this run's agents reported they cost (for `run_usd`).
@@ -288,6 +291,7 @@ impl<'a, S: Spawner, H: Host> Runner<'a, S, H> {
             latencies: Vec::new(),
             stopped: Vec::new(),
             reports: HashMap::new(),
+            gate_left: HashMap::new(),
             asked: HashMap::new(),
             run_spent: 0.0,
             bases: HashMap::new(),
@@ -724,6 +728,11 @@ impl<'a, S: Spawner, H: Host> Runner<'a, S, H> {
             && let (Some(p), Some(e)) = (payload.as_object_mut(), extra.as_object())
         {
             p.extend(e.clone());
+        }
+        if kind == EventKind::GateFinished
+            && let Some(left) = self.gate_left.remove(&id)
+        {
+            payload["leftovers"] = json!(left);
         }
         self.pending_since.get_or_insert_with(Instant::now);
         self.pending.push(Command::Record { id, kind, payload });
@@ -1370,6 +1379,21 @@ impl<'a, S: Spawner, H: Host> Runner<'a, S, H> {
     /// rate limit.
     fn exited(&mut self, key: u64, exit: Exit) -> Input {
         let proc = self.procs.remove(&key);
+        let left = self.spawner.leftovers(key);
+        if let Some(p) = &proc
+            && !left.is_empty()
+        {
+            tracing::warn!(task = %p.task, stopped = ?left, "stopped processes an attempt left running");
+            if p.agent.is_some() {
+                let r = self
+                    .reports
+                    .entry(p.task.clone())
+                    .or_insert_with(|| json!({}));
+                r["leftovers"] = json!(left);
+            } else {
+                self.gate_left.insert(p.task.clone(), left);
+            }
+        }
         let unfit = match &proc {
             Some(Proc {
                 agent: Some(agent),

@@ -85,6 +85,11 @@ pub trait Spawner {
     fn evict(&mut self, _holds: &str) -> Vec<Stopped> {
         Vec::new()
     }
+    /// What `key` left running when it ended, stopped then (names), asked
+    /// once after its exit was reported.
+    fn leftovers(&mut self, _key: u64) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// The real spawner: process groups, log files, and waiting threads that
@@ -101,12 +106,15 @@ pub struct Supervisor {
     queue: Arc<std::sync::Mutex<std::sync::mpsc::Receiver<Waited>>>,
     /// Keeps running processes' logs within their cap.
     keeper: Option<std::sync::mpsc::Sender<Keep>>,
+    /// What each ended process left running, stopped by its waiter.
+    left: Arc<std::sync::Mutex<HashMap<u64, Vec<String>>>>,
     /// Waiting threads with no child to wait for and none reserved.
     idle: Arc<std::sync::atomic::AtomicUsize>,
 }
 
-/// A child to wait for, and the log to cap when it ends.
-type Waited = (u64, std::process::Child, Option<(PathBuf, u64)>);
+/// A child to wait for, the log to cap when it ends, and the tag its
+/// descendants carry.
+type Waited = (u64, std::process::Child, PathBuf, Option<u64>, String);
 
 /// What the log keeper is told.
 enum Keep {
@@ -128,6 +136,7 @@ struct Group {
 
 impl Supervisor {
     pub fn new(on_exit: OnExit) -> Supervisor {
+        crate::procs::become_subreaper();
         let (waiters, rx) = std::sync::mpsc::channel();
         Supervisor {
             on_exit,
@@ -137,6 +146,7 @@ impl Supervisor {
             queue: Arc::new(std::sync::Mutex::new(rx)),
             idle: Arc::default(),
             keeper: None,
+            left: Arc::default(),
         }
     }
 
@@ -172,20 +182,30 @@ impl Supervisor {
     fn add_waiter(&self) -> std::io::Result<()> {
         use std::sync::atomic::Ordering::SeqCst;
         let (queue, idle, on_exit) = (self.queue.clone(), self.idle.clone(), self.on_exit.clone());
+        let left = self.left.clone();
         std::thread::Builder::new()
             .name("braid-wait".into())
             .stack_size(64 * 1024)
             .spawn(move || {
                 loop {
                     let next = queue.lock().unwrap_or_else(|p| p.into_inner()).recv();
-                    let Ok((key, mut child, cap)) = next else {
+                    let Ok((key, mut child, log, cap, tag)) = next else {
                         return;
                     };
                     let exit = match child.wait() {
                         Ok(s) => exit_of(s),
                         Err(e) => Exit::SpawnFailed(e.to_string()),
                     };
-                    if let Some((log, max)) = cap
+                    // Nothing outlives its attempt: the rest of its group,
+                    // and daemons that left it, are stopped now.
+                    let stopped = crate::procs::stop_leftovers(child.id(), Some(&tag));
+                    if !stopped.is_empty() {
+                        note_in_log(&log, &stopped);
+                        left.lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .insert(key, stopped);
+                    }
+                    if let Some(max) = cap
                         && let Err(e) = cap_log(&log, max)
                     {
                         tracing::warn!(log = %log.display(), error = %e, "capping a log");
@@ -215,7 +235,8 @@ impl Spawner for Supervisor {
     fn spawn(&mut self, key: u64, spec: &Spec) -> std::io::Result<()> {
         // A waiter first: a child nobody could wait for is never started.
         self.reserve_waiter()?;
-        let child = match start(spec) {
+        let tag = format!("{}-{key}", std::process::id());
+        let child = match start(spec, &tag) {
             Ok(c) => c,
             Err(e) => {
                 // The reserved waiter stays free.
@@ -224,15 +245,18 @@ impl Spawner for Supervisor {
             }
         };
         let pgid = child.id();
-        let cap = spec.log_max.map(|m| (spec.log.clone(), m));
-        if let Some((log, max)) = &cap
+        if let Some(max) = spec.log_max
             && let Some(k) = self.keeper()
         {
             // The keeper is gone only if its thread died: logs then are
             // capped when their process ends.
-            let _ = k.send(Keep::Add(key, log.clone(), *max));
+            let _ = k.send(Keep::Add(key, spec.log.clone(), max));
         }
-        if self.waiters.send((key, child, cap)).is_err() {
+        if self
+            .waiters
+            .send((key, child, spec.log.clone(), spec.log_max, tag))
+            .is_err()
+        {
             // Cannot happen while the supervisor holds the queue; stop the
             // child rather than leave it unwatched.
             signal_group(pgid, Signal::SIGKILL);
@@ -291,11 +315,19 @@ impl Spawner for Supervisor {
             .map(|r| r.evict(holds))
             .unwrap_or_default()
     }
+
+    fn leftovers(&mut self, key: u64) -> Vec<String> {
+        self.left
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&key)
+            .unwrap_or_default()
+    }
 }
 
 /// Starts the process in a new process group with stdout and stderr
 /// appended to the log file.
-fn start(spec: &Spec) -> std::io::Result<std::process::Child> {
+fn start(spec: &Spec, tag: &str) -> std::io::Result<std::process::Child> {
     let Some(program) = spec.argv.first() else {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
@@ -330,6 +362,7 @@ fn start(spec: &Spec) -> std::io::Result<std::process::Child> {
     for (k, v) in &spec.extra_env {
         cmd.env(k, v);
     }
+    cmd.env(crate::procs::ATTEMPT_TAG, tag);
     cmd.spawn()
 }
 
@@ -350,6 +383,24 @@ fn signal_group(pgid: u32, sig: Signal) {
 /// The last `max` bytes of a log (lossy UTF-8), without reading the rest.
 pub fn tail(path: &Path, max: usize) -> String {
     tail_since(path, 0, max)
+}
+
+/// Says in a process's log what it left running and braid stopped.
+fn note_in_log(log: &Path, stopped: &[String]) {
+    use std::io::Write;
+    let line = format!(
+        "\n[braid] stopped {} leftover process{}: {}\n",
+        stopped.len(),
+        if stopped.len() == 1 { "" } else { "es" },
+        stopped.join(", ")
+    );
+    let wrote = OpenOptions::new()
+        .append(true)
+        .open(log)
+        .and_then(|mut f| f.write_all(line.as_bytes()));
+    if let Err(e) = wrote {
+        tracing::debug!(log = %log.display(), error = %e, "noting leftovers in a log");
+    }
 }
 
 /// Half of a capped log is its head, half its tail.

@@ -82,6 +82,24 @@ pub fn paths(project: &Project) -> Paths {
     }
 }
 
+/// `; stopped 2 leftover processes: sleep, node`, when an attempt left any.
+fn leftovers(p: &serde_json::Value) -> String {
+    let names: Vec<&str> = p["leftovers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|n| n.as_str())
+        .collect();
+    if names.is_empty() {
+        return String::new();
+    }
+    format!(
+        "; stopped {}: {}",
+        crate::style::plural(names.len() as u64, "leftover process", "leftover processes"),
+        names.join(", ")
+    )
+}
+
 pub(crate) fn describe(e: &Event) -> String {
     let p = &e.payload;
     let s = |k: &str| p[k].as_str().unwrap_or("").to_owned();
@@ -97,14 +115,15 @@ pub(crate) fn describe(e: &Event) -> String {
                 .unwrap_or_default()
         ),
         "agent_finished" => format!(
-            "agent {} finished: {} in {} ms{}",
+            "agent {} finished: {} in {} ms{}{}",
             s("agent"),
             s("exit"),
             p["duration_ms"],
             p["usage"]["cost_usd"]
                 .as_f64()
                 .map(|c| format!(", ${c:.4}"))
-                .unwrap_or_default()
+                .unwrap_or_default(),
+            leftovers(p)
         ),
         "activity" => format!("agent {}: {}", s("agent"), s("action")),
         "attention" => format!(
@@ -130,7 +149,7 @@ pub(crate) fn describe(e: &Event) -> String {
             s("message").lines().next().unwrap_or("")
         ),
         "gate_finished" => format!(
-            "gate {} {} in {} ms{}",
+            "gate {} {} in {} ms{}{}",
             s("gate"),
             if p["passed"] == true {
                 "passed"
@@ -138,7 +157,8 @@ pub(crate) fn describe(e: &Event) -> String {
                 "FAILED"
             },
             p["duration_ms"],
-            if p["cached"] == true { " (cached)" } else { "" }
+            if p["cached"] == true { " (cached)" } else { "" },
+            leftovers(p)
         ),
         "retrying" => format!(
             "attempt {} failed ({}); retrying in {} ms",

@@ -231,3 +231,42 @@ fn a_flood_of_output_is_capped_and_the_next_attempt_still_sees_the_real_end() {
         "{retrying}"
     );
 }
+
+#[test]
+fn nothing_an_attempt_started_outlives_it_even_a_setsid_daemon() {
+    let p = crate::Proj::init();
+    // Unique durations mark this test's sleeps in `ps`.
+    let n = 3000 + std::process::id() % 1000;
+    let marker = format!("sleep {n}.");
+    std::fs::write(
+        p.path().join(".braid/config.toml"),
+        format!(
+            "[run]\njobs = 1\n[[agent]]\nname = \"daemons\"\n\
+             command = [\"sh\", \"-c\", \"sleep {n}.1 & setsid sleep {n}.2 & sleep 0.2; exit 0\"]\n"
+        ),
+    )
+    .unwrap();
+    let id = p.add(&["starts daemons"]);
+    let out = p.ok(&["run"]);
+    assert_eq!(p.json(&["show", &id])["state"], "done");
+    // None of them runs on.
+    let ps = std::process::Command::new("ps")
+        .args(["-eo", "pid,args"])
+        .output()
+        .unwrap();
+    let ps = String::from_utf8_lossy(&ps.stdout);
+    let alive: Vec<&str> = ps.lines().filter(|l| l.contains(&marker)).collect();
+    assert!(alive.is_empty(), "still running: {alive:?}");
+    // The attempt's event and the run's output say what was stopped.
+    let finished = p
+        .ok(&["events", "--json"])
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|e| e["kind"] == "agent_finished")
+        .unwrap();
+    let left = finished["payload"]["leftovers"]
+        .as_array()
+        .expect("leftovers");
+    assert_eq!(left.len(), 2, "{finished}");
+    assert!(out.contains("stopped 2 leftover processes"), "{out}");
+}
