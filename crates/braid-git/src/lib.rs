@@ -16,7 +16,38 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// Whether git failed only because another git held a lock (an index, a
+/// ref, a config): worth trying again in a moment.
+fn lock_busy(stderr: &str) -> bool {
+    stderr.contains(".lock': File exists")
+        || stderr.contains("cannot lock ref")
+        || stderr.contains("Unable to create") && stderr.contains(".lock")
+        || stderr.contains("could not lock config file")
+}
+
+/// Waits before each retry of a git command that met another's lock.
+const LOCK_RETRIES: [std::time::Duration; 4] = [
+    std::time::Duration::from_millis(50),
+    std::time::Duration::from_millis(100),
+    std::time::Duration::from_millis(200),
+    std::time::Duration::from_millis(400),
+];
+
 fn git(dir: &Path, args: &[&str]) -> Result<Output> {
+    let mut waits = LOCK_RETRIES.iter();
+    loop {
+        match git_once(dir, args) {
+            Err(Error::Git { message, .. }) if lock_busy(&message) && waits.len() > 0 => {
+                // Said in the error if the last try fails too.
+                let wait = waits.next().copied().unwrap_or_default();
+                std::thread::sleep(wait);
+            }
+            other => return other,
+        }
+    }
+}
+
+fn git_once(dir: &Path, args: &[&str]) -> Result<Output> {
     let out = Command::new("git")
         .arg("-C")
         .arg(dir)
@@ -817,5 +848,37 @@ pub fn file_at(repo: &Path, rev: &str, path: &str) -> Result<Option<Vec<u8>>> {
         Ok(out) => Ok(Some(out.stdout)),
         Err(Error::Git { .. }) if rev_exists(repo, rev) => Ok(None),
         Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod lock_tests {
+    use super::*;
+
+    #[test]
+    fn a_command_that_meets_another_gits_lock_is_tried_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = dir.path();
+        git(repo, &["init", "-q", "-b", "main"]).unwrap();
+        git(repo, &["config", "user.email", "t@example.com"]).unwrap();
+        git(repo, &["config", "user.name", "t"]).unwrap();
+        std::fs::write(repo.join("a"), "a\n").unwrap();
+        // Another git holds the index for a moment.
+        let lock = repo.join(".git/index.lock");
+        std::fs::write(&lock, "").unwrap();
+        let release = {
+            let lock = lock.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(std::time::Duration::from_millis(120));
+                std::fs::remove_file(lock).unwrap();
+            })
+        };
+        git(repo, &["add", "a"]).expect("tried again after the lock went");
+        release.join().unwrap();
+        // A lock that stays is reported with git's own words.
+        std::fs::write(&lock, "").unwrap();
+        std::fs::write(repo.join("b"), "b\n").unwrap();
+        let err = git(repo, &["add", "b"]).unwrap_err().to_string();
+        assert!(err.contains("index.lock"), "{err}");
     }
 }
