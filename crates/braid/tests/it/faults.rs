@@ -270,3 +270,55 @@ fn nothing_an_attempt_started_outlives_it_even_a_setsid_daemon() {
     assert_eq!(left.len(), 2, "{finished}");
     assert!(out.contains("stopped 2 leftover processes"), "{out}");
 }
+
+#[test]
+fn four_runs_side_by_side_never_run_a_task_twice_nor_fail_one_on_the_workspace() {
+    let p = repo_project(
+        "[run]\njobs = 2\nmax_attempts = 1\n[[agent]]\nname = \"w\"\n\
+         command = [\"sh\", \"-c\", \"echo $BRAID_TASK > f.txt; git add f.txt; git commit -qm w\"]\n",
+    );
+    for round in 0..2 {
+        let ids: Vec<String> = (0..40)
+            .map(|i| p.add(&[&format!("round {round} task {i}")]))
+            .collect();
+        let runs: Vec<std::process::Child> = (0..4)
+            .map(|_| {
+                p.cmd()
+                    .arg("run")
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        let outputs: Vec<String> = runs
+            .into_iter()
+            .map(|c| {
+                let o = c.wait_with_output().unwrap();
+                format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&o.stdout),
+                    String::from_utf8_lossy(&o.stderr)
+                )
+            })
+            .collect();
+        for id in &ids {
+            let t = p.json(&["show", id]);
+            assert_eq!(
+                t["state"], "done",
+                "{id} in round {round}: {t}\n{outputs:#?}"
+            );
+        }
+        // Each task was dispatched exactly once, by one of the runs.
+        let events = p.ok(&["events", "--json"]);
+        for id in &ids {
+            let dispatched = events
+                .lines()
+                .filter(|l| l.contains("\"dispatched\"") && l.contains(id.as_str()))
+                .count();
+            assert_eq!(dispatched, 1, "{id} dispatched {dispatched} times");
+        }
+        let all = outputs.join("\n");
+        assert!(!all.contains("preparing the workspace"), "{all}");
+    }
+}
