@@ -106,6 +106,16 @@ pub trait Host {
     }
 }
 
+/// Bytes held back in `.braid/reserve` for a full disk.
+const RESERVE: u64 = 1 << 20;
+
+/// Whether a store error is a full disk (SQLite's `SQLITE_FULL`, or the
+/// OS's `ENOSPC` anywhere in its chain).
+pub fn is_disk_full(e: &braid_store::Error) -> bool {
+    let text = braid_core::error::chain(e);
+    text.contains("database or disk is full") || text.contains("No space left on device")
+}
+
 /// Free bytes for an unprivileged writer on the filesystem holding `path`
 /// (its nearest existing ancestor), from `statvfs`.
 pub fn free_disk(path: &std::path::Path) -> Option<u64> {
@@ -203,6 +213,8 @@ pub struct Runner<'a, S: Spawner, H: Host> {
     /// What an agent CLI reported of its run, by task, until its
     /// `agent_finished` event is recorded.
     reports: HashMap<TaskId, serde_json::Value>,
+    /// A write met a full disk: dispatching stopped, said once.
+    disk_full: bool,
     /// What a task's gates left running and braid stopped, for the next
     /// `gate_finished` event.
     gate_left: HashMap<TaskId, Vec<String>>,
@@ -291,6 +303,7 @@ impl<'a, S: Spawner, H: Host> Runner<'a, S, H> {
             latencies: Vec::new(),
             stopped: Vec::new(),
             reports: HashMap::new(),
+            disk_full: false,
             gate_left: HashMap::new(),
             asked: HashMap::new(),
             run_spent: 0.0,
@@ -315,6 +328,7 @@ impl<'a, S: Spawner, H: Host> Runner<'a, S, H> {
     /// Begins the run: takes back expired claims and dispatches.
     pub fn start(&mut self) {
         crate::metrics::describe();
+        self.keep_reserve();
         self.last_checked_seq = self.store.last_seq().unwrap_or(0);
         self.turn(Input::Start);
     }
@@ -759,11 +773,56 @@ impl<'a, S: Spawner, H: Host> Runner<'a, S, H> {
             self.flush_records();
         }
         let r = self.store.apply(&actor, cmd);
-        if let Ok(a) = &r {
-            let events = a.events.clone();
-            self.emit(&events);
+        match &r {
+            Ok(a) => {
+                let events = a.events.clone();
+                self.emit(&events);
+            }
+            Err(e) => self.check_disk_full(e),
         }
         r
+    }
+
+    /// Where a little disk space is held back for a full disk: enough to
+    /// give claims back and record why, so a full disk charges no attempt.
+    fn reserve_path(&self) -> PathBuf {
+        self.paths.braid_dir.join("reserve")
+    }
+
+    /// Makes sure the reserve is there ([`RESERVE`] bytes, written, so the
+    /// filesystem really holds them).
+    fn keep_reserve(&self) {
+        let path = self.reserve_path();
+        if std::fs::metadata(&path).is_ok_and(|m| m.len() == RESERVE) {
+            return;
+        }
+        if let Err(e) = std::fs::write(&path, vec![0u8; RESERVE as usize]) {
+            tracing::debug!(error = %e, "keeping a disk reserve");
+            // Half a reserve is worse than none: it would hide the space.
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+
+    /// A write that failed because the disk is full stops all dispatching
+    /// (once, saying where and how much is free); braid never retries it in
+    /// a loop. Work running finishes, or times out.
+    fn check_disk_full(&mut self, e: &braid_store::Error) {
+        if self.disk_full || !is_disk_full(e) {
+            return;
+        }
+        self.disk_full = true;
+        supervise::DISK_FULL.store(true, std::sync::atomic::Ordering::SeqCst);
+        // The reserve goes: its space lets claims be given back (uncharged)
+        // and the end of the run be recorded.
+        let freed = std::fs::remove_file(self.reserve_path()).is_ok();
+        let place = self.paths.db.clone();
+        let free = free_disk(&place).map_or("unknown".to_owned(), |b| format!("{} MiB", b >> 20));
+        let why = format!(
+            "disk full writing {} ({free} free): free some space, then run again (nothing was charged for it)",
+            place.display()
+        );
+        tracing::warn!(reserve_freed = freed, "{why}");
+        self.answer(Input::DiskFull(why));
     }
 
     /// Applies several commands in one transaction, with any queued
@@ -807,6 +866,7 @@ impl<'a, S: Spawner, H: Host> Runner<'a, S, H> {
                         Ok(a) => self.emit(&a.events),
                         Err(e) => {
                             tracing::warn!(error = %braid_core::error::chain(&e), "recording an engine event");
+                            self.check_disk_full(&e);
                         }
                     }
                 }

@@ -111,6 +111,9 @@ pub enum Input {
     /// least room (`.braid` or the worktrees) and its free bytes (`None`:
     /// unknown).
     Disk(Option<(String, u64)>),
+    /// A write failed because a disk is full: no more work starts (what
+    /// runs finishes, or times out), and the run ends saying why.
+    DiskFull(String),
     /// A claim was granted.
     Claimed { id: TaskId, attempt: u32 },
     /// A claim was refused (another runner took the task).
@@ -369,6 +372,8 @@ pub struct Core {
     disk_wait: Option<Time>,
     /// The run said it waits for disk space (said once per wait).
     disk_said: bool,
+    /// A write met a full disk: work given back now is not charged.
+    disk_full: bool,
     next_heartbeat: Time,
     lease_timer: Option<Time>,
     /// Heads fetched and not yet tried.
@@ -409,6 +414,7 @@ impl Core {
             disk_asked: false,
             disk_wait: None,
             disk_said: false,
+            disk_full: false,
             next_heartbeat: beat,
             lease_timer: None,
             candidates: VecDeque::new(),
@@ -520,6 +526,27 @@ impl Core {
             Input::Disk(least) => {
                 self.disk_asked = false;
                 self.disk = Some((now, least));
+            }
+            Input::DiskFull(why) => {
+                self.disk_full = true;
+                if self.report.halted.is_none() {
+                    self.report.halted = Some(why.clone());
+                }
+                // Work that waits (a retry's backoff, its gates' turn) is
+                // given back now, uncharged; work running finishes or times
+                // out. A give-back that cannot be written either leaves the
+                // claim to expire.
+                let waiting: Vec<TaskId> = self
+                    .works
+                    .iter()
+                    .filter(|(id, w)| {
+                        w.pending.is_none() && !self.procs.values().any(|p| &p.task == *id)
+                    })
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                for id in waiting {
+                    self.give_back(&id, &why, true, out);
+                }
             }
             Input::Claimed { id, attempt } => self.claimed(now, id, attempt, out),
             Input::ClaimRefused { id } => {
@@ -758,7 +785,15 @@ impl Core {
             .map(|(id, _)| id.clone())
             .collect();
         for id in due {
-            if self.slots_free() == 0 || self.stopping.is_some() || self.halted() {
+            if let Some(why) = self.report.halted.clone() {
+                // No retry starts in a halted run: the task goes back now
+                // (it would hold the run open for ever). After a full disk
+                // its failure may well be the disk's, so it is not charged.
+                let refund = self.disk_full;
+                self.give_back(&id, &why, refund, out);
+                continue;
+            }
+            if self.slots_free() == 0 || self.stopping.is_some() {
                 break;
             }
             if !self.may_dispatch() {

@@ -123,6 +123,23 @@ enum Keep {
     Remove(u64),
 }
 
+/// Set when a write met a full disk: from then on logs keep only
+/// [`FULL_KEEP`] bytes (their head and tail), so processes' output drains
+/// into holes and braid's own writes find room.
+pub static DISK_FULL: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// What a log keeps while the disk is full.
+const FULL_KEEP: u64 = 128 << 10;
+
+/// The cap a log has now: its own, or [`FULL_KEEP`] while the disk is full.
+fn cap_now(max: u64) -> u64 {
+    if DISK_FULL.load(std::sync::atomic::Ordering::Relaxed) {
+        max.min(FULL_KEEP)
+    } else {
+        max
+    }
+}
+
 /// How often the log keeper looks at running processes' logs: a file's
 /// growth is not announced, and a look is one `stat` per running process.
 const KEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
@@ -192,6 +209,12 @@ impl Supervisor {
                     let Ok((key, mut child, log, cap, tag)) = next else {
                         return;
                     };
+                    let full = DISK_FULL.load(SeqCst);
+                    let cap = if full {
+                        Some(cap.map_or(FULL_KEEP, cap_now))
+                    } else {
+                        cap
+                    };
                     let exit = match child.wait() {
                         Ok(s) => exit_of(s),
                         Err(e) => Exit::SpawnFailed(e.to_string()),
@@ -199,6 +222,13 @@ impl Supervisor {
                     // Nothing outlives its attempt: the rest of its group,
                     // and daemons that left it, are stopped now.
                     let stopped = crate::procs::stop_leftovers(child.id(), Some(&tag));
+                    if full && let Some(max) = cap {
+                        // Room first, without writing: the middle becomes a
+                        // hole (rewriting it would need space).
+                        if let Err(e) = punch(&log, max, 0) {
+                            tracing::debug!(log = %log.display(), error = %e, "freeing a log on a full disk");
+                        }
+                    }
                     if !stopped.is_empty() {
                         note_in_log(&log, &stopped);
                         left.lock()
@@ -431,7 +461,7 @@ fn keep_logs(rx: &std::sync::mpsc::Receiver<Keep>) {
             }
             Err(RecvTimeoutError::Timeout) => {
                 for (path, max, punched) in logs.values_mut() {
-                    match punch(path, *max, *punched) {
+                    match punch(path, cap_now(*max), *punched) {
                         Ok(to) => *punched = to,
                         Err(e) => {
                             tracing::debug!(log = %path.display(), error = %e, "freeing a log's middle");

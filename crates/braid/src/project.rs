@@ -49,7 +49,7 @@ fn merge_table(branch: &str) -> String {
     )
 }
 
-const GITIGNORE: &str = "# braid's local state: the database and its backups stay out of git.\n*.db\n*.db-*\n*.lock\nbackups/\nlogs/\ntelemetry/\nworktrees/\nwork/\nprocs/\nruns/\n";
+const GITIGNORE: &str = "# braid's local state: the database and its backups stay out of git.\n*.db\n*.db-*\n*.lock\nbackups/\nlogs/\ntelemetry/\nworktrees/\nwork/\nprocs/\nruns/\nreserve\n";
 
 /// Where a project's files live.
 #[derive(Clone, Debug)]

@@ -322,3 +322,90 @@ fn four_runs_side_by_side_never_run_a_task_twice_nor_fail_one_on_the_workspace()
         assert!(!all.contains("preparing the workspace"), "{all}");
     }
 }
+
+/// A small tmpfs mounted for a test, unmounted when dropped; `None`
+/// (said loudly) where this user cannot mount one.
+struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    fn mount(size: &str) -> Option<Tmpfs> {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            eprintln!("SKIPPED: a full disk (mounting a tmpfs needs root)");
+            return None;
+        }
+        Some(Tmpfs { dir })
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        // Lazily: a process the test failed to stop must not keep it busy.
+        let _ = std::process::Command::new("umount")
+            .args(["-l"])
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+#[test]
+fn a_full_disk_stops_the_run_says_why_and_charges_nothing() {
+    let Some(fs) = Tmpfs::mount("8m") else { return };
+    let p = crate::Proj {
+        dir: tempfile::tempdir_in(fs.dir.path()).unwrap(),
+        cache: tempfile::tempdir().unwrap(),
+    };
+    p.ok(&["init"]);
+    std::fs::write(
+        p.path().join(".braid/config.toml"),
+        "[run]\njobs = 2\nmax_attempts = 2\ndisk_floor = \"0\"\n\
+         [[agent]]\nname = \"loud\"\ntimeout = \"30s\"\n\
+         command = [\"sh\", \"-c\", \"head -c 3000000 /dev/zero | tr '\\\\0' x; echo done\"]\n",
+    )
+    .unwrap();
+    let ids: Vec<String> = (0..6).map(|i| p.add(&[&format!("t{i}")])).collect();
+    // Never hangs (the harness gives it 2 minutes), exits 1, says why.
+    let out = p.run(&["run"]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("disk full writing"), "{text}");
+    // Every task is done or back to open; none is left claimed, and none
+    // given back was charged its attempt.
+    for id in &ids {
+        let t = p.json(&["show", id]);
+        let state = t["state"].as_str().unwrap();
+        assert!(state == "done" || state == "open", "{id}: {t}\n{text}");
+        assert!(t["lease"].is_null(), "{id}: {t}");
+    }
+    // Those that had started were given back ("released").
+    let released: Vec<&String> = ids
+        .iter()
+        .filter(|id| {
+            let t = p.json(&["show", id]);
+            t["state"] == "open"
+                && t["events"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|e| e["kind"] == "released")
+        })
+        .collect();
+    assert!(!released.is_empty(), "the disk filled mid-run: {text}");
+    let open = released;
+    // Space comes back (the logs go): the next claim is attempt 1 again.
+    std::fs::remove_dir_all(p.path().join(".braid/logs")).unwrap();
+    let claimed = p.json(&["claim", open[0].as_str()]);
+    assert_eq!(claimed["lease"]["attempt"], 1, "{claimed}");
+}
