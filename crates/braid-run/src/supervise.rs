@@ -265,7 +265,14 @@ impl Spawner for Supervisor {
     fn spawn(&mut self, key: u64, spec: &Spec) -> std::io::Result<()> {
         // A waiter first: a child nobody could wait for is never started.
         self.reserve_waiter()?;
-        let tag = format!("{}-{key}", std::process::id());
+        // Unique in this process across supervisors (several run gates
+        // at once, each counting keys from 0).
+        static NEXT_TAG: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let tag = format!(
+            "{}-{}",
+            std::process::id(),
+            NEXT_TAG.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
         let child = match start(spec, &tag) {
             Ok(c) => c,
             Err(e) => {

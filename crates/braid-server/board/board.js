@@ -252,6 +252,7 @@
   let lastSeq = 0;
   let filterText = '';
   let selectedId = null;
+  let tasksLoaded = false; // the first task list has come
 
   function isBlocked(t) {
     return t.state === 'open' && t.type !== 'epic' && !t.ready;
@@ -304,8 +305,82 @@
     const cols = [...dirtyCols];
     dirtyCols.clear();
     for (const st of cols) renderColumn(st);
+    if (cols.length) fitColumns();
     renderEpicList();
+    markFirstDraw();
   }
+
+  // Marks for the page's first drawing of the task list (and of its first
+  // card), for anyone measuring how soon the board shows its work.
+  let firstDrawn = false;
+  let firstCards = false;
+  function markFirstDraw() {
+    if (!tasksLoaded) return;
+    if (!firstDrawn) { firstDrawn = true; performance.mark('braid:first-data'); }
+    if (!firstCards && document.querySelector('.board .card')) { firstCards = true; performance.mark('braid:first-cards'); }
+  }
+
+  // ------------------------------------------------------------------ columns
+
+  // A column folds to a strip showing its name and count. An empty finished
+  // column is folded from the start; when the board has no room for every
+  // column at --col-min px, empty columns fold next, then full ones, the
+  // most settled state first, so the board never scrolls sideways. A click
+  // on a strip opens it (another folds in its place if room is short); a
+  // click on an open column's header folds it.
+  const FOLD_ORDER = ['cancelled', 'deferred', 'done', 'failed', 'review', 'in_progress', 'open'];
+  const colTotal = new Map(); // state -> its tasks, filter aside
+  const colChoice = new Map(); // state -> { open, at }: what the reader chose
+  let choiceClock = 0;
+  const boardEl = $('[data-testid="board"]');
+
+  function fitColumns() {
+    // Hidden (the review page has the screen): measured when it shows again.
+    if (!boardEl.clientWidth) return;
+    const cs = getComputedStyle(boardEl);
+    const min = parseFloat(cs.getPropertyValue('--col-min')) || 200;
+    const strip = parseFloat(cs.getPropertyValue('--col-strip')) || 40;
+    const gap = parseFloat(cs.columnGap) || 0;
+    const room = boardEl.clientWidth - parseFloat(cs.paddingLeft) - parseFloat(cs.paddingRight) -
+      gap * (STATES.length - 1);
+    const folded = new Set();
+    for (const st of STATES) {
+      const c = colChoice.get(st);
+      if (c ? !c.open : (!colTotal.get(st) && !ACTIVE.has(st))) folded.add(st);
+    }
+    const chosenOpen = [...colChoice].filter(([, c]) => c.open).sort((a, b) => a[1].at - b[1].at).map(([st]) => st);
+    const order = [
+      ...FOLD_ORDER.filter((st) => !colChoice.has(st) && !colTotal.get(st)),
+      ...FOLD_ORDER.filter((st) => !colChoice.has(st) && colTotal.get(st)),
+      ...chosenOpen,
+    ];
+    const need = () => (STATES.length - folded.size) * min + folded.size * strip;
+    for (const st of order) {
+      if (need() <= room || STATES.length - folded.size <= 1) break;
+      folded.add(st);
+    }
+    for (const st of STATES) showFolded(st, folded.has(st));
+  }
+
+  function showFolded(state, folded) {
+    const col = boardEl.querySelector(`[data-testid="col-${state}"]`);
+    const head = col.querySelector('header');
+    const n = colTotal.get(state) || 0;
+    col.classList.toggle('is-folded', folded);
+    col.dataset.count = String(n);
+    head.setAttribute('aria-expanded', String(!folded));
+    const what = n === 0 ? 'no tasks' : n === 1 ? '1 task' : `${n} tasks`;
+    head.title = `${STATE_LABEL[state]}: ${what}. ${folded ? 'Click to open' : 'Click to fold'}`;
+  }
+
+  function toggleColumn(state) {
+    const col = boardEl.querySelector(`[data-testid="col-${state}"]`);
+    const open = col.classList.contains('is-folded');
+    colChoice.set(state, { open, at: ++choiceClock });
+    fitColumns();
+  }
+
+  new ResizeObserver(() => fitColumns()).observe(boardEl);
 
   function matchesFilter(t) {
     if (!filterText) return true;
@@ -351,8 +426,7 @@
       els.push(h('div', { class: 'col-empty', text: filterText && total ? 'No match' : 'Empty' }));
     }
     put(col.querySelector('.cards'), ...els);
-    col.classList.toggle('is-empty', total === 0 && !ACTIVE.has(state));
-    col.title = total === 0 ? `${STATE_LABEL[state]}: no tasks` : '';
+    colTotal.set(state, total);
     col.querySelector('.count').textContent = filterText ? `${list.length}/${total}` : String(total);
   }
 
@@ -643,9 +717,84 @@
     showActivity(ev.task);
   }
 
+  // Whether an agent works an in-progress task: a log of the lease's
+  // attempt says so, and so does a `dispatched` (or `activity`) event for
+  // that attempt, which comes before the log does. A claim made by hand
+  // (`braid claim ID --as kim`) has neither: it is listed as a claim.
+  const runAgents = new Map(); // task id -> { attempt, agent }
+  const runAsking = new Set(); // task ids whose events are being read
+  const AGENT_KINDS = new Set(['dispatched', 'activity']);
+  let lastRuns = [];
+
+  function attemptLogs(t, logs) {
+    if (!t.lease) return logs;
+    const prefix = `${t.lease.attempt}-`;
+    return logs.filter((l) => l.name.startsWith(prefix));
+  }
+
+  // 'agent', 'claim', or null while the task's events are read.
+  function runKind(t, logs) {
+    if (attemptLogs(t, logs).length) return 'agent';
+    if (!t.lease) return 'claim';
+    const k = runAgents.get(t.id);
+    if (k && k.attempt === t.lease.attempt) return k.agent ? 'agent' : 'claim';
+    askAgent(t.id, t.lease.attempt);
+    return null;
+  }
+
+  function noteAgent(ev) {
+    const p = ev.payload || {};
+    if (ev.task && AGENT_KINDS.has(ev.kind) && typeof p.attempt === 'number') {
+      runAgents.set(ev.task, { attempt: p.attempt, agent: true });
+    }
+  }
+
+  // Two reads at a time: many claims at once stay clear of the rate limit.
+  const askQueue = [];
+  let askActive = 0;
+
+  function askAgent(id, attempt) {
+    if (runAsking.has(id)) return;
+    runAsking.add(id);
+    askQueue.push({ id, attempt });
+    pumpAsks();
+  }
+
+  function pumpAsks() {
+    while (askActive < 2 && askQueue.length) {
+      const { id, attempt } = askQueue.shift();
+      askActive++;
+      readAgent(id, attempt).finally(() => {
+        askActive--;
+        runAsking.delete(id);
+        pumpAsks();
+      });
+    }
+  }
+
+  async function readAgent(id, attempt) {
+    let evs;
+    try {
+      evs = await api('GET', `/api/tasks/${enc(id)}/events?limit=100`, undefined, { quiet: true });
+    } catch (_) {
+      return; // unknown: asked again at the next render (after reconnecting)
+    }
+    const agent = evs.some((e) => AGENT_KINDS.has(e.kind) && e.payload && e.payload.attempt === attempt);
+    // An event seen meanwhile knows better than this read.
+    const k = runAgents.get(id);
+    if (!(k && k.attempt === attempt && k.agent)) runAgents.set(id, { attempt, agent });
+    if (lastRuns.some((r) => r.task.id === id)) renderRuns(lastRuns);
+  }
+
   function renderRuns(runs) {
+    lastRuns = runs;
     const panel = $('[data-testid="runs"]');
-    panel.querySelector('.count').textContent = String(runs.length);
+    const kinds = new Map(runs.map((r) => [r.task.id, runKind(r.task, r.logs || [])]));
+    // Agents first, then work whose kind is being found out, then claims.
+    const rank = (r) => ({ agent: 0, claim: 2 })[kinds.get(r.task.id)] ?? 1;
+    runs = [...runs].sort((a, b) => rank(a) - rank(b));
+    const agents = runs.filter((r) => kinds.get(r.task.id) === 'agent').length;
+    panel.querySelector('.count').textContent = String(agents);
     panel.querySelector('.empty').hidden = runs.length > 0;
     const keep = new Set();
     let live = 0;
@@ -653,7 +802,10 @@
       const t = r.task;
       const cur = tasks.get(t.id);
       if (!cur || cur.updated_at <= t.updated_at) putTask(t);
-      const newest = r.logs && r.logs.length ? r.logs[r.logs.length - 1] : null;
+      const kind = kinds.get(t.id);
+      if (kind === 'claim') return buildClaim(t);
+      const own = attemptLogs(t, r.logs || []);
+      const newest = own.length ? own[own.length - 1] : null;
       let tail = runTails.get(t.id);
       if (newest) {
         keep.add(t.id);
@@ -684,8 +836,12 @@
           h('span', { text: meta || 'no agent recorded' }),
           newest ? h('span', { class: 'run-log', text: newest.name + (tail && tail.es ? ' · live' : '') }) : null),
         act,
-        newest ? tail.pre : h('pre', { class: 'run-tail muted', text: 'no log yet' }));
+        newest ? tail.pre : h('pre', { class: 'run-tail muted', text: kind === 'agent' ? 'no log yet' : '…' }));
     });
+    for (const id of [...runAgents.keys()]) {
+      const t = tasks.get(id);
+      if (!kinds.has(id) && (!t || t.state !== 'in_progress')) runAgents.delete(id);
+    }
     for (const [id, tail] of runTails) {
       if (!keep.has(id)) {
         if (tail.es) tail.es.close();
@@ -701,6 +857,19 @@
       if (!running.has(id) && (!t || t.state !== 'in_progress')) activity.delete(id);
     }
     put(panel.querySelector('.run-list'), ...items);
+  }
+
+  // In-progress work with no agent on it: who claimed it, and no log tail.
+  function buildClaim(t) {
+    const who = t.assignee || 'someone';
+    return h('div', { class: 'run run-claim', 'data-testid': `run-${t.id}` },
+      h('div', { class: 'run-head', 'data-id': t.id, role: 'button', tabindex: '0' },
+        h('span', { class: 'claim-mark', 'aria-hidden': 'true' }),
+        h('span', { class: 'run-id', text: t.id }),
+        h('span', { class: 'run-title', title: t.title, text: t.title })),
+      h('div', { class: 'run-meta' },
+        h('span', { 'data-testid': `run-claim-${t.id}`, text: `claimed by ${who} (no agent)` }),
+        t.lease ? h('span', { class: 'run-log', title: `Until ${new Date(t.lease.expires_at).toLocaleString()}`, text: `attempt ${t.lease.attempt}` }) : null));
   }
 
   function showRunTail(tail) {
@@ -803,21 +972,28 @@
       tasks.set(t.id, t);
     }
     for (const id of [...tasks.keys()]) if (!seen.has(id)) { tasks.delete(id); cards.delete(id); }
+    tasksLoaded = true;
     markAllDirty();
+    // Drawn now rather than at the next frame: the whole list is new, and
+    // the first one is what a reader waits for.
+    renderDirty();
   }
 
-  // Everything, in an order that cannot miss an event: the seq first, then
-  // the data (events after that seq are replayed by the stream).
+  // A full load in an order that cannot miss an event: the seq first, then
+  // the data (events after that seq are replayed by the stream). The data
+  // is loadData's, which may run while the stream opens.
+  async function loadSeq() {
+    return (await refreshHealth()).last_seq;
+  }
+
   let loads = 0;
-  async function loadAll() {
-    const hl = await refreshHealth();
+  async function loadData() {
     await Promise.all([reloadTasks(), refreshReady(), refreshRuns(), refreshNeeds(), refreshCost()]);
     // How many full loads this page has made (reconnect diagnostics).
     document.body.dataset.loads = String(++loads);
     if (selectedId) refreshDetail({ task: true, why: true, events: true, logs: true, graph: true, background: true });
     refreshReviewBadge();
     if (R) refreshReview();
-    return hl.last_seq;
   }
 
   // ------------------------------------------------------------ live updates
@@ -830,7 +1006,9 @@
 
   function schedule() {
     // Nothing to fetch from a server that is away; the hello schedules.
-    if (flushTimer !== null || flushing || !connected) return;
+    // Nor before a full load has landed: a task fetched for an event could
+    // be overwritten by the older list. The load schedules when it ends.
+    if (flushTimer !== null || flushing || !connected || loading) return;
     const wait = Math.max(0, lastFlushAt + COALESCE_MS - performance.now());
     flushTimer = setTimeout(flush, wait);
   }
@@ -842,10 +1020,18 @@
   function onEvent(ev) {
     if (typeof ev.seq === 'number' && ev.seq > lastSeq) lastSeq = ev.seq;
     renderSeq();
-    // Progress reports, many per attempt: shown as they come, nothing to fetch.
-    if (ev.kind === 'activity') { onActivity(ev); return; }
+    // Progress reports, many per attempt: shown as they come, nothing to
+    // fetch (unless they show an agent at work on what looked like a claim).
+    if (ev.kind === 'activity') {
+      const known = runAgents.get(ev.task);
+      noteAgent(ev);
+      onActivity(ev);
+      if (known && !known.agent && lastRuns.some((r) => r.task.id === ev.task)) renderRuns(lastRuns);
+      return;
+    }
     if (ev.kind === 'sync_rejected') showSyncRejected(ev);
     if (ev.task && ACTIVITY_ENDS.has(ev.kind) && activity.delete(ev.task)) showActivity(ev.task);
+    noteAgent(ev);
     const changed = ev.kind === 'updated' && ev.payload && typeof ev.payload === 'object' ? ev.payload : {};
     if (NEEDS_KINDS.has(ev.kind) || (ev.task && needItems.has(ev.task)) || changed.labels) pending.needs = true;
     // A task moved to another epic moves its cost with it.
@@ -1028,30 +1214,58 @@
 
   let ws = null;
   let connected = false;
+  // Until a connection has been live or an attempt has failed, the page is
+  // connecting, not reconnecting.
+  let firstAttemptOver = false;
   let backoff = BACKOFF_MIN;
   let reconnectTimer = null;
   let needReload = true;
+  let loading = null; // the full load under way, if any
 
   function setConn(up) {
     connected = up;
+    if (up) firstAttemptOver = true; // from now on, a drop is a reconnect
     const el = $('[data-testid="conn"]');
-    el.textContent = up ? 'live' : 'reconnecting';
-    el.dataset.state = up ? 'up' : 'down';
+    const state = up ? 'up' : firstAttemptOver ? 'down' : 'connecting';
+    el.textContent = { up: 'live', down: 'reconnecting', connecting: 'connecting' }[state];
+    el.dataset.state = state;
   }
 
   function scheduleReconnect() {
+    if (!firstAttemptOver) { firstAttemptOver = true; setConn(false); }
     if (reconnectTimer !== null) return;
     const wait = backoff;
     backoff = Math.min(backoff * 2, BACKOFF_MAX);
     reconnectTimer = setTimeout(() => { reconnectTimer = null; connect(); }, wait);
   }
 
+  // The data of a full load, fetched while the stream opens; events the
+  // stream brings meanwhile wait in `pending` until the load has landed.
+  function startLoad(sock) {
+    const load = loadData();
+    loading = load;
+    load.then(() => {
+      if (loading !== load) return;
+      loading = null;
+      needReload = false;
+      schedule();
+    }, () => {
+      if (loading !== load) return;
+      loading = null;
+      // Could not load: start over through a fresh connection (a socket
+      // that is gone has asked for one already).
+      needReload = true;
+      if (sock && ws === sock) sock.close();
+    });
+  }
+
   async function connect() {
+    let reload = false;
     if (needReload) {
       try {
-        lastSeq = await loadAll();
-        needReload = false;
+        lastSeq = await loadSeq();
         renderSeq();
+        reload = true;
       } catch (_) {
         scheduleReconnect();
         return;
@@ -1074,10 +1288,12 @@
       sock = new WebSocket(url);
     } catch (e) {
       toast('Could not open the live connection: ' + e.message);
+      if (reload) startLoad(null);
       scheduleReconnect();
       return;
     }
     ws = sock;
+    if (reload) startLoad(sock);
     sock.addEventListener('message', (m) => {
       if (ws !== sock) return;
       let msg;
@@ -1086,14 +1302,12 @@
         setConn(true);
         backoff = BACKOFF_MIN;
         if (!msg.recovered) {
-          // History does not reach back far enough: start over.
+          // History does not reach back far enough: start over (the stream
+          // already follows from this seq).
           lastSeq = msg.last_seq;
           renderSeq();
-          loadAll().catch(() => {
-            // Could not reload: start over through a fresh connection.
-            needReload = true;
-            sock.close();
-          });
+          pending.health = true;
+          startLoad(sock);
         } else {
           pending.health = true;
           pending.runs = true;
@@ -1304,12 +1518,7 @@
     p.title.textContent = t.title;
     p.reviewLink.hidden = !(t.state === 'review' || t.branch || p.hasBranch);
     p.reviewLink.classList.toggle('primary', t.state === 'review');
-    const allowed = ALLOWED_NEXT[t.state] || [];
-    for (const b of p.actions.querySelectorAll('button')) {
-      const ok = allowed.includes(b.dataset.to) && (b.dataset.testid !== 'action-claim' || t.type !== 'epic');
-      b.disabled = !ok;
-      b.title = ok ? '' : `Not possible from ${STATE_LABEL[t.state] || t.state}`;
-    }
+    renderActions(t);
     const row = (k, v) => (v === null || v === undefined || v === '' || (Array.isArray(v) && !v.length)) ? [] :
       [h('dt', { text: k }), h('dd', {}, v)];
     const chips = (xs) => h('span', { class: 'chips' }, xs.map((x) => h('span', { class: 'label', text: x })));
@@ -1346,10 +1555,47 @@
     p.graphSec.hidden = t.type !== 'epic';
   }
 
+  // What a state change may do from here; Done and Claim also wait for a
+  // blocked task's blockers (the server would finish it regardless, and
+  // refuse the claim), with the reason on hover.
+  function renderActions(t) {
+    const p = detailParts;
+    const allowed = ALLOWED_NEXT[t.state] || [];
+    const blocked = blockedReason(t);
+    for (const b of p.actions.querySelectorAll('button')) {
+      const claim = b.dataset.testid === 'action-claim';
+      let why = '';
+      if (!allowed.includes(b.dataset.to) || (claim && t.type === 'epic')) why = `Not possible from ${STATE_LABEL[t.state] || t.state}`;
+      else if (blocked && (claim || b.dataset.to === 'done')) why = blocked;
+      b.disabled = why !== '';
+      b.title = why;
+      if (claim && !why) b.title = 'Take this task (starts it)';
+    }
+  }
+
+  // Why a blocked task cannot be done yet, in words: its unfinished blockers
+  // and their states, else the server's reasons (an ancestor that holds
+  // it). Null when nothing blocks it.
+  function blockedReason(t) {
+    if (!isBlocked(t)) return null;
+    const by = unfinishedBlockers(t);
+    if (by.length) {
+      return 'Blocked by ' + by.map((id) => {
+        const o = tasks.get(id);
+        return o ? `${id} (${o.state.replace(/_/g, ' ')})` : id;
+      }).join(', ');
+    }
+    const w = detailParts && detailParts.id === t.id ? detailParts.whyView : null;
+    if (w && !w.ready && (w.reasons || []).length) return 'Blocked: ' + w.reasons.join('; ');
+    return 'Blocked: held by an ancestor';
+  }
+
   function renderWhy(w) {
     const p = detailParts;
     if (!p || p.id !== w.id) return;
+    p.whyView = w;
     const t = tasks.get(w.id);
+    if (t) renderActions(t);
     if (w.ready) {
       p.why.className = 'why why-ready';
       put(p.why, h('strong', { text: 'Ready' }), h('span', { text: ' — nothing blocks it; it can be picked up.' }));
@@ -2857,7 +3103,11 @@
     if (link && link.dataset.id) {
       e.preventDefault();
       openDetail(link.dataset.id);
+      return;
     }
+    // A column's header, or anywhere on a folded column's strip.
+    const col = target.closest('.col > header, .col.is-folded');
+    if (col) toggleColumn(col.closest('.col').dataset.state);
   });
 
   document.addEventListener('keydown', (e) => {
@@ -2874,6 +3124,9 @@
     if ((e.key === 'Enter' || e.key === ' ') && t && t.matches('.card, .ready-item, .run-head, g.node') && t.dataset.id) {
       e.preventDefault();
       openDetail(t.dataset.id);
+    } else if ((e.key === 'Enter' || e.key === ' ') && t && t.matches('.col > header')) {
+      e.preventDefault();
+      toggleColumn(t.closest('.col').dataset.state);
     } else if (e.key === '/') {
       e.preventDefault();
       $('[data-testid="filter"]').focus();

@@ -87,6 +87,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Verb::Import(a) => crate::transfer::import(&ctx, a),
         Verb::Export(a) => crate::transfer::export(&ctx, a),
         Verb::Snapshot(a) => crate::snapshot::run(&ctx, a),
+        Verb::Doctor => crate::doctor::run(&ctx),
         Verb::Migrate(a) => crate::migrate::run(&ctx, a),
         Verb::Demo(a) => crate::demo::run(&ctx, a),
         Verb::Run(a) => crate::run::run(&ctx, a),

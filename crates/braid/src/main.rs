@@ -8,6 +8,7 @@ mod term;
 mod attend;
 mod cmd;
 mod demo;
+mod doctor;
 mod epic;
 mod events;
 mod exit;
@@ -141,6 +142,10 @@ pub enum Verb {
     /// Save, list, restore and prune database snapshots in .braid/backups/.
     #[command(subcommand)]
     Snapshot(snapshot::SnapshotCmd),
+    /// Check this machine and project: the database's integrity, the
+    /// config, agents' programs, git, leftovers, disk, memory, snapshots,
+    /// the server's port; each problem with its fix (exit 1 on a failure).
+    Doctor,
     /// Dispatch ready work to agents, run gates, retry failures (see docs/config.md).
     Run(run::RunArgs),
     /// Print exactly what an agent would be told about a task.
@@ -277,9 +282,11 @@ fn main() {
     init_logging();
     let cli = parse_args();
     let json = cli.global.json;
+    let db = cli.global.db.clone();
     let code = match cmd::run(cli) {
         Ok(code) => code,
         Err(err) => {
+            let err = exit::explain(err, db.as_deref());
             if err.chain().any(|c| {
                 c.downcast_ref::<std::io::Error>()
                     .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)

@@ -13,6 +13,7 @@ use serde_json::json;
 
 use crate::cmd::Ctx;
 use crate::exit::{self, Failure};
+use crate::project::Project;
 
 #[derive(Args, Debug)]
 pub struct MigrateArgs {
@@ -112,9 +113,20 @@ pub fn run(ctx: &Ctx, a: MigrateArgs) -> Result<i32> {
         ))
         .into());
     }
-    let from = match a.from {
-        Some(p) if p.is_dir() => p.join(crate::project::DB_FILE),
-        Some(p) => p,
+    let project = match a.from {
+        Some(p) => {
+            let db = if p.is_dir() {
+                p.join(crate::project::DB_FILE)
+            } else {
+                p
+            };
+            let dir = db
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(std::path::Path::new("."))
+                .to_owned();
+            Project { db, dir, url: None }
+        }
         None => {
             let project = ctx.project()?;
             if project.url.is_some() {
@@ -123,13 +135,17 @@ pub fn run(ctx: &Ctx, a: MigrateArgs) -> Result<i32> {
                 )
                 .into());
             }
-            project.db
+            project
         }
     };
+    let from = project.db.clone();
     if !from.is_file() {
         return Err(Failure::usage(format!("no braid database at {}", from.display())).into());
     }
     let source = SqliteStore::open(&from)?;
+    // The source as it was when it left, beside it (a move to a server is
+    // a moment worth a restore point).
+    let snapshot = crate::snapshot::before(&project, &source, "migrate")?;
     let target = PgStore::open(&a.to)?;
     let shown = braid_store::postgres::redact(&a.to);
     let held = target.health()?.total;
@@ -169,7 +185,7 @@ pub fn run(ctx: &Ctx, a: MigrateArgs) -> Result<i32> {
         ctx.print_json(&json!({
             "from": from, "to": shown, "tasks": report.tasks, "deps": report.deps,
             "events": report.events, "verified": verified, "source": before, "target": after,
-            "gate_cache": "kept on this machine",
+            "gate_cache": "kept on this machine", "snapshot": snapshot,
             "ms": started.elapsed().as_millis() as u64,
         }))?;
     } else {

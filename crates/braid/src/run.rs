@@ -195,6 +195,9 @@ pub fn run(ctx: &Ctx, a: RunArgs) -> Result<i32> {
     sync_settings(&project, &store)?;
     // What nobody needs goes now and daily while the run lasts.
     let _gc = crate::gc::periodic(project.clone(), config.gc_keep)?;
+    // A snapshot of the database every [snapshot] every while it runs.
+    let _snapshots =
+        crate::snapshot::periodic(&project, config.snapshot_every, config.snapshot_keep)?;
     if config.agents.is_empty() {
         return Err(Failure::usage(format!(
             "no [[agent]] in {}: add one, e.g.\n\n[[agent]]\nname = \"claude\"\ncommand = [\"claude\", \"-p\", \"{{prompt}}\"]\n\n(see docs/config.md)",

@@ -97,10 +97,10 @@ pub fn run(ctx: &Ctx, a: ServeArgs) -> Result<i32> {
         }
     };
     crate::run::sync_settings(&project, store.as_ref())?;
-    let gc_keep = crate::run::load_config(&project)
-        .map(|c| c.gc_keep)
-        .unwrap_or(braid_run::Config::default().gc_keep);
-    let _gc = crate::gc::periodic(project.clone(), gc_keep)?;
+    let keeping = crate::run::load_config(&project).unwrap_or_default();
+    let _gc = crate::gc::periodic(project.clone(), keeping.gc_keep)?;
+    let _snapshots =
+        crate::snapshot::periodic(&project, keeping.snapshot_every, keeping.snapshot_keep)?;
     let metrics = braid_server::metric::install();
     // The engine runs on its own thread with its own connection; it stops
     // on the same SIGINT/SIGTERM, finishing or giving back its work, and
@@ -196,7 +196,8 @@ pub fn run(ctx: &Ctx, a: ServeArgs) -> Result<i32> {
     }
     drop(store);
     result?;
-    outln!("braid serve stopped: streams closed, requests finished.");
+    // To stderr: whoever read the address may have stopped reading stdout.
+    errln!("braid serve stopped: streams closed, requests finished.");
     Ok(exit::OK)
 }
 

@@ -60,7 +60,7 @@ pub fn import(ctx: &Ctx, a: ImportArgs) -> Result<i32> {
         msg.push_str("\n(use --skip-invalid to import the rest)");
         return Err(Failure::usage(msg).into());
     }
-    let (_, store) = ctx.open()?;
+    let (project, store) = ctx.open()?;
     let origins = parsed.origins.clone();
     let batch = ImportBatch {
         tasks: parsed.tasks,
@@ -79,6 +79,9 @@ pub fn import(ctx: &Ctx, a: ImportArgs) -> Result<i32> {
         }
         return Ok(exit::OK);
     }
+    // An import adds much at once: the database as it was stays a
+    // restore away.
+    let snapshot = crate::snapshot::before(&project, &store, "import")?;
     let report = store.import(
         &ctx.actor(),
         batch,
@@ -120,7 +123,7 @@ pub fn import(ctx: &Ctx, a: ImportArgs) -> Result<i32> {
         ctx.print_json(&json!({
             "format": format!("{format:?}").to_lowercase(),
             "tasks": report.tasks, "deps": report.deps, "events": report.events,
-            "skipped": skipped, "not_mapped": parsed.notes,
+            "skipped": skipped, "not_mapped": parsed.notes, "snapshot": snapshot,
         }))?;
     } else {
         outln!(
@@ -131,6 +134,12 @@ pub fn import(ctx: &Ctx, a: ImportArgs) -> Result<i32> {
         );
         for s in &skipped {
             outln!("  skipped {s}");
+        }
+        if let Some(path) = &snapshot {
+            outln!(
+                "The database as it was before is snapshot {} (braid snapshot restore undoes the import).",
+                path.display()
+            );
         }
         if !parsed.notes.is_empty() {
             outln!("Not mapped exactly:");

@@ -3,6 +3,7 @@
 //
 //   BRAID_BIN=target/debug/braid node board.test.mjs
 //   ONLY=review BRAID_BIN=target/debug/braid node board.test.mjs   (steps 10*)
+//   ONLY=first BRAID_BIN=target/debug/braid node board.test.mjs    (steps 11*)
 //
 // Prints one line per step, screenshots under ./screenshots, and a closing
 // "N passed, N failed" line; exits non-zero when any assertion fails.
@@ -28,14 +29,18 @@ const work = mkdtempSync(join(tmpdir(), 'braid-board-'));
 const project = join(work, 'project');
 // Steps 10*: a git repository whose agents leave work in review.
 const rproject = join(work, 'review-project');
+// Steps 11*: a small project as a new user first sees it, at 1400 px.
+const fproject = join(work, 'first-project');
 const profile = join(work, 'chromium-profile');
 mkdirSync(project);
 mkdirSync(rproject);
+mkdirSync(fproject);
 mkdirSync(SHOTS, { recursive: true });
 for (const f of readdirSync(SHOTS)) if (f.endsWith('.png')) rmSync(join(SHOTS, f)); // this run's only
 
 let server = null; // { proc, port, base, exited, stderr }
 let rserver = null; // the same, serving rproject
+let fserver = null; // the same, serving fproject
 let context = null;
 let page = null;
 const pageErrors = [];
@@ -123,8 +128,8 @@ async function waitText(selector, want, ms, what) {
     });
 }
 
-async function api(method, path, body) {
-  const res = await fetch(server.base + path, {
+async function api(method, path, body, base = server.base) {
+  const res = await fetch(base + path, {
     method,
     headers: body === undefined ? {} : { 'Content-Type': 'application/json' },
     body: body === undefined ? undefined : JSON.stringify(body),
@@ -232,7 +237,7 @@ async function step(name, fn) {
 async function cleanup() {
   if (context) await context.close().catch(() => {});
   context = null;
-  for (const s of [server, rserver]) {
+  for (const s of [server, rserver, fserver]) {
     if (s && s.proc.exitCode === null && s.proc.signalCode === null) {
       s.proc.kill('SIGTERM');
       const out = await Promise.race([s.exited, sleep(5000).then(() => null)]);
@@ -244,7 +249,7 @@ async function cleanup() {
 }
 
 process.on('exit', () => {
-  for (const s of [server, rserver]) {
+  for (const s of [server, rserver, fserver]) {
     if (s && s.proc.exitCode === null && s.proc.signalCode === null) s.proc.kill('SIGKILL');
   }
 });
@@ -1179,9 +1184,213 @@ command = ["sh", "-c", "echo checking the branch; ls"]
   });
 }
 
+// ------------------------------------------------------- first-look steps
+
+const fsh = (args, opts = {}) => sh(args, { cwd: fproject, ...opts });
+const fjson = (args) => cliJson(args, { cwd: fproject });
+const fapi = (method, path, body) => api(method, path, body, fserver.base);
+
+async function firstLook() {
+  // What each column holds after the setup, by state.
+  const want = { open: [], in_progress: [], review: [], done: [], failed: [], deferred: [], cancelled: [] };
+  let P;
+  let Q;
+
+  await step('11 a new project at 1400 px: the first load shows its tasks at once, never "reconnecting"', async () => {
+    await fsh(['init']);
+    const add = async (title, ...more) => (await fjson(['add', title, ...more])).id;
+    // A task in every state: open (one blocked by another), in progress (a
+    // claim by hand), review (imported: only an agent's run leaves work
+    // there), done, failed, deferred, cancelled.
+    P = await add('Pick the invoice number format', '--priority', '1');
+    Q = await add('Print invoices as PDF', '--priority', '1');
+    await fsh(['dep', 'add', Q, P]);
+    want.open.push(P, Q, await add('Write the onboarding guide'));
+    const ip = await add('Tidy the settings page');
+    await fsh(['claim', ip, '--as', 'sam']);
+    want.in_progress.push(ip);
+    const done = await add('Set up the repository');
+    await fsh(['done', done]);
+    want.done.push(done);
+    const failedId = await add('Migrate the old invoices');
+    await fsh(['claim', failedId, '--as', 'sam']);
+    await fsh(['fail', failedId, '--reason', 'the old export is unreadable']);
+    want.failed.push(failedId);
+    const deferred = await add('Dark mode');
+    await fsh(['defer', deferred]);
+    want.deferred.push(deferred);
+    const cancelled = await add('Fax support');
+    await fsh(['cancel', cancelled]);
+    want.cancelled.push(cancelled);
+    const now = new Date().toISOString();
+    const file = join(work, 'first-review.jsonl');
+    writeFileSync(file, [
+      { record: 'braid-export', version: 1 },
+      { record: 'task', id: 'br-rv01', title: 'Invoice totals', type: 'task', priority: 2, state: 'review', labels: [], created_at: now, updated_at: now, deps: [] },
+    ].map((x) => JSON.stringify(x)).join('\n') + '\n');
+    await fsh(['import', file]);
+    want.review.push('br-rv01');
+    fserver = await startServer(0, [], fproject);
+    console.log(`    serving ${fproject} on ${fserver.base}`);
+    if (!page) await openBrowser();
+    await page.setViewportSize({ width: 1400, height: 900 });
+    // Every text the connection indicator shows, from the moment the parser
+    // makes it (the screenshot below may come after the page went live).
+    await page.addInitScript(() => {
+      const said = window.__connSaid = [];
+      new MutationObserver(() => {
+        const text = document.querySelector('[data-testid="conn"]')?.textContent;
+        if (text !== undefined && said[said.length - 1]?.text !== text) said.push({ text, at: Math.round(performance.now()) });
+      }).observe(document, { childList: true, subtree: true, characterData: true });
+    });
+    // No wait between the load and the screenshot: what it shows is what a
+    // reader sees as the page finishes loading.
+    const res = await page.goto(fserver.base + '/', { waitUntil: 'load' });
+    await shot('11-first-load');
+    const seen = await page.evaluate((ids) => {
+      const nav = performance.getEntriesByType('navigation')[0];
+      const mark = (name) => performance.getEntriesByName(name)[0]?.startTime ?? null;
+      return {
+        shown: ids.filter((id) => document.querySelector(`[data-testid="card-${id}"]`)?.checkVisibility() === true),
+        conn: document.querySelector('[data-testid="conn"]').textContent,
+        said: window.__connSaid || [],
+        reconnecting: document.body.innerText.toLowerCase().includes('reconnecting'),
+        dcl: nav.domContentLoadedEventStart,
+        load: nav.loadEventStart,
+        firstCards: mark('braid:first-cards'),
+        now: performance.now(),
+      };
+    }, want.open);
+    check(res && res.ok(), `GET / answered ${res && res.status()}`);
+    const ms = (v) => (v === null ? 'none' : `${Math.round(v)} ms`);
+    const said = seen.said.map((x) => `"${x.text}" at ${x.at} ms`).join(', then ');
+    console.log(`    first card drawn ${ms(seen.firstCards)} after navigation start (DOMContentLoaded ${ms(seen.dcl)}, load ${ms(seen.load)}, checked at ${ms(seen.now)})`);
+    console.log(`    the indicator said ${said}`);
+    check(!seen.reconnecting, `the page says "reconnecting" after loading (indicator "${seen.conn}")`);
+    check(seen.said.length > 0 && seen.said.every((x) => x.text !== 'reconnecting'), `the indicator said "reconnecting" before any attempt failed: ${said}`);
+    check(seen.shown.length === want.open.length, `right after the load the page shows ${seen.shown.length} of the ${want.open.length} open cards`);
+    await waitConn('live', 10_000);
+  });
+
+  await step('11a at 1400 px every column is in view and none scrolls sideways; a folded one opens', async () => {
+    for (const [st, ids] of Object.entries(want)) {
+      await waitText(`[data-testid="col-${st}"] .count`, String(ids.length), 5000, `the count of col-${st}`);
+    }
+    const measure = () => page.evaluate(() => {
+      const board = document.querySelector('[data-testid="board"]');
+      const de = document.documentElement;
+      return {
+        board: [board.scrollWidth, board.clientWidth],
+        doc: [de.scrollWidth, de.clientWidth],
+        view: [innerWidth, innerHeight],
+        cols: [...board.querySelectorAll('.col')].map((c) => {
+          const r = c.querySelector('header').getBoundingClientRect();
+          return { state: c.dataset.state, left: r.left, right: r.right, top: r.top, bottom: r.bottom, folded: c.classList.contains('is-folded'), text: c.querySelector('header').textContent };
+        }),
+      };
+    });
+    const fits = (g, when) => {
+      check(g.board[0] <= g.board[1], `${when}: the board scrolls sideways (scrollWidth ${g.board[0]} > clientWidth ${g.board[1]})`);
+      check(g.doc[0] <= g.doc[1], `${when}: the page scrolls sideways (scrollWidth ${g.doc[0]} > clientWidth ${g.doc[1]})`);
+      check(g.cols.length === 7, `${when}: ${g.cols.length} columns, want 7`);
+      for (const c of g.cols) {
+        check(c.left >= 0 && c.right <= g.view[0] && c.top >= 0 && c.bottom <= g.view[1] && c.right > c.left,
+          `${when}: the header of col-${c.state} is not within the ${g.view[0]}x${g.view[1]} viewport: ${JSON.stringify(c)}`);
+        // A folded column still says what it is and what it holds.
+        check(c.text.includes(c.state === 'in_progress' ? 'In progress' : c.state[0].toUpperCase() + c.state.slice(1)) &&
+          c.text.includes(String(want[c.state].length)), `${when}: col-${c.state}'s header reads ${JSON.stringify(c.text)}`);
+      }
+    };
+    const g = await measure();
+    fits(g, 'at first');
+    const folded = g.cols.filter((c) => c.folded).map((c) => c.state);
+    console.log(`    board ${g.board[0]}/${g.board[1]} px, page ${g.doc[0]}/${g.doc[1]} px; folded: ${folded.join(', ') || 'none'}`);
+    for (const id of want.open) await waitVisible(card('open', id), 1000, `card ${id} in col-open`);
+    await shot('11a-columns-1400');
+    // Every column holds a task here, so some fold: a click opens one, and
+    // another folds in its place.
+    check(folded.length > 0, 'seven full columns fit at 1400 px without folding any: the test shows nothing');
+    const st = folded[folded.length - 1];
+    await page.locator(`[data-testid="col-${st}"] > header`).click();
+    await waitVisible(card(st, want[st][0]), 2000, `card ${want[st][0]} in the opened col-${st}`);
+    const g2 = await measure();
+    fits(g2, `after opening col-${st}`);
+    console.log(`    opened col-${st}; folded now: ${g2.cols.filter((c) => c.folded).map((c) => c.state).join(', ')}`);
+    await shot('11a-column-opened');
+    // And a click on its header folds it again.
+    await page.locator(`[data-testid="col-${st}"] > header`).click();
+    await card(st, want[st][0]).waitFor({ state: 'hidden', timeout: 2000 })
+      .catch(() => { throw new Failure(`col-${st} did not fold again`); });
+    fits(await measure(), `after folding col-${st} again`);
+  });
+
+  await step('11b a blocked task\'s Done is disabled and says what blocks it', async () => {
+    const t = await fapi('GET', `/api/tasks/${Q}`);
+    check(t.ready === false && t.deps.some((d) => d.id === P), `${Q} is not blocked by ${P}: ${JSON.stringify({ ready: t.ready, deps: t.deps })}`);
+    await card('open', Q).click();
+    await page.waitForFunction((id) => document.querySelector('[data-testid="detail"] .d-id')?.textContent === id,
+      Q, { timeout: 2000 }).catch(() => { throw new Failure(`the detail panel does not show ${Q}`); });
+    const done = page.locator('[data-testid="detail"] [data-testid="action-done"]');
+    await page.waitForFunction(() => document.querySelector('[data-testid="detail"] [data-testid="action-done"]')?.disabled === true,
+      null, { timeout: 3000 }).catch(() => { throw new Failure(`Done is offered for ${Q}, which ${P} blocks`); });
+    const title = await done.getAttribute('title');
+    check(title && title.includes(`${P} (open)`), `Done's title does not name the blocker: ${JSON.stringify(title)}`);
+    console.log(`    Done on ${Q}: disabled, title ${JSON.stringify(title)}`);
+    const claim = page.locator('[data-testid="detail"] [data-testid="action-claim"]');
+    check(await claim.isDisabled() && (await claim.getAttribute('title')).includes(P), 'Claim is offered for a blocked task');
+    // What the server says agrees.
+    const why = await fapi('GET', `/api/tasks/${Q}/why`);
+    check(!why.ready && why.blocked_by.includes(P), `the server does not say ${P} blocks ${Q}: ${JSON.stringify(why)}`);
+    await done.hover();
+    await shot('11b-blocked-done');
+    // The blocker finishes (from the CLI): Done is offered again, live.
+    await fsh(['done', P]);
+    want.open.splice(want.open.indexOf(P), 1);
+    want.done.push(P);
+    await page.waitForFunction(() => document.querySelector('[data-testid="detail"] [data-testid="action-done"]')?.disabled === false,
+      null, { timeout: 5000 }).catch(() => { throw new Failure(`Done stayed disabled on ${Q} after ${P} was done`); });
+    check(!(await done.getAttribute('title')), `Done still has a reason on it: ${await done.getAttribute('title')}`);
+    await page.keyboard.press('Escape');
+  });
+
+  await step('11c a claim made by hand shows as a claim, not as a running agent', async () => {
+    const K = (await fjson(['add', 'Update the changelog'])).id;
+    await fsh(['claim', K, '--as', 'kim']);
+    const run = (id) => `[data-testid="runs"] [data-testid="run-${id}"]`;
+    await page.waitForFunction((sel) => document.querySelector(sel)?.textContent.includes('claimed by kim (no agent)'),
+      run(K), { timeout: 5000 }).catch(async () => {
+      throw new Failure(`the runs panel does not say "claimed by kim (no agent)" for ${K}: ${JSON.stringify(await page.locator(run(K)).textContent().catch(() => null))}`);
+    });
+    const text = await page.locator(run(K)).textContent();
+    check(!text.includes('no log yet'), `${K}, claimed by hand, is shown waiting for a log: ${JSON.stringify(text)}`);
+    await waitVisible(card('in_progress', K), 2000, `card ${K} in col-in_progress`);
+    // Beside it, an attempt braid dispatched to an agent (its log yet to
+    // come) is an agent at work.
+    const G = (await fjson(['add', 'Generate the API client'])).id;
+    const claimed = await fjson(['claim', G, '--as', 'demo-agent']);
+    await appendEvent('dispatched', G, { agent: 'demo', attempt: claimed.lease.attempt, workspace: fproject, log: join(fproject, '.braid', 'logs', G, `${claimed.lease.attempt}-demo.log`) }, fproject);
+    await page.waitForFunction((sel) => {
+      const t = document.querySelector(sel)?.textContent || '';
+      return t.includes('no log yet') && !t.includes('no agent');
+    }, run(G), { timeout: 5000 }).catch(async () => {
+      throw new Failure(`the dispatched ${G} is not shown as an agent at work: ${JSON.stringify(await page.locator(run(G)).textContent().catch(() => null))}`);
+    });
+    const count = await page.locator('[data-testid="runs"] h2 .count').textContent();
+    check(count === '1', `the Running agents count reads ${count}, want 1 (two claims by hand, one agent)`);
+    check((await page.locator(run(want.in_progress[0])).textContent()).includes('claimed by sam (no agent)'), 'the claim made before the page opened is not shown as one');
+    await shot('11c-claim-and-agent');
+    await page.setViewportSize({ width: 1440, height: 900 });
+  });
+}
+
+if (ONLY && !['review', 'first'].includes(ONLY)) {
+  console.log(`ONLY=${ONLY}: the groups are review (steps 10*) and first (steps 11*)`);
+  process.exit(2);
+}
+
 let code = 0;
 try {
-  if (ONLY !== 'review') {
+  if (!ONLY) {
     await main();
     await bigGraph();
     await noErrors();
@@ -1189,7 +1398,8 @@ try {
     await tokens();
     await resync();
   }
-  await review();
+  if (!ONLY || ONLY === 'review') await review();
+  if (!ONLY || ONLY === 'first') await firstLook();
 } catch (_) {
   code = 1;
 } finally {
@@ -1197,6 +1407,7 @@ try {
   if (toasts.length) console.log(`toasts shown:\n  ${toasts.join('\n  ')}`);
   if (code !== 0 && server) console.log(`--- server stderr ---\n${server.stderr}`);
   if (code !== 0 && rserver) console.log(`--- review server stderr ---\n${rserver.stderr}`);
+  if (code !== 0 && fserver) console.log(`--- first-look server stderr ---\n${fserver.stderr}`);
   await cleanup();
 }
 console.log(`board: ${passed} passed, ${failed} failed`);

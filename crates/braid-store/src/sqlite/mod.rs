@@ -1054,3 +1054,206 @@ fn check_braid_db(src: &Path) -> Result<()> {
         .map_err(|e| bad(e.to_string()))?;
     Ok(())
 }
+
+/// Whether `err`, or an error under it, says a SQLite file is damaged:
+/// `SQLITE_CORRUPT` ("database disk image is malformed") or
+/// `SQLITE_NOTADB` ("file is not a database"). Such a file gives wrong or
+/// partial answers; only a snapshot (or salvage) brings its work back.
+pub fn is_damage(err: &(dyn std::error::Error + 'static)) -> bool {
+    let damaged = |code: rusqlite::ErrorCode| {
+        matches!(
+            code,
+            rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase
+        )
+    };
+    std::iter::successors(Some(err), |e| e.source()).any(|e| {
+        if let Some(rusqlite::Error::SqliteFailure(f, _)) = e.downcast_ref::<rusqlite::Error>() {
+            return damaged(f.code);
+        }
+        e.downcast_ref::<rusqlite::ffi::Error>()
+            .is_some_and(|f| damaged(f.code))
+    })
+}
+
+/// What [`check_file`] found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileCheck {
+    /// What `PRAGMA quick_check` reported (at most the number asked for),
+    /// or why the file could not be read as a database. Empty: sound.
+    pub problems: Vec<String>,
+    /// The file's schema version (0 when it could not be read).
+    pub schema_version: i64,
+    /// The newest schema version this braid knows.
+    pub schema_known: i64,
+}
+
+/// Checks the database at `path` without changing it: its schema version
+/// and `PRAGMA quick_check`, which reads every page (O(size of the file):
+/// for `braid doctor`, never for a command's own reads). Damage is a
+/// problem found, not an error; an error is a file that could not be
+/// opened at all (missing, unreadable, held by a restore).
+pub fn check_file(path: &Path, max_problems: usize) -> Result<FileCheck> {
+    let known = MIGRATIONS.len() as i64;
+    if !path.is_file() {
+        return Err(Error::io(
+            path,
+            std::io::Error::new(std::io::ErrorKind::NotFound, "no such database"),
+        ));
+    }
+    // Shared, as every open is: a restore in progress is waited for, not
+    // read half-way through.
+    let lp = lock_path(path);
+    let lock = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&lp)
+        .map_err(|e| io_err(&lp, e))?;
+    if !lock_with_backoff(&lock, false, LOCK_WAIT).map_err(|e| io_err(&lp, e))? {
+        return Err(Error::Locked(format!(
+            "{} is held by a snapshot restore; try again when it finishes",
+            lp.display()
+        )));
+    }
+    let found = |problems: Vec<String>, schema_version: i64| FileCheck {
+        problems,
+        schema_version,
+        schema_known: known,
+    };
+    let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    let version = match conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0)) {
+        Ok(v) => v,
+        Err(e) if is_damage(&e) => return Ok(found(vec![e.to_string()], 0)),
+        Err(e) => return Err(e.into()),
+    };
+    let rows = (|| -> rusqlite::Result<Vec<String>> {
+        let mut stmt = conn.prepare(&format!("PRAGMA quick_check({})", max_problems.max(1)))?;
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        rows.collect()
+    })();
+    let problems = match rows {
+        Ok(rows) if rows.len() == 1 && rows[0] == "ok" => Vec::new(),
+        Ok(rows) => rows,
+        Err(e) if is_damage(&e) => vec![e.to_string()],
+        Err(e) => return Err(e.into()),
+    };
+    Ok(found(problems, version))
+}
+
+/// Puts the snapshot `src` in place of the database at `db` when that
+/// database cannot be read (it is damaged), so [`Store::restore_from`],
+/// which copies the current database aside through SQLite, cannot run: the
+/// damaged file (and its WAL) is moved to `keep_damaged_at` untouched, and
+/// a copy of `src`, switched to WAL mode and brought to the current
+/// schema, is synced and renamed into place. All of it under the exclusive
+/// lock a restore takes, so no braid process has the file open meanwhile.
+pub fn restore_over_damaged(
+    db: &Path,
+    src: &Path,
+    keep_damaged_at: &Path,
+    wait: Duration,
+) -> Result<()> {
+    check_braid_db(src)?;
+    let lp = lock_path(db);
+    let lock = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&lp)
+        .map_err(|e| io_err(&lp, e))?;
+    if !lock_with_backoff(&lock, true, wait).map_err(|e| io_err(&lp, e))? {
+        return Err(Error::Locked(format!(
+            "other braid processes are using {}; stop them (or wait) and retry",
+            db.display()
+        )));
+    }
+    let dir = db
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = db
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "braid.db".into());
+    let tmp = dir.join(format!(".{name}.restore.tmp"));
+    let side = |p: &Path, suffix: &str| {
+        let mut s = p.as_os_str().to_owned();
+        s.push(suffix);
+        PathBuf::from(s)
+    };
+    let remove_tmp = || {
+        for p in [tmp.clone(), side(&tmp, "-wal"), side(&tmp, "-shm")] {
+            if let Err(e) = std::fs::remove_file(&p)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!(path = %p.display(), error = %e, "removing a restore's temporary file");
+            }
+        }
+    };
+    remove_tmp();
+    // The new file first, beside the old: nothing is moved until it is
+    // complete and durable.
+    let prepared = (|| -> Result<()> {
+        std::fs::copy(src, &tmp).map_err(|e| io_err(&tmp, e))?;
+        let mut conn = Connection::open(&tmp)?;
+        configure(&conn)?;
+        let mode: String =
+            conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(Error::backend(format!(
+                "could not switch {} to WAL mode",
+                tmp.display()
+            )));
+        }
+        migrate(&mut conn)?;
+        conn.close().map_err(|(_, e)| db_err(e))?;
+        File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| io_err(&tmp, e))
+    })();
+    if let Err(e) = prepared {
+        remove_tmp();
+        return Err(e);
+    }
+    let moved = (|| -> Result<()> {
+        std::fs::rename(db, keep_damaged_at).map_err(|e| io_err(keep_damaged_at, e))?;
+        let wal = side(db, "-wal");
+        if wal.exists() {
+            let to = side(keep_damaged_at, "-wal");
+            std::fs::rename(&wal, &to).map_err(|e| io_err(&to, e))?;
+        }
+        let shm = side(db, "-shm");
+        if let Err(e) = std::fs::remove_file(&shm)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            return Err(io_err(&shm, e));
+        }
+        Ok(())
+    })();
+    let placed = moved.and_then(|()| std::fs::rename(&tmp, db).map_err(|e| io_err(db, e)));
+    if let Err(e) = placed {
+        // Put the damaged file (and its WAL) back rather than leave no
+        // database at all.
+        for (from, to) in [
+            (keep_damaged_at.to_owned(), db.to_owned()),
+            (side(keep_damaged_at, "-wal"), side(db, "-wal")),
+        ] {
+            if from.exists()
+                && !to.exists()
+                && let Err(back) = std::fs::rename(&from, &to)
+            {
+                tracing::warn!(from = %from.display(), to = %to.display(), error = %back, "moving the damaged database back");
+            }
+        }
+        remove_tmp();
+        return Err(e);
+    }
+    for d in [dir, keep_damaged_at.parent().unwrap_or(dir)] {
+        crate::fsx::sync_dir(d).map_err(|e| io_err(d, e))?;
+    }
+    lock.unlock().map_err(|e| io_err(&lp, e))?;
+    Ok(())
+}

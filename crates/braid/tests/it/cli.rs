@@ -43,7 +43,9 @@ fn add_show_ready_done_flow_with_json_shapes() {
     let h = p.json(&["health"]);
     assert_eq!(h["total"], 3);
     assert_eq!(h["ready"], 1);
-    assert_eq!(h["by_state"]["done"], 1);
+    // The epic's only child is done: the epic is done too.
+    assert_eq!(h["by_state"]["done"], 2);
+    assert_eq!(p.json(&["show", &epic])["state"], "done");
     let list = p.json(&["list", "--label", "x"]);
     assert_eq!(list.as_array().unwrap().len(), 1);
     let list = p.json(&["list", "--parent", &epic]);

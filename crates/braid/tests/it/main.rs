@@ -9,6 +9,7 @@ mod cli;
 mod concurrency;
 mod control;
 mod faults;
+mod faults_db;
 mod merge;
 mod newcomer;
 mod postgres;

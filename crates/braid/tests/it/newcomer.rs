@@ -252,10 +252,11 @@ fn serve_says_when_it_stops() {
         .cmd()
         .args(["serve", "--bind", "127.0.0.1:0", "--no-sync"])
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let err = std::io::BufReader::new(child.stderr.take().unwrap());
     let first = lines.next().unwrap().unwrap();
     assert!(first.starts_with("Serving braid on"), "{first}");
     let pid = child.id().to_string();
@@ -266,7 +267,7 @@ fn serve_says_when_it_stops() {
             .unwrap()
             .success()
     );
-    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let rest: Vec<String> = err.lines().map_while(Result::ok).collect();
     assert!(child.wait().unwrap().success());
     assert!(
         rest.iter().any(|l| l.starts_with("braid serve stopped")),
