@@ -106,6 +106,9 @@ pub trait Host {
     }
 }
 
+/// Logs of a run's latest processes kept in mind for a full disk.
+const RUN_LOGS: usize = 1024;
+
 /// Bytes held back in `.braid/reserve` for a full disk.
 const RESERVE: u64 = 1 << 20;
 
@@ -215,6 +218,13 @@ pub struct Runner<'a, S: Spawner, H: Host> {
     reports: HashMap<TaskId, serde_json::Value>,
     /// A write met a full disk: dispatching stopped, said once.
     disk_full: bool,
+    /// Claims a full disk kept from being given back: (task, token),
+    /// tried again when the run ends (its processes gone, their logs
+    /// freed).
+    unreleased: Vec<(TaskId, String)>,
+    /// The logs this run's latest processes wrote (at most
+    /// [`RUN_LOGS`]): on a full disk, their middles are freed.
+    run_logs: VecDeque<PathBuf>,
     /// What a task's gates left running and braid stopped, for the next
     /// `gate_finished` event.
     gate_left: HashMap<TaskId, Vec<String>>,
@@ -304,6 +314,8 @@ impl<'a, S: Spawner, H: Host> Runner<'a, S, H> {
             stopped: Vec::new(),
             reports: HashMap::new(),
             disk_full: false,
+            unreleased: Vec::new(),
+            run_logs: VecDeque::new(),
             gate_left: HashMap::new(),
             asked: HashMap::new(),
             run_spent: 0.0,
@@ -456,6 +468,7 @@ impl<'a, S: Spawner, H: Host> Runner<'a, S, H> {
 
     /// Ends the run: writes what is queued, and reports.
     pub fn finish(mut self) -> Report {
+        self.give_back_again();
         self.flush_all();
         self.telemetry.flush();
         let mut report = self.core.report().clone();
@@ -510,6 +523,11 @@ impl<'a, S: Spawner, H: Host> Runner<'a, S, H> {
                 self.answer(Input::Disk(least));
             }
             Action::Note(text) => tracing::warn!("{text}"),
+            Action::DiskBack => {
+                self.disk_full = false;
+                supervise::DISK_FULL.store(false, std::sync::atomic::Ordering::SeqCst);
+                self.keep_reserve();
+            }
             Action::Claim { id, agent } => {
                 let claim = Command::Claim {
                     id: Some(id.clone()),
@@ -534,10 +552,14 @@ impl<'a, S: Spawner, H: Host> Runner<'a, S, H> {
                     token: self.token(&id),
                     lease_ms: self.lease_ms(),
                 };
-                let attempt = self
-                    .apply(cmd)
-                    .ok()
-                    .map(|a| a.task.lease.map_or(1, |l| l.attempt));
+                let token = self.token(&id);
+                let applied = self.apply(cmd);
+                if let Err(e) = &applied
+                    && is_disk_full(e)
+                {
+                    self.unreleased.push((id.clone(), token));
+                }
+                let attempt = applied.ok().map(|a| a.task.lease.map_or(1, |l| l.attempt));
                 self.answer(Input::Attempt { id, attempt });
             }
             Action::StartAgent {
@@ -783,6 +805,24 @@ impl<'a, S: Spawner, H: Host> Runner<'a, S, H> {
         r
     }
 
+    /// Gives back, uncharged, the claims a full disk kept this run from
+    /// giving back; one that still cannot be written is left to expire
+    /// (and be rescued), and said so.
+    fn give_back_again(&mut self) {
+        for (id, token) in std::mem::take(&mut self.unreleased) {
+            let cmd = Command::Finish {
+                id: id.clone(),
+                token,
+                to: State::Open,
+                reason: Some("given back after a full disk (not charged)".into()),
+                refund_attempt: true,
+            };
+            if let Err(e) = self.store.apply(&self.opts.actor, cmd) {
+                tracing::warn!(task = %id, error = %braid_core::error::chain(&e), "giving a claim back after a full disk; it is rescued when its lease expires");
+            }
+        }
+    }
+
     /// Where a little disk space is held back for a full disk: enough to
     /// give claims back and record why, so a full disk charges no attempt.
     fn reserve_path(&self) -> PathBuf {
@@ -815,6 +855,14 @@ impl<'a, S: Spawner, H: Host> Runner<'a, S, H> {
         // The reserve goes: its space lets claims be given back (uncharged)
         // and the end of the run be recorded.
         let freed = std::fs::remove_file(self.reserve_path()).is_ok();
+        // And the middles of this run's logs (running processes' first, so
+        // what they print next does not take the room back), now.
+        for p in self.procs.values() {
+            supervise::free_log(&p.log);
+        }
+        for log in &self.run_logs {
+            supervise::free_log(log);
+        }
         let place = self.paths.db.clone();
         let free = free_disk(&place).map_or("unknown".to_owned(), |b| format!("{} MiB", b >> 20));
         let why = format!(
@@ -1320,6 +1368,10 @@ impl<'a, S: Spawner, H: Host> Runner<'a, S, H> {
         agent: Option<String>,
     ) -> Result<(), NotStarted> {
         let log_start = supervise::log_len(&spec.log);
+        if self.run_logs.len() == RUN_LOGS {
+            self.run_logs.pop_front();
+        }
+        self.run_logs.push_back(spec.log.clone());
         self.procs.insert(
             key,
             Proc {
@@ -1338,6 +1390,15 @@ impl<'a, S: Spawner, H: Host> Runner<'a, S, H> {
         );
         if let Err(e) = self.spawner.spawn(key, spec) {
             self.procs.remove(&key);
+            if e.raw_os_error() == Some(nix::libc::ENOSPC) {
+                // Not the program's fault: its log could not be made.
+                let why = format!("disk full making {}: {e}", spec.log.display());
+                self.check_disk_full(&braid_store::Error::Io {
+                    path: spec.log.clone(),
+                    source: e,
+                });
+                return Err(NotStarted::Workspace(why));
+            }
             let program = spec.argv.first().map(String::as_str).unwrap_or("");
             return Err(NotStarted::Program(format!("{program}: {e}")));
         }
@@ -1787,7 +1848,15 @@ impl<'a, S: Spawner, H: Host> Runner<'a, S, H> {
             reason: Some(reason.clone()),
             refund_attempt: refund,
         };
-        let ok = self.apply(cmd).is_ok();
+        let token = self.token(&id);
+        let result = self.apply(cmd);
+        if let Err(e) = &result
+            && to == State::Open
+            && is_disk_full(e)
+        {
+            self.unreleased.push((id.clone(), token));
+        }
+        let ok = result.is_ok();
         if ok && to == State::Failed {
             self.escalate_failed_resolution(&id, &reason);
         }

@@ -25,6 +25,9 @@ use crate::supervise::Exit;
 /// Time since the run began, on a monotonic clock.
 pub type Time = Duration;
 
+/// Free space a following run waits for after a full disk, at least.
+const FULL_RESUME: u64 = 64 << 20;
+
 /// Available memory is read at most this often while dispatching.
 const MEMORY_FRESH: Duration = Duration::from_millis(100);
 /// While below the memory floor, look again this often (the OS does not
@@ -183,6 +186,8 @@ pub enum Action {
     ReadDisk,
     /// Tell the person running this something (once per occasion).
     Note(String),
+    /// After a full disk, space is back (a following run goes on).
+    DiskBack,
     /// Claim `id` for `agent`: answer `Claimed` or `ClaimRefused`.
     Claim { id: TaskId, agent: String },
     /// Start the next attempt under the claim: answer `Attempt`.
@@ -374,6 +379,9 @@ pub struct Core {
     disk_said: bool,
     /// A write met a full disk: work given back now is not charged.
     disk_full: bool,
+    /// A following run that met a full disk waits until this many bytes
+    /// are free before it starts work again.
+    full_until: Option<u64>,
     next_heartbeat: Time,
     lease_timer: Option<Time>,
     /// Heads fetched and not yet tried.
@@ -415,6 +423,7 @@ impl Core {
             disk_wait: None,
             disk_said: false,
             disk_full: false,
+            full_until: None,
             next_heartbeat: beat,
             lease_timer: None,
             candidates: VecDeque::new(),
@@ -529,7 +538,12 @@ impl Core {
             }
             Input::DiskFull(why) => {
                 self.disk_full = true;
-                if self.report.halted.is_none() {
+                if self.scope.follow {
+                    // It waits for space instead of ending: a fresh reading
+                    // must show room for work again.
+                    self.full_until = Some(self.config.run.disk_floor.max(FULL_RESUME));
+                    self.disk = None;
+                } else if self.report.halted.is_none() {
                     self.report.halted = Some(why.clone());
                 }
                 // Work that waits (a retry's backoff, its gates' turn) is
@@ -727,7 +741,7 @@ impl Core {
     /// disk_floor` on `.braid` and the worktrees), like [`Self::memory_ok`];
     /// says once why it waits.
     fn disk_ok(&mut self, now: Time, out: &mut Vec<Action>) -> bool {
-        let floor = self.config.run.disk_floor;
+        let floor = self.full_until.unwrap_or(self.config.run.disk_floor);
         if floor == 0 {
             return true;
         }
@@ -751,6 +765,10 @@ impl Core {
                         out.push(Action::Note(
                             "disk space is back above [run] disk_floor: agents start again".into(),
                         ));
+                    }
+                    if self.full_until.take().is_some() {
+                        self.disk_full = false;
+                        out.push(Action::DiskBack);
                     }
                     self.disk_wait = None;
                     true

@@ -502,6 +502,14 @@ fn punch(path: &Path, max: u64, punched: u64) -> std::io::Result<u64> {
     Ok(to)
 }
 
+/// Frees all but [`FULL_KEEP`] bytes of a log's blocks at once (the disk
+/// is full); a log that cannot be freed is left as it is.
+pub fn free_log(path: &Path) {
+    if let Err(e) = punch(path, FULL_KEEP, 0) {
+        tracing::debug!(log = %path.display(), error = %e, "freeing a log on a full disk");
+    }
+}
+
 /// Caps a finished process's log at `max` bytes: its first and last
 /// halves, with `… N bytes omitted …` between, written to a new file that
 /// replaces it. The tail is the real end, so what failed is still there.
