@@ -526,6 +526,7 @@ impl<'a, S: Spawner, H: Host> Runner<'a, S, H> {
             Action::DiskBack => {
                 self.disk_full = false;
                 supervise::DISK_FULL.store(false, std::sync::atomic::Ordering::SeqCst);
+                self.give_back_again();
                 self.keep_reserve();
             }
             Action::Claim { id, agent } => {

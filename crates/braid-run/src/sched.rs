@@ -26,7 +26,7 @@ use crate::supervise::Exit;
 pub type Time = Duration;
 
 /// Free space a following run waits for after a full disk, at least.
-const FULL_RESUME: u64 = 64 << 20;
+const FULL_RESUME: u64 = 2 << 20;
 
 /// Available memory is read at most this often while dispatching.
 const MEMORY_FRESH: Duration = Duration::from_millis(100);
@@ -750,8 +750,13 @@ impl Core {
                 Some((path, free)) if *free < floor => {
                     if !self.disk_said {
                         self.disk_said = true;
+                        let wanted = if self.full_until.is_some() {
+                            "what work needs after a full disk"
+                        } else {
+                            "[run] disk_floor"
+                        };
                         out.push(Action::Note(format!(
-                            "no agent starts: {path} has {} MiB free, below [run] disk_floor ({} MiB); waiting for space (free some, or lower disk_floor)",
+                            "no agent starts: {path} has {} MiB free, below {wanted} ({} MiB); waiting for space (free some, or lower disk_floor)",
                             free >> 20,
                             floor >> 20
                         )));

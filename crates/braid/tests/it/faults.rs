@@ -273,12 +273,14 @@ fn nothing_an_attempt_started_outlives_it_even_a_setsid_daemon() {
 
 #[test]
 fn four_runs_side_by_side_never_run_a_task_twice_nor_fail_one_on_the_workspace() {
+    // Four runs × 100 tasks × 5 rounds, as the issue of runs side by side
+    // describes it.
     let p = repo_project(
         "[run]\njobs = 2\nmax_attempts = 1\n[[agent]]\nname = \"w\"\n\
          command = [\"sh\", \"-c\", \"echo $BRAID_TASK > f.txt; git add f.txt; git commit -qm w\"]\n",
     );
-    for round in 0..2 {
-        let ids: Vec<String> = (0..40)
+    for round in 0..5 {
+        let ids: Vec<String> = (0..100)
             .map(|i| p.add(&[&format!("round {round} task {i}")]))
             .collect();
         let runs: Vec<std::process::Child> = (0..4)
@@ -408,4 +410,37 @@ fn a_full_disk_stops_the_run_says_why_and_charges_nothing() {
     std::fs::remove_dir_all(p.path().join(".braid/logs")).unwrap();
     let claimed = p.json(&["claim", open[0].as_str()]);
     assert_eq!(claimed["lease"]["attempt"], 1, "{claimed}");
+}
+
+#[test]
+fn a_following_run_waits_out_a_full_disk_and_finishes_the_work() {
+    let Some(fs) = Tmpfs::mount("8m") else { return };
+    let p = crate::Proj {
+        dir: tempfile::tempdir_in(fs.dir.path()).unwrap(),
+        cache: tempfile::tempdir().unwrap(),
+    };
+    p.ok(&["init"]);
+    std::fs::write(
+        p.path().join(".braid/config.toml"),
+        "[run]\njobs = 2\nmax_attempts = 2\ndisk_floor = \"0\"\n\
+         [[agent]]\nname = \"loud\"\ntimeout = \"30s\"\n\
+         command = [\"sh\", \"-c\", \"head -c 3000000 /dev/zero | tr '\\\\0' x; echo done\"]\n",
+    )
+    .unwrap();
+    let ids: Vec<String> = (0..6).map(|i| p.add(&[&format!("t{i}")])).collect();
+    let child = p
+        .cmd()
+        .args(["run", "--follow"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let _run = crate::Reap(child);
+    // The disk fills again and again (each agent prints 3 MB on 8 MiB);
+    // the run frees what it wrote and goes on until every task is done.
+    crate::run::when_changed(&p.path().join(".braid"), "every task done", || {
+        ids.iter()
+            .all(|id| p.json(&["show", id])["state"] == "done")
+            .then_some(())
+    });
 }
