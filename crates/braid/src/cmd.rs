@@ -377,7 +377,7 @@ fn edit_text(field: &str, current: &str) -> Result<String> {
         ))
         .into());
     }
-    Ok(std::fs::read_to_string(file.path()).context("reading the edited file")?)
+    std::fs::read_to_string(file.path()).context("reading the edited file")
 }
 
 #[derive(Args, Debug)]

@@ -168,13 +168,14 @@ pub fn run(ctx: &Ctx, a: ServeArgs) -> Result<i32> {
         } else {
             None
         };
+        let stop = shutdown().context("listening for SIGINT and SIGTERM")?;
         outln!(
             "Serving braid on http://{addr} (board at /, API under /api, OpenAPI at /openapi.json{}{}{}). Ctrl-C stops.",
             if auth.is_open() { "" } else { "; token required" },
             if a.run { "; running agents" } else { "" },
             if sync.is_some() { "; syncing .braid/tasks" } else { "" }
         );
-        braid_server::serve(listener, app, hub, shutdown(), config.shutdown_grace)
+        braid_server::serve(listener, app, hub, stop, config.shutdown_grace)
             .await
             .context("serving")?;
         if let Some((watcher, thread)) = sync {
@@ -201,18 +202,19 @@ pub fn run(ctx: &Ctx, a: ServeArgs) -> Result<i32> {
     Ok(exit::OK)
 }
 
-/// Resolves on the first SIGINT or SIGTERM.
-async fn shutdown() {
-    let term = async {
-        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        {
-            s.recv().await;
+/// Resolves on the first SIGINT or SIGTERM. The handlers are installed
+/// now, before the address is printed: a signal sent as soon as it is read
+/// stops the server gracefully instead of killing it.
+fn shutdown() -> std::io::Result<impl Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term => {}
-    }
+    })
 }
 
 #[derive(Args, Debug)]

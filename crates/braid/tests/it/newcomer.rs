@@ -268,7 +268,8 @@ fn serve_says_when_it_stops() {
             .success()
     );
     let rest: Vec<String> = err.lines().map_while(Result::ok).collect();
-    assert!(child.wait().unwrap().success());
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}: {rest:?}");
     assert!(
         rest.iter().any(|l| l.starts_with("braid serve stopped")),
         "{rest:?}"
