@@ -224,9 +224,12 @@ impl Supervisor {
                     let stopped = crate::procs::stop_leftovers(child.id(), Some(&tag));
                     if full && let Some(max) = cap {
                         // Room first, without writing: the middle becomes a
-                        // hole (rewriting it would need space).
-                        if let Err(e) = punch(&log, max, 0) {
-                            tracing::debug!(log = %log.display(), error = %e, "freeing a log on a full disk");
+                        // hole (rewriting it would need space); then a note.
+                        match punch(&log, max, 0) {
+                            Ok(_) => note_full(&log),
+                            Err(e) => {
+                                tracing::debug!(log = %log.display(), error = %e, "freeing a log on a full disk");
+                            }
                         }
                     }
                     if !stopped.is_empty() {
@@ -440,6 +443,17 @@ fn note_in_log(log: &Path, stopped: &[String]) {
     }
 }
 
+/// Says in a log that the disk was full and its middle was discarded.
+fn note_full(log: &Path) {
+    use std::io::Write;
+    let wrote = OpenOptions::new().append(true).open(log).and_then(|mut f| {
+        f.write_all(b"\n[braid] the disk was full: this log keeps its first and last 64 KiB; the output between was discarded\n")
+    });
+    if let Err(e) = wrote {
+        tracing::debug!(log = %log.display(), error = %e, "noting a full disk in a log");
+    }
+}
+
 /// Half of a capped log is its head, half its tail.
 fn halves(max: u64) -> (u64, u64) {
     (max / 2, max - max / 2)
@@ -505,8 +519,13 @@ fn punch(path: &Path, max: u64, punched: u64) -> std::io::Result<u64> {
 /// Frees all but [`FULL_KEEP`] bytes of a log's blocks at once (the disk
 /// is full); a log that cannot be freed is left as it is.
 pub fn free_log(path: &Path) {
-    if let Err(e) = punch(path, FULL_KEEP, 0) {
-        tracing::debug!(log = %path.display(), error = %e, "freeing a log on a full disk");
+    match punch(path, FULL_KEEP, 0) {
+        // Something was freed: say so in the log.
+        Ok(to) if to > 0 => note_full(path),
+        Ok(_) => {}
+        Err(e) => {
+            tracing::debug!(log = %path.display(), error = %e, "freeing a log on a full disk");
+        }
     }
 }
 

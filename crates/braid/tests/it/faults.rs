@@ -405,6 +405,17 @@ fn a_full_disk_stops_the_run_says_why_and_charges_nothing() {
         })
         .collect();
     assert!(!released.is_empty(), "the disk filled mid-run: {text}");
+    // Their logs say what happened to their output.
+    let noted = released.iter().any(|id| {
+        std::fs::read_to_string(
+            p.path()
+                .join(".braid/logs")
+                .join(id.as_str())
+                .join("1-loud.log"),
+        )
+        .is_ok_and(|l| l.contains("[braid] the disk was full"))
+    });
+    assert!(noted, "a note in the log");
     let open = released;
     // Space comes back (the logs go): the next claim is attempt 1 again.
     std::fs::remove_dir_all(p.path().join(".braid/logs")).unwrap();
