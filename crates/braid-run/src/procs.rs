@@ -507,22 +507,18 @@ fn comm(pid: u32) -> String {
         .unwrap_or_else(|_| format!("pid {pid}"))
 }
 
-/// This process's children (of every thread: an orphan is adopted by
-/// whichever thread the kernel picks).
+/// This process's children as its main thread holds them: an orphan is
+/// adopted by the subreaper's first live thread, which while braid runs is
+/// its main thread (one small file, read at each attempt's end).
 fn own_children() -> Vec<u32> {
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    for t in tasks.flatten() {
-        if let Ok(text) = std::fs::read_to_string(t.path().join("children")) {
-            out.extend(
-                text.split_ascii_whitespace()
-                    .filter_map(|p| p.parse::<u32>().ok()),
-            );
-        }
-    }
-    out
+    let path = format!("/proc/self/task/{}/children", std::process::id());
+    std::fs::read_to_string(path)
+        .map(|text| {
+            text.split_ascii_whitespace()
+                .filter_map(|p| p.parse::<u32>().ok())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Whether process `pid`'s environment holds `BRAID_ATTEMPT_TAG=tag`.
