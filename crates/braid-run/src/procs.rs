@@ -342,6 +342,104 @@ fn boot_id() -> Option<String> {
         .map(|s| s.trim().to_owned())
 }
 
+/// The environment variable that marks every process an attempt starts
+/// (its descendants inherit it): how a daemon that left the attempt's
+/// process group (`setsid`) is still known as the attempt's.
+pub const ATTEMPT_TAG: &str = "BRAID_ATTEMPT_TAG";
+
+/// Makes this process the reaper of its orphaned descendants
+/// (`PR_SET_CHILD_SUBREAPER`): a daemon an attempt leaves behind, whose
+/// parent exits, becomes braid's child instead of init's, so braid can
+/// find and stop it. Once per process.
+pub fn become_subreaper() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
+            tracing::warn!(error = %e, "cannot become the reaper of attempts' daemons");
+        }
+    });
+}
+
+/// A process's short name (`/proc/PID/comm`).
+fn comm(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|_| format!("pid {pid}"))
+}
+
+/// This process's children as its main thread holds them: an orphan is
+/// adopted by the subreaper's first live thread, which while braid runs is
+/// its main thread (one small file, read at each attempt's end).
+fn own_children() -> Vec<u32> {
+    let path = format!("/proc/self/task/{}/children", std::process::id());
+    std::fs::read_to_string(path)
+        .map(|text| {
+            text.split_ascii_whitespace()
+                .filter_map(|p| p.parse::<u32>().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Whether process `pid`'s environment holds `BRAID_ATTEMPT_TAG=tag`.
+fn tagged(pid: u32, tag: &str) -> bool {
+    let want = format!("{ATTEMPT_TAG}={tag}");
+    std::fs::read(format!("/proc/{pid}/environ"))
+        .map(|env| env.split(|b| *b == 0).any(|v| v == want.as_bytes()))
+        .unwrap_or(false)
+}
+
+/// Stops what an attempt left running once its first process ended: the
+/// rest of its process group, and (with `tag`) the daemons it started
+/// that left the group and were adopted by braid. Answers their names.
+/// The adopted ones are reaped here (nobody else waits for them).
+pub fn stop_leftovers(pgid: u32, tag: Option<&str>) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    let group = Pid::from_raw(pgid as i32);
+    // Cheap when the group is gone, which is the usual case.
+    if killpg(group, None).is_ok() {
+        let pids: Vec<u32> = std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|pid| stat(*pid).is_some_and(|s| s.pgrp == pgid && !s.dead()))
+            .collect();
+        names.extend(pids.iter().map(|p| comm(*p)));
+        seen.extend(pids);
+        // Gone already is what was wanted.
+        let _ = killpg(group, Signal::SIGKILL);
+    }
+    let Some(tag) = tag else { return names };
+    // Daemons that left the group, adopted by braid; and members of the
+    // group braid adopted (their parent exited first), now killed: braid
+    // reaps them all. A killed daemon's own children are adopted next:
+    // look again until none is left (bounded: a fork bomb is not followed
+    // for ever).
+    for _ in 0..16 {
+        let adopted: Vec<u32> = own_children()
+            .into_iter()
+            .filter(|pid| seen.contains(pid) || tagged(*pid, tag))
+            .collect();
+        if adopted.is_empty() {
+            break;
+        }
+        for pid in adopted {
+            if seen.insert(pid) {
+                names.push(comm(pid));
+            }
+            let p = Pid::from_raw(pid as i32);
+            // Its own group too: a `setsid` daemon leads one.
+            let _ = killpg(p, Signal::SIGKILL);
+            let _ = nix::sys::signal::kill(p, Signal::SIGKILL);
+            // Ours to reap now; an error means it was reaped already.
+            let _ = nix::sys::wait::waitpid(p, None);
+        }
+    }
+    names
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -480,102 +578,4 @@ mod tests {
         );
         assert_eq!(stop_group(&id, Duration::from_millis(200)), None);
     }
-}
-
-/// The environment variable that marks every process an attempt starts
-/// (its descendants inherit it): how a daemon that left the attempt's
-/// process group (`setsid`) is still known as the attempt's.
-pub const ATTEMPT_TAG: &str = "BRAID_ATTEMPT_TAG";
-
-/// Makes this process the reaper of its orphaned descendants
-/// (`PR_SET_CHILD_SUBREAPER`): a daemon an attempt leaves behind, whose
-/// parent exits, becomes braid's child instead of init's, so braid can
-/// find and stop it. Once per process.
-pub fn become_subreaper() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
-            tracing::warn!(error = %e, "cannot become the reaper of attempts' daemons");
-        }
-    });
-}
-
-/// A process's short name (`/proc/PID/comm`).
-fn comm(pid: u32) -> String {
-    std::fs::read_to_string(format!("/proc/{pid}/comm"))
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_else(|_| format!("pid {pid}"))
-}
-
-/// This process's children as its main thread holds them: an orphan is
-/// adopted by the subreaper's first live thread, which while braid runs is
-/// its main thread (one small file, read at each attempt's end).
-fn own_children() -> Vec<u32> {
-    let path = format!("/proc/self/task/{}/children", std::process::id());
-    std::fs::read_to_string(path)
-        .map(|text| {
-            text.split_ascii_whitespace()
-                .filter_map(|p| p.parse::<u32>().ok())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// Whether process `pid`'s environment holds `BRAID_ATTEMPT_TAG=tag`.
-fn tagged(pid: u32, tag: &str) -> bool {
-    let want = format!("{ATTEMPT_TAG}={tag}");
-    std::fs::read(format!("/proc/{pid}/environ"))
-        .map(|env| env.split(|b| *b == 0).any(|v| v == want.as_bytes()))
-        .unwrap_or(false)
-}
-
-/// Stops what an attempt left running once its first process ended: the
-/// rest of its process group, and (with `tag`) the daemons it started
-/// that left the group and were adopted by braid. Answers their names.
-/// The adopted ones are reaped here (nobody else waits for them).
-pub fn stop_leftovers(pgid: u32, tag: Option<&str>) -> Vec<String> {
-    let mut names = Vec::new();
-    let mut seen = std::collections::HashSet::new();
-    let group = Pid::from_raw(pgid as i32);
-    // Cheap when the group is gone, which is the usual case.
-    if killpg(group, None).is_ok() {
-        let pids: Vec<u32> = std::fs::read_dir("/proc")
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-            .filter(|pid| stat(*pid).is_some_and(|s| s.pgrp == pgid && !s.dead()))
-            .collect();
-        names.extend(pids.iter().map(|p| comm(*p)));
-        seen.extend(pids);
-        // Gone already is what was wanted.
-        let _ = killpg(group, Signal::SIGKILL);
-    }
-    let Some(tag) = tag else { return names };
-    // Daemons that left the group, adopted by braid; and members of the
-    // group braid adopted (their parent exited first), now killed: braid
-    // reaps them all. A killed daemon's own children are adopted next:
-    // look again until none is left (bounded: a fork bomb is not followed
-    // for ever).
-    for _ in 0..16 {
-        let adopted: Vec<u32> = own_children()
-            .into_iter()
-            .filter(|pid| seen.contains(pid) || tagged(*pid, tag))
-            .collect();
-        if adopted.is_empty() {
-            break;
-        }
-        for pid in adopted {
-            if seen.insert(pid) {
-                names.push(comm(pid));
-            }
-            let p = Pid::from_raw(pid as i32);
-            // Its own group too: a `setsid` daemon leads one.
-            let _ = killpg(p, Signal::SIGKILL);
-            let _ = nix::sys::signal::kill(p, Signal::SIGKILL);
-            // Ours to reap now; an error means it was reaped already.
-            let _ = nix::sys::wait::waitpid(p, None);
-        }
-    }
-    names
 }
