@@ -403,6 +403,18 @@ fn start(spec: &Spec, tag: &str) -> std::io::Result<std::process::Child> {
         cmd.env(k, v);
     }
     cmd.env(crate::procs::ATTEMPT_TAG, tag);
+    // git's automatic maintenance runs before git answers, not as a daemon
+    // the attempt would leave behind (and braid would stop mid-work). Only
+    // where the environment passes no git config of its own this way.
+    if std::env::var_os("GIT_CONFIG_COUNT").is_none()
+        && !spec.extra_env.iter().any(|(k, _)| k == "GIT_CONFIG_COUNT")
+    {
+        cmd.env("GIT_CONFIG_COUNT", "2")
+            .env("GIT_CONFIG_KEY_0", "gc.autoDetach")
+            .env("GIT_CONFIG_VALUE_0", "false")
+            .env("GIT_CONFIG_KEY_1", "maintenance.autoDetach")
+            .env("GIT_CONFIG_VALUE_1", "false");
+    }
     cmd.spawn()
 }
 
