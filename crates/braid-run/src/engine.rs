@@ -1501,6 +1501,18 @@ impl<'a, S: Spawner, H: Host> Runner<'a, S, H> {
     /// rate limit.
     fn exited(&mut self, key: u64, exit: Exit) -> Input {
         let proc = self.procs.remove(&key);
+        // A process that failed on a full disk: say so before the core
+        // judges the failure (its output could not be written).
+        if !exit.success()
+            && let Some(p) = &proc
+            && free_disk(&p.log).is_some_and(|free| free < RESERVE)
+        {
+            let full = std::io::Error::from_raw_os_error(nix::libc::ENOSPC);
+            self.check_disk_full(&braid_store::Error::Io {
+                path: p.log.clone(),
+                source: full,
+            });
+        }
         let left = self.spawner.leftovers(key);
         if let Some(p) = &proc
             && !left.is_empty()

@@ -1351,6 +1351,16 @@ impl Core {
                 {
                     return self.cool_down(now, &p.task, &name, rest, out);
                 }
+                // Failed while the disk was full: the disk's fault, not the
+                // agent's (its output could not be written); not charged.
+                if !exit.success() && self.disk_full {
+                    return self.give_back(
+                        &p.task,
+                        &format!("agent {name} ({what}) while the disk was full"),
+                        true,
+                        out,
+                    );
+                }
                 if exit.success() && !timed_out && unfit.is_none() {
                     if let Some(w) = self.works.get_mut(&p.task) {
                         w.pending = Some(Pending::Gates);
