@@ -364,9 +364,9 @@ impl Drop for Tmpfs {
     }
 }
 
-#[test]
-fn a_full_disk_stops_the_run_says_why_and_charges_nothing() {
-    let Some(fs) = Tmpfs::mount("8m") else { return };
+/// A project on `fs` whose agents each print 3 MB (more than an 8 MiB
+/// disk holds for six of them), with six tasks.
+fn loud_project(fs: &Tmpfs) -> (crate::Proj, Vec<String>) {
     let p = crate::Proj {
         dir: tempfile::tempdir_in(fs.dir.path()).unwrap(),
         cache: tempfile::tempdir().unwrap(),
@@ -380,6 +380,13 @@ fn a_full_disk_stops_the_run_says_why_and_charges_nothing() {
     )
     .unwrap();
     let ids: Vec<String> = (0..6).map(|i| p.add(&[&format!("t{i}")])).collect();
+    (p, ids)
+}
+
+#[test]
+fn a_full_disk_stops_the_run_says_why_and_charges_nothing() {
+    let Some(fs) = Tmpfs::mount("8m") else { return };
+    let (p, ids) = loud_project(&fs);
     // Never hangs (the harness gives it 2 minutes), exits 1, says why.
     let out = p.run(&["run"]);
     let text = format!(
@@ -434,19 +441,7 @@ fn a_full_disk_stops_the_run_says_why_and_charges_nothing() {
 #[test]
 fn a_following_run_waits_out_a_full_disk_and_finishes_the_work() {
     let Some(fs) = Tmpfs::mount("8m") else { return };
-    let p = crate::Proj {
-        dir: tempfile::tempdir_in(fs.dir.path()).unwrap(),
-        cache: tempfile::tempdir().unwrap(),
-    };
-    p.ok(&["init"]);
-    std::fs::write(
-        p.path().join(".braid/config.toml"),
-        "[run]\njobs = 2\nmax_attempts = 2\ndisk_floor = \"0\"\n\
-         [[agent]]\nname = \"loud\"\ntimeout = \"30s\"\n\
-         command = [\"sh\", \"-c\", \"head -c 3000000 /dev/zero | tr '\\\\0' x; echo done\"]\n",
-    )
-    .unwrap();
-    let ids: Vec<String> = (0..6).map(|i| p.add(&[&format!("t{i}")])).collect();
+    let (p, ids) = loud_project(&fs);
     let child = p
         .cmd()
         .args(["run", "--follow"])
