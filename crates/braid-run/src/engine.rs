@@ -196,6 +196,9 @@ pub struct Runner<'a, S: Spawner, H: Host> {
     pending_since: Option<Instant>,
     queue_metric_at: Option<Instant>,
     tokens: HashMap<TaskId, String>,
+    /// The gates a task just claimed names (read with the claim, so its
+    /// first gate round needs no read of its own).
+    claimed_gates: HashMap<TaskId, Vec<String>>,
     /// A task's workspace identity for its gate round (the cache key's
     /// content part).
     content: HashMap<TaskId, String>,
@@ -304,6 +307,7 @@ impl<'a, S: Spawner, H: Host> Runner<'a, S, H> {
             pending_since: None,
             queue_metric_at: None,
             tokens: HashMap::new(),
+            claimed_gates: HashMap::new(),
             content: HashMap::new(),
             procs: HashMap::new(),
             ended: HashMap::new(),
@@ -540,6 +544,7 @@ impl<'a, S: Spawner, H: Host> Runner<'a, S, H> {
                         let attempt = a.task.lease.as_ref().map_or(1, |l| l.attempt);
                         self.tokens
                             .insert(id.clone(), a.lease_token.unwrap_or_default());
+                        self.claimed_gates.insert(id.clone(), a.task.gates);
                         crate::metrics::dispatched();
                         self.answer(Input::Claimed { id, attempt });
                     }
@@ -638,6 +643,7 @@ impl<'a, S: Spawner, H: Host> Runner<'a, S, H> {
             Action::Rescue => self.rescue_expired(),
             Action::RemoveWorkspace { id } => {
                 self.tokens.remove(&id);
+                self.claimed_gates.remove(&id);
                 self.bases.remove(&id);
                 if let Some(repo) = &self.paths.repo {
                     let ws = self.paths.workspace(&id);
@@ -953,15 +959,11 @@ impl<'a, S: Spawner, H: Host> Runner<'a, S, H> {
     /// Makes the task's workspace: its git worktree, or a scratch folder.
     /// A new branch starts from its base (the target, with the unlanded
     /// work of finished dependencies merged in): answered so the attempt
-    /// records it. `None`: the workspace was there already.
-    fn prepare_workspace(
-        &self,
-        id: &TaskId,
-        path: &std::path::Path,
-    ) -> Result<Option<crate::base::Base>, NotStarted> {
+    /// records it. `Made::Was`: the workspace was there already.
+    fn prepare_workspace(&self, id: &TaskId, path: &std::path::Path) -> Result<Made, NotStarted> {
         let Some(repo) = &self.paths.repo else {
-            return std::fs::create_dir_all(path)
-                .map(|()| None)
+            return make_dir(path)
+                .map(|new| if new { Made::New(None) } else { Made::Was })
                 .map_err(|e| NotStarted::Workspace(format!("{}: {e}", path.display())));
         };
         let failed = |e: &dyn std::fmt::Display| {
@@ -973,7 +975,7 @@ impl<'a, S: Spawner, H: Host> Runner<'a, S, H> {
             || braid_git::rev_exists(repo, &format!("refs/heads/{branch}"))
         {
             braid_git::ensure_worktree(repo, path, &branch, "HEAD").map_err(|e| failed(&e))?;
-            return Ok(None);
+            return Ok(Made::Was);
         }
         let mut target = self
             .config
@@ -988,7 +990,7 @@ impl<'a, S: Spawner, H: Host> Runner<'a, S, H> {
             let theirs = crate::remote::tracking(r, &branch);
             if braid_git::rev_exists(repo, &theirs) {
                 braid_git::ensure_worktree(repo, path, &branch, &theirs).map_err(|e| failed(&e))?;
-                return Ok(None);
+                return Ok(Made::Was);
             }
             target = crate::remote::tracking(r, &target);
         }
@@ -1000,7 +1002,7 @@ impl<'a, S: Spawner, H: Host> Runner<'a, S, H> {
             Err(e) => return Err(failed(&e)),
         };
         braid_git::ensure_worktree(repo, path, &branch, &base.commit).map_err(|e| failed(&e))?;
-        Ok(Some(base))
+        Ok(Made::New(Some(base)))
     }
 
     fn start_agent(&mut self, key: u64, id: &TaskId, agent_name: &str, attempt: u32) {
@@ -1014,11 +1016,30 @@ impl<'a, S: Spawner, H: Host> Runner<'a, S, H> {
             return self.answer(Input::NotStarted { key, why });
         }
         let workspace = self.paths.workspace(id);
-        let base = match self.prepare_workspace(id, &workspace) {
-            Ok(b) => b,
+        let (base, fresh) = match self.prepare_workspace(id, &workspace) {
+            Ok(Made::New(b)) => (b, true),
+            Ok(Made::Was) => (None, false),
             Err(why) => return self.answer(Input::NotStarted { key, why }),
         };
         let logs = self.paths.logs(id);
+        // The task's first attempt here makes its log folder: nothing of an
+        // earlier one (a question file) can be in it.
+        let first_logs = match make_dir(&logs) {
+            Ok(new) => new,
+            Err(e) => {
+                let why = format!("{}: {e}", logs.display());
+                if e.raw_os_error() == Some(nix::libc::ENOSPC) {
+                    self.check_disk_full(&braid_store::Error::Io {
+                        path: logs.clone(),
+                        source: e,
+                    });
+                }
+                return self.answer(Input::NotStarted {
+                    key,
+                    why: NotStarted::Workspace(why),
+                });
+            }
+        };
         // A retry, or a task a person answered, resumes the agent's own
         // session with only what is new (the failure, the answer).
         let resume = self.resume_of(id, &agent);
@@ -1065,8 +1086,7 @@ impl<'a, S: Spawner, H: Host> Runner<'a, S, H> {
         }
         // Written only for agents that read it (one file fewer per task).
         if (stdin.is_some() || template.iter().any(|a| a.contains("{prompt_file}")))
-            && let Err(e) =
-                std::fs::create_dir_all(&logs).and_then(|()| std::fs::write(&prompt_file, &prompt))
+            && let Err(e) = std::fs::write(&prompt_file, &prompt)
         {
             tracing::warn!(task = %id, error = %e, "writing the prompt file");
             if stdin.is_some() {
@@ -1089,7 +1109,8 @@ impl<'a, S: Spawner, H: Host> Runner<'a, S, H> {
         // Where the agent may leave a question for a person (any agent:
         // a plain command asks this way).
         let question = logs.join(format!("{attempt}-question.md"));
-        if let Err(e) = std::fs::remove_file(&question)
+        if !first_logs
+            && let Err(e) = std::fs::remove_file(&question)
             && e.kind() != std::io::ErrorKind::NotFound
         {
             tracing::warn!(task = %id, error = %e, "removing an old question file");
@@ -1117,13 +1138,17 @@ impl<'a, S: Spawner, H: Host> Runner<'a, S, H> {
         };
         // Whatever another braid left working here (a run that died, or one
         // whose lease ran out) stops before this agent starts: two agents
-        // never share a workspace.
-        let evicted: Vec<String> = self
-            .spawner
-            .evict(id.as_str())
-            .iter()
-            .map(|s| s.describe())
-            .collect();
+        // never share a workspace. A workspace made just now has nobody in
+        // it (a process works in a folder that exists).
+        let evicted: Vec<String> = if fresh {
+            Vec::new()
+        } else {
+            self.spawner
+                .evict(id.as_str())
+                .iter()
+                .map(|s| s.describe())
+                .collect()
+        };
         self.stopped.extend(evicted.iter().cloned());
         let session = resume.map(|(_, _, s)| s);
         let mut payload = json!({"agent": agent_name, "attempt": attempt, "workspace": workspace, "log": spec.log});
@@ -1316,6 +1341,7 @@ impl<'a, S: Spawner, H: Host> Runner<'a, S, H> {
         let ok = self.apply_batch(cmds).is_ok();
         self.content.remove(&id);
         self.tokens.remove(&id);
+        self.claimed_gates.remove(&id);
         self.answer(Input::Finished {
             id,
             to: State::Deferred,
@@ -1409,7 +1435,11 @@ impl<'a, S: Spawner, H: Host> Runner<'a, S, H> {
     /// The gates `id` must pass: its own (by name), else all of them. The
     /// workspace's content identity for the cache is taken once here.
     fn gates_of(&mut self, id: &TaskId) -> Vec<String> {
-        let wanted: Vec<String> = self.store.task(id).map(|t| t.gates).unwrap_or_default();
+        // A retry reads them again: a person may have changed them.
+        let wanted: Vec<String> = match self.claimed_gates.remove(id) {
+            Some(g) => g,
+            None => self.store.task(id).map(|t| t.gates).unwrap_or_default(),
+        };
         let gates: Vec<String> = self
             .config
             .gates
@@ -1875,6 +1905,7 @@ impl<'a, S: Spawner, H: Host> Runner<'a, S, H> {
         }
         self.content.remove(&id);
         self.tokens.remove(&id);
+        self.claimed_gates.remove(&id);
         self.answer(Input::Finished { id, to, ok });
     }
 }
@@ -2131,6 +2162,26 @@ fn read_question(path: &std::path::Path) -> Option<String> {
         .ok()?;
     let text = text.trim();
     (!text.is_empty()).then(|| text.to_owned())
+}
+
+/// What preparing a workspace did.
+enum Made {
+    /// Made it now (with the base a new branch started from).
+    New(Option<crate::base::Base>),
+    /// It was there already.
+    Was,
+}
+
+/// Makes folder `path` (and its parents); `true` when it was not there.
+fn make_dir(path: &std::path::Path) -> std::io::Result<bool> {
+    match std::fs::create_dir(path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(path).map(|()| true)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 #[cfg(test)]

@@ -1,11 +1,19 @@
 //! Which braid started which process group, kept on disk so that a run
 //! that dies (kill -9, a crash, a lost machine) cannot leave an agent
-//! working where the next run puts another. Each group the supervisor
-//! starts is recorded in `.braid/procs/<holds>@<pgid>`, where `holds` names
-//! the workspace it works in (a task id, `merge`): its process group, the
-//! start time of its leader (so a recycled pid is never taken for it), the
-//! machine's boot, and the braid process that owns it. The record goes when
-//! the group is reaped.
+//! working where the next run puts another. Each braid process keeps one
+//! journal, `.braid/procs/<pid>-<start>.jsonl`, to which it appends a line
+//! when it starts a group (the workspace it works in — a task id,
+//! `merge` —, its process group, the start time of its leader so a
+//! recycled pid is never taken for it, the machine's boot, the owning
+//! braid process) and a line when it reaps one. Its running groups are the
+//! ones started and not ended.
+//!
+//! A journal, not a file per group: a process then costs two appends to an
+//! open file instead of a file created and one removed, and on an ext4
+//! without a journal every removal makes the next creations of inodes
+//! slower for seconds (bench/RESULTS.md). The journal is rewritten with
+//! only its running groups once ended lines outnumber them, and removed
+//! when its process ends with none running.
 //!
 //! Two ways a recorded group is stopped: [`Registry::sweep_orphans`] (every
 //! run, merge run and `serve --run` calls it first) stops groups whose
@@ -16,7 +24,10 @@
 //!
 //! Linux only (it reads `/proc`); elsewhere nothing is recorded.
 
+use std::collections::HashMap;
+use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, killpg};
@@ -29,11 +40,14 @@ const STOP_GRACE: Duration = Duration::from_secs(5);
 /// be waited for (it is not our child), so this is the one place braid
 /// looks again on a timer, and only while a group is being stopped.
 const STOP_LOOK: Duration = Duration::from_millis(25);
+/// Ended lines a journal holds before it is rewritten with only its
+/// running groups (when they are also most of it).
+const COMPACT_AFTER: usize = 1024;
 
 /// A process as it can be recognised later: its pid and the time it
 /// started, in clock ticks since boot (`/proc/PID/stat`, field 22), on this
 /// boot of this machine.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Identity {
     pub pid: u32,
     pub start: u64,
@@ -69,6 +83,14 @@ pub struct Record {
     pub program: String,
 }
 
+/// A line of a journal.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Line {
+    Started(Record),
+    Ended { holds: String, pgid: u32 },
+}
+
 /// A group that was stopped, for the run's output and the event log.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Stopped {
@@ -98,35 +120,185 @@ pub struct Registry {
     dir: PathBuf,
     me: Option<Identity>,
     boot: Option<String>,
+    /// This process's journal in `dir` (one per process and folder, shared
+    /// by every registry of it); `None` where nothing can be recorded.
+    journal: Option<Arc<Mutex<Journal>>>,
+}
+
+/// This process's journal of one folder.
+#[derive(Debug)]
+struct Journal {
+    path: PathBuf,
+    /// Open for appending; `None` until the first group is recorded, and
+    /// after the file was removed.
+    file: Option<std::fs::File>,
+    /// The groups started and not ended.
+    running: HashMap<(String, u32), Record>,
+    /// Ended lines in the file.
+    ended: usize,
+}
+
+impl Journal {
+    fn append(&mut self, line: &Line) -> std::io::Result<()> {
+        let mut bytes = serde_json::to_vec(line).map_err(std::io::Error::other)?;
+        bytes.push(b'\n');
+        if self.file.is_none() {
+            let open = || {
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&self.path)
+            };
+            let file = match open() {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    std::fs::create_dir_all(self.path.parent().unwrap_or(Path::new(".")))?;
+                    open()
+                }
+                r => r,
+            }?;
+            self.file = Some(file);
+        }
+        // One write: a line is never interleaved with another's, and a
+        // crash leaves at most the last one torn (skipped when read).
+        self.file.as_mut().expect("opened above").write_all(&bytes)
+    }
+
+    /// Rewrites the file with only the running groups (or removes it when
+    /// none runs), once ended lines are most of it.
+    fn compact(&mut self) -> std::io::Result<()> {
+        if self.ended < COMPACT_AFTER || self.ended < 4 * self.running.len() {
+            return Ok(());
+        }
+        self.file = None;
+        self.ended = 0;
+        if self.running.is_empty() {
+            return remove_if_there(&self.path);
+        }
+        let mut bytes = Vec::new();
+        for r in self.running.values() {
+            serde_json::to_writer(&mut bytes, &Line::Started(r.clone()))
+                .map_err(std::io::Error::other)?;
+            bytes.push(b'\n');
+        }
+        braid_store::fsx::write_atomic(&self.path, &bytes)
+    }
+}
+
+impl Drop for Journal {
+    /// The last registry of this process and folder is gone: a journal of
+    /// no running group goes with it.
+    fn drop(&mut self) {
+        if self.running.is_empty()
+            && self.file.is_some()
+            && let Err(e) = remove_if_there(&self.path)
+        {
+            tracing::warn!(path = %self.path.display(), error = %e, "removing a process journal");
+        }
+    }
+}
+
+fn remove_if_there(path: &Path) -> std::io::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        r => r,
+    }
+}
+
+/// This process's journals, by folder: every registry of a folder shares
+/// one, so its lines and its rewrites never race.
+fn journal_for(dir: &Path, me: &Identity) -> Arc<Mutex<Journal>> {
+    static JOURNALS: Mutex<Vec<(PathBuf, Weak<Mutex<Journal>>)>> = Mutex::new(Vec::new());
+    let mut all = JOURNALS.lock().unwrap_or_else(|p| p.into_inner());
+    all.retain(|(_, j)| j.strong_count() > 0);
+    if let Some(j) = all
+        .iter()
+        .find(|(d, _)| d == dir)
+        .and_then(|(_, j)| j.upgrade())
+    {
+        return j;
+    }
+    let j = Arc::new(Mutex::new(Journal {
+        path: dir.join(journal_name(me)),
+        file: None,
+        running: HashMap::new(),
+        ended: 0,
+    }));
+    all.push((dir.to_owned(), Arc::downgrade(&j)));
+    j
+}
+
+fn journal_name(owner: &Identity) -> String {
+    format!("{}-{}.jsonl", owner.pid, owner.start)
+}
+
+/// The owner a journal's name gives (`<pid>-<start>.jsonl`).
+fn owner_of(name: &str) -> Option<Identity> {
+    let (pid, start) = name.strip_suffix(".jsonl")?.split_once('-')?;
+    Some(Identity {
+        pid: pid.parse().ok()?,
+        start: start.parse().ok()?,
+    })
+}
+
+/// The groups a journal records as running; a torn line is skipped.
+fn replay(bytes: &[u8]) -> Vec<Record> {
+    let mut running: Vec<Record> = Vec::new();
+    for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+        match serde_json::from_slice::<Line>(line) {
+            Ok(Line::Started(r)) => running.push(r),
+            Ok(Line::Ended { holds, pgid }) => {
+                running.retain(|r| !(r.leader.pid == pgid && r.holds == holds));
+            }
+            Err(_) => {}
+        }
+    }
+    running
+}
+
+/// Every group the journals in `dir` record as running (whether it still
+/// runs or not), for `braid doctor` and tests.
+pub fn recorded(dir: &Path) -> Vec<Record> {
+    journals(dir)
+        .into_iter()
+        .flat_map(|(path, _)| std::fs::read(path).map(|b| replay(&b)).unwrap_or_default())
+        .collect()
+}
+
+/// The journals in `dir`, with their owners.
+fn journals(dir: &Path) -> Vec<(PathBuf, Identity)> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| {
+            let owner = owner_of(e.file_name().to_str()?)?;
+            Some((e.path(), owner))
+        })
+        .collect()
 }
 
 impl Registry {
     pub fn new(dir: PathBuf) -> Registry {
+        let me = Identity::of(std::process::id());
+        let boot = boot_id();
+        let journal = match (&me, &boot) {
+            (Some(me), Some(_)) => Some(journal_for(&dir, me)),
+            _ => None,
+        };
         Registry {
             dir,
-            me: Identity::of(std::process::id()),
-            boot: boot_id(),
+            me,
+            boot,
+            journal,
         }
-    }
-
-    /// Whether records can be kept here (not on a system without `/proc`).
-    fn usable(&self) -> bool {
-        self.me.is_some() && self.boot.is_some()
-    }
-
-    /// One flat folder: a record costs one file created and one removed
-    /// (file creation is the dear part on some filesystems; see
-    /// bench/RESULTS.md), and the folder holds only running groups, so
-    /// reading it whole is cheap.
-    fn path(&self, holds: &str, pgid: u32) -> PathBuf {
-        self.dir.join(format!("{holds}@{pgid}"))
     }
 
     /// Records a group this process just started. A record that cannot be
     /// written is logged: the process runs anyway (it is still stopped by
     /// this run; only a later run could not find it).
     pub fn add(&self, holds: &str, pgid: u32, program: &str) -> Option<Identity> {
-        let (Some(me), Some(boot)) = (&self.me, &self.boot) else {
+        let (Some(me), Some(boot), Some(journal)) = (&self.me, &self.boot, &self.journal) else {
             return None;
         };
         let leader = Identity::of(pgid)?;
@@ -137,119 +309,98 @@ impl Registry {
             holds: holds.to_owned(),
             program: program.to_owned(),
         };
-        let path = self.path(holds, pgid);
-        let write = || -> std::io::Result<()> {
-            let bytes = serde_json::to_vec(&record).map_err(std::io::Error::other)?;
-            // Written in place, not through a temporary file: a record read
-            // half-written is skipped while fresh (see `stop_where`), and
-            // a crash loses only the record itself.
-            match std::fs::write(&path, &bytes) {
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    std::fs::create_dir_all(&self.dir)?;
-                    std::fs::write(&path, &bytes)
-                }
-                r => r,
-            }
-        };
-        let written = write();
-        if let Err(e) = written {
-            tracing::warn!(path = %path.display(), error = %e, "recording a process group");
+        let mut j = journal.lock().unwrap_or_else(|p| p.into_inner());
+        if let Err(e) = j.append(&Line::Started(record.clone())) {
+            tracing::warn!(path = %j.path.display(), error = %e, "recording a process group");
         }
+        j.running.insert((holds.to_owned(), pgid), record);
         Some(leader)
     }
 
     /// The group was reaped: forget it.
     pub fn remove(&self, holds: &str, pgid: u32) {
-        if !self.usable() {
+        let Some(journal) = &self.journal else {
+            return;
+        };
+        let mut j = journal.lock().unwrap_or_else(|p| p.into_inner());
+        if j.running.remove(&(holds.to_owned(), pgid)).is_none() {
             return;
         }
-        let path = self.path(holds, pgid);
-        if let Err(e) = std::fs::remove_file(&path)
-            && e.kind() != std::io::ErrorKind::NotFound
-        {
-            tracing::warn!(path = %path.display(), error = %e, "removing a process record");
+        let ended = Line::Ended {
+            holds: holds.to_owned(),
+            pgid,
+        };
+        let written = j.append(&ended).and_then(|()| {
+            j.ended += 1;
+            j.compact()
+        });
+        if let Err(e) = written {
+            tracing::warn!(path = %j.path.display(), error = %e, "recording a process group's end");
         }
     }
 
     /// Stops every recorded group whose owner is dead (and forgets groups
     /// that already ended or belong to an earlier boot).
     pub fn sweep_orphans(&self) -> Vec<Stopped> {
-        if !self.usable() {
+        if self.journal.is_none() {
             return Vec::new();
         }
-        self.stop_where(None, |r| !r.owner.alive())
+        self.stop_where(None)
     }
 
     /// Stops every recorded group working in `holds` that another braid
     /// process owns, alive or dead, before this one starts work there.
     pub fn evict(&self, holds: &str) -> Vec<Stopped> {
-        if !self.usable() {
+        if self.journal.is_none() {
             return Vec::new();
         }
-        let me = self.me.clone();
-        self.stop_where(Some(holds), |r| Some(&r.owner) != me.as_ref())
+        self.stop_where(Some(holds))
     }
 
-    /// Stops the groups recorded (under `holds`, or all) that `pick`
-    /// chooses.
-    fn stop_where(&self, holds: Option<&str>, pick: impl Fn(&Record) -> bool) -> Vec<Stopped> {
-        let Ok(entries) = std::fs::read_dir(&self.dir) else {
-            return Vec::new();
-        };
+    /// Stops the groups other braid processes recorded: under `holds`
+    /// (alive or dead owners), or with `None` all of dead owners, whose
+    /// journals then go.
+    fn stop_where(&self, holds: Option<&str>) -> Vec<Stopped> {
         let mut stopped = Vec::new();
-        for e in entries.flatten() {
-            let name = e.file_name();
-            let Some((h, _pgid)) = name.to_str().and_then(|n| n.rsplit_once('@')) else {
-                continue; // not a record
-            };
-            if holds.is_some_and(|want| want != h) {
+        for (path, owner) in journals(&self.dir) {
+            if Some(&owner) == self.me.as_ref() {
+                continue; // this process's own: never stopped from here
+            }
+            let dead = !owner.alive();
+            if holds.is_none() && !dead {
                 continue;
             }
-            let path = e.path();
-            let record = std::fs::read(&path)
-                .ok()
-                .and_then(|b| serde_json::from_slice::<Record>(&b).ok());
-            let Some(record) = record else {
-                // Being written this instant, or torn by a crash: only a
-                // stale one is forgotten.
-                let stale = e
-                    .metadata()
-                    .and_then(|m| m.modified())
-                    .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > STOP_GRACE));
-                if stale {
-                    forget(&path);
+            let Ok(bytes) = std::fs::read(&path) else {
+                continue; // removed meanwhile by its owner or another sweep
+            };
+            for record in replay(&bytes) {
+                if holds.is_some_and(|want| want != record.holds) {
+                    continue;
                 }
-                continue;
-            };
-            if Some(&record.boot) != self.boot.as_ref() {
-                // The machine restarted since: that group is gone.
-                forget(&path);
-                continue;
+                if Some(&record.boot) != self.boot.as_ref() {
+                    continue; // the machine restarted since: that group is gone
+                }
+                if let Some(killed) = stop_group(&record.leader, STOP_GRACE) {
+                    tracing::warn!(
+                        pgid = record.leader.pid,
+                        holds = %record.holds,
+                        owner = record.owner.pid,
+                        killed,
+                        "stopped a process group left by another braid process"
+                    );
+                    stopped.push(Stopped { record, killed });
+                }
             }
-            if !pick(&record) {
-                continue;
+            // A dead owner's groups are all stopped (or were gone): its
+            // journal goes. A live owner records its own groups' ends.
+            if dead
+                && holds.is_none()
+                && let Err(e) = remove_if_there(&path)
+            {
+                tracing::warn!(path = %path.display(), error = %e, "removing a process journal");
             }
-            if let Some(killed) = stop_group(&record.leader, STOP_GRACE) {
-                tracing::warn!(
-                    pgid = record.leader.pid,
-                    holds = %record.holds,
-                    owner = record.owner.pid,
-                    killed,
-                    "stopped a process group left by another braid process"
-                );
-                stopped.push(Stopped { record, killed });
-            }
-            forget(&path);
         }
         stopped
-    }
-}
-
-fn forget(path: &Path) {
-    if let Err(e) = std::fs::remove_file(path)
-        && e.kind() != std::io::ErrorKind::NotFound
-    {
-        tracing::warn!(path = %path.display(), error = %e, "removing a process record");
     }
 }
 
@@ -459,10 +610,18 @@ mod tests {
         child.wait().is_ok()
     }
 
-    fn write(reg: &Registry, holds: &str, record: &Record) {
-        let p = reg.path(holds, record.leader.pid);
+    /// Writes `record` into its owner's journal, as that braid would have.
+    fn write(reg: &Registry, record: &Record) {
         std::fs::create_dir_all(&reg.dir).unwrap();
-        std::fs::write(p, serde_json::to_vec(record).unwrap()).unwrap();
+        let path = reg.dir.join(journal_name(&record.owner));
+        let mut line = serde_json::to_vec(&Line::Started(record.clone())).unwrap();
+        line.push(b'\n');
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .unwrap();
+        f.write_all(&line).unwrap();
     }
 
     /// An owner that ran and is gone: a process that exited.
@@ -486,7 +645,7 @@ mod tests {
             holds: "br-a".into(),
             program: "sleep".into(),
         };
-        write(&reg, "br-a", &orphan_rec);
+        write(&reg, &orphan_rec);
         // Owned by this (live) process.
         let kept_leader = reg.add("br-b", kept.id(), "sleep").unwrap();
         assert_eq!(kept_leader.pid, kept.id());
@@ -496,7 +655,10 @@ mod tests {
         assert_eq!(stopped[0].record, orphan_rec);
         assert!(!stopped[0].killed, "sleep ends on SIGTERM");
         assert!(gone(&mut orphan));
-        assert!(!reg.path("br-a", orphan_rec.leader.pid).exists());
+        assert!(
+            !recorded(&reg.dir).contains(&orphan_rec),
+            "the dead owner's journal goes"
+        );
         assert!(
             kept_leader.alive(),
             "a live owner's group is left alone by the sweep"
@@ -512,7 +674,39 @@ mod tests {
         let evicted = other.evict("br-b");
         assert_eq!(evicted.len(), 1);
         assert!(gone(&mut kept));
-        assert!(!reg.path("br-b", kept_leader.pid).exists());
+        // Its owner (this process) records the end when it reaps it.
+        reg.remove("br-b", kept_leader.pid);
+        assert!(recorded(&reg.dir).is_empty());
+    }
+
+    #[test]
+    fn a_journal_keeps_only_running_groups_once_ended_ones_pile_up_and_goes_with_its_registry() {
+        let dir = tempfile::tempdir().unwrap();
+        let procs = dir.path().join("procs");
+        let reg = Registry::new(procs.clone());
+        let mut g = group();
+        let pid = g.id();
+        reg.add("br-live", pid, "sleep").unwrap();
+        // Another registry of the same folder in this process writes to the
+        // same journal.
+        let again = Registry::new(procs.clone());
+        for i in 0..COMPACT_AFTER + 10 {
+            let holds = format!("br-{i}");
+            again.add(&holds, pid, "sleep").unwrap();
+            reg.remove(&holds, pid);
+        }
+        let journal = procs.join(journal_name(reg.me.as_ref().unwrap()));
+        let lines = std::fs::read_to_string(&journal).unwrap().lines().count();
+        assert!(lines < 30, "rewritten with what runs: {lines} lines");
+        let running = recorded(&procs);
+        assert_eq!(running.len(), 1, "{running:?}");
+        assert_eq!(running[0].holds, "br-live");
+        reg.remove("br-live", pid);
+        assert!(recorded(&procs).is_empty());
+        drop((reg, again));
+        assert!(!journal.exists(), "no journal is left with nothing running");
+        g.kill().unwrap();
+        g.wait().unwrap();
     }
 
     #[test]
@@ -533,7 +727,7 @@ mod tests {
             holds: "br-c".into(),
             program: "agent".into(),
         };
-        write(&reg, "br-c", &recycled);
+        write(&reg, &recycled);
         let earlier_boot = Record {
             leader: real.clone(),
             boot: "another-boot".into(),
@@ -541,14 +735,10 @@ mod tests {
             holds: "br-d".into(),
             program: "agent".into(),
         };
-        write(&reg, "br-d", &earlier_boot);
+        write(&reg, &earlier_boot);
         assert!(reg.sweep_orphans().is_empty());
         assert!(real.alive(), "the process now under that pid lives on");
-        assert!(
-            !reg.path("br-c", real.pid).exists(),
-            "the stale record goes"
-        );
-        assert!(!reg.path("br-d", real.pid).exists());
+        assert!(recorded(&reg.dir).is_empty(), "the stale records go");
         bystander.kill().unwrap();
         bystander.wait().unwrap();
     }

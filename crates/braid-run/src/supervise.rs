@@ -374,13 +374,17 @@ fn start(spec: &Spec, tag: &str) -> std::io::Result<std::process::Child> {
             "an empty command",
         ));
     };
-    if let Some(dir) = spec.log.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let log = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&spec.log)?;
+    let open = || OpenOptions::new().create(true).append(true).open(&spec.log);
+    // Its folder is made only when missing (the engine made it already).
+    let log = match open() {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if let Some(dir) = spec.log.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            open()
+        }
+        r => r,
+    }?;
     let mut cmd = Command::new(program);
     cmd.args(&spec.argv[1..])
         .current_dir(&spec.cwd)

@@ -680,22 +680,16 @@ fn workspaces(project: &Project, store: Option<&dyn Store>, keep: Duration) -> C
 /// braid that started them is gone: agents or gates nobody supervises.
 fn processes(paths: &braid_run::Paths) -> Check {
     const NAME: &str = "processes";
-    let dir = paths.procs();
-    let Ok(rd) = std::fs::read_dir(&dir) else {
+    let records = braid_run::procs::recorded(&paths.procs());
+    if records.is_empty() {
         return Check::ok(NAME, "no process groups recorded");
-    };
+    }
     let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
         .map(|b| b.trim().to_owned())
         .ok();
     let mut owned = 0;
     let mut orphans = Vec::new();
-    for e in rd.flatten() {
-        let Some(record) = std::fs::read(e.path())
-            .ok()
-            .and_then(|b| serde_json::from_slice::<braid_run::procs::Record>(&b).ok())
-        else {
-            continue; // being written, or not a record
-        };
+    for record in records {
         if boot.as_ref() != Some(&record.boot) || !record.leader.alive() {
             continue; // ended (the next run forgets the record)
         }

@@ -694,10 +694,7 @@ fn a_claude_killed_mid_stream_fails_cleanly_and_the_ledger_keeps_what_it_said() 
     let cost = p.json(&["cost"]);
     assert_eq!(cost[0]["unpriced"], 1);
     // The whole group is gone: nothing of the CLI runs on.
-    let procs = p.path().join(".braid/procs");
-    let left: Vec<_> = std::fs::read_dir(&procs)
-        .map(|d| d.flatten().map(|e| e.file_name()).collect())
-        .unwrap_or_default();
+    let left = braid_run::procs::recorded(&p.path().join(".braid/procs"));
     assert!(left.is_empty(), "process records left: {left:?}");
 }
 

@@ -302,10 +302,9 @@ fn two_nodes_on_postgres_share_work_through_the_remote() {
     // node's process records): then SIGKILL.
     let procs = a_node.path().join(".braid/procs");
     crate::run::when_changed(&procs, "node A's merge gate", || {
-        std::fs::read_dir(&procs)
-            .ok()?
-            .flatten()
-            .any(|f| f.file_name().to_string_lossy().starts_with("merge@"))
+        braid_run::procs::recorded(&procs)
+            .iter()
+            .any(|r| r.holds == "merge")
             .then_some(())
     });
     assert!(

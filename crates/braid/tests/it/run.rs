@@ -1006,13 +1006,11 @@ fn start_spans_run(p: &Proj, spans: &std::path::Path) -> (std::process::Child, V
 /// unrecorded, which the tests do not aim at).
 fn recorded(p: &Proj, pid: &str) -> serde_json::Value {
     let procs = p.path().join(".braid/procs");
-    let suffix = format!("@{pid}");
     when_changed(&procs, "the process record", || {
-        std::fs::read_dir(&procs)
-            .ok()?
-            .flatten()
-            .find(|e| e.file_name().to_string_lossy().ends_with(&suffix))
-            .and_then(|e| serde_json::from_slice(&std::fs::read(e.path()).ok()?).ok())
+        braid_run::procs::recorded(&procs)
+            .into_iter()
+            .find(|r| r.leader.pid.to_string() == pid)
+            .map(|r| serde_json::to_value(r).unwrap())
     })
 }
 
@@ -1039,13 +1037,13 @@ fn agents_of_a_run_killed_with_sigkill_stop_before_the_next_run_starts_any() {
     );
     // Each was recorded as it started (its group, its leader's start time,
     // its owner), before anything else could be lost.
+    let records = braid_run::procs::recorded(&p.path().join(".braid/procs"));
     for s in &started {
-        let path = p
-            .path()
-            .join(".braid/procs")
-            .join(format!("{}@{}", s[1], s[3]));
-        let rec: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        let rec = records
+            .iter()
+            .find(|r| r.holds == s[1] && r.leader.pid.to_string() == s[3])
+            .map(|r| serde_json::to_value(r).unwrap())
+            .unwrap_or_else(|| panic!("no record of {s:?} in {records:?}"));
         assert_eq!(rec["leader"]["pid"].to_string(), s[3], "{rec}");
         assert!(rec["leader"]["start"].as_u64().is_some(), "{rec}");
         assert_eq!(rec["holds"], s[1].as_str());
@@ -1099,9 +1097,14 @@ fn agents_of_a_run_killed_with_sigkill_stop_before_the_next_run_starts_any() {
         }
     }
     assert_eq!(
+        braid_run::procs::recorded(&p.path().join(".braid/procs")),
+        Vec::new(),
+        "no record of a process that ended is kept"
+    );
+    assert_eq!(
         std::fs::read_dir(p.path().join(".braid/procs")).map_or(0, |d| d.count()),
         0,
-        "no record of a process that ended is kept"
+        "nor a journal of a braid that ended"
     );
 }
 
